@@ -1,0 +1,154 @@
+"""The simulator's control API: JSON over HTTP on its own port (served by hypercorn, trio worker).
+
+Routes (shapes in the README):
+- `GET  /healthz`              → `{"ok": true}`
+- `GET  /info`                 → where the CA, signing key and APNs listener are, plus counters
+- `GET  /devices`              → every simulated device with its Live Activities
+- `GET  /devices/{name}`       → one device (404 if unknown)
+- `POST /devices`              → create a device: `{"name", "push_to_start_token"?, "channels"?}`
+- `GET  /pushes?limit=N&token=T` → the newest received pushes with their outcome, oldest first
+
+Errors are always `{"error": "<code>", "message": "<sentence>"}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from simulator.apns import FakeApns
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_MAX_BODY = 64 * 1024
+_encoder = msgspec.json.Encoder()
+
+
+class NewDevice(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of `POST /devices`."""
+
+    name: str
+    push_to_start_token: str | None = None
+    channels: list[str] = msgspec.field(default_factory=list)
+
+
+class ControlError(Exception):
+    """An error answer of the control API."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+class ControlApp:
+    """ASGI application exposing the simulator's state."""
+
+    def __init__(self, apns: FakeApns, info: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.apns = apns
+        self.info = info or dict
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            body = await _read_body(receive)
+            status, payload = self.route(scope["method"], scope["path"], scope.get("query_string", b""), body)
+        except ControlError as exc:
+            status, payload = exc.status, {"error": exc.error, "message": exc.message}
+        await _respond(send, status, payload)
+
+    def route(self, method: str, path: str, query: bytes, body: bytes) -> tuple[int, Any]:
+        """Dispatch one request; raises `ControlError` for error answers."""
+        parts = [p for p in path.split("/") if p]
+        now = self.apns.wall_clock()
+        if parts == ["healthz"]:
+            return 200, {"ok": True}
+        if parts == ["info"]:
+            return 200, {**self.info(), **self.apns.snapshot()}
+        if parts == ["devices"] and method == "GET":
+            self.apns.registry.advance(now)
+            return 200, {"devices": self.apns.registry.snapshot(now)}
+        if parts == ["devices"] and method == "POST":
+            return 201, self._create_device(body, now)
+        if len(parts) == 2 and parts[0] == "devices" and method == "GET":
+            self.apns.registry.advance(now)
+            device = self.apns.registry.device_snapshot(parts[1], now)
+            if device is None:
+                raise ControlError(404, "not_found", f"no simulated device named {parts[1]!r}")
+            return 200, device
+        if parts == ["pushes"] and method == "GET":
+            return 200, {"pushes": self._pushes(query)}
+        if parts and parts[0] in {"healthz", "info", "devices", "pushes"}:
+            raise ControlError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        raise ControlError(404, "not_found", f"no route for {path}")
+
+    def _create_device(self, body: bytes, now: float) -> dict[str, Any]:
+        try:
+            new = msgspec.json.decode(body or b"{}", type=NewDevice)
+        except msgspec.ValidationError as exc:
+            raise ControlError(400, "bad_request", f"invalid device: {exc}") from None
+        except msgspec.DecodeError:
+            raise ControlError(400, "bad_request", "body is not valid JSON") from None
+        try:
+            self.apns.registry.add_device(
+                new.name, push_to_start_token=new.push_to_start_token, channels=new.channels, now=now
+            )
+        except ValueError as exc:
+            raise ControlError(409, "conflict", str(exc)) from None
+        snapshot = self.apns.registry.device_snapshot(new.name, now)
+        assert snapshot is not None
+        return snapshot
+
+    def _pushes(self, query: bytes) -> list[dict[str, Any]]:
+        params = parse_qs(query.decode("latin-1"))
+        try:
+            limit = int(params.get("limit", ["100"])[0])
+        except ValueError:
+            raise ControlError(400, "bad_request", "limit must be an integer") from None
+        if not 1 <= limit <= 100_000:
+            raise ControlError(400, "bad_request", "limit must be between 1 and 100000")
+        token = params.get("token", [None])[0]
+        records = [r for r in self.apns.log if token is None or r.token == token]
+        return [r.to_json() for r in records[-limit:]]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY:
+            raise ControlError(413, "payload_too_large", f"request body over {_MAX_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, payload: Any) -> None:
+    body = _encoder.encode(payload)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

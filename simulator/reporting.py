@@ -1,0 +1,123 @@
+"""Simulated apps reporting their Live Activity update tokens, as an iOS app does.
+
+After a push-to-start, iOS wakes the app and hands it the new activity's update token; the app
+then sends it to its server (apns.md §6, "Tokens"). The simulated devices do the same: each
+`TokenReport` is POSTed as JSON to a configured URL (the engine's device API), with
+`Authorization: Bearer <device key>` when one is configured. Reports wait in a bounded channel;
+when it is full the report is dropped and counted, so a dead server never grows memory. Failed
+POSTs are retried a few times with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+import msgspec
+import trio
+
+from simulator.devices import TokenReport
+
+log = logging.getLogger("lockstep.simulator.reporting")
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class ReporterStats:
+    """How reporting went, for the control API."""
+
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+    last_error: str | None = None
+    last_status: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def report_body(report: TokenReport) -> bytes:
+    """The JSON body a simulated app sends for one update token."""
+    return _encoder.encode(asdict(report))
+
+
+async def post_json(url: str, body: bytes, *, bearer: str | None, timeout: float = 5.0) -> int:
+    """POST `body` to an `http://` URL and return the status code (HTTP/1.1 over trio + h11)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"token report URL must be http://host[:port]/path, got {url!r}")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = [
+        ("host", parts.netloc),
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("connection", "close"),
+    ]
+    if bearer:
+        headers.append(("authorization", f"Bearer {bearer}"))
+    conn = h11.Connection(h11.CLIENT)
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+        async with stream:
+            await stream.send_all(conn.send(h11.Request(method="POST", target=target, headers=headers)))
+            await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                    continue
+                if isinstance(event, h11.Response):
+                    return int(event.status_code)
+                if isinstance(event, h11.ConnectionClosed):
+                    raise ConnectionError("server closed the connection without answering")
+
+
+class TokenReporter:
+    """Sends `TokenReport`s to the engine's device API in the background."""
+
+    def __init__(self, url: str, *, bearer: str | None = None, capacity: int = 1000,
+                 attempts: int = 3) -> None:
+        self.url = url
+        self._bearer = bearer
+        self._attempts = attempts
+        self._send, self._receive = trio.open_memory_channel[TokenReport](capacity)
+        self.stats = ReporterStats()
+
+    def __repr__(self) -> str:
+        return f"TokenReporter(url={self.url!r})"  # never the bearer credential
+
+    def submit(self, report: TokenReport) -> None:
+        """Queue a report without waiting; drop (and count) it when the queue is full."""
+        try:
+            self._send.send_nowait(report)
+        except trio.WouldBlock:
+            self.stats.dropped += 1
+
+    async def run(self) -> None:
+        """Deliver queued reports until cancelled."""
+        async for report in self._receive:
+            await self._deliver(report)
+
+    async def _deliver(self, report: TokenReport) -> None:
+        body = report_body(report)
+        delay = 0.5
+        for attempt in range(1, self._attempts + 1):
+            try:
+                status = await post_json(self.url, body, bearer=self._bearer)
+            except (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError) as exc:
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                self.stats.last_status = status
+                if 200 <= status < 300:
+                    self.stats.delivered += 1
+                    return
+                self.stats.last_error = f"HTTP {status}"
+                if 400 <= status < 500 and status != 429:
+                    break  # the server refuses this report; retrying will not help
+            if attempt < self._attempts:
+                await trio.sleep(delay)
+                delay *= 2
+        self.stats.failed += 1
+        log.warning("token report for %s failed: %s", report.device, self.stats.last_error)

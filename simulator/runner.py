@@ -1,0 +1,184 @@
+"""Assemble and run a whole simulator: fake APNs listener, simulated iPhones, control API.
+
+`Simulator.build(options)` prepares everything that touches the disk (CA and server certificate,
+the signing key and its `.p8`, the `.apns` output folder) and the in-memory state (devices, fault
+plan); `Simulator.run()` serves until cancelled or until `stop()` drains it. Used by
+`lockstep simulator`, by tests, and by anything that wants a fake APNs in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from engine.apns import wire
+from engine.apns.auth import SigningKey
+from simulator.apns import FakeApns, SimulatorConfig, WallClock
+from simulator.apnsfile import ApnsFileWriter
+from simulator.auth import KeyRing
+from simulator.certs import CertificatePaths, ensure_certificates, server_ssl_context
+from simulator.control import ControlApp
+from simulator.devices import DeviceRegistry
+from simulator.faults import FaultPlan
+from simulator.reporting import TokenReporter
+from simulator.server import ApnsServer
+from simulator.validation import DevicePush
+
+log = logging.getLogger("lockstep.simulator")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorOptions:
+    """How to run a simulator (see `lockstep simulator --help`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 2197
+    control_port: int | None = 8790  # None: no control API
+    devices: int = 3
+    state_dir: Path = Path("lockstep-sim")
+    apns_dir: Path | None = None
+    tls: bool = True
+    plan: FaultPlan | None = None
+    report_url: str | None = None
+    report_key: str | None = field(default=None, repr=False)
+    drain_seconds: float = 5.0
+    config: SimulatorConfig = field(default_factory=SimulatorConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a running simulator listens."""
+
+    apns_port: int
+    control_port: int | None
+
+
+class _ApnsFileListener:
+    """Writes every accepted push as a `.apns` file (apns.md §8)."""
+
+    def __init__(self, writer: ApnsFileWriter) -> None:
+        self.writer = writer
+
+    def on_accepted(self, push: DevicePush, device: str | None) -> None:
+        self.writer.write(device or "unknown-device", push.body)
+
+
+def load_or_create_key(state_dir: Path, config: SimulatorConfig) -> tuple[SigningKey, Path]:
+    """The simulator's signing key: reuse `AuthKey_<kid>.p8` in `state_dir`, or generate it."""
+    path = state_dir / f"AuthKey_{config.key_id}.p8"
+    if path.exists():
+        return SigningKey.from_file(path, config.key_id, config.team_id), path
+    key = SigningKey.generate(config.key_id, config.team_id)
+    return key, key.write_p8(path)
+
+
+class Simulator:
+    """A fake APNs with simulated iPhones, ready to run."""
+
+    def __init__(
+        self,
+        options: SimulatorOptions,
+        *,
+        apns: FakeApns,
+        key: SigningKey,
+        key_path: Path,
+        certs: CertificatePaths | None,
+        reporter: TokenReporter | None,
+    ) -> None:
+        self.options = options
+        self.apns = apns
+        self.key = key
+        self.key_path = key_path
+        self.certs = certs
+        self.reporter = reporter
+        ssl_context = server_ssl_context(certs) if certs else None
+        self.server = ApnsServer(apns, ssl_context=ssl_context)
+        self.endpoints: Endpoints | None = None
+        self._control_shutdown = trio.Event()
+
+    @classmethod
+    def build(cls, options: SimulatorOptions, *, wall_clock: WallClock = time.time) -> Simulator:
+        """Prepare certificates, key, devices and listeners from `options`."""
+        config = options.config
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+        key, key_path = load_or_create_key(options.state_dir, config)
+        certs = ensure_certificates(options.state_dir) if options.tls else None
+        registry = DeviceRegistry(
+            bundle_id=config.bundle_id,
+            rng=random.Random(f"devices:{config.seed}"),
+            max_active=config.max_active_activities,
+        )
+        now = wall_clock()
+        for n in range(1, options.devices + 1):
+            registry.add_device(f"iphone-{n}", now=now)
+        apns = FakeApns(config, keyring=KeyRing.from_signing_keys(key), registry=registry,
+                        plan=options.plan, wall_clock=wall_clock)
+        if options.apns_dir is not None:
+            apns.listeners.append(_ApnsFileListener(ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id)))
+        reporter = None
+        if options.report_url:
+            reporter = TokenReporter(options.report_url, bearer=options.report_key)
+            apns.token_sinks.append(reporter.submit)
+        return cls(options, apns=apns, key=key, key_path=key_path, certs=certs, reporter=reporter)
+
+    def info(self) -> dict[str, Any]:
+        """What a client needs to talk to this simulator (printed by the CLI, served at /info)."""
+        o, c = self.options, self.options.config
+        ports = self.endpoints or Endpoints(o.port, o.control_port)
+        scheme = "https" if o.tls else "http"
+        return {
+            "apns_url": f"{scheme}://{o.host}:{ports.apns_port}",
+            "tls": o.tls,
+            "ca_certificate": str(self.certs.ca.resolve()) if self.certs else None,
+            "signing_key": str(self.key_path.resolve()),
+            "key_id": c.key_id,
+            "team_id": c.team_id,
+            "bundle_id": c.bundle_id,
+            "topic": c.bundle_id + wire.LIVE_ACTIVITY_TOPIC_SUFFIX,
+            "control_url": f"http://{o.host}:{ports.control_port}" if ports.control_port else None,
+            "apns_dir": str(o.apns_dir.resolve()) if o.apns_dir else None,
+            "token_report_url": o.report_url,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled or until `stop()` has drained the connections."""
+        async with trio.open_nursery() as nursery:
+            apns_port = await nursery.start(self.server.serve, self.options.host, self.options.port)
+            control_port = None
+            if self.options.control_port is not None:
+                control_port = await nursery.start(self._serve_control)
+            if self.reporter is not None:
+                nursery.start_soon(self.reporter.run)
+            self.endpoints = Endpoints(apns_port, control_port)
+            task_status.started(self.endpoints)
+            await self.server.shutdown.wait()
+            await self._control_shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+    async def stop(self) -> bool:
+        """GOAWAY every connection, wait for the drain (bounded), then stop the control API."""
+        drained = await self.server.drain(self.options.drain_seconds)
+        self._control_shutdown.set()
+        return drained
+
+    async def _serve_control(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        config = HypercornConfig()
+        config.bind = [f"{self.options.host}:{self.options.control_port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("lockstep.simulator.control")
+        app = ControlApp(self.apns, info=self.info)
+        async with trio.open_nursery() as nursery:
+            bound: list[str] = await nursery.start(
+                lambda task_status: hypercorn_serve(
+                    app, config, shutdown_trigger=self._control_shutdown.wait, task_status=task_status
+                )
+            )
+            task_status.started(int(bound[0].rsplit(":", 1)[1]))

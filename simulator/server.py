@@ -1,0 +1,173 @@
+"""The fake APNs server's trio shell: sockets, TLS, timing and graceful drain.
+
+Each accepted connection runs one `ApnsConnection`: a reader loop feeding the sans-IO
+`ApnsServerProtocol`, with answers decided by the shared `FakeApns`. Answers the fault plan delays
+run in their own tasks; every write goes through one lock so frames never interleave. On shutdown
+every connection sends GOAWAY `{"reason":"Shutdown"}`, answers what it already received, then
+closes (apns.md §4); a deadline bounds the drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+from collections.abc import Sequence
+
+import trio
+
+from engine.apns.reasons import Reason
+from simulator.apns import Answer, ConnectionState, FakeApns
+from simulator.protocol import ApnsServerProtocol, ConnectionEnded, RequestReady
+
+log = logging.getLogger("lockstep.simulator")
+
+_READ_SIZE = 65536
+_IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+class _Dropped(Exception):
+    """The fault plan asked to drop the connection mid-stream."""
+
+
+class ApnsConnection:
+    """One client connection to the fake APNs."""
+
+    def __init__(self, apns: FakeApns, stream: trio.abc.Stream, shutdown: trio.Event) -> None:
+        self.apns = apns
+        self.stream = stream
+        self.shutdown = shutdown
+        self.state: ConnectionState = apns.open_connection()
+        self.proto = ApnsServerProtocol(initial_max_streams=self.state.max_streams)
+        self._send_lock = trio.Lock()
+        self._scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        """Serve the connection until the client leaves, a fault drops it, or it drains."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_shutdown)
+                    self.proto.initiate()
+                    await self._flush()
+                    await self._read_loop(nursery)
+                    nursery.cancel_scope.cancel()
+        except _Dropped:
+            await trio.aclose_forcefully(self.stream)
+            return
+        except _IO_ERRORS as exc:
+            log.debug("connection %d ended: %s", self.state.index, type(exc).__name__)
+        await trio.aclose_forcefully(self.stream)
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            data = await self.stream.receive_some(_READ_SIZE)
+            if not data:
+                return
+            for event in self.proto.receive_data(data):
+                if isinstance(event, RequestReady):
+                    self._on_request(event, nursery)
+                elif isinstance(event, ConnectionEnded) and event.error:
+                    log.debug("connection %d: %s", self.state.index, event.error)
+            await self._flush()
+            if self.proto.closed or self.proto.drained:
+                return
+
+    def _on_request(self, event: RequestReady, nursery: trio.Nursery) -> None:
+        answer = self.apns.handle(self.state, event.request)
+        if answer.drop_connection:
+            raise _Dropped
+        if answer.latency > 0:
+            nursery.start_soon(self._answer_later, event.request.stream_id, answer)
+        else:
+            self._apply(event.request.stream_id, answer)
+
+    def _apply(self, stream_id: int, answer: Answer) -> None:
+        if answer.reset:
+            self.proto.reset(stream_id)
+        else:
+            self.proto.respond(stream_id, answer.status, answer.apns_id, answer.body)
+        self.proto.set_max_streams(self.state.max_streams)
+        if answer.goaway is not None:
+            self.proto.goaway(answer.goaway)
+
+    async def _answer_later(self, stream_id: int, answer: Answer) -> None:
+        await trio.sleep(answer.latency)
+        self._apply(stream_id, answer)
+        await self._flush()
+        self._finish_if_drained()
+
+    async def _watch_shutdown(self) -> None:
+        await self.shutdown.wait()
+        self.proto.goaway(Reason.SHUTDOWN)
+        await self._flush()
+        self._finish_if_drained()
+
+    def _finish_if_drained(self) -> None:
+        if self.proto.drained or self.proto.closed:
+            self._scope.cancel()
+
+    async def _flush(self) -> None:
+        # One writer at a time, so frames from delayed answers never interleave (pattern 6).
+        async with self._send_lock:
+            data = self.proto.data_to_send()
+            if data:
+                await self.stream.send_all(data)
+
+
+class ApnsServer:
+    """Accepts connections for a `FakeApns` and shuts them down gracefully."""
+
+    def __init__(self, apns: FakeApns, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.apns = apns
+        self.ssl_context = ssl_context
+        self.shutdown = trio.Event()
+        self._active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection (plain or TLS stream); usable with a memory stream in tests."""
+        if self.shutdown.is_set():
+            await trio.aclose_forcefully(stream)
+            return
+        self._active += 1
+        self._idle = trio.Event() if self._active == 1 else self._idle
+        try:
+            await ApnsConnection(self.apns, stream, self.shutdown).run()
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on `host:port` (0 picks a free port, reported through `task_status`)."""
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]
+        tcp = await trio.open_tcp_listeners(port, host=host)
+        bound = tcp[0].socket.getsockname()[1]
+        if self.ssl_context is not None:
+            listeners = [trio.SSLListener(t, self.ssl_context, https_compatible=True) for t in tcp]
+        else:
+            listeners = tcp
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, self.handle, listeners)
+            task_status.started(bound)
+            await self.shutdown.wait()
+            for listener in listeners:
+                await listener.aclose()
+            await self._idle.wait()
+            nursery.cancel_scope.cancel()
+
+    async def drain(self, deadline: float = 5.0) -> bool:
+        """Send GOAWAY everywhere and wait (at most `deadline` s) for connections to finish."""
+        self.shutdown.set()
+        with trio.move_on_after(deadline if math.isfinite(deadline) else 3600.0):
+            await self._idle.wait()
+            return True
+        return False
