@@ -170,7 +170,7 @@ class ConnectionAuth:
 
     @property
     def has_valid_token(self) -> bool:
-        """True once any token was accepted on this connection (apns.md §4: stream-limit warm-up)."""
+        """True once any token was accepted here (apns.md §4: the stream-limit warm-up)."""
         return self._current is not None
 
     @property

@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVER_NAMES = ("localhost", "api.push.apple.com", "api.sandbox.push.apple.com")
+SERVER_NAMES = (
+    "localhost",
+    "api.push.apple.com",
+    "api.sandbox.push.apple.com",
+    "api.development.push.apple.com",
+)
 SERVER_IPS = ("127.0.0.1", "::1")
 _VALIDITY = dt.timedelta(days=825)
 

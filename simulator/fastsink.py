@@ -186,7 +186,7 @@ class FastSinkProtocol:
         self.bytes_out += len(out)
         return out
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Consume bytes from the peer; never raises, ends in GOAWAY on bad input."""
         if self.closed:
             return

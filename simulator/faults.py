@@ -495,6 +495,8 @@ class FaultPlan:
             return cls.from_dict(data)
         except FaultPlanError as exc:
             head, _, sub = exc.field.partition(".")
+            if head not in origins:  # an element of a list field, e.g. limit_swing_values[0]
+                head, sub = head.partition("[")[0], exc.field
             item = origins.get(head, "")
             message = f"{sub}: {exc.message}" if sub else exc.message
             raise FaultPlanError(

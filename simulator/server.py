@@ -52,12 +52,12 @@ class ApnsConnection:
                     await self._flush()
                     await self._read_loop(nursery)
                     nursery.cancel_scope.cancel()
-        except _Dropped:
+        except* _Dropped:
+            log.debug("connection %d dropped by the fault plan", self.state.index)
+        except* _IO_ERRORS as group:
+            log.debug("connection %d ended: %r", self.state.index, group.exceptions[0])
+        finally:
             await trio.aclose_forcefully(self.stream)
-            return
-        except _IO_ERRORS as exc:
-            log.debug("connection %d ended: %s", self.state.index, type(exc).__name__)
-        await trio.aclose_forcefully(self.stream)
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while True:

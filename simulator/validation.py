@@ -17,8 +17,8 @@ Checks run in ONE fixed order; the first failing step decides the answer:
  5. `apns-topic`: missing → 400 `MissingTopic`; empty, whitespace, control or non-ASCII characters
     → 400 `BadTopic`; a bundle (topic minus a known push-type suffix) the key may not push to →
     400 `TopicDisallowed`.
- 6. `apns-push-type`: unknown value → 400 `InvalidPushType`; a topic suffix belonging to another push
-    type → 400 `InvalidPushType`; missing while the topic is a Live Activity topic → 400
+ 6. `apns-push-type`: unknown value → 400 `InvalidPushType`; a topic suffix belonging to another
+    push type → 400 `InvalidPushType`; missing while the topic is a Live Activity topic → 400
     `InvalidPushType` ("effectively required for Live Activities", apns.md §1).
  7. `apns-priority`: not exactly `1`, `5` or `10` → 400 `BadPriority`; `1` on a Live Activity push
     or an explicit `10` on a `background` push → 400 `BadPriority`. Absent means 10.
@@ -175,7 +175,7 @@ class Verdict:
     push: DevicePush | None
     rejection: Rejection | None
     auth_ok: bool
-    """The request carried a valid provider token (the server's stream-limit warm-up, apns.md §4)."""
+    """The request carried a valid provider token (for the stream-limit warm-up, apns.md §4)."""
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def _check_auth(ctx: _Ctx) -> Rejection | None:
 
 @functools.lru_cache(maxsize=16)
 def _topic_table(bundle_ids: frozenset[str]) -> dict[str, tuple[str, str | None]]:
-    """Every allowed topic → (bundle id, push type its suffix implies or None). Built once per config.
+    """Every allowed topic → (bundle id, push type its suffix implies, or None). Once per config.
 
     Exact topics are looked up, never split on a suffix, so a bundle id that itself ends like a
     suffix (`com.example.voip`) is still read as the bare bundle it is.
@@ -435,7 +435,9 @@ def _check_body(ctx: _Ctx) -> Rejection | None:
         return _reject(Reason.PAYLOAD_EMPTY)
     try:
         payload = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):  # msgspec signals deep nesting as RecursionError
+    # DecodeError and UnicodeDecodeError (bad UTF-8 in a string) are ValueErrors; msgspec signals
+    # deep nesting as RecursionError.
+    except (ValueError, RecursionError):
         return _reject(Reason.BAD_REQUEST_PAYLOAD)
     if not isinstance(payload, dict):
         return _reject(Reason.BAD_REQUEST_PAYLOAD)

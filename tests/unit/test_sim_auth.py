@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from engine.apns.auth import ProviderToken, SigningKey, b64url
+from engine.apns.auth import ProviderToken, SigningKey, b64url, verify_token
 from engine.apns.reasons import Reason
 from simulator import auth as sim_auth
 from simulator.auth import ConnectionAuth, KeyRing, TrustedKey
@@ -215,7 +215,7 @@ def test_min_refresh_is_configurable() -> None:
 
 
 def test_switch_allowed_once_the_current_token_expired() -> None:
-    # A token issued 50 min ago expires 10 min after adoption; the client must be able to replace it.
+    # A token issued 50 min ago expires 10 min after adoption; the client must be able to move on.
     conn = _conn()
     old = _header(iat=T0 - 3000)
     assert conn.check(old, T0) is None
@@ -234,14 +234,14 @@ def test_rejected_switch_is_not_adopted() -> None:
 
 def test_verification_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real = sim_auth.verify_token
+    real = verify_token
 
     def counting(*args: object, **kwargs: object) -> bool:
         nonlocal calls
         calls += 1
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sim_auth, "verify_token", counting)
+    monkeypatch.setattr("simulator.auth.verify_token", counting)
     conn = _conn()
     for i in range(50):
         assert conn.check(_VALID, T0 + i) is None
@@ -259,14 +259,14 @@ def test_verification_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cache_keeps_the_current_token_under_churn(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real = sim_auth.verify_token
+    real = verify_token
 
     def counting(*args: object, **kwargs: object) -> bool:
         nonlocal calls
         calls += 1
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sim_auth, "verify_token", counting)
+    monkeypatch.setattr("simulator.auth.verify_token", counting)
     conn = _conn()
     assert conn.check(_VALID, T0) is None
     for i in range(1, 10):

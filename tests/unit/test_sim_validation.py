@@ -98,6 +98,12 @@ class Req:
     directory: Directory = field(default_factory=_directory)
     auth: ConnectionAuth = field(default_factory=lambda: ConnectionAuth(RING))
 
+    def put(self, **fields: object) -> Req:
+        """Replace request fields (method, prefix, token, body, directory, auth)."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return self
+
     def set(self, name: str, *values: str) -> Req:
         if values:
             self.headers[name] = list(values)
@@ -131,124 +137,182 @@ def _freshly_adopted_other_token() -> ConnectionAuth:
 
 
 def _alert_to_device(r: Req) -> Req:
-    r.token = DEVICE
-    return r.set("apns-topic", APP).set("apns-push-type", "alert").set("apns-priority", "10")
+    return (
+        r.put(token=DEVICE)
+        .set("apns-topic", APP)
+        .set("apns-push-type", "alert")
+        .set("apns-priority", "10")
+    )
 
 
 # (id, mutation, expected reason); the mutation turns the valid base request into a faulty one.
 REJECTIONS: list[tuple[str, Mutation, Reason]] = [
-    ("GET", lambda r: setattr(r, "method", "GET"), Reason.METHOD_NOT_ALLOWED),
-    ("other path", lambda r: setattr(r, "prefix", "/3/devices/"), Reason.BAD_PATH),
-    ("version 2", lambda r: setattr(r, "prefix", "/2/device/"), Reason.BAD_PATH),
-    ("extra segment", lambda r: setattr(r, "token", ACTIVITY + "/x"), Reason.BAD_PATH),
-    ("query", lambda r: setattr(r, "token", ACTIVITY + "?x=1"), Reason.BAD_PATH),
-    ("no slash", lambda r: (setattr(r, "prefix", "/3/device"), setattr(r, "token", "")),
-     Reason.BAD_PATH),
-    ("broadcast path", lambda r: (setattr(r, "prefix", "/4/broadcasts/apps/"),
-                                  setattr(r, "token", APP)), Reason.BAD_PATH),
-    ("empty token", lambda r: setattr(r, "token", ""), Reason.MISSING_DEVICE_TOKEN),
-    ("token not hex", lambda r: setattr(r, "token", "xyz"), Reason.BAD_DEVICE_TOKEN),
-    ("token with dash", lambda r: setattr(r, "token", "ab-cd"), Reason.BAD_DEVICE_TOKEN),
-    ("token non-ascii digit", lambda r: setattr(r, "token", "ab١٢"), Reason.BAD_DEVICE_TOKEN),
-    ("duplicate header", lambda r: r.set("apns-topic", LA_TOPIC, LA_TOPIC),
-     Reason.DUPLICATE_HEADERS),
+    ("GET", lambda r: r.put(method="GET"), Reason.METHOD_NOT_ALLOWED),
+    ("other path", lambda r: r.put(prefix="/3/devices/"), Reason.BAD_PATH),
+    ("version 2", lambda r: r.put(prefix="/2/device/"), Reason.BAD_PATH),
+    ("extra segment", lambda r: r.put(token=ACTIVITY + "/x"), Reason.BAD_PATH),
+    ("query", lambda r: r.put(token=ACTIVITY + "?x=1"), Reason.BAD_PATH),
+    ("no slash", lambda r: r.put(prefix="/3/device", token=""), Reason.BAD_PATH),
+    ("broadcast path", lambda r: r.put(prefix="/4/broadcasts/apps/", token=APP), Reason.BAD_PATH),
+    ("empty token", lambda r: r.put(token=""), Reason.MISSING_DEVICE_TOKEN),
+    ("token not hex", lambda r: r.put(token="xyz"), Reason.BAD_DEVICE_TOKEN),
+    ("token with dash", lambda r: r.put(token="ab-cd"), Reason.BAD_DEVICE_TOKEN),
+    ("token non-ascii digit", lambda r: r.put(token="ab١٢"), Reason.BAD_DEVICE_TOKEN),
+    (
+        "duplicate header",
+        lambda r: r.set("apns-topic", LA_TOPIC, LA_TOPIC),
+        Reason.DUPLICATE_HEADERS,
+    ),
     ("duplicate custom header", lambda r: r.set("x-trace", "1", "2"), Reason.DUPLICATE_HEADERS),
     ("no authorization", lambda r: r.set("authorization"), Reason.MISSING_PROVIDER_TOKEN),
     ("empty authorization", lambda r: r.set("authorization", ""), Reason.MISSING_PROVIDER_TOKEN),
-    ("garbage authorization", lambda r: r.set("authorization", "bearer junk"),
-     Reason.INVALID_PROVIDER_TOKEN),
-    ("expired token",
-     lambda r: r.set("authorization", ProviderToken.issue(KEY, T0 - 3601).header_value.decode()),
-     Reason.EXPIRED_PROVIDER_TOKEN),
-    ("unrelated key id", lambda r: setattr(r, "auth", _bound_to_other_key()),
-     Reason.UNRELATED_KEY_ID_IN_TOKEN),
-    ("token switch too soon", lambda r: setattr(r, "auth", _freshly_adopted_other_token()),
-     Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES),
+    (
+        "garbage authorization",
+        lambda r: r.set("authorization", "bearer junk"),
+        Reason.INVALID_PROVIDER_TOKEN,
+    ),
+    (
+        "expired token",
+        lambda r: r.set("authorization", ProviderToken.issue(KEY, T0 - 3601).header_value.decode()),
+        Reason.EXPIRED_PROVIDER_TOKEN,
+    ),
+    (
+        "unrelated key id",
+        lambda r: r.put(auth=_bound_to_other_key()),
+        Reason.UNRELATED_KEY_ID_IN_TOKEN,
+    ),
+    (
+        "token switch too soon",
+        lambda r: r.put(auth=_freshly_adopted_other_token()),
+        Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES,
+    ),
     ("no topic", lambda r: r.set("apns-topic"), Reason.MISSING_TOPIC),
     ("empty topic", lambda r: r.set("apns-topic", ""), Reason.BAD_TOPIC),
     ("topic with space", lambda r: r.set("apns-topic", "com.example app"), Reason.BAD_TOPIC),
     ("topic with tab", lambda r: r.set("apns-topic", "com.example\tapp"), Reason.BAD_TOPIC),
     ("non-ascii topic", lambda r: r.set("apns-topic", "com.exämple.app"), Reason.BAD_TOPIC),
-    ("bare suffix topic", lambda r: r.set("apns-topic", ".push-type.liveactivity"),
-     Reason.BAD_TOPIC),
+    (
+        "bare suffix topic",
+        lambda r: r.set("apns-topic", ".push-type.liveactivity"),
+        Reason.BAD_TOPIC,
+    ),
     ("foreign bundle", lambda r: r.set("apns-topic", "com.evil.app"), Reason.TOPIC_DISALLOWED),
-    ("foreign live topic", lambda r: r.set("apns-topic", "com.evil.app.push-type.liveactivity"),
-     Reason.TOPIC_DISALLOWED),
-    ("unknown suffix", lambda r: r.set("apns-topic", APP + ".push-type.nope"),
-     Reason.TOPIC_DISALLOWED),
+    (
+        "foreign live topic",
+        lambda r: r.set("apns-topic", "com.evil.app.push-type.liveactivity"),
+        Reason.TOPIC_DISALLOWED,
+    ),
+    (
+        "unknown suffix",
+        lambda r: r.set("apns-topic", APP + ".push-type.nope"),
+        Reason.TOPIC_DISALLOWED,
+    ),
     ("unknown push type", lambda r: r.set("apns-push-type", "bogus"), Reason.INVALID_PUSH_TYPE),
     ("empty push type", lambda r: r.set("apns-push-type", ""), Reason.INVALID_PUSH_TYPE),
-    ("push type case", lambda r: r.set("apns-push-type", "LiveActivity"),
-     Reason.INVALID_PUSH_TYPE),
+    ("push type case", lambda r: r.set("apns-push-type", "LiveActivity"), Reason.INVALID_PUSH_TYPE),
     ("alert on live topic", lambda r: r.set("apns-push-type", "alert"), Reason.INVALID_PUSH_TYPE),
     ("voip on live topic", lambda r: r.set("apns-push-type", "voip"), Reason.INVALID_PUSH_TYPE),
-    ("liveactivity on voip topic",
-     lambda r: r.set("apns-topic", APP + ".voip"), Reason.INVALID_PUSH_TYPE),
+    (
+        "liveactivity on voip topic",
+        lambda r: r.set("apns-topic", APP + ".voip"),
+        Reason.INVALID_PUSH_TYPE,
+    ),
     ("live topic without type", lambda r: r.set("apns-push-type"), Reason.INVALID_PUSH_TYPE),
     ("priority 7", lambda r: r.set("apns-priority", "7"), Reason.BAD_PRIORITY),
     ("priority word", lambda r: r.set("apns-priority", "high"), Reason.BAD_PRIORITY),
     ("priority padded", lambda r: r.set("apns-priority", " 10"), Reason.BAD_PRIORITY),
     ("priority leading zero", lambda r: r.set("apns-priority", "010"), Reason.BAD_PRIORITY),
     ("live priority 1", lambda r: r.set("apns-priority", "1"), Reason.BAD_PRIORITY),
-    ("background priority 10",
-     lambda r: _alert_to_device(r).set("apns-push-type", "background"), Reason.BAD_PRIORITY),
+    (
+        "background priority 10",
+        lambda r: _alert_to_device(r).set("apns-push-type", "background"),
+        Reason.BAD_PRIORITY,
+    ),
     ("expiration negative", lambda r: r.set("apns-expiration", "-1"), Reason.BAD_EXPIRATION_DATE),
     ("expiration word", lambda r: r.set("apns-expiration", "soon"), Reason.BAD_EXPIRATION_DATE),
-    ("expiration fraction", lambda r: r.set("apns-expiration", "1.5"),
-     Reason.BAD_EXPIRATION_DATE),
+    ("expiration fraction", lambda r: r.set("apns-expiration", "1.5"), Reason.BAD_EXPIRATION_DATE),
     ("expiration empty", lambda r: r.set("apns-expiration", ""), Reason.BAD_EXPIRATION_DATE),
-    ("expiration arabic digits", lambda r: r.set("apns-expiration", "١٢"),
-     Reason.BAD_EXPIRATION_DATE),
-    ("expiration beyond 64 bits", lambda r: r.set("apns-expiration", str(2**63)),
-     Reason.BAD_EXPIRATION_DATE),
-    ("expiration huge", lambda r: r.set("apns-expiration", "9" * 5000),
-     Reason.BAD_EXPIRATION_DATE),
+    (
+        "expiration arabic digits",
+        lambda r: r.set("apns-expiration", "١٢"),
+        Reason.BAD_EXPIRATION_DATE,
+    ),
+    (
+        "expiration beyond 64 bits",
+        lambda r: r.set("apns-expiration", str(2**63)),
+        Reason.BAD_EXPIRATION_DATE,
+    ),
+    ("expiration huge", lambda r: r.set("apns-expiration", "9" * 5000), Reason.BAD_EXPIRATION_DATE),
     ("apns-id word", lambda r: r.set("apns-id", "nope"), Reason.BAD_MESSAGE_ID),
-    ("apns-id without dashes", lambda r: r.set("apns-id", "123e4567e89b12d3a456426614174000"),
-     Reason.BAD_MESSAGE_ID),
-    ("apns-id in braces", lambda r: r.set("apns-id", "{123e4567-e89b-12d3-a456-426614174000}"),
-     Reason.BAD_MESSAGE_ID),
-    ("apns-id short group", lambda r: r.set("apns-id", "123e4567-e89b-12d3-a456-42661417400"),
-     Reason.BAD_MESSAGE_ID),
-    ("collapse id 65 bytes", lambda r: r.set("apns-collapse-id", "x" * 65),
-     Reason.BAD_COLLAPSE_ID),
-    ("collapse id 33 two-byte chars", lambda r: r.set("apns-collapse-id", "é" * 33),
-     Reason.BAD_COLLAPSE_ID),
-    ("body 4097 bytes", lambda r: setattr(r, "body", _padded(4097)), Reason.PAYLOAD_TOO_LARGE),
-    ("voip body 5121 bytes",
-     lambda r: (_alert_to_device(r).set("apns-topic", APP + ".voip").set("apns-push-type", "voip"),
-                setattr(r, "body", _padded(5121))), Reason.PAYLOAD_TOO_LARGE),
-    ("empty body", lambda r: setattr(r, "body", b""), Reason.PAYLOAD_EMPTY),
-    ("blank body", lambda r: setattr(r, "body", b" \n"), Reason.PAYLOAD_EMPTY),
-    ("empty object", lambda r: setattr(r, "body", b"{}"), Reason.PAYLOAD_EMPTY),
-    ("not json", lambda r: setattr(r, "body", b"not json"), Reason.BAD_REQUEST_PAYLOAD),
-    ("not utf-8", lambda r: setattr(r, "body", b'{"aps":"\xff"}'), Reason.BAD_REQUEST_PAYLOAD),
-    ("json array", lambda r: setattr(r, "body", b"[1]"), Reason.BAD_REQUEST_PAYLOAD),
-    ("no aps", lambda r: setattr(r, "body", b'{"x":1}'), Reason.BAD_REQUEST_PAYLOAD),
-    ("aps not object", lambda r: setattr(r, "body", b'{"aps":1}'), Reason.BAD_REQUEST_PAYLOAD),
-    ("deep nesting", lambda r: setattr(r, "body", b'{"aps":' + b"[" * 2000 + b"]" * 2000 + b"}"),
-     Reason.BAD_REQUEST_PAYLOAD),
-    ("unknown token", lambda r: setattr(r, "token", UNKNOWN), Reason.BAD_DEVICE_TOKEN),
-    ("token of another app",
-     lambda r: (setattr(r, "token", OTHER_APPS),
-                r.set("apns-topic", OTHER_APP + ".push-type.liveactivity").set("apns-topic")
-                and r.set("apns-topic", APP + ".push-type.liveactivity")),
-     Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
-    ("activity token, bare topic",
-     lambda r: r.set("apns-topic", APP).set("apns-push-type", "alert"),
-     Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
-    ("activity token, bare topic, liveactivity type",
-     lambda r: r.set("apns-topic", APP), Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
-    ("push-to-start token, bare topic",
-     lambda r: (setattr(r, "token", PUSH_TO_START),
-                r.set("apns-topic", APP).set("apns-push-type", "alert")),
-     Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
-    ("live push to app token", lambda r: setattr(r, "token", DEVICE),
-     Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
-    ("liveactivity type, bare topic, app token",
-     lambda r: (setattr(r, "token", DEVICE), r.set("apns-topic", APP)),
-     Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
-    ("unregistered", lambda r: setattr(r, "token", DEAD), Reason.UNREGISTERED),
+    (
+        "apns-id without dashes",
+        lambda r: r.set("apns-id", "123e4567e89b12d3a456426614174000"),
+        Reason.BAD_MESSAGE_ID,
+    ),
+    (
+        "apns-id in braces",
+        lambda r: r.set("apns-id", "{123e4567-e89b-12d3-a456-426614174000}"),
+        Reason.BAD_MESSAGE_ID,
+    ),
+    (
+        "apns-id short group",
+        lambda r: r.set("apns-id", "123e4567-e89b-12d3-a456-42661417400"),
+        Reason.BAD_MESSAGE_ID,
+    ),
+    ("collapse id 65 bytes", lambda r: r.set("apns-collapse-id", "x" * 65), Reason.BAD_COLLAPSE_ID),
+    (
+        "collapse id 33 two-byte chars",
+        lambda r: r.set("apns-collapse-id", "é" * 33),
+        Reason.BAD_COLLAPSE_ID,
+    ),
+    ("body 4097 bytes", lambda r: r.put(body=_padded(4097)), Reason.PAYLOAD_TOO_LARGE),
+    (
+        "voip body 5121 bytes",
+        lambda r: (
+            _alert_to_device(r)
+            .set("apns-topic", APP + ".voip")
+            .set("apns-push-type", "voip")
+            .put(body=_padded(5121))
+        ),
+        Reason.PAYLOAD_TOO_LARGE,
+    ),
+    ("empty body", lambda r: r.put(body=b""), Reason.PAYLOAD_EMPTY),
+    ("blank body", lambda r: r.put(body=b" \n"), Reason.PAYLOAD_EMPTY),
+    ("empty object", lambda r: r.put(body=b"{}"), Reason.PAYLOAD_EMPTY),
+    ("not json", lambda r: r.put(body=b"not json"), Reason.BAD_REQUEST_PAYLOAD),
+    ("not utf-8", lambda r: r.put(body=b'{"aps":"\xff"}'), Reason.BAD_REQUEST_PAYLOAD),
+    ("json array", lambda r: r.put(body=b"[1]"), Reason.BAD_REQUEST_PAYLOAD),
+    ("no aps", lambda r: r.put(body=b'{"x":1}'), Reason.BAD_REQUEST_PAYLOAD),
+    ("aps not object", lambda r: r.put(body=b'{"aps":1}'), Reason.BAD_REQUEST_PAYLOAD),
+    (
+        "deep nesting",
+        lambda r: r.put(body=b'{"aps":' + b"[" * 2000 + b"]" * 2000 + b"}"),
+        Reason.BAD_REQUEST_PAYLOAD,
+    ),
+    ("unknown token", lambda r: r.put(token=UNKNOWN), Reason.BAD_DEVICE_TOKEN),
+    ("token of another app", lambda r: r.put(token=OTHER_APPS), Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
+    (
+        "activity token, bare topic",
+        lambda r: r.set("apns-topic", APP).set("apns-push-type", "alert"),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    (
+        "activity token, bare topic, liveactivity type",
+        lambda r: r.set("apns-topic", APP),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    (
+        "push-to-start token, bare topic",
+        lambda r: r.put(token=PUSH_TO_START).set("apns-topic", APP).set("apns-push-type", "alert"),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    ("live push to app token", lambda r: r.put(token=DEVICE), Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
+    (
+        "liveactivity type, bare topic, app token",
+        lambda r: r.put(token=DEVICE).set("apns-topic", APP),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    ("unregistered", lambda r: r.put(token=DEAD), Reason.UNREGISTERED),
 ]
 
 
@@ -332,33 +396,35 @@ def test_accepted_with_optional_headers_absent() -> None:
         req.set(name)
     push = req.run().push
     assert push is not None
-    assert (push.priority, push.expiration, push.apns_id, push.collapse_id) == (10, None, None, None)
+    assert push.priority == 10
+    assert (push.expiration, push.apns_id, push.collapse_id) == (None, None, None)
 
 
 @pytest.mark.parametrize(
     ("mutate", "check"),
     [
         # Upper-case token: looked up and reported in lower case.
-        (lambda r: setattr(r, "token", ACTIVITY.upper()), lambda p: p.token == ACTIVITY),
+        (lambda r: r.put(token=ACTIVITY.upper()), lambda p: p.token == ACTIVITY),
         # Upper-case apns-id is accepted (APNs itself issues them) and lower-cased.
         (lambda r: r.set("apns-id", "123E4567-E89B-12D3-A456-426614174000"),
          lambda p: p.apns_id == "123e4567-e89b-12d3-a456-426614174000"),
         (lambda r: r.set("apns-priority", "5"), lambda p: p.priority == 5),
         (lambda r: r.set("apns-expiration", "0001700003600"), lambda p: p.expiration == 1700003600),
         (lambda r: r.set("apns-collapse-id", "x" * 64), lambda p: p.collapse_id == "x" * 64),
-        (lambda r: setattr(r, "body", _padded(4096)), lambda p: len(p.body) == 4096),
-        (lambda r: setattr(r, "body", b'{"aps":{}}'), lambda p: p.payload == {"aps": {}}),
+        (lambda r: r.put(body=_padded(4096)), lambda p: len(p.body) == 4096),
+        (lambda r: r.put(body=b'{"aps":{}}'), lambda p: p.payload == {"aps": {}}),
         # Push-to-start goes to the same path, topic and push type (apns.md §6).
-        (lambda r: setattr(r, "token", PUSH_TO_START),
+        (lambda r: r.put(token=PUSH_TO_START),
          lambda p: p.token_info.kind is TokenKind.PUSH_TO_START),
         # Plain app pushes, with the push type implied by the topic when absent.
         (lambda r: _alert_to_device(r), lambda p: p.push_type == "alert"),
         (lambda r: _alert_to_device(r).set("apns-push-type"), lambda p: p.push_type == "alert"),
-        (lambda r: _alert_to_device(r).set("apns-push-type", "background").set("apns-priority", "5"),
+        (lambda r: _alert_to_device(r).set("apns-push-type", "background")
+         .set("apns-priority", "5"),
          lambda p: p.push_type == "background" and p.priority == 5),
         (lambda r: _alert_to_device(r).set("apns-priority", "1"), lambda p: p.priority == 1),
-        (lambda r: (_alert_to_device(r).set("apns-topic", APP + ".voip").set("apns-push-type"),
-                    setattr(r, "body", _padded(5120))),
+        (lambda r: _alert_to_device(r).set("apns-topic", APP + ".voip").set("apns-push-type")
+         .put(body=_padded(5120)),
          lambda p: p.push_type == "voip" and len(p.body) == 5120),
         (lambda r: r.set("x-custom", "anything"), lambda p: True),
     ],
@@ -399,8 +465,8 @@ def test_bundle_id_that_ends_like_a_suffix() -> None:
 # One fault per step, in step order; the faults touch different parts of the request, so any two
 # can be combined.
 ORDERED_FAULTS: list[tuple[Mutation, Reason]] = [
-    (lambda r: setattr(r, "method", "PUT"), Reason.METHOD_NOT_ALLOWED),
-    (lambda r: setattr(r, "prefix", "/3/devices/"), Reason.BAD_PATH),
+    (lambda r: r.put(method="PUT"), Reason.METHOD_NOT_ALLOWED),
+    (lambda r: r.put(prefix="/3/devices/"), Reason.BAD_PATH),
     (lambda r: r.set("x-trace", "1", "2"), Reason.DUPLICATE_HEADERS),
     (lambda r: r.set("authorization"), Reason.MISSING_PROVIDER_TOKEN),
     (lambda r: r.set("apns-topic", "com.evil.app"), Reason.TOPIC_DISALLOWED),
@@ -409,8 +475,8 @@ ORDERED_FAULTS: list[tuple[Mutation, Reason]] = [
     (lambda r: r.set("apns-expiration", "soon"), Reason.BAD_EXPIRATION_DATE),
     (lambda r: r.set("apns-id", "nope"), Reason.BAD_MESSAGE_ID),
     (lambda r: r.set("apns-collapse-id", "x" * 65), Reason.BAD_COLLAPSE_ID),
-    (lambda r: setattr(r, "body", b"not json"), Reason.BAD_REQUEST_PAYLOAD),
-    (lambda r: setattr(r, "directory", Directory({})), Reason.BAD_DEVICE_TOKEN),
+    (lambda r: r.put(body=b"not json"), Reason.BAD_REQUEST_PAYLOAD),
+    (lambda r: r.put(directory=Directory({})), Reason.BAD_DEVICE_TOKEN),
 ]
 
 _PAIRS = list(itertools.combinations(range(len(ORDERED_FAULTS)), 2))
