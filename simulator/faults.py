@@ -6,7 +6,8 @@ MAX_CONCURRENT_STREAMS (apns.md §4, peers.md §4) and device tokens that turn `
 The server asks `plan.for_connection(i)` for a `ConnectionFaults` per accepted connection and calls
 its `next(token)` once per request, in arrival order. The connection's random generator is seeded
 from the text ``f"{seed}:{i}"`` (string seeds are hashed with SHA-512, not the salted `hash()`), so
-connection *i* always sees the same faults for the same seed and the same number of requests.
+connection *i* always sees the same faults for the same seed and the same number of requests (the
+tokens matter only to the once-per-token rule of `unregister_token` below).
 
 Every configured fault draws the same number of random values on every request, whether it fires or
 not, so one fault's outcome never shifts the sequence of another within a plan.

@@ -13,6 +13,7 @@ import logging
 import math
 import ssl
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -155,14 +156,16 @@ class ApnsServer:
             listeners = [trio.SSLListener(t, self.ssl_context, https_compatible=True) for t in tcp]
         else:
             listeners = tcp
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self.handle, listeners)
-            task_status.started(bound)
-            await self.shutdown.wait()
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                await accepting.start(
+                    partial(trio.serve_listeners, self.handle, listeners, handler_nursery=connections)
+                )
+                task_status.started(bound)
+                await self.shutdown.wait()
+                accepting.cancel_scope.cancel()  # stop accepting; live connections drain on
             for listener in listeners:
                 await listener.aclose()
-            await self._idle.wait()
-            nursery.cancel_scope.cancel()
 
     async def drain(self, deadline: float = 5.0) -> bool:
         """Send GOAWAY everywhere and wait (at most `deadline` s) for connections to finish."""

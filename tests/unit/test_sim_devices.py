@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from typing import Any
@@ -23,7 +24,7 @@ def make_registry(seed: int = 7, **kwargs: Any) -> DeviceRegistry:
     return DeviceRegistry(bundle_id=BUNDLE, rng=random.Random(seed), **kwargs)
 
 
-def start_aps(ts: float = T0, **extra: Any) -> dict[str, Any]:
+def start_aps(ts: float = T0, /, **extra: Any) -> dict[str, Any]:
     aps: dict[str, Any] = {
         "event": "start",
         "timestamp": ts,
@@ -36,11 +37,11 @@ def start_aps(ts: float = T0, **extra: Any) -> dict[str, Any]:
     return aps
 
 
-def update_aps(ts: float, score: int, **extra: Any) -> dict[str, Any]:
+def update_aps(ts: float, score: int, /, **extra: Any) -> dict[str, Any]:
     return {"event": "update", "timestamp": ts, "content-state": {"score": score}, **extra}
 
 
-def end_aps(ts: float, score: int | None = None, **extra: Any) -> dict[str, Any]:
+def end_aps(ts: float, score: int | None = None, /, **extra: Any) -> dict[str, Any]:
     aps: dict[str, Any] = {"event": "end", "timestamp": ts, **extra}
     if score is not None:
         aps["content-state"] = {"score": score}
@@ -52,7 +53,7 @@ def send(reg: DeviceRegistry, token: str, aps: Any, now: float, priority: int = 
     return reg.deliver(token, {"aps": aps}, now=now, priority=priority, apns_id=apns_id)
 
 
-def started(reg: DeviceRegistry | None = None, now: float = T0,
+def started(reg: DeviceRegistry | None = None, now: float = T0, /,
             **extra: Any) -> tuple[DeviceRegistry, str]:
     """A registry with device "phone" and one started activity; returns its update token."""
     reg = reg or make_registry()
@@ -522,7 +523,7 @@ def test_applied_timestamps_strictly_increase(offsets: list[int]) -> None:
         send(reg, token, update_aps(T0 + offset, i), T0 + 50 + i)
     act = activity(reg, T0 + 100)
     applied = [e["timestamp"] for e in act["events"] if e["event"] == "update"]
-    assert all(a < b for a, b in zip(applied, applied[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(applied))
     best = max(offsets)
     assert act["content_state"] == {"score": offsets.index(best)}  # ties: the first one wins
     assert act["last_timestamp"] == T0 + best
