@@ -143,7 +143,9 @@ class FakeApns:
         index = next(self._conn_index)
         self.counters.connections += 1
         auth = ConnectionAuth(self.keyring, accept_der=self.config.accept_der_signatures)
-        return ConnectionState(index, auth, self.plan.for_connection(index), self.config.initial_max_streams)
+        return ConnectionState(
+            index, auth, self.plan.for_connection(index), self.config.initial_max_streams
+        )
 
     def _new_apns_id(self) -> str:
         # APNs-generated ids come back upper-case (apns.md §1, observed).
@@ -193,8 +195,9 @@ class FakeApns:
     ) -> Answer:
         outcome: DeliveryOutcome | None = None
         if push is not None:
-            outcome = self.registry.deliver(push.token, push.payload, now=now, priority=push.priority,
-                                            apns_id=apns_id)
+            outcome = self.registry.deliver(
+                push.token, push.payload, now=now, priority=push.priority, apns_id=apns_id
+            )
             self.counters.accepted += 1
             for listener in self.listeners:
                 listener.on_accepted(push, outcome.device)
@@ -223,7 +226,12 @@ class FakeApns:
         conn.max_streams = self.config.warm_max_streams if ok else 1
 
     def _with_faults(
-        self, conn: ConnectionState, answer: Answer, action: FaultAction, push: DevicePush | None, now: float
+        self,
+        conn: ConnectionState,
+        answer: Answer,
+        action: FaultAction,
+        push: DevicePush | None,
+        now: float,
     ) -> Answer:
         if action.set_max_streams is not None:
             self._count_fault("limit_swing")
@@ -234,8 +242,13 @@ class FakeApns:
         if action.goaway is not None:
             self._count_fault("goaway")
         if action.latency or action.goaway is not None:
-            return Answer(answer.status, answer.apns_id, answer.body, goaway=action.goaway,
-                          latency=action.latency)
+            return Answer(
+                answer.status,
+                answer.apns_id,
+                answer.body,
+                goaway=action.goaway,
+                latency=action.latency,
+            )
         return answer
 
     def _count_fault(self, name: str) -> None:

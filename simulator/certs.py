@@ -2,7 +2,8 @@
 
 `ensure_certificates(folder)` writes `ca.pem`, `server.pem` and `server.key` (reusing them when
 present and still valid), so a client can trust the simulator by loading `ca.pem`. The server
-certificate names `localhost`, `127.0.0.1` and `::1`, and the APNs host names, so a client configured
+certificate names `localhost`, `127.0.0.1` and `::1`, and the APNs host names, so a client
+configured
 for `api.sandbox.push.apple.com` can be pointed at the simulator with only a CA change.
 """
 
@@ -39,13 +40,18 @@ class CertificatePaths:
 
 
 def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lockstep simulator"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lockstep simulator"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _issue(folder: Path, now: dt.datetime) -> CertificatePaths:
@@ -59,8 +65,10 @@ def _issue(folder: Path, now: dt.datetime) -> CertificatePaths:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())

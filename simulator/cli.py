@@ -27,27 +27,46 @@ from simulator.runner import Simulator, SimulatorOptions
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `simulator` subcommand to the `lockstep` parser."""
-    p = sub.add_parser("simulator", help="run the fake APNs with simulated iPhones",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "simulator",
+        help="run the fake APNs with simulated iPhones",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=2197, help="APNs port (default 2197, as APNs)")
     p.add_argument("--control-port", type=int, default=8790, help="control API port (default 8790)")
     p.add_argument("--devices", type=int, default=3, help="simulated iPhones to create (default 3)")
     p.add_argument("--apns-dir", type=Path, help="write each accepted push as a .apns file here")
-    p.add_argument("--state-dir", type=Path, default=Path("lockstep-sim"),
-                   help="where the CA, certificate and signing key live (default ./lockstep-sim)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("lockstep-sim"),
+        help="where the CA, certificate and signing key live (default ./lockstep-sim)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for tokens and faults (default 0)")
     p.add_argument("--faults", help="fault plan: a TOML file, or an inline spec (see docs)")
-    p.add_argument("--accept-all", action="store_true",
-                   help="benchmark mode: validate nothing, answer 200 from pre-built frames")
+    p.add_argument(
+        "--accept-all",
+        action="store_true",
+        help="benchmark mode: validate nothing, answer 200 from pre-built frames",
+    )
     p.add_argument("--h2c", action="store_true", help="plaintext HTTP/2 instead of TLS")
-    p.add_argument("--bundle-id", default=SimulatorConfig.bundle_id)
-    p.add_argument("--team-id", default=SimulatorConfig.team_id)
-    p.add_argument("--key-id", default=SimulatorConfig.key_id)
-    p.add_argument("--max-streams", type=int, default=1000,
-                   help="MAX_CONCURRENT_STREAMS after the first valid token (default 1000)")
-    p.add_argument("--drop-to-one", action="store_true",
-                   help="drop MAX_CONCURRENT_STREAMS to 1 after a rejection, as APNs was seen to")
+    defaults = SimulatorConfig()
+    p.add_argument("--bundle-id", default=defaults.bundle_id, help="app bundle id (the topic base)")
+    p.add_argument("--team-id", default=defaults.team_id, help="team id of the signing key")
+    p.add_argument("--key-id", default=defaults.key_id, help="key id of the signing key")
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=1000,
+        help="MAX_CONCURRENT_STREAMS after the first valid token (default 1000)",
+    )
+    p.add_argument(
+        "--drop-to-one",
+        action="store_true",
+        help="drop MAX_CONCURRENT_STREAMS to 1 after a rejection, as APNs was seen to",
+    )
     p.add_argument("--max-active", type=int, default=5, help="active activities per device (5)")
     p.add_argument("--report-url", help="POST each new Live Activity update token here")
     p.add_argument("--report-key", help="bearer credential for --report-url")
@@ -62,20 +81,36 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
             raise ValueError(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
     plan = _load_plan(args.faults, args.seed) if args.faults else None
     config = SimulatorConfig(
-        bundle_id=args.bundle_id, team_id=args.team_id, key_id=args.key_id,
-        warm_max_streams=args.max_streams, drop_to_one_after_rejection=args.drop_to_one,
-        max_active_activities=args.max_active, seed=args.seed,
+        bundle_id=args.bundle_id,
+        team_id=args.team_id,
+        key_id=args.key_id,
+        warm_max_streams=args.max_streams,
+        drop_to_one_after_rejection=args.drop_to_one,
+        max_active_activities=args.max_active,
+        seed=args.seed,
     )
     return SimulatorOptions(
-        host=args.host, port=args.port, control_port=args.control_port, devices=args.devices,
-        state_dir=args.state_dir, apns_dir=args.apns_dir, tls=not args.h2c, plan=plan,
-        report_url=args.report_url, report_key=args.report_key, config=config,
+        host=args.host,
+        port=args.port,
+        control_port=args.control_port,
+        devices=args.devices,
+        state_dir=args.state_dir,
+        apns_dir=args.apns_dir,
+        tls=not args.h2c,
+        plan=plan,
+        report_url=args.report_url,
+        report_key=args.report_key,
+        config=config,
     )
 
 
 def _load_plan(spec: str, seed: int) -> FaultPlan:
     path = Path(spec)
-    plan = FaultPlan.from_toml(path) if path.suffix == ".toml" or path.exists() else FaultPlan.from_flags(spec)
+    plan = (
+        FaultPlan.from_toml(path)
+        if path.suffix == ".toml" or path.exists()
+        else FaultPlan.from_flags(spec)
+    )
     if "seed" not in spec and path.suffix != ".toml":
         plan = dataclasses.replace(plan, seed=seed) if dataclasses.is_dataclass(plan) else plan
     return plan
@@ -83,8 +118,10 @@ def _load_plan(spec: str, seed: int) -> FaultPlan:
 
 def main(args: argparse.Namespace) -> int:
     """Run the simulator until Ctrl-C."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         options = options_from_args(args)
         if args.accept_all:
@@ -118,10 +155,17 @@ async def _run(simulator: Simulator) -> None:
 
 def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
     print("Lockstep simulator (fake APNs + simulated iPhones)")
-    for label, key in (("APNs", "apns_url"), ("CA certificate", "ca_certificate"),
-                       ("signing key (.p8)", "signing_key"), ("key id", "key_id"),
-                       ("team id", "team_id"), ("topic", "topic"), ("control API", "control_url"),
-                       (".apns files", "apns_dir"), ("token reports to", "token_report_url")):
+    for label, key in (
+        ("APNs", "apns_url"),
+        ("CA certificate", "ca_certificate"),
+        ("signing key (.p8)", "signing_key"),
+        ("key id", "key_id"),
+        ("team id", "team_id"),
+        ("topic", "topic"),
+        ("control API", "control_url"),
+        (".apns files", "apns_dir"),
+        ("token reports to", "token_report_url"),
+    ):
         if info.get(key):
             print(f"  {label:<18} {info[key]}")
     for device in simulator.apns.registry.snapshot(simulator.apns.wall_clock()):

@@ -61,7 +61,9 @@ class ControlApp:
             return
         try:
             body = await _read_body(receive)
-            status, payload = self.route(scope["method"], scope["path"], scope.get("query_string", b""), body)
+            status, payload = self.route(
+                scope["method"], scope["path"], scope.get("query_string", b""), body
+            )
         except ControlError as exc:
             status, payload = exc.status, {"error": exc.error, "message": exc.message}
         await _respond(send, status, payload)
@@ -100,7 +102,10 @@ class ControlApp:
             raise ControlError(400, "bad_request", "body is not valid JSON") from None
         try:
             self.apns.registry.add_device(
-                new.name, push_to_start_token=new.push_to_start_token, channels=new.channels, now=now
+                new.name,
+                push_to_start_token=new.push_to_start_token,
+                channels=new.channels,
+                now=now,
             )
         except ValueError as exc:
             raise ControlError(409, "conflict", str(exc)) from None

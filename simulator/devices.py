@@ -227,6 +227,8 @@ class DeviceRegistry:
 
     def token_reports(self) -> list[TokenReport]:
         """Drain the queued token reports, oldest first (`reports_dropped` counts overflow)."""
+        if not self._reports:
+            return []  # the common case: the server drains after every push
         reports = list(self._reports)
         self._reports.clear()
         return reports

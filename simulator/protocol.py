@@ -16,8 +16,11 @@ No trio, no clock: the shell (`simulator.server`) feeds `receive_data` and write
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -109,7 +112,9 @@ def _text(value: bytes | str) -> str:
 class ApnsServerProtocol:
     """One HTTP/2 connection of the fake APNs, sans-IO."""
 
-    def __init__(self, *, initial_max_streams: int = 1, body_cap: int = wire.MAX_DEVICE_PAYLOAD) -> None:
+    def __init__(
+        self, *, initial_max_streams: int = 1, body_cap: int = wire.MAX_DEVICE_PAYLOAD
+    ) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self._h2 = h2.connection.H2Connection(config=config)
         self._h2.local_settings = _AdvertisedSettings(
@@ -155,13 +160,22 @@ class ApnsServerProtocol:
         self._h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: value})
 
     def respond(
-        self, stream_id: int, status: int, apns_id: str, body: bytes = b"", *, unique_id: str | None = None
+        self,
+        stream_id: int,
+        status: int,
+        apns_id: str,
+        body: bytes = b"",
+        *,
+        unique_id: str | None = None,
     ) -> None:
         """Answer a request as APNs does (apns.md §3): 200 headers only, errors with a JSON body."""
         self._answering.discard(stream_id)
         if self.closed or stream_id not in self._h2.streams:
             return
-        headers: list[tuple[bytes, bytes]] = [(b":status", str(status).encode()), (b"apns-id", apns_id.encode())]
+        headers: list[tuple[bytes, bytes]] = [
+            (b":status", str(status).encode()),
+            (b"apns-id", apns_id.encode()),
+        ]
         if unique_id is not None:
             headers.append((b"apns-unique-id", unique_id.encode()))
         try:
@@ -190,16 +204,16 @@ class ApnsServerProtocol:
         self._partial.pop(stream_id, None)
         if self.closed:
             return
-        try:
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._h2.reset_stream(stream_id, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            pass
 
-    def goaway(self, reason: Reason | None, *, error_code: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
+    def goaway(
+        self, reason: Reason | None, *, error_code: ErrorCodes = ErrorCodes.NO_ERROR
+    ) -> None:
         """Send GOAWAY with `{"reason": ...}` but keep answering streams already received.
 
-        h2's own `close_connection` would forbid any further frame; APNs drains instead (apns.md §4),
-        so the frame is written by hand after whatever h2 has queued.
+        h2's own `close_connection` would forbid any further frame; APNs drains instead
+        (apns.md §4), so the frame is written by hand after whatever h2 has queued.
         """
         if self.goaway_sent or self.closed:
             return
@@ -222,7 +236,7 @@ class ApnsServerProtocol:
         return self.goaway_sent and self.in_flight == 0 and not self._pending_body
 
     # -- inbound --------------------------------------------------------------------------
-    def receive_data(self, data: bytes) -> list[ServerEvent]:
+    def receive_data(self, data: bytes | bytearray) -> list[ServerEvent]:
         """Feed bytes from the wire; never raises on bad input (the connection ends instead)."""
         if self.closed:
             return []
@@ -283,7 +297,9 @@ class ApnsServerProtocol:
     def _complete(self, sid: int, out: list[ServerEvent]) -> None:
         partial = self._partial.pop(sid)
         self._answering.add(sid)
-        request = Request(sid, partial.method, partial.path, partial.headers, bytes(partial.body), partial.size)
+        request = Request(
+            sid, partial.method, partial.path, partial.headers, bytes(partial.body), partial.size
+        )
         out.append(RequestReady(request))
 
     def _on_reset(self, event: h2.events.StreamReset, out: list[ServerEvent]) -> None:
@@ -298,10 +314,10 @@ class ApnsServerProtocol:
         for sid in list(self._pending_body) if event.stream_id == 0 else [event.stream_id]:
             body = self._pending_body.pop(sid, None)
             if body is not None:
-                try:
+                with contextlib.suppress(
+                    h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError
+                ):
                     self._send_body(sid, body)
-                except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                    pass
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated, out: list[ServerEvent]) -> None:
         code = event.error_code
@@ -309,7 +325,9 @@ class ApnsServerProtocol:
         out.append(ConnectionEnded(None if clean else f"client GOAWAY error code {int(code or 0)}"))
 
 
-_HANDLERS = {
+_HANDLERS: dict[
+    type[h2.events.Event], Callable[[ApnsServerProtocol, Any, list[ServerEvent]], None]
+] = {
     h2.events.RequestReceived: ApnsServerProtocol._on_request,
     h2.events.DataReceived: ApnsServerProtocol._on_data,
     h2.events.StreamEnded: ApnsServerProtocol._on_stream_ended,

@@ -61,7 +61,9 @@ async def post_json(url: str, body: bytes, *, bearer: str | None, timeout: float
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
         async with stream:
-            await stream.send_all(conn.send(h11.Request(method="POST", target=target, headers=headers)))
+            await stream.send_all(
+                conn.send(h11.Request(method="POST", target=target, headers=headers))
+            )
             await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
             while True:
                 event = conn.next_event()
@@ -77,8 +79,9 @@ async def post_json(url: str, body: bytes, *, bearer: str | None, timeout: float
 class TokenReporter:
     """Sends `TokenReport`s to the engine's device API in the background."""
 
-    def __init__(self, url: str, *, bearer: str | None = None, capacity: int = 1000,
-                 attempts: int = 3) -> None:
+    def __init__(
+        self, url: str, *, bearer: str | None = None, capacity: int = 1000, attempts: int = 3
+    ) -> None:
         self.url = url
         self._bearer = bearer
         self._attempts = attempts

@@ -119,10 +119,17 @@ class Simulator:
         now = wall_clock()
         for n in range(1, options.devices + 1):
             registry.add_device(f"iphone-{n}", now=now)
-        apns = FakeApns(config, keyring=KeyRing.from_signing_keys(key), registry=registry,
-                        plan=options.plan, wall_clock=wall_clock)
+        apns = FakeApns(
+            config,
+            keyring=KeyRing.from_signing_keys(key),
+            registry=registry,
+            plan=options.plan,
+            wall_clock=wall_clock,
+        )
         if options.apns_dir is not None:
-            apns.listeners.append(_ApnsFileListener(ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id)))
+            apns.listeners.append(
+                _ApnsFileListener(ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id))
+            )
         reporter = None
         if options.report_url:
             reporter = TokenReporter(options.report_url, bearer=options.report_key)
@@ -148,7 +155,9 @@ class Simulator:
             "token_report_url": o.report_url,
         }
 
-    async def run(self, *, task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve until cancelled or until `stop()` has drained the connections."""
         async with trio.open_nursery() as nursery:
             apns_port = await nursery.start(self.server.serve, self.options.host, self.options.port)
@@ -169,16 +178,23 @@ class Simulator:
         self._control_shutdown.set()
         return drained
 
-    async def _serve_control(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve_control(
+        self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         config = HypercornConfig()
         config.bind = [f"{self.options.host}:{self.options.control_port}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("lockstep.simulator.control")
-        app = ControlApp(self.apns, info=self.info)
+        app: Any = ControlApp(
+            self.apns, info=self.info
+        )  # an ASGI app; hypercorn types are narrower
         async with trio.open_nursery() as nursery:
             bound: list[str] = await nursery.start(
                 lambda task_status: hypercorn_serve(
-                    app, config, shutdown_trigger=self._control_shutdown.wait, task_status=task_status
+                    app,
+                    config,
+                    shutdown_trigger=self._control_shutdown.wait,
+                    task_status=task_status,
                 )
             )
             task_status.started(int(bound[0].rsplit(":", 1)[1]))

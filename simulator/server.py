@@ -14,6 +14,7 @@ import math
 import ssl
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -158,9 +159,10 @@ class ApnsServer:
             listeners = tcp
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
-                await accepting.start(
-                    partial(trio.serve_listeners, self.handle, listeners, handler_nursery=connections)
+                serve: Any = partial(
+                    trio.serve_listeners, self.handle, listeners, handler_nursery=connections
                 )
+                await accepting.start(serve)
                 task_status.started(bound)
                 await self.shutdown.wait()
                 accepting.cancel_scope.cancel()  # stop accepting; live connections drain on

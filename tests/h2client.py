@@ -69,17 +69,25 @@ class H2TestClient:
         if data:
             await self.stream.send_all(data)
 
-    def headers(self, token: str, jwt: str | None, topic: str, **extra: str) -> list[tuple[str, str]]:
+    def headers(
+        self, token: str, jwt: str | None, topic: str, **extra: str
+    ) -> list[tuple[str, str]]:
         """The APNs header list of a Live Activity push."""
-        hs = [(":method", "POST"), (":scheme", "https"), (":authority", self.authority),
-              (":path", f"/3/device/{token}")]
+        hs = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", self.authority),
+            (":path", f"/3/device/{token}"),
+        ]
         if jwt is not None:
             hs.append(("authorization", f"bearer {jwt}"))
         hs += [("apns-topic", topic), ("apns-push-type", "liveactivity"), ("apns-priority", "10")]
         hs += [(k.replace("_", "-"), v) for k, v in extra.items()]
         return hs
 
-    async def send(self, headers: list[tuple[str, str]], body: bytes | None, *, flush: bool = True) -> int:
+    async def send(
+        self, headers: list[tuple[str, str]], body: bytes | None, *, flush: bool = True
+    ) -> int:
         """Open a stream with `headers` (+ `body`); returns its id."""
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, headers, end_stream=not body)
@@ -116,7 +124,9 @@ class H2TestClient:
         elif isinstance(event, h2.events.StreamEnded):
             self.responses[event.stream_id].ended = True
         elif isinstance(event, h2.events.StreamReset):
-            self.responses.setdefault(event.stream_id, Response()).reset_code = int(event.error_code)
+            self.responses.setdefault(event.stream_id, Response()).reset_code = int(
+                event.error_code
+            )
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
 

@@ -48,8 +48,13 @@ def make_kit(*, devices: int = 2, plan: FaultPlan | None = None, **config: objec
     cfg = SimulatorConfig(**config)  # type: ignore[arg-type]
     registry = DeviceRegistry(bundle_id=cfg.bundle_id, rng=random.Random(7))
     kit = Kit(key=key, apns=None, server=None)  # type: ignore[arg-type]
-    apns = FakeApns(cfg, keyring=KeyRing.from_signing_keys(key), registry=registry, plan=plan,
-                    wall_clock=lambda: kit.now())
+    apns = FakeApns(
+        cfg,
+        keyring=KeyRing.from_signing_keys(key),
+        registry=registry,
+        plan=plan,
+        wall_clock=lambda: kit.now(),
+    )
     for n in range(1, devices + 1):
         registry.add_device(f"iphone-{n}", now=EPOCH)
     kit.apns, kit.server = apns, ApnsServer(apns)
@@ -60,9 +65,14 @@ def start_body(title: str = "Deploy", ts: int | None = None) -> bytes:
     """A push-to-start payload."""
     import json
 
-    aps = {"timestamp": ts or int(EPOCH), "event": "start", "content-state": {"title": title},
-           "attributes-type": "LockstepAttributes", "attributes": {"activity_id": "a1"},
-           "alert": {"title": title, "body": "started"}}
+    aps = {
+        "timestamp": ts or int(EPOCH),
+        "event": "start",
+        "content-state": {"title": title},
+        "attributes-type": "LockstepAttributes",
+        "attributes": {"activity_id": "a1"},
+        "alert": {"title": title, "body": "started"},
+    }
     return json.dumps({"aps": aps}).encode()
 
 

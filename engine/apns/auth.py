@@ -1,7 +1,8 @@
 """ES256 provider tokens for APNs token auth (apns.md §2).
 
 `SigningKey` holds a `.p8` key with its key id and team id and never shows the key in a repr, a log
-or an error. `ProviderToken.issue` signs a compact JWS with the raw 64-byte R||S signature APNs wants
+or an error. `ProviderToken.issue` signs a compact JWS with the raw 64-byte R||S signature
+APNs wants
 (RFC 7518 §3.4), taking its issue time as a parameter so a clock can be injected. `decode_token` and
 `verify_token` are the other half, used by the simulator to check tokens exactly as APNs does.
 """
@@ -119,7 +120,9 @@ class ProviderToken:
     @classmethod
     def issue(cls, key: SigningKey, issued_at: int) -> ProviderToken:
         """Sign `{"alg":"ES256","kid"}` / `{"iss","iat"}` with `key` at `issued_at` (unix s)."""
-        header = b64url(json.dumps({"alg": "ES256", "kid": key.key_id}, separators=(",", ":")).encode())
+        header = b64url(
+            json.dumps({"alg": "ES256", "kid": key.key_id}, separators=(",", ":")).encode()
+        )
         claims = b64url(
             json.dumps({"iss": key.team_id, "iat": int(issued_at)}, separators=(",", ":")).encode()
         )

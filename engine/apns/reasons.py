@@ -90,8 +90,9 @@ class ReasonInfo:
 _R = Reason
 _D = Disposition
 
-# (reason, status, disposition, valid on /3/device). Dispositions follow apns.md §3 "Retry guidance":
-# never retry BadDeviceToken / ExpiredToken / Unregistered / PayloadTooLarge / DeviceTokenNotForTopic.
+# (reason, status, disposition, valid on /3/device). Dispositions follow apns.md §3 "Retry
+# guidance": never retry BadDeviceToken / ExpiredToken / Unregistered / PayloadTooLarge /
+# DeviceTokenNotForTopic.
 _ROWS: tuple[tuple[Reason, int, Disposition, bool], ...] = (
     (_R.BAD_COLLAPSE_ID, 400, _D.FIX_REQUEST, True),
     (_R.BAD_DEVICE_TOKEN, 400, _D.DROP_TOKEN, True),

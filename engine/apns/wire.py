@@ -56,7 +56,7 @@ TOKEN_MAX_AGE: Final = 3600
 """A provider token older than this (seconds since `iat`) is `ExpiredProviderToken` (apns.md §2)."""
 
 TOKEN_MIN_REFRESH: Final = 1200
-"""A connection may switch to a new provider token at most once per this many seconds (apns.md §2)."""
+"""A connection may switch provider tokens at most once per this many seconds (apns.md §2)."""
 
 H_AUTHORIZATION: Final = "authorization"
 H_PUSH_TYPE: Final = "apns-push-type"

@@ -29,19 +29,25 @@ async def _connect(kit: Kit, nursery: trio.Nursery) -> H2TestClient:
     return client
 
 
-async def test_push_to_start_then_update_reaches_the_device(autojump_clock: trio.testing.MockClock) -> None:
+async def test_push_to_start_then_update_reaches_the_device(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     kit = make_kit()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             client = await _connect(kit, nursery)
             jwt = kit.jwt()
-            r = await client.request(client.headers(kit.push_to_start_token(), jwt, TOPIC), start_body())
+            r = await client.request(
+                client.headers(kit.push_to_start_token(), jwt, TOPIC), start_body()
+            )
             assert r.status == 200 and r.body == b"" and r.headers["apns-id"]
             device = kit.apns.registry.device_snapshot("iphone-1", kit.now())
             (activity,) = device["activities"]
             token = activity["token"]
-            r = await client.request(client.headers(token, jwt, TOPIC, apns_id="0a2e1d4c-1f5b-4c47-9d3f-2a6b8f0e9c11"),
-                                     update_body({"title": "Deploy", "step": 2}, int(kit.now()) + 1))
+            r = await client.request(
+                client.headers(token, jwt, TOPIC, apns_id="0a2e1d4c-1f5b-4c47-9d3f-2a6b8f0e9c11"),
+                update_body({"title": "Deploy", "step": 2}, int(kit.now()) + 1),
+            )
             assert r.status == 200
             assert r.headers["apns-id"] == "0a2e1d4c-1f5b-4c47-9d3f-2a6b8f0e9c11"
             device = kit.apns.registry.device_snapshot("iphone-1", kit.now())
@@ -50,16 +56,22 @@ async def test_push_to_start_then_update_reaches_the_device(autojump_clock: trio
             nursery.cancel_scope.cancel()
 
 
-async def test_stream_limit_is_one_until_a_valid_token_then_warm(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_limit_is_one_until_a_valid_token_then_warm(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     kit = make_kit(warm_max_streams=1000)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             client = await _connect(kit, nursery)
             assert client.max_streams == 1
-            bad = await client.request(client.headers(kit.push_to_start_token(), None, TOPIC), start_body())
+            bad = await client.request(
+                client.headers(kit.push_to_start_token(), None, TOPIC), start_body()
+            )
             assert (bad.status, bad.reason) == (403, "MissingProviderToken")
             assert client.max_streams == 1
-            ok = await client.request(client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body())
+            ok = await client.request(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
             assert ok.status == 200
             await client.until(lambda: client.max_streams == 1000)
             assert client.max_streams == 1000
@@ -73,14 +85,18 @@ async def test_streams_over_the_limit_are_refused(autojump_clock: trio.testing.M
             client = await _connect(kit, nursery)
             # Ignore the advertised limit of 1 on purpose: open three streams at once.
             client.conn.remote_settings = h2.settings.Settings(  # as a misbehaving client would
-                client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100})
+                client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100}
+            )
             hs = client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC)
             first = await client.send(hs, None, flush=False)
             second = await client.send(hs, None, flush=False)
             third = await client.send(hs, None, flush=True)
-            await client.until(lambda: all(
-                client.responses[s].ended or client.responses[s].reset_code is not None
-                for s in (first, second, third)))
+            await client.until(
+                lambda: all(
+                    client.responses[s].ended or client.responses[s].reset_code is not None
+                    for s in (first, second, third)
+                )
+            )
             assert client.responses[first].status == 400  # headers-only body: PayloadEmpty
             assert client.responses[second].reset_code == ErrorCodes.REFUSED_STREAM
             assert client.responses[third].reset_code == ErrorCodes.REFUSED_STREAM
@@ -93,14 +109,20 @@ async def test_garbage_json_and_expired_token(autojump_clock: trio.testing.MockC
         async with trio.open_nursery() as nursery:
             client = await _connect(kit, nursery)
             stale = kit.jwt(issued_at=kit.now() - 3601)
-            r = await client.request(client.headers(kit.push_to_start_token(), stale, TOPIC), start_body())
+            r = await client.request(
+                client.headers(kit.push_to_start_token(), stale, TOPIC), start_body()
+            )
             assert (r.status, r.reason) == (403, "ExpiredProviderToken")
-            r = await client.request(client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), b"{not json")
+            r = await client.request(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), b"{not json"
+            )
             assert r.status == 400 and r.headers["content-type"] == "application/json"
             nursery.cancel_scope.cancel()
 
 
-async def test_token_expires_after_an_hour_on_the_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
+async def test_token_expires_after_an_hour_on_the_mock_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     kit = make_kit()
     with trio.fail_after(7200):
         async with trio.open_nursery() as nursery:
@@ -120,7 +142,9 @@ async def test_goaway_drains_in_flight_streams(autojump_clock: trio.testing.Mock
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             client = await _connect(kit, nursery)
-            sid = await client.send(client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body())
+            sid = await client.send(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
             await trio.sleep(0.1)  # the request is in flight (answer delayed 500 ms)
             nursery.start_soon(kit.server.drain, 5.0)
             await client.until(lambda: client.goaway is not None)
@@ -145,7 +169,9 @@ async def test_fault_plan_goaway_after_n_streams(autojump_clock: trio.testing.Mo
             nursery.cancel_scope.cancel()
 
 
-async def test_garbage_bytes_end_the_connection_not_the_server(autojump_clock: trio.testing.MockClock) -> None:
+async def test_garbage_bytes_end_the_connection_not_the_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     kit = make_kit()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -157,7 +183,9 @@ async def test_garbage_bytes_end_the_connection_not_the_server(autojump_clock: t
                 received += chunk
             assert received  # the server wrote its preface and a GOAWAY before closing
             client = await _connect(kit, nursery)  # and still serves new connections
-            r = await client.request(client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body())
+            r = await client.request(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
             assert r.status == 200
             nursery.cancel_scope.cancel()
 
@@ -168,12 +196,16 @@ async def test_client_disconnecting_mid_stream(autojump_clock: trio.testing.Mock
         async with trio.open_nursery() as nursery:
             client = await _connect(kit, nursery)
             sid = client.conn.get_next_available_stream_id()
-            client.conn.send_headers(sid, client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC))
+            client.conn.send_headers(
+                sid, client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC)
+            )
             client.conn.send_data(sid, start_body()[:20])  # no END_STREAM
             await client.flush()
             await client.stream.aclose()
             await trio.sleep(1)
             client = await _connect(kit, nursery)
-            r = await client.request(client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body())
+            r = await client.request(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
             assert r.status == 200
             nursery.cancel_scope.cancel()
