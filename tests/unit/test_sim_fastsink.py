@@ -1,0 +1,434 @@
+"""Accept-all sink: in-memory against a real h2 client, hostile bytes, and one TLS round trip."""
+
+from __future__ import annotations
+
+import ssl
+import struct
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+import trio
+import trio.testing
+import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.sink_probe import RequestEncoder, ResponseReader
+from simulator.fastserve import SinkStats, serve_fast_sink, serve_sink_stream
+from simulator.fastsink import (
+    CONTINUATION,
+    DATA,
+    ENHANCE_YOUR_CALM,
+    FLAG_ACK,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    FLAG_PRIORITY,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
+    FastSinkProtocol,
+    frame,
+)
+
+APNS_ID = "11111111-2222-3333-4444-555555555555"
+REQUEST = [
+    (":method", "POST"),
+    (":scheme", "https"),
+    (":authority", "api.sandbox.push.apple.com"),
+    (":path", "/3/device/" + "ab" * 32),
+    ("apns-push-type", "liveactivity"),
+    ("apns-topic", "com.example.app.push-type.liveactivity"),
+]
+BODY = b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{"n":1}}}'
+CLIENT_SETTINGS = frame(SETTINGS, 0, 0, struct.pack(">HL", 2, 0))  # no HEADER_TABLE_SIZE
+BLOCK = b"\x83\x87\x84\x41\x01x"  # POST, https, :path /, :authority x — never decoded anyway
+
+
+def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, payload) of every frame in `data`, which must hold whole frames."""
+    frames, pos = [], 0
+    while pos < len(data):
+        hi, lo, ftype, flags, sid = struct.unpack_from(">BHBBL", data, pos)
+        end = pos + 9 + ((hi << 16) | lo)
+        assert end <= len(data), "truncated frame in server output"
+        frames.append((ftype, flags, sid & 0x7FFFFFFF, data[pos + 9 : end]))
+        pos = end
+    return frames
+
+
+def goaway_code(data: bytes) -> int | None:
+    codes = [struct.unpack(">LL", p)[1] for t, _, _, p in parse_frames(data) if t == GOAWAY]
+    assert len(codes) <= 1
+    return codes[0] if codes else None
+
+
+def answered_streams(data: bytes) -> list[int]:
+    return [s for t, f, s, _ in parse_frames(data) if t == HEADERS and f & FLAG_END_STREAM]
+
+
+def started_sink(**kwargs: int) -> FastSinkProtocol:
+    """A sink past the preface and the client's first SETTINGS, its own output drained."""
+    sink = FastSinkProtocol(apns_id=APNS_ID, **kwargs)
+    sink.receive_data(PREFACE + CLIENT_SETTINGS)
+    sink.data_to_send()
+    return sink
+
+
+class Pair:
+    """An h2 client wired to a sink in memory."""
+
+    def __init__(self, **sink_kwargs: int) -> None:
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.client = h2.connection.H2Connection(config=config)
+        self.client.initiate_connection()
+        self.sink = FastSinkProtocol(apns_id=APNS_ID, **sink_kwargs)
+        self.events: list[h2.events.Event] = []
+        self.exchange()
+
+    def exchange(self) -> None:
+        """Move bytes both ways until neither side has anything to say (bounded)."""
+        for _ in range(100):
+            to_sink = self.client.data_to_send()
+            if to_sink:
+                self.sink.receive_data(to_sink)
+            to_client = self.sink.data_to_send()
+            if to_client:
+                self.events += self.client.receive_data(to_client)
+            if not to_sink and not to_client:
+                return
+        raise AssertionError("exchange did not settle")
+
+    def of(self, kind: type[h2.events.Event]) -> list[h2.events.Event]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def request(self, body: bytes | None = BODY, headers: list[tuple[str, str]] = REQUEST) -> int:
+        sid: int = self.client.get_next_available_stream_id()
+        self.client.send_headers(sid, headers, end_stream=body is None)
+        if body is not None:
+            self.client.send_data(sid, body, end_stream=True)
+        return sid
+
+
+def assert_answered(pair: Pair, sids: list[int]) -> None:
+    responses = {e.stream_id: e.headers for e in pair.of(h2.events.ResponseReceived)}
+    ended = {e.stream_id for e in pair.of(h2.events.StreamEnded)}
+    for sid in sids:
+        assert responses[sid] == [(":status", "200"), ("apns-id", APNS_ID)]
+        assert sid in ended
+    assert not pair.sink.closed
+
+
+def test_pipelined_requests_are_all_answered_in_one_batch() -> None:
+    pair = Pair()
+    sids = [pair.request(None if i % 3 == 0 else BODY) for i in range(300)]
+    pair.sink.receive_data(pair.client.data_to_send())
+    batch = pair.sink.data_to_send()
+    assert answered_streams(batch) == sids  # every answer from one receive_data, in order
+    pair.events += pair.client.receive_data(batch)
+    pair.exchange()
+    assert_answered(pair, sids)
+    assert pair.sink.requests == 300
+    assert pair.sink.bytes_in > 300 * len(BODY)
+    assert pair.sink.bytes_out >= len(batch)
+
+
+def test_server_preface_advertises_streams_and_windows_and_acks_settings() -> None:
+    pair = Pair(max_concurrent_streams=7, window_size=1 << 20)
+    changed = pair.of(h2.events.RemoteSettingsChanged)[0].changed_settings
+    assert changed[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 7
+    assert changed[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value == 1 << 20
+    assert pair.of(h2.events.SettingsAcknowledged)
+    assert pair.client.outbound_flow_control_window == 1 << 20
+
+
+def test_ping_is_acked_with_the_same_payload() -> None:
+    pair = Pair()
+    pair.client.ping(b"8 bytes!")
+    pair.exchange()
+    assert [e.ping_data for e in pair.of(h2.events.PingAckReceived)] == [b"8 bytes!"]
+
+
+def test_data_windows_stay_open_across_megabytes() -> None:
+    pair = Pair(window_size=16384)
+    bodies: dict[int, int] = {}
+    for size in (1_200_000, 300_000, 5_000):
+        sid = pair.client.get_next_available_stream_id()
+        pair.client.send_headers(sid, REQUEST)
+        bodies[sid] = size
+    for _ in range(2000):
+        if not bodies:
+            break
+        for sid, left in list(bodies.items()):
+            room = min(pair.client.local_flow_control_window(sid), left, 16384)
+            if room:
+                pair.client.send_data(sid, b"x" * room, end_stream=room == left)
+                bodies[sid] = left - room
+            if bodies[sid] == 0:
+                del bodies[sid]
+        pair.exchange()
+    assert not bodies, "a window stayed shut"
+    assert len(pair.of(h2.events.ResponseReceived)) == 3
+    assert pair.of(h2.events.WindowUpdated)  # credit came back on the streams and the connection
+
+
+def test_continuation_split_header_block_from_h2_is_answered() -> None:
+    pair = Pair()
+    big = [*REQUEST, ("x-padding", "p" * 40_000)]  # h2 splits it into HEADERS + CONTINUATIONs
+    sid = pair.request(body=BODY, headers=big)
+    pair.exchange()
+    assert_answered(pair, [sid])
+
+
+def test_continuation_fed_byte_by_byte() -> None:
+    sink = started_sink()
+    wire = (
+        frame(HEADERS, FLAG_END_STREAM, 1, BLOCK[:3])
+        + frame(CONTINUATION, 0, 1, BLOCK[3:4])
+        + frame(CONTINUATION, FLAG_END_HEADERS, 1, BLOCK[4:])
+    )
+    out = b""
+    for i in range(len(wire)):
+        sink.receive_data(wire[i : i + 1])
+        out += sink.data_to_send()
+    assert answered_streams(out) == [1]
+    assert not sink.closed
+
+
+def test_client_reset_stream_is_forgotten_and_others_still_answered() -> None:
+    pair = Pair(max_concurrent_streams=1)
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_headers(sid, REQUEST)
+    pair.client.reset_stream(sid)
+    pair.exchange()
+    later = [pair.request(), pair.request()]  # would exceed the limit of 1 if sid were kept
+    pair.exchange()
+    assert_answered(pair, later)
+    assert sid not in {e.stream_id for e in pair.of(h2.events.ResponseReceived)}
+
+
+def test_client_goaway_answers_then_closes() -> None:
+    pair = Pair()
+    sids = [pair.request() for _ in range(3)]
+    pair.client.close_connection()
+    pair.sink.receive_data(pair.client.data_to_send())
+    out = pair.sink.data_to_send()
+    assert answered_streams(out) == sids
+    assert goaway_code(out) == NO_ERROR
+    assert struct.unpack(">L", parse_frames(out)[-1][3][:4])[0] == sids[-1]
+    assert pair.sink.closed
+
+
+def test_header_table_size_change_prefixes_next_answer_only() -> None:
+    sink = FastSinkProtocol(apns_id=APNS_ID)
+    sink.receive_data(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HL", 1, 0)))
+    sink.receive_data(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, BLOCK))
+    sink.receive_data(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, BLOCK))
+    blocks = [p for t, _, _, p in parse_frames(sink.data_to_send()) if t == HEADERS]
+    assert blocks[0][:2] == b"\x20\x88"
+    assert blocks[1][:1] == b"\x88"
+
+
+def test_unknown_and_priority_frames_are_ignored() -> None:
+    sink = started_sink()
+    sink.receive_data(
+        frame(0xEE, 0xFF, 0, b"whatever")
+        + frame(PRIORITY, 0, 3, struct.pack(">LB", 1, 16))
+        + frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM | FLAG_PADDED, 1, b"\x02" + BLOCK + b"\0\0")
+    )
+    assert answered_streams(sink.data_to_send()) == [1]
+    assert not sink.closed
+
+
+H = FLAG_END_HEADERS
+CASES = [
+    ("bad preface", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", PROTOCOL_ERROR, False),
+    ("first frame not SETTINGS", PREFACE + frame(PING, 0, 0, b"12345678"), PROTOCOL_ERROR, False),
+    ("oversized frame", struct.pack(">BHBBL", 0, 16385, DATA, 0, 1), FRAME_SIZE_ERROR, True),
+    ("HEADERS on stream 0", frame(HEADERS, H, 0, BLOCK), PROTOCOL_ERROR, True),
+    ("even stream id", frame(HEADERS, H, 2, BLOCK), PROTOCOL_ERROR, True),
+    ("DATA on idle stream", frame(DATA, FLAG_END_STREAM, 1, b"x"), PROTOCOL_ERROR, True),
+    ("DATA on stream 0", frame(DATA, 0, 0, b"x"), PROTOCOL_ERROR, True),
+    ("stream id reused", frame(HEADERS, H | 1, 5, BLOCK) + frame(HEADERS, H | 1, 5, BLOCK),
+     STREAM_CLOSED, True),
+    ("DATA after END_STREAM", frame(HEADERS, H | 1, 1, BLOCK) + frame(DATA, 1, 1, b"x"),
+     STREAM_CLOSED, True),
+    ("stray CONTINUATION", frame(CONTINUATION, H, 1, BLOCK), PROTOCOL_ERROR, True),
+    ("interrupted header block", frame(HEADERS, 0, 1, BLOCK) + frame(PING, 0, 0, b"12345678"),
+     PROTOCOL_ERROR, True),
+    ("CONTINUATION flood", frame(HEADERS, 0, 1, BLOCK) + frame(CONTINUATION, 0, 1, b"a" * 16384) * 5,
+     ENHANCE_YOUR_CALM, True),
+    ("PING of 7 bytes", frame(PING, 0, 0, b"1234567"), FRAME_SIZE_ERROR, True),
+    ("PING on a stream", frame(PING, 0, 1, b"12345678"), PROTOCOL_ERROR, True),
+    ("SETTINGS ACK with payload", frame(SETTINGS, FLAG_ACK, 0, b"\0" * 6), FRAME_SIZE_ERROR, True),
+    ("SETTINGS of 5 bytes", frame(SETTINGS, 0, 0, b"\0" * 5), FRAME_SIZE_ERROR, True),
+    ("ENABLE_PUSH=2", frame(SETTINGS, 0, 0, struct.pack(">HL", 2, 2)), PROTOCOL_ERROR, True),
+    ("window over 2**31-1", frame(SETTINGS, 0, 0, struct.pack(">HL", 4, 2**31)),
+     FLOW_CONTROL_ERROR, True),
+    ("MAX_FRAME_SIZE too small", frame(SETTINGS, 0, 0, struct.pack(">HL", 5, 100)),
+     PROTOCOL_ERROR, True),
+    ("PUSH_PROMISE from client", frame(PUSH_PROMISE, H, 1, b"\0\0\0\2" + BLOCK), PROTOCOL_ERROR, True),
+    ("WINDOW_UPDATE of 0", frame(WINDOW_UPDATE, 0, 0, b"\0\0\0\0"), PROTOCOL_ERROR, True),
+    ("WINDOW_UPDATE of 3 bytes", frame(WINDOW_UPDATE, 0, 0, b"\0\0\1"), FRAME_SIZE_ERROR, True),
+    ("RST_STREAM on idle stream", frame(RST_STREAM, 0, 9, b"\0\0\0\0"), PROTOCOL_ERROR, True),
+    ("PRIORITY on itself", frame(PRIORITY, 0, 1, struct.pack(">LB", 1, 16)), PROTOCOL_ERROR, True),
+    ("pad longer than HEADERS", frame(HEADERS, H | FLAG_PADDED, 1, b"\x09" + BLOCK),
+     PROTOCOL_ERROR, True),
+    ("HEADERS priority self", frame(HEADERS, H | FLAG_PRIORITY, 1, struct.pack(">LB", 1, 0) + BLOCK),
+     PROTOCOL_ERROR, True),
+    ("pad longer than DATA", frame(HEADERS, H, 1, BLOCK) + frame(DATA, FLAG_PADDED, 1, b"\x05ab"),
+     PROTOCOL_ERROR, True),
+    ("GOAWAY of 4 bytes", frame(GOAWAY, 0, 0, b"\0\0\0\0"), FRAME_SIZE_ERROR, True),
+]
+
+
+@pytest.mark.parametrize(("wire", "code", "after_preface"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_ends_in_goaway_without_raising(wire: bytes, code: int, after_preface: bool) -> None:
+    sink = started_sink() if after_preface else FastSinkProtocol(apns_id=APNS_ID)
+    sink.receive_data(wire)
+    assert goaway_code(sink.data_to_send()) == code
+    assert sink.closed and sink.error_code == code
+    sink.receive_data(frame(HEADERS, H | 1, 101, BLOCK))  # ignored once closed
+    assert sink.data_to_send() == b""
+
+
+def test_concurrent_stream_limit_is_enforced() -> None:
+    sink = started_sink(max_concurrent_streams=2)
+    sink.receive_data(b"".join(frame(HEADERS, H, sid, BLOCK) for sid in (1, 3, 5)))
+    assert goaway_code(sink.data_to_send()) == PROTOCOL_ERROR
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(max_size=600), st.integers(min_value=1, max_value=64))
+def test_random_bytes_after_preface_never_raise(junk: bytes, chunk: int) -> None:
+    sink = started_sink()
+    for i in range(0, len(junk), chunk):
+        sink.receive_data(junk[i : i + chunk])
+    out = sink.data_to_send()
+    parse_frames(out)  # whatever happened, the output is whole frames
+    assert sink.error_code != INTERNAL_ERROR
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=20))
+def test_answers_do_not_depend_on_how_bytes_are_split(cuts: list[int]) -> None:
+    enc = RequestEncoder(tokens=4)
+    wire = enc.preface() + enc.encode(40)
+    sink, pos, out = FastSinkProtocol(apns_id=APNS_ID), 0, b""
+    for cut in cuts * (len(wire) // sum(cuts) + 1):
+        sink.receive_data(wire[pos : pos + cut])
+        out += sink.data_to_send()
+        pos += cut
+    assert answered_streams(out) == list(range(1, 81, 2))
+    assert not sink.closed
+
+
+def test_probe_encoder_speaks_valid_http2_to_h2() -> None:
+    config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+    server = h2.connection.H2Connection(config=config)
+    server.initiate_connection()
+    enc = RequestEncoder(tokens=2)
+    events = server.receive_data(enc.preface() + enc.encode(3))
+    requests = [e for e in events if isinstance(e, h2.events.RequestReceived)]
+    bodies = [e.data for e in events if isinstance(e, h2.events.DataReceived)]
+    assert len(requests) == 3 and bodies == [enc.body] * 3
+    first, second = dict(requests[0].headers), dict(requests[1].headers)
+    assert first.pop(":path") != second.pop(":path")  # tokens rotate
+    assert first == second  # indexed fields decode to the literals of the first request
+    assert first["apns-push-type"] == "liveactivity"
+    assert first["content-length"] == str(len(enc.body))
+
+
+def test_probe_reader_counts_answers_and_acks_settings() -> None:
+    sink, reader = FastSinkProtocol(apns_id=APNS_ID), ResponseReader()
+    enc = RequestEncoder(tokens=2)
+    reply = reader.feed(sink.data_to_send())
+    sink.receive_data(enc.preface() + reply + enc.encode(5))
+    reader.feed(sink.data_to_send())
+    assert (reader.answered, reader.not_ok, reader.max_streams) == (5, 0, 1000)
+    assert reader.window > 65535
+
+
+async def test_tls_round_trip_with_h2_client() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    server_ctx.set_alpn_protocols(["h2"])
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    client_ctx.set_alpn_protocols(["h2"])
+    stats = SinkStats()
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                lambda task_status: serve_fast_sink(
+                    ssl_context=server_ctx, stats=stats, apns_id=APNS_ID, task_status=task_status
+                )
+            )
+            tcp = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = trio.SSLStream(tcp, client_ctx, server_hostname="127.0.0.1")
+            await stream.do_handshake()
+            assert stream.selected_alpn_protocol() == "h2"
+            client = h2.connection.H2Connection(
+                config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+            )
+            client.initiate_connection()
+            sids = []
+            for _ in range(50):
+                sid = client.get_next_available_stream_id()
+                client.send_headers(sid, REQUEST)
+                client.send_data(sid, BODY, end_stream=True)
+                sids.append(sid)
+            await stream.send_all(client.data_to_send())
+            ended: set[int] = set()
+            statuses: list[str] = []
+            while len(ended) < len(sids):
+                data = await stream.receive_some(65536)
+                assert data, "server closed early"
+                for event in client.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        statuses.append(dict(event.headers)[":status"])
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended.add(event.stream_id)
+                await stream.send_all(client.data_to_send())
+            assert statuses == ["200"] * 50 and ended == set(sids)
+            report = stats.report()
+            assert report["requests"] == 50 and report["connections"] == 1
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_stream_shell_over_memory_streams_folds_stats_on_close() -> None:
+    client_side, server_side = trio.testing.memory_stream_pair()
+    stats = SinkStats()
+    enc = RequestEncoder(tokens=2)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_sink_stream, server_side, stats)
+            wire = enc.preface() + enc.encode(10)
+            await client_side.send_all(wire)
+            reader = ResponseReader()
+            while reader.answered < 10:
+                reader.feed(await client_side.receive_some(65536))
+            await client_side.aclose()
+    report = stats.snapshot()
+    assert (report.requests, report.connections) == (10, 1)
+    assert report.bytes_in == len(wire)
+    assert report.bytes_out > 10 * 50
+    stats.restart()
+    assert stats.snapshot().requests == 0
