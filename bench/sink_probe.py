@@ -107,20 +107,21 @@ class RequestEncoder:
             (28, None, str(len(self.body)).encode()),  # content-length
         ]
         # First request: literals with incremental indexing fill the peer's dynamic table.
-        first = b"\x83\x87"  # :method POST, :scheme https (static 3, 7)
+        first = b""
         for index, name, value in constant:
             name_part = _hint(index, 6, 0x40) if name is None else b"\x40" + _hstr(name)
             first += name_part + _hstr(value)
         # Later requests: the newest entry is index 62, so entry j of k sits at 62 + k - 1 - j.
         k = len(constant)
-        later = b"\x83\x87" + b"".join(_hint(62 + k - 1 - j, 7, 0x80) for j in range(k))
-        paths = []
+        later = b"".join(_hint(62 + k - 1 - j, 7, 0x80) for j in range(k))
+        self._first_blocks, self._blocks = [], []
         for i in range(self.tokens):
             token = hashlib.sha256(i.to_bytes(4, "big")).hexdigest()
-            # :path as literal without indexing (static name 4), as Apple's guidance has it.
-            paths.append(b"\x04" + _hstr(f"/3/device/{token}".encode()))
-        self._first_blocks = [first + p for p in paths]
-        self._blocks = [later + p for p in paths]
+            # :method POST, :scheme https (static 3, 7), then :path as a literal without indexing
+            # (static name 4, as Apple's guidance has it); pseudo-headers come first.
+            pseudo = b"\x83\x87\x04" + _hstr(f"/3/device/{token}".encode())
+            self._first_blocks.append(pseudo + first)
+            self._blocks.append(pseudo + later)
         head_len = len(self._blocks[0])
         self._data_head = frame(DATA, FLAG_END_STREAM, 0, self.body)[:5]
         self._head = frame(HEADERS, FLAG_END_HEADERS, 0, self._blocks[0])[:5]

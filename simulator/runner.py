@@ -30,7 +30,6 @@ from simulator.devices import DeviceRegistry
 from simulator.faults import FaultPlan
 from simulator.reporting import TokenReporter
 from simulator.server import ApnsServer
-from simulator.validation import DevicePush
 
 log = logging.getLogger("lockstep.simulator")
 
@@ -59,16 +58,6 @@ class Endpoints:
 
     apns_port: int
     control_port: int | None
-
-
-class _ApnsFileListener:
-    """Writes every accepted push as a `.apns` file (apns.md §8)."""
-
-    def __init__(self, writer: ApnsFileWriter) -> None:
-        self.writer = writer
-
-    def on_accepted(self, push: DevicePush, device: str | None) -> None:
-        self.writer.write(device or "unknown-device", push.body)
 
 
 def load_or_create_key(state_dir: Path, config: SimulatorConfig) -> tuple[SigningKey, Path]:
@@ -127,9 +116,7 @@ class Simulator:
             wall_clock=wall_clock,
         )
         if options.apns_dir is not None:
-            apns.listeners.append(
-                _ApnsFileListener(ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id))
-            )
+            apns.listeners.append(ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id))
         reporter = None
         if options.report_url:
             reporter = TokenReporter(options.report_url, bearer=options.report_key)

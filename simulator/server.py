@@ -160,7 +160,10 @@ class ApnsServer:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 serve: Any = partial(
-                    trio.serve_listeners, self.handle, listeners, handler_nursery=connections
+                    trio.serve_listeners,  # type: ignore[misc]
+                    self.handle,
+                    listeners,
+                    handler_nursery=connections,
                 )
                 await accepting.start(serve)
                 task_status.started(bound)

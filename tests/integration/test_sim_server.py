@@ -209,3 +209,67 @@ async def test_client_disconnecting_mid_stream(autojump_clock: trio.testing.Mock
             )
             assert r.status == 200
             nursery.cancel_scope.cancel()
+
+
+async def test_fault_bursts_reset_and_unregister(autojump_clock: trio.testing.MockClock) -> None:
+    kit = make_kit(plan=FaultPlan.from_flags("burst=ServiceUnavailable:1:1"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            hs = client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC)
+            r = await client.request(hs, start_body())
+            assert (r.status, r.reason) == (503, "ServiceUnavailable")
+            nursery.cancel_scope.cancel()
+    kit = make_kit(plan=FaultPlan.from_flags("unregister=1"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            hs = client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC)
+            assert (await client.request(hs, start_body())).status == 200
+            r = await client.request(hs, start_body())
+            assert (r.status, r.reason) == (410, "Unregistered")
+            assert r.json()["timestamp"] == int(kit.now() * 1000)
+            nursery.cancel_scope.cancel()
+    kit = make_kit(plan=FaultPlan.from_flags("reset=1"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            hs = client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC)
+            r = await client.request(hs, start_body())
+            assert r.reset_code == ErrorCodes.INTERNAL_ERROR
+            nursery.cancel_scope.cancel()
+
+
+async def test_fault_drop_closes_the_connection_mid_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kit = make_kit(plan=FaultPlan.from_flags("drop=1"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            sid = await client.send(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
+            await client.until(lambda: client.closed)
+            assert client.closed and client.responses[sid].status is None
+            assert kit.apns.counters.faults == {"drop": 1}
+
+
+async def test_malformed_frame_after_a_valid_preface(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kit = make_kit()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            # A HEADERS frame on stream 0 is a connection error (RFC 9113 §6.2).
+            await client.stream.send_all(b"\x00\x00\x01\x01\x05\x00\x00\x00\x00\x88")
+            await client.until(lambda: client.closed or client.goaway is not None)
+            assert client.goaway is not None
+            assert client.goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+            client = await _connect(kit, nursery)
+            r = await client.request(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
+            assert r.status == 200
+            nursery.cancel_scope.cancel()

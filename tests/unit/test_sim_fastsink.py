@@ -143,7 +143,7 @@ def test_pipelined_requests_are_all_answered_in_one_batch() -> None:
     pair.exchange()
     assert_answered(pair, sids)
     assert pair.sink.requests == 300
-    assert pair.sink.bytes_in > 300 * len(BODY)
+    assert pair.sink.bytes_in > 200 * len(BODY)  # two in three carry a body
     assert pair.sink.bytes_out >= len(batch)
 
 
@@ -215,8 +215,10 @@ def test_client_reset_stream_is_forgotten_and_others_still_answered() -> None:
     pair.client.send_headers(sid, REQUEST)
     pair.client.reset_stream(sid)
     pair.exchange()
-    later = [pair.request(), pair.request()]  # would exceed the limit of 1 if sid were kept
-    pair.exchange()
+    later = []
+    for _ in range(2):  # each would exceed the limit of 1 if the reset stream were kept
+        later.append(pair.request())
+        pair.exchange()
     assert_answered(pair, later)
     assert sid not in {e.stream_id for e in pair.of(h2.events.ResponseReceived)}
 
