@@ -25,6 +25,7 @@ import tempfile
 import time
 from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,10 @@ def _hstr(raw: bytes) -> bytes:
 
 def _placeholder_jwt() -> str:
     """A JWT-shaped string of realistic length; it is not signed and grants nothing."""
-    part = lambda obj: urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()  # noqa: E731
+
+    def part(obj: object) -> str:
+        return urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
     head = part({"alg": "ES256", "kid": "ABCDEFGHIJ"})
     claims = part({"iss": "TEAMID1234", "iat": 1_700_000_000})
     return f"{head}.{claims}.{'A' * 86}"
@@ -162,7 +166,7 @@ class ResponseReader:
     goaway: bool = False
     _buf: bytearray = field(default_factory=bytearray)
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes | bytearray) -> bytes:
         """Consume server bytes; return frames the client must send back (ACKs)."""
         buf = self._buf
         buf += data
@@ -284,8 +288,7 @@ def sink_main(conn: Connection, cert_file: str | None, key_file: str | None, cor
     async def run() -> None:
         stats = SinkStats()
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(lambda task_status: serve_fast_sink(
-                ssl_context=ctx, stats=stats, task_status=task_status))
+            port = await nursery.start(partial(serve_fast_sink, ssl_context=ctx, stats=stats))
             conn.send(port)
             while True:
                 msg = await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
@@ -396,14 +399,20 @@ def main(argv: list[str] | None = None) -> None:
     if "sink" in result:
         s, c = result["sink"], result["client"]
         print(f"transport      : {'TLS (ALPN h2)' if opts['tls'] else 'h2c'}")
-        print(f"sink           : {s['rps']:,.0f} req/s, {s['cpu_us_per_request']:.2f} us CPU/req, "
-              f"cpu/wall {s['cpu_load']:.2f} ({s['requests']:,} req in {s['wall_s']:.2f} s)")
-        print(f"client         : {c['rps']:,.0f} req/s answered, non-200: {c['not_200']}, "
-              f"pinned sink/client: {s['pinned']}/{c['pinned']}")
+        print(
+            f"sink           : {s['rps']:,.0f} req/s, {s['cpu_us_per_request']:.2f} us CPU/req, "
+            f"cpu/wall {s['cpu_load']:.2f} ({s['requests']:,} req in {s['wall_s']:.2f} s)"
+        )
+        print(
+            f"client         : {c['rps']:,.0f} req/s answered, non-200: {c['not_200']}, "
+            f"pinned sink/client: {s['pinned']}/{c['pinned']}"
+        )
     if "in_process" in result:
         p = result["in_process"]
-        print(f"core in-process: {p['rps_per_cpu_s']:,.0f} req per CPU-second, "
-              f"{p['cpu_us_per_request']:.2f} us/req ({p['request_bytes']:.0f} B/request)")
+        print(
+            f"core in-process: {p['rps_per_cpu_s']:,.0f} req per CPU-second, "
+            f"{p['cpu_us_per_request']:.2f} us/req ({p['request_bytes']:.0f} B/request)"
+        )
 
 
 if __name__ == "__main__":

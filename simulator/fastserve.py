@@ -173,8 +173,7 @@ async def serve_fast_sink(
     bound = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
     if ssl_context is not None:
         listeners = [
-            trio.SSLListener(listener, ssl_context, https_compatible=True)
-            for listener in listeners
+            trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners
         ]
 
     async def handler(stream: trio.abc.Stream) -> None:

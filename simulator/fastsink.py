@@ -225,7 +225,6 @@ class FastSinkProtocol:
             self.closed = True
             self.error_code = code
 
-
     def _parse(self, buf: bytearray, pos: int) -> int:
         """Handle every complete frame in `buf` from `pos`; return where the next frame starts.
 

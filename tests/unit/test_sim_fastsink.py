@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import struct
+from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -57,6 +58,8 @@ REQUEST = [
 BODY = b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{"n":1}}}'
 CLIENT_SETTINGS = frame(SETTINGS, 0, 0, struct.pack(">HL", 2, 0))  # no HEADER_TABLE_SIZE
 BLOCK = b"\x83\x87\x84\x41\x01x"  # POST, https, :path /, :authority x — never decoded anyway
+H = FLAG_END_HEADERS
+E = TypeVar("E", bound=h2.events.Event)
 
 
 def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
@@ -93,7 +96,7 @@ class Pair:
     """An h2 client wired to a sink in memory."""
 
     def __init__(self, **sink_kwargs: int) -> None:
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        config = h2.config.H2Configuration(client_side=True)
         self.client = h2.connection.H2Connection(config=config)
         self.client.initiate_connection()
         self.sink = FastSinkProtocol(apns_id=APNS_ID, **sink_kwargs)
@@ -113,7 +116,7 @@ class Pair:
                 return
         raise AssertionError("exchange did not settle")
 
-    def of(self, kind: type[h2.events.Event]) -> list[h2.events.Event]:
+    def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
     def request(self, body: bytes | None = BODY, headers: list[tuple[str, str]] = REQUEST) -> int:
@@ -128,7 +131,7 @@ def assert_answered(pair: Pair, sids: list[int]) -> None:
     responses = {e.stream_id: e.headers for e in pair.of(h2.events.ResponseReceived)}
     ended = {e.stream_id for e in pair.of(h2.events.StreamEnded)}
     for sid in sids:
-        assert responses[sid] == [(":status", "200"), ("apns-id", APNS_ID)]
+        assert responses[sid] == [(b":status", b"200"), (b"apns-id", APNS_ID.encode())]
         assert sid in ended
     assert not pair.sink.closed
 
@@ -250,13 +253,12 @@ def test_unknown_and_priority_frames_are_ignored() -> None:
     sink.receive_data(
         frame(0xEE, 0xFF, 0, b"whatever")
         + frame(PRIORITY, 0, 3, struct.pack(">LB", 1, 16))
-        + frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM | FLAG_PADDED, 1, b"\x02" + BLOCK + b"\0\0")
+        + frame(HEADERS, H | FLAG_END_STREAM | FLAG_PADDED, 1, b"\x02" + BLOCK + b"\0\0")
     )
     assert answered_streams(sink.data_to_send()) == [1]
     assert not sink.closed
 
 
-H = FLAG_END_HEADERS
 CASES = [
     ("bad preface", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", PROTOCOL_ERROR, False),
     ("first frame not SETTINGS", PREFACE + frame(PING, 0, 0, b"12345678"), PROTOCOL_ERROR, False),
@@ -272,7 +274,8 @@ CASES = [
     ("stray CONTINUATION", frame(CONTINUATION, H, 1, BLOCK), PROTOCOL_ERROR, True),
     ("interrupted header block", frame(HEADERS, 0, 1, BLOCK) + frame(PING, 0, 0, b"12345678"),
      PROTOCOL_ERROR, True),
-    ("CONTINUATION flood", frame(HEADERS, 0, 1, BLOCK) + frame(CONTINUATION, 0, 1, b"a" * 16384) * 5,
+    ("CONTINUATION flood",
+     frame(HEADERS, 0, 1, BLOCK) + frame(CONTINUATION, 0, 1, b"a" * 16384) * 5,
      ENHANCE_YOUR_CALM, True),
     ("PING of 7 bytes", frame(PING, 0, 0, b"1234567"), FRAME_SIZE_ERROR, True),
     ("PING on a stream", frame(PING, 0, 1, b"12345678"), PROTOCOL_ERROR, True),
@@ -283,14 +286,16 @@ CASES = [
      FLOW_CONTROL_ERROR, True),
     ("MAX_FRAME_SIZE too small", frame(SETTINGS, 0, 0, struct.pack(">HL", 5, 100)),
      PROTOCOL_ERROR, True),
-    ("PUSH_PROMISE from client", frame(PUSH_PROMISE, H, 1, b"\0\0\0\2" + BLOCK), PROTOCOL_ERROR, True),
+    ("PUSH_PROMISE from client", frame(PUSH_PROMISE, H, 1, b"\0\0\0\2" + BLOCK),
+     PROTOCOL_ERROR, True),
     ("WINDOW_UPDATE of 0", frame(WINDOW_UPDATE, 0, 0, b"\0\0\0\0"), PROTOCOL_ERROR, True),
     ("WINDOW_UPDATE of 3 bytes", frame(WINDOW_UPDATE, 0, 0, b"\0\0\1"), FRAME_SIZE_ERROR, True),
     ("RST_STREAM on idle stream", frame(RST_STREAM, 0, 9, b"\0\0\0\0"), PROTOCOL_ERROR, True),
     ("PRIORITY on itself", frame(PRIORITY, 0, 1, struct.pack(">LB", 1, 16)), PROTOCOL_ERROR, True),
     ("pad longer than HEADERS", frame(HEADERS, H | FLAG_PADDED, 1, b"\x09" + BLOCK),
      PROTOCOL_ERROR, True),
-    ("HEADERS priority self", frame(HEADERS, H | FLAG_PRIORITY, 1, struct.pack(">LB", 1, 0) + BLOCK),
+    ("HEADERS priority self",
+     frame(HEADERS, H | FLAG_PRIORITY, 1, struct.pack(">LB", 1, 0) + BLOCK),
      PROTOCOL_ERROR, True),
     ("pad longer than DATA", frame(HEADERS, H, 1, BLOCK) + frame(DATA, FLAG_PADDED, 1, b"\x05ab"),
      PROTOCOL_ERROR, True),
@@ -300,7 +305,9 @@ CASES = [
 
 @pytest.mark.parametrize(("wire", "code", "after_preface"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_bad_input_ends_in_goaway_without_raising(wire: bytes, code: int, after_preface: bool) -> None:
+def test_bad_input_ends_in_goaway_without_raising(
+    wire: bytes, code: int, after_preface: bool
+) -> None:
     sink = started_sink() if after_preface else FastSinkProtocol(apns_id=APNS_ID)
     sink.receive_data(wire)
     assert goaway_code(sink.data_to_send()) == code
@@ -341,7 +348,7 @@ def test_answers_do_not_depend_on_how_bytes_are_split(cuts: list[int]) -> None:
 
 
 def test_probe_encoder_speaks_valid_http2_to_h2() -> None:
-    config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+    config = h2.config.H2Configuration(client_side=False)
     server = h2.connection.H2Connection(config=config)
     server.initiate_connection()
     enc = RequestEncoder(tokens=2)
@@ -350,10 +357,10 @@ def test_probe_encoder_speaks_valid_http2_to_h2() -> None:
     bodies = [e.data for e in events if isinstance(e, h2.events.DataReceived)]
     assert len(requests) == 3 and bodies == [enc.body] * 3
     first, second = dict(requests[0].headers), dict(requests[1].headers)
-    assert first.pop(":path") != second.pop(":path")  # tokens rotate
+    assert first.pop(b":path") != second.pop(b":path")  # tokens rotate
     assert first == second  # indexed fields decode to the literals of the first request
-    assert first["apns-push-type"] == "liveactivity"
-    assert first["content-length"] == str(len(enc.body))
+    assert first[b"apns-push-type"] == b"liveactivity"
+    assert first[b"content-length"] == str(len(enc.body)).encode()
 
 
 def test_probe_reader_counts_answers_and_acks_settings() -> None:
@@ -387,7 +394,7 @@ async def test_tls_round_trip_with_h2_client() -> None:
             await stream.do_handshake()
             assert stream.selected_alpn_protocol() == "h2"
             client = h2.connection.H2Connection(
-                config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+                config=h2.config.H2Configuration(client_side=True)
             )
             client.initiate_connection()
             sids = []
@@ -398,17 +405,17 @@ async def test_tls_round_trip_with_h2_client() -> None:
                 sids.append(sid)
             await stream.send_all(client.data_to_send())
             ended: set[int] = set()
-            statuses: list[str] = []
+            statuses: list[bytes] = []
             while len(ended) < len(sids):
                 data = await stream.receive_some(65536)
                 assert data, "server closed early"
                 for event in client.receive_data(data):
                     if isinstance(event, h2.events.ResponseReceived):
-                        statuses.append(dict(event.headers)[":status"])
+                        statuses.append(dict(event.headers)[b":status"])
                     elif isinstance(event, h2.events.StreamEnded):
                         ended.add(event.stream_id)
                 await stream.send_all(client.data_to_send())
-            assert statuses == ["200"] * 50 and ended == set(sids)
+            assert statuses == [b"200"] * 50 and ended == set(sids)
             report = stats.report()
             assert report["requests"] == 50 and report["connections"] == 1
             await stream.aclose()

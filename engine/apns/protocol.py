@@ -1,0 +1,781 @@
+"""Sans-IO APNs client protocol over HTTP/2: push requests in, bytes out; bytes in, answers out.
+
+`ApnsClientProtocol` wraps one `h2` client connection. It never touches a socket, a clock or trio:
+a connection shell feeds `receive_data()` with what it read, writes `data_to_send()` once per
+batch, and acts on the small frozen event records `receive_data()` returns.
+
+Throughput comes from four choices made here once, so no caller has to remember them:
+
+1. Pipelining: `send()` only encodes; many requests go out in one `data_to_send()` (one write).
+2. h2's header validation and normalization are off: every header is built here from trusted parts.
+3. `authorization` is indexed in HPACK, so after the first request it costs one or two bytes.
+   (h2's normalization would mark it never-indexed and resend ~200 bytes of JWT per request.)
+4. No Huffman coding: in pure Python it costs more CPU than it saves bytes, and APNs values (JWTs,
+   hex tokens, UUIDs) barely compress.
+
+The HPACK policy follows apns.md §1 where it costs nothing: `:path` goes as a literal without
+indexing (a per-request token must not churn APNs' 4 KB table), `apns-id`, `apns-expiration` and
+`apns-collapse-id` are indexed on first use only, everything else is indexed incrementally.
+Two per-request costs of h2 are removed as well: its O(open streams) scan on every new stream, and
+its refusal to process anything after a GOAWAY (h2 issue #1181), which would lose the answers of
+streams APNs still completes while draining (RFC 9113 §6.8).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+import msgspec
+from h2 import events as h2e
+from h2.config import H2Configuration
+from h2.connection import (
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    H2ConnectionStateMachine,
+)
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
+from hpack import Encoder, HPACKError
+from hpack.hpack import encode_integer
+from hpack.struct import HeaderTuple
+from hyperframe.exceptions import HyperframeError
+
+from engine.apns import wire
+from engine.apns.reasons import Reason, parse_reason
+
+__all__ = [
+    "ApnsClientProtocol",
+    "ApnsProtocolError",
+    "ClientEvent",
+    "ConnectionClosed",
+    "GoAway",
+    "NoSlotError",
+    "PingAcked",
+    "PushAnswered",
+    "PushRequest",
+    "SlotsChanged",
+    "StreamRefused",
+    "StreamReset",
+]
+
+_MAX_STREAM_ID: Final = 2**31 - 1
+_DEFAULT_WINDOW: Final = 65_535  # RFC 9113 §6.9.2: every window starts here
+_MAX_BODY: Final = 65_536  # keep at most this much of an answer body (APNs sends a few dozen bytes)
+_TAIL_CACHE: Final = 64  # distinct (topic, push type, priority) header tails kept pre-built
+_SWEEP_MIN: Final = 256  # h2 forgets closed streams only when asked; ask once it holds this many
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    """One push to one device token (apns.md §1)."""
+
+    token: str
+    topic: str
+    body: bytes
+    push_type: str = wire.LIVE_ACTIVITY_PUSH_TYPE
+    priority: int = 10
+    expiration: int | None = None
+    apns_id: str | None = None
+    collapse_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushAnswered:
+    """APNs answered a push (apns.md §3). `reason_text` keeps the raw reason, known or not."""
+
+    stream_id: int
+    status: int  # 0 if the peer sent no usable :status
+    apns_id: str | None
+    reason: Reason | None
+    reason_text: str | None
+    timestamp_ms: int | None  # 410 only: when the token stopped being valid
+    retry_after: float | None  # seconds, when a numeric `retry-after` header came along
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRefused:
+    """RST_STREAM(REFUSED_STREAM): the request was not processed; retry elsewhere (apns.md §4)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """Any other RST_STREAM: the outcome of the request is unknown."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The server stops taking streams (apns.md §4).
+
+    `unprocessed` streams (ids above `last_stream_id`) were never processed: retry them on another
+    connection. Streams at or below `last_stream_id` may still be answered on this one.
+    """
+
+    last_stream_id: int
+    error_code: int
+    reason: Reason | None
+    debug_text: str
+    unprocessed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsChanged:
+    """The server's SETTINGS changed how many streams may be open at once (apns.md §4)."""
+
+    max_concurrent_streams: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingAcked:
+    """The server acknowledged `ping(payload)`: the connection is alive."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The connection is finished; nothing more will arrive on it. Emitted once.
+
+    `error` is None after a clean drain (GOAWAY NO_ERROR or `close()`, all streams answered).
+    `unanswered` are streams whose response had not started: APNs may or may not have processed
+    them (unlike `GoAway.unprocessed`), so a retry elsewhere can deliver a push twice. Streams
+    whose response headers had arrived are reported as `PushAnswered` first (with whatever body
+    came), since their status is known.
+    """
+
+    error: str | None
+    unanswered: tuple[int, ...] = ()
+
+
+ClientEvent: TypeAlias = (
+    PushAnswered
+    | StreamRefused
+    | StreamReset
+    | GoAway
+    | SlotsChanged
+    | PingAcked
+    | ConnectionClosed
+)
+"""Everything `receive_data()` can report."""
+
+
+class ApnsProtocolError(Exception):
+    """A call the protocol cannot honour in its current state."""
+
+
+class NoSlotError(ApnsProtocolError):
+    """`send()` without a free stream slot; check `available_slots` first."""
+
+
+# --------------------------------------------------------------------------------------------
+# HPACK encoder
+
+_LITERAL_NOT_INDEXED: Final = frozenset({b":path"})
+_INDEX_NAME_ONCE: Final = frozenset({wire.H_ID.encode(), wire.H_EXPIRATION.encode(),
+                                     wire.H_COLLAPSE_ID.encode()})
+_AnyHeader: TypeAlias = (
+    HeaderTuple | tuple[bytes | str, bytes | str] | tuple[bytes | str, bytes | str, bool | None]
+)
+_SHORT_LENGTH: Final = tuple(bytes((n,)) for n in range(127))  # one-byte 7-bit-prefix integers
+
+
+def _length(n: int) -> bytes:
+    """An HPACK string length (7-bit prefix, H bit clear: no Huffman)."""
+    return _SHORT_LENGTH[n] if n < 127 else bytes(encode_integer(n, 7))
+
+
+class _ApnsEncoder(Encoder):
+    """hpack's encoder with APNs' indexing policy, no Huffman, and cached representations.
+
+    h2 calls `encode(headers)` with hpack's default `huffman=True`; this override never Huffman
+    codes (see the module docstring). The policy is by header name; `HeaderTuple` sensitivity is
+    not consulted, since every header comes from `ApnsClientProtocol`.
+
+    A representation that does not change the dynamic table (an index, or a literal's indexed
+    name) stays valid until the table changes, and the table changes only through this encoder
+    (an incremental literal) or a table-size update: both clear the caches. Steady state is then
+    a dict lookup per constant header and a concatenation per varying one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
+        self._name_prefix: dict[bytes, bytes] = {}
+
+    def encode(
+        self,
+        headers: Iterable[_AnyHeader] | dict[bytes | str, bytes | str],
+        huffman: bool = True,
+    ) -> bytes:
+        """Encode a header block of `(bytes, bytes)` pairs; `huffman` is ignored (always off)."""
+        if not isinstance(headers, list):  # h2 always passes a list of bytes pairs
+            block = super().encode(headers, huffman=False)
+            self._forget()
+            return block
+        out: list[bytes] = []
+        if self.header_table.resized:  # a size update opens the block; the shrink may have evicted
+            self._forget()
+            out.append(self._encode_table_size_change())
+            self.header_table.resized = False
+        indexed = self._indexed
+        prefixes = self._name_prefix
+        for name, value in headers:
+            rep = indexed.get((name, value))
+            if rep is None:
+                prefix = prefixes.get(name)
+                if prefix is None:
+                    rep = self._encode_new(name, value)
+                else:
+                    n = len(value)
+                    rep = prefix + (_SHORT_LENGTH[n] if n < 127 else _length(n)) + value
+            out.append(rep)
+        return b"".join(out)
+
+    def _encode_new(self, name: bytes, value: bytes) -> bytes:
+        """Slow path: a header not representable from the caches."""
+        if name in _LITERAL_NOT_INDEXED or name in _INDEX_NAME_ONCE:
+            match = self.header_table.search(name, value)
+            if match is not None:
+                index, _, exact = match
+                if exact is not None:
+                    rep = self._encode_indexed(index)
+                    self._indexed[(name, value)] = rep
+                    return rep
+                # Literal without indexing, indexed name: 0000 + 4-bit prefix (RFC 7541 §6.2.2).
+                prefix = bytes(encode_integer(index, 4))
+                self._name_prefix[name] = prefix
+                return prefix + _length(len(value)) + value
+            if name in _LITERAL_NOT_INDEXED:
+                return b"\x00" + _length(len(name)) + name + _length(len(value)) + value
+            # First use of an index-once name: index it, so later values reuse the name.
+        rep = self.add((name, value), False, False)
+        if rep[0] & 0x80:
+            self._indexed[(name, value)] = rep
+        else:  # incremental literal: the entry was added and every dynamic index moved
+            self._forget()
+        return rep
+
+    def _forget(self) -> None:
+        self._indexed.clear()
+        self._name_prefix.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# h2 connection adjustments
+
+# RFC 9113 §6.8: after a GOAWAY, streams at or below the last stream id may still complete.
+# h2 moves to CLOSED on any GOAWAY and then rejects every frame (h2 issue #1181); these
+# transitions keep the traffic of such streams flowing. New streams stay forbidden.
+_AFTER_GOAWAY: Final = (
+    ConnectionInputs.RECV_HEADERS,
+    ConnectionInputs.RECV_DATA,
+    ConnectionInputs.RECV_WINDOW_UPDATE,
+    ConnectionInputs.RECV_PING,
+    ConnectionInputs.RECV_SETTINGS,
+    ConnectionInputs.RECV_RST_STREAM,
+    ConnectionInputs.RECV_PRIORITY,
+    ConnectionInputs.RECV_ALTERNATIVE_SERVICE,
+    ConnectionInputs.SEND_DATA,
+    ConnectionInputs.SEND_RST_STREAM,
+    ConnectionInputs.SEND_WINDOW_UPDATE,
+    ConnectionInputs.SEND_PING,
+)
+
+
+class _DrainingStateMachine(H2ConnectionStateMachine):
+    """h2's connection state machine, plus the traffic a GOAWAY still allows."""
+
+    _transitions = {  # noqa: RUF012 - same shape as the class attribute it extends
+        **H2ConnectionStateMachine._transitions,
+        **{(ConnectionState.CLOSED, i): (None, ConnectionState.CLOSED) for i in _AFTER_GOAWAY},
+    }
+
+
+class _H2Connection(H2Connection):
+    """h2's client connection without the O(open streams) scan on every new stream.
+
+    h2 counts open streams by walking all of them in each `send_headers`; with a thousand streams
+    in flight that walk dominated the cost of a request. The protocol's own stream table
+    (`tracked`) holds the same count, and is what `ApnsClientProtocol` checks before sending. The
+    walk also forgets closed streams, so it still runs, once the table has doubled.
+    """
+
+    def __init__(self, config: H2Configuration, tracked: Sized) -> None:
+        super().__init__(config)
+        self.encoder = _ApnsEncoder()
+        self.state_machine = _DrainingStateMachine()
+        self._tracked = tracked
+        self._sweep_at = _SWEEP_MIN
+
+    @property
+    def open_outbound_streams(self) -> int:
+        """Open client streams, from the protocol's table (O(1))."""
+        if len(self.streams) >= self._sweep_at:
+            still_open = super().open_outbound_streams  # the walk forgets closed streams
+            self._sweep_at = max(_SWEEP_MIN, 2 * still_open, 2 * len(self.streams))
+        return len(self._tracked)
+
+
+# --------------------------------------------------------------------------------------------
+# Answer parsing
+
+
+class _ErrorBody(msgspec.Struct):
+    """`{"reason": ..., "timestamp": ...}` (apns.md §3); loosely typed, checked by hand."""
+
+    reason: Any = None
+    timestamp: Any = None
+
+
+_BODY_DECODER: Final = msgspec.json.Decoder(_ErrorBody)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _int_or_none(value: Any) -> int | None:
+    """A JSON timestamp as an int; floats truncate, numeric strings parse, anything else is None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _parse_body(body: bytes) -> tuple[Reason | None, str | None, int | None]:
+    """(reason, reason_text, timestamp_ms) from an error body; garbage keeps its raw text."""
+    if not body:
+        return None, None, None
+    try:
+        doc = _BODY_DECODER.decode(body)
+    except msgspec.DecodeError:  # also ValidationError: valid JSON, but not an object
+        return None, _text(body), None
+    if not isinstance(doc.reason, str):
+        return None, _text(body), _int_or_none(doc.timestamp)
+    return parse_reason(doc.reason), doc.reason, _int_or_none(doc.timestamp)
+
+
+def _goaway_reason(data: bytes | None) -> tuple[Reason | None, str]:
+    """GOAWAY debug data: JSON `{"reason": ...}`, plain text, or nothing (apns.md §4)."""
+    if not data:
+        return None, ""
+    text = _text(data)
+    try:
+        doc = _BODY_DECODER.decode(data)
+    except msgspec.DecodeError:
+        return None, text
+    return (parse_reason(doc.reason) if isinstance(doc.reason, str) else None), text
+
+
+def _retry_after(value: bytes) -> float | None:
+    """`retry-after` in seconds; an HTTP-date would need a clock, so it is left to the caller."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class _Response:
+    """A response whose headers arrived and whose body is still coming."""
+
+    __slots__ = ("apns_id", "body", "retry_after", "status")
+
+    def __init__(self, status: int, apns_id: str | None, retry_after: float | None) -> None:
+        self.status = status
+        self.apns_id = apns_id
+        self.retry_after = retry_after
+        self.body = bytearray()
+
+    def answer(self, stream_id: int) -> PushAnswered:
+        reason, text, timestamp = _parse_body(bytes(self.body))
+        return PushAnswered(
+            stream_id, self.status, self.apns_id, reason, text, timestamp, self.retry_after
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+
+_PATH_PREFIX: Final = wire.DEVICE_PATH_PREFIX.encode()
+_H_PATH: Final = b":path"
+_H_AUTHORIZATION: Final = wire.H_AUTHORIZATION.encode()
+_H_TOPIC: Final = wire.H_TOPIC.encode()
+_H_PUSH_TYPE: Final = wire.H_PUSH_TYPE.encode()
+_H_PRIORITY: Final = wire.H_PRIORITY.encode()
+_H_EXPIRATION: Final = wire.H_EXPIRATION.encode()
+_H_ID: Final = wire.H_ID.encode()
+_H_COLLAPSE_ID: Final = wire.H_COLLAPSE_ID.encode()
+
+_Header: TypeAlias = tuple[bytes, bytes]
+_Handler: TypeAlias = Callable[[Any, list[ClientEvent]], None]
+
+
+class ApnsClientProtocol:
+    """One HTTP/2 connection to APNs, as a sans-IO state machine (see the module docstring).
+
+    Call `initiate()` once, then `send()` while `available_slots` > 0. Every call that produces
+    output leaves it in `data_to_send()`. Stream slots start at 1 until the server's first
+    SETTINGS (apns.md §4: one stream until a valid token was posted) and then follow every
+    SETTINGS update.
+    """
+
+    def __init__(self, authority: str, *, initial_window: int = 1 << 20) -> None:
+        if not _DEFAULT_WINDOW <= initial_window <= _MAX_STREAM_ID:
+            raise ValueError(f"initial_window must be in [{_DEFAULT_WINDOW}, {_MAX_STREAM_ID}]")
+        self._initial_window = initial_window
+        # Open streams; None until response headers arrive. Insertion order is stream-id order.
+        self._streams: dict[int, _Response | None] = {}
+        self._blocked: dict[int, memoryview] = {}  # unsent body remainders, waiting for window
+        self._h2 = _H2Connection(
+            H2Configuration(
+                client_side=True,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+                header_encoding=None,
+            ),
+            self._streams,
+        )
+        self._pseudo: tuple[_Header, ...] = (
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+        )
+        self._authorization: _Header | None = None
+        self._tails: dict[tuple[str, str, int], tuple[_Header, ...]] = {}
+        self._next_id = 1
+        self._max_streams = 1
+        self._settings_seen = False
+        self._accepting = False  # initiated, and no GOAWAY either way
+        self._draining = False
+        self._dead = False
+        self._drain_error: str | None = None
+        self._held = b""  # output h2 would drop on a GOAWAY (it clears its buffer)
+        self._handlers: dict[type, _Handler] = {
+            h2e.ResponseReceived: self._on_response,
+            h2e.DataReceived: self._on_data,
+            h2e.StreamEnded: self._on_stream_ended,
+            h2e.StreamReset: self._on_reset,
+            h2e.WindowUpdated: self._on_window,
+            h2e.RemoteSettingsChanged: self._on_settings,
+            h2e.ConnectionTerminated: self._on_goaway,
+            h2e.PingAckReceived: self._on_ping_ack,
+        }
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def available_slots(self) -> int:
+        """Streams that may be opened now: the peer's limit minus open streams; 0 once stopping."""
+        if not self._accepting or self._next_id > _MAX_STREAM_ID:
+            return 0
+        return max(0, self._max_streams - len(self._streams))
+
+    @property
+    def open_streams(self) -> int:
+        """Requests sent and not yet answered, refused, reset or given up."""
+        return len(self._streams)
+
+    @property
+    def is_draining(self) -> bool:
+        """A GOAWAY was sent or received: no new streams, open ones may still be answered."""
+        return self._draining
+
+    @property
+    def is_closed(self) -> bool:
+        """Nothing more will happen on this connection: the shell may close the socket."""
+        return self._dead or (self._draining and not self._streams)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Queue the preface, SETTINGS (no push, a large stream window) and a connection window."""
+        if self._accepting or self._draining or self._dead:
+            raise ApnsProtocolError("initiate() may be called once")
+        self._h2.local_settings = Settings(
+            client=True,
+            initial_values={
+                SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.INITIAL_WINDOW_SIZE: self._initial_window,
+                SettingCodes.MAX_CONCURRENT_STREAMS: 100,  # h2's default; push is off anyway
+                SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 16,
+            },
+        )
+        self._h2.initiate_connection()
+        if self._initial_window > _DEFAULT_WINDOW:
+            self._h2.increment_flow_control_window(self._initial_window - _DEFAULT_WINDOW)
+        self._accepting = True
+
+    def set_authorization(self, header_value: bytes | None) -> None:
+        """The `authorization` value (b"bearer <JWT>") for every following request; None: none."""
+        self._authorization = None if header_value is None else (_H_AUTHORIZATION, header_value)
+        self._tails.clear()
+
+    def send(self, request: PushRequest) -> int:
+        """Encode one request (HEADERS, then DATA with END_STREAM); return its stream id.
+
+        Raises `NoSlotError` when `available_slots` is 0. A body larger than the peer's
+        flow-control window is sent as far as the window allows; the rest follows as the server
+        opens windows (WINDOW_UPDATE or SETTINGS).
+        """
+        stream_id = self._next_id
+        if (
+            not self._accepting
+            or len(self._streams) >= self._max_streams
+            or stream_id > _MAX_STREAM_ID
+        ):
+            raise NoSlotError(self._no_slot_reason())
+        tail = self._tails.get((request.topic, request.push_type, request.priority))
+        if tail is None:
+            tail = self._build_tail(request)
+        headers = [*self._pseudo, (_H_PATH, _PATH_PREFIX + request.token.encode()), *tail]
+        if request.expiration is not None:
+            headers.append((_H_EXPIRATION, b"%d" % request.expiration))
+        if request.apns_id is not None:
+            headers.append((_H_ID, request.apns_id.encode()))
+        if request.collapse_id is not None:
+            headers.append((_H_COLLAPSE_ID, request.collapse_id.encode()))
+        h2 = self._h2
+        body = request.body
+        if not body:
+            h2.send_headers(stream_id, headers, end_stream=True)
+        else:
+            h2.send_headers(stream_id, headers)
+            size = len(body)
+            if size <= h2.max_outbound_frame_size and size <= h2.local_flow_control_window(
+                stream_id
+            ):
+                h2.send_data(stream_id, body, end_stream=True)
+            else:
+                self._blocked[stream_id] = memoryview(body)
+                self._push_body(stream_id)
+        self._streams[stream_id] = None
+        self._next_id = stream_id + 2
+        return stream_id
+
+    def ping(self, payload: bytes) -> None:
+        """Queue a PING (8 bytes); its ack comes back as `PingAcked(payload)`."""
+        if len(payload) != 8:
+            raise ValueError("a PING payload is exactly 8 bytes")
+        if self._dead:
+            raise ApnsProtocolError("the connection is closed")
+        self._h2.ping(payload)
+
+    def close(self, reason: str = "", *, error_code: int = 0) -> None:
+        """Queue a GOAWAY and stop opening streams; open streams may still be answered."""
+        if self._dead:
+            return
+        self._stop()
+        self._h2.close_connection(error_code=error_code, additional_data=reason.encode())
+
+    def data_to_send(self) -> bytes:
+        """All bytes queued for the peer since the last call."""
+        data = self._h2.data_to_send()
+        if self._held:
+            data, self._held = self._held + data, b""
+        return data
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[ClientEvent]:
+        """Feed bytes read from the socket; b"" means end of file. Never raises on bad input."""
+        if self._dead:
+            return []
+        if not data:
+            return self.connection_lost()
+        held = self._h2.data_to_send()  # h2 clears its output buffer when a GOAWAY arrives
+        if held:
+            self._held += held
+        try:
+            h2_events = self._h2.receive_data(data)
+        except (ProtocolError, HPACKError, HyperframeError) as exc:
+            # h2 queued a GOAWAY; the shell should write it, then close the socket.
+            return self._fail(f"protocol error: {type(exc).__name__}: {exc}")
+        out: list[ClientEvent] = []
+        handlers = self._handlers
+        for event in h2_events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event, out)
+        if self._draining and not self._streams and not self._dead:
+            self._dead = True
+            out.append(ConnectionClosed(self._drain_error))
+        return out
+
+    def connection_lost(self, error: str | None = None) -> list[ClientEvent]:
+        """The socket ended (EOF or error): report every open stream and close."""
+        if self._dead:
+            return []
+        if self._draining and not self._streams:
+            self._dead = True
+            return [ConnectionClosed(self._drain_error)]
+        return self._fail(error or "connection closed by peer")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _no_slot_reason(self) -> str:
+        if self._dead or self._draining:
+            return "the connection is closing (GOAWAY): open a new one"
+        if not self._accepting:
+            return "initiate() the connection first"
+        if self._next_id > _MAX_STREAM_ID:
+            return "stream ids are exhausted: open a new connection"
+        return f"all {self._max_streams} stream slots are in use"
+
+    def _build_tail(self, request: PushRequest) -> tuple[_Header, ...]:
+        """The headers that stay the same for a (topic, push type, priority), built once."""
+        if len(self._tails) >= _TAIL_CACHE:
+            self._tails.clear()
+        tail = (
+            (self._authorization,) if self._authorization is not None else ()
+        ) + (
+            (_H_TOPIC, request.topic.encode()),
+            (_H_PUSH_TYPE, request.push_type.encode()),
+            (_H_PRIORITY, b"%d" % request.priority),
+        )
+        self._tails[(request.topic, request.push_type, request.priority)] = tail
+        return tail
+
+    def _push_body(self, stream_id: int) -> bool:
+        """Send as much of a blocked body as the windows allow; True once all of it is sent."""
+        h2 = self._h2
+        view = self._blocked[stream_id]
+        while view:
+            room = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+            if room <= 0:
+                self._blocked[stream_id] = view
+                return False
+            chunk, view = view[:room], view[room:]
+            h2.send_data(stream_id, bytes(chunk), end_stream=not view)
+        del self._blocked[stream_id]
+        return True
+
+    def _flush_blocked(self) -> None:
+        for stream_id in list(self._blocked):
+            if not self._push_body(stream_id) and self._h2.outbound_flow_control_window <= 0:
+                return
+
+    def _forget(self, stream_id: int) -> None:
+        """A stream answered early: stop sending the rest of its body (RFC 9113 §8.1)."""
+        if self._blocked.pop(stream_id, None) is not None:
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+
+    def _stop(self) -> None:
+        self._accepting = False
+        self._draining = True
+
+    def _fail(self, error: str) -> list[ClientEvent]:
+        out: list[ClientEvent] = []
+        unanswered: list[int] = []
+        for stream_id, response in self._streams.items():
+            if response is None:
+                unanswered.append(stream_id)
+            else:
+                out.append(response.answer(stream_id))
+        self._streams.clear()
+        self._blocked.clear()
+        self._stop()
+        self._dead = True
+        out.append(ConnectionClosed(error, tuple(unanswered)))
+        return out
+
+    def _on_response(self, event: h2e.ResponseReceived, out: list[ClientEvent]) -> None:
+        stream_id = event.stream_id
+        if stream_id not in self._streams:
+            return
+        status, apns_id, retry_after = 0, None, None
+        for name, value in event.headers:
+            if name == b":status":
+                status = int(value) if value.isdigit() else 0
+            elif name == _H_ID:
+                apns_id = value.decode("ascii", "replace")
+            elif name == b"retry-after":
+                retry_after = _retry_after(value)
+        if event.stream_ended is None:
+            self._streams[stream_id] = _Response(status, apns_id, retry_after)
+            return
+        del self._streams[stream_id]  # the usual 200: HEADERS with END_STREAM (apns.md §3)
+        self._forget(stream_id)
+        out.append(PushAnswered(stream_id, status, apns_id, None, None, None, retry_after))
+
+    def _on_data(self, event: h2e.DataReceived, out: list[ClientEvent]) -> None:
+        # Hand the window back at once, so answers never stall the connection window.
+        if event.flow_controlled_length:
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        response = self._streams.get(event.stream_id)
+        if response is not None and len(response.body) < _MAX_BODY:
+            response.body += event.data
+
+    def _on_stream_ended(self, event: h2e.StreamEnded, out: list[ClientEvent]) -> None:
+        stream_id = event.stream_id
+        if stream_id not in self._streams:
+            return
+        response = self._streams.pop(stream_id)
+        self._forget(stream_id)
+        if response is None:  # ended without response headers
+            out.append(PushAnswered(stream_id, 0, None, None, None, None, None))
+        else:
+            out.append(response.answer(stream_id))
+
+    def _on_reset(self, event: h2e.StreamReset, out: list[ClientEvent]) -> None:
+        stream_id = event.stream_id
+        if stream_id not in self._streams:
+            return
+        del self._streams[stream_id]
+        self._blocked.pop(stream_id, None)
+        code = int(event.error_code)
+        if code == ErrorCodes.REFUSED_STREAM:
+            out.append(StreamRefused(stream_id))
+        else:
+            out.append(StreamReset(stream_id, code))
+
+    def _on_window(self, event: h2e.WindowUpdated, out: list[ClientEvent]) -> None:
+        if self._blocked:
+            self._flush_blocked()
+
+    def _on_settings(self, event: h2e.RemoteSettingsChanged, out: list[ClientEvent]) -> None:
+        if self._blocked:  # INITIAL_WINDOW_SIZE or MAX_FRAME_SIZE may have grown
+            self._flush_blocked()
+        limit = self._h2.remote_settings.max_concurrent_streams
+        first, self._settings_seen = not self._settings_seen, True
+        if (first or SettingCodes.MAX_CONCURRENT_STREAMS in event.changed_settings) and (
+            limit != self._max_streams
+        ):
+            self._max_streams = limit
+            if self._accepting:
+                out.append(SlotsChanged(limit))
+
+    def _on_goaway(self, event: h2e.ConnectionTerminated, out: list[ClientEvent]) -> None:
+        last = event.last_stream_id or 0
+        code = int(event.error_code or 0)
+        reason, text = _goaway_reason(event.additional_data)
+        self._stop()
+        unprocessed = tuple(sid for sid in self._streams if sid > last)
+        for stream_id in unprocessed:
+            del self._streams[stream_id]
+            self._blocked.pop(stream_id, None)
+        if code != ErrorCodes.NO_ERROR:
+            self._drain_error = f"GOAWAY error {code}: {text or reason or 'no debug data'}"
+        out.append(GoAway(last, code, reason, text, unprocessed))
+
+    def _on_ping_ack(self, event: h2e.PingAckReceived, out: list[ClientEvent]) -> None:
+        out.append(PingAcked(event.ping_data))
