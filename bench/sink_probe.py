@@ -43,27 +43,12 @@ from simulator.fastsink import (
     WINDOW_UPDATE,
     FastSinkProtocol,
     frame,
+    hpack_int,
+    hpack_string,
 )
 
 _HEAD = struct.Struct(">BHBBL")
 _LAST_STREAM_ID = 2**31 - 1
-
-
-def _hint(value: int, bits: int, first: int = 0) -> bytes:
-    """HPACK integer with an N-bit prefix (RFC 7541 §5.1)."""
-    limit = (1 << bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out, value = bytearray([first | limit]), value - limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _hstr(raw: bytes) -> bytes:
-    return _hint(len(raw), 7) + raw
 
 
 def _placeholder_jwt() -> str:
@@ -113,17 +98,17 @@ class RequestEncoder:
         # First request: literals with incremental indexing fill the peer's dynamic table.
         first = b""
         for index, name, value in constant:
-            name_part = _hint(index, 6, 0x40) if name is None else b"\x40" + _hstr(name)
-            first += name_part + _hstr(value)
+            name_part = hpack_int(index, 6, 0x40) if name is None else b"\x40" + hpack_string(name)
+            first += name_part + hpack_string(value)
         # Later requests: the newest entry is index 62, so entry j of k sits at 62 + k - 1 - j.
         k = len(constant)
-        later = b"".join(_hint(62 + k - 1 - j, 7, 0x80) for j in range(k))
+        later = b"".join(hpack_int(62 + k - 1 - j, 7, 0x80) for j in range(k))
         self._first_blocks, self._blocks = [], []
         for i in range(self.tokens):
             token = hashlib.sha256(i.to_bytes(4, "big")).hexdigest()
             # :method POST, :scheme https (static 3, 7), then :path as a literal without indexing
             # (static name 4, as Apple's guidance has it); pseudo-headers come first.
-            pseudo = b"\x83\x87\x04" + _hstr(f"/3/device/{token}".encode())
+            pseudo = b"\x83\x87\x04" + hpack_string(f"/3/device/{token}".encode())
             self._first_blocks.append(pseudo + first)
             self._blocks.append(pseudo + later)
         head_len = len(self._blocks[0])
@@ -238,10 +223,14 @@ def client_main(conn: Connection, port: int, ca_file: str | None, opts: dict[str
             base, t_measure = rd.answered, now
         if now >= deadline:
             break
-        n = min(limit - (enc.sent - rd.answered), opts["batch"], rd.window // body_len)
-        if n > 0:
+        # Fill every free stream slot before reading, one write per batch: with a small --batch
+        # this models a client that writes each request on its own but keeps many in flight.
+        room = min(limit - (enc.sent - rd.answered), rd.window // body_len)
+        while room > 0:
+            n = min(room, opts["batch"])
             sock.sendall(enc.encode(n))
             rd.window -= n * body_len
+            room -= n
         data = sock.recv(1 << 18)
         if not data:
             break

@@ -1,7 +1,8 @@
 """Trio shell of the accept-all benchmark sink: sockets, TLS and the sink's own CPU accounting.
 
-One task per connection moves bytes between the stream and `FastSinkProtocol`: read up to 64 KiB,
-feed it, write back everything produced in one `send_all`. No locks and no per-request work: the
+One task per connection moves bytes between the stream and `FastSinkProtocol`: read up to 64 KiB
+(over TLS: every record that read brought in), feed it, write back everything produced in one
+`send_all`. No locks and no per-request work: the
 cost per request stays in the pure core. `SinkStats` lets the simulator report its own rate and
 CPU time, which shows whether a benchmark measured the client or this server.
 """
@@ -121,30 +122,112 @@ class SinkStats:
         return self.snapshot().as_dict()
 
 
+class _Plain:
+    """h2c: the byte stream as it is."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def start(self) -> None:
+        """Nothing to negotiate."""
+
+    async def receive(self) -> bytes | bytearray:
+        return await self.stream.receive_some(RECEIVE_SIZE)
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+
+class _TLS:
+    """TLS over a byte stream through `ssl.SSLObject`, one socket read yielding all its records.
+
+    `trio.SSLStream.receive_some` hands back a single TLS record per call, so a client that writes
+    one request per record costs one wake-up and one `send` per request. Draining every record a
+    read brought in lets the sink answer them all with one write, as it does over h2c.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, context: ssl.SSLContext) -> None:
+        self.stream = stream
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._eof = False
+
+    async def start(self) -> None:
+        """Complete the handshake (ALPN is whatever the context offers)."""
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._fill():
+                    raise trio.BrokenResourceError("closed during the TLS handshake") from None
+        await self._flush()
+
+    async def receive(self) -> bytes | bytearray:
+        """All plaintext decrypted from the next socket read(s); empty at end of stream."""
+        plain = bytearray()
+        while not self._eof:
+            try:
+                while True:
+                    plain += self._tls.read(RECEIVE_SIZE)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                self._eof = True
+            if plain:
+                break
+            await self._flush()  # e.g. answers to a KeyUpdate
+            if not await self._fill():
+                break
+        return plain
+
+    async def send(self, data: bytes) -> None:
+        self._tls.write(data)
+        await self._flush()
+
+    async def _fill(self) -> bool:
+        data = await self.stream.receive_some(RECEIVE_SIZE)
+        self._incoming.write(data)
+        return bool(data)
+
+    async def _flush(self) -> None:
+        out = self._outgoing.read()
+        if out:
+            await self.stream.send_all(out)
+
+
 async def serve_sink_stream(
     stream: trio.abc.Stream,
     stats: SinkStats | None = None,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     max_concurrent_streams: int = 1000,
     apns_id: str | None = None,
 ) -> None:
-    """Run one accept-all HTTP/2 connection over `stream` until either side closes it."""
+    """Run one accept-all HTTP/2 connection over `stream` until either side closes it.
+
+    With `ssl_context`, TLS runs here over the raw stream (see `_TLS`); the context should offer
+    ALPN `h2` (`ctx.set_alpn_protocols(["h2"])`), which APNs clients require.
+    """
     protocol = FastSinkProtocol(max_concurrent_streams=max_concurrent_streams, apns_id=apns_id)
+    link = _Plain(stream) if ssl_context is None else _TLS(stream, ssl_context)
     if stats is not None:
         stats.attach(protocol)
     try:
-        # Sending the server preface first also drives the TLS handshake on an SSLStream.
-        await stream.send_all(protocol.data_to_send())
+        await link.start()
+        await link.send(protocol.data_to_send())
         while not protocol.closed:
-            data = await stream.receive_some(RECEIVE_SIZE)
+            data = await link.receive()
             if not data:
                 break
             protocol.receive_data(data)
             out = protocol.data_to_send()
             if out:
-                await stream.send_all(out)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the peer went away (or the TLS handshake failed): nothing left to answer
+                await link.send(out)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+        pass  # the peer went away or spoke broken TLS: nothing left to answer
     finally:
         if stats is not None:
             stats.detach(protocol)
@@ -163,22 +246,19 @@ async def serve_fast_sink(
 ) -> None:
     """Accept connections on host:port and answer every request `200` until cancelled.
 
-    With `ssl_context` the listener speaks TLS; the context should offer ALPN `h2`
-    (`ctx.set_alpn_protocols(["h2"])`), which APNs clients require. Without it, plaintext h2c
+    With `ssl_context` the connections speak TLS (offer ALPN `h2` in it); without, plaintext h2c
     with prior knowledge. `task_status.started` receives the bound port, so port 0 works.
     """
-    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-        await trio.open_tcp_listeners(port, host=host)
-    )
-    bound = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
-    if ssl_context is not None:
-        listeners = [
-            trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners
-        ]
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound: int = listeners[0].socket.getsockname()[1]
 
-    async def handler(stream: trio.abc.Stream) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
         await serve_sink_stream(
-            stream, stats, max_concurrent_streams=max_concurrent_streams, apns_id=apns_id
+            stream,
+            stats,
+            ssl_context=ssl_context,
+            max_concurrent_streams=max_concurrent_streams,
+            apns_id=apns_id,
         )
 
     async with trio.open_nursery() as nursery:

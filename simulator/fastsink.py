@@ -91,7 +91,7 @@ def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return _FRAME_HEADER.pack(n >> 16, n & 0xFFFF, ftype, flags, stream_id) + payload
 
 
-def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+def hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     """Encode an HPACK integer with an N-bit prefix (RFC 7541 §5.1)."""
     limit = (1 << prefix_bits) - 1
     if value < limit:
@@ -105,9 +105,9 @@ def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     return bytes(out)
 
 
-def _hpack_string(raw: bytes) -> bytes:
+def hpack_string(raw: bytes) -> bytes:
     """A string literal without Huffman coding (RFC 7541 §5.2)."""
-    return _hpack_int(len(raw), 7) + raw
+    return hpack_int(len(raw), 7) + raw
 
 
 def response_block(apns_id: str) -> bytes:
@@ -116,7 +116,7 @@ def response_block(apns_id: str) -> bytes:
     `:status 200` is static index 8 (one byte, 0x88); `apns-id` is a literal header field without
     indexing with a new name, so the client's dynamic table is never touched.
     """
-    return b"\x88\x00" + _hpack_string(b"apns-id") + _hpack_string(apns_id.encode("ascii"))
+    return b"\x88\x00" + hpack_string(b"apns-id") + hpack_string(apns_id.encode("ascii"))
 
 
 class FastSinkProtocol:

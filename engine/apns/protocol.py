@@ -221,15 +221,11 @@ class _ApnsEncoder(Encoder):
         huffman: bool = True,
     ) -> bytes:
         """Encode a header block of `(bytes, bytes)` pairs; `huffman` is ignored (always off)."""
+        out: list[bytes] = [self._size_updates()] if self.table_size_changes else []
         if not isinstance(headers, list):  # h2 always passes a list of bytes pairs
-            block = super().encode(headers, huffman=False)
+            out.append(super().encode(headers, huffman=False))
             self._forget()
-            return block
-        out: list[bytes] = []
-        if self.header_table.resized:  # a size update opens the block; the shrink may have evicted
-            self._forget()
-            out.append(self._encode_table_size_change())
-            self.header_table.resized = False
+            return b"".join(out)
         indexed = self._indexed
         prefixes = self._name_prefix
         for name, value in headers:
@@ -267,6 +263,25 @@ class _ApnsEncoder(Encoder):
         else:  # incremental literal: the entry was added and every dynamic index moved
             self._forget()
         return rep
+
+    def _size_updates(self) -> bytes:
+        """Dynamic table size updates owed to the peer's SETTINGS_HEADER_TABLE_SIZE changes.
+
+        RFC 7541 §4.2: the smallest size since the last block, then the final one. hpack would
+        send every intermediate size (one above the final limit is a decoding error) and skips
+        them all when a size is set twice (its `resized` flag is then reset).
+        """
+        changes = self.table_size_changes
+        smallest, final = min(changes), changes[-1]
+        self.table_size_changes = []
+        self.header_table.resized = False
+        self._forget()  # a shrink evicted entries
+        out = b""
+        for size in (smallest, final) if final != smallest else (final,):
+            update = encode_integer(size, 5)
+            update[0] |= 0x20
+            out += update
+        return out
 
     def _forget(self) -> None:
         self._indexed.clear()

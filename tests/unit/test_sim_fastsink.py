@@ -9,6 +9,7 @@ from typing import TypeVar
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import pytest
 import trio
 import trio.testing
@@ -44,6 +45,7 @@ from simulator.fastsink import (
     WINDOW_UPDATE,
     FastSinkProtocol,
     frame,
+    response_block,
 )
 
 APNS_ID = "11111111-2222-3333-4444-555555555555"
@@ -248,6 +250,12 @@ def test_header_table_size_change_prefixes_next_answer_only() -> None:
     assert blocks[1][:1] == b"\x88"
 
 
+@pytest.mark.parametrize("apns_id", ["A", "B" * 126, "C" * 127, "D" * 300])
+def test_response_block_decodes_for_any_id_length(apns_id: str) -> None:
+    headers = hpack.Decoder().decode(response_block(apns_id), raw=True)
+    assert headers == [(b":status", b"200"), (b"apns-id", apns_id.encode())]
+
+
 def test_unknown_and_priority_frames_are_ignored() -> None:
     sink = started_sink()
     sink.receive_data(
@@ -373,6 +381,7 @@ def test_probe_reader_counts_answers_and_acks_settings() -> None:
     assert reader.window > 65535
 
 
+@pytest.mark.e2e
 async def test_tls_round_trip_with_h2_client() -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,0 +1,1 @@
+"""Delivery core: per-lane mailboxes that coalesce, order, pace and retry Live Activity pushes."""

@@ -1,0 +1,666 @@
+"""Per-lane mailboxes: latest-wins coalescing, one push in flight, increasing timestamps, pacing.
+
+A **lane** is `(activity_id, lane_key)`; the service uses the device id as `lane_key`, so the
+push-to-start and the later updates and end of one activity on one device share a lane even though
+they go to different tokens. Each lane holds three pending slots (start, update, end), at most one
+`Dispatch` in flight, the last `aps.timestamp` it sent and the monotonic time before which it sends
+nothing.
+
+Rules (the delivery design; apns.md §6 for why timestamps matter):
+
+- An UPDATE replaces a pending UPDATE; an END replaces a pending UPDATE or END. Replaced items are
+  settled SUPERSEDED. A START is never coalesced away; it must be the first item ever offered on a
+  lane. After an END is offered, updates are refused; after a lane closes, everything is refused.
+- Send order is START, UPDATE, END. Every send attempt gets `ts = max(int(wall_now), last_ts + 1)`,
+  so a device that applies only newer timestamps never applies an older state after a newer one,
+  even when a "failed" attempt was in fact delivered. A lane is not ready while its next timestamp
+  would be more than `pacing_interval` ahead of the wall clock.
+- One send per lane per `pacing_interval` (>= 1 s: timestamps have 1-second resolution). A retry
+  waits for `max(pacing, backoff)`; immediate retries (refused streams, a first expired provider
+  token) skip pacing because APNs never processed the push.
+- A retry keeps only the newest state: if a newer item of the same slot is pending, the failed one
+  is SUPERSEDED and the newer goes next.
+
+Decisions:
+
+- `Item` compares by identity (`eq=False`), so the dispatcher can key waiters by item or read the
+  opaque `waiter`; `Dispatch` likewise, and `complete` checks the dispatch is the one in flight.
+- The ready queue is a heap of `(ready_at, stamp, lane)` with lazy deletion: every push takes a
+  fresh stamp from one counter and the lane remembers the stamp of its live entry (its version);
+  an entry whose stamp differs is stale and skipped. A lane has at most one live entry, so stale
+  ones only come from lanes closed or forgotten while queued; the heap is rebuilt when they
+  outnumber the live ones.
+- Backoff grows with the lane's consecutive counted failures (not the item's), so a stream of
+  updates superseding each other during an outage still backs off; `max_attempts` counts the
+  failures of one item. Backoff is `min(60, 2**(n-1))` scaled by a jitter factor in (0.5, 1],
+  then raised to `retry_after` (capped at 60 s) when APNs gave one.
+- An END that fails while a newer END is pending does not close the lane: the newer END (the final
+  state) goes next. An END still pending when an earlier END is accepted is FAILED: the activity
+  has already ended and the device ignores later pushes (apns.md §6).
+- Lanes stay open until their END is accepted or they fail closed; `forget` drops an idle lane
+  (e.g. an activity past its 8-hour lifetime). Closed lanes are remembered in a bounded LRU.
+
+Pure: no trio, no clock reads. Monotonic `now` and wall-clock `wall_now` are always parameters.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+from engine.apns.reasons import Disposition, Reason, disposition_for
+from engine.payload import EventKind, PreparedPayload
+
+__all__ = [
+    "BACKOFF_CAP",
+    "JITTER",
+    "MAX_FREE_RETRIES",
+    "Busy",
+    "Coalescer",
+    "CoalescerStats",
+    "DeliveryError",
+    "Dispatch",
+    "Item",
+    "LaneError",
+    "LaneKey",
+    "Outcome",
+    "Settled",
+    "Settlement",
+    "outcome_for",
+]
+
+LaneKey: TypeAlias = tuple[str, str]
+"""`(activity_id, lane_key)`: the unit of ordering and pacing."""
+
+BACKOFF_CAP: Final = 60.0
+"""Longest wait between attempts, in seconds (also caps APNs' `retry_after`)."""
+
+JITTER: Final = 0.5
+"""A backoff is scaled by a factor in (1 - JITTER, 1] so lanes failing together spread out."""
+
+MAX_FREE_RETRIES: Final = 20
+"""Consecutive uncounted immediate retries (refused stream, new connection) before backing off."""
+
+_MAX_EXPONENT: Final = 16  # 2**16 s is far above the cap; keeps the float power small
+
+_START: Final = EventKind.START
+_UPDATE: Final = EventKind.UPDATE
+_END: Final = EventKind.END
+
+
+class DeliveryError(Exception):
+    """Base class of the errors the coalescer raises (caller mistakes and overload)."""
+
+
+class LaneError(DeliveryError):
+    """The item cannot go on this lane: a second start, an update after the end, a closed lane."""
+
+
+class Busy(DeliveryError):
+    """A new lane was offered while `max_lanes` lanes are open: explicit overload, retry later."""
+
+
+class Outcome(enum.Enum):
+    """What happened to one dispatch, as reported by the dispatcher."""
+
+    ACCEPTED = "accepted"  # 200 from APNs
+    RETRY = "retry"  # 429 / 5xx: back off and retry
+    REFRESH_AUTH = "refresh_auth"  # ExpiredProviderToken: the dispatcher refreshed the token
+    NEW_CONNECTION = "new_connection"  # Shutdown, UnrelatedKeyIdInToken, IdleTimeout
+    UNPROCESSED = "unprocessed"  # REFUSED_STREAM or above GOAWAY's last stream id
+    TRANSPORT = "transport"  # no answer: connection lost mid-stream, timeout
+    DROP_TOKEN = "drop_token"  # 410 Unregistered / ExpiredToken, BadDeviceToken
+    FIX_REQUEST = "fix_request"  # any other 4xx: never retried as is
+
+
+class Settlement(enum.Enum):
+    """How an item ended its life in the coalescer (each item is settled exactly once)."""
+
+    ACCEPTED = "accepted"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+_BY_DISPOSITION: Final[dict[Disposition, Outcome]] = {
+    Disposition.RETRY: Outcome.RETRY,
+    Disposition.REFRESH_AUTH: Outcome.REFRESH_AUTH,
+    Disposition.NEW_CONNECTION: Outcome.NEW_CONNECTION,
+    Disposition.DROP_TOKEN: Outcome.DROP_TOKEN,
+    Disposition.FIX_REQUEST: Outcome.FIX_REQUEST,
+}
+
+# Outcomes after which APNs certainly did not process the push, so retrying at once is safe.
+_FREE: Final = frozenset({Outcome.NEW_CONNECTION, Outcome.UNPROCESSED})
+
+
+def outcome_for(status: int, reason: Reason | None) -> Outcome:
+    """The outcome of an APNs answer: 200 is ACCEPTED, anything else follows the reason table."""
+    if status == 200:
+        return Outcome.ACCEPTED
+    return _BY_DISPOSITION[disposition_for(status, reason)]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Item:
+    """One push to deliver on a lane; compared by identity, so each submission is distinct.
+
+    `waiter` is opaque here: the dispatcher stores whatever it resolves when the item settles.
+    """
+
+    kind: EventKind
+    token: str
+    payload: PreparedPayload
+    priority: int
+    expiration: int | None
+    seq: int
+    waiter: object | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.payload.event is not self.kind:
+            raise ValueError(f"item kind {self.kind.value} does not match its payload's event")
+        if self.priority not in (5, 10):
+            raise ValueError(f"priority must be 5 or 10, got {self.priority!r}")
+
+    @classmethod
+    def build(
+        cls,
+        payload: PreparedPayload,
+        token: str,
+        seq: int,
+        *,
+        priority: int | None = None,
+        expiration: int | None = None,
+        waiter: object | None = None,
+    ) -> Item:
+        """An item of the payload's kind and default priority, unless `priority` is given."""
+        prio = payload.priority if priority is None else priority
+        return cls(payload.event, token, payload, prio, expiration, seq, waiter)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Dispatch:
+    """One send attempt: send `body` to `item.token`, then report it back with `complete`.
+
+    `attempt` is 1 for the item's first send and grows with every resend of the same item.
+    """
+
+    lane: LaneKey
+    item: Item
+    timestamp: int
+    body: bytes = field(repr=False)
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An item's final state: the dispatcher resolves `item.waiter` with it.
+
+    `reason` is the APNs reason behind a failure when there is one; `timestamp` is the
+    `aps.timestamp` of the accepted send.
+    """
+
+    item: Item
+    status: Settlement
+    reason: Reason | None = None
+    detail: str = ""
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CoalescerStats:
+    """Counts for metrics; never used to drive behaviour."""
+
+    lanes: int
+    scheduled: int
+    pending: int
+    in_flight: int
+    closed_lanes: int
+    offered: int
+    coalesced: int
+    dispatched: int
+    accepted: int
+    failed: int
+
+
+class _Lane:
+    """Mutable state of one open lane."""
+
+    __slots__ = (
+        "attempts",
+        "end",
+        "failures",
+        "free_streak",
+        "in_flight",
+        "key",
+        "last_ts",
+        "ready_at",
+        "refresh_streak",
+        "retrying",
+        "sends",
+        "start",
+        "update",
+        "version",
+    )
+
+    def __init__(self, key: LaneKey, now: float) -> None:
+        self.key = key
+        self.start: Item | None = None
+        self.update: Item | None = None
+        self.end: Item | None = None
+        self.in_flight: Dispatch | None = None
+        self.last_ts = 0
+        self.ready_at = now  # a fresh lane's first push is ready at once
+        self.retrying: Item | None = None  # the item `attempts` and `sends` belong to
+        self.attempts = 0  # counted failures of `retrying`
+        self.sends = 0  # sends of `retrying`
+        self.failures = 0  # consecutive counted failures on the lane: drives the backoff
+        self.refresh_streak = 0
+        self.free_streak = 0
+        self.version = 0  # stamp of the live ready-heap entry; 0 when not queued
+
+    def has_pending(self) -> bool:
+        return self.start is not None or self.update is not None or self.end is not None
+
+    def ending(self) -> bool:
+        flight = self.in_flight
+        return self.end is not None or (flight is not None and flight.item.kind is _END)
+
+
+def _describe(lane: LaneKey) -> str:
+    return f"activity {lane[0]!r} on lane {lane[1]!r}"
+
+
+class Coalescer:
+    """Per-lane mailboxes and the ready queue; the dispatcher drives it (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        pacing_interval: float = 1.0,
+        max_lanes: int = 200_000,
+        max_attempts: int = 10,
+        max_closed: int = 100_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not (math.isfinite(pacing_interval) and pacing_interval >= 1.0):
+            raise ValueError(
+                f"pacing_interval must be at least 1.0 s, got {pacing_interval!r}: aps.timestamp "
+                "has 1-second resolution, so faster pushes on one lane would share a timestamp"
+            )
+        for name, value, low in (
+            ("max_lanes", max_lanes, 1),
+            ("max_attempts", max_attempts, 1),
+            ("max_closed", max_closed, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value!r}")
+        self._interval = float(pacing_interval)
+        self._max_lanes = max_lanes
+        self._max_attempts = max_attempts
+        self._max_closed = max_closed
+        # Jitter only spreads retries; an unseeded default is fine, tests pass a seeded one.
+        self._rng = rng if rng is not None else random.Random()
+        self._lanes: dict[LaneKey, _Lane] = {}
+        self._closed: OrderedDict[LaneKey, str] = OrderedDict()
+        self._heap: list[tuple[float, int, _Lane]] = []
+        self._stamp = 0
+        self._scheduled = 0
+        self._pending = 0
+        self._in_flight = 0
+        self._offered = 0
+        self._coalesced = 0
+        self._dispatched = 0
+        self._accepted = 0
+        self._failed = 0
+
+    # ----------------------------------------------------------------------------------------------
+    # Submission
+
+    def offer(
+        self, lane: LaneKey, item: Item, *, now: float, min_timestamp: int = 0
+    ) -> list[Settled]:
+        """Queue `item` on `lane`; returns the items it replaced (SUPERSEDED).
+
+        `min_timestamp` raises the lane's last timestamp (e.g. the last one sent before a restart),
+        so later sends are strictly newer. Raises `LaneError` for a start on a lane already in use,
+        an update after an end, or a closed lane; `Busy` for a new lane beyond `max_lanes`.
+        """
+        state = self._lanes.get(lane)
+        if state is None:
+            closed = self._closed.get(lane)
+            if closed is not None:
+                self._closed.move_to_end(lane)
+                raise LaneError(closed)
+            if len(self._lanes) >= self._max_lanes:
+                raise Busy(
+                    f"delivery is at capacity ({self._max_lanes} open lanes); "
+                    f"{_describe(lane)} was not queued, retry later"
+                )
+            state = self._lanes[lane] = _Lane(lane, now)
+        elif item.kind is _START:
+            raise LaneError(
+                f"{_describe(lane)} is already in use: a start must be its first push "
+                "(an activity starts once per lane)"
+            )
+        elif item.kind is _UPDATE and state.ending():
+            raise LaneError(f"{_describe(lane)} is ending: no update after the end")
+        if min_timestamp > state.last_ts:
+            state.last_ts = min_timestamp
+        self._offered += 1
+        superseded = self._place(state, item)
+        self._pending += 1 - len(superseded)
+        if state.in_flight is None and state.version == 0:
+            self._schedule(state, now)
+        return superseded
+
+    def _place(self, state: _Lane, item: Item) -> list[Settled]:
+        """Put `item` in its slot, returning the item it replaces, if any."""
+        old: Item | None
+        if item.kind is _START:
+            state.start = item
+            return []
+        if item.kind is _UPDATE:
+            old, state.update = state.update, item
+            detail = "replaced by a newer update"
+        elif state.update is not None:
+            old, state.update, state.end = state.update, None, item
+            detail = "replaced by the end, which carries the final state"
+        else:
+            old, state.end = state.end, item
+            detail = "replaced by a newer end"
+        if old is None:
+            return []
+        if old is state.retrying:
+            state.retrying = None
+        self._coalesced += 1
+        return [Settled(old, Settlement.SUPERSEDED, None, detail)]
+
+    # ----------------------------------------------------------------------------------------------
+    # Dispatching
+
+    def next_ready_at(self) -> float | None:
+        """Monotonic time of the earliest queued lane (may be in the past), or None if idle."""
+        heap = self._heap
+        while heap:
+            ready_at, stamp, lane = heap[0]
+            if lane.version == stamp:
+                return ready_at
+            heapq.heappop(heap)
+        return None
+
+    def take_ready(self, *, now: float, wall_now: float, limit: int) -> list[Dispatch]:
+        """Up to `limit` dispatches for lanes ready at `now`, each with a fresh timestamp."""
+        heap = self._heap
+        out: list[Dispatch] = []
+        deferred: list[tuple[_Lane, float]] = []
+        ahead_limit = wall_now + self._interval
+        while heap and len(out) < limit:
+            ready_at, stamp, lane = heap[0]
+            if lane.version != stamp:
+                heapq.heappop(heap)
+                continue
+            if ready_at > now:
+                break
+            heapq.heappop(heap)
+            lane.version = 0
+            self._scheduled -= 1
+            gap = lane.last_ts + 1 - ahead_limit
+            if gap > 0:
+                # The next timestamp would run too far ahead of the wall clock; both clocks advance
+                # together, so the wall gap becomes a monotonic wait (at least 1 ms, so a rounding
+                # remainder cannot make the dispatcher spin).
+                deferred.append((lane, now + max(gap, 0.001)))
+                continue
+            out.append(self._send(lane, now, wall_now))
+        for lane, at in deferred:
+            lane.ready_at = at
+            self._schedule(lane, at)
+        return out
+
+    def _send(self, lane: _Lane, now: float, wall_now: float) -> Dispatch:
+        item = lane.start or lane.update or lane.end
+        assert item is not None  # only lanes with pending items are queued
+        ts = max(int(wall_now), lane.last_ts + 1)
+        body = item.payload.render(ts)  # before any mutation: it rejects a bad timestamp width
+        if item is lane.start:
+            lane.start = None
+        elif item is lane.update:
+            lane.update = None
+        else:
+            lane.end = None
+        if item is not lane.retrying:
+            lane.retrying = item
+            lane.attempts = 0
+            lane.sends = 0
+        lane.sends += 1
+        lane.last_ts = ts
+        lane.ready_at = now + self._interval
+        dispatch = Dispatch(lane.key, item, ts, body, lane.sends)
+        lane.in_flight = dispatch
+        self._pending -= 1
+        self._in_flight += 1
+        self._dispatched += 1
+        return dispatch
+
+    def _schedule(self, lane: _Lane, now: float) -> None:
+        if lane.ready_at < now:
+            lane.ready_at = now  # ready now; keeps lanes that became ready together in FIFO order
+        self._stamp += 1
+        if lane.version == 0:
+            self._scheduled += 1
+        lane.version = self._stamp
+        heapq.heappush(self._heap, (lane.ready_at, self._stamp, lane))
+        if len(self._heap) > 2 * self._scheduled + 64:
+            self._heap = [(q.ready_at, q.version, q) for q in self._lanes.values() if q.version]
+            heapq.heapify(self._heap)
+
+    # ----------------------------------------------------------------------------------------------
+    # Outcomes
+
+    def complete(
+        self,
+        dispatch: Dispatch,
+        outcome: Outcome,
+        *,
+        now: float,
+        retry_after: float | None = None,
+        reason: Reason | None = None,
+    ) -> list[Settled]:
+        """Record what happened to `dispatch`; returns the items that settled because of it.
+
+        `reason` is the APNs reason (carried into FAILED settlements); `retry_after` (seconds) is
+        honoured up to 60 s. Raises `LaneError` if `dispatch` is not the lane's push in flight.
+        """
+        lane = self._lanes.get(dispatch.lane)
+        if lane is None or lane.in_flight is not dispatch:
+            raise LaneError(
+                f"this dispatch for {_describe(dispatch.lane)} is not in flight "
+                "(completed twice, or not from this coalescer)"
+            )
+        lane.in_flight = None
+        self._in_flight -= 1
+        if outcome is Outcome.ACCEPTED:
+            settled = self._accepted_send(lane, dispatch)
+        elif outcome is Outcome.DROP_TOKEN:
+            settled = self._token_dead(lane, dispatch.item, reason)
+        elif outcome is Outcome.FIX_REQUEST:
+            lane.failures = lane.refresh_streak = lane.free_streak = 0
+            settled = self._give_up(lane, dispatch.item, reason, _refused(reason))
+        else:
+            settled = self._retry(lane, dispatch.item, outcome, now, retry_after, reason)
+        if lane.version == 0 and lane.key in self._lanes and lane.has_pending():
+            self._schedule(lane, now)
+        return settled
+
+    def _accepted_send(self, lane: _Lane, dispatch: Dispatch) -> list[Settled]:
+        lane.failures = lane.refresh_streak = lane.free_streak = 0
+        lane.retrying = None
+        self._accepted += 1
+        settled = [Settled(dispatch.item, Settlement.ACCEPTED, None, "", dispatch.timestamp)]
+        if dispatch.item.kind is _END:
+            ended = f"{_describe(lane.key)} already ended"
+            settled += self._close(lane, ended, None, "the activity had already ended")
+        return settled
+
+    def _retry(
+        self,
+        lane: _Lane,
+        item: Item,
+        outcome: Outcome,
+        now: float,
+        retry_after: float | None,
+        reason: Reason | None,
+    ) -> list[Settled]:
+        free = self._is_free(lane, outcome)
+        if not free:
+            lane.failures += 1
+            wait = _backoff(lane.failures, self._rng.random(), retry_after)
+            lane.ready_at = max(lane.ready_at, now + wait)
+        else:
+            lane.ready_at = now  # APNs never processed it: not paced, not counted
+        newer = lane.end if item.kind is _END else None
+        if item.kind is _UPDATE:
+            newer = lane.update or lane.end
+        if newer is not None:
+            lane.retrying = None
+            self._coalesced += 1
+            return [Settled(item, Settlement.SUPERSEDED, reason, "replaced by a newer item")]
+        if not free:
+            lane.attempts += 1
+            if lane.attempts >= self._max_attempts:
+                detail = f"gave up after {lane.attempts} attempts (last: {outcome.value})"
+                return self._give_up(lane, item, reason, detail)
+        if item.kind is _START:
+            lane.start = item
+        elif item.kind is _UPDATE:
+            lane.update = item
+        else:
+            lane.end = item
+        self._pending += 1
+        return []
+
+    def _is_free(self, lane: _Lane, outcome: Outcome) -> bool:
+        """Whether this retry is immediate and uncounted; updates the lane's streaks."""
+        if outcome is Outcome.REFRESH_AUTH:
+            lane.free_streak = 0
+            lane.refresh_streak += 1
+            return lane.refresh_streak == 1  # a second one in a row: the new token failed too
+        lane.refresh_streak = 0
+        if outcome in _FREE:
+            lane.free_streak += 1
+            return lane.free_streak <= MAX_FREE_RETRIES
+        lane.free_streak = 0
+        return False
+
+    def _token_dead(self, lane: _Lane, item: Item, reason: Reason | None) -> list[Settled]:
+        """The device token is dead: fail the item and every pending item addressed to it."""
+        lane.failures = lane.refresh_streak = lane.free_streak = 0
+        detail = f"device token is no longer valid ({reason.value if reason else 'unknown'})"
+        settled = self._give_up(lane, item, reason, detail)
+        if lane.key not in self._lanes:
+            return settled
+        token = item.token
+        for pending in (lane.update, lane.end):  # a start cannot be pending behind a sent item
+            if pending is not None and pending.token == token:
+                if pending is lane.update:
+                    lane.update = None
+                else:
+                    lane.end = None
+                self._pending -= 1
+                settled += self._give_up(lane, pending, reason, detail)
+                if lane.key not in self._lanes:
+                    break
+        return settled
+
+    def _give_up(
+        self, lane: _Lane, item: Item, reason: Reason | None, detail: str
+    ) -> list[Settled]:
+        """Fail `item` (no longer in any slot); a failed start, or an end with no newer end
+        pending, closes the lane."""
+        if item is lane.retrying:
+            lane.retrying = None
+        self._failed += 1
+        settled = [Settled(item, Settlement.FAILED, reason, detail)]
+        if item.kind is _START:
+            message = f"{_describe(lane.key)} is closed: its start failed ({detail})"
+            settled += self._close(lane, message, reason, "the activity's start failed")
+        elif item.kind is _END and lane.end is None:
+            message = f"{_describe(lane.key)} is closed: its end failed ({detail})"
+            settled += self._close(lane, message, reason, "the activity's end failed")
+        return settled
+
+    def _close(
+        self, lane: _Lane, message: str, reason: Reason | None, detail: str
+    ) -> list[Settled]:
+        """Fail what is pending, forget the lane, remember it as closed with `message`."""
+        settled = []
+        for item in (lane.start, lane.update, lane.end):
+            if item is not None:
+                settled.append(Settled(item, Settlement.FAILED, reason, detail))
+        lane.start = lane.update = lane.end = None
+        self._pending -= len(settled)
+        self._failed += len(settled)
+        self._drop(lane)
+        if self._max_closed:
+            self._closed[lane.key] = message
+            if len(self._closed) > self._max_closed:
+                self._closed.popitem(last=False)
+        return settled
+
+    def _drop(self, lane: _Lane) -> None:
+        del self._lanes[lane.key]
+        if lane.version:
+            lane.version = 0  # its heap entry is now stale
+            self._scheduled -= 1
+
+    # ----------------------------------------------------------------------------------------------
+    # Housekeeping
+
+    def forget(self, lane: LaneKey) -> bool:
+        """Drop an idle lane (nothing pending or in flight); False if it is busy or unknown.
+
+        Its last timestamp is forgotten too: reopen it with `offer(..., min_timestamp=...)`.
+        """
+        state = self._lanes.get(lane)
+        if state is None or state.in_flight is not None or state.has_pending():
+            return False
+        self._drop(state)
+        return True
+
+    def is_closed(self, lane: LaneKey) -> bool:
+        """Whether `lane` is remembered as closed (ended, or its start or end failed)."""
+        return lane in self._closed
+
+    @property
+    def stats(self) -> CoalescerStats:
+        """Current sizes and lifetime counters."""
+        return CoalescerStats(
+            lanes=len(self._lanes),
+            scheduled=self._scheduled,
+            pending=self._pending,
+            in_flight=self._in_flight,
+            closed_lanes=len(self._closed),
+            offered=self._offered,
+            coalesced=self._coalesced,
+            dispatched=self._dispatched,
+            accepted=self._accepted,
+            failed=self._failed,
+        )
+
+
+def _backoff(failures: int, draw: float, retry_after: float | None) -> float:
+    """Seconds to wait after the lane's `failures`-th consecutive failure; `draw` is in [0, 1)."""
+    base = min(BACKOFF_CAP, 2.0 ** min(failures - 1, _MAX_EXPONENT))
+    wait = base * (1.0 - JITTER * draw)
+    if retry_after is not None and retry_after > 0:  # NaN compares False: ignored
+        wait = max(wait, min(retry_after, BACKOFF_CAP))
+    return wait
+
+
+def _refused(reason: Reason | None) -> str:
+    return f"APNs refused the request ({reason.value if reason else 'no reason given'})"
