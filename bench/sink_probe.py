@@ -14,6 +14,7 @@ Python client cannot saturate it, the in-process figure (request bytes fed strai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
@@ -216,7 +217,7 @@ def client_main(conn: Connection, port: int, ca_file: str | None, opts: dict[str
     t0 = time.perf_counter()
     measure_at, deadline = t0 + opts["warmup"], t0 + opts["warmup"] + opts["seconds"]
     base = t_measure = None
-    while not rd.goaway and enc.next_sid < _LAST_STREAM_ID - 2 * opts["batch"]:
+    while not rd.goaway and enc.next_sid < _LAST_STREAM_ID - 2 * (limit + 1):
         now = time.perf_counter()
         if base is None and now >= measure_at:
             conn.send("measure")
@@ -331,37 +332,46 @@ def _write_certs(folder: Path) -> tuple[str, str, str]:
     return str(paths[0]), str(paths[1]), str(paths[2])
 
 
+def _stop(process: mp.process.BaseProcess) -> None:
+    process.join(10)
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+
+
 def run_pair(opts: dict[str, Any]) -> dict[str, Any]:
     """Sink and client in two pinned processes; returns both sides' figures."""
     ctx = mp.get_context("spawn")
+    budget = 30 + opts["warmup"] + opts["seconds"]
     with tempfile.TemporaryDirectory() as tmp:
         ca = cert = key = None
         if opts["tls"]:
             ca, cert, key = _write_certs(Path(tmp))
         sink_end, sink_conn = ctx.Pipe()
+        client_end, client_conn = ctx.Pipe()
         sink = ctx.Process(target=sink_main, args=(sink_conn, cert, key, opts["sink_core"]))
+        client: mp.process.BaseProcess | None = None
         sink.start()
         try:
             if not sink_end.poll(20):
                 raise RuntimeError("sink did not start")
             port = sink_end.recv()
-            client_end, client_conn = ctx.Pipe()
             client = ctx.Process(target=client_main, args=(client_conn, port, ca, opts))
             client.start()
-            budget = 30 + opts["warmup"] + opts["seconds"]
             for expected in ("measure", "done"):
                 if not client_end.poll(budget) or client_end.recv() != expected:
                     raise RuntimeError(f"client never said {expected!r}")
                 sink_end.send("restart" if expected == "measure" else "report")
-            sink_report = sink_end.recv() if sink_end.poll(10) else {}
-            client_report = client_end.recv() if client_end.poll(10) else {}
-            client.join(10)
+            if not (sink_end.poll(10) and client_end.poll(10)):
+                raise RuntimeError("no report from the sink or the client")
+            result = {"sink": sink_end.recv(), "client": client_end.recv()}
         finally:
-            sink_end.send("stop")
-            sink.join(10)
-            if sink.is_alive():
-                sink.terminate()
-    return {"sink": sink_report, "client": client_report}
+            if client is not None:
+                _stop(client)
+            with contextlib.suppress(OSError):
+                sink_end.send("stop")
+            _stop(sink)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

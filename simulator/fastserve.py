@@ -88,6 +88,11 @@ class SinkStats:
         self._done[1] += protocol.bytes_in
         self._done[2] += protocol.bytes_out
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served right now."""
+        return len(self._live)
+
     def _totals(self) -> tuple[int, int, int, int]:
         requests, bytes_in, bytes_out = self._done
         for p in self._live:
@@ -170,8 +175,9 @@ class _TLS:
         plain = bytearray()
         while not self._eof:
             try:
-                while True:
-                    plain += self._tls.read(RECEIVE_SIZE)
+                while chunk := self._tls.read(RECEIVE_SIZE):
+                    plain += chunk
+                self._eof = True  # an empty read is the peer's close_notify
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:

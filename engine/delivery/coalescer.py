@@ -425,7 +425,7 @@ class Coalescer:
     def _send(self, lane: _Lane, now: float, wall_now: float) -> Dispatch:
         item = lane.start or lane.update or lane.end
         assert item is not None  # only lanes with pending items are queued
-        ts = max(int(wall_now), lane.last_ts + 1)
+        ts = max(int(wall_now), lane.last_ts)
         body = item.payload.render(ts)  # before any mutation: it rejects a bad timestamp width
         if item is lane.start:
             lane.start = None
@@ -503,7 +503,8 @@ class Coalescer:
         self._accepted += 1
         settled = [Settled(dispatch.item, Settlement.ACCEPTED, None, "", dispatch.timestamp)]
         if dispatch.item.kind is _END:
-            ended = f"{_describe(lane.key)} already ended"
+            activity, key = lane.key
+            ended = f"activity {activity!r} already ended on lane {key!r}"
             settled += self._close(lane, ended, None, "the activity had already ended")
         return settled
 

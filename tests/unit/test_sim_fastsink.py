@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import struct
+from functools import partial
 from typing import TypeVar
 
 import h2.config
@@ -341,6 +342,27 @@ def test_random_bytes_after_preface_never_raise(junk: bytes, chunk: int) -> None
     assert sink.error_code != INTERNAL_ERROR
 
 
+random_frame = st.builds(
+    frame,
+    st.integers(min_value=0, max_value=11),
+    st.integers(min_value=0, max_value=255),
+    st.integers(min_value=0, max_value=9),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(random_frame, max_size=12), st.integers(min_value=1, max_value=97))
+def test_random_well_framed_input_never_raises(frames: list[bytes], chunk: int) -> None:
+    sink = started_sink()
+    wire = b"".join(frames)
+    for i in range(0, len(wire), chunk):
+        sink.receive_data(wire[i : i + chunk])
+    parse_frames(sink.data_to_send())
+    assert sink.error_code != INTERNAL_ERROR
+    assert sink.closed or sink.requests <= len(frames)
+
+
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=20))
 def test_answers_do_not_depend_on_how_bytes_are_split(cuts: list[int]) -> None:
@@ -381,53 +403,65 @@ def test_probe_reader_counts_answers_and_acks_settings() -> None:
     assert reader.window > 65535
 
 
-@pytest.mark.e2e
-async def test_tls_round_trip_with_h2_client() -> None:
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Server and client contexts from a throwaway CA, both offering ALPN h2."""
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    server_ctx.set_alpn_protocols(["h2"])
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    client_ctx.set_alpn_protocols(["h2"])
+    for ctx in (server_ctx, client_ctx):
+        ctx.set_alpn_protocols(["h2"])
+    return server_ctx, client_ctx
+
+
+async def h2_over_tls(port: int, client_ctx: ssl.SSLContext, count: int) -> list[bytes]:
+    """Send `count` requests, each in its own TLS record, then collect every `:status`."""
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, client_ctx, server_hostname="127.0.0.1")
+    await stream.do_handshake()
+    assert stream.selected_alpn_protocol() == "h2"
+    client = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    await stream.send_all(client.data_to_send())
+    for _ in range(count):  # one record per request: the sink must drain them all per read
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, REQUEST)
+        client.send_data(sid, BODY, end_stream=True)
+        await stream.send_all(client.data_to_send())
+    ended, statuses = 0, []
+    while ended < count:
+        data = await stream.receive_some(65536)
+        assert data, "server closed early"
+        for event in client.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses.append(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.StreamEnded):
+                ended += 1
+        await stream.send_all(client.data_to_send())
+    await stream.aclose()  # close_notify, which the sink reads as end of stream
+    return statuses
+
+
+@pytest.mark.e2e
+async def test_tls_round_trip_with_h2_client() -> None:
+    server_ctx, client_ctx = tls_contexts()
     stats = SinkStats()
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
-                lambda task_status: serve_fast_sink(
-                    ssl_context=server_ctx, stats=stats, apns_id=APNS_ID, task_status=task_status
-                )
+                partial(serve_fast_sink, ssl_context=server_ctx, stats=stats, apns_id=APNS_ID)
             )
-            tcp = await trio.open_tcp_stream("127.0.0.1", port)
-            stream = trio.SSLStream(tcp, client_ctx, server_hostname="127.0.0.1")
-            await stream.do_handshake()
-            assert stream.selected_alpn_protocol() == "h2"
-            client = h2.connection.H2Connection(
-                config=h2.config.H2Configuration(client_side=True)
-            )
-            client.initiate_connection()
-            sids = []
-            for _ in range(50):
-                sid = client.get_next_available_stream_id()
-                client.send_headers(sid, REQUEST)
-                client.send_data(sid, BODY, end_stream=True)
-                sids.append(sid)
-            await stream.send_all(client.data_to_send())
-            ended: set[int] = set()
-            statuses: list[bytes] = []
-            while len(ended) < len(sids):
-                data = await stream.receive_some(65536)
-                assert data, "server closed early"
-                for event in client.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        statuses.append(dict(event.headers)[b":status"])
-                    elif isinstance(event, h2.events.StreamEnded):
-                        ended.add(event.stream_id)
-                await stream.send_all(client.data_to_send())
-            assert statuses == [b"200"] * 50 and ended == set(sids)
+            garbage = await trio.open_tcp_stream("127.0.0.1", port)
+            await garbage.send_all(b"GET / HTTP/1.1\r\n\r\n" * 4)  # not TLS: dropped quietly
+            while await garbage.receive_some(4096):
+                pass
+            await garbage.aclose()
+            assert await h2_over_tls(port, client_ctx, 50) == [b"200"] * 50
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats.open_connections == 0
             report = stats.report()
-            assert report["requests"] == 50 and report["connections"] == 1
-            await stream.aclose()
+            assert report["requests"] == 50 and report["connections"] == 2
             nursery.cancel_scope.cancel()
 
 
