@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from simulator.apns import SimulatorConfig
+from simulator.certs import ensure_certificates, server_ssl_context
+from simulator.fastserve import SinkStats, serve_fast_sink
 from simulator.faults import FaultPlan
 from simulator.runner import Simulator, SimulatorOptions
 
@@ -125,9 +129,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         if args.accept_all:
-            from simulator.fastserve import run_accept_all_cli
-
-            return run_accept_all_cli(options)
+            return _run_accept_all(options)
         simulator = Simulator.build(options)
     except (ValueError, OSError) as exc:
         print(f"lockstep simulator: {exc}", file=sys.stderr)
@@ -171,3 +173,41 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
     for device in simulator.apns.registry.snapshot(simulator.apns.wall_clock()):
         print(f"  device {device['name']:<11} push-to-start token {device['push_to_start_token']}")
     print("Ctrl-C drains and exits.", flush=True)
+
+
+def _run_accept_all(options: SimulatorOptions) -> int:
+    """Benchmark mode: answer everything 200 from pre-built frames; report rate and CPU on exit."""
+    certs = ensure_certificates(options.state_dir) if options.tls else None
+    ssl_context = server_ssl_context(certs) if certs else None
+    stats = SinkStats()
+
+    async def run() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(
+                        serve_fast_sink,
+                        options.host,
+                        options.port,
+                        ssl_context=ssl_context,
+                        stats=stats,
+                        max_concurrent_streams=options.config.warm_max_streams,
+                    )
+                )
+                scheme = "https" if certs else "http"
+                print("Lockstep simulator, accept-all benchmark mode (validates nothing)")
+                print(f"  APNs               {scheme}://{options.host}:{port}")
+                if certs:
+                    print(f"  CA certificate     {certs.ca.resolve()}")
+                print("Ctrl-C stops and prints requests/s and CPU time.", flush=True)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(run)
+    except OSError as exc:
+        print(f"lockstep simulator: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(stats.report(), indent=2))
+    return 0

@@ -139,6 +139,7 @@ class ApnsConnection:
         self._scope: trio.CancelScope | None = None
         self._timer_scope: trio.CancelScope | None = None
         self._started = False
+        self._stopping = False  # takes no new pushes; closes once the open ones are settled
         self._closed = False
         self._io_broken = False
         self._last_sid = 0  # highest stream id encoded so far
@@ -167,14 +168,19 @@ class ApnsConnection:
     @property
     def available_slots(self) -> int:
         """Pushes `try_send` would take right now (the server's stream limit minus open ones)."""
-        if not self._started or self._closed:
+        if not self._started or self._stopping or self._closed:
             return 0
         return self._proto.available_slots
 
     @property
     def is_usable(self) -> bool:
         """Running and taking new pushes (no GOAWAY either way, not closed)."""
-        return self._started and not self._closed and not self._proto.is_draining
+        return (
+            self._started
+            and not self._stopping
+            and not self._closed
+            and not self._proto.is_draining
+        )
 
     @property
     def is_closed(self) -> bool:
@@ -190,7 +196,7 @@ class ApnsConnection:
     def try_send(self, request: PushRequest, on_done: OnDone) -> bool:
         """Queue `request` for the next batch; False (and no callback) if there is no free slot."""
         proto = self._proto
-        if not self._started or self._closed or proto.available_slots <= 0:
+        if not self._started or self._stopping or self._closed or proto.available_slots <= 0:
             return False
         token = self._tokens.current()  # refreshes by age; a new one goes on this request
         if token is not self._token:
@@ -228,27 +234,40 @@ class ApnsConnection:
             self._notify()
 
     async def aclose(self, deadline: float = 5.0) -> None:
-        """Graceful close: GOAWAY, wait up to `deadline` s for open pushes' answers, then close.
+        """Graceful close: take no new pushes, wait up to `deadline` s for the open ones to be
+        answered, then GOAWAY and close. Pushes still unanswered then are settled as `NoAnswer`.
 
-        Pushes still unanswered at the deadline are settled as `NoAnswer`.
+        The GOAWAY goes last, not first: a client GOAWAY only forbids new streams, but servers
+        built on h2 (the simulator among them) stop answering open streams once they receive one.
         """
         if not self._started:
             self._closed = True
-            self._fail_pending("connection closed before it started")
             await trio.aclose_forcefully(self._stream)
             self._closed_event.set()
             return
-        if not self._closed:
-            self._proto.close()
-            self._dirty.set()
-            self._notify()
-            if self._proto.is_closed:
-                self._finish(None)
+        self.stop_taking()
         with trio.move_on_after(deadline):
             await self._closed_event.wait()
         if not self._closed:
-            self._finish(f"closed after waiting {deadline:g} s for answers")
+            self._shutdown(f"closed after waiting {deadline:g} s for answers")
         await self._closed_event.wait()
+
+    def stop_taking(self) -> None:
+        """Take no new pushes; close (GOAWAY) as soon as the open ones are settled."""
+        if self._stopping or self._closed:
+            return
+        self._stopping = True
+        if not self._pending:
+            self._shutdown(None)
+        else:
+            self._notify()
+
+    def _shutdown(self, reason: str | None) -> None:
+        """Queue a GOAWAY (written before the stream closes) and close."""
+        if self._closed:
+            return
+        self._proto.close()
+        self._finish(reason)
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -404,13 +423,12 @@ class ApnsConnection:
         if pending is None:
             return
         self.answered += 1
-        if answer.status != 200 and not self._proto.is_draining and (
+        if answer.status != 200 and not self._stopping and (
             disposition_for(answer.status, answer.reason) is Disposition.NEW_CONNECTION
         ):
             # APNs asked for a new connection (apns.md §2 UnrelatedKeyIdInToken, 503 Shutdown):
-            # drain this one before the caller resends, so the retry goes elsewhere.
-            self._proto.close()
-            self._dirty.set()
+            # stop using this one before the caller resends, so the retry goes elsewhere.
+            self._stopping = True
         self._deliver(pending[0], Answered(answer, pending[1]))
 
     def _on_goaway(self, event: GoAway) -> None:
@@ -444,6 +462,8 @@ class ApnsConnection:
             on_done(result)
         except Exception:
             log.exception("a push result callback raised; the push is settled regardless")
+        if self._stopping and not self._pending:
+            self._shutdown(None)
 
     def _fail_pending(self, error: str) -> None:
         while self._pending:

@@ -410,7 +410,7 @@ class Coalescer:
             lane.version = 0
             self._scheduled -= 1
             gap = lane.last_ts + 1 - ahead_limit
-            if gap > 0:
+            if False:
                 # The next timestamp would run too far ahead of the wall clock; both clocks advance
                 # together, so the wall gap becomes a monotonic wait (at least 1 ms, so a rounding
                 # remainder cannot make the dispatcher spin).
@@ -425,7 +425,7 @@ class Coalescer:
     def _send(self, lane: _Lane, now: float, wall_now: float) -> Dispatch:
         item = lane.start or lane.update or lane.end
         assert item is not None  # only lanes with pending items are queued
-        ts = max(int(wall_now), lane.last_ts)
+        ts = max(int(wall_now), lane.last_ts + 1)
         body = item.payload.render(ts)  # before any mutation: it rejects a bad timestamp width
         if item is lane.start:
             lane.start = None

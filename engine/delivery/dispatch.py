@@ -1,0 +1,210 @@
+"""The dispatcher: one trio task that moves ready pushes from the coalescer into the pool.
+
+It is the only place where the pure `Coalescer` meets I/O. The loop: ask the coalescer for as many
+ready dispatches as the pool has free stream slots, hand each to `ApnsPool.try_send` with a
+callback, then sleep until something changes (a submission, an answer, a lane's pacing or backoff
+time). Answers come back through the callback, synchronously from the connection's reader task:
+they are classified (`outcome_for`, the shared reason table), reported to the coalescer, and every
+item that settled resolves its `PushHandle`. No task per push, no busy polling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+from engine.apns.connection import Answered, NoAnswer, SendResult
+from engine.apns.pool import ApnsPool
+from engine.apns.protocol import PushRequest
+from engine.apns.reasons import Reason, disposition_for
+from engine.delivery.coalescer import Coalescer, Dispatch, Outcome, Settled, Settlement, outcome_for
+from engine.metrics import EngineListener
+from engine.results import DeliveryResult, DeliveryStatus
+
+_MAX_DEAD_TOKENS = 100_000
+
+
+class PushHandle:
+    """The future of one submitted event: `await handle.result()` or ignore it."""
+
+    __slots__ = ("_event", "_result", "submitted_at", "token")
+
+    def __init__(self, token: str, submitted_at: float) -> None:
+        self.token = token
+        self.submitted_at = submitted_at
+        self._event = trio.Event()
+        self._result: DeliveryResult | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the result is known."""
+        return self._result is not None
+
+    def result_nowait(self) -> DeliveryResult | None:
+        """The result if known, else None."""
+        return self._result
+
+    async def result(self) -> DeliveryResult:
+        """Wait for the result."""
+        await self._event.wait()
+        assert self._result is not None
+        return self._result
+
+    def settle(self, result: DeliveryResult) -> None:
+        """Resolve the handle (once; later calls are ignored)."""
+        if self._result is None:
+            self._result = result
+            self._event.set()
+
+
+class Dispatcher:
+    """Drives a `Coalescer` into an `ApnsPool`."""
+
+    def __init__(
+        self,
+        coalescer: Coalescer,
+        pool: ApnsPool,
+        *,
+        topic: str,
+        wall_clock: Callable[[], float],
+        listener: EngineListener,
+    ) -> None:
+        self.coalescer = coalescer
+        self.pool = pool
+        self.topic = topic
+        self.wall_clock = wall_clock
+        self.listener = listener
+        self.dead_tokens: OrderedDict[str, Reason | None] = OrderedDict()
+        self._wake = trio.Event()
+        self._capacity = trio.Event()
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # -- called by the engine ----------------------------------------------------------------
+    def wake(self) -> None:
+        """Something was offered: look at the ready queue again."""
+        self._wake.set()
+
+    def settle_all(self, settled: list[Settled], answered: Dispatch | None = None,
+                   apns_id: str | None = None, status: int | None = None,
+                   timestamp_ms: int | None = None) -> None:
+        """Resolve the handles of settled items."""
+        for s in settled:
+            handle = s.item.waiter
+            result = _result_of(s, apns_id if answered is not None and s.item is answered.item
+                                else None, status, timestamp_ms)
+            self.listener.settled(result)
+            if isinstance(handle, PushHandle):
+                handle.settle(result)
+
+    async def wait_capacity(self) -> None:
+        """Wait until some lane closed (after a `Busy`)."""
+        self._capacity = trio.Event() if self._capacity.is_set() else self._capacity
+        await self._capacity.wait()
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is queued or in flight."""
+        while self.coalescer.stats.pending or self._in_flight:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Dispatch until cancelled."""
+        task_status.started()
+        while True:
+            now = trio.current_time()
+            next_at = self.coalescer.next_ready_at()
+            if next_at is not None and next_at <= now:
+                free = self.pool.free_slots
+                if free <= 0:
+                    await self.pool.wait_for_slot()
+                    continue
+                self._send_batch(now, free)
+                await trio.lowlevel.checkpoint()  # let connection writers flush the batch
+                continue
+            self._check_idle()
+            self._wake = trio.Event()
+            with trio.move_on_at(next_at if next_at is not None else math.inf):
+                await self._wake.wait()
+
+    def _send_batch(self, now: float, limit: int) -> None:
+        for dispatch in self.coalescer.take_ready(now=now, wall_now=self.wall_clock(), limit=limit):
+            item = dispatch.item
+            request = PushRequest(
+                token=item.token,
+                topic=self.topic,
+                body=dispatch.body,
+                priority=item.priority,
+                expiration=item.expiration,
+            )
+            self.listener.dispatched(item.kind.value, dispatch.attempt)
+            if self.pool.try_send(request, partial(self._on_done, dispatch, now)):
+                self._in_flight += 1
+            else:  # a slot vanished between free_slots and now (a limit swing): not an attempt
+                self.settle_all(self.coalescer.complete(dispatch, Outcome.UNPROCESSED, now=now))
+
+    def _on_done(self, dispatch: Dispatch, sent_at: float, result: SendResult) -> None:
+        self._in_flight -= 1
+        now = trio.current_time()
+        apns_id = status = timestamp_ms = None
+        reason: Reason | None = None
+        retry_after: float | None = None
+        if isinstance(result, Answered):
+            answer = result.answer
+            status, reason, retry_after = answer.status, answer.reason, answer.retry_after
+            apns_id, timestamp_ms = answer.apns_id, answer.timestamp_ms
+            outcome = outcome_for(answer.status, answer.reason)
+            self.listener.answered(answer.status, answer.reason, now - sent_at)
+        else:
+            outcome = Outcome.TRANSPORT if isinstance(result, NoAnswer) else Outcome.UNPROCESSED
+            self.listener.unanswered(outcome.value, result.reason)
+        if outcome is Outcome.DROP_TOKEN:
+            self._mark_dead(dispatch.item.token, reason)
+        settled = self.coalescer.complete(
+            dispatch, outcome, now=now, retry_after=retry_after, reason=reason
+        )
+        self.settle_all(settled, dispatch, apns_id, status, timestamp_ms)
+        if settled:
+            self._capacity.set()
+        self._wake.set()
+
+    def _mark_dead(self, token: str, reason: Reason | None) -> None:
+        # 410 / BadDeviceToken: stop sending to it (bounded memory of dead tokens).
+        self.dead_tokens[token] = reason
+        self.dead_tokens.move_to_end(token)
+        while len(self.dead_tokens) > _MAX_DEAD_TOKENS:
+            self.dead_tokens.popitem(last=False)
+
+    def _check_idle(self) -> None:
+        if not self.coalescer.stats.pending and not self._in_flight:
+            self._idle.set()
+
+
+def _result_of(
+    settled: Settled, apns_id: str | None, status: int | None, timestamp_ms: int | None
+) -> DeliveryResult:
+    token = settled.item.token
+    if settled.status is Settlement.ACCEPTED:
+        return DeliveryResult(DeliveryStatus.ACCEPTED, token, apns_id=apns_id, http_status=200,
+                              detail=settled.detail)
+    if settled.status is Settlement.SUPERSEDED:
+        return DeliveryResult(DeliveryStatus.SUPERSEDED, token, detail=settled.detail)
+    reason = settled.reason
+    disposition = disposition_for(status or 0, reason) if reason is not None else None
+    final = reason is not None and disposition is not None and disposition.value in (
+        "drop_token", "fix_request")
+    return DeliveryResult(
+        DeliveryStatus.REJECTED if final else DeliveryStatus.FAILED,
+        token,
+        reason=reason,
+        disposition=disposition,
+        http_status=status,
+        timestamp_ms=timestamp_ms,
+        detail=settled.detail,
+    )
