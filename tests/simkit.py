@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -81,3 +82,31 @@ def update_body(state: dict[str, object], ts: int, event: str = "update") -> byt
     import json
 
     return json.dumps({"aps": {"timestamp": ts, "event": event, "content-state": state}}).encode()
+
+
+def memory_connector(kit: Kit, nursery: trio.Nursery) -> Any:
+    """An engine `Connector` that wires each new connection to the kit's server in memory."""
+    import trio.testing
+
+    async def connect() -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        nursery.start_soon(kit.server.handle, server)
+        return client
+
+    return connect
+
+
+def engine_config(kit: Kit, **delivery: Any) -> Any:
+    """An `EngineConfig` for the kit's fake APNs (the key is passed to `open_engine` directly)."""
+    from pathlib import Path
+
+    from engine.config import ApnsEndpoint, Credentials, DeliveryConfig, EngineConfig
+
+    creds = Credentials(
+        team_id=kit.key.team_id, key_id=kit.key.key_id, key_path=Path("unused.p8"), bundle_id=BUNDLE
+    )
+    return EngineConfig(
+        credentials=creds,
+        endpoint=ApnsEndpoint(host="127.0.0.1", port=2197),
+        delivery=DeliveryConfig(**delivery),
+    )

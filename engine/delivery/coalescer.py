@@ -410,7 +410,7 @@ class Coalescer:
             lane.version = 0
             self._scheduled -= 1
             gap = lane.last_ts + 1 - ahead_limit
-            if False:
+            if gap > 0:
                 # The next timestamp would run too far ahead of the wall clock; both clocks advance
                 # together, so the wall gap becomes a monotonic wait (at least 1 ms, so a rounding
                 # remainder cannot make the dispatcher spin).
@@ -439,7 +439,7 @@ class Coalescer:
             lane.sends = 0
         lane.sends += 1
         lane.last_ts = ts
-        lane.ready_at = now + self._interval
+        lane.ready_at = now
         dispatch = Dispatch(lane.key, item, ts, body, lane.sends)
         lane.in_flight = dispatch
         self._pending -= 1

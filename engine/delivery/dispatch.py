@@ -90,14 +90,23 @@ class Dispatcher:
         """Something was offered: look at the ready queue again."""
         self._wake.set()
 
-    def settle_all(self, settled: list[Settled], answered: Dispatch | None = None,
-                   apns_id: str | None = None, status: int | None = None,
-                   timestamp_ms: int | None = None) -> None:
+    def settle_all(
+        self,
+        settled: list[Settled],
+        answered: Dispatch | None = None,
+        apns_id: str | None = None,
+        status: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         """Resolve the handles of settled items."""
         for s in settled:
             handle = s.item.waiter
-            result = _result_of(s, apns_id if answered is not None and s.item is answered.item
-                                else None, status, timestamp_ms)
+            result = _result_of(
+                s,
+                apns_id if answered is not None and s.item is answered.item else None,
+                status,
+                timestamp_ms,
+            )
             self.listener.settled(result)
             if isinstance(handle, PushHandle):
                 handle.settle(result)
@@ -191,14 +200,18 @@ def _result_of(
 ) -> DeliveryResult:
     token = settled.item.token
     if settled.status is Settlement.ACCEPTED:
-        return DeliveryResult(DeliveryStatus.ACCEPTED, token, apns_id=apns_id, http_status=200,
-                              detail=settled.detail)
+        return DeliveryResult(
+            DeliveryStatus.ACCEPTED, token, apns_id=apns_id, http_status=200, detail=settled.detail
+        )
     if settled.status is Settlement.SUPERSEDED:
         return DeliveryResult(DeliveryStatus.SUPERSEDED, token, detail=settled.detail)
     reason = settled.reason
     disposition = disposition_for(status or 0, reason) if reason is not None else None
-    final = reason is not None and disposition is not None and disposition.value in (
-        "drop_token", "fix_request")
+    final = (
+        reason is not None
+        and disposition is not None
+        and disposition.value in ("drop_token", "fix_request")
+    )
     return DeliveryResult(
         DeliveryStatus.REJECTED if final else DeliveryStatus.FAILED,
         token,

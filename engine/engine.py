@@ -1,0 +1,225 @@
+"""The embedded engine: `async with open_engine(config) as engine:` and push Live Activities.
+
+    async with open_engine(config) as engine:
+        handle = await engine.start("deploy-42", push_to_start_token, content_state={...},
+                                    attributes_type="DeployAttributes", attributes={...},
+                                    alert=Alert("Deploy", "started"), lane="iphone-1")
+        await engine.update("deploy-42", update_token, {...}, lane="iphone-1")  # fire and forget
+        result = await (await engine.end("deploy-42", update_token, {...}, lane="iphone-1")).result()
+
+Each call checks the payload size on the exact bytes (raising `PayloadTooLarge` before anything is
+queued), offers the event to the coalescer (latest wins per lane; `LaneError` for a misuse such as
+an update after the end) and returns a `PushHandle` to await or ignore. When `max_lanes` lanes are
+open, `submit` waits for room and `submit_nowait` raises `Busy`. The engine owns its nursery:
+leaving the block drains what is queued (bounded by `drain_timeout`) and closes the connections.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from engine.apns.auth import SigningKey
+from engine.apns.pool import ApnsPool
+from engine.apns.tokens import TokenSource
+from engine.apns.transport import Connector, tcp_connector
+from engine.config import EngineConfig
+from engine.delivery.coalescer import Busy, Coalescer, Item
+from engine.delivery.dispatch import Dispatcher, PushHandle
+from engine.metrics import EngineListener
+from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
+from engine.results import DeliveryResult, DeliveryStatus
+
+
+class Engine:
+    """Submit Live Activity events; see the module docstring."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        dispatcher: Dispatcher,
+        wall_clock: Callable[[], float],
+        listener: EngineListener,
+    ) -> None:
+        self.config = config
+        self._dispatcher = dispatcher
+        self._coalescer = dispatcher.coalescer
+        self._wall = wall_clock
+        self._listener = listener
+        self._seq = 0
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher (stats, dead tokens)."""
+        return self._dispatcher
+
+    async def start(
+        self,
+        activity_id: str,
+        token: str,
+        content_state: Mapping[str, Any],
+        *,
+        attributes_type: str,
+        attributes: Mapping[str, Any],
+        alert: Alert,
+        lane: str | None = None,
+        **options: Any,
+    ) -> PushHandle:
+        """Push-to-start an activity on the device owning `token` (apns.md §6)."""
+        content = LiveActivityContent(
+            EventKind.START,
+            dict(content_state),
+            alert=alert,
+            attributes_type=attributes_type,
+            attributes=dict(attributes),
+            input_push_token=options.pop("input_push_token", True),
+            **options,
+        )
+        return await self.submit(activity_id, token, content, lane=lane)
+
+    async def update(
+        self,
+        activity_id: str,
+        token: str,
+        content_state: Mapping[str, Any],
+        *,
+        lane: str | None = None,
+        **options: Any,
+    ) -> PushHandle:
+        """Update an activity; newer updates replace pending ones (latest wins)."""
+        content = LiveActivityContent(EventKind.UPDATE, dict(content_state), **options)
+        return await self.submit(activity_id, token, content, lane=lane)
+
+    async def end(
+        self,
+        activity_id: str,
+        token: str,
+        content_state: Mapping[str, Any],
+        *,
+        lane: str | None = None,
+        **options: Any,
+    ) -> PushHandle:
+        """End an activity with its final state; never coalesced away."""
+        content = LiveActivityContent(EventKind.END, dict(content_state), **options)
+        return await self.submit(activity_id, token, content, lane=lane)
+
+    async def submit(
+        self,
+        activity_id: str,
+        token: str,
+        content: LiveActivityContent | PreparedPayload,
+        *,
+        lane: str | None = None,
+        priority: int | None = None,
+        min_timestamp: int = 0,
+    ) -> PushHandle:
+        """Queue one event, waiting while the engine is at capacity."""
+        prepared = content if isinstance(content, PreparedPayload) else prepare(content)
+        while True:
+            try:
+                return self.submit_nowait(
+                    activity_id,
+                    token,
+                    prepared,
+                    lane=lane,
+                    priority=priority,
+                    min_timestamp=min_timestamp,
+                )
+            except Busy:
+                await self._dispatcher.wait_capacity()
+
+    def submit_nowait(
+        self,
+        activity_id: str,
+        token: str,
+        content: LiveActivityContent | PreparedPayload,
+        *,
+        lane: str | None = None,
+        priority: int | None = None,
+        min_timestamp: int = 0,
+    ) -> PushHandle:
+        """Queue one event now; raises `Busy` at capacity, `PayloadTooLarge` if too big."""
+        prepared = content if isinstance(content, PreparedPayload) else prepare(content)
+        handle = PushHandle(token, trio.current_time())
+        dead = self._dispatcher.dead_tokens
+        if token in dead:
+            handle.settle(
+                DeliveryResult(
+                    DeliveryStatus.REJECTED,
+                    token,
+                    reason=dead[token],
+                    detail="the device token is dead (APNs said so before)",
+                )
+            )
+            return handle
+        self._seq += 1
+        expiration = int(self._wall()) + self.config.delivery.expiration
+        if self.config.delivery.expiration == 0:
+            expiration = 0
+        item = Item.build(
+            prepared, token, self._seq, priority=priority, expiration=expiration, waiter=handle
+        )
+        superseded = self._coalescer.offer(
+            (activity_id, lane or token), item, now=trio.current_time(), min_timestamp=min_timestamp
+        )
+        self._listener.submitted(prepared.event.value)
+        self._dispatcher.settle_all(superseded)
+        self._dispatcher.wake()
+        return handle
+
+    async def drain(self) -> None:
+        """Wait until nothing is queued or in flight (pacing and retries included)."""
+        await self._dispatcher.wait_idle()
+
+
+@asynccontextmanager
+async def open_engine(
+    config: EngineConfig,
+    *,
+    connector: Connector | None = None,
+    signing_key: SigningKey | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    listener: EngineListener | None = None,
+    rng: random.Random | None = None,
+    drain_timeout: float = 10.0,
+) -> AsyncIterator[Engine]:
+    """Run an engine for the duration of the block (see the module docstring)."""
+    creds, delivery = config.credentials, config.delivery
+    key = signing_key or SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
+    tokens = TokenSource(key, wall_clock=wall_clock, max_age=delivery.token_max_age)
+    rng = rng or random.Random()
+    pool = ApnsPool(
+        connector or tcp_connector(config.endpoint, connect_timeout=delivery.connect_timeout),
+        tokens,
+        authority=config.endpoint.authority,
+        size=delivery.connections,
+        config=delivery,
+        rng=rng,
+    )
+    coalescer = Coalescer(
+        pacing_interval=delivery.pacing_interval,
+        max_lanes=delivery.max_lanes,
+        max_attempts=delivery.max_attempts,
+        rng=rng,
+    )
+    listener = listener or EngineListener()
+    dispatcher = Dispatcher(
+        coalescer, pool, topic=creds.topic, wall_clock=wall_clock, listener=listener
+    )
+    engine = Engine(config, dispatcher, wall_clock, listener)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        await nursery.start(dispatcher.run)
+        try:
+            yield engine
+            with trio.move_on_after(drain_timeout):
+                await engine.drain()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(drain_timeout):
+                await pool.aclose(min(drain_timeout, 5.0))
+            nursery.cancel_scope.cancel()
