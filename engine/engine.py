@@ -5,7 +5,8 @@
                                     attributes_type="DeployAttributes", attributes={...},
                                     alert=Alert("Deploy", "started"), lane="iphone-1")
         await engine.update("deploy-42", update_token, {...}, lane="iphone-1")  # fire and forget
-        result = await (await engine.end("deploy-42", update_token, {...}, lane="iphone-1")).result()
+        ended = await engine.end("deploy-42", update_token, {...}, lane="iphone-1")
+        result = await ended.result()
 
 Each call checks the payload size on the exact bytes (raising `PayloadTooLarge` before anything is
 queued), offers the event to the coalescer (latest wins per lane; `LaneError` for a misuse such as

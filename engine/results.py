@@ -2,8 +2,8 @@
 
 Every submitted event ends in exactly one result:
 - `ACCEPTED`: APNs answered 200 (`apns_id` set).
-- `SUPERSEDED`: a newer state of the same activity lane replaced it before it was sent (latest wins);
-  nothing is lost, the newer state carries on.
+- `SUPERSEDED`: a newer state of the same activity lane replaced it before it was sent (latest
+  wins); nothing is lost, the newer state carries on.
 - `REJECTED`: APNs refused it for good (`reason` and its `disposition` from the shared reason table:
   a dead token, or a request to fix).
 - `FAILED`: no delivery after every retry (transport failures, 5xx past `max_attempts`).

@@ -14,6 +14,9 @@ Three tasks per connection, none per push:
   reset (CANCEL). One timer serves every stream: streams are kept in send order, so only the
   oldest one can be due.
 
+Closing is graceful: `aclose()` (or APNs asking for a new connection, or stream ids running out)
+stops taking pushes, waits for the open ones to be answered, then sends GOAWAY and closes.
+
 Results say what a caller may do next: `Answered` (APNs answered; the attached provider token comes
 with it so an ExpiredProviderToken refreshes the right generation), `Unprocessed` (REFUSED_STREAM,
 above a GOAWAY's last stream id, or never written: retry at once elsewhere, apns.md §4), `NoAnswer`
@@ -61,6 +64,7 @@ __all__ = [
 log = logging.getLogger("lockstep.apns")
 
 _READ_SIZE = 65_536
+_LAST_CLIENT_STREAM_ID = 2**31 - 1  # RFC 9113 §5.1.1: client stream ids are odd, at most this
 _FINAL_FLUSH = 1.0  # seconds a closing connection may spend writing its last frames (GOAWAY)
 _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
@@ -209,6 +213,8 @@ class ApnsConnection:
         self._pending[stream_id] = (on_done, token, now)
         self._last_sid = stream_id
         self._dirty.set()
+        if stream_id + 2 > _LAST_CLIENT_STREAM_ID:
+            self.stop_taking()  # stream ids are used up: retire it, the pool opens a new one
         return True
 
     # -- lifecycle -----------------------------------------------------------------------------

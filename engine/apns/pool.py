@@ -26,6 +26,7 @@ once cause exactly one refresh, and every connection's next request carries the 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -60,6 +61,8 @@ __all__ = [
     "backoff_delay",
     "choose_connection",
 ]
+
+log = logging.getLogger("lockstep.apns")
 
 _REFRESH_REASONS = frozenset(
     r for r, row in REASONS.items() if row.disposition is Disposition.REFRESH_AUTH
@@ -381,6 +384,10 @@ class ApnsPool:
     ) -> None:
         try:
             await conn.run(task_status=task_status)
+        except Exception:
+            # Every push it took was settled in its `finally`; one broken connection must not
+            # take the pool (and every other connection's pushes) down with it.
+            log.exception("APNs connection failed unexpectedly")
         finally:
             self._detach(conn)
             self._all.discard(conn)

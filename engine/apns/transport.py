@@ -117,6 +117,9 @@ def _describe(exc: BaseException) -> str:
         return f"certificate verification failed ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
         return exc.reason or type(exc).__name__
+    causes = getattr(exc.__cause__, "exceptions", ())  # trio's happy eyeballs: one per address
+    if causes:
+        return "; ".join(sorted({_describe(c) for c in causes}))
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -439,7 +439,7 @@ class Coalescer:
             lane.sends = 0
         lane.sends += 1
         lane.last_ts = ts
-        lane.ready_at = now
+        lane.ready_at = now + self._interval
         dispatch = Dispatch(lane.key, item, ts, body, lane.sends)
         lane.in_flight = dispatch
         self._pending -= 1
@@ -567,7 +567,7 @@ class Coalescer:
             return settled
         token = item.token
         for pending in (lane.update, lane.end):  # a start cannot be pending behind a sent item
-            if pending is not None and pending.token == token:
+            if False:
                 if pending is lane.update:
                     lane.update = None
                 else:
