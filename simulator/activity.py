@@ -76,6 +76,7 @@ class Detail(enum.StrEnum):
     BAD_EVENT = "bad-event"
     NOT_LIVE_ACTIVITY = "not-live-activity"  # no `aps` dictionary at all
     UNKNOWN_TOKEN = "unknown-token"
+    DUPLICATE_START = "duplicate-start"  # the app already shows this activity_id (see devices.py)
 
 
 class PushEvent(enum.Enum):

@@ -304,6 +304,8 @@ class DeviceRegistry:
         if is_future(start.timestamp, push.now):
             return self._ignore_start(device, Detail.FUTURE_TIMESTAMP, aps, push)
         self._advance_device(device, push.now)
+        if _is_duplicate(device, start.attributes):
+            return self._ignore_start(device, Detail.DUPLICATE_START, aps, push)
         if device.live_count() >= self._max_active:
             return self._ignore_start(device, Detail.LIMIT_REACHED, aps, push)
         device.seq += 1
@@ -420,3 +422,17 @@ class DeviceRegistry:
 def _oldest(device: Device, state: ActivityState) -> LiveActivity | None:
     """The first-started activity of a device in `state`, or None."""
     return next((a for a in device.activities.values() if a.state is state), None)
+
+
+def _is_duplicate(device: Device, attributes: Mapping[str, Any]) -> bool:
+    """A second push-to-start for an `activity_id` the device already has.
+
+    A push-to-start whose answer was lost (the connection dropped after APNs processed it) is
+    retried by any careful sender, so a device can receive the same start twice. The app keys its
+    activities by the `activity_id` attribute and ends such a duplicate at once, as Lockstep's iOS
+    app does; the simulated app does the same, and counts it as ignored (`duplicate-start`).
+    """
+    wanted = attributes.get("activity_id")
+    if wanted is None:
+        return False
+    return any(act.attributes.get("activity_id") == wanted for act in device.activities.values())

@@ -529,3 +529,16 @@ def test_applied_timestamps_strictly_increase(offsets: list[int]) -> None:
     assert act["last_timestamp"] == T0 + best
     assert act["applied"] == 1 + len(applied)
     assert act["ignored"] == act["order_violations"] == len(offsets) - len(applied)
+
+
+def test_a_second_start_for_the_same_activity_id_is_ended_by_the_app() -> None:
+    reg = make_registry()
+    reg.add_device("phone", now=T0)
+    pts = reg.devices["phone"].push_to_start_token
+    first = send(reg, pts, start_aps(T0, attributes={"activity_id": "deploy-7"}), T0)
+    assert first.outcome is Outcome.STARTED
+    again = send(reg, pts, start_aps(T0 + 1, attributes={"activity_id": "deploy-7"}), T0 + 1)
+    assert (again.outcome, again.detail) == (Outcome.IGNORED, "duplicate-start")
+    other = send(reg, pts, start_aps(T0 + 2, attributes={"activity_id": "deploy-8"}), T0 + 2)
+    assert other.outcome is Outcome.STARTED
+    assert len(reg.token_reports()) == 2
