@@ -240,6 +240,11 @@ class ApnsPool:
         """Pushes in flight on every connection."""
         return sum(c.open_streams for c in self._all)
 
+    @property
+    def live_connections(self) -> tuple[ApnsConnection, ...]:
+        """The connections taking pushes now (for inspection and metrics)."""
+        return tuple(self._live)
+
     # -- pushing -------------------------------------------------------------------------------
 
     def try_send(self, request: PushRequest, on_done: OnDone) -> bool:

@@ -24,7 +24,7 @@ from h2.errors import ErrorCodes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.apns.connection import Answered, NoAnswer, SendResult, Unprocessed
+from engine.apns.connection import Answered, ApnsConnection, NoAnswer, SendResult, Unprocessed
 from engine.apns.pool import (
     ApnsPool,
     PoolClosedError,
@@ -346,8 +346,8 @@ def statuses(results: Sequence[SendResult]) -> Counter[object]:
     )
 
 
-def the_connection(pool: ApnsPool):  # type: ignore[no-untyped-def]
-    (conn,) = pool._live  # white-box: the one live connection
+def the_connection(pool: ApnsPool) -> ApnsConnection:
+    (conn,) = pool.live_connections
     return conn
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h2.connection
 import h2.settings
 import pytest
 import trio
@@ -271,5 +272,25 @@ async def test_malformed_frame_after_a_valid_preface(
             r = await client.request(
                 client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
             )
+            assert r.status == 200
+            nursery.cancel_scope.cancel()
+
+
+async def test_answers_still_flow_after_a_client_goaway(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kit = make_kit(plan=FaultPlan.from_flags("latency=fixed:300"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            sid = await client.send(
+                client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
+            )
+            await trio.sleep(0.1)
+            client.conn.close_connection(last_stream_id=0)  # the client's own GOAWAY
+            client.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+            await client.flush()
+            r = client.responses[sid]
+            await client.until(lambda: r.ended)
             assert r.status == 200
             nursery.cancel_scope.cancel()
