@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import trio
-from h2.errors import ErrorCodes
-from h2.exceptions import H2Error
 
 from engine.apns.auth import ProviderToken
 from engine.apns.protocol import (
@@ -392,7 +390,7 @@ class ApnsConnection:
             return
         reason = f"no answer within {self._config.request_timeout:g} s"
         for stream_id in expired:
-            _abandon_stream(self._proto, stream_id)
+            self._proto.cancel(stream_id)
             self._settle(stream_id, NoAnswer(reason))
         self._dirty.set()  # the RST_STREAM frames
         if self._proto.is_closed:  # draining after GOAWAY and nothing left to wait for
@@ -502,19 +500,6 @@ class ApnsConnection:
     def _notify(self) -> None:
         if self._on_change is not None:
             self._on_change(self)
-
-
-def _abandon_stream(proto: ApnsClientProtocol, stream_id: int) -> None:
-    """Give up on a stream: RST_STREAM(CANCEL) and free its slot in the protocol.
-
-    `ApnsClientProtocol` has no public call for this yet, so this reaches into its stream table
-    (`_streams`, `_blocked`) and its h2 connection. Answers that still arrive for the stream are
-    dropped by h2 (it remembers streams it reset) and by the protocol (unknown stream id).
-    """
-    proto._streams.pop(stream_id, None)
-    proto._blocked.pop(stream_id, None)
-    with contextlib.suppress(H2Error):  # already closed on h2's side: nothing to cancel
-        proto._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
 
 
 def _describe(exc: BaseException) -> str:
