@@ -10,7 +10,8 @@ Rules (the delivery design; apns.md §6 for why timestamps matter):
 
 - An UPDATE replaces a pending UPDATE; an END replaces a pending UPDATE or END. Replaced items are
   settled SUPERSEDED. A START is never coalesced away; it must be the first item ever offered on a
-  lane. After an END is offered, updates are refused; after a lane closes, everything is refused.
+  lane. After an END is offered (pending or in flight), updates are refused; an END offered while
+  another END is in flight waits in the end slot. After a lane closes, everything is refused.
 - Send order is START, UPDATE, END. Every send attempt gets `ts = max(int(wall_now), last_ts + 1)`,
   so a device that applies only newer timestamps never applies an older state after a newer one,
   even when a "failed" attempt was in fact delivered. A lane is not ready while its next timestamp
@@ -27,9 +28,11 @@ Decisions:
   opaque `waiter`; `Dispatch` likewise, and `complete` checks the dispatch is the one in flight.
 - The ready queue is a heap of `(ready_at, stamp, lane)` with lazy deletion: every push takes a
   fresh stamp from one counter and the lane remembers the stamp of its live entry (its version);
-  an entry whose stamp differs is stale and skipped. A lane has at most one live entry, so stale
-  ones only come from lanes closed or forgotten while queued; the heap is rebuilt when they
-  outnumber the live ones.
+  an entry whose stamp differs is stale and skipped. A lane is queued only while it has pending
+  items and nothing in flight, and leaves the heap by being popped (a lane held back by the wall
+  clock is popped and pushed again with its new time), so each lane has at most one entry. Stale
+  entries can only come from a lane dropped while queued, which no operation does today; the
+  stamp check and the rebuild (when stale entries outnumber live ones) are a safety net.
 - Backoff grows with the lane's consecutive counted failures (not the item's), so a stream of
   updates superseding each other during an outage still backs off; `max_attempts` counts the
   failures of one item. Backoff is `min(60, 2**(n-1))` scaled by a jitter factor in (0.5, 1],
@@ -108,14 +111,14 @@ class Busy(DeliveryError):
 class Outcome(enum.Enum):
     """What happened to one dispatch, as reported by the dispatcher."""
 
-    ACCEPTED = "accepted"  # 200 from APNs
-    RETRY = "retry"  # 429 / 5xx: back off and retry
-    REFRESH_AUTH = "refresh_auth"  # ExpiredProviderToken: the dispatcher refreshed the token
+    ACCEPTED = "accepted"  # 200 from APNs (apns.md §3)
+    RETRY = "retry"  # 429 / 5xx: back off and retry (apns.md §3, retry guidance)
+    REFRESH_AUTH = "refresh_auth"  # Expired/MissingProviderToken: the token was refreshed (§2)
     NEW_CONNECTION = "new_connection"  # Shutdown, UnrelatedKeyIdInToken, IdleTimeout
-    UNPROCESSED = "unprocessed"  # REFUSED_STREAM or above GOAWAY's last stream id
+    UNPROCESSED = "unprocessed"  # REFUSED_STREAM, or above GOAWAY's last stream id (apns.md §4)
     TRANSPORT = "transport"  # no answer: connection lost mid-stream, timeout
     DROP_TOKEN = "drop_token"  # 410 Unregistered / ExpiredToken, BadDeviceToken
-    FIX_REQUEST = "fix_request"  # any other 4xx: never retried as is
+    FIX_REQUEST = "fix_request"  # any other 4xx: never retried as is (apns.md §3)
 
 
 class Settlement(enum.Enum):
@@ -567,7 +570,7 @@ class Coalescer:
             return settled
         token = item.token
         for pending in (lane.update, lane.end):  # a start cannot be pending behind a sent item
-            if False:
+            if pending is not None and pending.token == token:
                 if pending is lane.update:
                     lane.update = None
                 else:

@@ -115,8 +115,9 @@ def test_pacing_interval_below_one_second_is_refused(interval: float) -> None:
     ("name", "value"), [("max_lanes", 0), ("max_attempts", 0), ("max_closed", -1)]
 )
 def test_bad_bounds_are_refused(name: str, value: int) -> None:
+    config: dict[str, Any] = {name: value}
     with pytest.raises(ValueError, match=name):
-        Coalescer(**{name: value})
+        Coalescer(**config)
 
 
 def test_item_checks_kind_and_priority_and_compares_by_identity() -> None:
@@ -607,7 +608,7 @@ def test_fix_request_fails_the_update_and_the_lane_continues_paced() -> None:
 def test_fix_request_on_start_or_end_closes_the_lane() -> None:
     h = Harness()
     h.offer(START)
-    u, _ = h.offer(UPDATE, 1)
+    h.offer(UPDATE, 1)
     settled = h.complete(h.take_one(), Outcome.FIX_REQUEST)
     assert [s.status for s in settled] == [Settlement.FAILED, Settlement.FAILED]
     h.offer(END, 1, lane=OTHER)
