@@ -74,7 +74,7 @@ def run_lockstep(port: int, ca: str | None, key_dir: Path, pushes: int, connecti
         credentials=Credentials("BENCHTEAM1", "BENCHKEY01", key_dir / "unused.p8", BUNDLE),
         endpoint=ApnsEndpoint(host="127.0.0.1", port=port, tls=ca is not None,
                               ca_file=Path(ca) if ca else None, server_hostname="localhost"),
-        delivery=DeliveryConfig(connections=connections, max_lanes=max(pushes, 1)),
+        delivery=DeliveryConfig(connections=connections, max_lanes=pushes + 200 * connections),
     )
 
     async def main() -> dict[str, Any]:

@@ -228,6 +228,8 @@ class CoalescerStats:
     dispatched: int
     accepted: int
     failed: int
+    idle: int = 0  # open lanes with nothing pending or in flight
+    evicted: int = 0  # idle lanes forgotten to make room (see `Coalescer._evict_idle`)
 
 
 class _Lane:
@@ -310,6 +312,9 @@ class Coalescer:
         self._rng = rng if rng is not None else random.Random()
         self._lanes: dict[LaneKey, _Lane] = {}
         self._closed: OrderedDict[LaneKey, str] = OrderedDict()
+        # Idle open lanes (nothing pending or in flight) → monotonic time they went idle, oldest
+        # first: the ones `offer` may evict when `max_lanes` is reached (see `_evict_idle`).
+        self._idle: OrderedDict[LaneKey, float] = OrderedDict()
         self._heap: list[tuple[float, int, _Lane]] = []
         self._stamp = 0
         self._scheduled = 0
@@ -320,6 +325,7 @@ class Coalescer:
         self._dispatched = 0
         self._accepted = 0
         self._failed = 0
+        self._evicted = 0
 
     # ----------------------------------------------------------------------------------------------
     # Submission
@@ -339,7 +345,7 @@ class Coalescer:
             if closed is not None:
                 self._closed.move_to_end(lane)
                 raise LaneError(closed)
-            if len(self._lanes) >= self._max_lanes:
+            if len(self._lanes) >= self._max_lanes and not self._evict_idle(now):
                 raise Busy(
                     f"delivery is at capacity ({self._max_lanes} open lanes); "
                     f"{_describe(lane)} was not queued, retry later"
@@ -352,6 +358,8 @@ class Coalescer:
             )
         elif item.kind is _UPDATE and state.ending():
             raise LaneError(f"{_describe(lane)} is ending: no update after the end")
+        else:
+            self._idle.pop(lane, None)
         if min_timestamp > state.last_ts:
             state.last_ts = min_timestamp
         self._offered += 1
@@ -496,8 +504,12 @@ class Coalescer:
             settled = self._give_up(lane, dispatch.item, reason, _refused(reason))
         else:
             settled = self._retry(lane, dispatch.item, outcome, now, retry_after, reason)
-        if lane.version == 0 and lane.key in self._lanes and lane.has_pending():
-            self._schedule(lane, now)
+        if lane.version == 0 and lane.key in self._lanes:
+            if lane.has_pending():
+                self._schedule(lane, now)
+            elif lane.in_flight is None:
+                self._idle[lane.key] = now
+
         return settled
 
     def _accepted_send(self, lane: _Lane, dispatch: Dispatch) -> list[Settled]:
@@ -616,7 +628,25 @@ class Coalescer:
                 self._closed.popitem(last=False)
         return settled
 
+    def _evict_idle(self, now: float) -> bool:
+        """Make room for a new lane by forgetting the longest-idle one, if that is safe.
+
+        An idle lane only remembers its last timestamp. Once it has been idle longer than the
+        pacing interval plus one second, the wall clock has passed that timestamp (sends are never
+        more than one interval ahead of it), so a fresh lane's first timestamp is already newer
+        and forgetting loses nothing. A START on such a lane is then accepted again.
+        """
+        if not self._idle:
+            return False
+        key, since = next(iter(self._idle.items()))
+        if now - since < self._interval + 1.0:
+            return False
+        self._drop(self._lanes[key])
+        self._evicted += 1
+        return True
+
     def _drop(self, lane: _Lane) -> None:
+        self._idle.pop(lane.key, None)
         del self._lanes[lane.key]
         if lane.version:
             lane.version = 0  # its heap entry is now stale
@@ -649,6 +679,8 @@ class Coalescer:
             pending=self._pending,
             in_flight=self._in_flight,
             closed_lanes=len(self._closed),
+            idle=len(self._idle),
+            evicted=self._evicted,
             offered=self._offered,
             coalesced=self._coalesced,
             dispatched=self._dispatched,

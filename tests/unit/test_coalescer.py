@@ -649,6 +649,33 @@ def test_busy_at_max_lanes_and_existing_lanes_still_accept() -> None:
     h.offer(UPDATE, 1, lane=("e", "d"))
 
 
+def test_idle_lanes_are_evicted_for_new_ones_once_safely_past_their_timestamp() -> None:
+    h = Harness(max_lanes=2)
+    h.offer(UPDATE, 1, lane=("a", "d"))
+    h.offer(UPDATE, 1, lane=("b", "d"))
+    sent = {d.lane: d for d in h.take()}
+    for d in sent.values():
+        h.complete(d, Outcome.ACCEPTED)
+    assert h.co.stats.idle == 2
+    h.at(1.9)  # idle for less than interval + 1 s: its timestamp may still be ahead of the wall
+    with pytest.raises(Busy):
+        h.offer(UPDATE, 1, lane=("c", "d"))
+    h.at(2.0)
+    h.offer(UPDATE, 1, lane=("c", "d"))  # the longest-idle lane ("a") made room
+    assert h.co.stats.evicted == 1 and h.co.stats.lanes == 2
+    h.offer(UPDATE, 2, lane=("b", "d"))  # "b" is busy again: not evictable
+    with pytest.raises(Busy):
+        h.offer(UPDATE, 1, lane=("e", "d"))
+    (c,) = [d for d in h.take() if d.lane == ("c", "d")] or [None]
+    assert c is not None
+    # A re-opened lane's first timestamp is newer than everything the evicted lane sent.
+    h.co.complete(c, Outcome.ACCEPTED, now=h.now)
+    h.at(10.0)
+    h.offer(UPDATE, 3, lane=("a", "d"))
+    again = [d for d in h.take() if d.lane == ("a", "d")]
+    assert again and again[0].timestamp > sent[("a", "d")].timestamp
+
+
 def test_forget_refuses_busy_lanes() -> None:
     h = Harness()
     h.offer(UPDATE, 1)
