@@ -48,10 +48,18 @@ def _pin(core: int) -> bool:
 
 def _state(i: int) -> dict[str, Any]:
     # ~300-byte body, like a metrics Live Activity (apns.md §6).
-    return {"title": "prod-web-1", "subtitle": "Server health", "type": "metrics",
-            "metrics": [{"label": "CPU", "value": f"{i % 100}%"},
-                        {"label": "MEM", "value": "45%"}, {"label": "RPS", "value": i}],
-            "color": "green", "updated": i}
+    return {
+        "title": "prod-web-1",
+        "subtitle": "Server health",
+        "type": "metrics",
+        "metrics": [
+            {"label": "CPU", "value": f"{i % 100}%"},
+            {"label": "MEM", "value": "45%"},
+            {"label": "RPS", "value": i},
+        ],
+        "color": "green",
+        "updated": i,
+    }
 
 
 def _token(i: int) -> str:
@@ -61,7 +69,9 @@ def _token(i: int) -> str:
 # -- lockstep --------------------------------------------------------------------------------
 
 
-def run_lockstep(port: int, ca: str | None, key_dir: Path, pushes: int, connections: int) -> dict[str, Any]:
+def run_lockstep(
+    port: int, ca: str | None, key_dir: Path, pushes: int, connections: int
+) -> dict[str, Any]:
     import trio
 
     from engine.apns.auth import SigningKey
@@ -72,17 +82,25 @@ def run_lockstep(port: int, ca: str | None, key_dir: Path, pushes: int, connecti
     key = SigningKey.generate("BENCHKEY01", "BENCHTEAM1")
     config = EngineConfig(
         credentials=Credentials("BENCHTEAM1", "BENCHKEY01", key_dir / "unused.p8", BUNDLE),
-        endpoint=ApnsEndpoint(host="127.0.0.1", port=port, tls=ca is not None,
-                              ca_file=Path(ca) if ca else None, server_hostname="localhost"),
+        endpoint=ApnsEndpoint(
+            host="127.0.0.1",
+            port=port,
+            tls=ca is not None,
+            ca_file=Path(ca) if ca else None,
+            server_hostname="localhost",
+        ),
         delivery=DeliveryConfig(connections=connections, max_lanes=pushes + 200 * connections),
     )
 
     async def main() -> dict[str, Any]:
         async with open_engine(config, signing_key=key) as engine:
             # Warm up: connections open and leave the one-stream start (apns.md §4).
-            warm = [engine.submit_nowait(f"warm-{i}", _token(10**9 + i),
-                                         LiveActivityContent(EventKind.UPDATE, _state(i)))
-                    for i in range(200 * connections)]
+            warm = [
+                engine.submit_nowait(
+                    f"warm-{i}", _token(10**9 + i), LiveActivityContent(EventKind.UPDATE, _state(i))
+                )
+                for i in range(200 * connections)
+            ]
             for h in warm:
                 await h.result()
             cpu0, t0 = time.process_time(), time.perf_counter()
@@ -102,7 +120,9 @@ def run_lockstep(port: int, ca: str | None, key_dir: Path, pushes: int, connecti
 # -- aioapns ---------------------------------------------------------------------------------
 
 
-def run_aioapns(port: int, ca: str | None, key_dir: Path, pushes: int, connections: int) -> dict[str, Any]:
+def run_aioapns(
+    port: int, ca: str | None, key_dir: Path, pushes: int, connections: int
+) -> dict[str, Any]:
     from aioapns import APNs, NotificationRequest, PushType
     from aioapns.connection import APNsDevelopmentClientProtocol
 
@@ -117,19 +137,35 @@ def run_aioapns(port: int, ca: str | None, key_dir: Path, pushes: int, connectio
         APNS_PORT = port
 
     async def main() -> dict[str, Any]:
-        client = APNs(key=key.to_p8().decode(), key_id=key.key_id, team_id=key.team_id,
-                      topic=TOPIC, use_sandbox=True, max_connections=connections,
-                      ssl_context=ssl.create_default_context(cafile=ca))
+        client = APNs(
+            key=key.to_p8().decode(),
+            key_id=key.key_id,
+            team_id=key.team_id,
+            topic=TOPIC,
+            use_sandbox=True,
+            max_connections=connections,
+            ssl_context=ssl.create_default_context(cafile=ca),
+        )
         client.pool.protocol_class = Local
         limit = asyncio.Semaphore(1000 * connections)
 
         async def one(i: int) -> bool:
             async with limit:
-                body = {"aps": {"timestamp": int(time.time()), "event": "update",
-                                "content-state": _state(i)}}
-                r = await client.send_notification(NotificationRequest(
-                    device_token=_token(i), message=body, push_type=PushType.LIVEACTIVITY,
-                    priority=5))
+                body = {
+                    "aps": {
+                        "timestamp": int(time.time()),
+                        "event": "update",
+                        "content-state": _state(i),
+                    }
+                }
+                r = await client.send_notification(
+                    NotificationRequest(
+                        device_token=_token(i),
+                        message=body,
+                        push_type=PushType.LIVEACTIVITY,
+                        priority=5,
+                    )
+                )
                 return bool(r.is_successful)
 
         await asyncio.gather(*(one(10**9 + i) for i in range(200 * connections)))
@@ -144,8 +180,16 @@ def run_aioapns(port: int, ca: str | None, key_dir: Path, pushes: int, connectio
 CLIENTS = {"lockstep": run_lockstep, "aioapns": run_aioapns}
 
 
-def _client_proc(conn: Connection, name: str, port: int, ca: str | None, key_dir: str,
-                 pushes: int, connections: int, core: int) -> None:
+def _client_proc(
+    conn: Connection,
+    name: str,
+    port: int,
+    ca: str | None,
+    key_dir: str,
+    pushes: int,
+    connections: int,
+    core: int,
+) -> None:
     pinned = _pin(core)
     result = CLIENTS[name](port, ca, Path(key_dir), pushes, connections)
     conn.send({**result, "pinned": pinned})
@@ -160,9 +204,11 @@ def run(pushes: int, connections: list[int], clients: list[str], tls: bool) -> l
     with tempfile.TemporaryDirectory() as tmp:
         certs = ensure_certificates(tmp) if tls else None
         parent, child = ctx.Pipe()
-        sink = ctx.Process(target=sink_main, args=(
-            child, str(certs.cert) if certs else None, str(certs.key) if certs else None, 0),
-            daemon=True)
+        sink = ctx.Process(
+            target=sink_main,
+            args=(child, str(certs.cert) if certs else None, str(certs.key) if certs else None, 0),
+            daemon=True,
+        )
         sink.start()
         port = parent.recv()
         try:
@@ -170,9 +216,19 @@ def run(pushes: int, connections: list[int], clients: list[str], tls: bool) -> l
                 for conns in connections:
                     parent.send("restart")
                     here, there = ctx.Pipe()
-                    proc = ctx.Process(target=_client_proc, args=(
-                        there, name, port, str(certs.ca) if certs else None, tmp, pushes,
-                        conns, 1))
+                    proc = ctx.Process(
+                        target=_client_proc,
+                        args=(
+                            there,
+                            name,
+                            port,
+                            str(certs.ca) if certs else None,
+                            tmp,
+                            pushes,
+                            conns,
+                            1,
+                        ),
+                    )
                     proc.start()
                     if not here.poll(600):
                         proc.terminate()
@@ -190,12 +246,17 @@ def run(pushes: int, connections: list[int], clients: list[str], tls: bool) -> l
     return rows
 
 
-def _row(name: str, conns: int, tls: bool, pushes: int, client: dict[str, Any],
-         server: dict[str, Any]) -> dict[str, Any]:
+def _row(
+    name: str, conns: int, tls: bool, pushes: int, client: dict[str, Any], server: dict[str, Any]
+) -> dict[str, Any]:
     done = client["accepted"]
     return {
-        "scenario": "raw-throughput", "client": name, "connections": conns,
-        "transport": "tls" if tls else "h2c", "pushes": pushes, "accepted": done,
+        "scenario": "raw-throughput",
+        "client": name,
+        "connections": conns,
+        "transport": "tls" if tls else "h2c",
+        "pushes": pushes,
+        "accepted": done,
         "pushes_per_s": round(done / client["wall_s"], 1),
         "client_cpu_us_per_push": round(client["cpu_s"] / max(done, 1) * 1e6, 1),
         "client_cpu_load": round(client["cpu_s"] / client["wall_s"], 2),
@@ -211,18 +272,26 @@ def machine() -> dict[str, Any]:
     for dist in ("trio", "h2", "aioapns"):
         try:
             deps[dist] = version(dist)
-        except Exception:  # noqa: BLE001 - an optional peer may be missing
+        except Exception:
             deps[dist] = None
-    return {"cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "processor": platform.machine(), **deps}
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        **deps,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--pushes", type=int, default=30_000)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--peers", nargs="*", default=["aioapns"], choices=["aioapns"])
+    parser.add_argument("--peers", nargs="*", default=[], choices=["aioapns"])
     parser.add_argument("--h2c", action="store_true", help="plaintext HTTP/2 (lockstep only)")
     parser.add_argument("--json", action="store_true", help="JSON lines only")
     args = parser.parse_args(argv)
@@ -238,10 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmachine: {info}", file=sys.stderr)
         for r in rows:
             ratio = ours.get(r["connections"], 0) / r["pushes_per_s"] if r["pushes_per_s"] else 0
-            print(f"{r['client']:>9} x{r['connections']} {r['transport']}: "
-                  f"{r['pushes_per_s']:>9.0f} pushes/s  client {r['client_cpu_us_per_push']:>6.1f}"
-                  f" µs/push  sink {r['sink_cpu_us_per_push']:>5.2f} µs/push  "
-                  f"lockstep/this {ratio:.2f}", file=sys.stderr)
+            print(
+                f"{r['client']:>9} x{r['connections']} {r['transport']}: "
+                f"{r['pushes_per_s']:>9.0f} pushes/s  client {r['client_cpu_us_per_push']:>6.1f}"
+                f" µs/push  sink {r['sink_cpu_us_per_push']:>5.2f} µs/push  "
+                f"lockstep/this {ratio:.2f}",
+                file=sys.stderr,
+            )
     return 0
 
 
