@@ -20,7 +20,7 @@ import trio
 from engine.apns.connection import Answered, NoAnswer, SendResult
 from engine.apns.pool import ApnsPool
 from engine.apns.protocol import PushRequest
-from engine.apns.reasons import Reason, disposition_for
+from engine.apns.reasons import Disposition, Reason, disposition_for
 from engine.delivery.coalescer import Coalescer, Dispatch, Outcome, Settled, Settlement, outcome_for
 from engine.metrics import EngineListener
 from engine.results import DeliveryResult, DeliveryStatus
@@ -207,11 +207,7 @@ def _result_of(
         return DeliveryResult(DeliveryStatus.SUPERSEDED, token, detail=settled.detail)
     reason = settled.reason
     disposition = disposition_for(status or 0, reason) if reason is not None else None
-    final = (
-        reason is not None
-        and disposition is not None
-        and disposition.value in ("drop_token", "fix_request")
-    )
+    final = disposition in (Disposition.DROP_TOKEN, Disposition.FIX_REQUEST)
     return DeliveryResult(
         DeliveryStatus.REJECTED if final else DeliveryStatus.FAILED,
         token,
