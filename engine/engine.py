@@ -159,9 +159,9 @@ class Engine:
             )
             return handle
         self._seq += 1
-        expiration = int(self._wall()) + self.config.delivery.expiration
-        if self.config.delivery.expiration == 0:
-            expiration = 0
+        # apns-expiration 0 means one attempt and no storage at APNs (apns.md §1).
+        keep = self.config.delivery.expiration
+        expiration = int(self._wall()) + keep if keep else 0
         item = Item.build(
             prepared, token, self._seq, priority=priority, expiration=expiration, waiter=handle
         )
