@@ -1,0 +1,178 @@
+"""The HTTP API's responses as msgspec Structs, with the field names of the official SDK models.
+
+Fields that are None are left out of the JSON (`omit_defaults`), so every field the SDK requires
+has no default here and is always written. Timestamps are ISO-8601 strings in UTC with a `Z`
+(`iso`), which the SDK parses into datetimes. Two fields are additions the SDK does not model
+(`StartResponse.devices_queued`, `UpdateResponse.warning`); its generated models ignore fields they
+do not know, so they are safe to send.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "ActivityTokenAccepted",
+    "DeviceInfo",
+    "EndResponse",
+    "ErrorBody",
+    "StartResponse",
+    "StreamDeleteResponse",
+    "StreamPutResponse",
+    "UpdateResponse",
+    "iso",
+]
+
+_Timestamp = Annotated[
+    str, Meta(description="ISO-8601 time in UTC, e.g. 2025-01-01T12:00:00.000Z")
+]
+# Shared field types with their descriptions for the OpenAPI document.
+_Notified = Annotated[int | None, Meta(description="Pushes APNs accepted.")]
+_Queued = Annotated[
+    int | None,
+    Meta(description="Pushes accepted but not yet confirmed by APNs (coalesced or waiting for "
+         "the device's update token)."),
+]
+_Errors = Annotated[list[str] | None, Meta(description="Per-device delivery errors.")]
+_Warning = Annotated[
+    str | None, Meta(description="Set when the activity updates so often that iOS may throttle it.")
+]
+_Channels = Annotated[list[str] | None, Meta(description="The channels the recipients came from.")]
+
+
+def iso(ts: float) -> str:
+    """Unix seconds as ISO-8601 UTC with milliseconds and a `Z`: `2025-01-01T12:00:00.000Z`."""
+    moment = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
+    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+
+
+class _Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of the responses: None fields are left out of the JSON."""
+
+
+class StreamPutResponse(_Reply, kw_only=True):
+    """Reply to a stream PUT."""
+
+    success: bool
+    operation: Annotated[
+        Literal["started", "updated", "rotated", "noop", "paused"],
+        Meta(description="What the PUT did; rotated: ended the old activity, started a new one."),
+    ]
+    stream_key: str
+    activity_id: str | None = None
+    previous_activity_id: Annotated[
+        str | None, Meta(description="rotated: the activity that was ended.")
+    ] = None
+    devices_notified: _Notified = None
+    devices_queued: _Queued = None
+    users_notified: int | None = None
+    effective_channel_slugs: _Channels = None
+    tags: list[str] | None = None
+    warning: _Warning = None
+    timestamp: _Timestamp
+    ignored: Annotated[bool | None, Meta(description="True when nothing was sent (noop).")] = None
+    remote_push_sent: bool | None = None
+    message: str | None = None
+    errors: _Errors = None
+
+
+class StreamDeleteResponse(_Reply, kw_only=True):
+    """Reply to a stream DELETE."""
+
+    success: bool
+    operation: Literal["ended"]
+    stream_key: str
+    activity_id: str | None = None
+    devices_queued: _Queued = None
+    devices_notified: _Notified = None
+    timestamp: _Timestamp
+    ignored: Annotated[
+        bool | None, Meta(description="True when the stream had already ended.")
+    ] = None
+    message: str | None = None
+    forced_completion: bool | None = None
+    warning: str | None = None
+    errors: _Errors = None
+
+
+class StartResponse(_Reply, kw_only=True):
+    """Reply to start: keep activity_id for update and end. `devices_queued` is a Lockstep
+    addition."""
+
+    success: bool
+    devices_notified: _Notified = None
+    devices_queued: _Queued = None
+    users_notified: int | None = None
+    activity_id: str
+    effective_channel_slugs: _Channels = None
+    tags: list[str] | None = None
+    timestamp: _Timestamp
+    ended_activity_id: str | None = None
+    message: str | None = None
+    errors: _Errors = None
+
+
+class UpdateResponse(_Reply, kw_only=True):
+    """Reply to update. `warning` is a Lockstep addition."""
+
+    success: bool
+    activity_id: str
+    devices_queued: _Queued = None
+    devices_notified: _Notified = None
+    timestamp: _Timestamp
+    users_notified: int | None = None
+    effective_channel_slugs: _Channels = None
+    tags: list[str] | None = None
+    operation: str | None = None
+    stream_key: str | None = None
+    previous_activity_id: str | None = None
+    warning: _Warning = None
+    errors: _Errors = None
+
+
+class EndResponse(_Reply, kw_only=True):
+    """Reply to end."""
+
+    success: bool
+    activity_id: str
+    devices_queued: _Queued = None
+    devices_notified: _Notified = None
+    timestamp: _Timestamp
+    ignored: Annotated[bool | None, Meta(description="True when it had already ended.")] = None
+    message: str | None = None
+    end_reason: str | None = None
+    forced_completion: bool | None = None
+    warning: _Warning = None
+    errors: _Errors = None
+
+
+class DeviceInfo(_Reply, kw_only=True):
+    """A registered device. Only the last 8 characters of its token are ever shown."""
+
+    device_id: str
+    name: str | None = None
+    channels: list[str]
+    push_to_start_token_suffix: str
+    registered_at: _Timestamp
+
+
+class ActivityTokenAccepted(_Reply, kw_only=True):
+    """Reply to an activity token report; `released` counts the queued pushes it let go."""
+
+    success: bool
+    activity_id: str
+    device_id: str
+    released: int
+
+
+class ErrorBody(_Reply, kw_only=True):
+    """The body of every error reply. Some errors add fields: `effective_channel_slugs`
+    (no_recipients), `size` and `limit` (payload_too_large), `code` (rate_limited), `limit` and
+    `active` (live_activity_limit)."""
+
+    error: Annotated[str, Meta(description="Short machine-readable code, e.g. bad_request.")]
+    message: Annotated[str, Meta(description="What went wrong; names the field when one did.")]
