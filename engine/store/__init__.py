@@ -1,0 +1,43 @@
+"""Durable storage for the service's rows: the `Store` interface and its SQLite implementation.
+
+`records` holds the row types, the write ops and `Snapshot`; `base` the `Store` protocol and
+`StoreError`; `sqlite` the default `SqliteStore` (WAL, group commit, schema migrations).
+"""
+
+from __future__ import annotations
+
+from engine.store.base import Store, StoreError
+from engine.store.records import (
+    ActivityRow,
+    DeleteActivity,
+    DeleteDevice,
+    DeviceRow,
+    Op,
+    PutActivity,
+    PutDevice,
+    PutRecipient,
+    PutStream,
+    RecipientRow,
+    Snapshot,
+    StreamRow,
+)
+from engine.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ActivityRow",
+    "DeleteActivity",
+    "DeleteDevice",
+    "DeviceRow",
+    "Op",
+    "PutActivity",
+    "PutDevice",
+    "PutRecipient",
+    "PutStream",
+    "RecipientRow",
+    "Snapshot",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "StreamRow",
+]

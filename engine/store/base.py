@@ -1,0 +1,58 @@
+"""The store interface: load everything at startup, then write batches of ops durably.
+
+The service keeps every row in memory and reads only from there, so the store needs no queries:
+`load()` once at startup and `write(ops)` for each change. That narrow surface is deliberate: a
+server database (Postgres, say) can implement it with the same four tables, `INSERT ... ON
+CONFLICT DO UPDATE` for puts and one transaction per batch, without the service changing.
+
+Contract for every implementation:
+
+- `write(ops)` applies the ops in order, atomically, and returns only once they are durable; it
+  raises `StoreError` when they were not applied. Writes from concurrent callers may be grouped
+  into one transaction (group commit); a failed transaction fails every write in it.
+- A write whose caller is cancelled while waiting may still be committed.
+- `run()` is the background writer: start it with `nursery.start(store.run)`; it runs until
+  cancelled or `close()`d. `load()` also works before `run()` starts.
+- `close()` releases the resources; later calls raise `StoreError`.
+- `stats()` returns counters for metrics only; nothing may depend on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import trio
+
+from engine.store.records import Op, Snapshot
+
+
+class StoreError(Exception):
+    """A store operation failed; the message names the cause but never row contents."""
+
+
+class Store(Protocol):
+    """Durable storage for the service's rows; see the module docstring for the contract."""
+
+    async def load(self) -> Snapshot:
+        """Every row currently stored."""
+        ...
+
+    async def write(self, ops: Sequence[Op]) -> None:
+        """Apply `ops` atomically; durable when it returns; raises `StoreError` otherwise."""
+        ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The background writer; calls `task_status.started()` once ready, runs until cancelled."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting writes and release the underlying resources."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Counters for metrics (batches, writes, ops, queue depth, ...)."""
+        ...
+
+
+__all__ = ["Store", "StoreError"]

@@ -1,0 +1,149 @@
+"""The rows the store keeps, the write operations on them, and a snapshot of all of them.
+
+Four tables, one row type each:
+
+- `DeviceRow`: a registered device and its push-to-start token.
+- `ActivityRow`: a Live Activity and its latest pushed content-state (apns.md §6).
+- `RecipientRow`: one activity on one device, keyed `(activity_id, device_id)`: the start token
+  used, the update token the device reported, and how far delivery got.
+- `StreamRow`: a stream key and the activity currently shown for it (`None` once ended).
+
+Rows are mutable: the service keeps them in memory and edits them in place; a write copies the
+row's values when it is called, so later edits never leak into an earlier write.
+Rows hold only plain data (str, numbers, lists, dicts), never references back to other objects, so
+they cannot form reference cycles and are created with `gc=False` (cheaper to allocate, invisible to
+the cycle collector).
+
+Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream` insert or
+replace a whole row; `DeleteDevice` removes a device; `DeleteActivity` removes an activity and all
+its recipients. There is no delete for a stream: an idle stream is `StreamRow(key, None)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import msgspec
+
+
+class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
+    """A registered device (table `devices`, key `device_id`)."""
+
+    device_id: str
+    name: str | None
+    push_to_start_token: str
+    channels: list[str]
+    registered_at: float
+
+
+class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
+    """A Live Activity (table `activities`, key `activity_id`, indexed by `stream_key`).
+
+    `state` is the APNs content-state as pushed; `alert` the `{title, body}` of the latest alert;
+    `version` grows by one on every change, so a recipient's `sent_version` tells what it has.
+    `dismissal_date` is unix seconds (apns.md §6).
+    """
+
+    activity_id: str
+    stream_key: str | None
+    type: str
+    state: dict[str, Any]
+    alert: dict[str, Any] | None
+    version: int
+    ended: bool
+    started_at: float
+    updated_at: float
+    ended_at: float | None
+    dismissal_date: int | None
+    update_count: int
+    channels: list[str]
+    metadata: dict[str, Any] | None
+    tags: list[str] | None
+
+
+class RecipientRow(msgspec.Struct, kw_only=True, gc=False):
+    """One activity on one device (table `recipients`, key `(activity_id, device_id)`).
+
+    `started` means APNs accepted the push-to-start; `sent_version` is the highest activity
+    version APNs accepted for this device; `dead` means nothing more is sent to it.
+    """
+
+    activity_id: str
+    device_id: str
+    start_token: str
+    update_token: str | None
+    started: bool
+    sent_version: int
+    dead: bool
+
+
+class StreamRow(msgspec.Struct, kw_only=True, gc=False):
+    """A stream key and its current activity, `None` when none is live (table `streams`)."""
+
+    stream_key: str
+    activity_id: str | None
+
+
+class PutDevice(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a device row."""
+
+    row: DeviceRow
+
+
+class DeleteDevice(msgspec.Struct, frozen=True, gc=False):
+    """Remove a device row (its recipients stay: the service decides what happens to them)."""
+
+    device_id: str
+
+
+class PutActivity(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace an activity row."""
+
+    row: ActivityRow
+
+
+class DeleteActivity(msgspec.Struct, frozen=True, gc=False):
+    """Remove an activity row and every recipient row of that activity."""
+
+    activity_id: str
+
+
+class PutRecipient(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a recipient row."""
+
+    row: RecipientRow
+
+
+class PutStream(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a stream row."""
+
+    row: StreamRow
+
+
+Op: TypeAlias = PutDevice | DeleteDevice | PutActivity | DeleteActivity | PutRecipient | PutStream
+"""One write operation; `Store.write` applies a sequence of them atomically."""
+
+
+class Snapshot(msgspec.Struct, kw_only=True, gc=False):
+    """Every row of the store, each list in primary-key order."""
+
+    devices: list[DeviceRow] = msgspec.field(default_factory=list)
+    activities: list[ActivityRow] = msgspec.field(default_factory=list)
+    recipients: list[RecipientRow] = msgspec.field(default_factory=list)
+    streams: list[StreamRow] = msgspec.field(default_factory=list)
+
+
+__all__ = [
+    "ActivityRow",
+    "DeleteActivity",
+    "DeleteDevice",
+    "DeviceRow",
+    "Op",
+    "PutActivity",
+    "PutDevice",
+    "PutRecipient",
+    "PutStream",
+    "RecipientRow",
+    "Snapshot",
+    "StreamRow",
+]

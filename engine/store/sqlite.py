@@ -1,0 +1,511 @@
+"""The SQLite store: one file in WAL mode, written by group commit.
+
+    store = SqliteStore(Path("lockstep-data/lockstep.db"))
+    snapshot = await store.load()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.write([PutDevice(row)])   # durable when this returns
+
+**Group commit.** `write(ops)` turns its ops into SQL parameters at once (so later in-place edits
+of the rows never leak into this write), puts them in a bounded channel (it waits while the channel
+is full: backpressure) and waits for its batch. The writer task `run()` takes the first queued
+write, everything else already queued, then whatever arrives within `commit_interval`, up to
+`max_batch` writes, and applies them all, in queue order, in ONE transaction in a worker thread.
+One fsync then covers the whole batch, which is what makes per-request durability affordable. When
+the transaction fails, every write of that batch raises `StoreError` (nothing of it is applied) and
+the writer goes on with the next batch.
+
+**Durability.** WAL with `synchronous=FULL`: each commit syncs the WAL, so a write that returned
+survives a power cut, not only a crash of the process. `NORMAL` would skip that sync and could lose
+the last acknowledged writes on power loss, while the service has already replied 200 (and pushed).
+Group commit pays the sync once per batch, so FULL costs latency, not throughput.
+
+**Threads.** One connection (`check_same_thread=False`) is used by whichever worker thread runs
+the SQL; a lock serialises it, so `load()` never sees the writer's uncommitted transaction.
+`":memory:"` gives a private in-memory database (for tests): no WAL there, same code otherwise.
+
+**Schema.** `PRAGMA user_version` holds how many `MIGRATIONS` were applied. Opening a database
+applies the missing ones in order, each in its own transaction with its version bump; a database
+from a newer release raises `StoreError` instead of being touched. The file is meant to be owned by
+one process. Lists and dicts are stored as JSON text (msgspec), booleans as 0/1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Final, TypeAlias, TypeVar
+
+import msgspec
+import trio
+
+from engine.store.base import StoreError
+from engine.store.records import (
+    ActivityRow,
+    DeleteActivity,
+    DeleteDevice,
+    DeviceRow,
+    Op,
+    PutActivity,
+    PutDevice,
+    PutRecipient,
+    PutStream,
+    RecipientRow,
+    Snapshot,
+    StreamRow,
+)
+
+_T = TypeVar("_T")
+log = logging.getLogger("lockstep.store")
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the four tables. Recipients and streams are small rows keyed by text: WITHOUT ROWID.
+    """
+    CREATE TABLE devices (
+        device_id TEXT NOT NULL PRIMARY KEY,
+        name TEXT,
+        push_to_start_token TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        registered_at REAL NOT NULL
+    );
+    CREATE TABLE activities (
+        activity_id TEXT NOT NULL PRIMARY KEY,
+        stream_key TEXT,
+        type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        alert TEXT,
+        version INTEGER NOT NULL,
+        ended INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        ended_at REAL,
+        dismissal_date INTEGER,
+        update_count INTEGER NOT NULL,
+        channels TEXT NOT NULL,
+        metadata TEXT,
+        tags TEXT
+    );
+    CREATE TABLE recipients (
+        activity_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        start_token TEXT NOT NULL,
+        update_token TEXT,
+        started INTEGER NOT NULL,
+        sent_version INTEGER NOT NULL,
+        dead INTEGER NOT NULL,
+        PRIMARY KEY (activity_id, device_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE streams (
+        stream_key TEXT NOT NULL PRIMARY KEY,
+        activity_id TEXT
+    ) WITHOUT ROWID;
+    """,
+    # 2: find a stream's activities (ended ones included) without scanning the table.
+    """
+    CREATE INDEX activities_by_stream ON activities (stream_key);
+    """,
+)
+"""Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+"""The schema version this code reads and writes."""
+
+Statement: TypeAlias = tuple[str, tuple[Any, ...]]
+Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow
+
+_json = msgspec.json.Encoder()
+
+
+class _Table:
+    """One table mapped to one row type: upsert parameters out, rows back in."""
+
+    def __init__(
+        self,
+        name: str,
+        row_type: type[Row],
+        key: tuple[str, ...],
+        *,
+        json: frozenset[str] = frozenset(),
+        flags: frozenset[str] = frozenset(),
+    ) -> None:
+        self.name = name
+        self.row_type = row_type
+        self.columns: tuple[str, ...] = row_type.__struct_fields__
+        self._json = frozenset(i for i, c in enumerate(self.columns) if c in json)
+        self._flags = frozenset(i for i, c in enumerate(self.columns) if c in flags)
+        cols = ", ".join(self.columns)
+        marks = ", ".join("?" * len(self.columns))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in key)
+        # Standard upsert syntax (SQLite >= 3.24, also PostgreSQL).
+        self.upsert_sql = (
+            f"INSERT INTO {name} ({cols}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+        )
+        self.select_sql = f"SELECT {cols} FROM {name} ORDER BY {', '.join(key)}"
+
+    def upsert(self, row: Row) -> Statement:
+        """The statement that stores `row`; `StoreError` when it cannot be encoded."""
+        if type(row) is not self.row_type:
+            raise StoreError(
+                f"{self.name}: expected {self.row_type.__name__}, got {type(row).__name__}"
+            )
+        values = list(msgspec.structs.astuple(row))
+        try:
+            for i in self._json:
+                if values[i] is not None:
+                    values[i] = _json.encode(values[i]).decode()
+        except (msgspec.EncodeError, TypeError, ValueError) as exc:
+            raise StoreError(f"{self.name}: cannot encode row: {exc}") from None
+        return self.upsert_sql, tuple(values)
+
+    def load(self, conn: sqlite3.Connection) -> list[Any]:
+        """Every row of the table, in key order."""
+        out = []
+        for record in conn.execute(self.select_sql):
+            values = list(record)
+            for i in self._json:
+                if values[i] is not None:
+                    values[i] = msgspec.json.decode(values[i])
+            for i in self._flags:
+                values[i] = bool(values[i])
+            out.append(self.row_type(**dict(zip(self.columns, values, strict=True))))
+        return out
+
+
+_DEVICES: Final = _Table("devices", DeviceRow, ("device_id",), json=frozenset({"channels"}))
+_ACTIVITIES: Final = _Table(
+    "activities",
+    ActivityRow,
+    ("activity_id",),
+    json=frozenset({"state", "alert", "channels", "metadata", "tags"}),
+    flags=frozenset({"ended"}),
+)
+_RECIPIENTS: Final = _Table(
+    "recipients", RecipientRow, ("activity_id", "device_id"), flags=frozenset({"started", "dead"})
+)
+_STREAMS: Final = _Table("streams", StreamRow, ("stream_key",))
+
+_DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
+_DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
+_DELETE_ACTIVITY: Final = "DELETE FROM activities WHERE activity_id = ?"
+
+
+def compile_ops(ops: Sequence[Op]) -> list[Statement]:
+    """The SQL statements for `ops`, in order; `StoreError` for a non-op or an unencodable row."""
+    out: list[Statement] = []
+    for op in ops:
+        match op:
+            case PutDevice(row=row):
+                out.append(_DEVICES.upsert(row))
+            case PutActivity(row=row):
+                out.append(_ACTIVITIES.upsert(row))
+            case PutRecipient(row=row):
+                out.append(_RECIPIENTS.upsert(row))
+            case PutStream(row=row):
+                out.append(_STREAMS.upsert(row))
+            case DeleteDevice(device_id=device_id):
+                out.append((_DELETE_DEVICE, (device_id,)))
+            case DeleteActivity(activity_id=activity_id):
+                out.append((_DELETE_RECIPIENTS_OF, (activity_id,)))
+                out.append((_DELETE_ACTIVITY, (activity_id,)))
+            case _:
+                raise StoreError(f"not a store op: {type(op).__name__}")
+    return out
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Apply the migrations `conn` lacks, each atomically with its version; returns the version."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise StoreError(
+            f"database schema version {version} is newer than this release supports "
+            f"({len(migrations)}); upgrade Lockstep or use another database file"
+        )
+    for number in range(version + 1, len(migrations) + 1):
+        script = migrations[number - 1].strip().rstrip(";")
+        try:
+            # executescript commits anything pending first, so the transaction is in the script.
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script};\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"schema migration {number} failed: {exc}") from exc
+    return len(migrations)
+
+
+def _describe(exc: BaseException) -> str:
+    """A failure message naming the cause, never a bound value."""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, sqlite3.Error):  # SQLite's own messages name columns, not values
+        return f"store transaction failed: {type(exc).__name__}: {exc}"
+    return f"store transaction failed: {type(exc).__name__}"
+
+
+class _Write:
+    """One `write()` call waiting in the queue or in a batch."""
+
+    __slots__ = ("cause", "done", "error", "ops", "statements")
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        self.statements = compile_ops(ops)
+        self.ops = len(ops)
+        self.done = trio.Event()
+        self.error: str | None = None
+        self.cause: BaseException | None = None
+
+    def fail(self, message: str, cause: BaseException | None = None) -> None:
+        self.error, self.cause = message, cause
+        self.done.set()
+
+
+class SqliteStore:
+    """`Store` on one SQLite file (or `":memory:"`); see the module docstring.
+
+    `commit_interval`: seconds the writer waits for more writes after the first one of a batch;
+    `max_batch`: most writes per transaction; `queue`: writes that may wait before `write` blocks.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        commit_interval: float = 0.002,
+        max_batch: int = 1000,
+        queue: int = 10_000,
+        threads: bool = True,
+    ) -> None:
+        if max_batch < 1 or queue < 0 or commit_interval < 0:
+            raise ValueError("max_batch must be >= 1, queue and commit_interval >= 0")
+        self.path: Path | None = None if path == ":memory:" else Path(path)
+        self._interval = commit_interval
+        self._max_batch = max_batch
+        # SQL runs in a worker thread so the event loop never waits on a disk sync. Tests on
+        # trio's MockClock pass threads=False: autojump would otherwise advance the clock while
+        # the loop waits for the thread.
+        self._threads = threads
+        self._send, self._recv = trio.open_memory_channel[_Write](queue)
+        self._conn: sqlite3.Connection | None = None
+        self._conn_lock = threading.Lock()  # held by whichever thread uses the connection
+        self._open_lock = trio.Lock()
+        self._batch: list[_Write] = []
+        self._scope: trio.CancelScope | None = None
+        self._running = False
+        self._closed = False
+        self._batches = self._failed_batches = self._writes = self._ops = 0
+
+    # -- the Store interface -------------------------------------------------------------------
+
+    async def load(self) -> Snapshot:
+        """Every stored row, each table in key order; works before `run()` starts."""
+        await self._ensure_open()
+        return await self._off_loop(self._load_sync)
+
+    async def write(self, ops: Sequence[Op]) -> None:
+        """Apply `ops` atomically; durable when it returns; `StoreError` when not applied."""
+        if not ops:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed:
+            raise StoreError("store is closed")
+        pending = _Write(ops)
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreError("store is closed") from None
+        await pending.done.wait()
+        if pending.error is not None:
+            raise StoreError(pending.error) from pending.cause
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer: opens the database, reports started, commits batches until cancelled."""
+        if self._running:
+            raise RuntimeError("the store writer is already running")
+        self._running = True
+        try:
+            await self._ensure_open()
+            with trio.CancelScope() as self._scope:
+                task_status.started()
+                # close() cancels this scope and closes the queue; taking from the closed queue
+                # (receive_nowait is no checkpoint) can notice first.
+                with contextlib.suppress(trio.EndOfChannel):
+                    while True:
+                        await self._gather()
+                        await self._commit()
+        finally:
+            self._scope = None
+            self._shut(
+                "store is closed"
+                if self._closed
+                else "store writer stopped before the write was committed"
+            )
+
+    def close(self) -> None:
+        """Stop the writer, fail queued writes, close the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._scope is not None:
+            self._scope.cancel()  # the writer fails its own batch in run()'s finally
+        self._fail_queued("store is closed")
+        self._send.close()
+        with self._conn_lock:  # waits for a transaction in flight to finish
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def stats(self) -> dict[str, float]:
+        """Batches committed and failed, writes and ops committed, mean writes per batch, queue."""
+        channel = self._send.statistics()
+        return {
+            "batches": self._batches,
+            "failed_batches": self._failed_batches,
+            "writes": self._writes,
+            "ops": self._ops,
+            "mean_batch": self._writes / self._batches if self._batches else 0.0,
+            "queued": channel.current_buffer_used,
+            "blocked_writers": channel.tasks_waiting_send,
+        }
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    async def _gather(self) -> None:
+        """Fill `self._batch`: one write (waiting for it), the queued ones, then a short wait."""
+        self._batch.append(await self._recv.receive())
+        self._take_queued()
+        if len(self._batch) < self._max_batch and self._interval > 0:
+            # A cancelled receive takes nothing, so ending the wait early loses no write.
+            with trio.move_on_after(self._interval):
+                while len(self._batch) < self._max_batch:
+                    self._batch.append(await self._recv.receive())
+                    self._take_queued()
+
+    def _take_queued(self) -> None:
+        while len(self._batch) < self._max_batch:
+            try:
+                self._batch.append(self._recv.receive_nowait())
+            except trio.WouldBlock:
+                return
+
+    async def _commit(self) -> None:
+        """Apply the batch in one transaction in a thread, then wake its writers."""
+        batch = self._batch
+        statements = [s for w in batch for s in w.statements]
+        try:
+            # Not abandoned on cancel: once started, the outcome is always reported to writers.
+            await self._off_loop(self._commit_sync, statements)
+        except Exception as exc:
+            message = _describe(exc)
+            log.warning("store batch of %d writes failed: %s", len(batch), message)
+            self._failed_batches += 1
+            for w in batch:
+                w.fail(message, exc)
+        else:
+            self._batches += 1
+            self._writes += len(batch)
+            self._ops += sum(w.ops for w in batch)
+            for w in batch:
+                w.done.set()
+        self._batch = []
+
+    def _shut(self, message: str) -> None:
+        """The writer is gone: fail what it held and what is queued, refuse new writes."""
+        for w in self._batch:
+            w.fail(message)
+        self._batch = []
+        self._fail_queued(message)
+        self._recv.close()  # senders blocked now get BrokenResourceError -> StoreError
+
+    def _fail_queued(self, message: str) -> None:
+        while True:
+            try:
+                self._recv.receive_nowait().fail(message)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                return
+
+    async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking SQL in a worker thread (or inline, when `threads=False`)."""
+        if self._threads:
+            return await trio.to_thread.run_sync(fn, *args)
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+
+    # -- worker-thread side -------------------------------------------------------------------
+
+    async def _ensure_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        async with self._open_lock:
+            if self._conn is not None:
+                return
+            conn = await self._off_loop(self._open_sync)
+            if self._closed:  # closed while opening
+                conn.close()
+                raise StoreError("store is closed")
+            self._conn = conn
+
+    def _open_sync(self) -> sqlite3.Connection:
+        where = ":memory:" if self.path is None else str(self.path)
+        try:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                where, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {where}: {exc}") from exc
+        try:
+            if self.path is not None:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    log.warning("store %s: WAL unavailable, using journal mode %s", where, mode)
+            conn.execute("PRAGMA synchronous = FULL")
+            migrate(conn)
+        except (sqlite3.Error, StoreError) as exc:
+            conn.close()
+            raise StoreError(f"cannot open store {where}: {exc}") from exc
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("store is closed")
+        return self._conn
+
+    def _load_sync(self) -> Snapshot:
+        with self._conn_lock:
+            conn = self._connection()
+            try:
+                return Snapshot(
+                    devices=_DEVICES.load(conn),
+                    activities=_ACTIVITIES.load(conn),
+                    recipients=_RECIPIENTS.load(conn),
+                    streams=_STREAMS.load(conn),
+                )
+            except (sqlite3.Error, msgspec.DecodeError) as exc:
+                raise StoreError(f"cannot load store: {_describe(exc)}") from exc
+
+    def _commit_sync(self, statements: list[Statement]) -> None:
+        with self._conn_lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Consecutive statements of one kind go to SQLite in one executemany call.
+                for sql, group in itertools.groupby(statements, key=itemgetter(0)):
+                    conn.executemany(sql, [params for _, params in group])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "compile_ops", "migrate"]
