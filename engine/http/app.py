@@ -1,0 +1,589 @@
+"""The HTTP API as a plain ASGI application (no framework).
+
+Routes (the contract is the hosted ActivitySmith API, see the module `engine.models`):
+- send keys: `PUT|DELETE /api/live-activity/stream/{stream_key}`,
+  `POST /api/live-activity/start|update|end`, `GET /api/devices`;
+- device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
+  `POST /api/activity-tokens`;
+- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`.
+
+A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,
+403 for an unknown key or a key of the other kind) -> body (413 over `max_body`, judged from
+`content-length` before reading and again while reading; 415 for a body that says it is not JSON)
+-> decode and validate (`engine.models.decode`, 400) -> the service. Every error body is
+`{"error": <code>, "message": <sentence>, ...}`; an unexpected exception is logged and answered
+with a bare 500, never a stack trace. API keys are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from engine import models
+from engine.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from engine.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
+from engine.http.prom import PromMetrics
+
+__all__ = [
+    "ENDPOINTS",
+    "Access",
+    "ApiApp",
+    "DeviceList",
+    "Endpoint",
+    "MethodNotAllowed",
+    "Record",
+    "Reply",
+    "UnsupportedMediaType",
+    "create_app",
+]
+
+log = logging.getLogger("lockstep.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Record = Callable[[str, str, bytes], None]
+"""`record(method, path, body)`: told about every accepted send-route call with a body."""
+
+JSON: Final = b"application/json"
+# `curl -d` labels a body application/x-www-form-urlencoded unless told otherwise.
+_LENIENT_MEDIA: Final = frozenset({JSON, b"application/x-www-form-urlencoded"})
+UNMATCHED: Final = "unmatched"  # the metrics route label of a request that matched no route
+
+
+class Access(enum.Enum):
+    """Who may call a route."""
+
+    PUBLIC = "public"
+    SEND = "send"  # API keys: the backends that send Live Activities
+    DEVICE = "device"  # device keys: the iOS app (or a simulated iPhone)
+
+
+class DeviceList(msgspec.Struct):
+    """`GET /api/devices`: every registered device."""
+
+    devices: list[models.DeviceInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete answer."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class MethodNotAllowed(ApiError):
+    """405: the route exists, the method does not; `allow` goes in the `Allow` header."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allow = tuple(allow)
+
+
+class UnsupportedMediaType(ApiError):
+    """415: the body says it is something other than JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived: nobody to answer."""
+
+
+Handler = Callable[["ApiApp", Mapping[str, str], bytes], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One (method, route) with what the OpenAPI document says about it."""
+
+    method: str
+    template: str  # e.g. "/api/live-activity/stream/{stream_key}"
+    access: Access
+    handler: Handler
+    operation_id: str
+    summary: str
+    request: type | None = None  # the JSON body's type; None: no body
+    body_required: bool = True
+    response: Any = None  # the 200 body's type (None: not JSON, described by `media`)
+    media: str = "application/json"
+    errors: tuple[int, ...] = ()  # error statuses beyond the ones every route of its kind has
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def _json(value: Any, status: int = 200) -> Reply:
+    return Reply(status, msgspec.json.encode(value))
+
+
+async def _stream_put(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    key = params["stream_key"]
+    models.check_stream_key(key)
+    req = models.decode(models.StreamRequest, body)
+    return _json(await app.service.live.stream(key, req))
+
+
+async def _stream_delete(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    key = params["stream_key"]
+    models.check_stream_key(key)
+    req = models.decode(models.StreamDeleteRequest, body) if body.strip() else None
+    return _json(await app.service.live.end_stream(key, req))
+
+
+async def _start(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await app.service.live.start(models.decode(models.StartRequest, body)))
+
+
+async def _update(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await app.service.live.update(models.decode(models.UpdateRequest, body)))
+
+
+async def _end(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await app.service.live.end(models.decode(models.EndRequest, body)))
+
+
+async def _devices_list(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(DeviceList(devices=list(app.service.devices.list())))
+
+
+async def _device_put(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    reg = models.decode(models.DeviceRegistration, body)
+    return _json(await app.service.devices.register(params["device_id"], reg))
+
+
+async def _device_delete(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await app.service.devices.unregister(params["device_id"]))
+
+
+async def _token_report(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    report = models.decode(models.ActivityTokenReport, body)
+    return _json(await app.service.devices.report_token(report))
+
+
+async def _openapi(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    return Reply(200, app.openapi_body)
+
+
+async def _healthz(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    health = app.service.health()
+    # A load balancer reads the status, not the body: an explicit `ok: false` is a 503.
+    return _json(health, 503 if health.get("ok") is False else 200)
+
+
+async def _metrics(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+    text = app.metrics.render(app.service.stats())
+    return Reply(200, text, PROM_CONTENT_TYPE.encode())
+
+
+_STREAM = "/api/live-activity/stream/{stream_key}"
+_DEVICE = "/api/devices/{device_id}"
+
+ENDPOINTS: Final[tuple[Endpoint, ...]] = (
+    Endpoint(
+        method="PUT",
+        template=_STREAM,
+        access=Access.SEND,
+        handler=_stream_put,
+        operation_id="reconcileLiveActivityStream",
+        summary="Start, update or rotate the stream's Live Activity",
+        request=models.StreamRequest,
+        response=models.StreamPutResponse,
+        errors=(404, 422, 429, 503),
+    ),
+    Endpoint(
+        method="DELETE",
+        template=_STREAM,
+        access=Access.SEND,
+        handler=_stream_delete,
+        operation_id="endLiveActivityStream",
+        summary="End the stream's Live Activity",
+        request=models.StreamDeleteRequest,
+        body_required=False,
+        response=models.StreamDeleteResponse,
+        errors=(404, 429, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/live-activity/start",
+        access=Access.SEND,
+        handler=_start,
+        operation_id="startLiveActivity",
+        summary="Start a Live Activity",
+        request=models.StartRequest,
+        response=models.StartResponse,
+        errors=(422, 429, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/live-activity/update",
+        access=Access.SEND,
+        handler=_update,
+        operation_id="updateLiveActivity",
+        summary="Update a Live Activity",
+        request=models.UpdateRequest,
+        response=models.UpdateResponse,
+        errors=(404, 429, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/live-activity/end",
+        access=Access.SEND,
+        handler=_end,
+        operation_id="endLiveActivity",
+        summary="End a Live Activity",
+        request=models.EndRequest,
+        response=models.EndResponse,
+        errors=(404, 429, 503),
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/devices",
+        access=Access.SEND,
+        handler=_devices_list,
+        operation_id="listDevices",
+        summary="List registered devices",
+        response=DeviceList,
+    ),
+    Endpoint(
+        method="PUT",
+        template=_DEVICE,
+        access=Access.DEVICE,
+        handler=_device_put,
+        operation_id="registerDevice",
+        summary="Register or update a device (its push-to-start token and channels)",
+        request=models.DeviceRegistration,
+        response=models.DeviceInfo,
+        errors=(503,),
+    ),
+    Endpoint(
+        method="DELETE",
+        template=_DEVICE,
+        access=Access.DEVICE,
+        handler=_device_delete,
+        operation_id="unregisterDevice",
+        summary="Unregister a device",
+        response=models.DeviceInfo,
+        errors=(400, 404, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/activity-tokens",
+        access=Access.DEVICE,
+        handler=_token_report,
+        operation_id="reportActivityToken",
+        summary="Report a Live Activity's update token",
+        request=models.ActivityTokenReport,
+        response=models.ActivityTokenAccepted,
+        errors=(404, 503),
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/openapi.json",
+        access=Access.PUBLIC,
+        handler=_openapi,
+        operation_id="getOpenApi",
+        summary="This OpenAPI document",
+        response=dict,
+    ),
+    Endpoint(
+        method="GET",
+        template="/healthz",
+        access=Access.PUBLIC,
+        handler=_healthz,
+        operation_id="getHealth",
+        summary="Liveness and a few counts",
+        response=dict,
+        errors=(503,),
+    ),
+    Endpoint(
+        method="GET",
+        template="/metrics",
+        access=Access.PUBLIC,
+        handler=_metrics,
+        operation_id="getMetrics",
+        summary="Prometheus metrics (text format 0.0.4)",
+        media="text/plain",
+    ),
+)
+"""Every route of the API, in documentation order (the OpenAPI document is built from it)."""
+
+
+# -- routing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    template: str
+    segments: tuple[str, ...]
+    methods: dict[str, Endpoint]
+
+    def match(self, parts: Sequence[str]) -> dict[str, str] | None:
+        if len(parts) != len(self.segments):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self.segments, parts, strict=True):
+            if want.startswith("{"):
+                if not got:
+                    return None
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params
+
+
+def _routes(endpoints: Sequence[Endpoint]) -> tuple[_Route, ...]:
+    by_template: dict[str, dict[str, Endpoint]] = {}
+    for ep in endpoints:
+        by_template.setdefault(ep.template, {})[ep.method] = ep
+    return tuple(_Route(t, tuple(t.split("/")[1:]), methods) for t, methods in by_template.items())
+
+
+# -- the application --------------------------------------------------------------------------
+
+
+class ApiApp:
+    """The ASGI application; build it with `create_app`."""
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        api_keys: Sequence[str],
+        device_keys: Sequence[str],
+        metrics: PromMetrics,
+        max_body: int,
+        openapi: Mapping[str, Any],
+        record: Record | None,
+        endpoints: Sequence[Endpoint] = ENDPOINTS,
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.max_body = max_body
+        self.openapi_body = msgspec.json.encode(openapi)
+        self.record = record
+        # Empty keys would let "Bearer " through: they are configuration mistakes, never keys.
+        self._send_keys = tuple(k.encode() for k in api_keys if k)
+        self._device_keys = tuple(k.encode() for k in device_keys if k)
+        self._routes = _routes(endpoints)
+
+    def __repr__(self) -> str:  # keys stay out of reprs
+        return f"ApiApp(send_keys={len(self._send_keys)}, device_keys={len(self._device_keys)})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        label = UNMATCHED
+        try:
+            endpoint, params = self._route(scope["method"], scope["path"])
+            label = endpoint.template
+            reply = await self._handle(endpoint, params, scope, receive)
+        except _Disconnected:
+            return
+        except ApiError as exc:
+            reply = Reply(exc.status, msgspec.json.encode(exc.body()), headers=_error_headers(exc))
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], label)
+            reply = _json({"error": "internal", "message": "internal error"}, 500)
+        self.metrics.api_request(label, reply.status)
+        await _respond(send, reply)
+
+    def _route(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]]:
+        parts = path.split("/")[1:]
+        for route in self._routes:
+            params = route.match(parts)
+            if params is None:
+                continue
+            endpoint = route.methods.get(method)
+            if endpoint is None:
+                allow = sorted(route.methods)
+                raise MethodNotAllowed(
+                    f"{method} is not allowed here; use {', '.join(allow)}", allow=allow
+                )
+            return endpoint, params
+        raise NotFound(f"no route for {path[:200]}")  # bounded: the path is the client's
+
+    async def _handle(
+        self, endpoint: Endpoint, params: dict[str, str], scope: Scope, receive: Receive
+    ) -> Reply:
+        headers = _headers(scope)
+        if endpoint.access is not Access.PUBLIC:
+            self._authorize(endpoint.access, headers.get(b"authorization"))
+        body = b""
+        if endpoint.request is not None:
+            body = await self._read_body(headers, receive)
+            _check_content_type(headers.get(b"content-type"), body)
+        reply = await endpoint.handler(self, params, body)
+        if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
+            self._record(scope, body)  # the calls that change something, for replaying traffic
+        return reply
+
+    def _authorize(self, access: Access, header: bytes | None) -> None:
+        scheme, _, token = (header or b"").strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <key>)")
+        # Compare with every key, without stopping early, so timing says nothing about them.
+        is_send = _any_equal(token, self._send_keys)
+        is_device = _any_equal(token, self._device_keys)
+        if not (is_send or is_device):
+            raise Forbidden("unknown API key")
+        if access is Access.SEND and not is_send:
+            raise Forbidden("a device key cannot call this route")
+        if access is Access.DEVICE and not is_device:
+            raise Forbidden("this route needs a device key")
+
+    async def _read_body(self, headers: Mapping[bytes, bytes], receive: Receive) -> bytes:
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise BadRequest("invalid content-length header") from None
+            if size > self.max_body:
+                raise self._too_large(size)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._too_large(size)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self, size: int) -> TooLarge:
+        return TooLarge(
+            f"request body is {size} bytes or more; the limit is {self.max_body}",
+            size=size,
+            limit=self.max_body,
+        )
+
+    def _record(self, scope: Scope, body: bytes) -> None:
+        if self.record is None:
+            return
+        try:
+            self.record(scope["method"], scope["path"], body)
+        except Exception:  # the call was accepted: recording must not turn it into an error
+            log.exception("recording a request failed")
+
+
+def create_app(
+    service: Any,
+    *,
+    api_keys: Sequence[str],
+    device_keys: Sequence[str],
+    metrics: PromMetrics,
+    max_body: int = 65536,
+    openapi: Mapping[str, Any],
+    record: Record | None = None,
+) -> ApiApp:
+    """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`).
+
+    `openapi` is the document served at `/api/openapi.json` (see `engine.http.openapi`);
+    `record(method, path, body)` hears about every accepted send-route call that carries a
+    body (the calls that change something); it never sees the key.
+    """
+    return ApiApp(
+        service,
+        api_keys=api_keys,
+        device_keys=device_keys,
+        metrics=metrics,
+        max_body=max_body,
+        openapi=openapi,
+        record=record,
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """Header names are lower-case in ASGI; the first of repeated headers wins."""
+    out: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers", ()):
+        out.setdefault(bytes(name), bytes(value))
+    return out
+
+
+def _error_headers(exc: ApiError) -> tuple[tuple[bytes, bytes], ...]:
+    if isinstance(exc, Unauthorized):
+        return ((b"www-authenticate", b"Bearer"),)
+    if isinstance(exc, MethodNotAllowed):
+        return ((b"allow", ", ".join(exc.allow).encode()),)
+    if isinstance(exc, (RateLimited, Unavailable)) and exc.retry_after is not None:
+        return ((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()),)
+    return ()
+
+
+def _any_equal(token: bytes, keys: Sequence[bytes]) -> bool:
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(token, key)
+    return found
+
+
+def _check_content_type(header: bytes | None, body: bytes) -> None:
+    """Lenient: a body with no content type, or with curl's `-d` default, is read as JSON."""
+    if header is None or not body:
+        return
+    media = header.split(b";", 1)[0].strip().lower()
+    if media in _LENIENT_MEDIA or media.endswith(b"+json"):
+        return
+    raise UnsupportedMediaType(
+        f"request bodies are JSON (application/json), not {media.decode('latin-1')!r}",
+    )
+
+
+async def _respond(send: Send, reply: Reply) -> None:
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", str(len(reply.body)).encode()),
+        (b"cache-control", b"no-store"),
+        *reply.headers,
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document of the HTTP API, built from the route table and the msgspec models.
+
+Schemas come from `msgspec.json.schema_components`, so the document cannot drift from what the
+server decodes and encodes. Paths are relative to the server url `/api` (as the official SDKs
+expect: their host ends in `/api`); `/healthz` and `/metrics` live at the root and say so with a
+path-level `servers` entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any, Final
+
+import msgspec
+
+from engine.http.app import ENDPOINTS, Access, Endpoint
+from engine.models import STREAM_KEY_PATTERN
+
+__all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
+
+API_PREFIX: Final = "/api"
+"""The base path of the API (the document's server url)."""
+
+SCHEMES: Final[dict[Access, str]] = {Access.SEND: "apiKey", Access.DEVICE: "deviceKey"}
+"""The security scheme of each kind of key (both are `Authorization: Bearer <key>`)."""
+
+_REF: Final = "#/components/schemas/{name}"
+
+# Path parameters: the same rules the server enforces (engine.models / engine.service.devices).
+_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
+    "stream_key": {
+        "description": "Names one ongoing thing (a server, a job): letters, digits, _ and -.",
+        "schema": {"type": "string", "pattern": STREAM_KEY_PATTERN},
+    },
+    "device_id": {
+        "description": "The device's id, chosen by the app: letters, digits, _ . : and -.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+    },
+}
+
+_ERROR_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
+    "Error": {
+        "title": "Error",
+        "description": "Every error answer: a short code, a sentence, sometimes more fields.",
+        "type": "object",
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+        "required": ["error", "message"],
+        "additionalProperties": True,
+    },
+    "PayloadTooLargeError": {
+        "title": "PayloadTooLargeError",
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "const": "payload_too_large"},
+            "message": {"type": "string"},
+            "size": {"type": "integer"},
+            "limit": {"type": "integer"},
+        },
+        "required": ["error", "message"],
+        "additionalProperties": True,
+    },
+    "NoRecipientsError": {
+        "title": "NoRecipientsError",
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "const": "no_recipients"},
+            "message": {"type": "string"},
+            "effective_channel_slugs": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["error", "message"],
+        "additionalProperties": True,
+    },
+    "RateLimitError": {
+        "title": "RateLimitError",
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "code": {"type": "string", "const": "rate_limited"},
+        },
+        "required": ["error", "message"],
+        "additionalProperties": True,
+    },
+}
+
+_ERRORS: Final[dict[int, tuple[str, str]]] = {
+    400: ("The request is invalid; the message names the field.", "Error"),
+    401: ("No bearer token.", "Error"),
+    403: ("Unknown key, or a key of the other kind.", "Error"),
+    404: ("Not found (activity, stream, device).", "Error"),
+    413: ("The body is over the limit.", "PayloadTooLargeError"),
+    415: ("The body is not JSON.", "Error"),
+    422: ("No registered device matches the request's channels.", "NoRecipientsError"),
+    429: ("Too many requests, or too many Live Activities on the devices.", "RateLimitError"),
+    500: ("Internal error.", "Error"),
+    503: ("Not available right now (shutting down, store unavailable).", "Error"),
+}
+
+_TAGS: Final[dict[str, str]] = {
+    "/api/live-activity": "Live Activities",
+    "/api/devices": "Devices",
+    "/api/activity-tokens": "Devices",
+}
+
+
+def build_openapi(
+    *,
+    endpoints: Sequence[Endpoint] = ENDPOINTS,
+    title: str = "Lockstep API",
+    version: str | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for `endpoints` (JSON-ready: plain dicts and lists)."""
+    types = _body_types(endpoints)
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schema_of = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        path, servers = _split(ep.template)
+        item = paths.setdefault(path, {})
+        if servers is not None:
+            item["servers"] = servers
+        item[ep.method.lower()] = _operation(ep, schema_of)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version or _version(),
+            "description": "Live Activities for iOS from any backend: the ActivitySmith "
+            "contract, self-hosted, plus the device API an iOS app calls.",
+        },
+        "servers": [{"url": API_PREFIX}],
+        "tags": [{"name": n} for n in ("Live Activities", "Devices", "Operations")],
+        "paths": paths,
+        "components": {
+            "schemas": {**components, **_ERROR_SCHEMAS},
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key: sends Live Activities.",
+                },
+                "deviceKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A device key: what the iOS app uses to register itself.",
+                },
+            },
+        },
+    }
+
+
+def _body_types(endpoints: Sequence[Endpoint]) -> list[Any]:
+    seen: list[Any] = []
+    for ep in endpoints:
+        for t in (ep.request, ep.response):
+            if t is not None and t not in seen:
+                seen.append(t)
+    return seen
+
+
+def _split(template: str) -> tuple[str, list[dict[str, str]] | None]:
+    """The path relative to the document's server, and a path-level server when not under it."""
+    if template.startswith(API_PREFIX + "/"):
+        return template[len(API_PREFIX) :], None
+    return template, [{"url": "/"}]
+
+
+def _operation(ep: Endpoint, schema_of: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": ep.operation_id,
+        "summary": ep.summary,
+        "tags": [_tag(ep.template)],
+        "security": [] if ep.access is Access.PUBLIC else [{SCHEMES[ep.access]: []}],
+    }
+    params = [
+        {"name": seg[1:-1], "in": "path", "required": True, **_PARAMETERS[seg[1:-1]]}
+        for seg in ep.template.split("/")
+        if seg.startswith("{")
+    ]
+    if params:
+        op["parameters"] = params
+    if ep.request is not None:
+        op["requestBody"] = {
+            "required": ep.body_required,
+            "content": {"application/json": {"schema": schema_of[ep.request]}},
+        }
+    ok_schema = schema_of[ep.response] if ep.response is not None else {"type": "string"}
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {ep.media: {"schema": ok_schema}}}
+    }
+    for status in _error_statuses(ep):
+        description, name = _ERRORS[status]
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(name=name)}}},
+        }
+    op["responses"] = responses
+    return op
+
+
+def _error_statuses(ep: Endpoint) -> list[int]:
+    statuses = set(ep.errors)
+    if ep.access is not Access.PUBLIC:
+        statuses |= {401, 403, 500}
+    if ep.request is not None:
+        statuses |= {400, 413, 415}
+    return sorted(statuses)
+
+
+def _tag(template: str) -> str:
+    for prefix, tag in _TAGS.items():
+        if template.startswith(prefix):
+            return tag
+    return "Operations"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lockstep")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
