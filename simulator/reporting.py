@@ -2,18 +2,25 @@
 
 After a push-to-start, iOS wakes the app and hands it the new activity's update token; the app
 then sends it to its server (apns.md §6, "Tokens"). The simulated devices do the same: each
-`TokenReport` is POSTed as JSON to a configured URL (the engine's device API), with
-`Authorization: Bearer <device key>` when one is configured. Reports wait in a bounded channel;
-when it is full the report is dropped and counted, so a dead server never grows memory. Failed
-POSTs are retried a few times with backoff.
+`TokenReport` is POSTed to a configured URL (the engine's device API, `POST /activity-tokens`),
+with `Authorization: Bearer <device key>` when one is configured. The body is the device API's
+`ActivityTokenReport`, the only report format:
+
+    {"device_id": <device name>, "activity_id": <the start's attributes["activity_id"], else the
+     simulator's own activity id>, "activity_token": <hex update token>}
+
+Reports wait in a bounded channel; when it is full the report is dropped and counted, so a dead
+server never grows memory. Failed POSTs are retried a few times with backoff. The target URL and
+credential can be changed while the reporter runs (`retarget`), so a simulator can be pointed at
+a server that starts after it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import h11
 import msgspec
@@ -39,15 +46,39 @@ class ReporterStats:
 
 
 def report_body(report: TokenReport) -> bytes:
-    """The JSON body a simulated app sends for one update token."""
-    return _encoder.encode(asdict(report))
+    """The JSON body a simulated app sends for one update token (an `ActivityTokenReport`).
+
+    The activity is named by the `activity_id` attribute of the push-to-start when it has one
+    (that is the sender's id for it); otherwise by the simulator's own activity id.
+    """
+    wanted = report.attributes.get("activity_id")
+    activity_id = wanted if isinstance(wanted, str) and wanted else report.activity_id
+    return _encoder.encode(
+        {
+            "device_id": report.device,
+            "activity_id": activity_id,
+            "activity_token": report.activity_token,
+        }
+    )
 
 
-async def post_json(url: str, body: bytes, *, bearer: str | None, timeout: float = 5.0) -> int:
-    """POST `body` to an `http://` URL and return the status code (HTTP/1.1 over trio + h11)."""
+def check_http_url(url: str) -> SplitResult:
+    """Split an `http://host[:port]/path` URL; raise ValueError for anything else."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"token report URL must be http://host[:port]/path, got {url!r}")
+        raise ValueError(f"URL must be http://host[:port]/path, got {url!r}")
+    return parts
+
+
+async def send_json(
+    method: str, url: str, body: bytes, *, bearer: str | None, timeout: float = 5.0
+) -> int:
+    """Send `body` as JSON with `method` to an `http://` URL; return the status code.
+
+    HTTP/1.1 over trio + h11, one connection per request. The bearer credential goes only into
+    the Authorization header, never into an exception message.
+    """
+    parts = check_http_url(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = [
         ("host", parts.netloc),
@@ -59,10 +90,10 @@ async def post_json(url: str, body: bytes, *, bearer: str | None, timeout: float
         headers.append(("authorization", f"Bearer {bearer}"))
     conn = h11.Connection(h11.CLIENT)
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+        stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
         async with stream:
             await stream.send_all(
-                conn.send(h11.Request(method="POST", target=target, headers=headers))
+                conn.send(h11.Request(method=method, target=target, headers=headers))
             )
             await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
             while True:
@@ -82,6 +113,7 @@ class TokenReporter:
     def __init__(
         self, url: str, *, bearer: str | None = None, capacity: int = 1000, attempts: int = 3
     ) -> None:
+        check_http_url(url)
         self.url = url
         self._bearer = bearer
         self._attempts = attempts
@@ -90,6 +122,12 @@ class TokenReporter:
 
     def __repr__(self) -> str:
         return f"TokenReporter(url={self.url!r})"  # never the bearer credential
+
+    def retarget(self, url: str, *, bearer: str | None = None) -> None:
+        """Send later reports (and retries of the current one) to `url` with `bearer`."""
+        check_http_url(url)
+        self.url = url
+        self._bearer = bearer
 
     def submit(self, report: TokenReport) -> None:
         """Queue a report without waiting; drop (and count) it when the queue is full."""
@@ -108,7 +146,7 @@ class TokenReporter:
         delay = 0.5
         for attempt in range(1, self._attempts + 1):
             try:
-                status = await post_json(self.url, body, bearer=self._bearer)
+                status = await send_json("POST", self.url, body, bearer=self._bearer)
             except (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError) as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
             else:

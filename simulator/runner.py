@@ -92,6 +92,7 @@ class Simulator:
         self.server = ApnsServer(apns, ssl_context=ssl_context)
         self.endpoints: Endpoints | None = None
         self._control_shutdown = trio.Event()
+        self._nursery: trio.Nursery | None = None  # run()'s nursery, while it runs
 
     @classmethod
     def build(cls, options: SimulatorOptions, *, wall_clock: WallClock = time.time) -> Simulator:
@@ -139,7 +140,7 @@ class Simulator:
             "topic": c.bundle_id + wire.LIVE_ACTIVITY_TOPIC_SUFFIX,
             "control_url": f"http://{o.host}:{ports.control_port}" if ports.control_port else None,
             "apns_dir": str(o.apns_dir.resolve()) if o.apns_dir else None,
-            "token_report_url": o.report_url,
+            "token_report_url": self.reporter.url if self.reporter else None,
         }
 
     async def run(
@@ -151,13 +152,34 @@ class Simulator:
             control_port = None
             if self.options.control_port is not None:
                 control_port = await nursery.start(self._serve_control)
-            if self.reporter is not None:
-                nursery.start_soon(self.reporter.run)
-            self.endpoints = Endpoints(apns_port, control_port)
-            task_status.started(self.endpoints)
-            await self.server.shutdown.wait()
-            await self._control_shutdown.wait()
-            nursery.cancel_scope.cancel()
+            # From here on `set_reporter` starts a new reporter itself; before, this does.
+            self._nursery = nursery
+            try:
+                if self.reporter is not None:
+                    nursery.start_soon(self.reporter.run)
+                self.endpoints = Endpoints(apns_port, control_port)
+                task_status.started(self.endpoints)
+                await self.server.shutdown.wait()
+                await self._control_shutdown.wait()
+                nursery.cancel_scope.cancel()
+            finally:
+                self._nursery = None
+
+    def set_reporter(self, url: str, *, bearer: str | None = None) -> TokenReporter:
+        """Report new update tokens to `url` from now on, with `bearer` as the credential.
+
+        Retargets the existing reporter, or creates one (started at once if the simulator is
+        running, else by `run()`). Reports queued before a reporter existed are not replayed.
+        """
+        if self.reporter is not None:
+            self.reporter.retarget(url, bearer=bearer)
+            return self.reporter
+        reporter = TokenReporter(url, bearer=bearer)
+        self.reporter = reporter
+        self.apns.token_sinks.append(reporter.submit)
+        if self._nursery is not None:
+            self._nursery.start_soon(reporter.run)
+        return reporter
 
     async def stop(self) -> bool:
         """GOAWAY every connection, wait for the drain (bounded), then stop the control API."""

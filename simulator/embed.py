@@ -1,0 +1,192 @@
+"""Simulate mode: a fake APNs with simulated iPhones inside another trio program.
+
+`open_embedded(...)` is the `lockstep.simulate` entry point (name `simulator`). It builds a
+`Simulator` on 127.0.0.1 (APNs over TLS on a free port, control API on `control_port`), runs it
+in the caller's trio context for the duration of the `async with`, and drains it on exit:
+
+    async with open_embedded(state_dir=Path("lockstep-sim")) as sim:
+        # point an engine at sim.host / sim.port, trusting sim.ca_file, signing with sim.key_path
+        await sim.attach("http://127.0.0.1:8787/api", device_key)
+
+`attach` makes the simulated iPhones behave as installed apps would: each one registers its
+push-to-start token with the server's device API (`PUT {api_base}/devices/{name}`, a
+`DeviceRegistration` body), and every update token a push-to-start issues is reported to
+`POST {api_base}/activity-tokens` (apns.md §6, "Tokens"). The server learns the devices only
+through that API; nothing here imports the engine's service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import h11
+import msgspec
+import trio
+
+from simulator.apns import SimulatorConfig
+from simulator.reporting import check_http_url, send_json
+from simulator.runner import Simulator, SimulatorOptions
+
+__all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
+
+HOST = "127.0.0.1"
+_DRAIN_SECONDS = 5.0
+_REQUEST_TIMEOUT = 5.0
+_MAX_DELAY = 2.0
+# What a server that is still starting (or briefly overloaded) looks like from here.
+_TRANSIENT = (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError)
+_encoder = msgspec.json.Encoder()
+
+
+class AttachError(Exception):
+    """The server's device API refused, or never answered, a device registration."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedSimulator:
+    """A running embedded simulator: where it listens and how to sign pushes for it."""
+
+    host: str
+    port: int  # APNs, TLS
+    ca_file: Path  # trust this CA to reach `host:port`
+    key_path: Path  # the `.p8` signing key the fake APNs accepts
+    key_id: str
+    team_id: str
+    bundle_id: str
+    control_url: str | None  # None when the control API is off
+    simulator: Simulator = field(repr=False)
+
+    async def attach(
+        self,
+        api_base: str,
+        device_key: str,
+        *,
+        attempts: int = 8,
+        backoff: float = 0.1,
+    ) -> None:
+        """Register every simulated device with `api_base`, then report tokens there.
+
+        Each registration is retried (`attempts` tries, delays doubling from `backoff` seconds,
+        at most 2 s) while the server is unreachable or answers 429/5xx, so attaching to a server
+        that is still starting works. Raises `AttachError` naming the URL when a registration
+        fails for good; the device key never appears in errors or logs.
+        """
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        base = api_base.rstrip("/")
+        check_http_url(base)
+        now = self.simulator.apns.wall_clock()
+        for device in self.simulator.apns.registry.snapshot(now):
+            name = str(device["name"])
+            body = _encoder.encode(
+                {
+                    "push_to_start_token": device["push_to_start_token"],
+                    "name": name,
+                    "channels": list(device["channels"]),
+                }
+            )
+            url = f"{base}/devices/{quote(name, safe='')}"
+            await _put_with_retries(url, body, device_key, attempts=attempts, backoff=backoff)
+        self.simulator.set_reporter(f"{base}/activity-tokens", bearer=device_key)
+
+
+async def _put_with_retries(
+    url: str, body: bytes, bearer: str, *, attempts: int, backoff: float
+) -> None:
+    """PUT `body` to `url` until a 2xx; give up at once on other 4xx answers."""
+    delay = backoff
+    problem = "no attempt made"
+    for attempt in range(1, attempts + 1):
+        try:
+            status = await send_json("PUT", url, body, bearer=bearer, timeout=_REQUEST_TIMEOUT)
+        except _TRANSIENT as exc:
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        else:
+            if 200 <= status < 300:
+                return
+            problem = f"HTTP {status}"
+            if 400 <= status < 500 and status != 429:
+                # A refusal (bad device key, invalid registration): retrying will not help.
+                raise AttachError(f"device registration PUT {url} was refused: {problem}")
+        if attempt < attempts:
+            await trio.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY)
+    raise AttachError(f"device registration PUT {url} failed after {attempts} attempts: {problem}")
+
+
+@asynccontextmanager
+async def open_embedded(
+    *,
+    state_dir: Path,
+    devices: int = 3,
+    control_port: int | None = 8790,
+    seed: int = 0,
+) -> AsyncIterator[EmbeddedSimulator]:
+    """Run a simulator in the caller's trio context for the duration of the block.
+
+    APNs listens with TLS on 127.0.0.1 on a free port; the CA, server certificate and signing
+    key live in `state_dir` (created, and reused across runs). `control_port` is the control
+    API's port (0 picks a free one, None turns it off). `seed` fixes the devices' tokens.
+    Leaving the block normally sends GOAWAY to every connection and waits (at most a few
+    seconds) for them to drain; leaving it with an exception tears everything down at once.
+    """
+    if devices < 0:
+        raise ValueError(f"devices must be >= 0, got {devices}")
+    options = SimulatorOptions(
+        host=HOST,
+        port=0,
+        control_port=control_port,
+        devices=devices,
+        state_dir=Path(state_dir),
+        tls=True,
+        drain_seconds=_DRAIN_SECONDS,
+        config=SimulatorConfig(seed=seed),
+    )
+    simulator = Simulator.build(options)
+    assert simulator.certs is not None  # tls=True always issues certificates
+    try:
+        async with trio.open_nursery() as nursery:
+            ends = await nursery.start(simulator.run)
+            config = options.config
+            yield EmbeddedSimulator(
+                host=HOST,
+                port=ends.apns_port,
+                ca_file=simulator.certs.ca.resolve(),
+                key_path=simulator.key_path.resolve(),
+                key_id=config.key_id,
+                team_id=config.team_id,
+                bundle_id=config.bundle_id,
+                control_url=f"http://{HOST}:{ends.control_port}" if ends.control_port else None,
+                simulator=simulator,
+            )
+            # Reached only on a normal exit: drain politely, bounded (stop() waits at most
+            # drain_seconds for connections; the extra second covers the control API).
+            with trio.move_on_after(_DRAIN_SECONDS + 1.0):
+                await simulator.stop()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps even a lone error (the caller's own, or "address in use" from a
+        # listener) in a group; hand the caller that error itself, as a plain context would.
+        sole = _sole_exception(group)
+        if sole is None:
+            raise
+        context = sole.__context__
+        try:
+            raise sole
+        finally:
+            sole.__context__ = context  # not the group: it is only our wrapping
+            del sole, context
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception a (nested) group of one wraps, or None if it holds several."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
