@@ -1,0 +1,499 @@
+"""`lockstep devices`: the simulated iPhones' Lock Screens, drawn in the terminal with rich.
+
+    lockstep devices [--url http://127.0.0.1:8790] [--device NAME] [--watch [--interval 1.0]]
+
+It reads the simulator control API's `GET /devices` (shape in simulator/devices.py) and draws one
+panel per device with one panel per Live Activity: title, subtitle, icon, badge, the body of its
+type (segments, progress bar, metrics table, stats, big value, alert message, timer), its accent
+color as the border, its state (active / stale / ended / dismissed) and dismissal time.
+
+`render_devices(devices_json, now=...)` is pure: it takes the decoded JSON and the wall time (unix
+seconds, for timers and "in 2m" labels) and returns a rich renderable, so tests can draw it on a
+recording console. Fetching and the `--watch` loop are separate.
+
+Content-state fields are read leniently: the simulator accepts any JSON object as content-state,
+so a missing or mistyped field is left out (or shown raw), never an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from rich import box
+from rich.align import Align
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+DEFAULT_CONTROL_URL: Final = "http://127.0.0.1:8790"
+"""Where `lockstep simulator` serves its control API by default."""
+
+RICH_COLORS: Final[Mapping[str, str]] = {
+    "lime": "chartreuse1",
+    "green": "green3",
+    "cyan": "cyan",
+    "blue": "dodger_blue1",
+    "purple": "purple",
+    "magenta": "magenta",
+    "red": "red",
+    "orange": "dark_orange",
+    "yellow": "yellow",
+    "gray": "grey62",
+}
+"""The contract's ten colors (http-api.md) as rich color names."""
+
+DEFAULT_ACCENT: Final = "white"
+"""Accent of an activity without a (known) color."""
+
+_STATE_STYLES: Final[Mapping[str, str]] = {
+    "active": "bold green3",
+    "stale": "bold yellow",
+    "ended": "bold red",
+    "dismissed": "dim",
+}
+_EMPTY: Final = "grey35"
+
+
+def rich_color(name: object, default: str = DEFAULT_ACCENT) -> str:
+    """The rich color of a contract color name; `default` for anything else."""
+    return RICH_COLORS.get(name, default) if isinstance(name, str) else default
+
+
+# -- small readers and formatters ------------------------------------------------------------------
+
+
+def _num(value: object) -> float | None:
+    """A finite JSON number as float; None for anything else (booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _scalar(value: object) -> str:
+    """A metric or value readout: ints without ".0", strings as they are."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def format_clock(seconds: float) -> str:
+    """`mm:ss`, or `h:mm:ss` from one hour on; negative values count as zero."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def format_span(seconds: float) -> str:
+    """A short human duration: `45s`, `2m 58s`, `3h 5m`."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60}s"
+    return f"{total // 3600}h {total % 3600 // 60}m"
+
+
+def format_when(at: float, now: float) -> str:
+    """`12:03:00Z (in 2m 58s)` or `12:03:00Z (5s ago)`: a UTC time of day relative to `now`."""
+    clock = _dt.datetime.fromtimestamp(at, tz=_dt.UTC).strftime("%H:%M:%SZ")
+    delta = at - now
+    return (
+        f"{clock} (in {format_span(delta)})"
+        if delta > 0
+        else f"{clock} ({format_span(-delta)} ago)"
+    )
+
+
+def timer_reading(state: Mapping[str, Any], *, started_at: float, until: float) -> str:
+    """The timer text of a `timer` content state, as shown at `until`.
+
+    The timer runs from the activity's start: a countdown (`counts_down`, the default) shows what
+    is left of `duration_seconds`, an elapsed timer shows the time since the start. A paused timer
+    (`is_running` false) shows its full duration (countdown) or zero, as its pause point is not
+    in the content state.
+    """
+    duration = _num(state.get("duration_seconds"))
+    counts_down = state.get("counts_down") is not False
+    running = state.get("is_running") is not False
+    elapsed = max(0.0, until - started_at) if running else 0.0
+    if counts_down and duration is not None:
+        left = max(0.0, duration - elapsed)
+        label = "paused" if not running else ("done" if left == 0 else "left")
+        return f"{format_clock(math.ceil(left))} {label}"
+    return f"{format_clock(elapsed)} {'elapsed' if running else 'paused'}"
+
+
+# -- type bodies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    """What a body renderer needs besides the content state."""
+
+    accent: str
+    started_at: float
+    until: float  # `now`, or the end time for an ended activity (its timer froze then)
+
+
+def _segments(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    steps = _num(state.get("number_of_steps"))
+    done = _num(state.get("current_step")) or 0.0
+    if steps is None or steps < 1:
+        return Text("segmented progress without number_of_steps", style="dim")
+    total, done_i = int(min(steps, 64)), int(max(0.0, min(done, steps)))
+    raw_colors = state.get("step_colors")
+    colors: list[Any] = raw_colors if isinstance(raw_colors, list) else []
+    text = Text()
+    for i in range(total):
+        if i < done_i:
+            color = rich_color(colors[i], ctx.accent) if i < len(colors) else ctx.accent
+            if i == done_i - 1:  # the current step (http-api.md: step_color overrides it)
+                color = rich_color(state.get("step_color"), color)
+            text.append("■", style=color)
+        else:
+            text.append("□", style=_EMPTY)
+        text.append(" ")
+    text.append(f" step {done_i}/{int(steps)}", style="bold")
+    return text
+
+
+def _progress(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    pct = _num(state.get("percentage"))
+    value, upper = _num(state.get("value")), _num(state.get("upper_limit"))
+    detail = ""
+    if pct is None and value is not None and upper:
+        pct = value / upper * 100
+        detail = f"  {_scalar(state.get('value'))} / {_scalar(state.get('upper_limit'))}"
+    if pct is None:
+        return Text("progress without percentage", style="dim")
+    pct = max(0.0, min(100.0, pct))
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(ratio=1)
+    grid.add_column(justify="right", no_wrap=True)
+    bar = ProgressBar(
+        total=100.0,
+        completed=pct,
+        complete_style=ctx.accent,
+        finished_style=ctx.accent,
+        style=_EMPTY,
+    )
+    grid.add_row(bar, Text(f"{pct:.0f}%{detail}", style="bold"))
+    return grid
+
+
+def _metric_rows(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    metrics = state.get("metrics")
+    return [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
+
+
+def _metrics(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    rows = _metric_rows(state)
+    if not rows:
+        return Text("no metrics", style="dim")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False, header_style="dim")
+    table.add_column("label")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for m in rows:
+        style = "bold " + rich_color(m.get("color"), ctx.accent)
+        table.add_row(
+            Text(str(m.get("label", ""))),
+            Text(_scalar(m.get("value")), style=style),
+            Text(_str(m.get("unit")) or ""),
+        )
+    return table
+
+
+def _stats(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    rows = _metric_rows(state)
+    if not rows:
+        return Text("no stats", style="dim")
+    grid = Table.grid(padding=(0, 3))
+    for _ in rows:
+        grid.add_column(justify="center")
+    grid.add_row(
+        *(
+            Text(
+                _scalar(m.get("value")) + (_str(m.get("unit")) or ""),
+                style="bold " + rich_color(m.get("color"), ctx.accent),
+            )
+            for m in rows
+        )
+    )
+    grid.add_row(*(Text(str(m.get("label", "")), style="dim") for m in rows))
+    return grid
+
+
+def _value(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    if "value" not in state:
+        return Text("no value", style="dim")
+    return Align.center(Text(_scalar(state["value"]), style="bold " + ctx.accent))
+
+
+def _alert(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    return Text("⚠ " + (_str(state.get("message")) or "(no message)"), style="bold " + ctx.accent)
+
+
+def _timer(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    reading = timer_reading(state, started_at=ctx.started_at, until=ctx.until)
+    return Text("timer " + reading, style="bold " + ctx.accent)
+
+
+_BODIES: Final[Mapping[str, Callable[[Mapping[str, Any], _Ctx], RenderableType]]] = {
+    "segmented_progress": _segments,
+    "progress": _progress,
+    "metrics": _metrics,
+    "stats": _stats,
+    "value": _value,
+    "alert": _alert,
+    "timer": _timer,
+}
+
+
+def _render_body(state: Mapping[str, Any], ctx: _Ctx) -> RenderableType:
+    """The type-specific part of an activity; unknown types show their content state raw."""
+    body = _BODIES.get(str(state.get("type")))
+    if body is None:
+        return Text(json.dumps(state, sort_keys=True)[:500], style="dim")
+    return body(state, ctx)
+
+
+# -- activities and devices ----------------------------------------------------------------------
+
+
+def _header(state: Mapping[str, Any], accent: str) -> Text:
+    text = Text()
+    icon = state.get("icon")
+    if isinstance(icon, dict) and _str(icon.get("symbol")):
+        text.append(f"[{icon['symbol']}] ", style=rich_color(icon.get("color"), accent))
+    text.append(_str(state.get("title")) or "(untitled)", style="bold")
+    badge = state.get("badge")
+    if isinstance(badge, dict) and _str(badge.get("title")):
+        text.append("  ")
+        text.append(
+            f" {badge['title']} ", style="reverse " + rich_color(badge.get("color"), accent)
+        )
+    return text
+
+
+def _lifecycle(activity: Mapping[str, Any], now: float) -> Text:
+    """State label plus the dates that matter for it (stale, ended, dismissal)."""
+    state = str(activity.get("state", "?"))
+    text = Text(state, style=_STATE_STYLES.get(state, "bold"))
+    stale, ended = _num(activity.get("stale_date")), _num(activity.get("ended_at"))
+    dismissal = _num(activity.get("dismissal_at"))
+    parts: list[str] = []
+    if state in ("active", "stale") and stale is not None:
+        parts.append(
+            ("stale since " if state == "stale" else "stale at ") + format_when(stale, now)
+        )
+    if state in ("ended", "dismissed") and ended is not None:
+        parts.append("ended " + format_when(ended, now))
+    if dismissal is not None:
+        verb = "dismissed " if state == "dismissed" else "dismisses "
+        parts.append(verb + format_when(dismissal, now))
+    for part in parts:
+        text.append(" · " + part, style="dim")
+    return text
+
+
+def _footer(activity: Mapping[str, Any], now: float) -> Text:
+    started = _num(activity.get("started_at"))
+    bits = [f"id {activity.get('activity_id', '?')}"]
+    if started is not None:
+        bits.append("started " + format_when(started, now))
+    bits.append(f"applied {activity.get('applied', 0)}")
+    ignored, violations = activity.get("ignored", 0), activity.get("order_violations", 0)
+    bits.append(f"ignored {ignored}" + (f" ({violations} out of order)" if violations else ""))
+    return Text(" · ".join(bits), style="dim")
+
+
+def render_activity(activity: Mapping[str, Any], *, now: float) -> Panel:
+    """One Live Activity as its Lock Screen card."""
+    raw = activity.get("content_state")
+    state: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    lifecycle = str(activity.get("state", ""))
+    accent = rich_color(state.get("color"))
+    started = _num(activity.get("started_at")) or now
+    ended = _num(activity.get("ended_at"))
+    until = ended if ended is not None and lifecycle in ("ended", "dismissed") else now
+    parts: list[RenderableType] = [_header(state, accent)]
+    if _str(state.get("subtitle")):
+        parts.append(Text(state["subtitle"], style="italic"))
+    parts.append(_render_body(state, _Ctx(accent, started, until)))
+    alert = activity.get("last_alert")
+    if isinstance(alert, dict) and (_str(alert.get("title")) or _str(alert.get("body"))):
+        line = " — ".join(s for s in (_str(alert.get("title")), _str(alert.get("body"))) if s)
+        parts.append(Text("alert: " + line, style="dim"))
+    parts.append(_lifecycle(activity, now))
+    parts.append(_footer(activity, now))
+    dismissed = lifecycle == "dismissed"
+    return Panel(
+        Group(*parts),
+        title=Text(str(state.get("type", "activity"))),
+        title_align="left",
+        border_style="grey35" if dismissed else accent,
+        style="dim" if dismissed else "",
+        box=box.ROUNDED,
+    )
+
+
+def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
+    """One simulated iPhone: its Lock Screen with every activity it still knows, in start order."""
+    raw = device.get("activities")
+    activities = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+    live = sum(1 for a in activities if a.get("state") in ("active", "stale"))
+    body: RenderableType = (
+        Group(*(render_activity(a, now=now) for a in activities))
+        if activities
+        else Text("no Live Activities", style="dim")
+    )
+    channels = device.get("channels") or []
+    info = [f"{live} live / {len(activities)} shown"]
+    if channels:
+        info.append("channels " + ", ".join(str(c) for c in channels))
+    if device.get("ignored"):
+        info.append(f"ignored starts {device['ignored']}")
+    return Panel(
+        body,
+        title=Text(str(device.get("name", "?")), style="bold"),
+        title_align="left",
+        subtitle=Text(" · ".join(info), style="dim"),
+        subtitle_align="right",
+        box=box.HEAVY,
+        border_style="bright_white",
+    )
+
+
+def device_list(devices_json: Any) -> list[Mapping[str, Any]]:
+    """The devices in a `GET /devices` answer (also a bare list, or one `GET /devices/{name}`)."""
+    if isinstance(devices_json, dict) and "devices" in devices_json:
+        devices_json = devices_json["devices"]
+    elif isinstance(devices_json, dict):
+        devices_json = [devices_json]
+    if not isinstance(devices_json, list):
+        return []
+    return [d for d in devices_json if isinstance(d, dict)]
+
+
+def render_devices(devices_json: Any, *, now: float, device: str | None = None) -> RenderableType:
+    """Every device of a `GET /devices` answer (or only `device`) as panels, as of `now`."""
+    devices = device_list(devices_json)
+    if device is not None:
+        devices = [d for d in devices if d.get("name") == device]
+        if not devices:
+            return Text(f"no simulated device named {device!r}", style="yellow")
+    if not devices:
+        return Text("no simulated devices", style="dim")
+    return Group(*(render_device(d, now=now) for d in devices))
+
+
+def render_error(message: str) -> RenderableType:
+    """What `--watch` shows while the control API cannot be read."""
+    return Panel(Text(message), title="control API unavailable", border_style="red")
+
+
+# -- fetching and the command --------------------------------------------------------------------
+
+
+class FetchError(Exception):
+    """The control API could not be read."""
+
+
+def fetch_devices(url: str, *, timeout: float) -> Any:
+    """`GET {url}/devices`, decoded; raises `FetchError` with a one-line reason."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/devices", timeout=timeout) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise FetchError(f"{url}/devices answered HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise FetchError(f"cannot reach {url}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:
+        raise FetchError(f"reading {url}/devices failed: {exc}") from None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `devices` subcommand to the `lockstep` parser."""
+    p = sub.add_parser(
+        "devices",
+        help="show the simulated iPhones' Lock Screens",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument(
+        "--url",
+        help=f"simulator control API (default $LOCKSTEP_SIM_URL or {DEFAULT_CONTROL_URL})",
+    )
+    p.add_argument("--device", metavar="NAME", help="show only this device")
+    p.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between redraws (1.0)")
+    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N redraws")
+    p.add_argument("--timeout", type=float, default=5.0, help="request timeout in seconds (5)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, console: Console | None = None) -> int:
+    """Handler of `lockstep devices`: draw once, or keep redrawing with `--watch`."""
+    console = console or Console()
+    args.url = args.url or os.environ.get("LOCKSTEP_SIM_URL") or DEFAULT_CONTROL_URL
+    if args.interval < 0 or (args.count is not None and args.count < 1):
+        print("lockstep devices: error: --interval must be >= 0 and --count >= 1", file=sys.stderr)
+        return 2
+    if args.watch:
+        try:
+            return _watch(args, console)
+        except KeyboardInterrupt:
+            return 0
+    try:
+        devices = fetch_devices(args.url, timeout=args.timeout)
+    except FetchError as exc:
+        print(f"lockstep devices: {exc}", file=sys.stderr)
+        return 1
+    if args.device is not None and not any(
+        d.get("name") == args.device for d in device_list(devices)
+    ):
+        print(f"lockstep devices: no simulated device named {args.device!r}", file=sys.stderr)
+        return 1
+    console.print(render_devices(devices, now=time.time(), device=args.device))
+    return 0
+
+
+def _frame(args: argparse.Namespace) -> RenderableType:
+    try:
+        devices = fetch_devices(args.url, timeout=args.timeout)
+    except FetchError as exc:
+        return render_error(str(exc))  # keep watching: the simulator may be restarting
+    return render_devices(devices, now=time.time(), device=args.device)
+
+
+def _watch(args: argparse.Namespace, console: Console) -> int:
+    with Live(console=console, auto_refresh=False) as live:
+        shown = 0
+        while True:
+            live.update(_frame(args), refresh=True)
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                return 0
+            time.sleep(args.interval)

@@ -1,0 +1,437 @@
+"""`lockstep stream|end|start|update|end-activity`: request building, key lookup and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import client_cli as cli
+from engine.client_cli import ApiRequest, UsageError
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lockstep")
+    cli.register(p.add_subparsers(dest="command"))
+    return p
+
+
+def request(*argv: str) -> ApiRequest:
+    args = parser().parse_args(list(argv))
+    return cli.build_request(args.client_command, args)
+
+
+# -- argument parsing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CPU=9%", {"label": "CPU", "value": 9, "unit": "%"}),
+        ("MEM=45%", {"label": "MEM", "value": 45, "unit": "%"}),
+        ("MEM=45.5%", {"label": "MEM", "value": 45.5, "unit": "%"}),
+        ("Latency=12 ms", {"label": "Latency", "value": 12, "unit": "ms"}),
+        ("Disk = 1.5GB", {"label": "Disk", "value": 1.5, "unit": "GB"}),
+        ("Delta=-3", {"label": "Delta", "value": -3}),
+        ("Ratio=.5", {"label": "Ratio", "value": 0.5}),
+        ("Status=OK", {"label": "Status", "value": "OK"}),
+        ("Version=v1.2", {"label": "Version", "value": "v1.2"}),
+        ("Version=1.2.3", {"label": "Version", "value": "1.2.3"}),
+        ("Phone=555 1234", {"label": "Phone", "value": "555 1234"}),
+        ("Big=1e3", {"label": "Big", "value": "1e3"}),
+        ("Rate=3 eps", {"label": "Rate", "value": 3, "unit": "eps"}),
+        ("Eq=a=b", {"label": "Eq", "value": "a=b"}),
+        ("Free space=12 GB", {"label": "Free space", "value": 12, "unit": "GB"}),
+    ],
+)
+def test_parse_metric(text: str, expected: dict[str, Any]) -> None:
+    assert cli.parse_metric(text) == expected
+
+
+@pytest.mark.parametrize("text", ["CPU", "=5", "CPU=", "CPU=  ", ""])
+def test_parse_metric_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_metric(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("42", 42), ("-7", -7), ("2.50", 2.5), ("100.", 100.0), (" 3 ", 3), ("1,024", "1,024"),
+     ("1e3", "1e3"), ("nan", "nan"), ("$9", "$9"), ("", "")],
+)
+def test_parse_scalar(text: str, expected: object) -> None:
+    value = cli.parse_scalar(text)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("text", ["x", "1e3", "inf", "", "1.2.3"])
+def test_parse_number_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_number(text)
+
+
+# -- request building ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["stream", "build-42", "--type", "segmented_progress", "--title", "Deploy",
+             "--steps", "5", "--step", "2", "--color", "blue", "--step-color", "lime"],
+            ApiRequest("PUT", "/live-activity/stream/build-42", {"content_state": {
+                "title": "Deploy", "type": "segmented_progress", "color": "blue",
+                "number_of_steps": 5, "current_step": 2, "step_color": "lime"}}),
+        ),
+        (
+            ["stream", "backup", "--type", "progress", "--title", "Backup", "--percentage", "42.5"],
+            ApiRequest("PUT", "/live-activity/stream/backup", {"content_state": {
+                "title": "Backup", "type": "progress", "percentage": 42.5}}),
+        ),
+        (
+            ["stream", "copy", "--type", "progress", "--title", "Copy", "--value", "30",
+             "--upper-limit", "120"],
+            ApiRequest("PUT", "/live-activity/stream/copy", {"content_state": {
+                "title": "Copy", "type": "progress", "value": 30, "upper_limit": 120}}),
+        ),
+        (
+            ["stream", "web-1", "--type", "metrics", "--title", "web-1", "--metric", "CPU=9%",
+             "--metric", "MEM=45%", "--channel", "ops", "--channel", "web"],
+            ApiRequest("PUT", "/live-activity/stream/web-1", {
+                "content_state": {"title": "web-1", "type": "metrics", "metrics": [
+                    {"label": "CPU", "value": 9, "unit": "%"},
+                    {"label": "MEM", "value": 45, "unit": "%"}]},
+                "channels": ["ops", "web"]}),
+        ),
+        (
+            ["start", "--type", "stats", "--title", "Sales", "--metric", "orders=128",
+             "--channel", "sales"],
+            ApiRequest("POST", "/live-activity/start", {
+                "content_state": {"title": "Sales", "type": "stats",
+                                  "metrics": [{"label": "orders", "value": 128}]},
+                "target": {"channels": ["sales"]}}),
+        ),
+        (
+            ["start", "--type", "value", "--title", "Queue", "--value", "1,024",
+             "--icon", "tray", "--icon-color", "gray", "--badge", "LIVE"],
+            ApiRequest("POST", "/live-activity/start", {"content_state": {
+                "title": "Queue", "type": "value", "value": "1,024",
+                "icon": {"symbol": "tray", "color": "gray"}, "badge": {"title": "LIVE"}}}),
+        ),
+        (
+            ["start", "--type", "alert", "--title", "Disk", "--message", "almost full",
+             "--alert-title", "Disk", "--alert-body", "92% used", "--tag", "infra"],
+            ApiRequest("POST", "/live-activity/start", {
+                "content_state": {"title": "Disk", "type": "alert", "message": "almost full"},
+                "alert": {"title": "Disk", "body": "92% used"}, "tags": ["infra"]}),
+        ),
+        (
+            ["start", "--type", "timer", "--title", "Pizza", "--duration", "600", "--subtitle",
+             "oven", "--badge", "hot", "--badge-color", "red"],
+            ApiRequest("POST", "/live-activity/start", {"content_state": {
+                "title": "Pizza", "subtitle": "oven", "type": "timer", "duration_seconds": 600,
+                "badge": {"title": "hot", "color": "red"}}}),
+        ),
+        (
+            ["update", "act-1", "--title", "Uptime", "--count-up", "--paused"],
+            ApiRequest("POST", "/live-activity/update", {"activity_id": "act-1", "content_state": {
+                "title": "Uptime", "counts_down": False, "is_running": False}}),
+        ),
+        (
+            ["end-activity", "act-1", "--title", "Done", "--percentage", "100",
+             "--auto-dismiss-minutes", "0"],
+            ApiRequest("POST", "/live-activity/end", {"activity_id": "act-1", "content_state": {
+                "title": "Done", "percentage": 100, "auto_dismiss_minutes": 0}}),
+        ),
+        (
+            ["end-activity", "act-1"],
+            ApiRequest("POST", "/live-activity/end", {"activity_id": "act-1"}),
+        ),
+        (
+            ["end", "build-42"],
+            ApiRequest("DELETE", "/live-activity/stream/build-42", None),
+        ),
+        (
+            ["end", "build-42", "--title", "Deployed", "--auto-dismiss-seconds", "30",
+             "--auto-dismiss-minutes", "1"],
+            ApiRequest("DELETE", "/live-activity/stream/build-42", {"content_state": {
+                "title": "Deployed", "auto_dismiss_seconds": 30, "auto_dismiss_minutes": 1}}),
+        ),
+    ],
+)
+def test_build_request(argv: list[str], expected: ApiRequest) -> None:
+    assert request(*argv) == expected
+
+
+def test_json_is_the_base_and_flags_win() -> None:
+    req = request("stream", "k", "--json", '{"title": "raw", "type": "value", "value": "007"}',
+                  "--title", "flag")
+    assert req.body == {"content_state": {"title": "flag", "type": "value", "value": "007"}}
+
+
+def test_json_alone_can_carry_the_title() -> None:
+    req = request("update", "a1", "--json", '{"title": "t", "percentage": 5}')
+    assert req.body == {"activity_id": "a1", "content_state": {"title": "t", "percentage": 5}}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["stream", "k", "--type", "value", "--value", "1"], "--title is required"),
+        (["update", "a1", "--percentage", "3"], "--title is required"),
+        (["start", "--title", "t"], "--type is required"),
+        (["stream", "bad key", "--title", "t"], "invalid stream key"),
+        (["end", "a/b"], "invalid stream key"),
+        (["stream", "x" * 129, "--title", "t"], "invalid stream key"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        request(*argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stream", "k", "--title", "t", "--metric", "CPU"],
+        ["stream", "k", "--title", "t", "--color", "pink"],
+        ["stream", "k", "--title", "t", "--type", "chart"],
+        ["stream", "k", "--title", "t", "--json", "[1]"],
+        ["stream", "k", "--title", "t", "--json", "{"],
+        ["stream", "k", "--title", "t", "--steps", "-1"],
+        ["stream", "k", "--title", "t", "--percentage", "9%"],
+        ["update", "a1", "--title", "t", "--channel", "ops"],  # update has no recipients
+        ["start", "--title", "t", "--auto-dismiss-minutes", "1"],  # end-only
+        ["update"],
+    ],
+)
+def test_argparse_rejects_with_status_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(argv)
+    assert exc.value.code == 2
+
+
+def test_every_subcommand_is_registered() -> None:
+    for argv in (["stream", "k"], ["end", "k"], ["start"], ["update", "a"], ["end-activity", "a"]):
+        args = parser().parse_args(argv)
+        assert args.handler is cli.run
+        assert args.client_command == argv[0]
+
+
+# -- URL and key -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "expected"),
+    [
+        (None, {}, "http://127.0.0.1:8787/api"),
+        (None, {"LOCKSTEP_URL": "https://push.example.com/api/"}, "https://push.example.com/api"),
+        ("http://h:1/api", {"LOCKSTEP_URL": "https://other/api"}, "http://h:1/api"),
+    ],
+)
+def test_resolve_url(flag: str | None, env: dict[str, str], expected: str) -> None:
+    assert cli.resolve_url(flag, env) == expected
+
+
+def test_resolve_url_rejects_other_schemes() -> None:
+    with pytest.raises(UsageError):
+        cli.resolve_url("ftp://h/api", {})
+
+
+def write_key_file(root: Path, text: str) -> None:
+    (root / "lockstep-data").mkdir(exist_ok=True)
+    (root / "lockstep-data" / "api-key").write_text(text)
+
+
+def test_key_resolution_order(tmp_path: Path) -> None:
+    write_key_file(tmp_path, "\n  from-file  \nsecond\n")
+    env = {"LOCKSTEP_API_KEY": "from-env"}
+    assert cli.resolve_key("from-flag", env, tmp_path) == "from-flag"
+    assert cli.resolve_key(None, env, tmp_path) == "from-env"
+    assert cli.resolve_key(None, {"LOCKSTEP_API_KEY": "  "}, tmp_path) == "from-file"
+    assert cli.resolve_key(None, {}, tmp_path) == "from-file"
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"])
+def test_missing_key_is_a_clear_error(tmp_path: Path, content: str | None) -> None:
+    if content is not None:
+        write_key_file(tmp_path, content)
+    with pytest.raises(UsageError, match="no API key: pass --key, set LOCKSTEP_API_KEY"):
+        cli.resolve_key(None, {}, tmp_path)
+
+
+# -- against a local server ------------------------------------------------------------------------
+
+
+@dataclass
+class Canned:
+    """What the fake server answers, and what it saw."""
+
+    status: int = 200
+    body: bytes = b'{"success": true, "operation": "started", "activity_id": "act-1"}'
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    canned: Canned
+
+    def _answer(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        self.canned.seen.append({
+            "method": self.command, "path": self.path, "headers": dict(self.headers),
+            "body": self.rfile.read(size) if size else b"",
+        })
+        self.send_response(self.canned.status)
+        for name, value in self.canned.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(self.canned.body)))
+        self.end_headers()
+        self.wfile.write(self.canned.body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Canned]]:
+    canned = Canned()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Handler,), {"canned": canned}))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/api", canned
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("LOCKSTEP_URL", raising=False)
+    monkeypatch.delenv("LOCKSTEP_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray ./lockstep-data/api-key
+
+
+def run(*argv: str) -> int:
+    args = parser().parse_args([*argv, "--timeout", "5"])
+    return int(args.handler(args))
+
+
+def test_success_prints_pretty_json(server: tuple[str, Canned],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    url, canned = server
+    status = run("stream", "web-1", "--url", url, "--key", SECRET, "--type", "metrics",
+                 "--title", "web-1", "--metric", "CPU=9%")
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert json.loads(out) == {"success": True, "operation": "started", "activity_id": "act-1"}
+    assert out.startswith("{\n  ")
+    assert SECRET not in out + err
+    [seen] = canned.seen
+    assert (seen["method"], seen["path"]) == ("PUT", "/api/live-activity/stream/web-1")
+    assert seen["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert seen["headers"]["Content-Type"] == "application/json"
+    assert json.loads(seen["body"])["content_state"]["metrics"] == [
+        {"label": "CPU", "value": 9, "unit": "%"}
+    ]
+
+
+def test_key_and_url_from_environment_and_file(
+    server: tuple[str, Canned], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url, canned = server
+    monkeypatch.setenv("LOCKSTEP_URL", url)
+    write_key_file(tmp_path, SECRET + "\n")
+    assert run("end", "build-42") == 0
+    monkeypatch.setenv("LOCKSTEP_API_KEY", "env-key")
+    assert run("end", "build-42") == 0
+    first, second = canned.seen
+    assert (first["method"], first["path"], first["body"]) == (
+        "DELETE", "/api/live-activity/stream/build-42", b"")
+    assert "Content-Type" not in first["headers"]
+    assert first["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert second["headers"]["Authorization"] == "Bearer env-key"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, b'{"error": "bad_request", "message": "content_state.current_step: above steps"}',
+         "content_state.current_step: above steps (HTTP 400, bad_request)"),
+        (403, b'{"error": "forbidden", "message": "unknown API key"}',
+         "unknown API key (HTTP 403, forbidden)"),
+        (404, b'{"error": "no_recipients", "message": "nobody", "effective_channel_slugs": []}',
+         'nobody (HTTP 404, no_recipients) {"effective_channel_slugs": []}'),
+        (429, b'{"code": "rate_limited", "error": "rate_limited", "message": "slow down"}',
+         "slow down (HTTP 429, rate_limited)"),
+        (502, b"<html>bad gateway</html>", "HTTP 502: <html>bad gateway</html>"),
+        (500, b"", "HTTP 500"),
+    ],
+)
+def test_error_answers_exit_1_with_the_server_message(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str],
+    status: int, body: bytes, expected: str,
+) -> None:
+    url, canned = server
+    canned.status, canned.body = status, body
+    assert run("update", "act-1", "--url", url, "--key", SECRET, "--title", "t") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == f"lockstep update: {expected}"
+    assert SECRET not in err
+
+
+def test_redirects_are_not_followed(server: tuple[str, Canned],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    url, canned = server
+    canned.status, canned.body = 302, b""  # urllib would follow a 302 POST as a GET
+    canned.headers = {"Location": url + "/elsewhere"}
+    assert run("start", "--url", url, "--key", SECRET, "--type", "value", "--title", "t",
+               "--value", "1") == 1
+    assert len(canned.seen) == 1  # the Authorization header went nowhere else
+    assert "HTTP 302" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2_before_any_request(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, canned = server
+    assert run("end", "k", "--url", url) == 2  # no key anywhere
+    assert "no API key" in capsys.readouterr().err
+    assert run("start", "--url", url, "--key", SECRET, "--title", "t") == 2
+    assert "--type is required" in capsys.readouterr().err
+    assert canned.seen == []
+
+
+def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert run("end", "k", "--url", f"http://127.0.0.1:{port}/api", "--key", SECRET) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach" in err and SECRET not in err
+
+
+def test_silent_server_times_out(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        args = parser().parse_args(["end", "k", "--url", f"http://127.0.0.1:{port}/api",
+                                    "--key", SECRET, "--timeout", "0.2"])
+        assert cli.run(args) == 1
+    assert "timed out" in capsys.readouterr().err
