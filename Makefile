@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/lockstep simulator
+	$(BIN)/lockstep serve
 
 simulator: $(STAMP)
 	$(BIN)/lockstep simulator --devices 3 --apns-dir ./apns-out

@@ -18,7 +18,7 @@ from functools import partial
 import trio
 
 from engine.apns.connection import Answered, NoAnswer, SendResult
-from engine.apns.pool import ApnsPool
+from engine.apns.pool import ApnsPool, PoolClosedError
 from engine.apns.protocol import PushRequest
 from engine.apns.reasons import Disposition, Reason, disposition_for
 from engine.delivery.coalescer import Coalescer, Dispatch, Outcome, Settled, Settlement, outcome_for
@@ -31,13 +31,14 @@ _MAX_DEAD_TOKENS = 100_000
 class PushHandle:
     """The future of one submitted event: `await handle.result()` or ignore it."""
 
-    __slots__ = ("_event", "_result", "submitted_at", "token")
+    __slots__ = ("_callbacks", "_event", "_result", "submitted_at", "token")
 
     def __init__(self, token: str, submitted_at: float) -> None:
         self.token = token
         self.submitted_at = submitted_at
         self._event = trio.Event()
         self._result: DeliveryResult | None = None
+        self._callbacks: list[Callable[[DeliveryResult], None]] | None = None
 
     @property
     def done(self) -> bool:
@@ -54,11 +55,28 @@ class PushHandle:
         assert self._result is not None
         return self._result
 
+    def add_done_callback(self, callback: Callable[[DeliveryResult], None]) -> None:
+        """Call `callback(result)` when the handle settles (at once if it already has).
+
+        Callbacks run synchronously on the engine's trio thread (from the dispatcher or a
+        connection's reader), so they must be cheap and must not block; this lets a service
+        follow thousands of pushes without a task per push.
+        """
+        if self._result is not None:
+            callback(self._result)
+            return
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+
     def settle(self, result: DeliveryResult) -> None:
         """Resolve the handle (once; later calls are ignored)."""
         if self._result is None:
             self._result = result
             self._event.set()
+            callbacks, self._callbacks = self._callbacks, None
+            for callback in callbacks or ():
+                callback(result)
 
 
 class Dispatcher:
@@ -132,7 +150,10 @@ class Dispatcher:
             if next_at is not None and next_at <= now:
                 free = self.pool.free_slots
                 if free <= 0:
-                    await self.pool.wait_for_slot()
+                    try:
+                        await self.pool.wait_for_slot()
+                    except PoolClosedError:
+                        return  # the engine is shutting down; what is queued stays unsent
                     continue
                 self._send_batch(now, free)
                 await trio.lowlevel.checkpoint()  # let connection writers flush the batch

@@ -1,0 +1,187 @@
+"""`lockstep serve`: the HTTP API, the service, the store and the engine in one process.
+
+    lockstep serve [--config lockstep.toml] [--host 127.0.0.1] [--port 8787] [--db PATH]
+
+Start-up order: the store (and its group-commit writer), then the APNs side (Apple with the
+configured credentials, or in simulate mode the simulator started in-process through the
+`lockstep.simulate` entry point, so the engine never imports it), the engine, the service (which
+re-queues what devices are missing after a restart), and last the HTTP front. In simulate mode the
+simulated iPhones then register through the device API, exactly as an app would. Ctrl-C (or
+SIGTERM) stops the HTTP front, drains the engine (bounded) and closes the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.config import ApnsEndpoint, ConfigError, Credentials, EngineConfig
+from engine.engine import open_engine
+from engine.http.app import create_app
+from engine.http.openapi import build_openapi
+from engine.http.prom import PromMetrics
+from engine.http.server import serve_http
+from engine.service import Service, ServiceConfig, open_service
+from engine.settings import Settings, ensure_keys, load_settings
+from engine.store.sqlite import SqliteStore
+
+log = logging.getLogger("lockstep.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A started server: where it listens and what it runs (for tests and the banner)."""
+
+    api_base: str
+    port: int
+    service: Service
+    settings: Settings
+    simulator: Any | None  # the embedded simulator in simulate mode
+
+
+@asynccontextmanager
+async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, Any]]:
+    """Start the in-process simulator and an engine config that points at it."""
+    found = [ep for ep in entry_points(group="lockstep.simulate") if ep.name == "simulator"]
+    if not found:
+        raise ConfigError("no [apns] credentials configured and the simulator is not installed")
+    open_embedded: Callable[..., Any] = found[0].load()
+    sim_settings = settings.simulate
+    async with open_embedded(
+        state_dir=settings.state_dir / "simulator",
+        devices=sim_settings.devices,
+        control_port=sim_settings.control_port,
+        seed=sim_settings.seed,
+    ) as sim:
+        config = EngineConfig(
+            credentials=Credentials(sim.team_id, sim.key_id, Path(sim.key_path), sim.bundle_id),
+            endpoint=ApnsEndpoint(host=sim.host, port=sim.port, ca_file=Path(sim.ca_file)),
+            delivery=settings.delivery,
+        )
+        yield config, sim
+
+
+@asynccontextmanager
+async def open_server(
+    settings: Settings, *, wall_clock: Callable[[], float] | None = None
+) -> AsyncIterator[Running]:
+    """Run everything `lockstep serve` runs for the duration of the block."""
+    import time
+
+    clock = wall_clock or time.time
+    settings = ensure_keys(settings)
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        store = SqliteStore(settings.db_path)
+        stack.callback(store.close)
+        await nursery.start(store.run)
+        sim = None
+        if settings.credentials is None:
+            config, sim = await stack.enter_async_context(_simulated(settings))
+        else:
+            config = EngineConfig(settings.credentials, settings.endpoint, settings.delivery)
+        metrics = PromMetrics()
+        engine = await stack.enter_async_context(
+            open_engine(config, wall_clock=clock, listener=metrics)
+        )
+        service = await stack.enter_async_context(
+            open_service(
+                engine, store, wall_clock=clock,
+                config=ServiceConfig(live=settings.live,
+                                     pacing_interval=settings.delivery.pacing_interval),
+            )
+        )
+        app = create_app(
+            service, api_keys=settings.api_keys, device_keys=settings.device_keys,
+            metrics=metrics, max_body=settings.max_body, openapi=build_openapi(),
+        )
+        shutdown = trio.Event()
+        stack.callback(shutdown.set)
+        port = await nursery.start(
+            lambda task_status: serve_http(app, settings.host, settings.port,
+                                           task_status=task_status,
+                                           shutdown_trigger=shutdown.wait)
+        )
+        api_base = f"http://{settings.host}:{port}/api"
+        if sim is not None:
+            await sim.attach(api_base, settings.device_keys[0])
+        yield Running(api_base, port, service, settings, sim)
+
+
+def banner(running: Running) -> str:
+    """What `lockstep serve` prints once it is up (the API key included: it is the user's own)."""
+    s = running.settings
+    lines = [
+        f"Lockstep is serving the HTTP API at {running.api_base}",
+        f"  API key ({s.state_dir / 'api-key'} unless configured): {s.api_keys[0]}",
+        f"  database: {s.db_path}",
+    ]
+    if running.simulator is not None:
+        lines += [
+            "  APNs: the built-in simulator (simulate mode), "
+            f"{s.simulate.devices} simulated iPhones",
+            f"  simulator control API: {running.simulator.control_url}",
+            "  watch the lock screens: lockstep devices --watch",
+        ]
+    else:
+        lines.append(f"  APNs: {s.endpoint.authority}")
+    lines += [
+        "Try:",
+        f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
+        f"    -H 'Authorization: Bearer {s.api_keys[0]}' -H 'Content-Type: application/json' \\",
+        "    -d '{\"content_state\": {\"title\": \"Server Health\", \"type\": \"metrics\", "
+        "\"metrics\": [{\"label\": \"CPU\", \"value\": 9, \"unit\": \"%\"}]}}'",
+    ]
+    return "\n".join(lines)
+
+
+async def _serve_until_signal(settings: Settings) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_server(settings) as running:
+            print(banner(running), flush=True)
+            async for _ in signals:
+                print("stopping: draining pushes (Ctrl-C again to force)", flush=True)
+                break
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config, host=args.host, port=args.port, db=args.db,
+                                 state_dir=args.state_dir)
+        if args.devices is not None:
+            settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
+        trio.run(_serve_until_signal, settings)
+    except ConfigError as exc:
+        print(f"lockstep serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"lockstep serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `lockstep serve`."""
+    p = sub.add_parser("serve", help="run the HTTP API, the engine and (by default) a simulator")
+    p.add_argument("--config", type=Path, default=None, help="lockstep.toml")
+    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default 8787)")
+    p.add_argument("--db", type=Path, default=None, help="SQLite file (default in --state-dir)")
+    p.add_argument("--state-dir", type=Path, default=None, help="default ./lockstep-data")
+    p.add_argument("--devices", type=int, default=None, help="simulated iPhones (simulate mode)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    p.set_defaults(handler=_run)

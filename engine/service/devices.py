@@ -1,0 +1,119 @@
+"""Devices: what the iOS app (or a simulated iPhone) tells the server.
+
+- `register(device_id, registration)`: create or update a device with its push-to-start token,
+  name and channels. A start reaches every registered device its target selects.
+- `unregister(device_id)`: forget the device; activities it was receiving stop sending to it.
+- `report_token(report)`: after a push-to-start, iOS hands the app the new activity's update token
+  (apns.md §6, "Tokens"); the app reports it here. Updates and the end that were held for that
+  device are released at once: the newest state goes out, or the end if the activity has ended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from engine import errors, models
+from engine.service.outbox import Outbox
+from engine.service.state import Registry
+from engine.store.base import Store
+from engine.store.records import DeleteDevice, DeviceRow, PutDevice, PutRecipient
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def check_device_id(device_id: str) -> None:
+    """Device ids: 1-128 letters, digits, `_ . : -` (they appear in URLs)."""
+    if not _DEVICE_ID.match(device_id):
+        raise errors.BadRequest(
+            f"device_id must be 1-128 letters, digits, '_', '.', ':' or '-', got {device_id!r}"
+        )
+
+
+def device_info(row: DeviceRow) -> models.DeviceInfo:
+    """The public view of a device (never the whole token)."""
+    return models.DeviceInfo(
+        device_id=row.device_id,
+        name=row.name,
+        channels=list(row.channels),
+        push_to_start_token_suffix=row.push_to_start_token[-8:],
+        registered_at=models.iso(row.registered_at),
+    )
+
+
+class Devices:
+    """register / unregister / report_token / list (see the module docstring)."""
+
+    def __init__(
+        self, registry: Registry, store: Store, outbox: Outbox, *, wall_clock: Callable[[], float]
+    ) -> None:
+        self._reg = registry
+        self._store = store
+        self._outbox = outbox
+        self._wall = wall_clock
+
+    async def register(
+        self, device_id: str, registration: models.DeviceRegistration
+    ) -> models.DeviceInfo:
+        """Create or update a device; durable when this returns."""
+        check_device_id(device_id)
+        models.check_channels(registration.channels, "channels")
+        old = self._reg.devices.get(device_id)
+        row = DeviceRow(
+            device_id=device_id,
+            name=registration.name if registration.name is not None else device_id,
+            push_to_start_token=registration.push_to_start_token.lower(),
+            channels=sorted(set(registration.channels)),
+            registered_at=old.registered_at if old is not None else self._wall(),
+        )
+        self._reg.devices[device_id] = row
+        await self._store.write([PutDevice(row)])
+        return device_info(row)
+
+    async def unregister(self, device_id: str) -> models.DeviceInfo:
+        """Remove a device; 404 if unknown. Its recipients are marked dead (nothing more sent)."""
+        row = self._reg.devices.pop(device_id, None)
+        if row is None:
+            raise errors.NotFound(f"no device with id {device_id!r}")
+        ops: list[object] = [DeleteDevice(device_id)]
+        for act in self._reg.activities.values():
+            rec = act.recipients.get(device_id)
+            if rec is not None and not rec.row.dead:
+                rec.row.dead = True
+                ops.append(PutRecipient(rec.row))
+        await self._store.write(ops)  # type: ignore[arg-type]
+        return device_info(row)
+
+    async def report_token(
+        self, report: models.ActivityTokenReport
+    ) -> models.ActivityTokenAccepted:
+        """Record an activity's update token and release what was held for it."""
+        if report.device_id not in self._reg.devices:
+            raise errors.NotFound(f"no device with id {report.device_id!r}")
+        act = self._reg.activities.get(report.activity_id)
+        if act is None:
+            raise errors.NotFound(f"no activity with id {report.activity_id!r}")
+        rec = act.recipients.get(report.device_id)
+        if rec is None:
+            raise errors.NotFound(
+                f"device {report.device_id!r} does not receive activity {report.activity_id!r}"
+            )
+        async with self._reg.locks.hold(self._reg.lock_key(act)):
+            token = report.activity_token.lower()
+            changed = rec.row.update_token != token
+            rec.row.update_token = token
+            rec.row.started = True  # iOS only hands out an update token for a started activity
+            if changed:
+                rec.queued_version = min(rec.queued_version, rec.row.sent_version)
+                await self._store.write([PutRecipient(rec.row)])
+            handle = await self._outbox.send_latest(act, rec)
+        return models.ActivityTokenAccepted(
+            success=True,
+            activity_id=report.activity_id,
+            device_id=report.device_id,
+            released=0 if handle is None else 1,
+        )
+
+    def list(self) -> list[models.DeviceInfo]:
+        """Every registered device, by id."""
+        return [device_info(row) for _, row in sorted(self._reg.devices.items())]

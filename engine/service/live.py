@@ -1,0 +1,426 @@
+"""Live Activities: the use cases behind both front doors (HTTP API and embedded Python).
+
+Two lifecycles share one implementation:
+- by id: `start` -> `update`* -> `end`, the caller keeps the `activity_id`;
+- by stream key: `stream(key, ...)` starts, updates, skips (`noop`) or rotates the key's current
+  activity, and `end_stream(key)` ends it (http-api.md, "Stream semantics").
+
+Every call follows the same steps: validate against the activity's type, build the exact APNs
+payload and check its size (413 before anything is stored or queued, architecture.md invariant 4),
+apply the change to the in-memory rows, make it durable (`Store.write`, group-committed), and only
+then hand it to the outbox, which submits what each recipient lacks. The reply waits a short,
+configurable moment for APNs answers so that `devices_notified` is meaningful; what is not
+answered by then is reported in `devices_queued`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import trio
+
+from engine import errors, models
+from engine.delivery.dispatch import PushHandle
+from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
+from engine.results import DeliveryStatus
+from engine.service.outbox import Outbox, alert_of, latest_content, start_content
+from engine.service.state import Activity, Recipient, Registry
+from engine.store.base import Store
+from engine.store.records import (
+    ActivityRow,
+    Op,
+    PutActivity,
+    PutRecipient,
+    PutStream,
+    RecipientRow,
+    StreamRow,
+)
+
+# iOS ends a Live Activity after 8 hours (apns.md §6); a stream rotates a little before that.
+IOS_ACTIVITY_LIMIT = 8 * 3600.0
+# The hosted service's throttling warning: more than 12 updates, more than one per 2 min on average.
+WARN_MIN_UPDATES = 12
+WARN_MEAN_INTERVAL = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """Knobs of the Live Activities service."""
+
+    attributes_type: str = "LockstepActivityAttributes"
+    rotate_after: float = IOS_ACTIVITY_LIMIT - 30 * 60  # rotate streams at 7 h 30 min
+    notify_wait: float = 0.25  # how long a reply waits for APNs answers (s)
+    default_dismiss_minutes: int = 3  # the contract's default for `auto_dismiss_minutes`
+
+
+@dataclass(slots=True)
+class _Sent:
+    """What one call pushed: handles to wait for, and recipients held for their token."""
+
+    handles: list[tuple[str, PushHandle]]
+    held: int = 0
+
+
+class LiveActivities:
+    """start / update / end / stream / end_stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        outbox: Outbox,
+        *,
+        config: LiveConfig,
+        wall_clock: Callable[[], float],
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self._reg = registry
+        self._store = store
+        self._outbox = outbox
+        self._cfg = config
+        self._wall = wall_clock
+        self._new_id = new_id or (lambda: "la_" + uuid.uuid4().hex)
+
+    # -- by id -----------------------------------------------------------------------------------
+    async def start(self, req: models.StartRequest) -> models.StartResponse:
+        """Start an activity on the targeted devices (push-to-start)."""
+        state = req.content_state
+        if state.type is None:
+            raise errors.BadRequest("content_state.type is required to start an activity")
+        channels = _channels(req)
+        now = self._wall()
+        act, prepared, ops = self._begin(req, state.type, channels, None, now)
+        await self._store.write(ops)
+        sent = await self._launch(act, prepared)
+        notified, queued, errs = await self._settle(sent)
+        return models.StartResponse(
+            success=True, activity_id=act.row.activity_id, devices_notified=notified,
+            devices_queued=queued, effective_channel_slugs=list(channels) or None,
+            tags=req.tags, timestamp=models.iso(now), errors=errs or None,
+        )
+
+    async def update(self, req: models.UpdateRequest) -> models.UpdateResponse:
+        """Replace an activity's state (latest wins per device)."""
+        act = self._find(req.activity_id)
+        async with self._reg.locks.hold(self._reg.lock_key(act)):
+            if act.row.ended:
+                raise errors.ApiError(
+                    409, "activity_ended", f"activity {req.activity_id} has ended; start a new one"
+                )
+            now = self._wall()
+            ops = self._apply(act, req, EventKind.UPDATE, now, merge=True)
+            await self._store.write(ops)
+            sent = await self._push_all(act)
+        notified, queued, errs = await self._settle(sent)
+        return models.UpdateResponse(
+            success=True, activity_id=act.row.activity_id, devices_notified=notified,
+            devices_queued=queued, timestamp=models.iso(now), operation="updated",
+            warning=self._warning(act), errors=errs or None,
+        )
+
+    async def end(self, req: models.EndRequest) -> models.EndResponse:
+        """End an activity with its final state (never coalesced away)."""
+        act = self._find(req.activity_id)
+        async with self._reg.locks.hold(self._reg.lock_key(act)):
+            now = self._wall()
+            if act.row.ended:
+                return models.EndResponse(
+                    success=True, activity_id=act.row.activity_id, ignored=True,
+                    message="the activity had already ended", timestamp=models.iso(now),
+                )
+            ops = self._apply(act, req, EventKind.END, now, merge=True)
+            await self._store.write(ops)
+            sent = await self._push_all(act)
+        notified, queued, errs = await self._settle(sent)
+        return models.EndResponse(
+            success=True, activity_id=act.row.activity_id, devices_notified=notified,
+            devices_queued=queued, timestamp=models.iso(now), errors=errs or None,
+        )
+
+    # -- by stream key ---------------------------------------------------------------------------
+    async def stream(self, stream_key: str, req: models.StreamRequest) -> models.StreamPutResponse:
+        """Start, update, skip or rotate the stream's activity (http-api.md, stream semantics)."""
+        models.check_stream_key(stream_key)
+        async with self._reg.locks.hold("stream:" + stream_key):
+            return await self._stream_locked(stream_key, req)
+
+    async def _stream_locked(
+        self, stream_key: str, req: models.StreamRequest
+    ) -> models.StreamPutResponse:
+        now = self._wall()
+        act = self._reg.current_of_stream(stream_key)
+        type_ = req.content_state.type or (act.row.type if act is not None else None)
+        if type_ is None:
+            raise errors.BadRequest(
+                f"content_state.type is required: stream {stream_key!r} has no running activity"
+            )
+        previous: Activity | None = None
+        if act is not None and (type_ != act.row.type or now - act.row.started_at
+                                >= self._cfg.rotate_after):
+            previous, act = act, None
+        if act is not None:
+            new_state = models.push_state(req.content_state, models.as_content_type(type_),
+                                          req.action, req.secondary_action)
+            if new_state == act.row.state and req.alert is None:
+                return models.StreamPutResponse(
+                    success=True, operation="noop", stream_key=stream_key, ignored=True,
+                    activity_id=act.row.activity_id, devices_notified=0, devices_queued=0,
+                    message="content unchanged; nothing sent", timestamp=models.iso(now),
+                )
+            ops = self._apply(act, req, EventKind.UPDATE, now, type_=type_)
+            await self._store.write(ops)
+            sent = await self._push_all(act)
+            notified, queued, errs = await self._settle(sent)
+            return models.StreamPutResponse(
+                success=True, operation="updated", stream_key=stream_key,
+                activity_id=act.row.activity_id, devices_notified=notified,
+                devices_queued=queued, warning=self._warning(act), timestamp=models.iso(now),
+                errors=errs or None,
+            )
+        channels = _channels(req)
+        new, prepared, ops = self._begin(req, type_, channels, stream_key, now)
+        if previous is not None:
+            # Rotation: end the old activity at once with its last state, then start afresh.
+            previous.row.ended, previous.row.ended_at = True, now
+            previous.row.dismissal_date = int(now)
+            previous.row.version += 1
+            previous.row.alert = None
+            ops.append(PutActivity(previous.row))
+        await self._store.write(ops)
+        sent = await self._push_all(previous) if previous is not None else _Sent([])
+        started = await self._launch(new, prepared)
+        sent.handles += started.handles
+        sent.held += started.held
+        notified, queued, errs = await self._settle(started)
+        return models.StreamPutResponse(
+            success=True, operation="rotated" if previous else "started", stream_key=stream_key,
+            activity_id=new.row.activity_id,
+            previous_activity_id=previous.row.activity_id if previous else None,
+            devices_notified=notified, devices_queued=queued,
+            effective_channel_slugs=list(channels) or None, tags=req.tags,
+            timestamp=models.iso(now), errors=errs or None,
+        )
+
+    async def end_stream(
+        self, stream_key: str, req: models.StreamDeleteRequest | None
+    ) -> models.StreamDeleteResponse:
+        """End the stream's activity; ignored when it has already ended; 404 for an unknown key."""
+        models.check_stream_key(stream_key)
+        async with self._reg.locks.hold("stream:" + stream_key):
+            now = self._wall()
+            stream = self._reg.streams.get(stream_key)
+            if stream is None:
+                raise errors.NotFound(f"no stream with key {stream_key!r}")
+            act = self._reg.current_of_stream(stream_key)
+            if act is None:
+                return models.StreamDeleteResponse(
+                    success=True, operation="ended", stream_key=stream_key,
+                    activity_id=stream.activity_id, ignored=True,
+                    message="the stream's activity had already ended", timestamp=models.iso(now),
+                )
+            ops = self._apply(act, req, EventKind.END, now)
+            await self._store.write(ops)
+            sent = await self._push_all(act)
+        notified, queued, errs = await self._settle(sent)
+        return models.StreamDeleteResponse(
+            success=True, operation="ended", stream_key=stream_key,
+            activity_id=act.row.activity_id, devices_notified=notified, devices_queued=queued,
+            timestamp=models.iso(now), errors=errs or None,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _find(self, activity_id: str) -> Activity:
+        act = self._reg.activities.get(activity_id)
+        if act is None:
+            raise errors.NotFound(f"no activity with id {activity_id!r}")
+        return act
+
+    def _begin(
+        self, req: Any, type_: str, channels: Sequence[str], stream_key: str | None, now: float
+    ) -> tuple[Activity, PreparedPayload, list[Op]]:
+        """A new activity for the selected devices, its start payload (size-checked) and ops."""
+        ctype = models.as_content_type(type_)
+        models.check_content(req.content_state, ctype)
+        devices = self._reg.select_devices(channels)
+        if not devices:
+            raise errors.NoRecipients(
+                "no registered device matches the target"
+                + (f" (channels: {', '.join(channels)})" if channels else ""),
+                effective_channel_slugs=list(channels) or self._reg.all_channels(),
+            )
+        row = ActivityRow(
+            activity_id=self._new_id(), stream_key=stream_key, type=type_,
+            state=models.push_state(req.content_state, ctype, req.action, req.secondary_action),
+            alert=_alert_dict(getattr(req, "alert", None)), version=1, ended=False,
+            started_at=now, updated_at=now, ended_at=None, dismissal_date=None, update_count=0,
+            channels=list(channels), metadata=_metadata(req), tags=req.tags,
+        )
+        act = Activity(row)
+        prepared = _checked(lambda: prepare(start_content(act, self._cfg.attributes_type)))
+        ops: list[Op] = [PutActivity(row)]
+        for device in devices:
+            rec = RecipientRow(activity_id=row.activity_id, device_id=device.device_id,
+                               start_token=device.push_to_start_token, update_token=None,
+                               started=False, sent_version=0, dead=False)
+            act.recipients[device.device_id] = Recipient(rec)
+            ops.append(PutRecipient(rec))
+        self._reg.activities[row.activity_id] = act
+        if stream_key is not None:
+            stream = StreamRow(stream_key=stream_key, activity_id=row.activity_id)
+            self._reg.streams[stream_key] = stream
+            ops.append(PutStream(stream))
+        return act, prepared, ops
+
+    def _apply(
+        self,
+        act: Activity,
+        req: Any,
+        kind: EventKind,
+        now: float,
+        *,
+        type_: str | None = None,
+        merge: bool = False,
+    ) -> list[Op]:
+        """Apply an update or end to `act` (size-checked first); returns the ops to persist.
+
+        A stream PUT carries the whole state (`merge=False`); an update or end by id may carry
+        only what changed, and the fields it leaves out keep their values (`merge=True`). Either
+        way the resulting state is checked in full against the activity's type.
+        """
+        row = act.row
+        state_in = getattr(req, "content_state", None) if req is not None else None
+        type_ = type_ or (state_in.type if state_in is not None and state_in.type else row.type)
+        if state_in is None:
+            state = row.state
+        else:
+            state = models.push_state(state_in, models.as_content_type(type_), req.action,
+                                      req.secondary_action)
+            if merge and type_ == row.type:
+                state = {**row.state, **state}
+            _check_whole(state, type_)
+        alert = _alert_dict(getattr(req, "alert", None))
+        dismissal = None
+        if kind is EventKind.END:
+            dismissal = int(now + _dismiss_after(state_in, self._cfg.default_dismiss_minutes))
+        probe = Activity(ActivityRow(**{**_fields(row), "state": state, "alert": alert,
+                                        "ended": kind is EventKind.END,
+                                        "dismissal_date": dismissal}))
+        _checked(lambda: prepare(latest_content(probe)))
+        row.state, row.alert, row.type = state, alert, type_
+        row.version += 1
+        row.updated_at = now
+        if kind is EventKind.END:
+            row.ended, row.ended_at, row.dismissal_date = True, now, dismissal
+        else:
+            row.update_count += 1
+        if req is not None:
+            row.metadata = _metadata(req) or row.metadata
+            row.tags = getattr(req, "tags", None) or row.tags
+        return [PutActivity(row)]
+
+    async def _launch(self, act: Activity, prepared: PreparedPayload) -> _Sent:
+        sent = _Sent([])
+        for device_id, rec in act.recipients.items():
+            device = self._reg.devices.get(device_id)
+            if device is None:
+                continue
+            handle = await self._outbox.send_start(act, rec, device, prepared)
+            sent.handles.append((device_id, handle))
+        return sent
+
+    async def _push_all(self, act: Activity) -> _Sent:
+        sent = _Sent([])
+        for device_id, rec in act.recipients.items():
+            if rec.row.dead:
+                continue
+            handle = await self._outbox.send_latest(act, rec)
+            if handle is not None:
+                sent.handles.append((device_id, handle))
+            elif rec.row.update_token is None:
+                sent.held += 1
+        return sent
+
+    async def _settle(self, sent: _Sent) -> tuple[int, int, list[str]]:
+        """(notified, queued, errors) after waiting up to `notify_wait` for APNs answers."""
+        with trio.move_on_after(self._cfg.notify_wait):
+            for _, handle in sent.handles:
+                await handle.result()
+        notified, queued, errs = 0, sent.held, []
+        for device_id, handle in sent.handles:
+            result = handle.result_nowait()
+            if result is None or result.status is DeliveryStatus.SUPERSEDED:
+                queued += 1
+            elif result.status is DeliveryStatus.ACCEPTED:
+                notified += 1
+            else:
+                errs.append(f"{device_id}: {result.reason or result.status.value}"
+                            + (f" ({result.detail})" if result.detail else ""))
+        return notified, queued, errs
+
+    def _warning(self, act: Activity) -> str | None:
+        row = act.row
+        if row.update_count <= WARN_MIN_UPDATES:
+            return None
+        mean = (row.updated_at - row.started_at) / row.update_count
+        if mean >= WARN_MEAN_INTERVAL:
+            return None
+        return (
+            f"this activity was updated {row.update_count} times, about every {mean:.0f} s; "
+            "iOS throttles Live Activities updated more than once per 2 minutes on average"
+        )
+
+
+_ACTION_KEYS = ("action", "secondary_action")
+
+
+def _check_whole(state: dict[str, Any], type_: str) -> None:
+    """Check a complete pushed state against its type (after merging an update into it)."""
+    fields = {k: v for k, v in state.items() if k not in _ACTION_KEYS}
+    try:
+        whole = msgspec.convert(fields, models.ContentState)
+    except msgspec.ValidationError as exc:
+        raise errors.BadRequest(f"content_state: {exc}") from None
+    models.check_content(whole, models.as_content_type(type_))
+
+
+def _checked(build: Callable[[], PreparedPayload]) -> PreparedPayload:
+    try:
+        return build()
+    except PayloadTooLarge as exc:
+        raise errors.TooLarge(str(exc), size=exc.size, limit=exc.limit) from None
+
+
+def _channels(req: Any) -> list[str]:
+    target = getattr(req, "target", None)
+    channels = getattr(req, "channels", None) or (target.channels if target is not None else None)
+    return list(channels or [])
+
+
+def _alert_dict(alert: Any) -> dict[str, Any] | None:
+    if alert is None or (not alert.title and not alert.body):
+        return None
+    return {"title": alert.title or "", "body": alert.body or ""}
+
+
+def _metadata(req: Any) -> dict[str, Any] | None:
+    metadata = getattr(req, "metadata", None)
+    return dict(metadata) if metadata else None
+
+
+def _dismiss_after(state: Any, default_minutes: int) -> float:
+    seconds = getattr(state, "auto_dismiss_seconds", None)
+    if seconds is not None:
+        return float(seconds)
+    minutes = getattr(state, "auto_dismiss_minutes", None)
+    return 60.0 * (default_minutes if minutes is None else minutes)
+
+
+def _fields(row: ActivityRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__struct_fields__}
+
+
+__all__ = ["LiveActivities", "LiveConfig", "alert_of"]

@@ -1,0 +1,232 @@
+"""The outbox: turns durable activity rows into engine submissions and follows their results.
+
+The service never keeps a queue of its own. What each device still needs is implied by two
+numbers: the activity's `version` (bumped by every accepted start / update / end) and the
+recipient's `sent_version` (the newest version APNs accepted for that device). Whatever is behind
+is pushed as the activity's *current* row: the newest state, as an update, or as the end once the
+activity has ended. That is exactly "latest wins", and it makes recovery after a restart the same
+code path as a live update (architecture.md, invariant 2: the newest state and every end are
+delivered, intermediate states may be coalesced away).
+
+A start goes to the device's push-to-start token; updates and the end go to the per-activity
+update token the device reports through the device API. Until that report arrives the recipient is
+*held*: nothing is sent, and the report releases the newest state (`release`).
+
+Results come back through `PushHandle.add_done_callback` (no task per push). Progress
+(`started`, `sent_version`, `dead`) is written behind in small batches by `run()`; losing the last
+few of those writes in a crash only means a state is pushed once more after the restart, with a
+newer timestamp, which the device treats as a plain update.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from engine.apns.reasons import Disposition
+from engine.delivery.dispatch import PushHandle
+from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
+from engine.results import DeliveryResult, DeliveryStatus
+from engine.service.state import Activity, Recipient, Registry
+from engine.store.base import Store
+from engine.store.records import DeviceRow, PutRecipient
+
+log = logging.getLogger("lockstep.service")
+
+
+class Submitter(Protocol):
+    """What the outbox needs from the engine (`engine.engine.Engine` provides it)."""
+
+    async def submit(
+        self,
+        activity_id: str,
+        token: str,
+        content: LiveActivityContent | PreparedPayload,
+        *,
+        lane: str | None = None,
+        priority: int | None = None,
+        min_timestamp: int = 0,
+    ) -> PushHandle:
+        """Queue one push (waits while the engine is at capacity)."""
+        ...
+
+
+def alert_of(alert: dict[str, Any] | None) -> Alert | None:
+    """The engine `Alert` for a stored `{title, body}` alert."""
+    if not alert:
+        return None
+    return Alert(title=alert.get("title") or "", body=alert.get("body") or "")
+
+
+def start_content(act: Activity, attributes_type: str) -> LiveActivityContent:
+    """The push-to-start for an activity's current state (apns.md §6: an alert is required)."""
+    row = act.row
+    alert = alert_of(row.alert) or Alert(title=row.state.get("title", ""), body="")
+    attributes: dict[str, Any] = {"activity_id": row.activity_id}
+    if row.stream_key is not None:
+        attributes["stream_key"] = row.stream_key
+    return LiveActivityContent(
+        EventKind.START,
+        row.state,
+        alert=alert,
+        attributes_type=attributes_type,
+        attributes=attributes,
+        input_push_token=True,
+    )
+
+
+def latest_content(act: Activity) -> LiveActivityContent:
+    """The activity's newest state as an update, or as its end once it has ended."""
+    row = act.row
+    if row.ended:
+        return LiveActivityContent(
+            EventKind.END, row.state, alert=alert_of(row.alert), dismissal_date=row.dismissal_date
+        )
+    return LiveActivityContent(EventKind.UPDATE, row.state, alert=alert_of(row.alert))
+
+
+class Outbox:
+    """Submits what recipients are missing and records what APNs accepted."""
+
+    def __init__(
+        self,
+        engine: Submitter,
+        store: Store,
+        registry: Registry,
+        *,
+        attributes_type: str,
+        wall_clock: Callable[[], float],
+        pacing_interval: float = 1.0,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._reg = registry
+        self._attributes_type = attributes_type
+        self._wall = wall_clock
+        self._pacing = pacing_interval
+        self._flush_interval = flush_interval
+        self._dirty: dict[tuple[str, str], Recipient] = {}
+        self._wake = trio.Event()
+        self.accepted = 0
+        self.rejected = 0
+        self.failed = 0
+
+    @property
+    def dirty(self) -> int:
+        """Recipient rows waiting to be written."""
+        return len(self._dirty)
+
+    # -- submitting ------------------------------------------------------------------------------
+    async def send_start(
+        self, act: Activity, rec: Recipient, device: DeviceRow, prepared: PreparedPayload
+    ) -> PushHandle:
+        """Push-to-start `act` on `device` (the payload was size-checked by the caller)."""
+        rec.queued_version = act.row.version
+        handle = await self._engine.submit(
+            act.row.activity_id, device.push_to_start_token, prepared, lane=device.device_id
+        )
+        self._follow(handle, act, rec, act.row.version, start=True)
+        return handle
+
+    async def send_latest(
+        self, act: Activity, rec: Recipient, *, min_timestamp: int = 0
+    ) -> PushHandle | None:
+        """Push the newest state to `rec` if it lacks it; None when held or already queued."""
+        row = rec.row
+        if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
+            return None
+        rec.queued_version = act.row.version
+        handle = await self._engine.submit(
+            act.row.activity_id,
+            row.update_token,
+            prepare(latest_content(act)),
+            lane=row.device_id,
+            min_timestamp=min_timestamp,
+        )
+        self._follow(handle, act, rec, act.row.version, start=False)
+        return handle
+
+    async def recover(self) -> int:
+        """After a restart: push what each recipient is missing; returns the pushes queued.
+
+        Timestamps sent before the restart are at most one pacing interval ahead of the wall
+        clock of that time, so starting the lane above `now + interval` keeps them strictly
+        increasing on every device (apns.md §6, timestamp rule).
+        """
+        floor = int(self._wall()) + math.ceil(self._pacing)
+        queued = 0
+        for act, rec in list(self._reg.pending()):
+            device = self._reg.devices.get(rec.row.device_id)
+            if not rec.row.started and rec.row.update_token is None:
+                if act.row.ended or device is None:
+                    continue  # never shown on the device: nothing to update or end
+                rec.queued_version = act.row.version
+                handle = await self._engine.submit(
+                    act.row.activity_id,
+                    rec.row.start_token,
+                    prepare(start_content(act, self._attributes_type)),
+                    lane=rec.row.device_id,
+                    min_timestamp=floor,
+                )
+                self._follow(handle, act, rec, act.row.version, start=True)
+                queued += 1
+            elif await self.send_latest(act, rec, min_timestamp=floor) is not None:
+                queued += 1
+        return queued
+
+    # -- results ---------------------------------------------------------------------------------
+    def _follow(
+        self, handle: PushHandle, act: Activity, rec: Recipient, version: int, *, start: bool
+    ) -> None:
+        def done(result: DeliveryResult) -> None:
+            self._settled(act, rec, version, start, result)
+
+        handle.add_done_callback(done)
+
+    def _settled(
+        self, act: Activity, rec: Recipient, version: int, start: bool, result: DeliveryResult
+    ) -> None:
+        row = rec.row
+        if result.status is DeliveryStatus.ACCEPTED:
+            self.accepted += 1
+            row.started = row.started or start
+            row.sent_version = max(row.sent_version, version)
+        elif result.status is DeliveryStatus.SUPERSEDED:
+            return  # a newer state carries on in the same lane
+        elif result.disposition is Disposition.DROP_TOKEN:
+            self.rejected += 1
+            row.dead = True
+        else:
+            # Failed after every retry, or a request APNs refuses: allow a later call (or the next
+            # restart) to queue the newest state again.
+            self.failed += 1
+            rec.queued_version = min(rec.queued_version, version - 1)
+            log.warning("push for %s to %s ended %s: %s", act.row.activity_id, row.device_id,
+                        result.status.value, result.reason or result.detail)
+        self._dirty[(row.activity_id, row.device_id)] = rec
+        self._wake.set()
+
+    # -- write-behind ----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write recipient progress in batches until cancelled."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(self._flush_interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every dirty recipient row now."""
+        if not self._dirty:
+            return
+        batch, self._dirty = self._dirty, {}
+        ops = [PutRecipient(rec.row) for rec in batch.values()
+               if rec.row.activity_id in self._reg.activities]
+        if ops:
+            await self._store.write(ops)

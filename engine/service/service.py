@@ -1,0 +1,139 @@
+"""The service facade: one object behind the HTTP API and the embedded Python API.
+
+    async with open_service(engine, store) as service:
+        await service.live.stream("prod-web-1", request)
+        await service.devices.register("iphone-1", registration)
+
+`open_service` loads the store's snapshot into memory, re-queues what devices are still missing
+(restart recovery), and runs the background tasks: the outbox's write-behind and a sweeper that
+forgets ended activities once every device has their end and `retention` has passed, so memory and
+the database stay bounded by the activities that matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from engine.service.devices import Devices
+from engine.service.live import LiveActivities, LiveConfig
+from engine.service.outbox import Outbox, Submitter
+from engine.service.state import Registry
+from engine.store.base import Store
+from engine.store.records import DeleteActivity, Op
+
+log = logging.getLogger("lockstep.service")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """The service's knobs (the Live Activities ones live in `LiveConfig`)."""
+
+    live: LiveConfig = field(default_factory=LiveConfig)
+    retention: float = 3600.0  # keep an ended, fully delivered activity this long (s)
+    sweep_interval: float = 60.0
+    pacing_interval: float = 1.0  # the engine's, for timestamps after a restart
+
+
+class Service:
+    """`live` (Live Activities) and `devices`, over one registry, store and outbox."""
+
+    def __init__(
+        self,
+        engine: Submitter,
+        store: Store,
+        registry: Registry,
+        *,
+        config: ServiceConfig,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self._wall = wall_clock
+        self.outbox = Outbox(
+            engine, store, registry,
+            attributes_type=config.live.attributes_type,
+            wall_clock=wall_clock,
+            pacing_interval=config.pacing_interval,
+        )
+        self.live = LiveActivities(
+            registry, store, self.outbox, config=config.live, wall_clock=wall_clock
+        )
+        self.devices = Devices(registry, store, self.outbox, wall_clock=wall_clock)
+        self.recovered = 0
+        self.started_at = wall_clock()
+
+    def health(self) -> dict[str, Any]:
+        """`/healthz`: alive, with a few counts."""
+        return {"ok": True, "devices": len(self.registry.devices),
+                "activities": len(self.registry.activities)}
+
+    def stats(self) -> dict[str, float]:
+        """Gauges for `/metrics`."""
+        acts = self.registry.activities.values()
+        store = {f"store_{k}": float(v) for k, v in self.store.stats().items()}
+        return {
+            **store,
+            "devices": len(self.registry.devices),
+            "activities": len(self.registry.activities),
+            "activities_running": sum(1 for a in acts if not a.row.ended),
+            "streams": len(self.registry.streams),
+            "recipients_pending": sum(1 for _ in self.registry.pending()),
+            "recipient_writes_pending": self.outbox.dirty,
+            "recovered_pushes": self.recovered,
+        }
+
+    async def sweep(self) -> int:
+        """Forget ended activities every device has (or cannot get) after `retention`."""
+        cutoff = self._wall() - self.config.retention
+        gone = [
+            a for a in self.registry.activities.values()
+            if a.row.ended and (a.row.ended_at or 0) <= cutoff and a.delivered()
+        ]
+        if not gone:
+            return 0
+        ops: list[Op] = [DeleteActivity(a.row.activity_id) for a in gone]
+        for act in gone:
+            del self.registry.activities[act.row.activity_id]
+        await self.store.write(ops)
+        return len(gone)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await trio.sleep(self.config.sweep_interval)
+            removed = await self.sweep()
+            if removed:
+                log.info("forgot %d ended activities", removed)
+
+
+@asynccontextmanager
+async def open_service(
+    engine: Submitter,
+    store: Store,
+    *,
+    config: ServiceConfig | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Service]:
+    """Load, recover and run a `Service` for the duration of the block (store must be running)."""
+    snapshot = await store.load()
+    service = Service(engine, store, Registry.from_snapshot(snapshot),
+                      config=config or ServiceConfig(), wall_clock=wall_clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.outbox.run)
+        service.recovered = await service.outbox.recover()
+        if service.recovered:
+            log.info("re-queued %d pushes after a restart", service.recovered)
+        nursery.start_soon(service._sweep_forever)
+        try:
+            yield service
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await service.outbox.flush()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,131 @@
+"""The service's in-memory view of devices, activities, streams and recipients.
+
+The store (engine/store) is the durable copy; this is the working copy every request reads, so a
+request never waits on a database read. Both hold the same rows (`engine.store.records`): the
+service mutates a row here, then hands the same row to `Store.write` inside an op, and replies only
+once that write is durable.
+
+`KeyedLocks` serializes the calls that touch one activity (by stream key or activity id): two
+concurrent PUTs for one stream are applied, made durable and submitted one after the other, so the
+engine always receives them in the order the API accepted them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from engine.store.records import ActivityRow, DeviceRow, RecipientRow, Snapshot, StreamRow
+
+
+@dataclass(slots=True)
+class Recipient:
+    """One device's copy of one activity: the durable row plus what is queued right now."""
+
+    row: RecipientRow
+    queued_version: int = 0  # the newest version handed to the engine for this device
+
+
+@dataclass(slots=True)
+class Activity:
+    """An activity row plus its recipients (by device id)."""
+
+    row: ActivityRow
+    recipients: dict[str, Recipient] = field(default_factory=dict)
+
+    def delivered(self) -> bool:
+        """Every live recipient has the newest version (or cannot get it: a dead token)."""
+        return all(r.row.dead or r.row.sent_version >= self.row.version
+                   for r in self.recipients.values())
+
+
+class Registry:
+    """Devices, activities and streams by id, rebuilt from a `Snapshot` at start-up."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceRow] = {}
+        self.activities: dict[str, Activity] = {}
+        self.streams: dict[str, StreamRow] = {}
+        self.locks = KeyedLocks()
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> Registry:
+        """Index a loaded snapshot; recipients of unknown activities are ignored."""
+        reg = cls()
+        reg.devices = {d.device_id: d for d in snapshot.devices}
+        reg.activities = {a.activity_id: Activity(a) for a in snapshot.activities}
+        for r in snapshot.recipients:
+            act = reg.activities.get(r.activity_id)
+            if act is not None:
+                act.recipients[r.device_id] = Recipient(r, queued_version=0)
+        reg.streams = {s.stream_key: s for s in snapshot.streams}
+        return reg
+
+    def current_of_stream(self, stream_key: str) -> Activity | None:
+        """The stream's activity if it is still running (not ended)."""
+        stream = self.streams.get(stream_key)
+        if stream is None or stream.activity_id is None:
+            return None
+        act = self.activities.get(stream.activity_id)
+        return act if act is not None and not act.row.ended else None
+
+    def select_devices(self, channels: Sequence[str] | None) -> list[DeviceRow]:
+        """Devices subscribed to any of `channels`; every device when no channel is named."""
+        if not channels:
+            return sorted(self.devices.values(), key=lambda d: d.device_id)
+        wanted = set(channels)
+        return sorted(
+            (d for d in self.devices.values() if wanted.intersection(d.channels)),
+            key=lambda d: d.device_id,
+        )
+
+    def all_channels(self) -> list[str]:
+        """Every channel some device is subscribed to (sorted)."""
+        return sorted({c for d in self.devices.values() for c in d.channels})
+
+    @staticmethod
+    def lock_key(act: Activity) -> str:
+        """The lock an activity's calls take: its stream's key, or its id."""
+        key = act.row.stream_key
+        return "stream:" + key if key is not None else "id:" + act.row.activity_id
+
+    def live_count(self, device_id: str) -> int:
+        """Activities not ended that `device_id` receives (the per-device limit, apns.md §6)."""
+        return sum(1 for a in self.activities.values()
+                   if not a.row.ended and device_id in a.recipients)
+
+    def pending(self) -> Iterable[tuple[Activity, Recipient]]:
+        """Recipients that do not have their activity's newest version yet."""
+        for act in self.activities.values():
+            for rec in act.recipients.values():
+                if not rec.row.dead and rec.row.sent_version < act.row.version:
+                    yield act, rec
+
+
+class KeyedLocks:
+    """One `trio.Lock` per key, created on demand and dropped when nobody holds or waits."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[trio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the lock of `key` for the block."""
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (trio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]

@@ -1,0 +1,177 @@
+"""Server settings: `lockstep.toml`, environment variables and command-line flags, in that order.
+
+    [server]
+    host = "127.0.0.1"
+    port = 8787
+    db = "lockstep-data/lockstep.db"
+    api_keys = ["..."]            # or LOCKSTEP_API_KEY (comma-separated)
+    device_keys = ["..."]         # or LOCKSTEP_DEVICE_KEY (comma-separated)
+
+    [apns]                        # leave out to run against the built-in simulator
+    team_id = "ABCDE12345"
+    key_id = "KEY1234567"
+    key_path = "AuthKey_KEY1234567.p8"
+    bundle_id = "com.example.app"
+    environment = "sandbox"       # or "production"
+
+    [delivery]                    # any field of engine.config.DeliveryConfig
+    connections = 4
+
+    [live]                        # any field of engine.service.LiveConfig
+    notify_wait = 0.25
+
+Without `[apns]` the server runs in simulate mode: the simulator is started in-process as its
+APNs, with `simulate.devices` simulated iPhones registered through the device API. Keys that are
+not configured anywhere are generated once and kept (mode 0600) in the state directory, so a
+newcomer's `make run` prints a key that stays the same from run to run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
+from engine.service.live import LiveConfig
+
+DEFAULT_STATE_DIR = Path("lockstep-data")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateSettings:
+    """The in-process simulator of simulate mode."""
+
+    devices: int = 3
+    control_port: int | None = 8790
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `lockstep serve` needs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    state_dir: Path = DEFAULT_STATE_DIR
+    db: Path | None = None  # default: <state_dir>/lockstep.db
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    device_keys: tuple[str, ...] = field(default=(), repr=False)
+    credentials: Credentials | None = None  # None: simulate mode
+    endpoint: ApnsEndpoint = field(default_factory=ApnsEndpoint)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    simulate: SimulateSettings = field(default_factory=SimulateSettings)
+    max_body: int = 64 * 1024
+    record: Path | None = None
+
+    @property
+    def db_path(self) -> Path:
+        """Where the SQLite database lives."""
+        return self.db or self.state_dir / "lockstep.db"
+
+    @property
+    def simulated(self) -> bool:
+        """True when no APNs credentials are configured."""
+        return self.credentials is None
+
+
+def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags: Any) -> Settings:
+    """Read `path` (optional), then the environment, then non-None `flags`."""
+    env = dict(os.environ) if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"server", "apns", "delivery", "live", "simulate"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    server = data.get("server", {})
+    settings = Settings(
+        host=server.get("host", "127.0.0.1"),
+        port=int(server.get("port", 8787)),
+        state_dir=Path(server.get("state_dir", DEFAULT_STATE_DIR)),
+        db=Path(server["db"]) if "db" in server else None,
+        api_keys=_keys(server.get("api_keys"), env.get("LOCKSTEP_API_KEY"), "server.api_keys"),
+        device_keys=_keys(server.get("device_keys"), env.get("LOCKSTEP_DEVICE_KEY"),
+                          "server.device_keys"),
+        delivery=_section(DeliveryConfig, data.get("delivery", {}), "delivery"),
+        live=_section(LiveConfig, data.get("live", {}), "live"),
+        simulate=_section(SimulateSettings, data.get("simulate", {}), "simulate"),
+        max_body=int(server.get("max_body", 64 * 1024)),
+    )
+    if "apns" in data:
+        settings = _with_apns(settings, data["apns"], base=path.parent if path else Path("."))
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    return replace(settings, **overrides)
+
+
+def ensure_keys(settings: Settings) -> Settings:
+    """Fill in missing API / device keys from (or into) the state directory."""
+    api = settings.api_keys or (_stored_key(settings.state_dir / "api-key", "lsk_"),)
+    dev = settings.device_keys or (_stored_key(settings.state_dir / "device-key", "lsd_"),)
+    if set(api) & set(dev):
+        raise ConfigError("an API key must not also be a device key (separate scopes)")
+    return replace(settings, api_keys=tuple(api), device_keys=tuple(dev))
+
+
+def _stored_key(path: Path, prefix: str) -> str:
+    if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = prefix + secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def _keys(configured: Any, from_env: str | None, name: str) -> tuple[str, ...]:
+    if from_env:
+        return tuple(k.strip() for k in from_env.split(",") if k.strip())
+    if configured is None:
+        return ()
+    if not isinstance(configured, list) or not all(isinstance(k, str) and k for k in configured):
+        raise ConfigError(f"{name}: must be a list of non-empty strings")
+    if any(len(k) < 16 for k in configured):
+        raise ConfigError(f"{name}: keys must be at least 16 characters")
+    return tuple(configured)
+
+
+def _section(cls: Any, values: dict[str, Any], name: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(names))}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def _with_apns(settings: Settings, apns: dict[str, Any], *, base: Path) -> Settings:
+    required = ("team_id", "key_id", "key_path", "bundle_id")
+    missing = [k for k in required if not apns.get(k)]
+    if missing:
+        raise ConfigError(f"[apns]: missing {', '.join(missing)}")
+    env = apns.get("environment", "production")
+    if env not in ("sandbox", "production"):
+        raise ConfigError(f"[apns].environment must be 'sandbox' or 'production', got {env!r}")
+    key_path = Path(apns["key_path"])
+    if not key_path.is_absolute():
+        key_path = base / key_path
+    if not key_path.exists():
+        raise ConfigError(f"[apns].key_path: {key_path} does not exist")
+    creds = Credentials(apns["team_id"], apns["key_id"], key_path, apns["bundle_id"])
+    endpoint = ApnsEndpoint.apple(sandbox=env == "sandbox", port=int(apns.get("port", 443)))
+    return replace(settings, credentials=creds, endpoint=endpoint)
