@@ -159,8 +159,11 @@ class LiveActivities:
                 f"content_state.type is required: stream {stream_key!r} has no running activity"
             )
         previous: Activity | None = None
-        if act is not None and (type_ != act.row.type or now - act.row.started_at
-                                >= self._cfg.rotate_after):
+        if act is not None and (
+            type_ != act.row.type
+            or now - act.row.started_at >= self._cfg.rotate_after
+            or _unreachable(act)
+        ):
             previous, act = act, None
         if act is not None:
             new_state = models.push_state(req.content_state, models.as_content_type(type_),
@@ -375,6 +378,12 @@ class LiveActivities:
 
 
 _ACTION_KEYS = ("action", "secondary_action")
+
+
+def _unreachable(act: Activity) -> bool:
+    """Every device's token for this activity is dead (410 / BadDeviceToken): it cannot be
+    updated any more, so a stream starts a fresh activity (push-to-start tokens still work)."""
+    return bool(act.recipients) and all(r.row.dead for r in act.recipients.values())
 
 
 def _check_whole(state: dict[str, Any], type_: str) -> None:

@@ -226,3 +226,22 @@ async def test_start_update_end_by_id(autojump_clock: Any, tmp_path: Path) -> No
                 shown = h.shown(name, start.activity_id)
                 assert shown is not None and shown["content_state"]["current_step"] == 4
                 assert shown["content_state"]["type"] == "segmented_progress"
+
+
+async def test_stream_whose_tokens_died_starts_afresh(autojump_clock: Any, tmp_path: Path) -> None:
+    kit = make_kit(devices=1)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            first = await h.service.live.stream("web", stream_req(**metrics(1)))
+            await settle(h)
+            (report,) = h.reports
+            kit.apns.registry.unregister(report.activity_token, int(kit.now() * 1000) - 1000)
+            failed = await h.service.live.stream("web", stream_req(**metrics(2)))
+            assert failed.operation == "updated" and failed.errors
+            await settle(h)
+            fresh = await h.service.live.stream("web", stream_req(**metrics(3)))
+            assert fresh.operation == "rotated"
+            assert fresh.previous_activity_id == first.activity_id
+            await settle(h)
+            shown = h.shown("iphone-1", str(fresh.activity_id))
+            assert shown is not None and shown["content_state"]["metrics"][0]["value"] == 3
