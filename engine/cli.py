@@ -22,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in sorted(entry_points(group="lockstep.commands"), key=lambda e: e.name):
-        register: Register = ep.load()
+        try:
+            register: Register = ep.load()
+        except ImportError as exc:  # an optional part is not installed: the rest still works
+            print(f"lockstep: command group {ep.name!r} unavailable: {exc}", file=sys.stderr)
+            continue
         register(sub)
     return parser
 
