@@ -173,6 +173,14 @@ class Engine:
         self._dispatcher.wake()
         return handle
 
+    def stats(self) -> dict[str, float]:
+        """Queue depths and counters for metrics (`delivery_*`), plus free stream slots."""
+        counts = self._coalescer.stats
+        out = {f"delivery_{name}": float(getattr(counts, name)) for name in counts.__slots__}
+        out["delivery_free_slots"] = float(self._dispatcher.pool.free_slots)
+        out["delivery_dead_tokens"] = float(len(self._dispatcher.dead_tokens))
+        return out
+
     async def drain(self) -> None:
         """Wait until nothing is queued or in flight (pacing and retries included)."""
         await self._dispatcher.wait_idle()

@@ -54,6 +54,7 @@ class Service:
         wall_clock: Callable[[], float],
     ) -> None:
         self.config = config
+        self._engine = engine
         self.store = store
         self.registry = registry
         self._wall = wall_clock
@@ -79,8 +80,11 @@ class Service:
         """Gauges for `/metrics`."""
         acts = self.registry.activities.values()
         store = {f"store_{k}": float(v) for k, v in self.store.stats().items()}
+        engine_stats = getattr(self._engine, "stats", None)
+        delivery = engine_stats() if callable(engine_stats) else {}
         return {
             **store,
+            **delivery,
             "devices": len(self.registry.devices),
             "activities": len(self.registry.activities),
             "activities_running": sum(1 for a in acts if not a.row.ended),
