@@ -1,0 +1,104 @@
+"""`lockstep.toml`, environment and flags → `Settings`; keys generated once and kept."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError
+from engine.settings import ensure_keys, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lockstep.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_simulate_mode_on_localhost() -> None:
+    s = load_settings(None, env={})
+    assert (s.host, s.port, s.simulated) == ("127.0.0.1", 8787, True)
+    assert s.db_path == Path("lockstep-data/lockstep.db")
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[server]
+port = 9000
+api_keys = ["file-key-0123456789"]
+[delivery]
+connections = 2
+[live]
+notify_wait = 0.5
+[simulate]
+devices = 5
+""")
+    s = load_settings(path, env={"LOCKSTEP_API_KEY": "env-key-0123456789,second-key-012345"},
+                      port=9100, host=None)
+    assert s.port == 9100  # the flag wins
+    assert s.api_keys == ("env-key-0123456789", "second-key-012345")  # env beats the file
+    assert s.delivery.connections == 2 and s.live.notify_wait == 0.5
+    assert s.simulate.devices == 5
+    assert "env-key-0123456789" not in repr(s)  # keys never in reprs (logs)
+
+
+def test_apns_section_selects_apple(tmp_path: Path) -> None:
+    (tmp_path / "AuthKey.p8").write_text("not read here")
+    path = write(tmp_path, """
+[apns]
+team_id = "TEAM123456"
+key_id = "KEY1234567"
+key_path = "AuthKey.p8"
+bundle_id = "com.example.app"
+environment = "sandbox"
+""")
+    s = load_settings(path, env={})
+    assert not s.simulated
+    assert s.endpoint.host == "api.sandbox.push.apple.com"
+    assert s.credentials is not None and s.credentials.key_path == tmp_path / "AuthKey.p8"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[nope]\n", "unknown config section"),
+        ("[delivery]\nconections = 2\n", "[delivery]: unknown key(s) conections"),
+        ("[delivery]\nconnections = 0\n", "delivery.connections"),
+        ("[server]\napi_keys = ['short']\n", "at least 16"),
+        ("[apns]\nteam_id = 'T'\n", "[apns]: missing key_id"),
+        ("[apns]\nteam_id='T'\nkey_id='K'\nkey_path='missing.p8'\nbundle_id='b'\n",
+         "does not exist"),
+        ("[apns]\nteam_id='T'\nkey_id='K'\nkey_path='x'\nbundle_id='b'\nenvironment='dev'\n",
+         "environment"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), env={})
+    assert message in str(info.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml", env={})
+
+
+def test_generated_keys_are_kept_private_and_stable(tmp_path: Path) -> None:
+    s = load_settings(None, env={}, state_dir=tmp_path)
+    first = ensure_keys(s)
+    again = ensure_keys(s)
+    assert first.api_keys == again.api_keys and first.device_keys == again.device_keys
+    assert first.api_keys[0] != first.device_keys[0]
+    mode = stat.S_IMODE((tmp_path / "api-key").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_a_key_in_both_scopes_is_refused(tmp_path: Path) -> None:
+    key = "same-key-0123456789"
+    s = load_settings(None, env={"LOCKSTEP_API_KEY": key, "LOCKSTEP_DEVICE_KEY": key},
+                      state_dir=tmp_path)
+    with pytest.raises(ConfigError, match="separate scopes"):
+        ensure_keys(s)
