@@ -3,40 +3,50 @@
     python -m bench.throughput [--pushes 30000] [--connections 1 4] [--h2c] [--peers aioapns]
 
 Two processes on 127.0.0.1: the accept-all sink (`simulator.fastserve`) pinned to core 0, and the
-client under test pinned to core 1 (when the machine has two cores). For each client and
-connection count, the sink's counters are reset, the client sends `--pushes` Live-Activity-sized
-pushes (one per activity lane, so pacing never holds one back), and both sides report what they
-measured: pushes/s over the client's wall time, and CPU µs per push on each side (process CPU time
-divided by pushes). Nothing is estimated; every figure comes from this run.
+client under test pinned to core 1 (when the machine has two cores and `os.sched_setaffinity`).
+The clients run one after another against the same sink, with the same TLS material (the
+simulator's CA) and the same token-auth key (the simulator's `.p8`), as `lockstep simulator`
+keeps them in its state folder. For each connection count, every client warms up, then sends
+`--pushes` Live-Activity-sized pushes (one per activity lane, so pacing never holds one back);
+the sink's counters cover exactly that timed part. Reported: pushes/s over the client's wall
+time, CPU µs per push on each side (process CPU time divided by pushes), and the ratio
+Lockstep/peer. Nothing is estimated; every figure comes from this run.
 
 Clients:
 - `lockstep`: the real engine (`open_engine`: payload build + size check, coalescer, dispatcher,
   pool of HTTP/2 connections, TLS) — each push is a `submit` whose result is awaited.
-- `aioapns`: the aioapns client (asyncio + h2), sending the same bodies with the same concurrency
-  bound (1000 in flight per connection), pointed at 127.0.0.1 through its protocol class.
+- `aioapns`: the aioapns client (asyncio + h2): the same bodies, `asyncio.gather` of
+  `send_notification` bounded by a semaphore of 1000 per connection (`bench.peers_aioapns`).
+  It matches answers by `apns-id`, which the sink echoes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
 import platform
-import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.peers_aioapns import KeyFile
 from bench.sink_probe import sink_main
 
 BUNDLE = "com.example.lockstep"
 TOPIC = BUNDLE + ".push-type.liveactivity"
+SINK_CORE, CLIENT_CORE = 0, 1
+CLIENT_TIMEOUT = 600.0
+"""Seconds one client run may take, warm-up included."""
+
+Mark = Callable[[str], None]
+"""How a client tells the parent where its timed part starts ("measure") and ends ("done")."""
 
 
 def _pin(core: int) -> bool:
@@ -70,18 +80,17 @@ def _token(i: int) -> str:
 
 
 def run_lockstep(
-    port: int, ca: str | None, key_dir: Path, pushes: int, connections: int
+    port: int, ca: str | None, key: KeyFile, pushes: int, connections: int, mark: Mark
 ) -> dict[str, Any]:
+    """The engine: `submit` every push (awaiting room, as a producer would), then every result."""
     import trio
 
-    from engine.apns.auth import SigningKey
     from engine.config import ApnsEndpoint, Credentials, DeliveryConfig, EngineConfig
     from engine.engine import open_engine
     from engine.payload import EventKind, LiveActivityContent
 
-    key = SigningKey.generate("BENCHKEY01", "BENCHTEAM1")
     config = EngineConfig(
-        credentials=Credentials("BENCHTEAM1", "BENCHKEY01", key_dir / "unused.p8", BUNDLE),
+        credentials=Credentials(key.team_id, key.key_id, key.path, BUNDLE),
         endpoint=ApnsEndpoint(
             host="127.0.0.1",
             port=port,
@@ -93,7 +102,7 @@ def run_lockstep(
     )
 
     async def main() -> dict[str, Any]:
-        async with open_engine(config, signing_key=key) as engine:
+        async with open_engine(config) as engine:  # the key comes from the .p8 file
             # Warm up: connections open and leave the one-stream start (apns.md §4).
             warm = [
                 engine.submit_nowait(
@@ -103,16 +112,26 @@ def run_lockstep(
             ]
             for h in warm:
                 await h.result()
+            mark("measure")
             cpu0, t0 = time.process_time(), time.perf_counter()
             handles = []
             for i in range(pushes):
                 content = LiveActivityContent(EventKind.UPDATE, _state(i))
                 handles.append(await engine.submit(f"a{i}", _token(i), content))
-            accepted = 0
+            failures: list[str] = []
             for h in handles:
-                accepted += (await h.result()).status.value == "accepted"
+                result = await h.result()
+                if result.status.value != "accepted":
+                    failures.append(f"{result.status.value} {result.http_status}")
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        return {"accepted": accepted, "wall_s": wall, "cpu_s": cpu}
+            mark("done")
+        return {
+            "accepted": pushes - len(failures),
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "failures": len(failures),
+            "first_failure": failures[0] if failures else None,
+        }
 
     return trio.run(main)
 
@@ -121,63 +140,20 @@ def run_lockstep(
 
 
 def run_aioapns(
-    port: int, ca: str | None, key_dir: Path, pushes: int, connections: int
+    port: int, ca: str | None, key: KeyFile, pushes: int, connections: int, mark: Mark
 ) -> dict[str, Any]:
-    from aioapns import APNs, NotificationRequest, PushType
-    from aioapns.connection import APNsDevelopmentClientProtocol
-
-    from engine.apns.auth import SigningKey
+    """aioapns with the same pushes (see `bench.peers_aioapns`)."""
+    from bench.peers_aioapns import run_aioapns as run_peer
 
     if ca is None:
-        raise SystemExit("aioapns speaks TLS only; run without --h2c to compare it")
-    key = SigningKey.generate("BENCHKEY01", "BENCHTEAM1")
-
-    class Local(APNsDevelopmentClientProtocol):  # type: ignore[misc]
-        APNS_SERVER = "localhost"
-        APNS_PORT = port
-
-    async def main() -> dict[str, Any]:
-        client = APNs(
-            key=key.to_p8().decode(),
-            key_id=key.key_id,
-            team_id=key.team_id,
-            topic=TOPIC,
-            use_sandbox=True,
-            max_connections=connections,
-            ssl_context=ssl.create_default_context(cafile=ca),
-        )
-        client.pool.protocol_class = Local
-        limit = asyncio.Semaphore(1000 * connections)
-
-        async def one(i: int) -> bool:
-            async with limit:
-                body = {
-                    "aps": {
-                        "timestamp": int(time.time()),
-                        "event": "update",
-                        "content-state": _state(i),
-                    }
-                }
-                r = await client.send_notification(
-                    NotificationRequest(
-                        device_token=_token(i),
-                        message=body,
-                        push_type=PushType.LIVEACTIVITY,
-                        priority=5,
-                    )
-                )
-                return bool(r.is_successful)
-
-        await asyncio.gather(*(one(10**9 + i) for i in range(200 * connections)))
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        results = await asyncio.gather(*(one(i) for i in range(pushes)))
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        return {"accepted": sum(results), "wall_s": wall, "cpu_s": cpu}
-
-    return asyncio.run(main())
+        raise ValueError("aioapns speaks TLS only; run without --h2c to compare it")
+    return run_peer(port, ca, key, TOPIC, pushes, connections, _state, _token, mark)
 
 
-CLIENTS = {"lockstep": run_lockstep, "aioapns": run_aioapns}
+CLIENTS: dict[str, Callable[[int, str | None, KeyFile, int, int, Mark], dict[str, Any]]] = {
+    "lockstep": run_lockstep,
+    "aioapns": run_aioapns,
+}
 
 
 def _client_proc(
@@ -185,58 +161,95 @@ def _client_proc(
     name: str,
     port: int,
     ca: str | None,
-    key_dir: str,
+    key: KeyFile,
     pushes: int,
     connections: int,
     core: int,
 ) -> None:
+    """Client process: pin, run, and report over `conn` ("measure", "done", then the figures)."""
     pinned = _pin(core)
-    result = CLIENTS[name](port, ca, Path(key_dir), pushes, connections)
+    try:
+        result = CLIENTS[name](port, ca, key, pushes, connections, conn.send)
+    except Exception as exc:
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        return
     conn.send({**result, "pinned": pinned})
 
 
+def _measure_one(
+    ctx: Any,
+    sink: Connection,
+    name: str,
+    port: int,
+    ca: str | None,
+    key: KeyFile,
+    pushes: int,
+    conns: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One client run; the sink's counters cover exactly the client's timed part."""
+    here, there = ctx.Pipe()
+    proc = ctx.Process(
+        target=_client_proc, args=(there, name, port, ca, key, pushes, conns, CLIENT_CORE)
+    )
+    proc.start()
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    server: dict[str, Any] = {}
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not finish within {CLIENT_TIMEOUT} s")
+            if not here.poll(0.5):
+                if not proc.is_alive() and not here.poll(0):
+                    raise SystemExit(f"{name} exited ({proc.exitcode}) without a result")
+                continue
+            msg = here.recv()
+            if msg == "measure":
+                sink.send("restart")
+            elif msg == "done":
+                sink.send("report")
+                server = sink.recv()
+            elif isinstance(msg, dict):
+                if "error" in msg:
+                    raise SystemExit(f"{name} x{conns} failed: {msg['error']}")
+                return msg, server
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.terminate()
+
+
 def run(pushes: int, connections: list[int], clients: list[str], tls: bool) -> list[dict[str, Any]]:
-    """Every (client, connections) pair against one sink process; a list of result rows."""
+    """Every (connections, client) pair against one sink process; a list of result rows."""
+    from simulator.apns import SimulatorConfig
     from simulator.certs import ensure_certificates
+    from simulator.runner import load_or_create_key
 
     ctx = mp.get_context("spawn")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # What `lockstep simulator` keeps in its state folder: CA + certificate and the .p8 key.
         certs = ensure_certificates(tmp) if tls else None
+        sim = SimulatorConfig()
+        _, key_path = load_or_create_key(Path(tmp), sim)
+        key = KeyFile(key_path, sim.key_id, sim.team_id)
+        ca = str(certs.ca) if certs else None
         parent, child = ctx.Pipe()
         sink = ctx.Process(
             target=sink_main,
-            args=(child, str(certs.cert) if certs else None, str(certs.key) if certs else None, 0),
+            args=(
+                child,
+                str(certs.cert) if certs else None,
+                str(certs.key) if certs else None,
+                SINK_CORE,
+            ),
             daemon=True,
         )
         sink.start()
         port = parent.recv()
         try:
-            for name in clients:
-                for conns in connections:
-                    parent.send("restart")
-                    here, there = ctx.Pipe()
-                    proc = ctx.Process(
-                        target=_client_proc,
-                        args=(
-                            there,
-                            name,
-                            port,
-                            str(certs.ca) if certs else None,
-                            tmp,
-                            pushes,
-                            conns,
-                            1,
-                        ),
-                    )
-                    proc.start()
-                    if not here.poll(600):
-                        proc.terminate()
-                        raise SystemExit(f"{name} did not finish within 600 s")
-                    client = here.recv()
-                    proc.join(30)
-                    parent.send("report")
-                    server = parent.recv()
+            for conns in connections:
+                for name in clients:
+                    client, server = _measure_one(ctx, parent, name, port, ca, key, pushes, conns)
                     rows.append(_row(name, conns, tls, pushes, client, server))
         finally:
             parent.send("stop")
@@ -257,19 +270,45 @@ def _row(
         "transport": "tls" if tls else "h2c",
         "pushes": pushes,
         "accepted": done,
+        "failures": client.get("failures", 0),
+        "first_failure": client.get("first_failure"),
+        "wall_s": round(client["wall_s"], 3),
         "pushes_per_s": round(done / client["wall_s"], 1),
         "client_cpu_us_per_push": round(client["cpu_s"] / max(done, 1) * 1e6, 1),
         "client_cpu_load": round(client["cpu_s"] / client["wall_s"], 2),
-        "sink_cpu_us_per_push": round(server["cpu_s"] / max(server["requests"], 1) * 1e6, 2),
-        "sink_cpu_load": round(server["cpu_load"], 2),
+        "sink_requests": server.get("requests", 0),
+        "sink_cpu_us_per_push": round(server.get("cpu_us_per_request", 0.0), 2),
+        "sink_cpu_load": round(server.get("cpu_load", 0.0), 2),
         "pinned": bool(client.get("pinned") and server.get("pinned")),
     }
 
 
+def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lockstep against each peer at each connection count: throughput and CPU ratios."""
+    ours = {r["connections"]: r for r in rows if r["client"] == "lockstep"}
+    out = []
+    for r in rows:
+        mine = ours.get(r["connections"])
+        if r["client"] == "lockstep" or mine is None or not r["pushes_per_s"]:
+            continue
+        out.append(
+            {
+                "scenario": "raw-throughput-ratio",
+                "peer": r["client"],
+                "connections": r["connections"],
+                "pushes_per_s_ratio": round(mine["pushes_per_s"] / r["pushes_per_s"], 2),
+                "client_cpu_per_push_ratio": round(
+                    mine["client_cpu_us_per_push"] / r["client_cpu_us_per_push"], 3
+                ),
+            }
+        )
+    return out
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
-    deps = {}
-    for dist in ("trio", "h2", "aioapns"):
+    deps: dict[str, str | None] = {}
+    for dist in ("trio", "h2", "hpack", "aioapns"):
         try:
             deps[dist] = version(dist)
         except Exception:
@@ -283,7 +322,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Human-readable lines: one per run, then one per Lockstep/peer comparison."""
+    lines = []
+    for r in rows:
+        failed = f"  {r['failures']} failed ({r['first_failure']})" if r["failures"] else ""
+        lines.append(
+            f"{r['client']:>9} x{r['connections']} {r['transport']}: "
+            f"{r['pushes_per_s']:>8.0f} pushes/s  client {r['client_cpu_us_per_push']:>6.1f} "
+            f"µs/push (load {r['client_cpu_load']:.2f})  sink {r['sink_cpu_us_per_push']:>5.2f} "
+            f"µs/push (load {r['sink_cpu_load']:.2f}){failed}"
+        )
+    for c in comparisons(rows):
+        lines.append(
+            f"lockstep/{c['peer']} x{c['connections']}: {c['pushes_per_s_ratio']:.2f}x pushes/s, "
+            f"{c['client_cpu_per_push_ratio']:.3f}x client CPU per push"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Command line entry point: JSON lines on stdout, a summary on stderr."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
         description=__doc__,
@@ -297,23 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.pushes <= 1_000_000:
         parser.error("--pushes must be between 1 and 1000000")
-    clients = ["lockstep", *([] if args.h2c else args.peers)]
+    if args.h2c and args.peers:
+        parser.error("--peers need TLS (aioapns speaks TLS only); drop --h2c")
+    clients = ["lockstep", *args.peers]
     rows = run(args.pushes, args.connections, clients, not args.h2c)
     info = machine()
-    for row in rows:
+    for row in [*rows, *comparisons(rows)]:
         print(json.dumps({**row, "machine": info}))
     if not args.json:
-        ours = {r["connections"]: r["pushes_per_s"] for r in rows if r["client"] == "lockstep"}
         print(f"\nmachine: {info}", file=sys.stderr)
-        for r in rows:
-            ratio = ours.get(r["connections"], 0) / r["pushes_per_s"] if r["pushes_per_s"] else 0
-            print(
-                f"{r['client']:>9} x{r['connections']} {r['transport']}: "
-                f"{r['pushes_per_s']:>9.0f} pushes/s  client {r['client_cpu_us_per_push']:>6.1f}"
-                f" µs/push  sink {r['sink_cpu_us_per_push']:>5.2f} µs/push  "
-                f"lockstep/this {ratio:.2f}",
-                file=sys.stderr,
-            )
+        for line in summary(rows):
+            print(line, file=sys.stderr)
     return 0
 
 

@@ -2,9 +2,10 @@
 
 One task per connection moves bytes between the stream and `FastSinkProtocol`: read up to 64 KiB
 (over TLS: every record that read brought in), feed it, write back everything produced in one
-`send_all`. No locks and no per-request work: the
-cost per request stays in the pure core. `SinkStats` lets the simulator report its own rate and
-CPU time, which shows whether a benchmark measured the client or this server.
+`send_all`. No locks and no per-request work here: the cost per request (frame parsing, reading
+the request's `apns-id` through HPACK, the answer) stays in the pure core. `SinkStats` lets the
+simulator report its own rate and CPU time, which shows whether a benchmark measured the client
+or this server.
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ async def serve_sink_stream(
     """Run one accept-all HTTP/2 connection over `stream` until either side closes it.
 
     With `ssl_context`, TLS runs here over the raw stream (see `_TLS`); the context should offer
-    ALPN `h2` (`ctx.set_alpn_protocols(["h2"])`), which APNs clients require.
+    ALPN `h2` (`ctx.set_alpn_protocols(["h2"])`), which APNs clients require. Answers echo each
+    request's `apns-id`; requests without one get `apns_id`, or a fresh id when it is None.
     """
     protocol = FastSinkProtocol(max_concurrent_streams=max_concurrent_streams, apns_id=apns_id)
     link = _Plain(stream) if ssl_context is None else _TLS(stream, ssl_context)
@@ -254,6 +256,7 @@ async def serve_fast_sink(
 
     With `ssl_context` the connections speak TLS (offer ALPN `h2` in it); without, plaintext h2c
     with prior knowledge. `task_status.started` receives the bound port, so port 0 works.
+    `apns_id` is as for `serve_sink_stream` (None: a fresh id for each request without one).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound: int = listeners[0].socket.getsockname()[1]

@@ -1,11 +1,13 @@
-"""Accept-all sink: in-memory against a real h2 client, hostile bytes, and one TLS round trip."""
+"""Accept-all sink: in-memory against a real h2 client, hostile bytes, `apns-id` echo through
+HPACK, and TLS round trips (an h2 client and aioapns)."""
 
 from __future__ import annotations
 
+import re
 import ssl
 import struct
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import h2.config
 import h2.connection
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from bench.sink_probe import RequestEncoder, ResponseReader
 from simulator.fastserve import SinkStats, serve_fast_sink, serve_sink_stream
 from simulator.fastsink import (
+    COMPRESSION_ERROR,
     CONTINUATION,
     DATA,
     ENHANCE_YOUR_CALM,
@@ -34,6 +37,7 @@ from simulator.fastsink import (
     GOAWAY,
     HEADERS,
     INTERNAL_ERROR,
+    MAX_ECHOED_ID,
     NO_ERROR,
     PING,
     PREFACE,
@@ -46,6 +50,8 @@ from simulator.fastsink import (
     WINDOW_UPDATE,
     FastSinkProtocol,
     frame,
+    hpack_int,
+    hpack_string,
     response_block,
 )
 
@@ -60,7 +66,7 @@ REQUEST = [
 ]
 BODY = b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{"n":1}}}'
 CLIENT_SETTINGS = frame(SETTINGS, 0, 0, struct.pack(">HL", 2, 0))  # no HEADER_TABLE_SIZE
-BLOCK = b"\x83\x87\x84\x41\x01x"  # POST, https, :path /, :authority x — never decoded anyway
+BLOCK = b"\x83\x87\x84\x41\x01x"  # POST, https, :path /, :authority x (indexed)
 H = FLAG_END_HEADERS
 E = TypeVar("E", bound=h2.events.Event)
 
@@ -309,6 +315,20 @@ CASES = [
     ("pad longer than DATA", frame(HEADERS, H, 1, BLOCK) + frame(DATA, FLAG_PADDED, 1, b"\x05ab"),
      PROTOCOL_ERROR, True),
     ("GOAWAY of 4 bytes", frame(GOAWAY, 0, 0, b"\0\0\0\0"), FRAME_SIZE_ERROR, True),
+    ("HPACK index 0", frame(HEADERS, H | 1, 1, b"\x82\x80"), COMPRESSION_ERROR, True),
+    ("HPACK index past the table", frame(HEADERS, H | 1, 1, b"\x82\xbe"), COMPRESSION_ERROR, True),
+    ("HPACK truncated literal", frame(HEADERS, H | 1, 1, b"\x00\x07apns-id\x24abc"),
+     COMPRESSION_ERROR, True),
+    ("HPACK table size over 4096", frame(HEADERS, H | 1, 1, b"\x3f\xe1\x3f" + BLOCK),
+     COMPRESSION_ERROR, True),
+    ("HPACK size update after a field", frame(HEADERS, H | 1, 1, b"\x82\x20"),
+     COMPRESSION_ERROR, True),
+    ("HPACK index of an evicted entry",  # 0x21: table size 1, which evicts :authority x
+     frame(HEADERS, H | 1, 1, BLOCK) + frame(HEADERS, H | 1, 3, b"\x21\x82\x84\x86")
+     + frame(HEADERS, H | 1, 5, b"\x82\xbe"), COMPRESSION_ERROR, True),
+    ("HPACK bad index in CONTINUATION",
+     frame(HEADERS, 1, 1, b"\x82") + frame(CONTINUATION, H, 1, b"\xff\x7f"),
+     COMPRESSION_ERROR, True),
 ]
 
 
@@ -484,3 +504,257 @@ async def test_stream_shell_over_memory_streams_folds_stats_on_close() -> None:
     assert report.bytes_out > 10 * 50
     stats.restart()
     assert stats.snapshot().requests == 0
+
+
+# -- apns-id: echoed from the request, or generated ---------------------------------------------
+
+UUID_SHAPE = re.compile(rb"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}")
+ID_1 = b"0a2e1d4c-1f5b-4c47-9d3f-2a6b8f0e9c11"
+ID_2 = b"123e4567-e89b-12d3-a456-426614174000"
+
+
+def answer_ids(data: bytes) -> dict[int, bytes]:
+    """Stream id -> the `apns-id` of each answer in `data`, decoded as a client would."""
+    decoder, ids = hpack.Decoder(), {}
+    for ftype, flags, sid, payload in parse_frames(data):
+        if ftype == HEADERS and flags & FLAG_END_STREAM:
+            headers = dict(decoder.decode(payload, raw=True))
+            assert headers[b":status"] == b"200"
+            ids[sid] = headers[b"apns-id"]
+    return ids
+
+
+def plain_literal(name: bytes | int, value: bytes, first: int = 0x00) -> bytes:
+    """A literal without indexing (0x00) or never indexed (0x10), RFC 7541 §6.2.2-3; `name` is
+    a table index or a new name. hpack's encoder never emits the 0x00 form; APNs clients do."""
+    if isinstance(name, int):
+        return hpack_int(name, 4, first) + hpack_string(value)
+    return bytes([first]) + hpack_string(name) + hpack_string(value)
+
+
+PSEUDO = b"\x83\x87\x04" + hpack_string(b"/3/device/" + b"ab" * 32)  # POST, https, :path
+
+
+def test_h2_client_ids_are_echoed_whether_new_indexed_or_never_indexed() -> None:
+    pair = Pair()
+    never = cast("tuple[str, str]", hpack.NeverIndexedHeaderTuple("apns-id", ID_2.decode()))
+    sids = [
+        pair.request(headers=[*REQUEST, ("apns-id", ID_1.decode())]),  # inserted in the table
+        pair.request(headers=[*REQUEST, ("apns-id", ID_1.decode())]),  # then one indexed byte
+        pair.request(None, [*REQUEST, never]),
+        pair.request(headers=REQUEST),  # no id: one is made up
+    ]
+    pair.exchange()
+    got = {e.stream_id: dict(e.headers)[b"apns-id"] for e in pair.of(h2.events.ResponseReceived)}
+    assert [got[s] for s in sids[:3]] == [ID_1, ID_1, ID_2]
+    assert got[sids[3]] == APNS_ID.encode()  # the fixed id this sink was given
+    assert not pair.sink.closed
+
+
+def test_requests_without_an_id_get_distinct_uuid_shaped_ones() -> None:
+    sink = FastSinkProtocol()  # no fixed id: generated per request
+    sink.receive_data(PREFACE + CLIENT_SETTINGS)
+    sink.data_to_send()
+    wire = b"".join(frame(HEADERS, H, sid, PSEUDO) + frame(DATA, 1, sid, BODY)
+                    for sid in range(1, 200, 2))
+    sink.receive_data(wire + frame(HEADERS, H | FLAG_END_STREAM, 201, PSEUDO))
+    ids = answer_ids(sink.data_to_send())
+    assert sorted(ids) == list(range(1, 202, 2))
+    assert all(UUID_SHAPE.fullmatch(i) for i in ids.values())
+    assert len(set(ids.values())) == 101
+    other = FastSinkProtocol()  # another connection does not repeat them
+    other.receive_data(PREFACE + CLIENT_SETTINGS + frame(HEADERS, H | 1, 1, PSEUDO))
+    assert not set(answer_ids(other.data_to_send()).values()) & set(ids.values())
+
+
+def test_table_neutral_blocks_skip_the_full_decoder_and_still_echo() -> None:
+    """The HPACK policy of APNs clients (apns.md §1): after the first request, indexed fields and
+    literals without indexing only; the id name is indexed once, later ids use that index."""
+    sink = started_sink()
+    enc = hpack.Encoder()
+    first = enc.encode([("apns-topic", "t"), ("apns-id", ID_1.decode())], huffman=False)
+    name_index = enc.header_table.search(b"apns-id", b"")[0]  # type: ignore[index]
+    topic = enc.encode([("apns-topic", "t")])  # one indexed byte now
+    ids = [ID_2, b"%08x-0000-4000-8000-000000000000" % 7, b"short", b"z" * 300]
+    wire = frame(HEADERS, H | 1, 1, PSEUDO + first)
+    for n, value in enumerate(ids):
+        wire += frame(HEADERS, H | 1, 3 + 2 * n, PSEUDO + topic + plain_literal(name_index, value))
+    wire += frame(HEADERS, H | 1, 11, PSEUDO + plain_literal(b"apns-id", ID_1, 0x10))
+    wire += frame(HEADERS, H | 1, 13, PSEUDO + topic)
+    sink.receive_data(wire)
+    got = answer_ids(sink.data_to_send())
+    assert [got[s] for s in (1, 3, 5, 7, 11)] == [ID_1, ID_2, ids[1], b"short", ID_1]
+    assert len(b"z" * 300) > MAX_ECHOED_ID and UUID_SHAPE.fullmatch(got[9])
+    assert got[13] == APNS_ID.encode()
+    # Full decodes: the first block (it fills the table) and the 300-byte id, left to hpack.
+    assert sink.ids.decoded == 2
+
+
+def test_id_in_a_header_block_split_over_continuations() -> None:
+    sink = started_sink()
+    block = PSEUDO + plain_literal(b"apns-id", ID_1) + b"\x41\x01x"  # the id straddles frames
+    cut1, cut2 = len(PSEUDO) + 5, len(PSEUDO) + 20
+    wire = (
+        frame(HEADERS, FLAG_PADDED, 1, b"\x03" + block[:cut1] + b"\0\0\0")
+        + frame(CONTINUATION, 0, 1, block[cut1:cut2])
+        + frame(CONTINUATION, H, 1, block[cut2:])
+        + frame(DATA, 0, 1, BODY[:10])
+        + frame(DATA, FLAG_END_STREAM, 1, BODY[10:])
+        + frame(HEADERS, H | 1, 3, PSEUDO + b"\xbe")  # :authority x, indexed by the block above
+    )
+    out = b""
+    for i in range(0, len(wire), 7):
+        sink.receive_data(wire[i : i + 7])
+        out += sink.data_to_send()
+    assert answer_ids(out) == {1: ID_1, 3: APNS_ID.encode()}
+    assert not sink.closed
+
+
+def test_continuation_split_from_h2_keeps_the_id_and_the_table() -> None:
+    pair = Pair()
+    big = [*REQUEST, ("x-padding", "p" * 40_000), ("apns-id", ID_2.decode())]
+    sids = [pair.request(body=BODY, headers=big), pair.request(headers=big)]
+    pair.exchange()
+    got = {e.stream_id: dict(e.headers)[b"apns-id"] for e in pair.of(h2.events.ResponseReceived)}
+    assert got == dict.fromkeys(sids, ID_2)
+
+
+def test_trailers_are_decoded_and_the_request_id_is_answered() -> None:
+    sink = started_sink()
+    trailers = plain_literal(b"apns-id", ID_2, 0x40)  # enters the table: must not be missed
+    sink.receive_data(
+        frame(HEADERS, H, 1, PSEUDO + plain_literal(b"apns-id", ID_1))
+        + frame(DATA, 0, 1, BODY)
+        + frame(HEADERS, H | FLAG_END_STREAM, 1, trailers)
+        + frame(HEADERS, H | FLAG_END_STREAM, 3, PSEUDO + b"\xbe")  # refers to the trailer
+    )
+    assert answer_ids(sink.data_to_send()) == {1: ID_1, 3: ID_2}
+
+
+def test_rst_stream_forgets_the_id() -> None:
+    sink = started_sink()
+    sink.receive_data(
+        frame(HEADERS, H, 1, PSEUDO + plain_literal(b"apns-id", ID_1))
+        + frame(RST_STREAM, 0, 1, b"\0\0\0\x08")
+    )
+    assert not sink._echo and not sink._open
+    assert answer_ids(sink.data_to_send()) == {}
+
+
+@st.composite
+def encoded_requests(draw: st.DrawFn) -> list[tuple[bytes, bytes | None, bool]]:
+    """Header blocks from one HPACK encoder in every style a client may use, with the id each
+    carries and whether a body follows: the sink must find every id while the table churns."""
+    enc = hpack.Encoder()
+    requests: list[tuple[bytes, bytes | None, bool]] = []
+    used: list[bytes] = []
+    for n in range(draw(st.integers(1, 25))):
+        if draw(st.integers(0, 9)) == 0:
+            enc.header_table_size = draw(st.sampled_from([0, 64, 300, 4096]))
+        huffman = draw(st.booleans())
+        token = draw(st.sampled_from(["ab" * 32, "cd" * 32, f"{n:064x}"]))
+        block = enc.encode(
+            [(":method", "POST"), (":scheme", "https"), (":path", "/3/device/" + token),
+             ("apns-topic", draw(st.sampled_from(["a.push-type.liveactivity", "b"])))],
+            huffman=huffman,
+        )
+        fresh = b"%08x-0000-4000-8000-%012x" % (n, draw(st.integers(0, 2**48 - 1)))
+        apns_id = draw(st.sampled_from([None, fresh, *used[-3:]]))
+        if apns_id is not None:
+            used.append(apns_id)
+            style = draw(st.sampled_from(["indexed", "never", "plain", "plain-name"]))
+            if style == "indexed":
+                block += enc.encode([(b"apns-id", apns_id)], huffman=huffman)
+            elif style == "never":
+                field = hpack.NeverIndexedHeaderTuple(b"apns-id", apns_id)
+                block += enc.encode([field], huffman=huffman)
+            else:
+                found = enc.header_table.search(b"apns-id", b"")
+                name: bytes | int = found[0] if found and style == "plain-name" else b"apns-id"
+                block += plain_literal(name, apns_id)
+        block += enc.encode([("x-filler", draw(st.text("xyz", max_size=30)))], huffman=huffman)
+        requests.append((block, apns_id, draw(st.booleans())))
+    return requests
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(encoded_requests(), st.integers(min_value=1, max_value=200))
+def test_every_id_is_found_whatever_the_encoding(
+    requests: list[tuple[bytes, bytes | None, bool]], chunk: int
+) -> None:
+    sink = FastSinkProtocol()
+    wire, expected = PREFACE + CLIENT_SETTINGS, {}
+    for n, (block, apns_id, body) in enumerate(requests):
+        sid = 2 * n + 1
+        cut = len(block) // 2  # every other block spans HEADERS + CONTINUATION
+        if n % 2:
+            wire += frame(HEADERS, 0 if body else 1, sid, block[:cut])
+            wire += frame(CONTINUATION, H, sid, block[cut:])
+        else:
+            wire += frame(HEADERS, H | (0 if body else 1), sid, block)
+        if body:
+            wire += frame(DATA, FLAG_END_STREAM, sid, BODY)
+        expected[sid] = apns_id
+    out = b""
+    for i in range(0, len(wire), chunk):
+        sink.receive_data(wire[i : i + chunk])
+        out += sink.data_to_send()
+    assert not sink.closed, sink.error_code
+    got = answer_ids(out)
+    assert sorted(got) == sorted(expected)
+    for sid, apns_id in expected.items():
+        assert got[sid] == apns_id if apns_id is not None else UUID_SHAPE.fullmatch(got[sid])
+
+
+def _aioapns_burst(port: int, client_ctx: ssl.SSLContext, count: int) -> list[tuple[str, str]]:
+    """`count` concurrent aioapns pushes to the sink (in a worker thread, own asyncio loop);
+    (status, id sent) of each, in order, or a TimeoutError if answers go unmatched."""
+    import asyncio
+
+    from aioapns import APNs, NotificationRequest, PushType
+    from aioapns.connection import APNsDevelopmentClientProtocol
+
+    from engine.apns.auth import SigningKey
+
+    class LocalProtocol(APNsDevelopmentClientProtocol):
+        APNS_SERVER = "127.0.0.1"
+        APNS_PORT = port
+
+    async def main() -> list[tuple[str, str]]:
+        key = SigningKey.generate("SINKKEY001", "SINKTEAM01")
+        client = APNs(key=key.to_p8().decode(), key_id=key.key_id, team_id=key.team_id,
+                      topic="com.example.app.push-type.liveactivity", use_sandbox=True,
+                      ssl_context=client_ctx, max_connection_attempts=1)
+        client.pool.protocol_class = LocalProtocol
+        requests = [
+            NotificationRequest(device_token=f"{i:064x}", message={"aps": {"event": "update"}},
+                                push_type=PushType.LIVEACTIVITY, priority=5)
+            for i in range(count)
+        ]
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(client.send_notification(r) for r in requests)), 20
+            )
+        finally:
+            client.pool.close()
+        assert [r.notification_id for r in results] == [r.notification_id for r in requests]
+        return [(r.status, r.notification_id) for r in results]
+
+    return asyncio.run(main())
+
+
+@pytest.mark.e2e
+async def test_aioapns_matches_every_answer_by_its_own_id_over_tls() -> None:
+    pytest.importorskip("aioapns")
+    server_ctx, client_ctx = tls_contexts()
+    client_ctx.set_alpn_protocols(["h2"])
+    stats = SinkStats()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            serve = partial(serve_fast_sink, ssl_context=server_ctx, stats=stats)
+            port = await nursery.start(serve)
+            results = await trio.to_thread.run_sync(_aioapns_burst, port, client_ctx, 300)
+            nursery.cancel_scope.cancel()
+    assert [status for status, _ in results] == ["200"] * 300
+    assert len({apns_id for _, apns_id in results}) == 300
+    assert stats.snapshot().requests == 300
