@@ -1,6 +1,7 @@
 """`lockstep serve`: the HTTP API, the service, the store and the engine in one process.
 
     lockstep serve [--config lockstep.toml] [--host 127.0.0.1] [--port 8787] [--db PATH]
+                   [--record traffic.jsonl]
 
 Start-up order: the store (and its group-commit writer), then the APNs side (Apple with the
 configured credentials, or in simulate mode the simulator started in-process through the
@@ -31,6 +32,7 @@ from engine.http.app import create_app
 from engine.http.openapi import build_openapi
 from engine.http.prom import PromMetrics
 from engine.http.server import serve_http
+from engine.record import TrafficRecorder
 from engine.service import Service, ServiceConfig, open_service
 from engine.settings import Settings, ensure_keys, load_settings
 from engine.store.sqlite import SqliteStore
@@ -82,6 +84,10 @@ async def open_server(
     settings = ensure_keys(settings)
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
+        # Entered first, closed last: every call the HTTP front accepts is written out.
+        recorder = None
+        if settings.record is not None:
+            recorder = stack.enter_context(TrafficRecorder(settings.record))
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
         store = SqliteStore(settings.db_path)
@@ -106,6 +112,7 @@ async def open_server(
         app = create_app(
             service, api_keys=settings.api_keys, device_keys=settings.device_keys,
             metrics=metrics, max_body=settings.max_body, openapi=build_openapi(),
+            record_reply=recorder.record if recorder is not None else None,
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
@@ -137,6 +144,8 @@ def banner(running: Running) -> str:
         ]
     else:
         lines.append(f"  APNs: {s.endpoint.authority}")
+    if s.record is not None:
+        lines.append(f"  recording accepted calls to {s.record} (replay: lockstep replay FILE)")
     lines += [
         "Try:",
         f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
@@ -161,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config, host=args.host, port=args.port, db=args.db,
-                                 state_dir=args.state_dir)
+                                 state_dir=args.state_dir, record=args.record)
         if args.devices is not None:
             settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
         trio.run(_serve_until_signal, settings)
@@ -183,5 +192,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--db", type=Path, default=None, help="SQLite file (default in --state-dir)")
     p.add_argument("--state-dir", type=Path, default=None, help="default ./lockstep-data")
     p.add_argument("--devices", type=int, default=None, help="simulated iPhones (simulate mode)")
+    p.add_argument("--record", type=Path, default=None, metavar="FILE",
+                   help="write every accepted send call to FILE as JSON lines (never the keys)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     p.set_defaults(handler=_run)

@@ -2,7 +2,7 @@
 
     lockstep simulator --port 2197 --control-port 8790 --devices 3 --apns-dir ./apns-out --seed 7 \
         [--faults plan.toml | --faults "latency=uniform:1:20,burst=ServiceUnavailable:0.01:5"] \
-        [--accept-all] [--h2c]
+        [--accept-all] [--h2c] [--record-pushes pushes.jsonl]
 
 It prints where its CA certificate, signing key (.p8) and control API are, then serves until
 Ctrl-C, which sends GOAWAY to every connection, drains them (bounded) and exits cleanly.
@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--control-port", type=int, default=8790, help="control API port (default 8790)")
     p.add_argument("--devices", type=int, default=3, help="simulated iPhones to create (default 3)")
     p.add_argument("--apns-dir", type=Path, help="write each accepted push as a .apns file here")
+    p.add_argument(
+        "--record-pushes",
+        type=Path,
+        metavar="FILE",
+        help="write each accepted push to FILE as a JSON line (lockstep replay --pushes FILE)",
+    )
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -100,6 +106,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         devices=args.devices,
         state_dir=args.state_dir,
         apns_dir=args.apns_dir,
+        record_pushes=args.record_pushes,
         tls=not args.h2c,
         plan=plan,
         report_url=args.report_url,
@@ -166,6 +173,7 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
         ("topic", "topic"),
         ("control API", "control_url"),
         (".apns files", "apns_dir"),
+        ("pushes recorded to", "record_pushes"),
         ("token reports to", "token_report_url"),
     ):
         if info.get(key):

@@ -125,12 +125,14 @@ async def open_embedded(
     devices: int = 3,
     control_port: int | None = 8790,
     seed: int = 0,
+    record_pushes: Path | None = None,
 ) -> AsyncIterator[EmbeddedSimulator]:
     """Run a simulator in the caller's trio context for the duration of the block.
 
     APNs listens with TLS on 127.0.0.1 on a free port; the CA, server certificate and signing
     key live in `state_dir` (created, and reused across runs). `control_port` is the control
     API's port (0 picks a free one, None turns it off). `seed` fixes the devices' tokens.
+    `record_pushes` writes every accepted push to that file as JSON lines (`simulator.record`).
     Leaving the block normally sends GOAWAY to every connection and waits (at most a few
     seconds) for them to drain; leaving it with an exception tears everything down at once.
     """
@@ -142,6 +144,7 @@ async def open_embedded(
         control_port=control_port,
         devices=devices,
         state_dir=Path(state_dir),
+        record_pushes=record_pushes,
         tls=True,
         drain_seconds=_DRAIN_SECONDS,
         config=SimulatorConfig(seed=seed),

@@ -28,6 +28,7 @@ from simulator.certs import CertificatePaths, ensure_certificates, server_ssl_co
 from simulator.control import ControlApp
 from simulator.devices import DeviceRegistry
 from simulator.faults import FaultPlan
+from simulator.record import PushRecorder
 from simulator.reporting import TokenReporter
 from simulator.server import ApnsServer
 
@@ -44,6 +45,7 @@ class SimulatorOptions:
     devices: int = 3
     state_dir: Path = Path("lockstep-sim")
     apns_dir: Path | None = None
+    record_pushes: Path | None = None  # JSON lines of every accepted push (simulator.record)
     tls: bool = True
     plan: FaultPlan | None = None
     report_url: str | None = None
@@ -91,6 +93,7 @@ class Simulator:
         ssl_context = server_ssl_context(certs) if certs else None
         self.server = ApnsServer(apns, ssl_context=ssl_context)
         self.endpoints: Endpoints | None = None
+        self.push_recorder: PushRecorder | None = None
         self._control_shutdown = trio.Event()
         self._nursery: trio.Nursery | None = None  # run()'s nursery, while it runs
 
@@ -122,7 +125,12 @@ class Simulator:
         if options.report_url:
             reporter = TokenReporter(options.report_url, bearer=options.report_key)
             apns.token_sinks.append(reporter.submit)
-        return cls(options, apns=apns, key=key, key_path=key_path, certs=certs, reporter=reporter)
+        simulator = cls(
+            options, apns=apns, key=key, key_path=key_path, certs=certs, reporter=reporter
+        )
+        if options.record_pushes is not None:
+            simulator.push_recorder = PushRecorder.attach(apns, options.record_pushes)
+        return simulator
 
     def info(self) -> dict[str, Any]:
         """What a client needs to talk to this simulator (printed by the CLI, served at /info)."""
@@ -140,6 +148,7 @@ class Simulator:
             "topic": c.bundle_id + wire.LIVE_ACTIVITY_TOPIC_SUFFIX,
             "control_url": f"http://{o.host}:{ports.control_port}" if ports.control_port else None,
             "apns_dir": str(o.apns_dir.resolve()) if o.apns_dir else None,
+            "record_pushes": str(o.record_pushes.resolve()) if o.record_pushes else None,
             "token_report_url": self.reporter.url if self.reporter else None,
         }
 
@@ -164,6 +173,8 @@ class Simulator:
                 nursery.cancel_scope.cancel()
             finally:
                 self._nursery = None
+                if self.push_recorder is not None:
+                    self.push_recorder.close()
 
     def set_reporter(self, url: str, *, bearer: str | None = None) -> TokenReporter:
         """Report new update tokens to `url` from now on, with `bearer` as the credential.

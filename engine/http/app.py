@@ -49,6 +49,7 @@ __all__ = [
     "Endpoint",
     "MethodNotAllowed",
     "Record",
+    "RecordReply",
     "Reply",
     "UnsupportedMediaType",
     "create_app",
@@ -62,6 +63,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Record = Callable[[str, str, bytes], None]
 """`record(method, path, body)`: told about every accepted send-route call with a body."""
+RecordReply = Callable[[str, str, bytes, bytes], None]
+"""`record_reply(method, path, body, reply_body)`: the same calls, with the answer's body too."""
 
 JSON: Final = b"application/json"
 # `curl -d` labels a body application/x-www-form-urlencoded unless told otherwise.
@@ -248,7 +251,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         summary="Update a Live Activity",
         request=models.UpdateRequest,
         response=models.UpdateResponse,
-        errors=(404, 429, 503),
+        errors=(404, 409, 429, 503),
     ),
     Endpoint(
         method="POST",
@@ -380,6 +383,7 @@ class ApiApp:
         max_body: int,
         openapi: Mapping[str, Any],
         record: Record | None,
+        record_reply: RecordReply | None = None,
         endpoints: Sequence[Endpoint] = ENDPOINTS,
     ) -> None:
         self.service = service
@@ -387,6 +391,7 @@ class ApiApp:
         self.max_body = max_body
         self.openapi_body = msgspec.json.encode(openapi)
         self.record = record
+        self.record_reply = record_reply
         # Empty keys would let "Bearer " through: they are configuration mistakes, never keys.
         self._send_keys = tuple(k.encode() for k in api_keys if k)
         self._device_keys = tuple(k.encode() for k in device_keys if k)
@@ -444,7 +449,7 @@ class ApiApp:
             _check_content_type(headers.get(b"content-type"), body)
         reply = await endpoint.handler(self, params, body)
         if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
-            self._record(scope, body)  # the calls that change something, for replaying traffic
+            self._record(scope, body, reply)  # the calls that change something, for replays
         return reply
 
     def _authorize(self, access: Access, header: bytes | None) -> None:
@@ -492,11 +497,14 @@ class ApiApp:
             limit=self.max_body,
         )
 
-    def _record(self, scope: Scope, body: bytes) -> None:
-        if self.record is None:
+    def _record(self, scope: Scope, body: bytes, reply: Reply) -> None:
+        if self.record is None and self.record_reply is None:
             return
         try:
-            self.record(scope["method"], scope["path"], body)
+            if self.record is not None:
+                self.record(scope["method"], scope["path"], body)
+            if self.record_reply is not None:
+                self.record_reply(scope["method"], scope["path"], body, reply.body)
         except Exception:  # the call was accepted: recording must not turn it into an error
             log.exception("recording a request failed")
 
@@ -510,12 +518,15 @@ def create_app(
     max_body: int = 65536,
     openapi: Mapping[str, Any],
     record: Record | None = None,
+    record_reply: RecordReply | None = None,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`).
 
     `openapi` is the document served at `/api/openapi.json` (see `engine.http.openapi`);
     `record(method, path, body)` hears about every accepted send-route call that carries a
-    body (the calls that change something); it never sees the key.
+    body (the calls that change something); it never sees the key. `record_reply` hears about
+    the same calls with the answer's body as a fourth argument (a traffic recorder keeps the
+    `activity_id` a start was given, see `engine.record`).
     """
     return ApiApp(
         service,
@@ -525,6 +536,7 @@ def create_app(
         max_body=max_body,
         openapi=openapi,
         record=record,
+        record_reply=record_reply,
     )
 
 

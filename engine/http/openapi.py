@@ -89,6 +89,7 @@ _ERRORS: Final[dict[int, tuple[str, str]]] = {
     401: ("No bearer token.", "Error"),
     403: ("Unknown key, or a key of the other kind.", "Error"),
     404: ("Not found (activity, stream, device).", "Error"),
+    409: ("The activity has ended: start a new one.", "Error"),
     413: ("The body is over the limit.", "PayloadTooLargeError"),
     415: ("The body is not JSON.", "Error"),
     422: ("No registered device matches the request's channels.", "NoRecipientsError"),
