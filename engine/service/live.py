@@ -143,14 +143,24 @@ class LiveActivities:
 
     # -- by stream key ---------------------------------------------------------------------------
     async def stream(self, stream_key: str, req: models.StreamRequest) -> models.StreamPutResponse:
-        """Start, update, skip or rotate the stream's activity (http-api.md, stream semantics)."""
+        """Start, update, skip or rotate the stream's activity (http-api.md, stream semantics).
+
+        The stream's lock covers validation, the durable write and the hand-off to the engine;
+        waiting for APNs answers happens after it is released, so a stream held back by pacing
+        still takes the next call at once.
+        """
         models.check_stream_key(stream_key)
         async with self._reg.locks.hold("stream:" + stream_key):
-            return await self._stream_locked(stream_key, req)
+            sent, reply = await self._stream_locked(stream_key, req)
+        if sent is not None:
+            notified, queued, errs = await self._settle(sent)
+            reply.devices_notified, reply.devices_queued = notified, queued
+            reply.errors = errs or None
+        return reply
 
     async def _stream_locked(
         self, stream_key: str, req: models.StreamRequest
-    ) -> models.StreamPutResponse:
+    ) -> tuple[_Sent | None, models.StreamPutResponse]:
         now = self._wall()
         act = self._reg.current_of_stream(stream_key)
         type_ = req.content_state.type or (act.row.type if act is not None else None)
@@ -169,7 +179,7 @@ class LiveActivities:
             new_state = models.push_state(req.content_state, models.as_content_type(type_),
                                           req.action, req.secondary_action)
             if new_state == act.row.state and req.alert is None:
-                return models.StreamPutResponse(
+                return None, models.StreamPutResponse(
                     success=True, operation="noop", stream_key=stream_key, ignored=True,
                     activity_id=act.row.activity_id, devices_notified=0, devices_queued=0,
                     message="content unchanged; nothing sent", timestamp=models.iso(now),
@@ -177,12 +187,10 @@ class LiveActivities:
             ops = self._apply(act, req, EventKind.UPDATE, now, type_=type_)
             await self._store.write(ops)
             sent = await self._push_all(act)
-            notified, queued, errs = await self._settle(sent)
-            return models.StreamPutResponse(
+            return sent, models.StreamPutResponse(
                 success=True, operation="updated", stream_key=stream_key,
-                activity_id=act.row.activity_id, devices_notified=notified,
-                devices_queued=queued, warning=self._warning(act), timestamp=models.iso(now),
-                errors=errs or None,
+                activity_id=act.row.activity_id, warning=self._warning(act),
+                timestamp=models.iso(now),
             )
         channels = _channels(req)
         new, prepared, ops = self._begin(req, type_, channels, stream_key, now)
@@ -194,18 +202,15 @@ class LiveActivities:
             previous.row.alert = None
             ops.append(PutActivity(previous.row))
         await self._store.write(ops)
-        sent = await self._push_all(previous) if previous is not None else _Sent([])
+        if previous is not None:
+            await self._push_all(previous)
         started = await self._launch(new, prepared)
-        sent.handles += started.handles
-        sent.held += started.held
-        notified, queued, errs = await self._settle(started)
-        return models.StreamPutResponse(
+        return started, models.StreamPutResponse(
             success=True, operation="rotated" if previous else "started", stream_key=stream_key,
             activity_id=new.row.activity_id,
             previous_activity_id=previous.row.activity_id if previous else None,
-            devices_notified=notified, devices_queued=queued,
             effective_channel_slugs=list(channels) or None, tags=req.tags,
-            timestamp=models.iso(now), errors=errs or None,
+            timestamp=models.iso(now),
         )
 
     async def end_stream(
