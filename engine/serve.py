@@ -173,6 +173,9 @@ def _run(args: argparse.Namespace) -> int:
                                  state_dir=args.state_dir, record=args.record)
         if args.devices is not None:
             settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
+        if args.sim_control_port is not None:
+            port = None if args.sim_control_port < 0 else args.sim_control_port
+            settings = replace(settings, simulate=replace(settings.simulate, control_port=port))
         trio.run(_serve_until_signal, settings)
     except ConfigError as exc:
         print(f"lockstep serve: {exc}", file=sys.stderr)
@@ -192,6 +195,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--db", type=Path, default=None, help="SQLite file (default in --state-dir)")
     p.add_argument("--state-dir", type=Path, default=None, help="default ./lockstep-data")
     p.add_argument("--devices", type=int, default=None, help="simulated iPhones (simulate mode)")
+    p.add_argument("--sim-control-port", type=int, default=None, metavar="PORT",
+                   help="the simulator's control API port (default 8790; 0 = any; -1 = off)")
     p.add_argument("--record", type=Path, default=None, metavar="FILE",
                    help="write every accepted send call to FILE as JSON lines (never the keys)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
