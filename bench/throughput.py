@@ -1,6 +1,7 @@
 """Raw push throughput: the engine against the simulator's accept-all sink, peers side by side.
 
     python -m bench.throughput [--pushes 30000] [--connections 1 4] [--h2c] [--peers aioapns]
+                               [--profile PATH]
 
 Two processes on 127.0.0.1: the accept-all sink (`simulator.fastserve`) pinned to core 0, and the
 client under test pinned to core 1 (when the machine has two cores and `os.sched_setaffinity`).
@@ -11,6 +12,10 @@ keeps them in its state folder. For each connection count, every client warms up
 the sink's counters cover exactly that timed part. Reported: pushes/s over the client's wall
 time, CPU µs per push on each side (process CPU time divided by pushes), and the ratio
 Lockstep/peer. Nothing is estimated; every figure comes from this run.
+
+`--profile PATH` runs cProfile in each Lockstep client process over exactly the timed part and
+dumps its stats to `PATH.x<connections>` (read them with `python -m pstats`). The profiler slows
+the client down, so figures of a profiled run are not comparable with unprofiled ones.
 
 Clients:
 - `lockstep`: the real engine (`open_engine`: payload build + size check, coalescer, dispatcher,
@@ -156,6 +161,26 @@ CLIENTS: dict[str, Callable[[int, str | None, KeyFile, int, int, Mark], dict[str
 }
 
 
+def _profiled(mark: Mark, path: str) -> Mark:
+    """`mark`, plus cProfile running from "measure" to "done"; the stats go to `path`."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    def profiled_mark(what: str) -> None:
+        if what == "measure":
+            mark(what)
+            profiler.enable()
+        elif what == "done":
+            profiler.disable()
+            profiler.dump_stats(path)
+            mark(what)
+        else:
+            mark(what)
+
+    return profiled_mark
+
+
 def _client_proc(
     conn: Connection,
     name: str,
@@ -165,11 +190,15 @@ def _client_proc(
     pushes: int,
     connections: int,
     core: int,
+    profile: str | None = None,
 ) -> None:
     """Client process: pin, run, and report over `conn` ("measure", "done", then the figures)."""
     pinned = _pin(core)
+    mark: Mark = conn.send
+    if profile is not None and name == "lockstep":
+        mark = _profiled(mark, f"{profile}.x{connections}")
     try:
-        result = CLIENTS[name](port, ca, key, pushes, connections, conn.send)
+        result = CLIENTS[name](port, ca, key, pushes, connections, mark)
     except Exception as exc:
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
         return
@@ -185,11 +214,13 @@ def _measure_one(
     key: KeyFile,
     pushes: int,
     conns: int,
+    profile: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One client run; the sink's counters cover exactly the client's timed part."""
     here, there = ctx.Pipe()
     proc = ctx.Process(
-        target=_client_proc, args=(there, name, port, ca, key, pushes, conns, CLIENT_CORE)
+        target=_client_proc,
+        args=(there, name, port, ca, key, pushes, conns, CLIENT_CORE, profile),
     )
     proc.start()
     deadline = time.monotonic() + CLIENT_TIMEOUT
@@ -218,8 +249,17 @@ def _measure_one(
             proc.terminate()
 
 
-def run(pushes: int, connections: list[int], clients: list[str], tls: bool) -> list[dict[str, Any]]:
-    """Every (connections, client) pair against one sink process; a list of result rows."""
+def run(
+    pushes: int,
+    connections: list[int],
+    clients: list[str],
+    tls: bool,
+    profile: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every (connections, client) pair against one sink process; a list of result rows.
+
+    `profile`: dump cProfile stats of each Lockstep run's timed part to `profile.x<connections>`.
+    """
     from simulator.apns import SimulatorConfig
     from simulator.certs import ensure_certificates
     from simulator.runner import load_or_create_key
@@ -249,7 +289,9 @@ def run(pushes: int, connections: list[int], clients: list[str], tls: bool) -> l
         try:
             for conns in connections:
                 for name in clients:
-                    client, server = _measure_one(ctx, parent, name, port, ca, key, pushes, conns)
+                    client, server = _measure_one(
+                        ctx, parent, name, port, ca, key, pushes, conns, profile
+                    )
                     rows.append(_row(name, conns, tls, pushes, client, server))
         finally:
             parent.send("stop")
@@ -353,13 +395,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", nargs="*", default=[], choices=["aioapns"])
     parser.add_argument("--h2c", action="store_true", help="plaintext HTTP/2 (lockstep only)")
     parser.add_argument("--json", action="store_true", help="JSON lines only")
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="dump cProfile stats of each Lockstep run's timed part to PATH.x<connections>",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.pushes <= 1_000_000:
         parser.error("--pushes must be between 1 and 1000000")
     if args.h2c and args.peers:
         parser.error("--peers need TLS (aioapns speaks TLS only); drop --h2c")
     clients = ["lockstep", *args.peers]
-    rows = run(args.pushes, args.connections, clients, not args.h2c)
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    rows = run(args.pushes, args.connections, clients, not args.h2c, profile)
     info = machine()
     for row in [*rows, *comparisons(rows)]:
         print(json.dumps({**row, "machine": info}))

@@ -459,12 +459,20 @@ def _walk(value: object, depth: int) -> None:
         return
     if depth >= _MAX_DEPTH:
         raise _BadValue(f"nested more than {_MAX_DEPTH} levels deep")
+    # Containers check their plain leaves inline (exact types; a call per leaf costs more than
+    # the check). Anything else, subclasses included, goes through `_walk`, which accepts it or
+    # names it.
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _BadValue(
                     f"key {key!r} ({type(key).__name__}) is not a string; JSON keys are strings"
                 )
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is int and _INT_MIN <= item <= _INT_MAX:
+                continue
             try:
                 _walk(item, depth + 1)
             except _BadValue as bad:
@@ -473,6 +481,11 @@ def _walk(value: object, depth: int) -> None:
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is int and _INT_MIN <= item <= _INT_MAX:
+                continue
             try:
                 _walk(item, depth + 1)
             except _BadValue as bad:

@@ -4,7 +4,7 @@
 a connection shell feeds `receive_data()` with what it read, writes `data_to_send()` once per
 batch, and acts on the small frozen event records `receive_data()` returns.
 
-Throughput comes from four choices made here once, so no caller has to remember them:
+Throughput comes from five choices made here once, so no caller has to remember them:
 
 1. Pipelining: `send()` only encodes; many requests go out in one `data_to_send()` (one write).
 2. h2's header validation and normalization are off: every header is built here from trusted parts.
@@ -12,42 +12,32 @@ Throughput comes from four choices made here once, so no caller has to remember 
    (h2's normalization would mark it never-indexed and resend ~200 bytes of JWT per request.)
 4. No Huffman coding: in pure Python it costs more CPU than it saves bytes, and APNs values (JWTs,
    hex tokens, UUIDs) barely compress.
+5. The usual request (HEADERS + one DATA frame) and the usual answer (one HEADERS frame with
+   END_STREAM) bypass h2's per-frame objects and events, with h2's state kept exactly in step.
 
-The HPACK policy follows apns.md §1 where it costs nothing: `:path` goes as a literal without
-indexing (a per-request token must not churn APNs' 4 KB table), `apns-id`, `apns-expiration` and
-`apns-collapse-id` are indexed on first use only, everything else is indexed incrementally.
-Two h2 behaviours are adjusted as well: its O(open streams) scan on every new stream (the largest
-per-request cost with a thousand streams in flight), and its refusal to process anything after a
-GOAWAY (h2 issue #1181), which would lose the answers APNs still sends while draining (RFC 9113
-§6.8).
+The HTTP/2 layer (`engine.apns.h2conn`) holds the HPACK policy (apns.md §1), those fast paths, and
+two h2 adjustments: no O(open streams) scan on every new stream, and traffic of open streams still
+flowing after a GOAWAY (h2 issue #1181; RFC 9113 §6.8), so the answers APNs sends while draining
+are not lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import msgspec
 from h2 import events as h2e
 from h2.config import H2Configuration
-from h2.connection import (
-    ConnectionInputs,
-    ConnectionState,
-    H2Connection,
-    H2ConnectionStateMachine,
-)
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
-from hpack import Encoder, HPACKError
-from hpack.hpack import encode_integer
-from hpack.struct import HeaderTuple
-from hyperframe.exceptions import HyperframeError
 
 from engine.apns import wire
+from engine.apns.h2conn import H2_ERRORS, AnswerHeaders, ApnsH2Connection
 from engine.apns.reasons import Reason, parse_reason
 
 __all__ = [
@@ -69,7 +59,6 @@ _MAX_STREAM_ID: Final = 2**31 - 1
 _DEFAULT_WINDOW: Final = 65_535  # RFC 9113 §6.9.2: every window starts here
 _MAX_BODY: Final = 65_536  # keep at most this much of an answer body (APNs sends a few dozen bytes)
 _TAIL_CACHE: Final = 64  # distinct (topic, push type, priority) header tails kept pre-built
-_SWEEP_MIN: Final = 256  # h2 forgets closed streams only when asked; ask once it holds this many
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,171 +169,6 @@ class ApnsProtocolError(Exception):
 
 class NoSlotError(ApnsProtocolError):
     """`send()` without a free stream slot; check `available_slots` first."""
-
-
-# --------------------------------------------------------------------------------------------
-# HPACK encoder
-
-_LITERAL_NOT_INDEXED: Final = frozenset({b":path"})
-_INDEX_NAME_ONCE: Final = frozenset(
-    {wire.H_ID.encode(), wire.H_EXPIRATION.encode(), wire.H_COLLAPSE_ID.encode()}
-)
-_AnyHeader: TypeAlias = (
-    HeaderTuple | tuple[bytes | str, bytes | str] | tuple[bytes | str, bytes | str, bool | None]
-)
-_SHORT_LENGTH: Final = tuple(bytes((n,)) for n in range(127))  # one-byte 7-bit-prefix integers
-
-
-def _length(n: int) -> bytes:
-    """An HPACK string length (7-bit prefix, H bit clear: no Huffman)."""
-    return _SHORT_LENGTH[n] if n < 127 else bytes(encode_integer(n, 7))
-
-
-class _ApnsEncoder(Encoder):
-    """hpack's encoder with APNs' indexing policy, no Huffman, and cached representations.
-
-    h2 calls `encode(headers)` with hpack's default `huffman=True`; this override never Huffman
-    codes (see the module docstring). The policy is by header name; `HeaderTuple` sensitivity is
-    not consulted, since every header comes from `ApnsClientProtocol`.
-
-    A representation that does not change the dynamic table (an index, or a literal's indexed
-    name) stays valid until the table changes, and the table changes only through this encoder
-    (an incremental literal) or a table-size update: both clear the caches. Steady state is then
-    a dict lookup per constant header and a concatenation per varying one.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
-        self._name_prefix: dict[bytes, bytes] = {}
-
-    def encode(
-        self,
-        headers: Iterable[_AnyHeader] | dict[bytes | str, bytes | str],
-        huffman: bool = True,
-    ) -> bytes:
-        """Encode a header block of `(bytes, bytes)` pairs; `huffman` is ignored (always off)."""
-        out: list[bytes] = [self._size_updates()] if self.table_size_changes else []
-        if not isinstance(headers, list):  # h2 always passes a list of bytes pairs
-            out.append(super().encode(headers, huffman=False))
-            self._forget()
-            return b"".join(out)
-        indexed = self._indexed
-        prefixes = self._name_prefix
-        for name, value in headers:
-            rep = indexed.get((name, value))
-            if rep is None:
-                prefix = prefixes.get(name)
-                if prefix is None:
-                    rep = self._encode_new(name, value)
-                else:
-                    n = len(value)
-                    rep = prefix + (_SHORT_LENGTH[n] if n < 127 else _length(n)) + value
-            out.append(rep)
-        return b"".join(out)
-
-    def _encode_new(self, name: bytes, value: bytes) -> bytes:
-        """Slow path: a header not representable from the caches."""
-        if name in _LITERAL_NOT_INDEXED or name in _INDEX_NAME_ONCE:
-            match = self.header_table.search(name, value)
-            if match is not None:
-                index, _, exact = match
-                if exact is not None:
-                    rep = self._encode_indexed(index)
-                    self._indexed[(name, value)] = rep
-                    return rep
-                # Literal without indexing, indexed name: 0000 + 4-bit prefix (RFC 7541 §6.2.2).
-                prefix = bytes(encode_integer(index, 4))
-                self._name_prefix[name] = prefix
-                return prefix + _length(len(value)) + value
-            if name in _LITERAL_NOT_INDEXED:
-                return b"\x00" + _length(len(name)) + name + _length(len(value)) + value
-            # First use of an index-once name: index it, so later values reuse the name.
-        rep = self.add((name, value), False, False)
-        if rep[0] & 0x80:
-            self._indexed[(name, value)] = rep
-        else:  # incremental literal: the entry was added and every dynamic index moved
-            self._forget()
-        return rep
-
-    def _size_updates(self) -> bytes:
-        """Dynamic table size updates owed to the peer's SETTINGS_HEADER_TABLE_SIZE changes.
-
-        RFC 7541 §4.2: the smallest size since the last block, then the final one. hpack would
-        send every intermediate size (one above the final limit is a decoding error) and skips
-        them all when a size is set twice (its `resized` flag is then reset).
-        """
-        changes = self.table_size_changes
-        smallest, final = min(changes), changes[-1]
-        self.table_size_changes = []
-        self.header_table.resized = False
-        self._forget()  # a shrink evicted entries
-        out = b""
-        for size in (smallest, final) if final != smallest else (final,):
-            update = encode_integer(size, 5)
-            update[0] |= 0x20
-            out += update
-        return out
-
-    def _forget(self) -> None:
-        self._indexed.clear()
-        self._name_prefix.clear()
-
-
-# --------------------------------------------------------------------------------------------
-# h2 connection adjustments
-
-# RFC 9113 §6.8: after a GOAWAY, streams at or below the last stream id may still complete.
-# h2 moves to CLOSED on any GOAWAY and then rejects every frame (h2 issue #1181); these
-# transitions keep the traffic of such streams flowing. New streams stay forbidden.
-_AFTER_GOAWAY: Final = (
-    ConnectionInputs.RECV_HEADERS,
-    ConnectionInputs.RECV_DATA,
-    ConnectionInputs.RECV_WINDOW_UPDATE,
-    ConnectionInputs.RECV_PING,
-    ConnectionInputs.RECV_SETTINGS,
-    ConnectionInputs.RECV_RST_STREAM,
-    ConnectionInputs.RECV_PRIORITY,
-    ConnectionInputs.RECV_ALTERNATIVE_SERVICE,
-    ConnectionInputs.SEND_DATA,
-    ConnectionInputs.SEND_RST_STREAM,
-    ConnectionInputs.SEND_WINDOW_UPDATE,
-    ConnectionInputs.SEND_PING,
-)
-
-
-class _DrainingStateMachine(H2ConnectionStateMachine):
-    """h2's connection state machine, plus the traffic a GOAWAY still allows."""
-
-    _transitions = {  # noqa: RUF012 - h2 reads it as a class attribute, never mutated
-        **H2ConnectionStateMachine._transitions,
-        **{(ConnectionState.CLOSED, i): (None, ConnectionState.CLOSED) for i in _AFTER_GOAWAY},
-    }
-
-
-class _H2Connection(H2Connection):
-    """h2's client connection without the O(open streams) scan on every new stream.
-
-    h2 counts open streams by walking all of them in each `send_headers`; with a thousand streams
-    in flight that walk dominated the cost of a request. The protocol's own stream table
-    (`tracked`) holds the same count, and is what `ApnsClientProtocol` checks before sending. The
-    walk also forgets closed streams, so it still runs, once the table has doubled.
-    """
-
-    def __init__(self, config: H2Configuration, tracked: Sized) -> None:
-        super().__init__(config)
-        self.encoder = _ApnsEncoder()
-        self.state_machine = _DrainingStateMachine()
-        self._tracked = tracked
-        self._sweep_at = _SWEEP_MIN
-
-    @property
-    def open_outbound_streams(self) -> int:
-        """Open client streams, from the protocol's table (O(1))."""
-        if len(self.streams) >= self._sweep_at:
-            _ = super().open_outbound_streams  # the walk forgets closed streams
-            self._sweep_at = max(_SWEEP_MIN, 2 * len(self.streams))
-        return len(self._tracked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,7 +287,7 @@ class ApnsClientProtocol:
         # Open streams; None until response headers arrive. Insertion order is stream-id order.
         self._streams: dict[int, _Response | None] = {}
         self._blocked: dict[int, memoryview] = {}  # unsent body remainders, waiting for window
-        self._h2 = _H2Connection(
+        self._h2 = ApnsH2Connection(
             H2Configuration(
                 client_side=True,
                 validate_outbound_headers=False,
@@ -473,6 +297,7 @@ class ApnsClientProtocol:
                 header_encoding=None,
             ),
             self._streams,
+            authority.encode(),
         )
         self._pseudo: tuple[_Header, ...] = (
             (b":method", b"POST"),
@@ -498,6 +323,7 @@ class ApnsClientProtocol:
             h2e.RemoteSettingsChanged: self._on_settings,
             h2e.ConnectionTerminated: self._on_goaway,
             h2e.PingAckReceived: self._on_ping_ack,
+            AnswerHeaders: self._on_answer,
         }
 
     # -- state ---------------------------------------------------------------------------------
@@ -575,7 +401,9 @@ class ApnsClientProtocol:
             headers.append((_H_COLLAPSE_ID, request.collapse_id.encode()))
         h2 = self._h2
         body = request.body
-        if not body:
+        if h2.send_request(stream_id, headers, body):
+            pass  # the usual case, without h2's frame objects
+        elif not body:
             h2.send_headers(stream_id, headers, end_stream=True)
         else:
             h2.send_headers(stream_id, headers)
@@ -645,8 +473,8 @@ class ApnsClientProtocol:
         if held:
             self._held += held
         try:
-            h2_events = self._h2.receive_data(data)
-        except (ProtocolError, HPACKError, HyperframeError) as exc:
+            h2_events = self._h2.receive(data)
+        except H2_ERRORS as exc:
             # h2 queued a GOAWAY; the shell should write it, then close the socket.
             return self._fail(f"protocol error: {type(exc).__name__}: {exc}")
         out: list[ClientEvent] = []
@@ -698,13 +526,16 @@ class ApnsClientProtocol:
         """Send as much of a blocked body as the windows allow; True once all of it is sent."""
         h2 = self._h2
         view = self._blocked[stream_id]
-        while view:
-            room = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
-            if room <= 0:
-                self._blocked[stream_id] = view
-                return False
-            chunk, view = view[:room], view[room:]
-            h2.send_data(stream_id, bytes(chunk), end_stream=not view)
+        try:
+            while view:
+                room = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+                if room <= 0:
+                    self._blocked[stream_id] = view
+                    return False
+                chunk, view = view[:room], view[room:]
+                h2.send_data(stream_id, bytes(chunk), end_stream=not view)
+        except ProtocolError:
+            pass  # h2 closed the stream in the same read (it reset it): nothing more to send
         del self._blocked[stream_id]
         return True
 
@@ -716,7 +547,9 @@ class ApnsClientProtocol:
     def _forget(self, stream_id: int) -> None:
         """A stream answered early: stop sending the rest of its body (RFC 9113 §8.1)."""
         if self._blocked.pop(stream_id, None) is not None:
-            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+            # h2 may have reset it already (a second response on the stream, in the same read).
+            with contextlib.suppress(ProtocolError):
+                self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
 
     def _stop(self) -> None:
         self._accepting = False
@@ -738,21 +571,29 @@ class ApnsClientProtocol:
         return out
 
     def _on_response(self, event: h2e.ResponseReceived, out: list[ClientEvent]) -> None:
-        stream_id = event.stream_id
+        self._respond(event.stream_id, event.headers, event.stream_ended is not None, out)
+
+    def _on_answer(self, event: AnswerHeaders, out: list[ClientEvent]) -> None:
+        # The usual 200: one HEADERS frame with END_STREAM (apns.md §3), from h2conn's fast path.
+        self._respond(event.stream_id, event.headers, True, out)
+
+    def _respond(
+        self, stream_id: int, headers: list[_Header], ended: bool, out: list[ClientEvent]
+    ) -> None:
         if stream_id not in self._streams:
             return
         status, apns_id, retry_after = 0, None, None
-        for name, value in event.headers:
+        for name, value in headers:
             if name == b":status":
                 status = int(value) if value.isdigit() else 0
             elif name == _H_ID:
                 apns_id = value.decode("ascii", "replace")
             elif name == b"retry-after":
                 retry_after = _retry_after(value)
-        if event.stream_ended is None:
+        if not ended:
             self._streams[stream_id] = _Response(status, apns_id, retry_after)
             return
-        del self._streams[stream_id]  # the usual 200: HEADERS with END_STREAM (apns.md §3)
+        del self._streams[stream_id]
         self._forget(stream_id)
         out.append(PushAnswered(stream_id, status, apns_id, None, None, None, retry_after))
 

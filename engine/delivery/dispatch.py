@@ -36,7 +36,10 @@ class PushHandle:
     def __init__(self, token: str, submitted_at: float) -> None:
         self.token = token
         self.submitted_at = submitted_at
-        self._event = trio.Event()
+        # Made by the first `result()` that has to wait: most handles settle before anyone
+        # awaits them (or nobody ever does), and an Event is three objects to allocate and
+        # garbage-collect per push.
+        self._event: trio.Event | None = None
         self._result: DeliveryResult | None = None
         self._callbacks: list[Callable[[DeliveryResult], None]] | None = None
 
@@ -50,8 +53,13 @@ class PushHandle:
         return self._result
 
     async def result(self) -> DeliveryResult:
-        """Wait for the result."""
-        await self._event.wait()
+        """Wait for the result (a checkpoint even when it is already known)."""
+        if self._result is None:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+        else:
+            await trio.lowlevel.checkpoint()  # what waiting on a set Event does
         assert self._result is not None
         return self._result
 
@@ -73,7 +81,8 @@ class PushHandle:
         """Resolve the handle (once; later calls are ignored)."""
         if self._result is None:
             self._result = result
-            self._event.set()
+            if self._event is not None:
+                self._event.set()
             callbacks, self._callbacks = self._callbacks, None
             for callback in callbacks or ():
                 callback(result)

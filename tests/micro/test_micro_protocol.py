@@ -13,11 +13,13 @@ from h2.settings import SettingCodes, Settings
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from engine.apns.protocol import ApnsClientProtocol, PushAnswered, PushRequest
+from simulator.fastsink import frame, response_block
 
 TOPIC = "com.example.app.push-type.liveactivity"
 JWT = b"bearer eyJhbGciOiJFUzI1NiIsImtpZCI6IkFCQzEyM0RFRkcifQ." + b"x" * 140
 BODY = b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{"score":"1-0"}}}'
 TOKEN = "ab" * 32
+APNS_ID = "0BA3C3D4-1111-2222-3333-444455556666"
 
 
 class _Server:
@@ -92,3 +94,19 @@ def test_decode_one_200(benchmark: BenchmarkFixture) -> None:
     )
     assert len(events) == 1 and isinstance(events[0], PushAnswered)
     assert events[0].status == 200
+
+
+def test_decode_one_200_without_indexing(benchmark: BenchmarkFixture) -> None:
+    # The answer as the simulator's sink sends it: `apns-id` a literal without indexing, no
+    # Huffman (the decoding h2's own server encoder above does not exercise).
+    client, server = _connected()
+
+    def setup() -> tuple[tuple[bytes], dict[str, object]]:
+        server.feed(_encode_one(client))
+        stream_id = server.ended.pop()
+        return (frame(0x1, 0x5, stream_id, response_block(APNS_ID)),), {}
+
+    events = benchmark.pedantic(  # type: ignore[no-untyped-call]
+        client.receive_data, setup=setup, rounds=2000, iterations=1
+    )
+    assert events == [PushAnswered(events[0].stream_id, 200, APNS_ID, *[None] * 4)]
