@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench-micro simulator clean
+.PHONY: run test lint unit bench bench-micro simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint unit
+
+# Every scenario of bench/scenarios at full size (SIZE=smoke for a quick pass); JSON lines in
+# bench/results/latest.jsonl and a table on stdout.
+bench: $(STAMP)
+	$(BIN)/lockstep bench all --size $(or $(SIZE),full)
 
 bench-micro: $(STAMP)
 	$(BIN)/pytest -q tests/micro --benchmark-enable --benchmark-only

@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, EngineConfig
-from engine.engine import open_engine
+from engine.engine import Engine, open_engine
 from engine.http.app import create_app
 from engine.http.openapi import build_openapi
 from engine.http.prom import PromMetrics
@@ -49,6 +49,7 @@ class Running:
     service: Service
     settings: Settings
     simulator: Any | None  # the embedded simulator in simulate mode
+    engine: Engine  # the delivery engine (embedded use and benchmarks)
 
 
 @asynccontextmanager
@@ -124,7 +125,7 @@ async def open_server(
         api_base = f"http://{settings.host}:{port}/api"
         if sim is not None:
             await sim.attach(api_base, settings.device_keys[0])
-        yield Running(api_base, port, service, settings, sim)
+        yield Running(api_base, port, service, settings, sim, engine)
 
 
 def banner(running: Running) -> str:
