@@ -100,8 +100,9 @@ class Devices:
             )
         async with self._reg.locks.hold(self._reg.lock_key(act)):
             token = report.activity_token.lower()
-            changed = rec.row.update_token != token
+            changed = rec.row.update_token != token or rec.row.dead
             rec.row.update_token = token
+            rec.row.dead = False  # a fresh token from the app: the device is reachable again
             rec.row.started = True  # iOS only hands out an update token for a started activity
             if changed:
                 rec.queued_version = min(rec.queued_version, rec.row.sent_version)

@@ -200,7 +200,11 @@ class Outbox:
             return  # a newer state carries on in the same lane
         elif result.disposition is Disposition.DROP_TOKEN:
             self.rejected += 1
-            row.dead = True
+            # A dead push-to-start token does not kill an activity the device already runs: a
+            # retried start can meet a 410 after an earlier attempt got through and the app
+            # reported the activity's own update token (apns.md §6, "Tokens").
+            if not (start and row.update_token is not None):
+                row.dead = True
         else:
             # Failed after every retry, or a request APNs refuses: allow a later call (or the next
             # restart) to queue the newest state again.

@@ -1,0 +1,94 @@
+"""Outbox bookkeeping: what an APNs result does to a recipient (no I/O: fake engine and store)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from engine import models
+from engine.apns.reasons import Disposition, Reason
+from engine.results import DeliveryResult, DeliveryStatus
+from engine.service.devices import Devices
+from engine.service.outbox import Outbox
+from engine.service.state import Activity, Recipient, Registry
+from engine.store.records import ActivityRow, DeviceRow, Op, RecipientRow
+
+TOKEN = "ab" * 32
+
+
+class NullStore:
+    """Accepts every write; remembers the ops."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    async def write(self, ops: Sequence[Op]) -> None:
+        self.ops.extend(ops)
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+
+class NoEngine:
+    async def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("nothing is submitted in these tests")
+
+
+def world(update_token: str | None) -> tuple[Registry, Activity, Recipient, Outbox, NullStore]:
+    reg = Registry()
+    reg.devices["d1"] = DeviceRow(device_id="d1", name="d1", push_to_start_token=TOKEN,
+                                  channels=[], registered_at=0.0)
+    row = ActivityRow(activity_id="a1", stream_key=None, type="value", state={"title": "t"},
+                      alert=None, version=1, ended=False, started_at=0.0, updated_at=0.0,
+                      ended_at=None, dismissal_date=None, update_count=0, channels=[],
+                      metadata=None, tags=None)
+    act = Activity(row)
+    rec = Recipient(RecipientRow(activity_id="a1", device_id="d1", start_token=TOKEN,
+                                 update_token=update_token, started=update_token is not None,
+                                 sent_version=0, dead=False))
+    act.recipients["d1"] = rec
+    reg.activities["a1"] = act
+    store = NullStore()
+    outbox = Outbox(NoEngine(), store, reg, attributes_type="T", wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    return reg, act, rec, outbox, store
+
+
+def gone(token: str) -> DeliveryResult:
+    return DeliveryResult(DeliveryStatus.REJECTED, token, reason=Reason.UNREGISTERED,
+                          disposition=Disposition.DROP_TOKEN, http_status=410)
+
+
+def test_a_dead_start_token_kills_a_recipient_that_never_started() -> None:
+    _, act, rec, outbox, _ = world(update_token=None)
+    outbox._settled(act, rec, 1, True, gone(TOKEN))
+    assert rec.row.dead
+
+
+def test_a_dead_start_token_spares_an_activity_the_device_runs() -> None:
+    _, act, rec, outbox, _ = world(update_token="cd" * 32)
+    outbox._settled(act, rec, 1, True, gone(TOKEN))
+    assert not rec.row.dead
+    outbox._settled(act, rec, 1, False, gone("cd" * 32))  # its own update token dying does
+    assert rec.row.dead
+
+
+def test_accepted_advances_and_superseded_changes_nothing() -> None:
+    _, act, rec, outbox, _ = world(update_token="cd" * 32)
+    outbox._settled(act, rec, 1, False, DeliveryResult(DeliveryStatus.SUPERSEDED, "cd" * 32))
+    assert rec.row.sent_version == 0 and outbox.dirty == 0
+    outbox._settled(act, rec, 1, False, DeliveryResult(DeliveryStatus.ACCEPTED, "cd" * 32))
+    assert rec.row.sent_version == 1 and outbox.dirty == 1
+
+
+@pytest.mark.trio
+async def test_a_token_report_revives_a_dead_recipient() -> None:
+    reg, act, rec, outbox, store = world(update_token=None)
+    rec.row.dead = True
+    act.row.version = 0  # nothing to push: only the bookkeeping is under test
+    devices = Devices(reg, store, outbox, wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    await devices.report_token(models.ActivityTokenReport(
+        device_id="d1", activity_id="a1", activity_token="ef" * 32))
+    assert not rec.row.dead and rec.row.update_token == "ef" * 32 and rec.row.started
+    assert store.ops
