@@ -264,12 +264,14 @@ def held_recipients(service: Any) -> int:
 
 def explain_activity(service: Any, activity_id: str) -> dict[str, Any]:
     """The server's view of one activity and its recipients (to explain a lost final state)."""
+    from engine.store.records import unpack_state
+
     act = service.registry.activities.get(activity_id)
     if act is None:
         return {"activity_id": activity_id, "known": False}
     return {
         "activity_id": activity_id, "known": True, "version": act.row.version,
-        "ended": act.row.ended, "subtitle": act.row.state.get("subtitle"),
+        "ended": act.row.ended, "subtitle": unpack_state(act.row.state).get("subtitle"),
         "recipients": [
             {"device": device_id, "started": rec.row.started, "dead": rec.row.dead,
              "has_update_token": rec.row.update_token is not None,

@@ -52,6 +52,7 @@ def build_db(path: Path, activities: int, devices: int, *, pending: bool) -> flo
         PutStream,
         RecipientRow,
         StreamRow,
+        pack_state,
     )
     from engine.store.sqlite import SqliteStore
 
@@ -71,7 +72,8 @@ def build_db(path: Path, activities: int, devices: int, *, pending: bool) -> flo
                     key, aid, d = f"s{i:06d}", f"la_{i:032x}", i % devices + 1
                     ops.append(PutActivity(ActivityRow(
                         activity_id=aid, stream_key=key, type="metrics",
-                        state=state(key, f"u{i}", i), alert=None, version=2, ended=False,
+                        state=pack_state(state(key, f"u{i}", i)), alert=None, version=2,
+                        ended=False,
                         started_at=now - 60, updated_at=now - 1, ended_at=None,
                         dismissal_date=None, update_count=1, channels=[channel_of(d)],
                         metadata=None, tags=None)))

@@ -38,6 +38,8 @@ from engine.store.records import (
     PutStream,
     RecipientRow,
     StreamRow,
+    pack_state,
+    unpack_state,
 )
 
 # iOS ends a Live Activity after 8 hours (apns.md §6); a stream rotates a little before that.
@@ -178,7 +180,7 @@ class LiveActivities:
         if act is not None:
             new_state = models.push_state(req.content_state, models.as_content_type(type_),
                                           req.action, req.secondary_action)
-            if new_state == act.row.state and req.alert is None:
+            if bytes(pack_state(new_state)) == bytes(act.row.state) and req.alert is None:
                 return None, models.StreamPutResponse(
                     success=True, operation="noop", stream_key=stream_key, ignored=True,
                     activity_id=act.row.activity_id, devices_notified=0, devices_queued=0,
@@ -262,7 +264,9 @@ class LiveActivities:
             )
         row = ActivityRow(
             activity_id=self._new_id(), stream_key=stream_key, type=type_,
-            state=models.push_state(req.content_state, ctype, req.action, req.secondary_action),
+            state=pack_state(
+                models.push_state(req.content_state, ctype, req.action, req.secondary_action)
+            ),
             alert=_alert_dict(getattr(req, "alert", None)), version=1, ended=False,
             started_at=now, updated_at=now, ended_at=None, dismissal_date=None, update_count=0,
             channels=list(channels), metadata=_metadata(req), tags=req.tags,
@@ -303,22 +307,23 @@ class LiveActivities:
         state_in = getattr(req, "content_state", None) if req is not None else None
         type_ = type_ or (state_in.type if state_in is not None and state_in.type else row.type)
         if state_in is None:
-            state = row.state
+            state = unpack_state(row.state)
         else:
             state = models.push_state(state_in, models.as_content_type(type_), req.action,
                                       req.secondary_action)
             if merge and type_ == row.type:
-                state = {**row.state, **state}
+                state = {**unpack_state(row.state), **state}
             _check_whole(state, type_)
         alert = _alert_dict(getattr(req, "alert", None))
         dismissal = None
         if kind is EventKind.END:
             dismissal = int(now + _dismiss_after(state_in, self._cfg.default_dismiss_minutes))
-        probe = Activity(ActivityRow(**{**_fields(row), "state": state, "alert": alert,
+        packed = pack_state(state)
+        probe = Activity(ActivityRow(**{**_fields(row), "state": packed, "alert": alert,
                                         "ended": kind is EventKind.END,
                                         "dismissal_date": dismissal}))
         _checked(lambda: prepare(latest_content(probe)))
-        row.state, row.alert, row.type = state, alert, type_
+        row.state, row.alert, row.type = packed, alert, type_
         row.version += 1
         row.updated_at = now
         if kind is EventKind.END:

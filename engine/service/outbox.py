@@ -33,7 +33,7 @@ from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayloa
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.service.state import Activity, Recipient, Registry
 from engine.store.base import Store
-from engine.store.records import DeviceRow, PutRecipient
+from engine.store.records import DeviceRow, PutRecipient, unpack_state
 
 log = logging.getLogger("lockstep.service")
 
@@ -65,13 +65,14 @@ def alert_of(alert: dict[str, Any] | None) -> Alert | None:
 def start_content(act: Activity, attributes_type: str) -> LiveActivityContent:
     """The push-to-start for an activity's current state (apns.md §6: an alert is required)."""
     row = act.row
-    alert = alert_of(row.alert) or Alert(title=row.state.get("title", ""), body="")
+    state = unpack_state(row.state)
+    alert = alert_of(row.alert) or Alert(title=str(state.get("title", "")), body="")
     attributes: dict[str, Any] = {"activity_id": row.activity_id}
     if row.stream_key is not None:
         attributes["stream_key"] = row.stream_key
     return LiveActivityContent(
         EventKind.START,
-        row.state,
+        state,
         alert=alert,
         attributes_type=attributes_type,
         attributes=attributes,
@@ -84,9 +85,12 @@ def latest_content(act: Activity) -> LiveActivityContent:
     row = act.row
     if row.ended:
         return LiveActivityContent(
-            EventKind.END, row.state, alert=alert_of(row.alert), dismissal_date=row.dismissal_date
+            EventKind.END,
+            unpack_state(row.state),
+            alert=alert_of(row.alert),
+            dismissal_date=row.dismissal_date,
         )
-    return LiveActivityContent(EventKind.UPDATE, row.state, alert=alert_of(row.alert))
+    return LiveActivityContent(EventKind.UPDATE, unpack_state(row.state), alert=alert_of(row.alert))
 
 
 class Outbox:

@@ -39,7 +39,9 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
 class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
     """A Live Activity (table `activities`, key `activity_id`, indexed by `stream_key`).
 
-    `state` is the APNs content-state as pushed; `alert` the `{title, body}` of the latest alert;
+    `state` is the APNs content-state as pushed, kept encoded (`msgspec.Raw` JSON: a few hundred
+    bytes where the decoded dict costs about a kilobyte; `pack_state` / `unpack_state`);
+    `alert` the `{title, body}` of the latest alert;
     `version` grows by one on every change, so a recipient's `sent_version` tells what it has.
     `dismissal_date` is unix seconds (apns.md §6).
     """
@@ -47,7 +49,7 @@ class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
     activity_id: str
     stream_key: str | None
     type: str
-    state: dict[str, Any]
+    state: msgspec.Raw
     alert: dict[str, Any] | None
     version: int
     ended: bool
@@ -59,6 +61,22 @@ class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
     channels: list[str]
     metadata: dict[str, Any] | None
     tags: list[str] | None
+
+
+_state_encoder = msgspec.json.Encoder()
+
+
+def pack_state(state: dict[str, Any]) -> msgspec.Raw:
+    """A content-state dict as the encoded JSON an `ActivityRow` keeps."""
+    return msgspec.Raw(_state_encoder.encode(state))
+
+
+def unpack_state(raw: msgspec.Raw) -> dict[str, Any]:
+    """The content-state dict of an `ActivityRow`."""
+    value = msgspec.json.decode(raw)
+    if not isinstance(value, dict):
+        raise ValueError("an activity's state must be a JSON object")
+    return value
 
 
 class RecipientRow(msgspec.Struct, kw_only=True, gc=False):

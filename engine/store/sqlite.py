@@ -132,6 +132,7 @@ class _Table:
         key: tuple[str, ...],
         *,
         json: frozenset[str] = frozenset(),
+        raw: frozenset[str] = frozenset(),
         flags: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
@@ -139,6 +140,8 @@ class _Table:
         self.columns: tuple[str, ...] = row_type.__struct_fields__
         self._json = frozenset(i for i, c in enumerate(self.columns) if c in json)
         self._flags = frozenset(i for i, c in enumerate(self.columns) if c in flags)
+        # JSON columns kept encoded in memory (msgspec.Raw): stored as they are, loaded undecoded.
+        self._raw = frozenset(i for i, c in enumerate(self.columns) if c in raw)
         cols = ", ".join(self.columns)
         marks = ", ".join("?" * len(self.columns))
         sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in key)
@@ -157,7 +160,7 @@ class _Table:
             )
         values = list(msgspec.structs.astuple(row))
         try:
-            for i in self._json:
+            for i in self._json | self._raw:
                 if values[i] is not None:
                     values[i] = _json.encode(values[i]).decode()
         except (msgspec.EncodeError, TypeError, ValueError) as exc:
@@ -172,6 +175,9 @@ class _Table:
             for i in self._json:
                 if values[i] is not None:
                     values[i] = msgspec.json.decode(values[i])
+            for i in self._raw:
+                if values[i] is not None:
+                    values[i] = msgspec.Raw(values[i].encode())
             for i in self._flags:
                 values[i] = bool(values[i])
             out.append(self.row_type(**dict(zip(self.columns, values, strict=True))))
@@ -183,7 +189,8 @@ _ACTIVITIES: Final = _Table(
     "activities",
     ActivityRow,
     ("activity_id",),
-    json=frozenset({"state", "alert", "channels", "metadata", "tags"}),
+    json=frozenset({"alert", "channels", "metadata", "tags"}),
+    raw=frozenset({"state"}),
     flags=frozenset({"ended"}),
 )
 _RECIPIENTS: Final = _Table(

@@ -13,7 +13,7 @@ from engine.results import DeliveryResult, DeliveryStatus
 from engine.service.devices import Devices
 from engine.service.outbox import Outbox
 from engine.service.state import Activity, Recipient, Registry
-from engine.store.records import ActivityRow, DeviceRow, Op, RecipientRow
+from engine.store.records import ActivityRow, DeviceRow, Op, RecipientRow, pack_state
 
 TOKEN = "ab" * 32
 
@@ -40,7 +40,8 @@ def world(update_token: str | None) -> tuple[Registry, Activity, Recipient, Outb
     reg = Registry()
     reg.devices["d1"] = DeviceRow(device_id="d1", name="d1", push_to_start_token=TOKEN,
                                   channels=[], registered_at=0.0)
-    row = ActivityRow(activity_id="a1", stream_key=None, type="value", state={"title": "t"},
+    row = ActivityRow(activity_id="a1", stream_key=None, type="value",
+                      state=pack_state({"title": "t"}),
                       alert=None, version=1, ended=False, started_at=0.0, updated_at=0.0,
                       ended_at=None, dismissal_date=None, update_count=0, channels=[],
                       metadata=None, tags=None)

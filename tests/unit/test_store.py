@@ -31,6 +31,7 @@ from engine.store import (
     StoreError,
     StreamRow,
 )
+from engine.store.records import pack_state
 from engine.store.sqlite import MIGRATIONS, migrate
 
 TIMEOUT = 20.0
@@ -53,7 +54,9 @@ def activity(activity_id: str = "a1", **kw: Any) -> ActivityRow:
         activity_id=activity_id,
         stream_key="deploy",
         type="progress",
-        state={"title": "Deploy", "percentage": 40, "metrics": [{"label": "x", "value": 1.5}]},
+        state=pack_state(
+            {"title": "Deploy", "percentage": 40, "metrics": [{"label": "x", "value": 1.5}]}
+        ),
         alert={"title": "Deploy", "body": "started"},
         version=3,
         ended=False,
@@ -178,7 +181,9 @@ async def test_upsert_overwrites() -> None:
                 ]
             )
             new_device = device(name="Work phone", channels=["ops"])
-            new_activity = activity(version=4, ended=True, state={"title": "Done"}, tags=None)
+            new_activity = activity(
+                version=4, ended=True, state=pack_state({"title": "Done"}), tags=None
+            )
             new_recipient = recipient(update_token="abcd", sent_version=4)
             new_stream = StreamRow(stream_key="deploy", activity_id=None)
             await store.write(
@@ -261,7 +266,7 @@ async def test_bad_op_fails_its_own_writer_before_queueing() -> None:
         store = SqliteStore(":memory:")
         async with running(store):
             with pytest.raises(StoreError, match="cannot encode"):
-                await store.write([PutActivity(activity(state={"not json": object()}))])
+                await store.write([PutActivity(activity(metadata={"not json": object()}))])
             with pytest.raises(StoreError, match="not a store op"):
                 await store.write(["DROP TABLE devices"])  # type: ignore[list-item]
             with pytest.raises(StoreError, match="expected DeviceRow"):
@@ -557,7 +562,7 @@ _activities = st.builds(
     activity_id=_ids,
     stream_key=st.none() | _ids,
     type=_text,
-    state=_objects,
+    state=_objects.map(pack_state),
     alert=st.none() | _objects,
     version=_ints,
     ended=st.booleans(),
