@@ -18,6 +18,7 @@ run cannot hide behind a slow generator), the HTTP reply time, the achieved rate
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from bench.harness import RunEnv, record, summarize
 from bench.harness_loadgen import Generator
 from bench.harness_stack import API_KEY, Stack, open_stack
 from bench.harness_streams import devices_for, round_robin, setup_streams, stream_keys
+from engine.http.server import SERVER_ENV
 
 SCENARIO = "latency"
 MEASURED = (
@@ -42,8 +44,13 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
     streams = max(math.ceil(r * headroom) for r in rates)
     keys = stream_keys(streams)
     devices = devices_for(streams, per_device)
-    settings = {**cfg, "streams": streams, "devices": devices}
-    env.progress(f"latency: {streams} streams on {devices} simulated iPhones")
+    # The server process's HTTP front: `server = "hypercorn"` in the scenario file, or the
+    # environment variable the spawned server process reads (engine.http.server).
+    if "server" in cfg:
+        os.environ[SERVER_ENV] = str(cfg["server"])
+    server = os.environ.get(SERVER_ENV) or "h11"
+    settings = {**cfg, "streams": streams, "devices": devices, "server": server}
+    env.progress(f"latency: {streams} streams on {devices} simulated iPhones, {server} server")
     records = []
     with open_stack(cores=env.cores, folder=env.folder, devices=devices,
                     max_active=per_device, seed=int(cfg.get("seed", 0))) as stack:

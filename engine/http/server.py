@@ -1,22 +1,36 @@
-"""Serve the HTTP API with hypercorn's trio worker: HTTP/1.1 and cleartext HTTP/2 (h2c).
+"""Serve the HTTP API: HTTP/1.1 and cleartext HTTP/2 (h2c) on a plain socket.
 
-hypercorn speaks h2c both ways on a plain socket: prior knowledge (a client that opens with the
-HTTP/2 preface) and the HTTP/1.1 `Upgrade: h2c` dance. TLS is left to a reverse proxy.
+Two servers, one signature:
+- "h11" (the default): `engine.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
+  hands h2c prior-knowledge connections (those that open with the HTTP/2 preface) to
+  hypercorn's connection handler. `Upgrade: h2c` on HTTP/1.1 is answered over HTTP/1.1.
+- "hypercorn": hypercorn's trio worker for everything (h2c both ways: prior knowledge and the
+  HTTP/1.1 `Upgrade: h2c` dance).
+
+The choice is the `server` argument, else the `LOCKSTEP_HTTP_SERVER` environment variable
+(how a benchmark picks the server of a process it spawns), else "h11". TLS is left to a
+reverse proxy.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-__all__ = ["bind_address", "hypercorn_config", "serve_http"]
+from engine.http.h11server import H11Server, hypercorn_h2c
+
+__all__ = ["SERVERS", "bind_address", "hypercorn_config", "serve_http"]
 
 log = logging.getLogger("lockstep.http")
+
+SERVERS: Final = ("h11", "hypercorn")
+SERVER_ENV: Final = "LOCKSTEP_HTTP_SERVER"
 
 
 def bind_address(host: str, port: int) -> str:
@@ -44,13 +58,25 @@ async def serve_http(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     graceful_timeout: float = 5.0,
+    server: str | None = None,
 ) -> None:
     """Serve the ASGI `app` on host:port until `shutdown_trigger` returns (or cancelled).
 
-    `task_status.started(port)` reports the bound port (useful with port 0).
+    `task_status.started(port)` reports the bound port (useful with port 0). `server` is "h11"
+    or "hypercorn" (None: `$LOCKSTEP_HTTP_SERVER`, else "h11"). On shutdown, accepting stops,
+    requests in flight get up to `graceful_timeout` seconds, idle connections close.
     """
+    choice = server or os.environ.get(SERVER_ENV) or "h11"
+    if choice not in SERVERS:
+        raise ValueError(f"unknown HTTP server {choice!r}; choose one of {', '.join(SERVERS)}")
     config = hypercorn_config(host, port, graceful_timeout=graceful_timeout)
     asgi: Any = app  # an ASGI callable; hypercorn's own type is narrower than it needs to be
+    if choice == "h11":
+        h2c, stop_h2c = hypercorn_h2c(asgi, config)
+        front = H11Server(asgi, h2c=h2c, on_shutdown=stop_h2c)
+        await front.serve(host, port, task_status=task_status,
+                          shutdown_trigger=shutdown_trigger, graceful_timeout=graceful_timeout)
+        return
     async with trio.open_nursery() as nursery:
         bound: list[str] = await nursery.start(
             lambda task_status: serve(
