@@ -114,9 +114,9 @@ class LiveActivities:
                     409, "activity_ended", f"activity {req.activity_id} has ended; start a new one"
                 )
             now = self._wall()
-            ops = self._apply(act, req, EventKind.UPDATE, now, merge=True)
+            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, merge=True)
             await self._store.write(ops)
-            sent = await self._push_all(act)
+            sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.UpdateResponse(
             success=True, activity_id=act.row.activity_id, devices_notified=notified,
@@ -134,9 +134,9 @@ class LiveActivities:
                     success=True, activity_id=act.row.activity_id, ignored=True,
                     message="the activity had already ended", timestamp=models.iso(now),
                 )
-            ops = self._apply(act, req, EventKind.END, now, merge=True)
+            ops, prepared = self._apply(act, req, EventKind.END, now, merge=True)
             await self._store.write(ops)
-            sent = await self._push_all(act)
+            sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.EndResponse(
             success=True, activity_id=act.row.activity_id, devices_notified=notified,
@@ -186,9 +186,9 @@ class LiveActivities:
                     activity_id=act.row.activity_id, devices_notified=0, devices_queued=0,
                     message="content unchanged; nothing sent", timestamp=models.iso(now),
                 )
-            ops = self._apply(act, req, EventKind.UPDATE, now, type_=type_)
+            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, type_=type_)
             await self._store.write(ops)
-            sent = await self._push_all(act)
+            sent = await self._push_all(act, prepared)
             return sent, models.StreamPutResponse(
                 success=True, operation="updated", stream_key=stream_key,
                 activity_id=act.row.activity_id, warning=self._warning(act),
@@ -232,9 +232,9 @@ class LiveActivities:
                     activity_id=stream.activity_id, ignored=True,
                     message="the stream's activity had already ended", timestamp=models.iso(now),
                 )
-            ops = self._apply(act, req, EventKind.END, now)
+            ops, prepared = self._apply(act, req, EventKind.END, now)
             await self._store.write(ops)
-            sent = await self._push_all(act)
+            sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.StreamDeleteResponse(
             success=True, operation="ended", stream_key=stream_key,
@@ -296,8 +296,10 @@ class LiveActivities:
         *,
         type_: str | None = None,
         merge: bool = False,
-    ) -> list[Op]:
-        """Apply an update or end to `act` (size-checked first); returns the ops to persist.
+    ) -> tuple[list[Op], PreparedPayload]:
+        """Apply an update or end to `act` (size-checked first).
+
+        Returns the ops to persist and the encoded push, which every recipient then shares.
 
         A stream PUT carries the whole state (`merge=False`); an update or end by id may carry
         only what changed, and the fields it leaves out keep their values (`merge=True`). Either
@@ -322,7 +324,7 @@ class LiveActivities:
         probe = Activity(ActivityRow(**{**_fields(row), "state": packed, "alert": alert,
                                         "ended": kind is EventKind.END,
                                         "dismissal_date": dismissal}))
-        _checked(lambda: prepare(latest_content(probe)))
+        prepared = _checked(lambda: prepare(latest_content(probe)))
         row.state, row.alert, row.type = packed, alert, type_
         row.version += 1
         row.updated_at = now
@@ -333,7 +335,7 @@ class LiveActivities:
         if req is not None:
             row.metadata = _metadata(req) or row.metadata
             row.tags = getattr(req, "tags", None) or row.tags
-        return [PutActivity(row)]
+        return [PutActivity(row)], prepared
 
     async def _launch(self, act: Activity, prepared: PreparedPayload) -> _Sent:
         sent = _Sent([])
@@ -345,12 +347,12 @@ class LiveActivities:
             sent.handles.append((device_id, handle))
         return sent
 
-    async def _push_all(self, act: Activity) -> _Sent:
+    async def _push_all(self, act: Activity, prepared: PreparedPayload | None = None) -> _Sent:
         sent = _Sent([])
         for device_id, rec in act.recipients.items():
             if rec.row.dead:
                 continue
-            handle = await self._outbox.send_latest(act, rec)
+            handle = await self._outbox.send_latest(act, rec, prepared=prepared)
             if handle is not None:
                 sent.handles.append((device_id, handle))
             elif rec.row.update_token is None:

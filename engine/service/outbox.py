@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from engine.apns.reasons import Disposition
 from engine.delivery.dispatch import PushHandle
+from engine.engine import Engine
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.service.state import Activity, Recipient, Registry
@@ -36,23 +37,6 @@ from engine.store.base import Store
 from engine.store.records import DeviceRow, PutRecipient, unpack_state
 
 log = logging.getLogger("lockstep.service")
-
-
-class Submitter(Protocol):
-    """What the outbox needs from the engine (`engine.engine.Engine` provides it)."""
-
-    async def submit(
-        self,
-        activity_id: str,
-        token: str,
-        content: LiveActivityContent | PreparedPayload,
-        *,
-        lane: str | None = None,
-        priority: int | None = None,
-        min_timestamp: int = 0,
-    ) -> PushHandle:
-        """Queue one push (waits while the engine is at capacity)."""
-        ...
 
 
 def alert_of(alert: dict[str, Any] | None) -> Alert | None:
@@ -98,7 +82,7 @@ class Outbox:
 
     def __init__(
         self,
-        engine: Submitter,
+        engine: Engine,
         store: Store,
         registry: Registry,
         *,
@@ -138,9 +122,18 @@ class Outbox:
         return handle
 
     async def send_latest(
-        self, act: Activity, rec: Recipient, *, min_timestamp: int = 0
+        self,
+        act: Activity,
+        rec: Recipient,
+        *,
+        min_timestamp: int = 0,
+        prepared: PreparedPayload | None = None,
     ) -> PushHandle | None:
-        """Push the newest state to `rec` if it lacks it; None when held or already queued."""
+        """Push the newest state to `rec` if it lacks it; None when held or already queued.
+
+        `prepared` is the newest state already encoded (the caller size-checked it), so a call
+        that reaches many devices encodes it once.
+        """
         row = rec.row
         if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
             return None
@@ -148,7 +141,7 @@ class Outbox:
         handle = await self._engine.submit(
             act.row.activity_id,
             row.update_token,
-            prepare(latest_content(act)),
+            prepared or prepare(latest_content(act)),
             lane=row.device_id,
             min_timestamp=min_timestamp,
         )

@@ -21,9 +21,10 @@ from typing import Any
 
 import trio
 
+from engine.engine import Engine
 from engine.service.devices import Devices
 from engine.service.live import LiveActivities, LiveConfig
-from engine.service.outbox import Outbox, Submitter
+from engine.service.outbox import Outbox
 from engine.service.state import Registry
 from engine.store.base import Store
 from engine.store.records import DeleteActivity, Op
@@ -46,7 +47,7 @@ class Service:
 
     def __init__(
         self,
-        engine: Submitter,
+        engine: Engine,
         store: Store,
         registry: Registry,
         *,
@@ -80,11 +81,9 @@ class Service:
         """Gauges for `/metrics`."""
         acts = self.registry.activities.values()
         store = {f"store_{k}": float(v) for k, v in self.store.stats().items()}
-        engine_stats = getattr(self._engine, "stats", None)
-        delivery = engine_stats() if callable(engine_stats) else {}
         return {
             **store,
-            **delivery,
+            **self._engine.stats(),
             "devices": len(self.registry.devices),
             "activities": len(self.registry.activities),
             "activities_running": sum(1 for a in acts if not a.row.ended),
@@ -119,7 +118,7 @@ class Service:
 
 @asynccontextmanager
 async def open_service(
-    engine: Submitter,
+    engine: Engine,
     store: Store,
     *,
     config: ServiceConfig | None = None,
