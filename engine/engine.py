@@ -132,7 +132,10 @@ class Engine:
                     min_timestamp=min_timestamp,
                 )
             except Busy:
-                await self._dispatcher.wait_capacity()
+                # Room comes back when a lane settles, or when an idle lane becomes evictable
+                # (one pacing interval plus a second after it went idle), which no event marks.
+                with trio.move_on_after(self.config.delivery.pacing_interval + 1.0):
+                    await self._dispatcher.wait_capacity()
 
     def submit_nowait(
         self,

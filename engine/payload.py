@@ -96,6 +96,7 @@ _HEAD: Final = _PREFIX + b"0"
 
 # Swift decodes JSON integers into Int64/UInt64; anything wider cannot be a Codable integer field.
 _INT_MIN: Final = -(2**63)
+_PLAIN_LEAVES: Final = frozenset({str, bool, type(None)})  # JSON leaves accepted as they are
 _INT_MAX: Final = 2**64 - 1
 _MAX_DEPTH: Final = 32  # deeper nesting is certainly a mistake, and keeps recursion bounded
 
@@ -469,9 +470,7 @@ def _walk(value: object, depth: int) -> None:
                     f"key {key!r} ({type(key).__name__}) is not a string; JSON keys are strings"
                 )
             kind = type(item)
-            if kind is str or item is None or kind is bool:
-                continue
-            if kind is int and _INT_MIN <= item <= _INT_MAX:
+            if kind in _PLAIN_LEAVES or (kind is int and _INT_MIN <= item <= _INT_MAX):
                 continue
             try:
                 _walk(item, depth + 1)
@@ -482,9 +481,7 @@ def _walk(value: object, depth: int) -> None:
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
             kind = type(item)
-            if kind is str or item is None or kind is bool:
-                continue
-            if kind is int and _INT_MIN <= item <= _INT_MAX:
+            if kind in _PLAIN_LEAVES or (kind is int and _INT_MIN <= item <= _INT_MAX):
                 continue
             try:
                 _walk(item, depth + 1)

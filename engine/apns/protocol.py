@@ -33,7 +33,7 @@ import msgspec
 from h2 import events as h2e
 from h2.config import H2Configuration
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 
 from engine.apns import wire
@@ -534,7 +534,7 @@ class ApnsClientProtocol:
                     return False
                 chunk, view = view[:room], view[room:]
                 h2.send_data(stream_id, bytes(chunk), end_stream=not view)
-        except ProtocolError:
+        except StreamClosedError:
             pass  # h2 closed the stream in the same read (it reset it): nothing more to send
         del self._blocked[stream_id]
         return True
@@ -548,7 +548,7 @@ class ApnsClientProtocol:
         """A stream answered early: stop sending the rest of its body (RFC 9113 §8.1)."""
         if self._blocked.pop(stream_id, None) is not None:
             # h2 may have reset it already (a second response on the stream, in the same read).
-            with contextlib.suppress(ProtocolError):
+            with contextlib.suppress(StreamClosedError):
                 self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
 
     def _stop(self) -> None:

@@ -381,9 +381,8 @@ class Coalescer:
         if lane.version == 0 and lane.key in self._lanes:
             if lane.has_pending():
                 self._schedule(lane, now)
-            elif lane.in_flight is None:
+            else:
                 self._idle[lane.key] = now
-
         return settled
 
     def _accepted_send(self, lane: _Lane, dispatch: Dispatch) -> list[Settled]:

@@ -10,6 +10,7 @@ item that settled resolves its `PushHandle`. No task per push, no busy polling.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from engine.apns.reasons import Disposition, Reason, disposition_for
 from engine.delivery.coalescer import Coalescer, Dispatch, Outcome, Settled, Settlement, outcome_for
 from engine.metrics import EngineListener
 from engine.results import DeliveryResult, DeliveryStatus
+
+log = logging.getLogger("lockstep.engine")
 
 _MAX_DEAD_TOKENS = 100_000
 
@@ -85,7 +88,10 @@ class PushHandle:
                 self._event.set()
             callbacks, self._callbacks = self._callbacks, None
             for callback in callbacks or ():
-                callback(result)
+                try:
+                    callback(result)
+                except Exception:  # one bad follower must not leave other handles unsettled
+                    log.exception("a push result callback failed")
 
 
 class Dispatcher:

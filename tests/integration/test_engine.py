@@ -65,3 +65,33 @@ async def test_start_updates_end_reach_the_device_in_order(
             # 20 rapid updates were coalesced: far fewer pushes than submissions.
             assert len(kit.apns.log) < 10
             nursery.cancel_scope.cancel()
+
+
+async def test_a_waiting_submit_gets_the_room_of_a_lane_gone_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At max_lanes, `submit` waits; an idle lane becomes evictable with no event marking it."""
+    kit = make_kit()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            async with open_engine(
+                engine_config(kit, max_lanes=1),
+                connector=memory_connector(kit, nursery),
+                signing_key=kit.key,
+                wall_clock=kit.now,
+            ) as engine:
+                first = await engine.start(
+                    "a-1", kit.push_to_start_token("iphone-1"), {"n": 1},
+                    attributes_type="T", attributes={"activity_id": "a-1"},
+                    alert=Alert("A", "started"), lane="iphone-1",
+                )
+                assert (await first.result()).status is DeliveryStatus.ACCEPTED
+                began = trio.current_time()
+                second = await engine.start(
+                    "a-2", kit.push_to_start_token("iphone-2"), {"n": 2},
+                    attributes_type="T", attributes={"activity_id": "a-2"},
+                    alert=Alert("B", "started"), lane="iphone-2",
+                )
+                assert (await second.result()).status is DeliveryStatus.ACCEPTED
+                assert trio.current_time() - began < 10  # not stuck until some other event
+            nursery.cancel_scope.cancel()

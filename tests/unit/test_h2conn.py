@@ -30,7 +30,6 @@ from engine.apns.protocol import (
     ApnsClientProtocol,
     ClientEvent,
     ConnectionClosed,
-    NoSlotError,
     PushAnswered,
     PushRequest,
 )
@@ -483,17 +482,6 @@ def test_window_for_a_stream_h2_reset_in_the_same_read_does_not_raise() -> None:
     twin.wire += raw("sink", target)
     twin.deliver([])
     assert [e.stream_id for e in twin.events if isinstance(e, PushAnswered)] == [target]
-
-
-def test_no_slot_is_refused_the_same_way() -> None:
-    twin = Twin(max_streams=1)
-    twin.both(lambda c: c.send(push(1)))
-    outcome: list[str] = []
-    for client in (twin.fast, twin.ref):
-        with pytest.raises(NoSlotError) as info:
-            client.send(push(2))
-        outcome.append(str(info.value))
-    assert outcome[0] == outcome[1]
 
 
 # --------------------------------------------------------------------------------------------
