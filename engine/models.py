@@ -117,6 +117,7 @@ __all__ = [
 T = TypeVar("T")
 
 STREAM_KEY_PATTERN: Final = "^[A-Za-z0-9_-]{1,128}$"
+DEVICE_ID_PATTERN: Final = "^[A-Za-z0-9_.:-]{1,128}$"
 CHANNEL_PATTERN: Final = "^[a-z0-9][a-z0-9_-]{0,63}$"
 HEX_PATTERN: Final = "^[0-9A-Fa-f]+$"
 MAX_CHANNELS: Final = 100

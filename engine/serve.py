@@ -32,7 +32,7 @@ from engine.engine import Engine, open_engine
 from engine.http.app import create_app
 from engine.http.openapi import build_openapi
 from engine.http.prom import PromMetrics
-from engine.http.server import serve_http
+from engine.http.server import bind_address, serve_http
 from engine.record import TrafficRecorder
 from engine.service import Service, ServiceConfig, open_service
 from engine.settings import Settings, ensure_keys, load_settings
@@ -123,7 +123,7 @@ async def open_server(
                                            task_status=task_status,
                                            shutdown_trigger=shutdown.wait)
         )
-        api_base = f"http://{settings.host}:{port}/api"
+        api_base = f"http://{bind_address(settings.host, port)}/api"
         if sim is not None:
             await sim.attach(api_base, settings.device_keys[0])
         # Everything loaded so far (the registry, imports) lives as long as the server: move it

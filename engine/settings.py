@@ -94,6 +94,10 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     server = data.get("server", {})
+    unknown = set(server) - _SERVER_KEYS
+    if unknown:
+        raise ConfigError(f"[server]: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(_SERVER_KEYS))}")
     settings = Settings(
         host=server.get("host", "127.0.0.1"),
         port=int(server.get("port", 8787)),
@@ -135,9 +139,14 @@ def _stored_key(path: Path, prefix: str) -> str:
     return key
 
 
+_SERVER_KEYS = frozenset(
+    {"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body"}
+)
+
+
 def _keys(configured: Any, from_env: str | None, name: str) -> tuple[str, ...]:
     if from_env:
-        return tuple(k.strip() for k in from_env.split(",") if k.strip())
+        configured, name = [k.strip() for k in from_env.split(",") if k.strip()], "env " + name
     if configured is None:
         return ()
     if not isinstance(configured, list) or not all(isinstance(k, str) and k for k in configured):

@@ -15,7 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.http.app import ENDPOINTS, Access, Endpoint
-from engine.models import STREAM_KEY_PATTERN
+from engine.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
 
 __all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
 
@@ -35,7 +35,7 @@ _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     },
     "device_id": {
         "description": "The device's id, chosen by the app: letters, digits, _ . : and -.",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN},
     },
 }
 

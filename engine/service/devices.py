@@ -19,12 +19,12 @@ from engine.service.state import Registry
 from engine.store.base import Store
 from engine.store.records import DeleteDevice, DeviceRow, PutDevice, PutRecipient
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_DEVICE_ID = re.compile(models.DEVICE_ID_PATTERN[1:-1])
 
 
 def check_device_id(device_id: str) -> None:
     """Device ids: 1-128 letters, digits, `_ . : -` (they appear in URLs)."""
-    if not _DEVICE_ID.match(device_id):
+    if _DEVICE_ID.fullmatch(device_id) is None:  # `$` would let "id\n" through
         raise errors.BadRequest(
             f"device_id must be 1-128 letters, digits, '_', '.', ':' or '-', got {device_id!r}"
         )

@@ -142,6 +142,7 @@ class _Table:
         self._flags = frozenset(i for i, c in enumerate(self.columns) if c in flags)
         # JSON columns kept encoded in memory (msgspec.Raw): stored as they are, loaded undecoded.
         self._raw = frozenset(i for i, c in enumerate(self.columns) if c in raw)
+        self._encoded = self._json | self._raw
         cols = ", ".join(self.columns)
         marks = ", ".join("?" * len(self.columns))
         sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in key)
@@ -160,7 +161,7 @@ class _Table:
             )
         values = list(msgspec.structs.astuple(row))
         try:
-            for i in self._json | self._raw:
+            for i in self._encoded:
                 if values[i] is not None:
                     values[i] = _json.encode(values[i]).decode()
         except (msgspec.EncodeError, TypeError, ValueError) as exc:

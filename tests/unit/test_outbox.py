@@ -93,3 +93,13 @@ async def test_a_token_report_revives_a_dead_recipient() -> None:
         device_id="d1", activity_id="a1", activity_token="ef" * 32))
     assert not rec.row.dead and rec.row.update_token == "ef" * 32 and rec.row.started
     assert store.ops
+
+
+@pytest.mark.parametrize("bad", ["", "abc\n", "a/b", "x" * 129, "é"])
+def test_device_ids_are_checked_whole(bad: str) -> None:
+    from engine import errors
+    from engine.service.devices import check_device_id
+
+    with pytest.raises(errors.BadRequest, match="device_id"):
+        check_device_id(bad)
+    check_device_id("iphone-1.home:2")

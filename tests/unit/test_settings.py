@@ -67,6 +67,7 @@ environment = "sandbox"
         ("[delivery]\nconections = 2\n", "[delivery]: unknown key(s) conections"),
         ("[delivery]\nconnections = 0\n", "delivery.connections"),
         ("[server]\napi_keys = ['short']\n", "at least 16"),
+        ("[server]\napi_key = ['a-long-enough-key-0123']\n", "[server]: unknown key(s) api_key"),
         ("[apns]\nteam_id = 'T'\n", "[apns]: missing key_id"),
         ("[apns]\nteam_id='T'\nkey_id='K'\nkey_path='missing.p8'\nbundle_id='b'\n",
          "does not exist"),
@@ -79,6 +80,11 @@ def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
     assert message in str(info.value)
+
+
+def test_short_keys_from_the_environment_are_refused_too() -> None:
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_settings(None, env={"LOCKSTEP_API_KEY": "abc"})
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
