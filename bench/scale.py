@@ -162,7 +162,7 @@ def _sink(ctx: Any, folder: Path, core: int | None) -> tuple[Any, Connection, di
     _, key_path = load_or_create_key(folder, sim)
     parent, child = ctx.Pipe()
     process = ctx.Process(target=sink_main, args=(child, str(certs.cert), str(certs.key),
-                                                  core if core is not None else -1), daemon=True)
+                                                  core), daemon=True)
     process.start()
     if not parent.poll(30):
         raise RuntimeError("the APNs sink did not start")

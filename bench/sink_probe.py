@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import socket
 import ssl
 import struct
@@ -31,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.harness import pin
 from simulator.fastsink import (
     DATA,
     FLAG_ACK,
@@ -183,14 +183,6 @@ class ResponseReader:
         return bytes(reply)
 
 
-def _pin(core: int) -> bool:
-    """Pin this process to one core if it exists; False when it cannot be done."""
-    if core in os.sched_getaffinity(0):
-        os.sched_setaffinity(0, {core})
-        return True
-    return False
-
-
 def _client_socket(port: int, ca_file: str | None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -206,7 +198,7 @@ def _client_socket(port: int, ca_file: str | None) -> socket.socket:
 
 def client_main(conn: Connection, port: int, ca_file: str | None, opts: dict[str, Any]) -> None:
     """Load generator process: warm up, measure for `seconds`, drain, report over `conn`."""
-    pinned = _pin(opts["client_core"])
+    pinned = pin(opts["client_core"])
     sock = _client_socket(port, ca_file)
     enc, rd = RequestEncoder(), ResponseReader()
     sock.sendall(enc.preface())
@@ -262,13 +254,15 @@ def client_main(conn: Connection, port: int, ca_file: str | None, opts: dict[str
     )
 
 
-def sink_main(conn: Connection, cert_file: str | None, key_file: str | None, core: int) -> None:
+def sink_main(
+    conn: Connection, cert_file: str | None, key_file: str | None, core: int | None
+) -> None:
     """Sink process: serve on 127.0.0.1:0, obey 'restart' / 'report' / 'stop' from `conn`."""
     import trio
 
     from simulator.fastserve import SinkStats, serve_fast_sink
 
-    pinned = _pin(core)
+    pinned = pin(core)
     ctx = None
     if cert_file is not None and key_file is not None:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

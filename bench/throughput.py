@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.harness import pin
 from bench.peers_aioapns import KeyFile
 from bench.sink_probe import sink_main
 
@@ -52,13 +53,6 @@ CLIENT_TIMEOUT = 600.0
 
 Mark = Callable[[str], None]
 """How a client tells the parent where its timed part starts ("measure") and ends ("done")."""
-
-
-def _pin(core: int) -> bool:
-    if hasattr(os, "sched_setaffinity") and core in os.sched_getaffinity(0):
-        os.sched_setaffinity(0, {core})
-        return True
-    return False
 
 
 def _state(i: int) -> dict[str, Any]:
@@ -193,7 +187,7 @@ def _client_proc(
     profile: str | None = None,
 ) -> None:
     """Client process: pin, run, and report over `conn` ("measure", "done", then the figures)."""
-    pinned = _pin(core)
+    pinned = pin(core)
     mark: Mark = conn.send
     if profile is not None and name == "lockstep":
         mark = _profiled(mark, f"{profile}.x{connections}")
@@ -238,6 +232,8 @@ def _measure_one(
                 sink.send("restart")
             elif msg == "done":
                 sink.send("report")
+                if not sink.poll(60):
+                    raise SystemExit("the accept-all sink did not report within 60 s")
                 server = sink.recv()
             elif isinstance(msg, dict):
                 if "error" in msg:
@@ -285,6 +281,8 @@ def run(
             daemon=True,
         )
         sink.start()
+        if not parent.poll(60):  # a sink that died at start-up must not hang the run
+            raise SystemExit("the accept-all sink did not start within 60 s")
         port = parent.recv()
         try:
             for conns in connections:

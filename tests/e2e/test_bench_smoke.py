@@ -86,6 +86,8 @@ def _soak(records: list[dict[str, Any]]) -> None:
     f = rec["figures"]
     assert f["finals_expected"] == f["streams"] and f["ends_failed"] == 0
     assert f["lost_final_states"] == 0
+    # The smoke plan never unregisters a token, so every final must be delivered, none excused.
+    assert f["finals_unregistered"] == 0 and f["finals_delivered"] == f["finals_expected"]
     assert f["order_violations"] == 0
     assert sum(f["faults_injected"].values()) > 0, "the smoke fault plan injected nothing"
 
