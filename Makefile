@@ -2,38 +2,49 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# `make run` installs what serving needs; `make test` adds the test tools.
+SERVE_STAMP := $(VENV)/.installed-server
+TEST_STAMP  := $(VENV)/.installed-test
+SOURCES := engine simulator bench tests
 
 .PHONY: run test lint unit bench bench-micro simulator clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[server]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(SERVE_STAMP)
+
+run: $(SERVE_STAMP)
 	$(BIN)/lockstep serve
 
-simulator: $(STAMP)
+simulator: $(SERVE_STAMP)
 	$(BIN)/lockstep simulator --devices 3 --apns-dir ./apns-out
 
-lint: $(STAMP)
-	$(BIN)/ruff check engine simulator bench tests
-	$(BIN)/mypy engine simulator
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/mypy $(SOURCES)
 
-unit: $(STAMP)
-	$(BIN)/pytest -q
+# The whole suite with branch coverage (the table and the total are printed at the end).
+unit: $(TEST_STAMP)
+	$(BIN)/pytest -q --cov --cov-branch --cov-report=term:skip-covered
 
 test: lint unit
 
 # Every scenario of bench/scenarios at full size (SIZE=smoke for a quick pass); JSON lines in
 # bench/results/latest.jsonl and a table on stdout.
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/lockstep bench all --size $(or $(SIZE),full)
 
-bench-micro: $(STAMP)
+bench-micro: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/micro --benchmark-enable --benchmark-only
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -47,7 +47,10 @@ def runner_of(name: str) -> Runner:
 
 
 def run_scenarios(
-    names: list[str], size: str, *, scenario_file: Path | None = None,
+    names: list[str],
+    size: str,
+    *,
+    scenario_file: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run `names` at `size` in a scratch folder each; every result record, in order."""
@@ -81,8 +84,12 @@ def _handle(args: argparse.Namespace) -> int:
     status = 0
     for name in names:
         try:
-            records += run_scenarios([name], args.size, scenario_file=args.scenario_file,
-                                     progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+            records += run_scenarios(
+                [name],
+                args.size,
+                scenario_file=args.scenario_file,
+                progress=lambda msg: err.print(f"[dim]{msg}[/]"),
+            )
         except ScenarioError as exc:
             err.print(f"lockstep bench: {exc}")
             return 2
@@ -99,15 +106,31 @@ def _handle(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lockstep bench`."""
-    p = sub.add_parser("bench", help="run benchmark scenarios (raw, latency, storm, scale, soak)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "bench",
+        help="run benchmark scenarios (raw, latency, storm, scale, soak)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("scenario", choices=[*SCENARIOS, "all"])
-    p.add_argument("--size", choices=SIZES, default="full",
-                   help="smoke: seconds each (CI); full: the published sizes (default)")
-    p.add_argument("--scenario-file", type=Path, default=None,
-                   help="a scenario TOML file instead of bench/scenarios/<scenario>.toml")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="JSON lines are appended here (default bench/results/latest.jsonl)")
+    p.add_argument(
+        "--size",
+        choices=SIZES,
+        default="full",
+        help="smoke: seconds each (CI); full: the published sizes (default)",
+    )
+    p.add_argument(
+        "--scenario-file",
+        type=Path,
+        default=None,
+        help="a scenario TOML file instead of bench/scenarios/<scenario>.toml",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="JSON lines are appended here (default bench/results/latest.jsonl)",
+    )
     p.set_defaults(handler=_handle)
 
 

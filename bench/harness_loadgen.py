@@ -56,8 +56,13 @@ def gen_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> None:
 
         async def main() -> None:
             async def run(calls: list[Call], connections: int, deadline: float) -> dict[str, Any]:
-                return await run_calls(opts["api_base"], opts["api_key"], calls,
-                                       connections=connections, deadline=deadline)
+                return await run_calls(
+                    opts["api_base"],
+                    opts["api_key"],
+                    calls,
+                    connections=connections,
+                    deadline=deadline,
+                )
 
             await serve_commands(conn, {"run": run}, {"pinned": pinned})
 
@@ -123,12 +128,20 @@ async def run_calls(
     import trio
 
     # What one call can run into; counted by type, and the connection is opened afresh.
-    failures = (OSError, ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError,
-                h11.ProtocolError)
+    failures = (
+        OSError,
+        ConnectionError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+        h11.ProtocolError,
+    )
     parts = urlsplit(api_base)
     host, port, prefix = parts.hostname or "127.0.0.1", parts.port or 80, parts.path.rstrip("/")
-    headers = [("host", parts.netloc), ("authorization", f"Bearer {api_key}"),
-               ("content-type", "application/json")]
+    headers = [
+        ("host", parts.netloc),
+        ("authorization", f"Bearer {api_key}"),
+        ("content-type", "application/json"),
+    ]
     results: list[CallResult | None] = [None] * len(calls)
     errors: dict[str, int] = {}
     send, receive = trio.open_memory_channel[tuple[int, float]](math.inf)
@@ -191,8 +204,7 @@ class Generator:
     @classmethod
     def spawn(cls, core: int | None, api_base: str, api_key: str) -> Generator:
         """Start a generator process for `api_base`, pinned to `core`."""
-        child = Child.spawn("generator", gen_main, core, {"api_base": api_base,
-                                                         "api_key": api_key})
+        child = Child.spawn("generator", gen_main, core, {"api_base": api_base, "api_key": api_key})
         child.ready(60)
         return cls(child)
 

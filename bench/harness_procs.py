@@ -43,9 +43,7 @@ class Child:
         self._conn = conn
 
     @classmethod
-    def spawn(
-        cls, name: str, main: ChildMain, core: int | None, opts: dict[str, Any]
-    ) -> Child:
+    def spawn(cls, name: str, main: ChildMain, core: int | None, opts: dict[str, Any]) -> Child:
         """Start `main(conn, core, opts)` in a fresh interpreter (spawn: nothing inherited)."""
         ctx = mp.get_context("spawn")
         here, there = ctx.Pipe()

@@ -21,53 +21,75 @@ def _ms(summary: dict[str, Any], key: str) -> str:
 
 def _raw(f: dict[str, Any]) -> dict[str, str]:
     if "pushes_per_s_ratio" in f:
-        return {"pushes/s": f"{f['pushes_per_s_ratio']:.2f}x",
-                "client µs/push": f"{f['client_cpu_per_push_ratio']:.3f}x", "sink µs/push": ""}
-    return {"pushes/s": f"{f['pushes_per_s']:,.0f}",
-            "client µs/push": f"{f['client_cpu_us_per_push']:.1f}",
-            "sink µs/push": f"{f['sink_cpu_us_per_push']:.2f}"}
+        return {
+            "pushes/s": f"{f['pushes_per_s_ratio']:.2f}x",
+            "client µs/push": f"{f['client_cpu_per_push_ratio']:.3f}x",
+            "sink µs/push": "",
+        }
+    return {
+        "pushes/s": f"{f['pushes_per_s']:,.0f}",
+        "client µs/push": f"{f['client_cpu_us_per_push']:.1f}",
+        "sink µs/push": f"{f['sink_cpu_us_per_push']:.2f}",
+    }
 
 
 def _latency(f: dict[str, Any]) -> dict[str, str]:
     lat = f["latency_ms"]
-    return {"offered/s": f"{f['offered_rate']:,.0f}", "achieved/s": f"{f['achieved_rate']:,.0f}",
-            "p50 ms": _ms(lat, "p50"), "p90 ms": _ms(lat, "p90"), "p99 ms": _ms(lat, "p99"),
-            "max ms": _ms(lat, "max"), "p99 from due ms": _ms(f["latency_from_due_ms"], "p99"),
-            "unanswered": str(f.get("calls_unanswered", "-")),
-            "failed": str(f["calls_failed"] - f.get("calls_unanswered", 0)),
-            "no push": str(f["calls_without_push"]),
-            "server µs/call": f"{f['server_cpu_us_per_call']:.0f}"}
+    return {
+        "offered/s": f"{f['offered_rate']:,.0f}",
+        "achieved/s": f"{f['achieved_rate']:,.0f}",
+        "p50 ms": _ms(lat, "p50"),
+        "p90 ms": _ms(lat, "p90"),
+        "p99 ms": _ms(lat, "p99"),
+        "max ms": _ms(lat, "max"),
+        "p99 from due ms": _ms(f["latency_from_due_ms"], "p99"),
+        "unanswered": str(f.get("calls_unanswered", "-")),
+        "failed": str(f["calls_failed"] - f.get("calls_unanswered", 0)),
+        "no push": str(f["calls_without_push"]),
+        "server µs/call": f"{f['server_cpu_us_per_call']:.0f}",
+    }
 
 
 def _storm(f: dict[str, Any]) -> dict[str, str]:
     d = f["last_update_to_device_s"]
-    return {"streams": f"{f['streams']:,}", "offered upd/s": f"{f['offered_updates_per_s']:,.0f}",
-            "achieved upd/s": f"{f['achieved_updates_per_s']:,.0f}",
-            "pushes": f"{f['pushes']:,}", "coalescing": f"x{f['coalescing_ratio']}",
-            "max push/s/act": str(f["max_pushes_per_s_per_activity"]),
-            "last→device p99 s": str(d["p99"]), "max s": str(d["max"]),
-            "lost": str(f["devices"]["lost"]),
-            "order viol.": str(f["devices"]["order_violations"]),
-            "RSS max MB": str(f["rss_mb"]["max"])}
+    return {
+        "streams": f"{f['streams']:,}",
+        "offered upd/s": f"{f['offered_updates_per_s']:,.0f}",
+        "achieved upd/s": f"{f['achieved_updates_per_s']:,.0f}",
+        "pushes": f"{f['pushes']:,}",
+        "coalescing": f"x{f['coalescing_ratio']}",
+        "max push/s/act": str(f["max_pushes_per_s_per_activity"]),
+        "last→device p99 s": str(d["p99"]),
+        "max s": str(d["max"]),
+        "lost": str(f["devices"]["lost"]),
+        "order viol.": str(f["devices"]["order_violations"]),
+        "RSS max MB": str(f["rss_mb"]["max"]),
+    }
 
 
 def _scale(f: dict[str, Any]) -> dict[str, str]:
-    return {"activities": f"{f['activities']:,}", "B/activity": str(f["bytes_per_activity"]),
-            "start-up s": str(f["startup_s"]),
-            "recovery s": str(f.get("recovery_s", "-")),
-            "re-queued": f"{f['recovered_pushes']:,}",
-            "B/activity + lanes": str(f.get("bytes_per_activity_with_lanes", "-"))}
+    return {
+        "activities": f"{f['activities']:,}",
+        "B/activity": str(f["bytes_per_activity"]),
+        "start-up s": str(f["startup_s"]),
+        "recovery s": str(f.get("recovery_s", "-")),
+        "re-queued": f"{f['recovered_pushes']:,}",
+        "B/activity + lanes": str(f.get("bytes_per_activity_with_lanes", "-")),
+    }
 
 
 def _soak(f: dict[str, Any]) -> dict[str, str]:
     u = f["updates"]
-    return {"calls/s": f"{u['achieved_rate']:,.0f}/{u['offered_rate']:,.0f}",
-            "p99 ms": _ms(u["latency_ms"], "p99"),
-            "finals": f"{f['finals_delivered']}/{f['finals_expected']}",
-            "lost": str(f["lost_final_states"]), "order viol.": str(f["order_violations"]),
-            "unregistered": str(f["finals_unregistered"]),
-            "faults": str(sum(f["faults_injected"].values())),
-            "settle s": str(f["settle_s"])}
+    return {
+        "calls/s": f"{u['achieved_rate']:,.0f}/{u['offered_rate']:,.0f}",
+        "p99 ms": _ms(u["latency_ms"], "p99"),
+        "finals": f"{f['finals_delivered']}/{f['finals_expected']}",
+        "lost": str(f["lost_final_states"]),
+        "order viol.": str(f["order_violations"]),
+        "unregistered": str(f["finals_unregistered"]),
+        "faults": str(sum(f["faults_injected"].values())),
+        "settle s": str(f["settle_s"]),
+    }
 
 
 _HEADLINES = {"raw": _raw, "latency": _latency, "storm": _storm, "scale": _scale, "soak": _soak}
@@ -93,8 +115,10 @@ def invariant_failures(records: Iterable[dict[str, Any]]) -> list[str]:
         else:
             continue
         if lost or bad:
-            out.append(f"{rec['scenario']} ({rec['measurement']}): {lost} lost final states, "
-                       f"{bad} order violations")
+            out.append(
+                f"{rec['scenario']} ({rec['measurement']}): {lost} lost final states, "
+                f"{bad} order violations"
+            )
     return out
 
 
@@ -105,10 +129,14 @@ def render(records: list[dict[str, Any]], console: Console) -> None:
     m = records[0]["machine"]
     cores = records[0]["cores"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
-    console.print(f"[bold]machine[/]: {m['cores']} cores ({m['cpu_model']}), Python {m['python']}"
-                  f", {versions}; commit {(m['commit'] or 'unknown')[:12]}")
-    console.print(f"[bold]pinning[/]: engine core {cores['engine_core']}, simulator core "
-                  f"{cores['simulator_core']}, load generator core {cores['generator_core']}")
+    console.print(
+        f"[bold]machine[/]: {m['cores']} cores ({m['cpu_model']}), Python {m['python']}"
+        f", {versions}; commit {(m['commit'] or 'unknown')[:12]}"
+    )
+    console.print(
+        f"[bold]pinning[/]: engine core {cores['engine_core']}, simulator core "
+        f"{cores['simulator_core']}, load generator core {cores['generator_core']}"
+    )
     for scenario in dict.fromkeys(r["scenario"] for r in records):
         rows = [r for r in records if r["scenario"] == scenario]
         heads = [headline(r) for r in rows]

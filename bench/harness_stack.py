@@ -6,9 +6,9 @@
   clock for every process on the machine: CLOCK_MONOTONIC on Linux) and keeps its
   content-state's `title` (the stream key) and `subtitle` (the call's marker). It can carry a fault
   plan, and it checks final states and order violations on its devices.
-- The **server process** runs `engine.serve.open_server`, the same code as `lockstep serve`, with
-  the simulator as its APNs (credentials: the simulator's `.p8`; endpoint: its port and CA). The
-  devices register and report their update tokens through the server's device API (`attach`), as
+- The **server process** runs `engine.server.serve.open_server`, the same code as `lockstep serve`,
+  with the simulator as its APNs (credentials: the simulator's `.p8`; endpoint: its port and CA).
+  The devices register and report their update tokens through the server's device API (`attach`), as
   the iOS app would. It can also run an in-process job (the storm drives the embedded API).
 
 `open_stack(...)` starts both (pinned per `Cores`), attaches, and stops both on exit.
@@ -86,8 +86,15 @@ def _build_simulator(opts: dict[str, Any]) -> Any:
     plan = FaultPlan.from_toml(opts["faults"]) if opts.get("faults") else None
     config = SimulatorConfig(seed=opts.get("seed", 0), max_active_activities=opts["max_active"])
     options = SimulatorOptions(
-        host=LOOPBACK, port=0, control_port=None, devices=0,
-        state_dir=Path(opts["state_dir"]), tls=True, plan=plan, drain_seconds=2.0, config=config,
+        host=LOOPBACK,
+        port=0,
+        control_port=None,
+        devices=0,
+        state_dir=Path(opts["state_dir"]),
+        tls=True,
+        plan=plan,
+        drain_seconds=2.0,
+        config=config,
     )
     sim = Simulator.build(options)
     now = time.time()
@@ -108,9 +115,15 @@ async def _sim_async(conn: Connection, pinned: bool, opts: dict[str, Any]) -> No
         ends = await nursery.start(sim.run)
         config = sim.options.config
         embedded = EmbeddedSimulator(
-            host=LOOPBACK, port=ends.apns_port, ca_file=sim.certs.ca.resolve(),
-            key_path=sim.key_path.resolve(), key_id=config.key_id, team_id=config.team_id,
-            bundle_id=config.bundle_id, control_url=None, simulator=sim,
+            host=LOOPBACK,
+            port=ends.apns_port,
+            ca_file=sim.certs.ca.resolve(),
+            key_path=sim.key_path.resolve(),
+            key_id=config.key_id,
+            team_id=config.team_id,
+            bundle_id=config.bundle_id,
+            control_url=None,
+            simulator=sim,
         )
         cpu0 = cpu_seconds()
 
@@ -126,9 +139,7 @@ async def _sim_async(conn: Connection, pinned: bool, opts: dict[str, Any]) -> No
             items, arrivals.items = arrivals.items, []
             return items
 
-        async def check(
-            expected: dict[str, tuple[str, str]], ended: bool = True
-        ) -> dict[str, Any]:
+        async def check(expected: dict[str, tuple[str, str]], ended: bool = True) -> dict[str, Any]:
             return check_devices(sim.apns.registry, expected, time.time(), ended=ended)
 
         async def counters() -> dict[str, Any]:
@@ -144,9 +155,13 @@ async def _sim_async(conn: Connection, pinned: bool, opts: dict[str, Any]) -> No
             }
 
         info = {
-            "port": ends.apns_port, "ca_file": str(embedded.ca_file),
-            "key_path": str(embedded.key_path), "key_id": embedded.key_id,
-            "team_id": embedded.team_id, "bundle_id": embedded.bundle_id, "pinned": pinned,
+            "port": ends.apns_port,
+            "ca_file": str(embedded.ca_file),
+            "key_path": str(embedded.key_path),
+            "key_id": embedded.key_id,
+            "team_id": embedded.team_id,
+            "bundle_id": embedded.bundle_id,
+            "pinned": pinned,
         }
         await serve_commands(
             conn,
@@ -212,9 +227,14 @@ def _device_view(act: Any, aid: str) -> dict[str, Any]:
     if act is None:
         return {"activity_id": aid, "on_device": False}
     snap = act.snapshot()
-    return {"activity_id": aid, "on_device": True, "state": snap["state"],
-            "subtitle": snap["content_state"].get("subtitle"),
-            "last_timestamp": snap["last_timestamp"], "events": snap["events"][-4:]}
+    return {
+        "activity_id": aid,
+        "on_device": True,
+        "state": snap["state"],
+        "subtitle": snap["content_state"].get("subtitle"),
+        "last_timestamp": snap["last_timestamp"],
+        "events": snap["events"][-4:],
+    }
 
 
 # -- server process --------------------------------------------------------------------------------
@@ -235,15 +255,19 @@ def server_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> Non
 def server_settings(opts: dict[str, Any]) -> Any:
     """`lockstep serve` settings pointing at the simulator process (from its start-up info)."""
     from engine.config import ApnsEndpoint, Credentials, DeliveryConfig
-    from engine.service import LiveConfig
-    from engine.settings import Settings, SimulateSettings
+    from engine.server.service import LiveConfig
+    from engine.server.settings import Settings, SimulateSettings
 
     sim = opts["sim"]
     return Settings(
-        host=LOOPBACK, port=0, state_dir=Path(opts["state_dir"]),
-        api_keys=(API_KEY,), device_keys=(DEVICE_KEY,),
-        credentials=Credentials(sim["team_id"], sim["key_id"], Path(sim["key_path"]),
-                                sim["bundle_id"]),
+        host=LOOPBACK,
+        port=0,
+        state_dir=Path(opts["state_dir"]),
+        api_keys=(API_KEY,),
+        device_keys=(DEVICE_KEY,),
+        credentials=Credentials(
+            sim["team_id"], sim["key_id"], Path(sim["key_path"]), sim["bundle_id"]
+        ),
         endpoint=ApnsEndpoint(host=LOOPBACK, port=sim["port"], ca_file=Path(sim["ca_file"])),
         delivery=DeliveryConfig(**opts.get("delivery", {})),
         live=LiveConfig(**opts.get("live", {})),
@@ -264,25 +288,33 @@ def held_recipients(service: Any) -> int:
 
 def explain_activity(service: Any, activity_id: str) -> dict[str, Any]:
     """The server's view of one activity and its recipients (to explain a lost final state)."""
-    from engine.store.records import unpack_state
+    from engine.server.store.records import unpack_state
 
     act = service.registry.activities.get(activity_id)
     if act is None:
         return {"activity_id": activity_id, "known": False}
     return {
-        "activity_id": activity_id, "known": True, "version": act.row.version,
-        "ended": act.row.ended, "subtitle": unpack_state(act.row.state).get("subtitle"),
+        "activity_id": activity_id,
+        "known": True,
+        "version": act.row.version,
+        "ended": act.row.ended,
+        "subtitle": unpack_state(act.row.state).get("subtitle"),
         "recipients": [
-            {"device": device_id, "started": rec.row.started, "dead": rec.row.dead,
-             "has_update_token": rec.row.update_token is not None,
-             "sent_version": rec.row.sent_version, "queued_version": rec.queued_version}
+            {
+                "device": device_id,
+                "started": rec.row.started,
+                "dead": rec.row.dead,
+                "has_update_token": rec.row.update_token is not None,
+                "sent_version": rec.row.sent_version,
+                "queued_version": rec.queued_version,
+            }
             for device_id, rec in act.recipients.items()
         ],
     }
 
 
 async def _server_async(conn: Connection, pinned: bool, opts: dict[str, Any]) -> None:
-    from engine.serve import open_server
+    from engine.server.serve import open_server
 
     async with open_server(server_settings(opts)) as running:
         cpu0 = cpu_seconds()
@@ -293,8 +325,13 @@ async def _server_async(conn: Connection, pinned: bool, opts: dict[str, Any]) ->
         async def stats() -> dict[str, Any]:
             out: dict[str, Any] = dict(running.service.stats())
             outbox = running.service.outbox
-            out.update(accepted=outbox.accepted, rejected=outbox.rejected, failed=outbox.failed,
-                       cpu_s=cpu_seconds() - cpu0, rss_bytes=rss_bytes())
+            out.update(
+                accepted=outbox.accepted,
+                rejected=outbox.rejected,
+                failed=outbox.failed,
+                cpu_s=cpu_seconds() - cpu0,
+                rss_bytes=rss_bytes(),
+            )
             return out
 
         async def explain(activity_ids: list[str]) -> list[dict[str, Any]]:
@@ -307,7 +344,8 @@ async def _server_async(conn: Connection, pinned: bool, opts: dict[str, Any]) ->
 
         ready = {"api_base": running.api_base, "port": running.port, "pinned": pinned}
         await serve_commands(
-            conn, {"held": held, "stats": stats, "explain": explain, "job": job}, ready)
+            conn, {"held": held, "stats": stats, "explain": explain, "job": job}, ready
+        )
 
 
 # -- both ------------------------------------------------------------------------------------------
@@ -351,18 +389,31 @@ def open_stack(
     live: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
     """Simulator, then server (pointed at it), then the devices attach; both stop on exit."""
-    sim_opts = {"state_dir": str(folder / "sim"), "devices": devices, "max_active": max_active,
-                "seed": seed, "faults": faults}
+    sim_opts = {
+        "state_dir": str(folder / "sim"),
+        "devices": devices,
+        "max_active": max_active,
+        "seed": seed,
+        "faults": faults,
+    }
     sim = Child.spawn("simulator", sim_main, cores.simulator, sim_opts)
     server: Child | None = None
     try:
         sim_info = sim.ready(START_TIMEOUT)
-        server_opts = {"state_dir": str(folder / "server"), "sim": sim_info,
-                       "delivery": delivery or {}, "live": live or {}}
+        server_opts = {
+            "state_dir": str(folder / "server"),
+            "sim": sim_info,
+            "delivery": delivery or {},
+            "live": live or {},
+        }
         server = Child.spawn("server", server_main, cores.engine, server_opts)
         server_info = server.ready(START_TIMEOUT)
-        sim.ask("attach", timeout=START_TIMEOUT + devices * 0.05,
-                api_base=server_info["api_base"], device_key=DEVICE_KEY)
+        sim.ask(
+            "attach",
+            timeout=START_TIMEOUT + devices * 0.05,
+            api_base=server_info["api_base"],
+            device_key=DEVICE_KEY,
+        )
         yield Stack(sim, server, sim_info, server_info, devices)
     finally:
         if server is not None:

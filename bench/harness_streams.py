@@ -54,7 +54,12 @@ def state(key: str, marker: str, value: int) -> dict[str, Any]:
 
 
 def put_call(
-    at: float, key: str, marker: str, value: int, *, channel: str | None = None,
+    at: float,
+    key: str,
+    marker: str,
+    value: int,
+    *,
+    channel: str | None = None,
     want_id: bool = False,
 ) -> Call:
     """`PUT /live-activity/stream/{key}` due at `at` (a start when `channel` is given)."""
@@ -85,7 +90,12 @@ def round_robin(
 
 
 def setup_streams(
-    stack: Stack, gen: Generator, keys: list[str], per_device: int, *, connections: int,
+    stack: Stack,
+    gen: Generator,
+    keys: list[str],
+    per_device: int,
+    *,
+    connections: int,
     timeout: float,
 ) -> dict[str, Any]:
     """Start every stream (closed loop, batches) and wait until every device reported its token.
@@ -96,9 +106,11 @@ def setup_streams(
     ids: dict[str, str] = {}
     failed = 0
     for first in range(0, len(keys), SETUP_BATCH):
-        batch = keys[first:first + SETUP_BATCH]
-        calls = [put_call(0.0, key, "start", 0, channel=channel_for(first + j, per_device),
-                          want_id=True) for j, key in enumerate(batch)]
+        batch = keys[first : first + SETUP_BATCH]
+        calls = [
+            put_call(0.0, key, "start", 0, channel=channel_for(first + j, per_device), want_id=True)
+            for j, key in enumerate(batch)
+        ]
         out = gen.run(calls, connections=connections, deadline=timeout)
         for key, result in zip(batch, out["results"], strict=True):
             if result.status == 200 and result.activity_id:

@@ -26,7 +26,7 @@ from bench.harness import RunEnv, record, summarize
 from bench.harness_loadgen import Generator
 from bench.harness_stack import API_KEY, Stack, open_stack
 from bench.harness_streams import devices_for, round_robin, setup_streams, stream_keys
-from engine.http.server import SERVER_ENV
+from engine.server.http.server import SERVER_ENV
 
 SCENARIO = "latency"
 MEASURED = (
@@ -45,30 +45,45 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
     keys = stream_keys(streams)
     devices = devices_for(streams, per_device)
     # The server process's HTTP front: `server = "hypercorn"` in the scenario file, or the
-    # environment variable the spawned server process reads (engine.http.server).
+    # environment variable the spawned server process reads (engine.server.http.server).
     if "server" in cfg:
         os.environ[SERVER_ENV] = str(cfg["server"])
     server = os.environ.get(SERVER_ENV) or "h11"
     settings = {**cfg, "streams": streams, "devices": devices, "server": server}
     env.progress(f"latency: {streams} streams on {devices} simulated iPhones, {server} server")
     records = []
-    with open_stack(cores=env.cores, folder=env.folder, devices=devices,
-                    max_active=per_device, seed=int(cfg.get("seed", 0))) as stack:
+    with open_stack(
+        cores=env.cores,
+        folder=env.folder,
+        devices=devices,
+        max_active=per_device,
+        seed=int(cfg.get("seed", 0)),
+    ) as stack:
         gen = Generator.spawn(env.cores.generator, stack.api_base, API_KEY)
         try:
             t0 = time.monotonic()
-            setup = setup_streams(stack, gen, keys, per_device,
-                                  connections=int(cfg["connections"]), timeout=60.0)
-            env.progress(f"latency: streams started in {time.monotonic() - t0:.1f} s "
-                         f"({setup['failed']} failed, {setup['held']} held)")
+            setup = setup_streams(
+                stack, gen, keys, per_device, connections=int(cfg["connections"]), timeout=60.0
+            )
+            env.progress(
+                f"latency: streams started in {time.monotonic() - t0:.1f} s "
+                f"({setup['failed']} failed, {setup['held']} held)"
+            )
             for rate in rates:
                 figures = measure_rate(stack, gen, keys, rate, cfg)
                 figures["setup_failed"], figures["setup_held"] = setup["failed"], setup["held"]
                 env.progress(_line(rate, figures))
-                records.append(record(
-                    SCENARIO, f"{rate:g} calls/s", settings={**settings, "rate": rate},
-                    figures=figures, machine=env.machine, cores=env.cores, measured=MEASURED,
-                ))
+                records.append(
+                    record(
+                        SCENARIO,
+                        f"{rate:g} calls/s",
+                        settings={**settings, "rate": rate},
+                        figures=figures,
+                        machine=env.machine,
+                        cores=env.cores,
+                        measured=MEASURED,
+                    )
+                )
         finally:
             gen.stop()
     return records
@@ -83,22 +98,35 @@ def measure_rate(
     calls, markers = round_robin(keys[:used], rate, seconds, f"r{rate:g}-")
     before_server = stack.server.ask("stats", timeout=30)
     before_sim = stack.sim.ask("counters", timeout=30)
-    out = gen.run(calls, connections=int(cfg["connections"]),
-                  deadline=seconds + float(cfg.get("drain", 10.0)))
+    out = gen.run(
+        calls, connections=int(cfg["connections"]), deadline=seconds + float(cfg.get("drain", 10.0))
+    )
     time.sleep(float(cfg.get("settle", 1.5)))
     arrivals = stack.sim.ask("arrivals", timeout=60)
     after_server = stack.server.ask("stats", timeout=30)
     after_sim = stack.sim.ask("counters", timeout=30)
     return latency_figures(
-        rate, seconds, used, out, markers, arrivals,
+        rate,
+        seconds,
+        used,
+        out,
+        markers,
+        arrivals,
         server_cpu=after_server["cpu_s"] - before_server["cpu_s"],
         sim_cpu=after_sim["cpu_s"] - before_sim["cpu_s"],
     )
 
 
 def latency_figures(
-    rate: float, seconds: float, streams: int, out: dict[str, Any], markers: list[str],
-    arrivals: list[tuple[Any, Any, Any, float]], *, server_cpu: float, sim_cpu: float,
+    rate: float,
+    seconds: float,
+    streams: int,
+    out: dict[str, Any],
+    markers: list[str],
+    arrivals: list[tuple[Any, Any, Any, float]],
+    *,
+    server_cpu: float,
+    sim_cpu: float,
 ) -> dict[str, Any]:
     """Match each call to the first push carrying its marker; percentiles in milliseconds."""
     first: dict[str, float] = {}
@@ -147,6 +175,8 @@ def latency_figures(
 
 def _line(rate: float, f: dict[str, Any]) -> str:
     lat = f["latency_ms"]
-    return (f"latency @ {rate:g}/s: achieved {f['achieved_rate']:g}/s, p50 {lat['p50']} ms, "
-            f"p99 {lat['p99']} ms, max {lat['max']} ms, {f['calls_failed']} failed, "
-            f"{f['calls_without_push']} without push")
+    return (
+        f"latency @ {rate:g}/s: achieved {f['achieved_rate']:g}/s, p50 {lat['p50']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['max']} ms, {f['calls_failed']} failed, "
+        f"{f['calls_without_push']} without push"
+    )

@@ -47,15 +47,29 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
         env.progress(f"raw: {line}")
     settings = {**cfg, "peers": peers, "transport": "tls"}
     records = [
-        record(SCENARIO, f"{row['client']} x{row['connections']}", settings=settings,
-               figures=row, machine=env.machine, cores=env.cores, measured=MEASURED,
-               notes=notes)
+        record(
+            SCENARIO,
+            f"{row['client']} x{row['connections']}",
+            settings=settings,
+            figures=row,
+            machine=env.machine,
+            cores=env.cores,
+            measured=MEASURED,
+            notes=notes,
+        )
         for row in rows
     ]
     records += [
-        record(SCENARIO, f"lockstep/{c['peer']} x{c['connections']}", settings=settings,
-               figures=c, machine=env.machine, cores=env.cores,
-               measured="ratio of the two runs above (same sink, same pushes)", notes=notes)
+        record(
+            SCENARIO,
+            f"lockstep/{c['peer']} x{c['connections']}",
+            settings=settings,
+            figures=c,
+            machine=env.machine,
+            cores=env.cores,
+            measured="ratio of the two runs above (same sink, same pushes)",
+            notes=notes,
+        )
         for c in throughput.comparisons(rows)
     ]
     return records

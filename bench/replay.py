@@ -50,15 +50,22 @@ def _ms(seconds: float) -> str:
 
 def render_report(report: ReplayReport) -> RenderableType:
     """The end-of-replay summary as a rich renderable."""
-    table = Table(title=f"replay of {report.traffic} ({report.target}, speed {report.speed:g})",
-                  show_header=False, title_justify="left")
+    table = Table(
+        title=f"replay of {report.traffic} ({report.target}, speed {report.speed:g})",
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column("what", style="bold")
     table.add_column("value")
     lat = report.latency
-    table.add_row("calls", f"{report.calls} in {report.duration:.2f} s "
-                           f"({report.calls_per_second:.1f} calls/s)")
-    table.add_row("latency", f"p50 {_ms(lat.p50)} · p90 {_ms(lat.p90)} · p99 {_ms(lat.p99)} · "
-                             f"max {_ms(lat.max)}")
+    table.add_row(
+        "calls",
+        f"{report.calls} in {report.duration:.2f} s ({report.calls_per_second:.1f} calls/s)",
+    )
+    table.add_row(
+        "latency",
+        f"p50 {_ms(lat.p50)} · p90 {_ms(lat.p90)} · p99 {_ms(lat.p99)} · max {_ms(lat.max)}",
+    )
     table.add_row("lag", f"max {_ms(report.max_lag)} behind schedule")
     errors = ", ".join(f"{status}: {n}" for status, n in sorted(report.errors.items())) or "none"
     table.add_row("errors", Text(errors, style="red" if report.errors else "green"))
@@ -66,8 +73,10 @@ def render_report(report: ReplayReport) -> RenderableType:
         line = f"{report.pushes} pushes accepted by the simulator"
         if report.wanted:
             saved = 1 - report.pushes / report.wanted
-            line += (f" for {report.wanted} call x device updates asked "
-                     f"({saved:.0%} coalesced away), {report.devices} devices")
+            line += (
+                f" for {report.wanted} call x device updates asked "
+                f"({saved:.0%} coalesced away), {report.devices} devices"
+            )
         table.add_row("coalescing", line)
     if report.checked is None:
         table.add_row("final state", Text("not checked (no simulator control API)", style="dim"))
@@ -83,11 +92,17 @@ def render_report(report: ReplayReport) -> RenderableType:
     return Group(*parts)
 
 
-async def _with_progress(path: Path, options: ReplayOptions, console: Console,
-                         show: bool) -> ReplayReport:
+async def _with_progress(
+    path: Path, options: ReplayOptions, console: Console, show: bool
+) -> ReplayReport:
     traffic = load_traffic(path)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[errors]} errors"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, disable=not show, transient=False) as progress:
         task = progress.add_task(f"replaying {traffic.name}", total=len(traffic.calls), errors=0)
         failed = 0
@@ -104,7 +119,7 @@ async def _with_progress(path: Path, options: ReplayOptions, console: Console,
 
 
 def _run_traffic(args: argparse.Namespace) -> int:
-    from engine.client_cli import UsageError, resolve_key
+    from engine.cli.client import UsageError, resolve_key
 
     key = None
     if args.target:
@@ -114,8 +129,13 @@ def _run_traffic(args: argparse.Namespace) -> int:
             print(f"lockstep replay: {exc}", file=sys.stderr)
             return 2
     options = ReplayOptions(
-        speed=args.speed or 1.0, target=args.target, key=key, control=args.control,
-        connections=args.connections, devices=args.devices, settle_timeout=args.settle_timeout,
+        speed=args.speed or 1.0,
+        target=args.target,
+        key=key,
+        control=args.control,
+        connections=args.connections,
+        devices=args.devices,
+        settle_timeout=args.settle_timeout,
         record_pushes=args.record_pushes,
     )
     console = Console(stderr=True)
@@ -156,8 +176,9 @@ def _run_pushes(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     """Handler of `lockstep replay`."""
     if (args.traffic is None) == (args.pushes is None):
-        print("lockstep replay: give a traffic file or --pushes FILE (one of them)",
-              file=sys.stderr)
+        print(
+            "lockstep replay: give a traffic file or --pushes FILE (one of them)", file=sys.stderr
+        )
         return 2
     if args.speed is not None and not args.speed > 0:
         print("lockstep replay: --speed must be > 0", file=sys.stderr)
@@ -167,24 +188,51 @@ def main(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `replay` subcommand to the `lockstep` parser."""
-    p = sub.add_parser("replay", help="re-issue recorded API traffic or APNs pushes",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "replay",
+        help="re-issue recorded API traffic or APNs pushes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("traffic", nargs="?", type=Path, help="traffic file (JSON lines)")
-    p.add_argument("--speed", type=float, default=None,
-                   help="divide the recorded spacing by this (traffic default 1; pushes: at once)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="divide the recorded spacing by this (traffic default 1; pushes: at once)",
+    )
     p.add_argument("--target", help="a running server (http://host:port or its /api base)")
-    p.add_argument("--key", help="API key for --target (default $LOCKSTEP_API_KEY or "
-                                 "./lockstep-data/api-key); never printed")
+    p.add_argument(
+        "--key",
+        help="API key for --target (default $LOCKSTEP_API_KEY or "
+        "./lockstep-data/api-key); never printed",
+    )
     p.add_argument("--control", help="the target's simulator control API, for the final check")
     p.add_argument("--connections", type=int, default=16, help="keep-alive connections (16)")
-    p.add_argument("--devices", type=int, default=3,
-                   help="in-process: simulated iPhones when the file names none (3)")
-    p.add_argument("--settle-timeout", type=float, default=30.0,
-                   help="seconds to wait for deliveries after the last call (30)")
-    p.add_argument("--record-pushes", type=Path, metavar="FILE",
-                   help="in-process: record the pushes the simulator receives")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=3,
+        help="in-process: simulated iPhones when the file names none (3)",
+    )
+    p.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for deliveries after the last call (30)",
+    )
+    p.add_argument(
+        "--record-pushes",
+        type=Path,
+        metavar="FILE",
+        help="in-process: record the pushes the simulator receives",
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
-    p.add_argument("--pushes", type=Path, metavar="FILE",
-                   help="replay recorded APNs pushes into fresh simulated iPhones instead")
+    p.add_argument(
+        "--pushes",
+        type=Path,
+        metavar="FILE",
+        help="replay recorded APNs pushes into fresh simulated iPhones instead",
+    )
     p.add_argument("--apns-dir", type=Path, help="with --pushes: write each push as a .apns file")
     p.set_defaults(handler=main)

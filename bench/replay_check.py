@@ -124,8 +124,14 @@ class _Book:
             return  # the server refused it (400): it cannot be in a recording
         starts = current is None or current.ended or type_ != current.type
         channels = _channels(body) if starts or current is None else current.channels
-        self.lanes[lane] = _Lane(f"stream {call.stream_key}", type_,
-                                 pushed_fields(state, type_), False, channels, call.index)
+        self.lanes[lane] = _Lane(
+            f"stream {call.stream_key}",
+            type_,
+            pushed_fields(state, type_),
+            False,
+            channels,
+            call.index,
+        )
 
     def stream_end(self, call: Call, lane: str, body: Mapping[str, Any] | None) -> None:
         current = self.lanes.get(lane)
@@ -143,8 +149,9 @@ class _Book:
             return
         type_ = state["type"]
         label = f"activity {call.activity_id or '#' + str(call.index)} (started at t={call.t:g}s)"
-        self.lanes[lane] = _Lane(label, type_, pushed_fields(state, type_), False,
-                                 _channels(body), call.index)
+        self.lanes[lane] = _Lane(
+            label, type_, pushed_fields(state, type_), False, _channels(body), call.index
+        )
 
     def update(self, call: Call, lane: str, body: Mapping[str, Any], *, end: bool) -> None:
         current = self.lanes.get(lane)
@@ -173,8 +180,7 @@ def expectations(calls: Iterable[Call]) -> dict[str, Expectation]:
         else:
             book.update(call, lane, body, end=call.route is Route.END)
     return {
-        lane: Expectation(lane, s.label, s.type, dict(s.content), s.ended, s.channels,
-                          s.last_call)
+        lane: Expectation(lane, s.label, s.type, dict(s.content), s.ended, s.channels, s.last_call)
         for lane, s in book.lanes.items()
     }
 
@@ -197,8 +203,9 @@ def _same(expected: Any, shown: Any) -> bool:
         return math.isclose(expected, shown, rel_tol=1e-12, abs_tol=0.0)
     if isinstance(expected, dict) and isinstance(shown, dict):
         shown = _drop_none(shown)
-        return expected.keys() == shown.keys() and all(_same(v, shown[k])
-                                                       for k, v in expected.items())
+        return expected.keys() == shown.keys() and all(
+            _same(v, shown[k]) for k, v in expected.items()
+        )
     if isinstance(expected, list) and isinstance(shown, list):
         return len(expected) == len(shown) and all(map(_same, expected, shown))
     return bool(expected == shown)
@@ -220,11 +227,19 @@ def _compare(exp: Expectation, device: str, shown: Mapping[str, Any]) -> list[Mi
     content = content if isinstance(content, dict) else {}
     for key, want in exp.content.items():
         if key not in content:
-            out.append(Mismatch(exp.label, device, f"content_state.{key}: missing, "
-                                                   f"expected {_short(want)}"))
+            out.append(
+                Mismatch(
+                    exp.label, device, f"content_state.{key}: missing, expected {_short(want)}"
+                )
+            )
         elif not _same(want, content[key]):
-            out.append(Mismatch(exp.label, device, f"content_state.{key}: expected "
-                                                   f"{_short(want)}, shown {_short(content[key])}"))
+            out.append(
+                Mismatch(
+                    exp.label,
+                    device,
+                    f"content_state.{key}: expected {_short(want)}, shown {_short(content[key])}",
+                )
+            )
     return out
 
 
@@ -245,9 +260,12 @@ def check_final(
         if not names:
             out.append(Mismatch(exp.label, "-", f"no device subscribes to {list(exp.channels)}"))
         for name in names:
-            shown = [a for a in by_name[name].get("activities") or ()
-                     if isinstance(a, dict)
-                     and (a.get("attributes") or {}).get("activity_id") == activity_id]
+            shown = [
+                a
+                for a in by_name[name].get("activities") or ()
+                if isinstance(a, dict)
+                and (a.get("attributes") or {}).get("activity_id") == activity_id
+            ]
             if not shown:
                 out.append(Mismatch(exp.label, name, f"activity {activity_id} is not shown"))
                 continue

@@ -22,8 +22,13 @@ import trio
 __all__ = ["HttpError", "HttpPool", "HttpReply"]
 
 _READ: Final = 65_536
-_STALE: Final = (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError,
-                 ConnectionError, EOFError)
+_STALE: Final = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    h11.RemoteProtocolError,
+    ConnectionError,
+    EOFError,
+)
 
 
 class HttpError(Exception):

@@ -3,7 +3,7 @@
 `replay_traffic(traffic, options)`:
 1. against `options.target` (a running server; `options.control` is its simulator's control API,
    needed for the final-state check), or by default a fresh in-process server + simulator
-   (`engine.serve.open_server`, simulate mode, a temporary state directory, free ports, the
+   (`engine.server.serve.open_server`, simulate mode, a temporary state directory, free ports, the
    traffic file's devices or `options.devices` plain ones);
 2. issues the calls open-loop: call *i* is due `t_i / speed` seconds after the start, whatever
    the earlier calls are doing, over a pool of keep-alive connections. Only the calls of one lane
@@ -122,14 +122,22 @@ class ReplayReport:
         """The report as JSON-ready data (one line of `lockstep replay --json`)."""
         lat = self.latency
         return {
-            "traffic": self.traffic, "target": self.target, "speed": self.speed,
-            "calls": self.calls, "duration_s": round(self.duration, 3),
+            "traffic": self.traffic,
+            "target": self.target,
+            "speed": self.speed,
+            "calls": self.calls,
+            "duration_s": round(self.duration, 3),
             "calls_per_s": round(self.calls_per_second, 1),
-            "latency_ms": {name: round(getattr(lat, name) * 1000, 2)
-                           for name in ("p50", "p90", "p99", "max")},
-            "max_lag_ms": round(self.max_lag * 1000, 2), "errors": dict(self.errors),
-            "pushes": self.pushes, "pushes_wanted": self.wanted, "devices": self.devices,
-            "checked": self.checked, "mismatches": [str(m) for m in self.mismatches],
+            "latency_ms": {
+                name: round(getattr(lat, name) * 1000, 2) for name in ("p50", "p90", "p99", "max")
+            },
+            "max_lag_ms": round(self.max_lag * 1000, 2),
+            "errors": dict(self.errors),
+            "pushes": self.pushes,
+            "pushes_wanted": self.wanted,
+            "devices": self.devices,
+            "checked": self.checked,
+            "mismatches": [str(m) for m in self.mismatches],
             "settle_s": round(self.settle, 3),
         }
 
@@ -156,8 +164,14 @@ def _answer(raw: bytes) -> dict[str, Any]:
 class _Runner:
     """Issues the calls on schedule (see the module docstring, step 2)."""
 
-    def __init__(self, traffic: Traffic, env: _Env, pool: HttpPool, speed: float,
-                 on_result: Callable[[CallResult], None] | None) -> None:
+    def __init__(
+        self,
+        traffic: Traffic,
+        env: _Env,
+        pool: HttpPool,
+        speed: float,
+        on_result: Callable[[CallResult], None] | None,
+    ) -> None:
         self.traffic, self.env, self.pool, self.speed = traffic, env, pool, speed
         self.on_result = on_result
         self.id_map: dict[str, str] = {}
@@ -184,8 +198,9 @@ class _Runner:
                 body = {**body, "activity_id": self.id_map[old]}
         return json.dumps(body, separators=(",", ":")).encode()
 
-    async def _issue(self, call: Call, due: float, before: trio.Event | None,
-                     done: trio.Event) -> None:
+    async def _issue(
+        self, call: Call, due: float, before: trio.Event | None, done: trio.Event
+    ) -> None:
         try:
             if before is not None:
                 await before.wait()
@@ -194,8 +209,9 @@ class _Runner:
             try:
                 reply = await self.pool.request(call.method, self.env.prefix + call.path, body)
             except HttpError as exc:
-                result = CallResult(call.index, 0, trio.current_time() - sent, sent - due,
-                                    error=str(exc))
+                result = CallResult(
+                    call.index, 0, trio.current_time() - sent, sent - due, error=str(exc)
+                )
             else:
                 answer = _answer(reply.body)
                 new_id = answer.get("activity_id")
@@ -204,11 +220,16 @@ class _Runner:
                 if ok and new_id and call.activity_id:
                     self.id_map[call.activity_id] = new_id
                 result = CallResult(
-                    call.index, reply.status, trio.current_time() - sent, sent - due,
+                    call.index,
+                    reply.status,
+                    trio.current_time() - sent,
+                    sent - due,
                     activity_id=new_id if ok else None,
                     skipped=answer.get("operation") == "noop" or answer.get("ignored") is True,
-                    error=None if ok else f"{call.method} {call.path}: {reply.status} "
-                                          f"{answer.get('message', reply.body[:200])!r}",
+                    error=None
+                    if ok
+                    else f"{call.method} {call.path}: {reply.status} "
+                    f"{answer.get('message', reply.body[:200])!r}",
                 )
             self.results[call.index] = result
             if self.on_result is not None:
@@ -229,17 +250,21 @@ def _target_parts(url: str) -> tuple[str, str]:
 @asynccontextmanager
 async def _fresh_server(traffic: Traffic, options: ReplayOptions) -> AsyncIterator[_Env]:
     """A new in-process server + simulator with the traffic's devices, for one replay."""
-    from engine.serve import open_server
-    from engine.settings import Settings, SimulateSettings
+    from engine.server.serve import open_server
+    from engine.server.settings import Settings, SimulateSettings
     from simulator.record import PushRecorder
 
     api_key, device_key = "lsk_" + secrets.token_urlsafe(24), "lsd_" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="lockstep-replay-") as tmp:
         settings = Settings(
-            host="127.0.0.1", port=0, state_dir=options.state_dir or Path(tmp),
-            api_keys=(api_key,), device_keys=(device_key,),
-            simulate=SimulateSettings(devices=0 if traffic.devices else options.devices,
-                                      control_port=0),
+            host="127.0.0.1",
+            port=0,
+            state_dir=options.state_dir or Path(tmp),
+            api_keys=(api_key,),
+            device_keys=(device_key,),
+            simulate=SimulateSettings(
+                devices=0 if traffic.devices else options.devices, control_port=0
+            ),
         )
         async with open_server(settings) as running:
             sim = running.simulator
@@ -250,11 +275,17 @@ async def _fresh_server(traffic: Traffic, options: ReplayOptions) -> AsyncIterat
                 for spec in traffic.devices:
                     apns.registry.add_device(spec.name, channels=spec.channels, now=now)
                 await sim.attach(running.api_base, device_key)  # register them as apps would
-            recorder = PushRecorder.attach(apns, options.record_pushes) \
-                if options.record_pushes else None
+            recorder = (
+                PushRecorder.attach(apns, options.record_pushes) if options.record_pushes else None
+            )
             try:
-                yield _Env("in-process", f"http://127.0.0.1:{running.port}", "",
-                           (("authorization", f"Bearer {api_key}"),), sim.control_url)
+                yield _Env(
+                    "in-process",
+                    f"http://127.0.0.1:{running.port}",
+                    "",
+                    (("authorization", f"Bearer {api_key}"),),
+                    sim.control_url,
+                )
             finally:
                 if recorder is not None:
                     recorder.close()
@@ -269,8 +300,13 @@ async def _environment(traffic: Traffic, options: ReplayOptions) -> AsyncIterato
     if not options.key:
         raise ValueError("an API key is needed for --target (--key or LOCKSTEP_API_KEY)")
     origin, prefix = _target_parts(options.target)
-    yield _Env(options.target, origin, prefix, (("authorization", f"Bearer {options.key}"),),
-               options.control.rstrip("/") if options.control else None)
+    yield _Env(
+        options.target,
+        origin,
+        prefix,
+        (("authorization", f"Bearer {options.key}"),),
+        options.control.rstrip("/") if options.control else None,
+    )
 
 
 async def _get(pool: HttpPool, path: str) -> dict[str, Any]:
@@ -288,7 +324,9 @@ async def _accepted(control: HttpPool | None) -> int | None:
 
 
 async def _settle(
-    control: HttpPool, expected: Mapping[str, Expectation], resolved: Mapping[str, str],
+    control: HttpPool,
+    expected: Mapping[str, Expectation],
+    resolved: Mapping[str, str],
     options: ReplayOptions,
 ) -> tuple[list[Mismatch], list[dict[str, Any]]]:
     """Poll until the expectations hold, deliveries have stopped, or the deadline passes."""
@@ -308,8 +346,12 @@ async def _settle(
         await trio.sleep(_POLL)
 
 
-def _wanted(traffic: Traffic, results: list[CallResult], expected: Mapping[str, Expectation],
-            devices: list[dict[str, Any]]) -> int:
+def _wanted(
+    traffic: Traffic,
+    results: list[CallResult],
+    expected: Mapping[str, Expectation],
+    devices: list[dict[str, Any]],
+) -> int:
     """Pushes the answered calls asked for: one per recipient device, none for noop calls."""
     total = 0
     for call, result in zip(traffic.calls, results, strict=True):
@@ -332,18 +374,24 @@ async def replay_traffic(
         raise ValueError(f"speed must be > 0, got {options.speed}")
     expected = expectations(traffic.calls)
     async with _environment(traffic, options) as env:
-        control = HttpPool(env.control, size=1, timeout=options.request_timeout) \
-            if env.control else None
+        control = (
+            HttpPool(env.control, size=1, timeout=options.request_timeout) if env.control else None
+        )
         before = await _accepted(control)
-        async with HttpPool(env.origin, size=options.connections, headers=env.headers,
-                            timeout=options.request_timeout) as pool:
+        async with HttpPool(
+            env.origin,
+            size=options.connections,
+            headers=env.headers,
+            timeout=options.request_timeout,
+        ) as pool:
             runner = _Runner(traffic, env, pool, options.speed, on_result)
             began = trio.current_time()
             await runner.run()
             duration = trio.current_time() - began
         results = [r for r in runner.results if r is not None]
-        resolved = resolve_ids((c, r.activity_id) for c, r in
-                               zip(traffic.calls, results, strict=True) if r.ok)
+        resolved = resolve_ids(
+            (c, r.activity_id) for c, r in zip(traffic.calls, results, strict=True) if r.ok
+        )
         if on_phase is not None:
             on_phase("settling")
         mismatches: list[Mismatch] = []
@@ -357,15 +405,22 @@ async def replay_traffic(
             await control.aclose()
     errors = Counter(str(r.status) if r.status else "no answer" for r in results if not r.ok)
     return ReplayReport(
-        traffic=traffic.name, target=env.label, speed=options.speed, calls=len(results),
-        duration=duration, latency=summarize(r.latency for r in results if r.status),
-        max_lag=max((r.lag for r in results), default=0.0), errors=dict(errors),
+        traffic=traffic.name,
+        target=env.label,
+        speed=options.speed,
+        calls=len(results),
+        duration=duration,
+        latency=summarize(r.latency for r in results if r.status),
+        max_lag=max((r.lag for r in results), default=0.0),
+        errors=dict(errors),
         error_samples=tuple(r.error for r in results if r.error)[:5],
         pushes=after - before if after is not None and before is not None else None,
         wanted=_wanted(traffic, results, expected, devices) if devices else None,
         devices=len(devices) if devices else None,
         checked=len(expected) if control is not None else None,
-        mismatches=tuple(mismatches), settle=settle, expected=expected, resolved=resolved,
+        mismatches=tuple(mismatches),
+        settle=settle,
+        expected=expected,
+        resolved=resolved,
         final_devices=tuple(devices),
     )
-

@@ -43,7 +43,7 @@ def build_db(path: Path, activities: int, devices: int, *, pending: bool) -> flo
     """Write the database (see the module docstring); returns the seconds it took."""
     import trio
 
-    from engine.store.records import (
+    from engine.server.store.records import (
         ActivityRow,
         DeviceRow,
         PutActivity,
@@ -54,7 +54,7 @@ def build_db(path: Path, activities: int, devices: int, *, pending: bool) -> flo
         StreamRow,
         pack_state,
     )
-    from engine.store.sqlite import SqliteStore
+    from engine.server.store.sqlite import SqliteStore
 
     now = time.time()
 
@@ -62,25 +62,58 @@ def build_db(path: Path, activities: int, devices: int, *, pending: bool) -> flo
         store = SqliteStore(path, threads=False, max_batch=1)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
-            await store.write([PutDevice(DeviceRow(
-                device_id=device_name(d), name=device_name(d),
-                push_to_start_token=f"{d:064x}", channels=[channel_of(d)], registered_at=now,
-            )) for d in range(1, devices + 1)])
+            await store.write(
+                [
+                    PutDevice(
+                        DeviceRow(
+                            device_id=device_name(d),
+                            name=device_name(d),
+                            push_to_start_token=f"{d:064x}",
+                            channels=[channel_of(d)],
+                            registered_at=now,
+                        )
+                    )
+                    for d in range(1, devices + 1)
+                ]
+            )
             for first in range(0, activities, BATCH):
                 ops: list[Any] = []
                 for i in range(first, min(first + BATCH, activities)):
                     key, aid, d = f"s{i:06d}", f"la_{i:032x}", i % devices + 1
-                    ops.append(PutActivity(ActivityRow(
-                        activity_id=aid, stream_key=key, type="metrics",
-                        state=pack_state(state(key, f"u{i}", i)), alert=None, version=2,
-                        ended=False,
-                        started_at=now - 60, updated_at=now - 1, ended_at=None,
-                        dismissal_date=None, update_count=1, channels=[channel_of(d)],
-                        metadata=None, tags=None)))
-                    ops.append(PutRecipient(RecipientRow(
-                        activity_id=aid, device_id=device_name(d), start_token=f"{d:064x}",
-                        update_token=f"{i + 10**6:064x}", started=True,
-                        sent_version=1 if pending else 2, dead=False)))
+                    ops.append(
+                        PutActivity(
+                            ActivityRow(
+                                activity_id=aid,
+                                stream_key=key,
+                                type="metrics",
+                                state=pack_state(state(key, f"u{i}", i)),
+                                alert=None,
+                                version=2,
+                                ended=False,
+                                started_at=now - 60,
+                                updated_at=now - 1,
+                                ended_at=None,
+                                dismissal_date=None,
+                                update_count=1,
+                                channels=[channel_of(d)],
+                                metadata=None,
+                                tags=None,
+                            )
+                        )
+                    )
+                    ops.append(
+                        PutRecipient(
+                            RecipientRow(
+                                activity_id=aid,
+                                device_id=device_name(d),
+                                start_token=f"{d:064x}",
+                                update_token=f"{i + 10**6:064x}",
+                                started=True,
+                                sent_version=1 if pending else 2,
+                                dead=False,
+                            )
+                        )
+                    )
                     ops.append(PutStream(StreamRow(stream_key=key, activity_id=aid)))
                 await store.write(ops)
             store.close()
@@ -99,14 +132,19 @@ def probe_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> None
 
         from engine.config import ApnsEndpoint, Credentials, DeliveryConfig, EngineConfig
         from engine.engine import open_engine
-        from engine.service import ServiceConfig, open_service
-        from engine.store.sqlite import SqliteStore
+        from engine.server.service import ServiceConfig, open_service
+        from engine.server.store.sqlite import SqliteStore
 
         config = EngineConfig(
-            credentials=Credentials(opts["team_id"], opts["key_id"], Path(opts["key_path"]),
-                                    BUNDLE),
-            endpoint=ApnsEndpoint(host=LOOPBACK, port=opts["port"], ca_file=Path(opts["ca"]),
-                                  server_hostname="localhost"),
+            credentials=Credentials(
+                opts["team_id"], opts["key_id"], Path(opts["key_path"]), BUNDLE
+            ),
+            endpoint=ApnsEndpoint(
+                host=LOOPBACK,
+                port=opts["port"],
+                ca_file=Path(opts["ca"]),
+                server_hostname="localhost",
+            ),
             delivery=DeliveryConfig(max_lanes=opts["activities"] + 1000),
         )
 
@@ -116,8 +154,10 @@ def probe_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> None
             store = SqliteStore(Path(opts["db"]))
             async with trio.open_nursery() as nursery:
                 await nursery.start(store.run)
-                async with open_engine(config) as engine, open_service(
-                    engine, store, config=ServiceConfig()) as service:
+                async with (
+                    open_engine(config) as engine,
+                    open_service(engine, store, config=ServiceConfig()) as service,
+                ):
                     t_ready = time.monotonic()
                     gc.collect()
                     rss_ready = rss_bytes()
@@ -129,11 +169,17 @@ def probe_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> None
                     gc.collect()
                     out = {
                         "activities": len(service.registry.activities),
-                        "recovered": service.recovered, "accepted": outbox.accepted,
-                        "rejected": outbox.rejected, "failed": outbox.failed,
-                        "startup_s": t_ready - t0, "recovery_s": t_done - t0,
-                        "rss_before": rss0, "rss_ready": rss_ready, "rss_after": rss_bytes(),
-                        "cpu_s": cpu_seconds() - cpu0, "pinned": pinned,
+                        "recovered": service.recovered,
+                        "accepted": outbox.accepted,
+                        "rejected": outbox.rejected,
+                        "failed": outbox.failed,
+                        "startup_s": t_ready - t0,
+                        "recovery_s": t_done - t0,
+                        "rss_before": rss0,
+                        "rss_ready": rss_ready,
+                        "rss_after": rss_bytes(),
+                        "cpu_s": cpu_seconds() - cpu0,
+                        "pinned": pinned,
                         "lanes": engine.stats().get("delivery_lanes"),
                     }
                 store.close()
@@ -161,13 +207,19 @@ def _sink(ctx: Any, folder: Path, core: int | None) -> tuple[Any, Connection, di
     sim = SimulatorConfig()
     _, key_path = load_or_create_key(folder, sim)
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=sink_main, args=(child, str(certs.cert), str(certs.key),
-                                                  core), daemon=True)
+    process = ctx.Process(
+        target=sink_main, args=(child, str(certs.cert), str(certs.key), core), daemon=True
+    )
     process.start()
     if not parent.poll(30):
         raise RuntimeError("the APNs sink did not start")
-    info = {"port": parent.recv(), "ca": str(certs.ca), "key_path": str(key_path),
-            "key_id": sim.key_id, "team_id": sim.team_id}
+    info = {
+        "port": parent.recv(),
+        "ca": str(certs.ca),
+        "key_path": str(key_path),
+        "key_id": sim.key_id,
+        "team_id": sim.team_id,
+    }
     return process, parent, info
 
 
@@ -182,21 +234,33 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
         for pending in (False, True):
             db = env.folder / f"scale-{'recover' if pending else 'rest'}.db"
             built = build_db(db, n, devices, pending=pending)
-            env.progress(f"scale: {n:,} activities written to SQLite in {built:.1f} s "
-                         f"({'every device missing its newest state' if pending else 'at rest'})")
-            child = Child.spawn("scale-probe", probe_main, env.cores.engine,
-                                {**info, "db": str(db), "activities": n, "timeout": timeout})
+            env.progress(
+                f"scale: {n:,} activities written to SQLite in {built:.1f} s "
+                f"({'every device missing its newest state' if pending else 'at rest'})"
+            )
+            child = Child.spawn(
+                "scale-probe",
+                probe_main,
+                env.cores.engine,
+                {**info, "db": str(db), "activities": n, "timeout": timeout},
+            )
             try:
                 out = child.ready(timeout + 120)
             finally:
                 child.stop()
             figures = scale_figures(n, out, pending, db)
             env.progress(_line(figures))
-            records.append(record(
-                SCENARIO, f"{n:,} activities, {'recovery' if pending else 'at rest'}",
-                settings={**cfg, "pending": pending}, figures=figures, machine=env.machine,
-                cores=env.cores, measured=MEASURED,
-            ))
+            records.append(
+                record(
+                    SCENARIO,
+                    f"{n:,} activities, {'recovery' if pending else 'at rest'}",
+                    settings={**cfg, "pending": pending},
+                    figures=figures,
+                    machine=env.machine,
+                    cores=env.cores,
+                    measured=MEASURED,
+                )
+            )
     finally:
         sink_conn.send("stop")
         sink.join(10)
@@ -209,8 +273,8 @@ def scale_figures(n: int, out: dict[str, Any], pending: bool, db: Path) -> dict[
     """Bytes per activity and the start-up / recovery times of one probe."""
     figures: dict[str, Any] = {
         "activities": out["activities"],
-        "db_bytes": db.stat().st_size + sum(
-            p.stat().st_size for p in db.parent.glob(db.name + "-*") if p.is_file()),
+        "db_bytes": db.stat().st_size
+        + sum(p.stat().st_size for p in db.parent.glob(db.name + "-*") if p.is_file()),
         "startup_s": round(out["startup_s"], 3),
         "rss_before_mb": round(out["rss_before"] / 2**20, 1),
         "rss_ready_mb": round(out["rss_ready"] / 2**20, 1),
@@ -222,19 +286,24 @@ def scale_figures(n: int, out: dict[str, Any], pending: bool, db: Path) -> dict[
     if pending:
         figures.update(
             recovery_s=round(out["recovery_s"], 3),
-            accepted=out["accepted"], rejected=out["rejected"], failed=out["failed"],
+            accepted=out["accepted"],
+            rejected=out["rejected"],
+            failed=out["failed"],
             recovery_pushes_per_s=round(out["accepted"] / max(out["recovery_s"], 1e-9), 1),
             open_lanes=out["lanes"],
-            bytes_per_activity_with_lanes=round(
-                (out["rss_after"] - out["rss_before"]) / max(n, 1)),
+            bytes_per_activity_with_lanes=round((out["rss_after"] - out["rss_before"]) / max(n, 1)),
         )
     return figures
 
 
 def _line(f: dict[str, Any]) -> str:
-    line = (f"scale: {f['activities']:,} activities, {f['bytes_per_activity']} B/activity, "
-            f"start-up {f['startup_s']} s")
+    line = (
+        f"scale: {f['activities']:,} activities, {f['bytes_per_activity']} B/activity, "
+        f"start-up {f['startup_s']} s"
+    )
     if "recovery_s" in f:
-        line += (f", {f['accepted']:,}/{f['recovered_pushes']:,} re-queued pushes accepted after "
-                 f"{f['recovery_s']} s, {f['bytes_per_activity_with_lanes']} B/activity with lanes")
+        line += (
+            f", {f['accepted']:,}/{f['recovered_pushes']:,} re-queued pushes accepted after "
+            f"{f['recovery_s']} s, {f['bytes_per_activity_with_lanes']} B/activity with lanes"
+        )
     return line

@@ -58,22 +58,33 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
     connections = int(cfg["connections"])
     env.progress(f"soak: {streams} streams at {rate:g} calls/s for {seconds:g} s, faults {faults}")
     # Room for a rotated activity next to one whose end could not be delivered (410).
-    with open_stack(cores=env.cores, folder=env.folder, devices=devices,
-                    max_active=per_device * 2, seed=int(cfg.get("seed", 0)),
-                    faults=faults) as stack:
+    with open_stack(
+        cores=env.cores,
+        folder=env.folder,
+        devices=devices,
+        max_active=per_device * 2,
+        seed=int(cfg.get("seed", 0)),
+        faults=faults,
+    ) as stack:
         gen = Generator.spawn(env.cores.generator, stack.api_base, API_KEY)
         try:
-            setup = setup_streams(stack, gen, keys, per_device, connections=connections,
-                                  timeout=60.0)
+            setup = setup_streams(
+                stack, gen, keys, per_device, connections=connections, timeout=60.0
+            )
             calls, markers = round_robin(keys, rate, seconds, "k")
-            out = gen.run(calls, connections=connections,
-                          deadline=seconds + float(cfg.get("drain", 30.0)))
+            out = gen.run(
+                calls, connections=connections, deadline=seconds + float(cfg.get("drain", 30.0))
+            )
             arrivals = stack.sim.ask("arrivals", timeout=60)
-            load = latency_figures(rate, seconds, streams, out, markers, arrivals,
-                                   server_cpu=0.0, sim_cpu=0.0)
+            load = latency_figures(
+                rate, seconds, streams, out, markers, arrivals, server_cpu=0.0, sim_cpu=0.0
+            )
             finals = [end_call(i / rate, key, f"final-{key}", i) for i, key in enumerate(keys)]
-            ends = gen.run(finals, connections=connections,
-                           deadline=len(keys) / rate + float(cfg.get("drain", 30.0)))
+            ends = gen.run(
+                finals,
+                connections=connections,
+                deadline=len(keys) / rate + float(cfg.get("drain", 30.0)),
+            )
             expected = {}
             for i, (key, result) in enumerate(zip(keys, ends["results"], strict=True)):
                 aid = result.activity_id or setup["activity_ids"].get(key)
@@ -82,14 +93,24 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
             check, waited = _settle(stack, expected, float(cfg.get("settle_timeout", 120.0)))
             counters = stack.sim.ask("counters", timeout=30)
             server = stack.server.ask("stats", timeout=30)
-            explained = stack.server.ask("explain", timeout=30,
-                                         activity_ids=check["lost_examples"][:3])
+            explained = stack.server.ask(
+                "explain", timeout=30, activity_ids=check["lost_examples"][:3]
+            )
         finally:
             gen.stop()
     figures = {
         "streams": streams,
-        "updates": {k: load[k] for k in ("offered_rate", "achieved_rate", "calls_ok",
-                                         "calls_failed", "errors", "latency_ms")},
+        "updates": {
+            k: load[k]
+            for k in (
+                "offered_rate",
+                "achieved_rate",
+                "calls_ok",
+                "calls_failed",
+                "errors",
+                "latency_ms",
+            )
+        },
         "ends_ok": sum(1 for r in ends["results"] if r.status == 200),
         "ends_failed": sum(1 for r in ends["results"] if r.status != 200),
         "setup_failed": setup["failed"],
@@ -109,13 +130,23 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
         "server_pushes_failed": server["failed"],
         "server_tokens_dead": server["rejected"],
     }
-    env.progress(f"soak: {figures['finals_delivered']}/{figures['finals_expected']} finals "
-                 f"delivered, lost {figures['lost_final_states']}, order violations "
-                 f"{figures['order_violations']}, faults {figures['faults_injected']}")
+    env.progress(
+        f"soak: {figures['finals_delivered']}/{figures['finals_expected']} finals "
+        f"delivered, lost {figures['lost_final_states']}, order violations "
+        f"{figures['order_violations']}, faults {figures['faults_injected']}"
+    )
     settings = {**cfg, "faults": faults, "streams": streams, "devices": devices}
-    return [record(SCENARIO, f"{rate:g} calls/s for {seconds:g} s with faults",
-                   settings=settings, figures=figures, machine=env.machine, cores=env.cores,
-                   measured=MEASURED)]
+    return [
+        record(
+            SCENARIO,
+            f"{rate:g} calls/s for {seconds:g} s with faults",
+            settings=settings,
+            figures=figures,
+            machine=env.machine,
+            cores=env.cores,
+            measured=MEASURED,
+        )
+    ]
 
 
 def _settle(

@@ -40,27 +40,35 @@ _STREAMS: dict[str, tuple[str, str, str]] = {}  # server process: key -> (activi
 
 
 def _measured(api: str) -> str:
-    door = ("Engine.update (embedded engine: coalescer, pacing, HTTP/2 pool, TLS)" if api ==
-            "engine" else "service.live.stream (embedded service: validation, SQLite group "
-            "commit, outbox, engine)")
-    return (f"updates through {door} in the server process -> pushes accepted by the fake APNs "
-            "(TLS, 127.0.0.1); the HTTP front cannot take this call rate in Python, so it is "
-            "not in this path (scenario latency measures it)")
+    door = (
+        "Engine.update (embedded engine: coalescer, pacing, HTTP/2 pool, TLS)"
+        if api == "engine"
+        else "service.live.stream (embedded service: validation, SQLite group "
+        "commit, outbox, engine)"
+    )
+    return (
+        f"updates through {door} in the server process -> pushes accepted by the fake APNs "
+        "(TLS, 127.0.0.1); the HTTP front cannot take this call rate in Python, so it is "
+        "not in this path (scenario latency measures it)"
+    )
 
 
 # -- in the server process -------------------------------------------------------------------------
 
 
 def _request(key: str, marker: str, value: int, channel: str | None = None) -> Any:
-    from engine import models
+    from engine.server.contract import models
 
     s = state(key, marker, value)
     content = models.ContentState(
-        title=s["title"], subtitle=s["subtitle"], type=s["type"],
+        title=s["title"],
+        subtitle=s["subtitle"],
+        type=s["type"],
         metrics=[models.Metric(**m) for m in s["metrics"]],
     )
-    return models.validate(models.StreamRequest(
-        content_state=content, channels=[channel] if channel else None))
+    return models.validate(
+        models.StreamRequest(content_state=content, channels=[channel] if channel else None)
+    )
 
 
 async def setup(running: Any, streams: int, per_device: int, timeout: float) -> dict[str, Any]:
@@ -74,15 +82,16 @@ async def setup(running: Any, streams: int, per_device: int, timeout: float) -> 
     async def start(index: int, key: str) -> None:
         nonlocal failed
         try:
-            await service.live.stream(key, _request(key, "start", 0,
-                                                    channel_for(index, per_device)))
+            await service.live.stream(
+                key, _request(key, "start", 0, channel_for(index, per_device))
+            )
         except Exception:
             failed += 1
 
     t0 = time.monotonic()
     for first in range(0, streams, SETUP_BATCH):
         async with trio.open_nursery() as nursery:
-            for j, key in enumerate(keys[first:first + SETUP_BATCH]):
+            for j, key in enumerate(keys[first : first + SETUP_BATCH]):
                 nursery.start_soon(start, first + j, key)
         with trio.move_on_after(timeout):
             while held_recipients(service) > 0:
@@ -97,12 +106,22 @@ async def setup(running: Any, streams: int, per_device: int, timeout: float) -> 
             if rec.row.update_token is not None:
                 _STREAMS[key] = (act.row.activity_id, rec.row.update_token, device_id)
                 ids[key] = act.row.activity_id
-    return {"failed": failed, "ready": len(_STREAMS), "held": held_recipients(service),
-            "setup_s": time.monotonic() - t0, "activity_ids": ids}
+    return {
+        "failed": failed,
+        "ready": len(_STREAMS),
+        "held": held_recipients(service),
+        "setup_s": time.monotonic() - t0,
+        "activity_ids": ids,
+    }
 
 
 async def storm(
-    running: Any, api: str, rate: float, seconds: float, workers: int, drain_timeout: float,
+    running: Any,
+    api: str,
+    rate: float,
+    seconds: float,
+    workers: int,
+    drain_timeout: float,
     sample_interval: float = 0.5,
 ) -> dict[str, Any]:
     """Drive the storm (see the module docstring); per-stream last updates and RSS samples."""
@@ -164,8 +183,16 @@ async def storm(
             await engine.drain()
         t_drained = time.monotonic()
         done.set()
-    return {"t0": t0, "t_end": t_end, "t_drained": t_drained, "last": last, "rss": samples,
-            "cpu_s": cpu_seconds() - cpu0, "engine": engine.stats(), **counts}
+    return {
+        "t0": t0,
+        "t_end": t_end,
+        "t_drained": t_drained,
+        "last": last,
+        "rss": samples,
+        "cpu_s": cpu_seconds() - cpu0,
+        "engine": engine.stats(),
+        **counts,
+    }
 
 
 # -- in the parent ---------------------------------------------------------------------------------
@@ -179,46 +206,88 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
         raise ValueError(f"storm api must be 'engine' or 'service', got {api!r}")
     devices = devices_for(streams, per_device)
     settings = {**cfg, "devices": devices}
-    env.progress(f"storm: {streams} streams x {rate:g}/s for {seconds:g} s via {api}, "
-                 f"{devices} simulated iPhones")
-    with open_stack(cores=env.cores, folder=env.folder, devices=devices, max_active=per_device,
-                    seed=int(cfg.get("seed", 0)), live={"notify_wait": 0.0}) as stack:
-        ready = stack.server.ask("job", timeout=600, target="bench.storm:setup",
-                                 args={"streams": streams, "per_device": per_device,
-                                       "timeout": 60.0})
-        env.progress(f"storm: {ready['ready']} streams ready in {ready['setup_s']:.1f} s "
-                     f"({ready['failed']} failed, {ready['held']} held)")
+    env.progress(
+        f"storm: {streams} streams x {rate:g}/s for {seconds:g} s via {api}, "
+        f"{devices} simulated iPhones"
+    )
+    with open_stack(
+        cores=env.cores,
+        folder=env.folder,
+        devices=devices,
+        max_active=per_device,
+        seed=int(cfg.get("seed", 0)),
+        live={"notify_wait": 0.0},
+    ) as stack:
+        ready = stack.server.ask(
+            "job",
+            timeout=600,
+            target="bench.storm:setup",
+            args={"streams": streams, "per_device": per_device, "timeout": 60.0},
+        )
+        env.progress(
+            f"storm: {ready['ready']} streams ready in {ready['setup_s']:.1f} s "
+            f"({ready['failed']} failed, {ready['held']} held)"
+        )
         stack.sim.ask("arrivals", timeout=60)
         sim0 = stack.sim.ask("counters", timeout=30)
         out = stack.server.ask(
-            "job", timeout=seconds + 300, target="bench.storm:storm",
-            args={"api": api, "rate": rate, "seconds": seconds,
-                  "workers": int(cfg.get("workers", 100)),
-                  "drain_timeout": float(cfg.get("drain_timeout", 30.0))},
+            "job",
+            timeout=seconds + 300,
+            target="bench.storm:storm",
+            args={
+                "api": api,
+                "rate": rate,
+                "seconds": seconds,
+                "workers": int(cfg.get("workers", 100)),
+                "drain_timeout": float(cfg.get("drain_timeout", 30.0)),
+            },
         )
         time.sleep(float(cfg.get("settle", 1.0)))
         arrivals = stack.sim.ask("arrivals", timeout=120)
         sim1 = stack.sim.ask("counters", timeout=30)
         ids = ready["activity_ids"]
         index = {key: i for i, key in enumerate(stream_keys(streams))}
-        check = stack.sim.ask("check", timeout=120, ended=False, expected={
-            ids[k]: (marker, device_for(index[k], per_device))
-            for k, (marker, _) in out["last"].items() if k in ids})
+        check = stack.sim.ask(
+            "check",
+            timeout=120,
+            ended=False,
+            expected={
+                ids[k]: (marker, device_for(index[k], per_device))
+                for k, (marker, _) in out["last"].items()
+                if k in ids
+            },
+        )
     figures = storm_figures(streams, rate, seconds, out, arrivals, check)
     figures["setup"] = {k: v for k, v in ready.items() if k != "activity_ids"}
     figures["simulator_cpu_us_per_push"] = round(
-        (sim1["cpu_s"] - sim0["cpu_s"]) / max(len(arrivals), 1) * 1e6, 1)
+        (sim1["cpu_s"] - sim0["cpu_s"]) / max(len(arrivals), 1) * 1e6, 1
+    )
     env.progress(_line(figures))
-    notes = [f"offered {streams * rate:,.0f} updates/s, achieved "
-             f"{figures['achieved_updates_per_s']:,.0f}/s on one core (embedded {api} API)"]
-    return [record(SCENARIO, f"{streams} streams x {rate:g}/s, {api} API", settings=settings,
-                   figures=figures, machine=env.machine, cores=env.cores,
-                   measured=_measured(api), notes=notes)]
+    notes = [
+        f"offered {streams * rate:,.0f} updates/s, achieved "
+        f"{figures['achieved_updates_per_s']:,.0f}/s on one core (embedded {api} API)"
+    ]
+    return [
+        record(
+            SCENARIO,
+            f"{streams} streams x {rate:g}/s, {api} API",
+            settings=settings,
+            figures=figures,
+            machine=env.machine,
+            cores=env.cores,
+            measured=_measured(api),
+            notes=notes,
+        )
+    ]
 
 
 def storm_figures(
-    streams: int, rate: float, seconds: float, out: dict[str, Any],
-    arrivals: list[tuple[Any, Any, Any, float]], check: dict[str, Any],
+    streams: int,
+    rate: float,
+    seconds: float,
+    out: dict[str, Any],
+    arrivals: list[tuple[Any, Any, Any, float]],
+    check: dict[str, Any],
 ) -> dict[str, Any]:
     """Coalescing, per-activity push rate, last-update-to-device delays, RSS."""
     by_key: dict[str, list[tuple[str | None, float]]] = defaultdict(list)
@@ -258,8 +327,10 @@ def storm_figures(
         "min_gap_between_arrivals_s": round(min(gaps), 3) if gaps else None,
         "last_update_to_device_s": summarize(delays, digits=3),
         "finals_missing_in_arrivals": lost,
-        "devices": {k: check[k] for k in ("expected", "delivered", "lost", "order_violations",
-                                          "lost_examples")},
+        "devices": {
+            k: check[k]
+            for k in ("expected", "delivered", "lost", "order_violations", "lost_examples")
+        },
         "server_cpu_s": round(out["cpu_s"], 2),
         "server_cpu_us_per_update": round(out["cpu_s"] / max(out["made"], 1) * 1e6, 1),
         "rss_mb": {
@@ -281,8 +352,10 @@ def _downsample(points: list[tuple[float, float]], n: int) -> list[tuple[float, 
 
 def _line(f: dict[str, Any]) -> str:
     d = f["last_update_to_device_s"]
-    return (f"storm: {f['updates']:,} updates ({f['achieved_updates_per_s']:,.0f}/s), "
-            f"{f['pushes']:,} pushes, coalescing x{f['coalescing_ratio']}, "
-            f"max {f['max_pushes_per_s_per_activity']} push/s/activity, last update -> device "
-            f"p99 {d['p99']} s max {d['max']} s, lost {f['devices']['lost']}, "
-            f"order violations {f['devices']['order_violations']}")
+    return (
+        f"storm: {f['updates']:,} updates ({f['achieved_updates_per_s']:,.0f}/s), "
+        f"{f['pushes']:,} pushes, coalescing x{f['coalescing_ratio']}, "
+        f"max {f['max_pushes_per_s_per_activity']} push/s/activity, last update -> device "
+        f"p99 {d['p99']} s max {d['max']} s, lost {f['devices']['lost']}, "
+        f"order violations {f['devices']['order_violations']}"
+    )

@@ -224,19 +224,27 @@ class EventLog:
         self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
         self.dropped = 0
 
-    def add(self, at: float, event: str, timestamp: Any = None, detail: str = "",
-            push: PushFacts | None = None) -> None:
+    def add(
+        self,
+        at: float,
+        event: str,
+        timestamp: Any = None,
+        detail: str = "",
+        push: PushFacts | None = None,
+    ) -> None:
         """Append one entry: `at` (device time), `event`, `timestamp` (aps), `detail`."""
         if len(self._entries) == self._entries.maxlen:
             self.dropped += 1
-        self._entries.append({
-            "at": at,
-            "event": event,
-            "timestamp": timestamp if is_number(timestamp) else None,
-            "detail": detail,
-            "apns_id": push.apns_id if push else None,
-            "priority": push.priority if push else None,
-        })
+        self._entries.append(
+            {
+                "at": at,
+                "event": event,
+                "timestamp": timestamp if is_number(timestamp) else None,
+                "detail": detail,
+                "apns_id": push.apns_id if push else None,
+                "priority": push.priority if push else None,
+            }
+        )
 
     def entries(self) -> list[dict[str, Any]]:
         """A copy of the entries, oldest first."""
@@ -246,8 +254,17 @@ class EventLog:
 class LiveActivity:
     """One Live Activity and the pushes it has seen. Mutable; owned by a device."""
 
-    def __init__(self, *, activity_id: str, token: str, start: StartRequest, now: float,
-                 log_limit: int = EVENT_LOG_LIMIT, apns_id: str = "", priority: int = 10) -> None:
+    def __init__(
+        self,
+        *,
+        activity_id: str,
+        token: str,
+        start: StartRequest,
+        now: float,
+        log_limit: int = EVENT_LOG_LIMIT,
+        apns_id: str = "",
+        priority: int = 10,
+    ) -> None:
         """Create the activity from a validated push-to-start payload received at `now`."""
         self.activity_id = activity_id
         self.token = token
@@ -292,8 +309,9 @@ class LiveActivity:
         while (due := self._next_due()) is not None and due[1] <= now:
             _TIME_TRANSITIONS[(self.state, due[0])](self, due[1])
 
-    def receive(self, event: PushEvent, aps: Mapping[str, Any], *, now: float, priority: int,
-                apns_id: str) -> PushResult:
+    def receive(
+        self, event: PushEvent, aps: Mapping[str, Any], *, now: float, priority: int, apns_id: str
+    ) -> PushResult:
         """Apply an `update` or `end` push received at `now`."""
         self.advance(now)
         handler = _PUSH_TRANSITIONS[(self.state, event)]

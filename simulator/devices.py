@@ -106,8 +106,9 @@ class Device:
 
     __slots__ = ("activities", "channels", "ignored", "log", "name", "push_to_start_token", "seq")
 
-    def __init__(self, name: str, push_to_start_token: str, channels: Sequence[str],
-                 log_limit: int) -> None:
+    def __init__(
+        self, name: str, push_to_start_token: str, channels: Sequence[str], log_limit: int
+    ) -> None:
         """A device with no activities yet."""
         self.name = name
         self.push_to_start_token = push_to_start_token
@@ -137,9 +138,18 @@ class Device:
 class DeviceRegistry:
     """The simulated iPhones of one app (bundle id), and the token directory over them."""
 
-    def __init__(self, *, bundle_id: str, rng: random.Random, max_active: int = 5,
-                 token_bytes: int = 32, max_kept: int = 50, log_limit: int = EVENT_LOG_LIMIT,
-                 report_limit: int = 10_000, retired_limit: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        bundle_id: str,
+        rng: random.Random,
+        max_active: int = 5,
+        token_bytes: int = 32,
+        max_kept: int = 50,
+        log_limit: int = EVENT_LOG_LIMIT,
+        report_limit: int = 10_000,
+        retired_limit: int = 100_000,
+    ) -> None:
         """Create an empty registry; `rng` is the only source of generated tokens."""
         if not 1 <= max_active <= max_kept:
             raise ValueError(f"need 1 <= max_active ({max_active}) <= max_kept ({max_kept})")
@@ -170,8 +180,14 @@ class DeviceRegistry:
         """The devices by name (read-only use)."""
         return self._devices
 
-    def add_device(self, name: str, *, push_to_start_token: str | None = None,
-                   channels: Sequence[str] = (), now: float) -> Device:
+    def add_device(
+        self,
+        name: str,
+        *,
+        push_to_start_token: str | None = None,
+        channels: Sequence[str] = (),
+        now: float,
+    ) -> Device:
         """Add an iPhone with a push-to-start token (generated from the rng unless given).
 
         A given token must be hex (APNs tokens are); it is stored lower-case, as the validator
@@ -235,8 +251,9 @@ class DeviceRegistry:
 
     # -- delivery and time ---------------------------------------------------------------------
 
-    def deliver(self, token: str, payload: Mapping[str, Any], *, now: float, priority: int,
-                apns_id: str) -> DeliveryOutcome:
+    def deliver(
+        self, token: str, payload: Mapping[str, Any], *, now: float, priority: int, apns_id: str
+    ) -> DeliveryOutcome:
         """Apply an accepted push to the device that owns `token` (the hot path).
 
         The server has already decided to accept the push; only device-side rules apply here.
@@ -254,8 +271,7 @@ class DeviceRegistry:
         if not isinstance(aps, dict):
             result = act.ignore(Detail.NOT_LIVE_ACTIVITY, {}, push)
         elif event == "update" or event == "end":
-            result = act.receive(PushEvent(event), aps, now=now, priority=priority,
-                                 apns_id=apns_id)
+            result = act.receive(PushEvent(event), aps, now=now, priority=priority, apns_id=apns_id)
             self._touch(device, act, now)
         else:
             result = act.ignore(Detail.BAD_EVENT, aps, push)
@@ -291,8 +307,9 @@ class DeviceRegistry:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _to_push_to_start(self, device: Device, aps: Any, event: Any,
-                          push: PushFacts) -> DeliveryOutcome:
+    def _to_push_to_start(
+        self, device: Device, aps: Any, event: Any, push: PushFacts
+    ) -> DeliveryOutcome:
         """A push to a push-to-start token: only a valid `start` does anything (apns.md §6)."""
         if not isinstance(aps, dict):
             return self._ignore_start(device, Detail.NOT_LIVE_ACTIVITY, {}, push)
@@ -311,9 +328,15 @@ class DeviceRegistry:
         device.seq += 1
         activity_id = f"{device.name}-{device.seq}"
         token = self._new_token()
-        act = LiveActivity(activity_id=activity_id, token=token, start=start, now=push.now,
-                           log_limit=self._log_limit, apns_id=push.apns_id,
-                           priority=push.priority)
+        act = LiveActivity(
+            activity_id=activity_id,
+            token=token,
+            start=start,
+            now=push.now,
+            log_limit=self._log_limit,
+            apns_id=push.apns_id,
+            priority=push.priority,
+        )
         device.activities[activity_id] = act
         self._activity_count += 1
         self._tokens[token] = TokenInfo(self.bundle_id, TokenKind.ACTIVITY)
@@ -324,8 +347,9 @@ class DeviceRegistry:
         self._prune(device, push.now)
         return DeliveryOutcome(device.name, activity_id, Outcome.STARTED, "", token)
 
-    def _ignore_start(self, device: Device, detail: Detail, aps: Mapping[str, Any],
-                      push: PushFacts) -> DeliveryOutcome:
+    def _ignore_start(
+        self, device: Device, detail: Detail, aps: Mapping[str, Any], push: PushFacts
+    ) -> DeliveryOutcome:
         """Record a push to the push-to-start token that started nothing."""
         device.ignored += 1
         device.log.add(push.now, "ignored", aps.get("timestamp"), detail, push)
@@ -335,10 +359,17 @@ class DeviceRegistry:
         """Queue the report an app sends when ActivityKit hands it an update token."""
         if len(self._reports) == self._reports.maxlen:
             self.reports_dropped += 1
-        self._reports.append(TokenReport(
-            device.name, device.push_to_start_token, act.activity_id, act.token,
-            act.attributes_type, dict(act.attributes), now,
-        ))
+        self._reports.append(
+            TokenReport(
+                device.name,
+                device.push_to_start_token,
+                act.activity_id,
+                act.token,
+                act.attributes_type,
+                dict(act.attributes),
+                now,
+            )
+        )
 
     def _advance_device(self, device: Device, now: float) -> None:
         """Advance every activity of one device that is not dismissed yet."""
@@ -391,7 +422,8 @@ class DeviceRegistry:
         """
         while len(device.activities) > self._max_kept:
             victim = _oldest(device, ActivityState.DISMISSED) or _oldest(
-                device, ActivityState.ENDED)
+                device, ActivityState.ENDED
+            )
             if victim is None:
                 return
             if victim.state is ActivityState.ENDED:

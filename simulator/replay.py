@@ -92,7 +92,8 @@ def _push(raw: Any, where: str) -> RecordedPush:
         apns_id=raw["apns_id"] if isinstance(raw.get("apns_id"), str) else None,
         payload=payload,
         activity_token=str(raw["activity_token"]).lower()
-        if isinstance(raw.get("activity_token"), str) else None,
+        if isinstance(raw.get("activity_token"), str)
+        else None,
     )
 
 
@@ -131,11 +132,13 @@ class PushReplayResult:
 class PushReplay:
     """Fresh simulated iPhones fed with recorded pushes, one at a time."""
 
-    def __init__(self, *, bundle_id: str = DEFAULT_BUNDLE, apns_dir: Path | None = None,
-                 max_active: int = 5) -> None:
+    def __init__(
+        self, *, bundle_id: str = DEFAULT_BUNDLE, apns_dir: Path | None = None, max_active: int = 5
+    ) -> None:
         """Devices of app `bundle_id`; `apns_dir`: also write `.apns` files there."""
-        self.registry = DeviceRegistry(bundle_id=bundle_id, rng=random.Random("push-replay"),
-                                       max_active=max_active)
+        self.registry = DeviceRegistry(
+            bundle_id=bundle_id, rng=random.Random("push-replay"), max_active=max_active
+        )
         self.writer = ApnsFileWriter(apns_dir, bundle_id=bundle_id) if apns_dir else None
         self.result = PushReplayResult()
         self._tokens: dict[str, str] = {}  # recorded token -> this registry's token
@@ -169,8 +172,9 @@ class PushReplay:
         if token is None:
             self.result.unmapped += 1
             return None
-        outcome = self.registry.deliver(token, push.payload, now=now, priority=push.priority,
-                                        apns_id=push.apns_id or "")
+        outcome = self.registry.deliver(
+            token, push.payload, now=now, priority=push.priority, apns_id=push.apns_id or ""
+        )
         if outcome.issued_token and push.activity_token:
             self._tokens[push.activity_token] = outcome.issued_token
         self.result.delivered += 1

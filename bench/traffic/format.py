@@ -137,7 +137,7 @@ class Traffic:
 
 def _device(raw: Any, where: str) -> DeviceSpec:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
-        raise TrafficError(f"{where}: a device is {{\"name\": str, \"channels\": [str]}}")
+        raise TrafficError(f'{where}: a device is {{"name": str, "channels": [str]}}')
     channels = raw.get("channels", [])
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise TrafficError(f"{where}: device {raw['name']!r}: channels must be a list of strings")
@@ -189,8 +189,10 @@ def parse_traffic(lines: Iterable[str], *, name: str = "traffic") -> Traffic:
     # Recorded lines are in time order already; a hand-edited file is put back in order.
     ordered = sorted(calls, key=lambda c: c.t)
     if ordered != calls:
-        ordered = [Call(i, c.t, c.method, c.path, c.body, c.route, c.stream_key, c.activity_id)
-                   for i, c in enumerate(ordered)]
+        ordered = [
+            Call(i, c.t, c.method, c.path, c.body, c.route, c.stream_key, c.activity_id)
+            for i, c in enumerate(ordered)
+        ]
     return Traffic(
         name=str(header.get("traffic", name)),
         calls=tuple(ordered),

@@ -427,8 +427,10 @@ class ApnsConnection:
         if pending is None:
             return
         self.answered += 1
-        if answer.status != 200 and not self._stopping and (
-            disposition_for(answer.status, answer.reason) is Disposition.NEW_CONNECTION
+        if (
+            answer.status != 200
+            and not self._stopping
+            and (disposition_for(answer.status, answer.reason) is Disposition.NEW_CONNECTION)
         ):
             # APNs asked for a new connection (apns.md §2 UnrelatedKeyIdInToken, 503 Shutdown):
             # stop using this one before the caller resends, so the retry goes elsewhere.
@@ -507,4 +509,3 @@ def _describe(exc: BaseException) -> str:
     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ else exc
     text = str(cause)
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
-

@@ -448,4 +448,3 @@ class ApnsPool:
 
     def _wake_manager(self) -> None:
         self._manager_event.set()
-

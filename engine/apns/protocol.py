@@ -512,9 +512,7 @@ class ApnsClientProtocol:
         """The headers that stay the same for a (topic, push type, priority), built once."""
         if len(self._tails) >= _TAIL_CACHE:
             self._tails.clear()
-        tail = (
-            (self._authorization,) if self._authorization is not None else ()
-        ) + (
+        tail = ((self._authorization,) if self._authorization is not None else ()) + (
             (_H_TOPIC, request.topic.encode()),
             (_H_PUSH_TYPE, request.push_type.encode()),
             (_H_PRIORITY, b"%d" % request.priority),

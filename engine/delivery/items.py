@@ -18,6 +18,7 @@ from engine.payload import EventKind, PreparedPayload
 LaneKey = tuple[str, str]
 """`(activity_id, lane_key)`: the unit of ordering and pacing."""
 
+
 class DeliveryError(Exception):
     """Base class of the errors the coalescer raises (caller mistakes and overload)."""
 
@@ -58,6 +59,7 @@ _BY_DISPOSITION: Final[dict[Disposition, Outcome]] = {
     Disposition.DROP_TOKEN: Outcome.DROP_TOKEN,
     Disposition.FIX_REQUEST: Outcome.FIX_REQUEST,
 }
+
 
 def outcome_for(status: int, reason: Reason | None) -> Outcome:
     """The outcome of an APNs answer: 200 is ACCEPTED, anything else follows the reason table."""

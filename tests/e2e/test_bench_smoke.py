@@ -93,7 +93,11 @@ def _soak(records: list[dict[str, Any]]) -> None:
 
 
 CHECKS: dict[str, Callable[[list[dict[str, Any]]], None]] = {
-    "raw": _raw, "latency": _latency, "storm": _storm, "scale": _scale, "soak": _soak,
+    "raw": _raw,
+    "latency": _latency,
+    "storm": _storm,
+    "scale": _scale,
+    "soak": _soak,
 }
 
 
@@ -120,8 +124,21 @@ def test_cli_appends_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_cli_refuses_a_missing_scenario_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
-    assert lockstep_main(["bench", "storm", "--size", "smoke", "--scenario-file",
-                          str(missing), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert (
+        lockstep_main(
+            [
+                "bench",
+                "storm",
+                "--size",
+                "smoke",
+                "--scenario-file",
+                str(missing),
+                "--out",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "r.jsonl").exists()
 
 

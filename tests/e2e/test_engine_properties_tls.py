@@ -25,8 +25,8 @@ from simulator.devices import TokenReport
 from simulator.faults import FaultPlan
 from simulator.server import ApnsServer
 from simulator.validation import DevicePush
+from tests.helpers.simkit import Kit, engine_config, make_kit
 from tests.integration.test_engine_properties import LaneScript, Scenario, _check, _lane
-from tests.simkit import Kit, engine_config, make_kit
 
 pytestmark = pytest.mark.e2e
 

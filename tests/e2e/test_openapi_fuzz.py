@@ -36,8 +36,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from engine.http.openapi import build_openapi
-from tests.e2e.serverkit import API_KEY, DEVICE_KEY, LiveServer, http_json, server_fixture
+from engine.server.http.openapi import build_openapi
+from tests.helpers.serverkit import API_KEY, DEVICE_KEY, LiveServer, http_json, server_fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -122,9 +122,12 @@ def test_no_server_errors(server: LiveServer, api_schema: Any, path: str, method
     headers = auth_headers(operation)
     steer = partial(reaching_the_service, device_id=server.devices()[0]["name"])
     ended = start_activity(server)
-    status, body = http_json("POST", server.api_base + "/live-activity/end",
-                             {"activity_id": ended, "content_state": {"title": "Ended"}},
-                             key=API_KEY)
+    status, body = http_json(
+        "POST",
+        server.api_base + "/live-activity/end",
+        {"activity_id": ended, "content_state": {"title": "Ended"}},
+        key=API_KEY,
+    )
     assert status == 200, body
     positive = operation.as_strategy(GenerationMode.POSITIVE)
     steered = st.builds(

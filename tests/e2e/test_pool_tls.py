@@ -26,7 +26,7 @@ from engine.apns.transport import ConnectError, tcp_connector
 from engine.config import ApnsEndpoint, DeliveryConfig
 from simulator.certs import ensure_certificates, server_ssl_context
 from simulator.server import ApnsServer
-from tests.simkit import TOPIC, Kit, make_kit, start_body
+from tests.helpers.simkit import TOPIC, Kit, make_kit, start_body
 
 pytestmark = pytest.mark.e2e
 

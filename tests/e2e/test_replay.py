@@ -22,7 +22,7 @@ from bench.replay_check import check_final
 from bench.replay_run import ReplayOptions, ReplayReport, replay_traffic
 from bench.traffic.format import Traffic, load_traffic, parse_traffic
 from simulator.replay import load_pushes, replay_pushes
-from tests.e2e.serverkit import API_KEY, DEVICE_KEY, LiveServer, http_json, simulate_settings
+from tests.helpers.serverkit import API_KEY, DEVICE_KEY, LiveServer, http_json, simulate_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -32,35 +32,90 @@ API = "/api/live-activity"
 
 
 def seg(title: str, step: int, **extra: Any) -> dict[str, Any]:
-    return {"title": title, "type": "segmented_progress", "number_of_steps": 4,
-            "current_step": step, **extra}
+    return {
+        "title": title,
+        "type": "segmented_progress",
+        "number_of_steps": 4,
+        "current_step": step,
+        **extra,
+    }
 
 
 def small_traffic() -> Traffic:
     """A few calls of every kind, for two phones."""
     lines: list[Any] = [
-        {"traffic": "small", "devices": [{"name": "phone-a", "channels": ["ops"]},
-                                         {"name": "phone-b", "channels": ["ops", "dev"]}]},
-        {"t": 0.0, "method": "PUT", "path": f"{API}/stream/build-1",
-         "body": {"content_state": seg("build", 0), "channels": ["ops"]}},
-        {"t": 0.1, "method": "PUT", "path": f"{API}/stream/build-1",
-         "body": {"content_state": seg("build", 1, subtitle="lint")}},
-        {"t": 0.2, "method": "PUT", "path": f"{API}/stream/build-1",
-         "body": {"content_state": seg("build", 2, subtitle="test")}},
-        {"t": 0.3, "method": "POST", "path": f"{API}/start", "activity_id": "la_rec1",
-         "body": {"content_state": {"title": "queue", "type": "value", "value": 3},
-                  "target": {"channels": ["dev"]}, "alert": {"title": "queue", "body": "up"}}},
-        {"t": 0.5, "method": "POST", "path": f"{API}/update",
-         "body": {"activity_id": "la_rec1", "content_state": {"title": "queue", "value": 7}}},
-        {"t": 0.6, "method": "PUT", "path": f"{API}/stream/metrics-1",
-         "body": {"content_state": {"title": "web", "type": "metrics",
-                                    "metrics": [{"label": "CPU", "value": 9, "unit": "%"}]}}},
-        {"t": 0.8, "method": "DELETE", "path": f"{API}/stream/build-1",
-         "body": {"content_state": seg("build", 4, color="green", auto_dismiss_minutes=0)}},
-        {"t": 0.9, "method": "POST", "path": f"{API}/end",
-         "body": {"activity_id": "la_rec1", "content_state": {"title": "queue", "value": 9}}},
-        {"t": 1.0, "method": "PUT", "path": f"{API}/stream/metrics-1",
-         "body": {"content_state": {"title": "web", "metrics": [{"label": "CPU", "value": 12}]}}},
+        {
+            "traffic": "small",
+            "devices": [
+                {"name": "phone-a", "channels": ["ops"]},
+                {"name": "phone-b", "channels": ["ops", "dev"]},
+            ],
+        },
+        {
+            "t": 0.0,
+            "method": "PUT",
+            "path": f"{API}/stream/build-1",
+            "body": {"content_state": seg("build", 0), "channels": ["ops"]},
+        },
+        {
+            "t": 0.1,
+            "method": "PUT",
+            "path": f"{API}/stream/build-1",
+            "body": {"content_state": seg("build", 1, subtitle="lint")},
+        },
+        {
+            "t": 0.2,
+            "method": "PUT",
+            "path": f"{API}/stream/build-1",
+            "body": {"content_state": seg("build", 2, subtitle="test")},
+        },
+        {
+            "t": 0.3,
+            "method": "POST",
+            "path": f"{API}/start",
+            "activity_id": "la_rec1",
+            "body": {
+                "content_state": {"title": "queue", "type": "value", "value": 3},
+                "target": {"channels": ["dev"]},
+                "alert": {"title": "queue", "body": "up"},
+            },
+        },
+        {
+            "t": 0.5,
+            "method": "POST",
+            "path": f"{API}/update",
+            "body": {"activity_id": "la_rec1", "content_state": {"title": "queue", "value": 7}},
+        },
+        {
+            "t": 0.6,
+            "method": "PUT",
+            "path": f"{API}/stream/metrics-1",
+            "body": {
+                "content_state": {
+                    "title": "web",
+                    "type": "metrics",
+                    "metrics": [{"label": "CPU", "value": 9, "unit": "%"}],
+                }
+            },
+        },
+        {
+            "t": 0.8,
+            "method": "DELETE",
+            "path": f"{API}/stream/build-1",
+            "body": {"content_state": seg("build", 4, color="green", auto_dismiss_minutes=0)},
+        },
+        {
+            "t": 0.9,
+            "method": "POST",
+            "path": f"{API}/end",
+            "body": {"activity_id": "la_rec1", "content_state": {"title": "queue", "value": 9}},
+        },
+        {
+            "t": 1.0,
+            "method": "PUT",
+            "path": f"{API}/stream/metrics-1",
+            "body": {"content_state": {"title": "web", "metrics": [{"label": "CPU", "value": 12}]}},
+        },
     ]
     return parse_traffic([json.dumps(x) for x in lines])
 
@@ -74,7 +129,8 @@ def shown(devices: Any) -> dict[tuple[str, str], tuple[str, Any]]:
     """(device, server activity id) -> (state, content) of every activity on the lock screens."""
     return {
         (d["name"], a["attributes"]["activity_id"]): (a["state"], a["content_state"])
-        for d in devices for a in d["activities"]
+        for d in devices
+        for a in d["activities"]
     }
 
 
@@ -110,12 +166,14 @@ def test_serve_records_accepted_calls_and_the_recording_replays(tmp_path: Path) 
         state = {"title": "deploy", "type": "progress", "percentage": 10}
         put = f"{api}/live-activity/stream/deploy-7"
         assert http_json("PUT", put, {"content_state": state}, key=API_KEY)[0] == 200
-        status, started = http_json("POST", f"{api}/live-activity/start",
-                                    {"content_state": {"title": "q", "type": "value",
-                                                       "value": 1}}, key=API_KEY)
+        status, started = http_json(
+            "POST",
+            f"{api}/live-activity/start",
+            {"content_state": {"title": "q", "type": "value", "value": 1}},
+            key=API_KEY,
+        )
         assert status == 200
-        by_id = {"activity_id": started["activity_id"], "content_state": {"title": "q",
-                                                                           "value": 2}}
+        by_id = {"activity_id": started["activity_id"], "content_state": {"title": "q", "value": 2}}
         assert http_json("POST", f"{api}/live-activity/update", by_id, key=API_KEY)[0] == 200
         assert http_json("POST", f"{api}/live-activity/end", by_id, key=API_KEY)[0] == 200
         refused = {"content_state": {"title": "x", "type": "nope"}}
@@ -130,8 +188,13 @@ def test_serve_records_accepted_calls_and_the_recording_replays(tmp_path: Path) 
     assert API_KEY not in text and DEVICE_KEY not in text and "activity-tokens" not in text
     lines = [json.loads(x) for x in text.splitlines()]
     assert [(x["method"], x["path"].rsplit("/", 1)[-1]) for x in lines] == [
-        ("PUT", "deploy-7"), ("POST", "start"), ("POST", "update"), ("POST", "end"),
-        ("PUT", "deploy-7"), ("DELETE", "deploy-7")]
+        ("PUT", "deploy-7"),
+        ("POST", "start"),
+        ("POST", "update"),
+        ("POST", "end"),
+        ("PUT", "deploy-7"),
+        ("DELETE", "deploy-7"),
+    ]
     assert lines[0]["t"] == 0.0 and all(a["t"] <= b["t"] for a, b in pairwise(lines))
     assert lines[1]["activity_id"] == started["activity_id"]
     assert lines[2]["body"] == by_id and lines[5]["body"] is None
@@ -169,32 +232,62 @@ async def test_a_tampered_expectation_is_a_listed_mismatch() -> None:
     tampered = {**report.expected, lane: replace(exp, content={**exp.content, "title": "x"})}
     mismatches = check_final(tampered, report.resolved, report.final_devices)
     assert sorted(m.device for m in mismatches) == ["phone-a", "phone-b"]
-    assert all(m.label == "stream build-1" and "content_state.title: expected 'x'" in m.detail
-               for m in mismatches)
+    assert all(
+        m.label == "stream build-1" and "content_state.title: expected 'x'" in m.detail
+        for m in mismatches
+    )
     ended = {**report.expected, lane: replace(exp, ended=False)}
     assert {m.detail for m in check_final(ended, report.resolved, report.final_devices)} == {
-        "should be live, is dismissed"}
+        "should be live, is dismissed"
+    }
 
 
 def test_cli_exits_1_and_lists_what_no_device_could_show(tmp_path: Path) -> None:
     path = tmp_path / "unreachable.jsonl"
     metrics = {"title": "web", "type": "metrics", "metrics": [{"label": "CPU", "value": 1}]}
-    path.write_text("".join(json.dumps(x) + "\n" for x in (
-        {"t": 0.0, "method": "PUT", "path": f"{API}/stream/lost-1",
-         "body": {"content_state": metrics, "channels": ["nobody"]}},
-        {"t": 0.1, "method": "PUT", "path": f"{API}/stream/fine-1",
-         "body": {"content_state": metrics}},
-    )))
+    path.write_text(
+        "".join(
+            json.dumps(x) + "\n"
+            for x in (
+                {
+                    "t": 0.0,
+                    "method": "PUT",
+                    "path": f"{API}/stream/lost-1",
+                    "body": {"content_state": metrics, "channels": ["nobody"]},
+                },
+                {
+                    "t": 0.1,
+                    "method": "PUT",
+                    "path": f"{API}/stream/fine-1",
+                    "body": {"content_state": metrics},
+                },
+            )
+        )
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "replay", str(path), "--speed", "10", "--json",
-         "--settle-timeout", "5"],
-        capture_output=True, text=True, timeout=DEADLINE, check=False,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "replay",
+            str(path),
+            "--speed",
+            "10",
+            "--json",
+            "--settle-timeout",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
     )
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)
     assert report["errors"] == {"422": 1} and report["checked"] == 2
     assert report["mismatches"] == [
-        "stream lost-1 on -: its activity was never started in this run"]
+        "stream lost-1 on -: its activity was never started in this run"
+    ]
 
 
 async def test_embedded_simulator_records_pushes_when_asked(tmp_path: Path) -> None:
@@ -202,8 +295,9 @@ async def test_embedded_simulator_records_pushes_when_asked(tmp_path: Path) -> N
 
     path = tmp_path / "pushes.jsonl"
     with trio.fail_after(DEADLINE):
-        async with open_embedded(state_dir=tmp_path / "sim", devices=1, control_port=None,
-                                 record_pushes=path) as sim:
+        async with open_embedded(
+            state_dir=tmp_path / "sim", devices=1, control_port=None, record_pushes=path
+        ) as sim:
             recorder = sim.simulator.push_recorder
             assert recorder is not None and recorder in sim.simulator.apns.listeners
             assert sim.simulator.info()["record_pushes"] == str(path.resolve())

@@ -28,7 +28,7 @@ from activitysmith_openapi.exceptions import (
 from activitysmith_openapi.models.bad_request_error import BadRequestError
 from activitysmith_openapi.models.no_recipients_error import NoRecipientsError
 
-from tests.e2e.serverkit import (
+from tests.helpers.serverkit import (
     API_KEY,
     DEVICE_KEY,
     LiveServer,
@@ -63,10 +63,15 @@ WEBHOOK = {
 # whole states (a stream PUT replaces the content), built by applying the changes in order.
 CASES: dict[str, dict[str, Any]] = {
     "segmented_progress": {
-        "start": {"title": "Deploy", "number_of_steps": 4, "current_step": 1,
-                  "color": "green", "step_color": "blue",
-                  "icon": {"symbol": "hammer", "color": "blue"},
-                  "badge": {"title": "prod", "color": "purple"}},
+        "start": {
+            "title": "Deploy",
+            "number_of_steps": 4,
+            "current_step": 1,
+            "color": "green",
+            "step_color": "blue",
+            "icon": {"symbol": "hammer", "color": "blue"},
+            "badge": {"title": "prod", "color": "purple"},
+        },
         "update": {"title": "Deploy", "current_step": 3, "step_colors": ["green", "green", "lime"]},
         "end": {"title": "Deployed", "current_step": 5, "number_of_steps": 5},
         "action": OPEN_URL,
@@ -78,26 +83,42 @@ CASES: dict[str, dict[str, Any]] = {
         "action": WEBHOOK,
     },
     "metrics": {
-        "start": {"title": "web-1", "metrics": [{"label": "CPU", "value": 9, "unit": "%"},
-                                                 {"label": "Memory", "value": "1.2 GB"}]},
-        "update": {"title": "web-1", "metrics": [{"label": "CPU", "value": 73.5, "unit": "%",
-                                                  "color": "red"}]},
+        "start": {
+            "title": "web-1",
+            "metrics": [
+                {"label": "CPU", "value": 9, "unit": "%"},
+                {"label": "Memory", "value": "1.2 GB"},
+            ],
+        },
+        "update": {
+            "title": "web-1",
+            "metrics": [{"label": "CPU", "value": 73.5, "unit": "%", "color": "red"}],
+        },
         "end": {"title": "web-1 (drained)", "metrics": [{"label": "CPU", "value": 0, "unit": "%"}]},
         "action": None,
     },
     "stats": {
-        "start": {"title": "Match", "metrics": [{"label": "Home", "value": 0},
-                                                {"label": "Away", "value": 0}]},
-        "update": {"title": "Match", "metrics": [{"label": "Home", "value": 1},
-                                                 {"label": "Away", "value": 0}]},
-        "end": {"title": "Full time", "metrics": [{"label": "Home", "value": 2},
-                                                  {"label": "Away", "value": 1}],
-                "icon": {"symbol": "sportscourt"}},
+        "start": {
+            "title": "Match",
+            "metrics": [{"label": "Home", "value": 0}, {"label": "Away", "value": 0}],
+        },
+        "update": {
+            "title": "Match",
+            "metrics": [{"label": "Home", "value": 1}, {"label": "Away", "value": 0}],
+        },
+        "end": {
+            "title": "Full time",
+            "metrics": [{"label": "Home", "value": 2}, {"label": "Away", "value": 1}],
+            "icon": {"symbol": "sportscourt"},
+        },
         "action": None,
     },
     "value": {
-        "start": {"title": "Revenue", "value": "$1,200",
-                  "badge": {"title": "LIVE", "color": "red"}},
+        "start": {
+            "title": "Revenue",
+            "value": "$1,200",
+            "badge": {"title": "LIVE", "color": "red"},
+        },
         "update": {"title": "Revenue", "value": 1350},
         "end": {"title": "Revenue (final)", "value": "$1,500.00", "color": "yellow"},
         "action": OPEN_URL,
@@ -198,8 +219,12 @@ def wait_ended(server: LiveServer, activity_id: str, expected: dict[str, Any]) -
             act["state"] == "ended" and act["content_state"] == expected for act in shown.values()
         )
 
-    wait_until(lambda: server.shown(activity_id), done, timeout=DELIVERY_TIMEOUT,
-               what=f"{activity_id} ended with {expected!r} on {DEVICES} devices")
+    wait_until(
+        lambda: server.shown(activity_id),
+        done,
+        timeout=DELIVERY_TIMEOUT,
+        what=f"{activity_id} ended with {expected!r} on {DEVICES} devices",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +259,9 @@ def test_stream_and_id_lifecycles_reach_the_lock_screens(
     # By stream key: PUT (starts), PUT without type (updates), DELETE with a final state.
     key = f"e2e-{type_}"
     first, second, last = stream_states(type_)
-    started = live.stream(key, content_state=first, action=action, tags=["e2e"],
-                          metadata={"run": "e2e", "attempt": 1})
+    started = live.stream(
+        key, content_state=first, action=action, tags=["e2e"], metadata={"run": "e2e", "attempt": 1}
+    )
     assert started.operation == "started" and started.stream_key == key
     assert started.activity_id and started.tags == ["e2e"]
     assert_delivered(started)
@@ -268,21 +294,31 @@ def test_server_side_fields_never_reach_the_device(
     server: LiveServer, client: ActivitySmith
 ) -> None:
     live = client.live_activities
-    reply = live.start(content_state={"title": "Hook", "type": "value", "value": 1},
-                       action=WEBHOOK, secondary_action=OPEN_URL,
-                       metadata={"customer": "acme"}, tags=["billing"])
+    reply = live.start(
+        content_state={"title": "Hook", "type": "value", "value": 1},
+        action=WEBHOOK,
+        secondary_action=OPEN_URL,
+        metadata={"customer": "acme"},
+        tags=["billing"],
+    )
     live.end(activity_id=reply.activity_id, content_state={"title": "Hook", "value": 2})
-    shown = wait_until(lambda: server.shown(reply.activity_id),
-                       lambda s: len(s) == DEVICES and all(a["state"] == "ended"
-                                                           for a in s.values()),
-                       timeout=DELIVERY_TIMEOUT, what="the webhook activity ended")
+    shown = wait_until(
+        lambda: server.shown(reply.activity_id),
+        lambda s: len(s) == DEVICES and all(a["state"] == "ended" for a in s.values()),
+        timeout=DELIVERY_TIMEOUT,
+        what="the webhook activity ended",
+    )
     for act in shown.values():
         text = json.dumps(act["content_state"])
         assert "server-side only" not in text and "acme" not in text and "billing" not in text
         assert act["content_state"]["action"] == {
-            "title": "Ack", "type": "webhook", "url": "https://hooks.example.com/ack"}
+            "title": "Ack",
+            "type": "webhook",
+            "url": "https://hooks.example.com/ack",
+        }
         assert act["content_state"]["secondary_action"] == {
-            k: OPEN_URL[k] for k in ("title", "type", "url")}
+            k: OPEN_URL[k] for k in ("title", "type", "url")
+        }
 
 
 def test_same_put_twice_is_a_noop(client: ActivitySmith) -> None:
@@ -361,8 +397,12 @@ def test_unknown_activity_and_stream_are_404(client: ActivitySmith) -> None:
 
 
 def test_validation_error_names_the_field(client: ActivitySmith) -> None:
-    state = {"title": "Steps", "type": "segmented_progress", "number_of_steps": 3,
-             "current_step": 4}
+    state = {
+        "title": "Steps",
+        "type": "segmented_progress",
+        "number_of_steps": 3,
+        "current_step": 4,
+    }
     calls: tuple[Call, ...] = (
         lambda: client.live_activities.start(content_state=state),
         lambda: client.live_activities.stream("e2e-invalid", content_state=state),
@@ -400,8 +440,10 @@ def test_payload_over_the_apns_limit_is_413(client: ActivitySmith) -> None:
         "type": "metrics",
         "metrics": [{"label": f"{i}" + "L" * 127, "value": "V" * 64} for i in range(8)],
     }
-    buttons = {"action": {"title": "One", "type": "open_url", "url": long_url},
-               "secondary_action": {"title": "Two", "type": "open_url", "url": long_url}}
+    buttons = {
+        "action": {"title": "One", "type": "open_url", "url": long_url},
+        "secondary_action": {"title": "Two", "type": "open_url", "url": long_url},
+    }
     calls: tuple[Call, ...] = (
         lambda: client.live_activities.start(content_state=state, **buttons),
         lambda: client.live_activities.stream("e2e-huge", content_state=state, **buttons),

@@ -10,7 +10,7 @@ from engine.engine import open_engine
 from engine.payload import Alert
 from engine.results import DeliveryStatus
 from simulator.devices import TokenReport
-from tests.simkit import engine_config, make_kit, memory_connector
+from tests.helpers.simkit import engine_config, make_kit, memory_connector
 
 
 @pytest.fixture
@@ -81,16 +81,24 @@ async def test_a_waiting_submit_gets_the_room_of_a_lane_gone_idle(
                 wall_clock=kit.now,
             ) as engine:
                 first = await engine.start(
-                    "a-1", kit.push_to_start_token("iphone-1"), {"n": 1},
-                    attributes_type="T", attributes={"activity_id": "a-1"},
-                    alert=Alert("A", "started"), lane="iphone-1",
+                    "a-1",
+                    kit.push_to_start_token("iphone-1"),
+                    {"n": 1},
+                    attributes_type="T",
+                    attributes={"activity_id": "a-1"},
+                    alert=Alert("A", "started"),
+                    lane="iphone-1",
                 )
                 assert (await first.result()).status is DeliveryStatus.ACCEPTED
                 began = trio.current_time()
                 second = await engine.start(
-                    "a-2", kit.push_to_start_token("iphone-2"), {"n": 2},
-                    attributes_type="T", attributes={"activity_id": "a-2"},
-                    alert=Alert("B", "started"), lane="iphone-2",
+                    "a-2",
+                    kit.push_to_start_token("iphone-2"),
+                    {"n": 2},
+                    attributes_type="T",
+                    attributes={"activity_id": "a-2"},
+                    alert=Alert("B", "started"),
+                    lane="iphone-2",
                 )
                 assert (await second.result()).status is DeliveryStatus.ACCEPTED
                 assert trio.current_time() - began < 10  # not stuck until some other event

@@ -20,7 +20,7 @@ from engine.engine import Engine, open_engine
 from engine.payload import Alert
 from simulator.devices import TokenReport
 from simulator.faults import FaultPlan
-from tests.simkit import Kit, engine_config, make_kit, memory_connector
+from tests.helpers.simkit import Kit, engine_config, make_kit, memory_connector
 
 
 @dataclass
@@ -44,16 +44,19 @@ class Scenario:
 
 def _plans() -> st.SearchStrategy[str]:
     faults = st.lists(
-        st.sampled_from([
-            "burst=ServiceUnavailable:0.1:2",
-            "burst=TooManyRequests:0.05:3",
-            "burst=InternalServerError:0.05:1",
-            "goaway_after=7",
-            "reset=0.05",
-            "drop=0.03",
-            "swing=0.1:1/5/1000",
-        ]),
-        max_size=3, unique=True,
+        st.sampled_from(
+            [
+                "burst=ServiceUnavailable:0.1:2",
+                "burst=TooManyRequests:0.05:3",
+                "burst=InternalServerError:0.05:1",
+                "goaway_after=7",
+                "reset=0.05",
+                "drop=0.03",
+                "swing=0.1:1/5/1000",
+            ]
+        ),
+        max_size=3,
+        unique=True,
     )
     latency = st.sampled_from(["", "latency=uniform:1:400", "latency=lognormal:20:900"])
     return st.tuples(faults, latency).map(lambda p: ",".join([*p[0], p[1]] if p[1] else p[0]))
@@ -64,28 +67,56 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     lanes = []
     for device in ("iphone-1", "iphone-2"):
         for n in range(draw(st.integers(1, 3))):
-            steps = draw(st.lists(
-                st.tuples(st.sampled_from([0.0, 0.0, 0.1, 0.5, 1.0, 3.0]), st.integers(0, 10**6)),
-                max_size=12))
-            lanes.append(LaneScript(f"act-{device}-{n}", device, steps, draw(st.booleans()),
-                                    draw(st.sampled_from([0.0, 0.2, 2.0]))))
+            steps = draw(
+                st.lists(
+                    st.tuples(
+                        st.sampled_from([0.0, 0.0, 0.1, 0.5, 1.0, 3.0]), st.integers(0, 10**6)
+                    ),
+                    max_size=12,
+                )
+            )
+            lanes.append(
+                LaneScript(
+                    f"act-{device}-{n}",
+                    device,
+                    steps,
+                    draw(st.booleans()),
+                    draw(st.sampled_from([0.0, 0.2, 2.0])),
+                )
+            )
     return Scenario(lanes, draw(_plans()), draw(st.integers(0, 2**16)))
 
 
-async def _lane(engine: Engine, kit: Kit, script: LaneScript, reports: list[TokenReport],
-                submitted: list[dict[str, Any]]) -> None:
+async def _lane(
+    engine: Engine,
+    kit: Kit,
+    script: LaneScript,
+    reports: list[TokenReport],
+    submitted: list[dict[str, Any]],
+) -> None:
     await trio.sleep(script.pause_before_start)
     state: dict[str, Any] = {"v": -1, "a": script.activity}
     submitted.append(state)
     started = await engine.start(
-        script.activity, kit.push_to_start_token(script.device), state, attributes_type="T",
-        attributes={"activity_id": script.activity}, alert=Alert(script.activity, "go"),
-        lane=script.device)
+        script.activity,
+        kit.push_to_start_token(script.device),
+        state,
+        attributes_type="T",
+        attributes={"activity_id": script.activity},
+        alert=Alert(script.activity, "go"),
+        lane=script.device,
+    )
     token = None
     with trio.move_on_after(3600):
         while token is None:  # the device reports its update token, as an app would
-            token = next((r.activity_token for r in reports
-                          if r.attributes.get("activity_id") == script.activity), None)
+            token = next(
+                (
+                    r.activity_token
+                    for r in reports
+                    if r.attributes.get("activity_id") == script.activity
+                ),
+                None,
+            )
             await trio.sleep(0.05)
     assert token is not None, f"no update token for {script.activity}: {started.result_nowait()}"
     for pause, value in script.steps:
@@ -107,20 +138,26 @@ async def _run(scenario: Scenario) -> Kit:
     with trio.fail_after(24 * 3600):
         async with trio.open_nursery() as nursery:
             config = engine_config(kit, connections=2, max_attempts=30)
-            async with open_engine(config, connector=memory_connector(kit, nursery),
-                                   signing_key=kit.key, wall_clock=kit.now,
-                                   drain_timeout=3600) as engine:
+            async with open_engine(
+                config,
+                connector=memory_connector(kit, nursery),
+                signing_key=kit.key,
+                wall_clock=kit.now,
+                drain_timeout=3600,
+            ) as engine:
                 async with trio.open_nursery() as lanes:
                     for script in scenario.lanes:
                         submitted = scenario.submitted.setdefault(
-                            (script.activity, script.device), [])
+                            (script.activity, script.device), []
+                        )
                         lanes.start_soon(_lane, engine, kit, script, reports, submitted)
                 with trio.move_on_after(6 * 3600) as waiting:
                     await engine.drain()
                 d = engine.dispatcher
                 assert not waiting.cancelled_caught, (
                     f"not drained: {d.coalescer.stats} in flight {d._in_flight} "
-                    f"pool free {d.pool.free_slots} connections {d.pool.connections}")
+                    f"pool free {d.pool.free_slots} connections {d.pool.connections}"
+                )
             _check(kit, scenario)
             nursery.cancel_scope.cancel()
     return kit
@@ -131,8 +168,11 @@ def _check(kit: Kit, scenario: Scenario) -> None:
     assert all(p.status != 413 for p in kit.apns.log)
     for script in scenario.lanes:
         submitted = scenario.submitted[(script.activity, script.device)]
-        activities = [a for a in devices[script.device]["activities"]
-                      if a["attributes"].get("activity_id") == script.activity]
+        activities = [
+            a
+            for a in devices[script.device]["activities"]
+            if a["attributes"].get("activity_id") == script.activity
+        ]
         assert len(activities) == 1, f"{script.activity} started {len(activities)} times"
         activity = activities[0]
         assert activity["order_violations"] == 0

@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 server (`engine.http.h11server`) on 127.0.0.1, port 0, over raw sockets.
+"""The lean HTTP/1.1 server (`engine.server.http.h11server`) on 127.0.0.1, port 0, over raw sockets.
 
 Keep-alive, pipelining, bodies split over TCP segments, the app's 413, malformed requests,
 `Connection: close`, h2c prior knowledge (handed to hypercorn), graceful shutdown.
@@ -17,10 +17,10 @@ import h11
 import pytest
 import trio
 
-from engine.http import PromMetrics, build_openapi, create_app, serve_http
-from engine.http.app import ApiApp
-from engine.http.h11server import H11Limits, H11Server
-from tests.h2client import H2TestClient
+from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
+from engine.server.http.app import ApiApp
+from engine.server.http.h11server import H11Limits, H11Server
+from tests.helpers.h2client import H2TestClient
 from tests.unit.test_http_app import DEVICE_KEY, SEND_KEY, STREAM_BODY, FakeService
 
 TIMEOUT = 20.0
@@ -30,8 +30,12 @@ DEFAULT_LIMITS = H11Limits()
 
 def _app(service: FakeService, max_body: int = 65536) -> ApiApp:
     return create_app(
-        service, api_keys=[SEND_KEY], device_keys=[DEVICE_KEY], metrics=PromMetrics(),
-        max_body=max_body, openapi=build_openapi(),
+        service,
+        api_keys=[SEND_KEY],
+        device_keys=[DEVICE_KEY],
+        metrics=PromMetrics(),
+        max_body=max_body,
+        openapi=build_openapi(),
     )
 
 
@@ -106,9 +110,15 @@ async def running(
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         server = H11Server(app, limits=limits)
-        port = await nursery.start(partial(
-            server.serve, "127.0.0.1", 0, shutdown_trigger=stop.wait,
-            graceful_timeout=graceful_timeout))
+        port = await nursery.start(
+            partial(
+                server.serve,
+                "127.0.0.1",
+                0,
+                shutdown_trigger=stop.wait,
+                graceful_timeout=graceful_timeout,
+            )
+        )
         yield port, stop, nursery
         stop.set()
 
@@ -167,8 +177,10 @@ async def test_chunked_body_is_read() -> None:
     with trio.fail_after(TIMEOUT):
         async with running(_app(service)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
-            head = (f"PUT /api/live-activity/stream/ch HTTP/1.1\r\nHost: t\r\n"
-                    f"Authorization: Bearer {SEND_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n")
+            head = (
+                f"PUT /api/live-activity/stream/ch HTTP/1.1\r\nHost: t\r\n"
+                f"Authorization: Bearer {SEND_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
             chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (STREAM[:7], STREAM[7:]))
             await stream.send_all(head.encode() + chunks + b"0\r\n\r\n")
             ans = await Reader(stream).answer(b"PUT")
@@ -184,8 +196,10 @@ async def test_too_large_body_gets_the_apps_413_and_a_close(chunked: bool) -> No
         async with running(_app(service, max_body=4096)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             if chunked:
-                head = (f"PUT /api/live-activity/stream/big HTTP/1.1\r\nHost: t\r\n"
-                        f"Authorization: Bearer {SEND_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n")
+                head = (
+                    f"PUT /api/live-activity/stream/big HTTP/1.1\r\nHost: t\r\n"
+                    f"Authorization: Bearer {SEND_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
                 raw = head.encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
             else:
                 raw = put("big", big)
@@ -204,8 +218,11 @@ async def test_too_large_body_gets_the_apps_413_and_a_close(chunked: bool) -> No
         (b"GARBAGE\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", 400, "bad_request"),
-        (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431,
-         "headers_too_large"),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
     ],
 )
 async def test_malformed_request_gets_json_error_and_close(
@@ -249,7 +266,9 @@ async def test_http10_without_keep_alive_is_closed_after_the_answer() -> None:
 async def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
     with trio.fail_after(TIMEOUT):
         async with running(_app(FakeService()), limits=H11Limits(idle_timeout=0.05)) as (
-            port, _, _,
+            port,
+            _,
+            _,
         ):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(get("/healthz"))
@@ -263,15 +282,27 @@ async def test_h2c_prior_knowledge_is_served_through_serve_http() -> None:
     stop = trio.Event()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(partial(
-                serve_http, _app(service), "127.0.0.1", 0, shutdown_trigger=stop.wait,
-                server="h11"))
+            port = await nursery.start(
+                partial(
+                    serve_http,
+                    _app(service),
+                    "127.0.0.1",
+                    0,
+                    shutdown_trigger=stop.wait,
+                    server="h11",
+                )
+            )
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             client = H2TestClient(stream, authority=f"127.0.0.1:{port}")
             await client.start()
-            hs = [(":method", "PUT"), (":scheme", "http"), (":authority", client.authority),
-                  (":path", "/api/live-activity/stream/h2"), ("content-type", "application/json"),
-                  ("authorization", f"Bearer {SEND_KEY}")]
+            hs = [
+                (":method", "PUT"),
+                (":scheme", "http"),
+                (":authority", client.authority),
+                (":path", "/api/live-activity/stream/h2"),
+                ("content-type", "application/json"),
+                ("authorization", f"Bearer {SEND_KEY}"),
+            ]
             answer = await client.request(hs, STREAM)
             assert answer.status == 200 and answer.json()["stream_key"] == "h2"
             # and HTTP/1.1 still works on another connection of the same server
@@ -288,8 +319,10 @@ async def test_upgrade_h2c_is_answered_over_http11() -> None:
     with trio.fail_after(TIMEOUT):
         async with running(_app(FakeService())) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
-            upgrade = ("Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-                       "HTTP2-Settings: AAMAAABkAAQAAP__\r\n")
+            upgrade = (
+                "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                "HTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+            )
             await stream.send_all(get("/healthz", extra=upgrade))
             ans = await Reader(stream).answer()
             assert ans.status == 200 and ans.json()["ok"] is True
@@ -304,8 +337,13 @@ def _gated_app(entered: trio.Event, release: trio.Event) -> Callable[..., Awaita
         if scope["path"] == "/slow":
             entered.set()
             await release.wait()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": scope["path"].encode()})
 
     return app
@@ -320,8 +358,13 @@ async def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
             done = trio.Event()
 
             async def serve(task_status: trio.TaskStatus[int]) -> None:
-                await server.serve("127.0.0.1", 0, task_status=task_status,
-                                   shutdown_trigger=stop.wait, graceful_timeout=10)
+                await server.serve(
+                    "127.0.0.1",
+                    0,
+                    task_status=task_status,
+                    shutdown_trigger=stop.wait,
+                    graceful_timeout=10,
+                )
                 done.set()
 
             port = await outer.start(serve)
@@ -349,7 +392,9 @@ async def test_graceful_timeout_bounds_a_stuck_request() -> None:
     entered, release = trio.Event(), trio.Event()
     with trio.fail_after(TIMEOUT):
         async with running(_gated_app(entered, release), graceful_timeout=0.05) as (
-            port, stop, _,
+            port,
+            stop,
+            _,
         ):
             busy = await trio.open_tcp_stream("127.0.0.1", port)
             await busy.send_all(get("/slow"))

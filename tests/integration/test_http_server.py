@@ -10,10 +10,10 @@ from typing import Any
 
 import trio
 
-from engine.http import PromMetrics, build_openapi, create_app, serve_http
-from engine.http.app import ApiApp
-from engine.http.server import bind_address
-from tests.h2client import H2TestClient
+from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
+from engine.server.http.app import ApiApp
+from engine.server.http.server import bind_address
+from tests.helpers.h2client import H2TestClient
 from tests.unit.test_http_app import (
     DEVICE_BODY,
     DEVICE_KEY,

@@ -38,7 +38,7 @@ from engine.apns.tokens import TokenSource
 from engine.apns.transport import ConnectError
 from engine.config import DeliveryConfig
 from simulator.faults import FaultPlan
-from tests.simkit import TOPIC, Kit, make_kit, start_body
+from tests.helpers.simkit import TOPIC, Kit, make_kit, start_body
 
 AUTHORITY = "api.push.apple.com"
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -98,8 +98,16 @@ def test_choose_connection_picks_a_usable_one_with_the_most_free_slots(conns: li
 
 @pytest.mark.parametrize(
     ("failures", "low", "high"),
-    [(0, 0.0, 0.0), (1, 0.8, 1.2), (2, 1.6, 2.4), (3, 3.2, 4.8), (6, 25.6, 38.4),
-     (7, 48.0, 60.0), (8, 48.0, 60.0), (10_000, 48.0, 60.0)],
+    [
+        (0, 0.0, 0.0),
+        (1, 0.8, 1.2),
+        (2, 1.6, 2.4),
+        (3, 3.2, 4.8),
+        (6, 25.6, 38.4),
+        (7, 48.0, 60.0),
+        (8, 48.0, 60.0),
+        (10_000, 48.0, 60.0),
+    ],
 )
 def test_backoff_delay_doubles_with_jitter_and_caps(failures: int, low: float, high: float) -> None:
     rng = random.Random(42)

@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from engine import errors, models
 from engine.apns.transport import ConnectError
-from tests.servicekit import Harness, open_harness
-from tests.simkit import Kit, make_kit
+from engine.server.contract import errors, models
+from tests.helpers.servicekit import Harness, open_harness
+from tests.helpers.simkit import Kit, make_kit
 
 
 @pytest.fixture
@@ -32,8 +32,11 @@ def delete_req(**state: Any) -> models.StreamDeleteRequest:
 
 
 def metrics(cpu: int) -> dict[str, Any]:
-    return {"title": "Server Health", "type": "metrics",
-            "metrics": [{"label": "CPU", "value": cpu, "unit": "%"}]}
+    return {
+        "title": "Server Health",
+        "type": "metrics",
+        "metrics": [{"label": "CPU", "value": cpu, "unit": "%"}],
+    }
 
 
 async def settle(h: Harness, seconds: float = 5.0) -> None:
@@ -204,22 +207,63 @@ async def test_start_update_end_by_id(autojump_clock: Any, tmp_path: Path) -> No
     with trio.fail_after(600):
         async with open_harness(kit, tmp_path / "db") as h:
             live = h.service.live
-            start = await live.start(models.decode(models.StartRequest, msgspec.json.encode(
-                {"content_state": {"title": "Deploy", "type": "segmented_progress",
-                                   "number_of_steps": 4, "current_step": 1}})))
+            start = await live.start(
+                models.decode(
+                    models.StartRequest,
+                    msgspec.json.encode(
+                        {
+                            "content_state": {
+                                "title": "Deploy",
+                                "type": "segmented_progress",
+                                "number_of_steps": 4,
+                                "current_step": 1,
+                            }
+                        }
+                    ),
+                )
+            )
             await settle(h)
             for step in (2, 3):
-                await live.update(models.decode(models.UpdateRequest, msgspec.json.encode(
-                    {"activity_id": start.activity_id,
-                     "content_state": {"title": "Deploy", "current_step": step,
-                                       "number_of_steps": 4}})))
-            end = await live.end(models.decode(models.EndRequest, msgspec.json.encode(
-                {"activity_id": start.activity_id,
-                 "content_state": {"title": "Deployed", "current_step": 4, "number_of_steps": 4,
-                                   "auto_dismiss_minutes": 0}})))
+                await live.update(
+                    models.decode(
+                        models.UpdateRequest,
+                        msgspec.json.encode(
+                            {
+                                "activity_id": start.activity_id,
+                                "content_state": {
+                                    "title": "Deploy",
+                                    "current_step": step,
+                                    "number_of_steps": 4,
+                                },
+                            }
+                        ),
+                    )
+                )
+            end = await live.end(
+                models.decode(
+                    models.EndRequest,
+                    msgspec.json.encode(
+                        {
+                            "activity_id": start.activity_id,
+                            "content_state": {
+                                "title": "Deployed",
+                                "current_step": 4,
+                                "number_of_steps": 4,
+                                "auto_dismiss_minutes": 0,
+                            },
+                        }
+                    ),
+                )
+            )
             assert end.activity_id == start.activity_id
-            again = await live.end(models.decode(models.EndRequest, msgspec.json.encode(
-                {"activity_id": start.activity_id, "content_state": {"title": "x"}})))
+            again = await live.end(
+                models.decode(
+                    models.EndRequest,
+                    msgspec.json.encode(
+                        {"activity_id": start.activity_id, "content_state": {"title": "x"}}
+                    ),
+                )
+            )
             assert again.ignored
             await settle(h)
             for name in ("iphone-1", "iphone-2"):

@@ -12,9 +12,9 @@ import trio
 from engine.apns.auth import ProviderToken
 from simulator.cli import options_from_args, register
 from simulator.runner import Simulator, SimulatorOptions
-from tests.h2client import H2TestClient
-from tests.httpget import request_json
-from tests.simkit import start_body
+from tests.helpers.h2client import H2TestClient
+from tests.helpers.httpget import request_json
+from tests.helpers.simkit import start_body
 
 
 async def test_control_api_lists_devices_pushes_and_creates_devices(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from engine.results import DeliveryStatus
 from simulator.devices import TokenReport
 from simulator.embed import AttachError, EmbeddedSimulator, open_embedded
 from simulator.reporting import report_body
-from tests.httpget import request_json
+from tests.helpers.httpget import request_json
 
 DEVICE_KEY = "dk_test_0123456789abcdef"
 

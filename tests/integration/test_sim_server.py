@@ -12,8 +12,8 @@ import trio.testing
 from h2.errors import ErrorCodes
 
 from simulator.faults import FaultPlan
-from tests.h2client import H2TestClient
-from tests.simkit import TOPIC, Kit, make_kit, start_body, update_body
+from tests.helpers.h2client import H2TestClient
+from tests.helpers.simkit import TOPIC, Kit, make_kit, start_body, update_body
 
 
 @pytest.fixture

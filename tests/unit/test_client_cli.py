@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from engine import client_cli as cli
-from engine.client_cli import ApiRequest, UsageError
+from engine.cli import client as cli
+from engine.cli.client import ApiRequest, UsageError
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -66,8 +66,18 @@ def test_parse_metric_rejects(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("42", 42), ("-7", -7), ("2.50", 2.5), ("100.", 100.0), (" 3 ", 3), ("1,024", "1,024"),
-     ("1e3", "1e3"), ("nan", "nan"), ("$9", "$9"), ("", "")],
+    [
+        ("42", 42),
+        ("-7", -7),
+        ("2.50", 2.5),
+        ("100.", 100.0),
+        (" 3 ", 3),
+        ("1,024", "1,024"),
+        ("1e3", "1e3"),
+        ("nan", "nan"),
+        ("$9", "$9"),
+        ("", ""),
+    ],
 )
 def test_parse_scalar(text: str, expected: object) -> None:
     value = cli.parse_scalar(text)
@@ -87,71 +97,249 @@ def test_parse_number_rejects(text: str) -> None:
     ("argv", "expected"),
     [
         (
-            ["stream", "build-42", "--type", "segmented_progress", "--title", "Deploy",
-             "--steps", "5", "--step", "2", "--color", "blue", "--step-color", "lime"],
-            ApiRequest("PUT", "/live-activity/stream/build-42", {"content_state": {
-                "title": "Deploy", "type": "segmented_progress", "color": "blue",
-                "number_of_steps": 5, "current_step": 2, "step_color": "lime"}}),
+            [
+                "stream",
+                "build-42",
+                "--type",
+                "segmented_progress",
+                "--title",
+                "Deploy",
+                "--steps",
+                "5",
+                "--step",
+                "2",
+                "--color",
+                "blue",
+                "--step-color",
+                "lime",
+            ],
+            ApiRequest(
+                "PUT",
+                "/live-activity/stream/build-42",
+                {
+                    "content_state": {
+                        "title": "Deploy",
+                        "type": "segmented_progress",
+                        "color": "blue",
+                        "number_of_steps": 5,
+                        "current_step": 2,
+                        "step_color": "lime",
+                    }
+                },
+            ),
         ),
         (
             ["stream", "backup", "--type", "progress", "--title", "Backup", "--percentage", "42.5"],
-            ApiRequest("PUT", "/live-activity/stream/backup", {"content_state": {
-                "title": "Backup", "type": "progress", "percentage": 42.5}}),
+            ApiRequest(
+                "PUT",
+                "/live-activity/stream/backup",
+                {"content_state": {"title": "Backup", "type": "progress", "percentage": 42.5}},
+            ),
         ),
         (
-            ["stream", "copy", "--type", "progress", "--title", "Copy", "--value", "30",
-             "--upper-limit", "120"],
-            ApiRequest("PUT", "/live-activity/stream/copy", {"content_state": {
-                "title": "Copy", "type": "progress", "value": 30, "upper_limit": 120}}),
+            [
+                "stream",
+                "copy",
+                "--type",
+                "progress",
+                "--title",
+                "Copy",
+                "--value",
+                "30",
+                "--upper-limit",
+                "120",
+            ],
+            ApiRequest(
+                "PUT",
+                "/live-activity/stream/copy",
+                {
+                    "content_state": {
+                        "title": "Copy",
+                        "type": "progress",
+                        "value": 30,
+                        "upper_limit": 120,
+                    }
+                },
+            ),
         ),
         (
-            ["stream", "web-1", "--type", "metrics", "--title", "web-1", "--metric", "CPU=9%",
-             "--metric", "MEM=45%", "--channel", "ops", "--channel", "web"],
-            ApiRequest("PUT", "/live-activity/stream/web-1", {
-                "content_state": {"title": "web-1", "type": "metrics", "metrics": [
-                    {"label": "CPU", "value": 9, "unit": "%"},
-                    {"label": "MEM", "value": 45, "unit": "%"}]},
-                "channels": ["ops", "web"]}),
+            [
+                "stream",
+                "web-1",
+                "--type",
+                "metrics",
+                "--title",
+                "web-1",
+                "--metric",
+                "CPU=9%",
+                "--metric",
+                "MEM=45%",
+                "--channel",
+                "ops",
+                "--channel",
+                "web",
+            ],
+            ApiRequest(
+                "PUT",
+                "/live-activity/stream/web-1",
+                {
+                    "content_state": {
+                        "title": "web-1",
+                        "type": "metrics",
+                        "metrics": [
+                            {"label": "CPU", "value": 9, "unit": "%"},
+                            {"label": "MEM", "value": 45, "unit": "%"},
+                        ],
+                    },
+                    "channels": ["ops", "web"],
+                },
+            ),
         ),
         (
-            ["start", "--type", "stats", "--title", "Sales", "--metric", "orders=128",
-             "--channel", "sales"],
-            ApiRequest("POST", "/live-activity/start", {
-                "content_state": {"title": "Sales", "type": "stats",
-                                  "metrics": [{"label": "orders", "value": 128}]},
-                "target": {"channels": ["sales"]}}),
+            [
+                "start",
+                "--type",
+                "stats",
+                "--title",
+                "Sales",
+                "--metric",
+                "orders=128",
+                "--channel",
+                "sales",
+            ],
+            ApiRequest(
+                "POST",
+                "/live-activity/start",
+                {
+                    "content_state": {
+                        "title": "Sales",
+                        "type": "stats",
+                        "metrics": [{"label": "orders", "value": 128}],
+                    },
+                    "target": {"channels": ["sales"]},
+                },
+            ),
         ),
         (
-            ["start", "--type", "value", "--title", "Queue", "--value", "1,024",
-             "--icon", "tray", "--icon-color", "gray", "--badge", "LIVE"],
-            ApiRequest("POST", "/live-activity/start", {"content_state": {
-                "title": "Queue", "type": "value", "value": "1,024",
-                "icon": {"symbol": "tray", "color": "gray"}, "badge": {"title": "LIVE"}}}),
+            [
+                "start",
+                "--type",
+                "value",
+                "--title",
+                "Queue",
+                "--value",
+                "1,024",
+                "--icon",
+                "tray",
+                "--icon-color",
+                "gray",
+                "--badge",
+                "LIVE",
+            ],
+            ApiRequest(
+                "POST",
+                "/live-activity/start",
+                {
+                    "content_state": {
+                        "title": "Queue",
+                        "type": "value",
+                        "value": "1,024",
+                        "icon": {"symbol": "tray", "color": "gray"},
+                        "badge": {"title": "LIVE"},
+                    }
+                },
+            ),
         ),
         (
-            ["start", "--type", "alert", "--title", "Disk", "--message", "almost full",
-             "--alert-title", "Disk", "--alert-body", "92% used", "--tag", "infra"],
-            ApiRequest("POST", "/live-activity/start", {
-                "content_state": {"title": "Disk", "type": "alert", "message": "almost full"},
-                "alert": {"title": "Disk", "body": "92% used"}, "tags": ["infra"]}),
+            [
+                "start",
+                "--type",
+                "alert",
+                "--title",
+                "Disk",
+                "--message",
+                "almost full",
+                "--alert-title",
+                "Disk",
+                "--alert-body",
+                "92% used",
+                "--tag",
+                "infra",
+            ],
+            ApiRequest(
+                "POST",
+                "/live-activity/start",
+                {
+                    "content_state": {"title": "Disk", "type": "alert", "message": "almost full"},
+                    "alert": {"title": "Disk", "body": "92% used"},
+                    "tags": ["infra"],
+                },
+            ),
         ),
         (
-            ["start", "--type", "timer", "--title", "Pizza", "--duration", "600", "--subtitle",
-             "oven", "--badge", "hot", "--badge-color", "red"],
-            ApiRequest("POST", "/live-activity/start", {"content_state": {
-                "title": "Pizza", "subtitle": "oven", "type": "timer", "duration_seconds": 600,
-                "badge": {"title": "hot", "color": "red"}}}),
+            [
+                "start",
+                "--type",
+                "timer",
+                "--title",
+                "Pizza",
+                "--duration",
+                "600",
+                "--subtitle",
+                "oven",
+                "--badge",
+                "hot",
+                "--badge-color",
+                "red",
+            ],
+            ApiRequest(
+                "POST",
+                "/live-activity/start",
+                {
+                    "content_state": {
+                        "title": "Pizza",
+                        "subtitle": "oven",
+                        "type": "timer",
+                        "duration_seconds": 600,
+                        "badge": {"title": "hot", "color": "red"},
+                    }
+                },
+            ),
         ),
         (
             ["update", "act-1", "--title", "Uptime", "--count-up", "--paused"],
-            ApiRequest("POST", "/live-activity/update", {"activity_id": "act-1", "content_state": {
-                "title": "Uptime", "counts_down": False, "is_running": False}}),
+            ApiRequest(
+                "POST",
+                "/live-activity/update",
+                {
+                    "activity_id": "act-1",
+                    "content_state": {"title": "Uptime", "counts_down": False, "is_running": False},
+                },
+            ),
         ),
         (
-            ["end-activity", "act-1", "--title", "Done", "--percentage", "100",
-             "--auto-dismiss-minutes", "0"],
-            ApiRequest("POST", "/live-activity/end", {"activity_id": "act-1", "content_state": {
-                "title": "Done", "percentage": 100, "auto_dismiss_minutes": 0}}),
+            [
+                "end-activity",
+                "act-1",
+                "--title",
+                "Done",
+                "--percentage",
+                "100",
+                "--auto-dismiss-minutes",
+                "0",
+            ],
+            ApiRequest(
+                "POST",
+                "/live-activity/end",
+                {
+                    "activity_id": "act-1",
+                    "content_state": {
+                        "title": "Done",
+                        "percentage": 100,
+                        "auto_dismiss_minutes": 0,
+                    },
+                },
+            ),
         ),
         (
             ["end-activity", "act-1"],
@@ -162,10 +350,27 @@ def test_parse_number_rejects(text: str) -> None:
             ApiRequest("DELETE", "/live-activity/stream/build-42", None),
         ),
         (
-            ["end", "build-42", "--title", "Deployed", "--auto-dismiss-seconds", "30",
-             "--auto-dismiss-minutes", "1"],
-            ApiRequest("DELETE", "/live-activity/stream/build-42", {"content_state": {
-                "title": "Deployed", "auto_dismiss_seconds": 30, "auto_dismiss_minutes": 1}}),
+            [
+                "end",
+                "build-42",
+                "--title",
+                "Deployed",
+                "--auto-dismiss-seconds",
+                "30",
+                "--auto-dismiss-minutes",
+                "1",
+            ],
+            ApiRequest(
+                "DELETE",
+                "/live-activity/stream/build-42",
+                {
+                    "content_state": {
+                        "title": "Deployed",
+                        "auto_dismiss_seconds": 30,
+                        "auto_dismiss_minutes": 1,
+                    }
+                },
+            ),
         ),
     ],
 )
@@ -174,8 +379,14 @@ def test_build_request(argv: list[str], expected: ApiRequest) -> None:
 
 
 def test_json_is_the_base_and_flags_win() -> None:
-    req = request("stream", "k", "--json", '{"title": "raw", "type": "value", "value": "007"}',
-                  "--title", "flag")
+    req = request(
+        "stream",
+        "k",
+        "--json",
+        '{"title": "raw", "type": "value", "value": "007"}',
+        "--title",
+        "flag",
+    )
     assert req.body == {"content_state": {"title": "flag", "type": "value", "value": "007"}}
 
 
@@ -288,10 +499,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         size = int(self.headers.get("Content-Length") or 0)
-        self.canned.seen.append({
-            "method": self.command, "path": self.path, "headers": dict(self.headers),
-            "body": self.rfile.read(size) if size else b"",
-        })
+        self.canned.seen.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": dict(self.headers),
+                "body": self.rfile.read(size) if size else b"",
+            }
+        )
         self.send_response(self.canned.status)
         for name, value in self.canned.headers.items():
             self.send_header(name, value)
@@ -331,11 +546,24 @@ def run(*argv: str) -> int:
     return int(args.handler(args))
 
 
-def test_success_prints_pretty_json(server: tuple[str, Canned],
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_success_prints_pretty_json(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
     url, canned = server
-    status = run("stream", "web-1", "--url", url, "--key", SECRET, "--type", "metrics",
-                 "--title", "web-1", "--metric", "CPU=9%")
+    status = run(
+        "stream",
+        "web-1",
+        "--url",
+        url,
+        "--key",
+        SECRET,
+        "--type",
+        "metrics",
+        "--title",
+        "web-1",
+        "--metric",
+        "CPU=9%",
+    )
     out, err = capsys.readouterr()
     assert status == 0
     assert json.loads(out) == {"success": True, "operation": "started", "activity_id": "act-1"}
@@ -361,7 +589,10 @@ def test_key_and_url_from_environment_and_file(
     assert run("end", "build-42") == 0
     first, second = canned.seen
     assert (first["method"], first["path"], first["body"]) == (
-        "DELETE", "/api/live-activity/stream/build-42", b"")
+        "DELETE",
+        "/api/live-activity/stream/build-42",
+        b"",
+    )
     assert "Content-Type" not in first["headers"]
     assert first["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert second["headers"]["Authorization"] == "Bearer env-key"
@@ -370,21 +601,36 @@ def test_key_and_url_from_environment_and_file(
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
-        (400, b'{"error": "bad_request", "message": "content_state.current_step: above steps"}',
-         "content_state.current_step: above steps (HTTP 400, bad_request)"),
-        (403, b'{"error": "forbidden", "message": "unknown API key"}',
-         "unknown API key (HTTP 403, forbidden)"),
-        (404, b'{"error": "no_recipients", "message": "nobody", "effective_channel_slugs": []}',
-         'nobody (HTTP 404, no_recipients) {"effective_channel_slugs": []}'),
-        (429, b'{"code": "rate_limited", "error": "rate_limited", "message": "slow down"}',
-         "slow down (HTTP 429, rate_limited)"),
+        (
+            400,
+            b'{"error": "bad_request", "message": "content_state.current_step: above steps"}',
+            "content_state.current_step: above steps (HTTP 400, bad_request)",
+        ),
+        (
+            403,
+            b'{"error": "forbidden", "message": "unknown API key"}',
+            "unknown API key (HTTP 403, forbidden)",
+        ),
+        (
+            404,
+            b'{"error": "no_recipients", "message": "nobody", "effective_channel_slugs": []}',
+            'nobody (HTTP 404, no_recipients) {"effective_channel_slugs": []}',
+        ),
+        (
+            429,
+            b'{"code": "rate_limited", "error": "rate_limited", "message": "slow down"}',
+            "slow down (HTTP 429, rate_limited)",
+        ),
         (502, b"<html>bad gateway</html>", "HTTP 502: <html>bad gateway</html>"),
         (500, b"", "HTTP 500"),
     ],
 )
 def test_error_answers_exit_1_with_the_server_message(
-    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str],
-    status: int, body: bytes, expected: str,
+    server: tuple[str, Canned],
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    body: bytes,
+    expected: str,
 ) -> None:
     url, canned = server
     canned.status, canned.body = status, body
@@ -395,13 +641,28 @@ def test_error_answers_exit_1_with_the_server_message(
     assert SECRET not in err
 
 
-def test_redirects_are_not_followed(server: tuple[str, Canned],
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_redirects_are_not_followed(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
     url, canned = server
     canned.status, canned.body = 302, b""  # urllib would follow a 302 POST as a GET
     canned.headers = {"Location": url + "/elsewhere"}
-    assert run("start", "--url", url, "--key", SECRET, "--type", "value", "--title", "t",
-               "--value", "1") == 1
+    assert (
+        run(
+            "start",
+            "--url",
+            url,
+            "--key",
+            SECRET,
+            "--type",
+            "value",
+            "--title",
+            "t",
+            "--value",
+            "1",
+        )
+        == 1
+    )
     assert len(canned.seen) == 1  # the Authorization header went nowhere else
     assert "HTTP 302" in capsys.readouterr().err
 
@@ -431,7 +692,17 @@ def test_silent_server_times_out(capsys: pytest.CaptureFixture[str]) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        args = parser().parse_args(["end", "k", "--url", f"http://127.0.0.1:{port}/api",
-                                    "--key", SECRET, "--timeout", "0.2"])
+        args = parser().parse_args(
+            [
+                "end",
+                "k",
+                "--url",
+                f"http://127.0.0.1:{port}/api",
+                "--key",
+                SECRET,
+                "--timeout",
+                "0.2",
+            ]
+        )
         assert cli.run(args) == 1
     assert "timed out" in capsys.readouterr().err

@@ -567,8 +567,13 @@ def test_every_header_block_decodes_to_exactly_what_was_sent(
         if step[0] == "push":
             _, i, priority, topic, expiration, apns_id, collapse = step
             request = PushRequest(
-                token(i), topic, BODY, priority=priority, expiration=expiration,  # type: ignore[arg-type]
-                apns_id=apns_id, collapse_id=collapse,  # type: ignore[arg-type]
+                token(i),
+                topic,
+                BODY,
+                priority=priority,
+                expiration=expiration,  # type: ignore[arg-type]
+                apns_id=apns_id,
+                collapse_id=collapse,  # type: ignore[arg-type]
             )
             sent[client.send(request)] = expected_headers(request, auth)
         elif step[0] == "auth":
@@ -818,7 +823,10 @@ def test_answers_do_not_depend_on_how_bytes_are_split(cuts: list[int]) -> None:
         start = cut
     events += client.receive_data(data[start:])
     assert [(e.stream_id, e.status) for e in events if isinstance(e, PushAnswered)] == [
-        (ids[0], 200), (ids[1], 410), (ids[2], 200), (ids[3], 410)
+        (ids[0], 200),
+        (ids[1], 410),
+        (ids[2], 200),
+        (ids[3], 410),
     ]
 
 

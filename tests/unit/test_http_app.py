@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import errors, models
 from engine.apns.reasons import Reason
-from engine.http.app import ENDPOINTS, UNMATCHED, Access, ApiApp, create_app
-from engine.http.openapi import build_openapi
-from engine.http.prom import CONTENT_TYPE, LATENCY_BUCKETS, PromMetrics
 from engine.results import DeliveryResult, DeliveryStatus
+from engine.server.contract import errors, models
+from engine.server.http.app import ENDPOINTS, UNMATCHED, Access, ApiApp, create_app
+from engine.server.http.openapi import build_openapi
+from engine.server.http.prom import CONTENT_TYPE, LATENCY_BUCKETS, PromMetrics
 
 SEND_KEY = "send-key-0123456789"
 DEVICE_KEY = "device-key-9876543210"

@@ -15,9 +15,9 @@ from activitysmith_openapi.models.live_activity_value import LiveActivityValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import errors, models
-from engine.errors import BadRequest
-from engine.models import (
+from engine.server.contract import errors, models
+from engine.server.contract.errors import BadRequest
+from engine.server.contract.models import (
     Action,
     ContentState,
     Metric,
@@ -99,8 +99,11 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
     # metrics / stats
     (
         StartRequest,
-        body(content_state=state(type="metrics", metrics=[{"label": f"m{i}", "value": i}
-                                                          for i in range(9)])),
+        body(
+            content_state=state(
+                type="metrics", metrics=[{"label": f"m{i}", "value": i} for i in range(9)]
+            )
+        ),
         "content_state.metrics",
     ),
     (StartRequest, body(content_state=state(type="stats", metrics=[])), "content_state.metrics"),
@@ -117,8 +120,11 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
     ),
     (
         StartRequest,
-        body(content_state=state(type="metrics", metrics=[{"label": "x", "value": 1,
-                                                           "color": "pink"}])),
+        body(
+            content_state=state(
+                type="metrics", metrics=[{"label": "x", "value": 1, "color": "pink"}]
+            )
+        ),
         "content_state.metrics[0].color",
     ),
     (
@@ -204,8 +210,11 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
         body(content_state=state(), action={"title": "Go", "type": "call", "url": "https://x"}),
         "action.type",
     ),
-    (StreamRequest, body(content_state=state(), action={"title": "Go", "type": "open_url"}),
-     "action.url"),
+    (
+        StreamRequest,
+        body(content_state=state(), action={"title": "Go", "type": "open_url"}),
+        "action.url",
+    ),
     (
         StreamRequest,
         body(content_state=state(), action={"title": "Go", "type": "open_url", "url": "nowhere"}),
@@ -218,8 +227,15 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
     ),
     (
         StartRequest,
-        body(content_state=PROG, secondary_action={"title": "Go", "type": "webhook",
-                                                    "url": "https://h", "method": "PUT"}),
+        body(
+            content_state=PROG,
+            secondary_action={
+                "title": "Go",
+                "type": "webhook",
+                "url": "https://h",
+                "method": "PUT",
+            },
+        ),
         "secondary_action.method",
     ),
     (StartRequest, body(content_state=PROG, alert={"title": 1}), "alert.title"),
@@ -272,7 +288,9 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
     (
         StartRequest,
         b'{"action": {"title": "a", "type": "webhook", "url": "https://h", "body": {"x": '
-        + b"[" * 50_000 + b"]" * 50_000 + b"}}}",
+        + b"[" * 50_000
+        + b"]" * 50_000
+        + b"}}}",
         "body",
     ),
     # device API
@@ -309,8 +327,14 @@ VALID: list[tuple[type[Any], bytes]] = [
     (StartRequest, body(content_state=state(type="value", value=""))),
     (StartRequest, body(content_state=state(type="value", value=-3.5))),
     (StartRequest, body(content_state=state(type="timer", counts_down=False))),
-    (StartRequest, body(content_state=state(type="alert", message="m"), channels=["ops"],
-                        target={"channels": ["ops"]})),
+    (
+        StartRequest,
+        body(
+            content_state=state(type="alert", message="m"),
+            channels=["ops"],
+            target={"channels": ["ops"]},
+        ),
+    ),
     # partial requests: what is missing is kept from the activity
     (StreamRequest, body(content_state=state(type="segmented_progress", current_step=9))),
     (StreamRequest, body(content_state=state(type="timer", is_running=False))),
@@ -336,25 +360,40 @@ def test_empty_delete_body_is_an_empty_request() -> None:
 # --- the official SDK's bodies decode ---------------------------------------------------------
 
 WEBHOOK = sdk.LiveActivityAction(
-    title="Retry", type="webhook", url="https://ci.example/retry", method="POST",
+    title="Retry",
+    type="webhook",
+    url="https://ci.example/retry",
+    method="POST",
     body={"job": 17, "nested": {"a": [1, 2]}},
 )
 OPEN = sdk.LiveActivityAction(title="Open", type="open_url", url="shortcuts://run-shortcut?name=x")
 
 SDK_STATES: dict[str, dict[str, Any]] = {
-    "segmented_progress": dict(number_of_steps=4, current_step=2, step_color="blue",
-                               step_colors=["green", "green"], color="lime"),
+    "segmented_progress": dict(
+        number_of_steps=4,
+        current_step=2,
+        step_color="blue",
+        step_colors=["green", "green"],
+        color="lime",
+    ),
     "progress": dict(value=LiveActivityValue(3), upper_limit=10, color="cyan"),
-    "metrics": dict(metrics=[
-        sdk.ActivityMetric(label="CPU", value=ActivityMetricValue(12.5), unit="%", color="red"),
-        sdk.ActivityMetric(label="State", value=ActivityMetricValue("ok")),
-    ]),
-    "stats": dict(metrics=[sdk.ActivityMetric(label=f"s{i}", value=ActivityMetricValue(i))
-                           for i in range(8)]),
-    "value": dict(value=LiveActivityValue("$1,200"), badge=sdk.LiveActivityAlertBadge(
-        title="LIVE", color="red")),
-    "alert": dict(message="Deploy failed", icon=sdk.LiveActivityAlertIcon(
-        symbol="exclamationmark.triangle", color="orange")),
+    "metrics": dict(
+        metrics=[
+            sdk.ActivityMetric(label="CPU", value=ActivityMetricValue(12.5), unit="%", color="red"),
+            sdk.ActivityMetric(label="State", value=ActivityMetricValue("ok")),
+        ]
+    ),
+    "stats": dict(
+        metrics=[sdk.ActivityMetric(label=f"s{i}", value=ActivityMetricValue(i)) for i in range(8)]
+    ),
+    "value": dict(
+        value=LiveActivityValue("$1,200"),
+        badge=sdk.LiveActivityAlertBadge(title="LIVE", color="red"),
+    ),
+    "alert": dict(
+        message="Deploy failed",
+        icon=sdk.LiveActivityAlertIcon(symbol="exclamationmark.triangle", color="orange"),
+    ),
     "timer": dict(duration_seconds=300, counts_down=True, is_running=False),
 }
 
@@ -363,27 +402,56 @@ SDK_STATES: dict[str, dict[str, Any]] = {
 def test_sdk_bodies_round_trip(kind: str) -> None:
     fields = SDK_STATES[kind]
     extras: dict[str, Any] = dict(
-        action=WEBHOOK, secondary_action=OPEN, metadata={"build": sdk.MetadataValue(17),
-                                                         "ok": sdk.MetadataValue(True)},
+        action=WEBHOOK,
+        secondary_action=OPEN,
+        metadata={"build": sdk.MetadataValue(17), "ok": sdk.MetadataValue(True)},
         tags=["ci", "deploy"],
     )
     requests: list[tuple[type[Any], Any]] = [
-        (StreamRequest, sdk.LiveActivityStreamRequest(
-            content_state=sdk.StreamContentState(title="Build", subtitle="main", type=kind,
-                                                 **fields),
-            channels=["ops"], alert=sdk.AlertPayload(title="t", body="b"), **extras)),
-        (StartRequest, sdk.LiveActivityStartRequest(
-            content_state=sdk.ContentStateStart(title="Build", type=kind, **fields),
-            target=sdk.ChannelTarget(channels=["ops", "dev"]), **extras)),
-        (models.UpdateRequest, sdk.LiveActivityUpdateRequest(
-            activity_id="act-1", content_state=sdk.ContentStateUpdate(title="Build", **fields),
-            **extras)),
-        (models.EndRequest, sdk.LiveActivityEndRequest(
-            activity_id="act-1",
-            content_state=sdk.ContentStateEnd(title="Build", type=kind, **fields), **extras)),
-        (StreamDeleteRequest, sdk.LiveActivityStreamDeleteRequest(
-            content_state=sdk.StreamContentState(title="Build", type=kind, auto_dismiss_seconds=5,
-                                                 **fields), **extras)),
+        (
+            StreamRequest,
+            sdk.LiveActivityStreamRequest(
+                content_state=sdk.StreamContentState(
+                    title="Build", subtitle="main", type=kind, **fields
+                ),
+                channels=["ops"],
+                alert=sdk.AlertPayload(title="t", body="b"),
+                **extras,
+            ),
+        ),
+        (
+            StartRequest,
+            sdk.LiveActivityStartRequest(
+                content_state=sdk.ContentStateStart(title="Build", type=kind, **fields),
+                target=sdk.ChannelTarget(channels=["ops", "dev"]),
+                **extras,
+            ),
+        ),
+        (
+            models.UpdateRequest,
+            sdk.LiveActivityUpdateRequest(
+                activity_id="act-1",
+                content_state=sdk.ContentStateUpdate(title="Build", **fields),
+                **extras,
+            ),
+        ),
+        (
+            models.EndRequest,
+            sdk.LiveActivityEndRequest(
+                activity_id="act-1",
+                content_state=sdk.ContentStateEnd(title="Build", type=kind, **fields),
+                **extras,
+            ),
+        ),
+        (
+            StreamDeleteRequest,
+            sdk.LiveActivityStreamDeleteRequest(
+                content_state=sdk.StreamContentState(
+                    title="Build", type=kind, auto_dismiss_seconds=5, **fields
+                ),
+                **extras,
+            ),
+        ),
     ]
     for type_, request in requests:
         sent = request.to_json().encode()
@@ -400,8 +468,9 @@ def test_sdk_empty_delete_request() -> None:
 
 
 def test_requested_channels() -> None:
-    assert decode(StreamRequest, body(content_state=state(), channels=["a"])).requested_channels() \
-        == ["a"]
+    assert decode(
+        StreamRequest, body(content_state=state(), channels=["a"])
+    ).requested_channels() == ["a"]
     start = decode(StartRequest, body(content_state=PROG, target={"channels": ["b"]}))
     assert start.requested_channels() == ["b"]
     assert decode(StartRequest, body(content_state=PROG)).requested_channels() is None
@@ -457,8 +526,9 @@ def test_validate_rechecks_python_built_objects() -> None:
     good = StartRequest(content_state=ContentState(title="t", type="value", value=1))
     assert validate(good) == good
     with pytest.raises(BadRequest) as info:
-        validate(StartRequest(content_state=ContentState(title="t", type="value", value=1,
-                                                         color="pink")))  # type: ignore[arg-type]
+        validate(
+            StartRequest(content_state=ContentState(title="t", type="value", value=1, color="pink"))
+        )  # type: ignore[arg-type]
     assert info.value.field == "content_state.color"
     with pytest.raises(BadRequest) as info:
         validate(StartRequest(content_state=ContentState(title="t", type="value")))
@@ -466,6 +536,7 @@ def test_validate_rechecks_python_built_objects() -> None:
 
 
 # --- the standalone checks --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", ["a", "A-b_9", "x" * 128, "build-42"])
 def test_stream_key_ok(key: str) -> None:
@@ -526,8 +597,9 @@ def test_check_metadata_and_tags_ok() -> None:
     check_tags(["t" * 64] * 20)
 
 
-@pytest.mark.parametrize(("tags", "field"), [([""], "tags[0]"), (["a", "b" * 65], "tags[1]"),
-                                             (["t"] * 21, "tags")])
+@pytest.mark.parametrize(
+    ("tags", "field"), [([""], "tags[0]"), (["a", "b" * 65], "tags[1]"), (["t"] * 21, "tags")]
+)
 def test_check_tags_bad(tags: list[str], field: str) -> None:
     with pytest.raises(BadRequest) as info:
         check_tags(tags)
@@ -536,21 +608,40 @@ def test_check_tags_bad(tags: list[str], field: str) -> None:
 
 # --- push_state -------------------------------------------------------------------------------
 
+
 def test_push_state_drops_server_only_data() -> None:
     raw = body(
-        content_state=state(type="alert", message="m", auto_dismiss_minutes=5,
-                            auto_dismiss_seconds=9, counts_down=True, is_running=True),
-        action={"title": "Retry", "type": "webhook", "url": "https://h/r", "method": "POST",
-                "body": {"secret": "s3"}},
-        secondary_action={"title": "Open", "type": "open_url", "url": "https://h",
-                          "method": "POST"},
-        metadata={"owner": "ops"}, tags=["t"],
+        content_state=state(
+            type="alert",
+            message="m",
+            auto_dismiss_minutes=5,
+            auto_dismiss_seconds=9,
+            counts_down=True,
+            is_running=True,
+        ),
+        action={
+            "title": "Retry",
+            "type": "webhook",
+            "url": "https://h/r",
+            "method": "POST",
+            "body": {"secret": "s3"},
+        },
+        secondary_action={
+            "title": "Open",
+            "type": "open_url",
+            "url": "https://h",
+            "method": "POST",
+        },
+        metadata={"owner": "ops"},
+        tags=["t"],
     )
     req = decode(StreamDeleteRequest, raw)
     assert req.content_state is not None
     pushed = push_state(req.content_state, "alert", req.action, req.secondary_action)
     assert pushed == {
-        "type": "alert", "title": "Deploy", "message": "m",
+        "type": "alert",
+        "title": "Deploy",
+        "message": "m",
         "action": {"title": "Retry", "type": "webhook", "url": "https://h/r"},
         "secondary_action": {"title": "Open", "type": "open_url", "url": "https://h"},
     }
@@ -563,7 +654,10 @@ def test_push_state_drops_server_only_data() -> None:
 def test_push_state_fills_type_and_timer_defaults() -> None:
     timer = ContentState(title="t", type="progress", duration_seconds=60)
     assert push_state(timer, "timer") == {
-        "type": "timer", "title": "t", "duration_seconds": 60, "counts_down": True,
+        "type": "timer",
+        "title": "t",
+        "duration_seconds": 60,
+        "counts_down": True,
         "is_running": True,
     }
     paused = ContentState(title="t", is_running=False, counts_down=False)
@@ -571,7 +665,9 @@ def test_push_state_fills_type_and_timer_defaults() -> None:
     assert push_state(paused, "timer")["counts_down"] is False
     metrics = ContentState(title="t", metrics=[Metric(label="a", value="1", unit=None)])
     assert push_state(metrics, "stats") == {
-        "type": "stats", "title": "t", "metrics": [{"label": "a", "value": "1"}],
+        "type": "stats",
+        "title": "t",
+        "metrics": [{"label": "a", "value": "1"}],
     }
 
 
@@ -583,17 +679,42 @@ def test_action_push_form() -> None:
 # --- responses and errors as the SDK reads them -----------------------------------------------
 
 RESPONSES: list[tuple[Any, Any]] = [
-    (models.StreamPutResponse(success=True, operation="rotated", stream_key="k", activity_id="b",
-                              previous_activity_id="a", devices_notified=2, timestamp=iso(0)),
-     sdk.LiveActivityStreamPutResponse),
-    (models.StreamDeleteResponse(success=True, operation="ended", stream_key="k", ignored=True,
-                                 timestamp=iso(0)), sdk.LiveActivityStreamDeleteResponse),
-    (models.StartResponse(success=True, activity_id="a", devices_notified=0, timestamp=iso(0),
-                          errors=["d1: BadDeviceToken"]), sdk.LiveActivityStartResponse),
-    (models.UpdateResponse(success=True, activity_id="a", devices_queued=3, timestamp=iso(0)),
-     sdk.LiveActivityUpdateResponse),
-    (models.EndResponse(success=True, activity_id="a", ignored=False, timestamp=iso(0)),
-     sdk.LiveActivityEndResponse),
+    (
+        models.StreamPutResponse(
+            success=True,
+            operation="rotated",
+            stream_key="k",
+            activity_id="b",
+            previous_activity_id="a",
+            devices_notified=2,
+            timestamp=iso(0),
+        ),
+        sdk.LiveActivityStreamPutResponse,
+    ),
+    (
+        models.StreamDeleteResponse(
+            success=True, operation="ended", stream_key="k", ignored=True, timestamp=iso(0)
+        ),
+        sdk.LiveActivityStreamDeleteResponse,
+    ),
+    (
+        models.StartResponse(
+            success=True,
+            activity_id="a",
+            devices_notified=0,
+            timestamp=iso(0),
+            errors=["d1: BadDeviceToken"],
+        ),
+        sdk.LiveActivityStartResponse,
+    ),
+    (
+        models.UpdateResponse(success=True, activity_id="a", devices_queued=3, timestamp=iso(0)),
+        sdk.LiveActivityUpdateResponse,
+    ),
+    (
+        models.EndResponse(success=True, activity_id="a", ignored=False, timestamp=iso(0)),
+        sdk.LiveActivityEndResponse,
+    ),
 ]
 
 
@@ -625,18 +746,38 @@ ERRORS: list[tuple[errors.ApiError, int, dict[str, Any]]] = [
     (errors.Unauthorized("no key"), 401, {"error": "unauthorized", "message": "no key"}),
     (errors.Forbidden("nope"), 403, {"error": "forbidden", "message": "nope"}),
     (errors.NotFound("gone"), 404, {"error": "not_found", "message": "gone"}),
-    (errors.NoRecipients("none", effective_channel_slugs=("ops",)), 422,
-     {"error": "no_recipients", "message": "none", "effective_channel_slugs": ["ops"]}),
-    (errors.TooLarge("big", size=5000, limit=4096), 413,
-     {"error": "payload_too_large", "message": "big", "size": 5000, "limit": 4096}),
-    (errors.RateLimited("slow", retry_after=2), 429,
-     {"error": "rate_limited", "message": "slow", "code": "rate_limited"}),
-    (errors.ActivityLimit("full", limit=5, active=5, targeted_devices=3), 429,
-     {"error": "live_activity_limit", "message": "full", "limit": 5, "active": 5,
-      "targeted_devices": 3}),
+    (
+        errors.NoRecipients("none", effective_channel_slugs=("ops",)),
+        422,
+        {"error": "no_recipients", "message": "none", "effective_channel_slugs": ["ops"]},
+    ),
+    (
+        errors.TooLarge("big", size=5000, limit=4096),
+        413,
+        {"error": "payload_too_large", "message": "big", "size": 5000, "limit": 4096},
+    ),
+    (
+        errors.RateLimited("slow", retry_after=2),
+        429,
+        {"error": "rate_limited", "message": "slow", "code": "rate_limited"},
+    ),
+    (
+        errors.ActivityLimit("full", limit=5, active=5, targeted_devices=3),
+        429,
+        {
+            "error": "live_activity_limit",
+            "message": "full",
+            "limit": 5,
+            "active": 5,
+            "targeted_devices": 3,
+        },
+    ),
     (errors.Unavailable("busy"), 503, {"error": "unavailable", "message": "busy"}),
-    (errors.ApiError(409, "activity_ended", "ended", activity_id="a"), 409,
-     {"error": "activity_ended", "message": "ended", "activity_id": "a"}),
+    (
+        errors.ApiError(409, "activity_ended", "ended", activity_id="a"),
+        409,
+        {"error": "activity_ended", "message": "ended", "activity_id": "a"},
+    ),
 ]
 
 
@@ -649,11 +790,13 @@ def test_error_bodies(exc: errors.ApiError, status: int, reply: dict[str, Any]) 
 
 def test_error_bodies_parse_with_the_sdk() -> None:
     assert sdk.RateLimitError.from_dict(errors.RateLimited("s").body()).code == "rate_limited"
-    no = sdk.NoRecipientsError.from_dict(errors.NoRecipients("n", effective_channel_slugs=[])
-                                         .body())
+    no = sdk.NoRecipientsError.from_dict(
+        errors.NoRecipients("n", effective_channel_slugs=[]).body()
+    )
     assert no.effective_channel_slugs == []
-    limit = sdk.LiveActivityLimitError.from_dict(errors.ActivityLimit("l", limit=1, active=2)
-                                                 .body())
+    limit = sdk.LiveActivityLimitError.from_dict(
+        errors.ActivityLimit("l", limit=1, active=2).body()
+    )
     assert (limit.limit, limit.active) == (1, 2)
 
 
@@ -665,23 +808,36 @@ def test_api_error_rejects_a_mixed_signature() -> None:
 # --- decode never fails with anything but BadRequest ------------------------------------------
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=70),
-    lambda inner: st.lists(inner, max_size=10) | st.dictionaries(st.text(max_size=20), inner,
-                                                                 max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=70),
+    lambda inner: (
+        st.lists(inner, max_size=10) | st.dictionaries(st.text(max_size=20), inner, max_size=10)
+    ),
     max_leaves=40,
 )
 
 BASES: dict[type[Any], dict[str, Any]] = {
-    StreamRequest: {"content_state": {**SEG, "metrics": [{"label": "a", "value": 1}]},
-                    "channels": ["ops"], "target": {"channels": ["ops"]},
-                    "action": {"title": "a", "type": "webhook", "url": "https://h"},
-                    "metadata": {"k": 1}, "tags": ["t"]},
+    StreamRequest: {
+        "content_state": {**SEG, "metrics": [{"label": "a", "value": 1}]},
+        "channels": ["ops"],
+        "target": {"channels": ["ops"]},
+        "action": {"title": "a", "type": "webhook", "url": "https://h"},
+        "metadata": {"k": 1},
+        "tags": ["t"],
+    },
     StreamDeleteRequest: {"content_state": {**PROG, "auto_dismiss_seconds": 1}},
-    StartRequest: {"content_state": {**PROG, "icon": {"symbol": "x"}}, "alert": {"title": "a"},
-                   "secondary_action": {"title": "b", "type": "open_url", "url": "https://h"}},
-    models.UpdateRequest: {"activity_id": "a", "content_state": state(type="timer",
-                                                                      duration_seconds=5)},
+    StartRequest: {
+        "content_state": {**PROG, "icon": {"symbol": "x"}},
+        "alert": {"title": "a"},
+        "secondary_action": {"title": "b", "type": "open_url", "url": "https://h"},
+    },
+    models.UpdateRequest: {
+        "activity_id": "a",
+        "content_state": state(type="timer", duration_seconds=5),
+    },
     models.EndRequest: {"activity_id": "a", "content_state": state(auto_dismiss_minutes=1)},
     models.DeviceRegistration: {"push_to_start_token": TOKEN, "channels": ["a"], "name": "n"},
     models.ActivityTokenReport: {"device_id": "d", "activity_id": "a", "activity_token": TOKEN},
@@ -721,13 +877,15 @@ def _decodes_or_bad_request(type_: type[Any], raw: bytes) -> None:
     # Whatever is accepted can be pushed: its push state encodes as JSON.
     content = getattr(decoded, "content_state", None)
     if content is not None:
-        pushed = push_state(content, content.type or "value", decoded.action,
-                            decoded.secondary_action)
+        pushed = push_state(
+            content, content.type or "value", decoded.action, decoded.secondary_action
+        )
         assert json.loads(msgspec.json.encode(pushed)) == pushed
 
 
-FUZZ = settings(max_examples=300, derandomize=True, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @FUZZ
@@ -752,8 +910,13 @@ def test_decode_mutated_valid_bodies(data: st.DataObject, type_: type[Any], new:
 
 
 def test_schema_components_describe_the_contract() -> None:
-    types = [*REQUEST_TYPES, *(type(r) for r, _ in RESPONSES), models.DeviceInfo,
-             models.ActivityTokenAccepted, models.ErrorBody]
+    types = [
+        *REQUEST_TYPES,
+        *(type(r) for r, _ in RESPONSES),
+        models.DeviceInfo,
+        models.ActivityTokenAccepted,
+        models.ErrorBody,
+    ]
     _, components = msgspec.json.schema_components(types, ref_template="#/components/{name}")
     content = components["ContentState"]
     assert content["required"] == ["title"]

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from engine import models
 from engine.apns.reasons import Disposition, Reason
 from engine.results import DeliveryResult, DeliveryStatus
-from engine.service.devices import Devices
-from engine.service.outbox import Outbox
-from engine.service.state import Activity, Recipient, Registry
-from engine.store.records import ActivityRow, DeviceRow, Op, RecipientRow, pack_state
+from engine.server.contract import models
+from engine.server.service.devices import Devices
+from engine.server.service.outbox import Outbox
+from engine.server.service.state import Activity, Recipient, Registry
+from engine.server.store.records import ActivityRow, DeviceRow, Op, RecipientRow, pack_state
 
 TOKEN = "ab" * 32
 
@@ -38,17 +38,38 @@ class NoEngine:
 
 def world(update_token: str | None) -> tuple[Registry, Activity, Recipient, Outbox, NullStore]:
     reg = Registry()
-    reg.devices["d1"] = DeviceRow(device_id="d1", name="d1", push_to_start_token=TOKEN,
-                                  channels=[], registered_at=0.0)
-    row = ActivityRow(activity_id="a1", stream_key=None, type="value",
-                      state=pack_state({"title": "t"}),
-                      alert=None, version=1, ended=False, started_at=0.0, updated_at=0.0,
-                      ended_at=None, dismissal_date=None, update_count=0, channels=[],
-                      metadata=None, tags=None)
+    reg.devices["d1"] = DeviceRow(
+        device_id="d1", name="d1", push_to_start_token=TOKEN, channels=[], registered_at=0.0
+    )
+    row = ActivityRow(
+        activity_id="a1",
+        stream_key=None,
+        type="value",
+        state=pack_state({"title": "t"}),
+        alert=None,
+        version=1,
+        ended=False,
+        started_at=0.0,
+        updated_at=0.0,
+        ended_at=None,
+        dismissal_date=None,
+        update_count=0,
+        channels=[],
+        metadata=None,
+        tags=None,
+    )
     act = Activity(row)
-    rec = Recipient(RecipientRow(activity_id="a1", device_id="d1", start_token=TOKEN,
-                                 update_token=update_token, started=update_token is not None,
-                                 sent_version=0, dead=False))
+    rec = Recipient(
+        RecipientRow(
+            activity_id="a1",
+            device_id="d1",
+            start_token=TOKEN,
+            update_token=update_token,
+            started=update_token is not None,
+            sent_version=0,
+            dead=False,
+        )
+    )
     act.recipients["d1"] = rec
     reg.activities["a1"] = act
     store = NullStore()
@@ -57,8 +78,13 @@ def world(update_token: str | None) -> tuple[Registry, Activity, Recipient, Outb
 
 
 def gone(token: str) -> DeliveryResult:
-    return DeliveryResult(DeliveryStatus.REJECTED, token, reason=Reason.UNREGISTERED,
-                          disposition=Disposition.DROP_TOKEN, http_status=410)
+    return DeliveryResult(
+        DeliveryStatus.REJECTED,
+        token,
+        reason=Reason.UNREGISTERED,
+        disposition=Disposition.DROP_TOKEN,
+        http_status=410,
+    )
 
 
 def test_a_dead_start_token_kills_a_recipient_that_never_started() -> None:
@@ -89,16 +115,17 @@ async def test_a_token_report_revives_a_dead_recipient() -> None:
     rec.row.dead = True
     act.row.version = 0  # nothing to push: only the bookkeeping is under test
     devices = Devices(reg, store, outbox, wall_clock=lambda: 0.0)  # type: ignore[arg-type]
-    await devices.report_token(models.ActivityTokenReport(
-        device_id="d1", activity_id="a1", activity_token="ef" * 32))
+    await devices.report_token(
+        models.ActivityTokenReport(device_id="d1", activity_id="a1", activity_token="ef" * 32)
+    )
     assert not rec.row.dead and rec.row.update_token == "ef" * 32 and rec.row.started
     assert store.ops
 
 
 @pytest.mark.parametrize("bad", ["", "abc\n", "a/b", "x" * 129, "é"])
 def test_device_ids_are_checked_whole(bad: str) -> None:
-    from engine import errors
-    from engine.service.devices import check_device_id
+    from engine.server.contract import errors
+    from engine.server.service.devices import check_device_id
 
     with pytest.raises(errors.BadRequest, match="device_id"):
         check_device_id(bad)

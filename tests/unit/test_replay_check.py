@@ -27,14 +27,28 @@ def calls(*lines: tuple[str, str, Any] | tuple[str, str, Any, str]) -> tuple[Cal
     raw = []
     for t, line in enumerate(lines):
         method, path, body, *rest = line
-        raw.append(json.dumps({"t": t, "method": method, "path": API + path, "body": body,
-                               **({"activity_id": rest[0]} if rest else {})}))
+        raw.append(
+            json.dumps(
+                {
+                    "t": t,
+                    "method": method,
+                    "path": API + path,
+                    "body": body,
+                    **({"activity_id": rest[0]} if rest else {}),
+                }
+            )
+        )
     return parse_traffic(raw).calls
 
 
 def seg(title: str = "t", step: int = 0, **extra: Any) -> dict[str, Any]:
-    return {"title": title, "type": "segmented_progress", "number_of_steps": 4,
-            "current_step": step, **extra}
+    return {
+        "title": title,
+        "type": "segmented_progress",
+        "number_of_steps": 4,
+        "current_step": step,
+        **extra,
+    }
 
 
 def only(exps: dict[str, Expectation]) -> Expectation:
@@ -46,74 +60,141 @@ def only(exps: dict[str, Expectation]) -> Expectation:
 
 
 def test_stream_put_replaces_and_keeps_type() -> None:
-    exp = only(expectations(calls(
-        ("PUT", "/stream/s", {"content_state": seg(step=1, subtitle="x"), "channels": ["ops"]}),
-        ("PUT", "/stream/s", {"content_state": {"title": "t", "number_of_steps": 4,
-                                                "current_step": 2}}),
-    )))
-    assert exp.content == {"type": "segmented_progress", "title": "t", "number_of_steps": 4,
-                           "current_step": 2}
+    exp = only(
+        expectations(
+            calls(
+                (
+                    "PUT",
+                    "/stream/s",
+                    {"content_state": seg(step=1, subtitle="x"), "channels": ["ops"]},
+                ),
+                (
+                    "PUT",
+                    "/stream/s",
+                    {"content_state": {"title": "t", "number_of_steps": 4, "current_step": 2}},
+                ),
+            )
+        )
+    )
+    assert exp.content == {
+        "type": "segmented_progress",
+        "title": "t",
+        "number_of_steps": 4,
+        "current_step": 2,
+    }
     assert exp.channels == ("ops",) and not exp.ended and exp.label == "stream s"
 
 
 def test_stream_end_with_and_without_final_state() -> None:
-    ended = calls(("PUT", "/stream/s", {"content_state": seg()}),
-                  ("DELETE", "/stream/s", {"content_state": seg(step=4, auto_dismiss_minutes=0)}))
+    ended = calls(
+        ("PUT", "/stream/s", {"content_state": seg()}),
+        ("DELETE", "/stream/s", {"content_state": seg(step=4, auto_dismiss_minutes=0)}),
+    )
     assert only(expectations(ended)).content == pushed_fields(seg(step=4), "segmented_progress")
     assert only(expectations(ended)).ended
-    bare = calls(("PUT", "/stream/s", {"content_state": seg(step=2)}),
-                 ("DELETE", "/stream/s", None), ("DELETE", "/stream/s", None))
+    bare = calls(
+        ("PUT", "/stream/s", {"content_state": seg(step=2)}),
+        ("DELETE", "/stream/s", None),
+        ("DELETE", "/stream/s", None),
+    )
     assert only(expectations(bare)).content["current_step"] == 2
     assert only(expectations(bare)).last_call == 1  # the second DELETE is ignored
 
 
 def test_stream_restarts_after_an_end_and_rotates_on_a_type_change() -> None:
-    exp = only(expectations(calls(
-        ("PUT", "/stream/s", {"content_state": seg(), "channels": ["a"]}),
-        ("DELETE", "/stream/s", None),
-        ("PUT", "/stream/s", {"content_state": {"title": "v", "type": "value", "value": 3},
-                              "channels": ["b"]}),
-        ("PUT", "/stream/s", {"content_state": {"title": "v", "type": "alert", "message": "m"},
-                              "channels": ["c"]}),
-    )))
+    exp = only(
+        expectations(
+            calls(
+                ("PUT", "/stream/s", {"content_state": seg(), "channels": ["a"]}),
+                ("DELETE", "/stream/s", None),
+                (
+                    "PUT",
+                    "/stream/s",
+                    {
+                        "content_state": {"title": "v", "type": "value", "value": 3},
+                        "channels": ["b"],
+                    },
+                ),
+                (
+                    "PUT",
+                    "/stream/s",
+                    {
+                        "content_state": {"title": "v", "type": "alert", "message": "m"},
+                        "channels": ["c"],
+                    },
+                ),
+            )
+        )
+    )
     assert exp.type == "alert" and not exp.ended and exp.channels == ("c",)
 
 
 def test_by_id_updates_merge_unless_the_type_changes() -> None:
-    merged = expectations(calls(
-        ("POST", "/start", {"content_state": seg(color="blue")}, "la_1"),
-        ("POST", "/update", {"activity_id": "la_1", "content_state": {"title": "t",
-                                                                       "current_step": 3}}),
-        ("POST", "/end", {"activity_id": "la_1", "content_state": {"title": "done"}}),
-    ))
-    assert merged["activity:la_1"].content == {**pushed_fields(seg(color="blue"),
-                                                               "segmented_progress"),
-                                               "current_step": 3, "title": "done"}
+    merged = expectations(
+        calls(
+            ("POST", "/start", {"content_state": seg(color="blue")}, "la_1"),
+            (
+                "POST",
+                "/update",
+                {"activity_id": "la_1", "content_state": {"title": "t", "current_step": 3}},
+            ),
+            ("POST", "/end", {"activity_id": "la_1", "content_state": {"title": "done"}}),
+        )
+    )
+    assert merged["activity:la_1"].content == {
+        **pushed_fields(seg(color="blue"), "segmented_progress"),
+        "current_step": 3,
+        "title": "done",
+    }
     assert merged["activity:la_1"].ended
-    switched = only(expectations(calls(
-        ("POST", "/start", {"content_state": seg(color="blue")}, "la_1"),
-        ("POST", "/update", {"activity_id": "la_1",
-                             "content_state": {"title": "t", "type": "alert", "message": "m"}}),
-    )))
+    switched = only(
+        expectations(
+            calls(
+                ("POST", "/start", {"content_state": seg(color="blue")}, "la_1"),
+                (
+                    "POST",
+                    "/update",
+                    {
+                        "activity_id": "la_1",
+                        "content_state": {"title": "t", "type": "alert", "message": "m"},
+                    },
+                ),
+            )
+        )
+    )
     assert switched.content == {"type": "alert", "title": "t", "message": "m"}
 
 
 def test_updates_of_activities_started_elsewhere_are_not_expected() -> None:
-    assert expectations(calls(
-        ("POST", "/update", {"activity_id": "la_x", "content_state": {"title": "t"}}),
-    )) == {}
+    assert (
+        expectations(
+            calls(
+                ("POST", "/update", {"activity_id": "la_x", "content_state": {"title": "t"}}),
+            )
+        )
+        == {}
+    )
 
 
 @pytest.mark.parametrize(
     ("state", "type_", "expected"),
     [
-        ({"title": "t", "auto_dismiss_minutes": 0, "subtitle": None}, "value",
-         {"type": "value", "title": "t"}),
-        ({"title": "t", "counts_down": False}, "timer",
-         {"type": "timer", "title": "t", "counts_down": False, "is_running": True}),
+        (
+            {"title": "t", "auto_dismiss_minutes": 0, "subtitle": None},
+            "value",
+            {"type": "value", "title": "t"},
+        ),
+        (
+            {"title": "t", "counts_down": False},
+            "timer",
+            {"type": "timer", "title": "t", "counts_down": False, "is_running": True},
+        ),
         ({"title": "t", "is_running": False}, "metrics", {"type": "metrics", "title": "t"}),
-        ({"title": "t", "metrics": [{"label": "a", "value": 1, "unit": None}]}, "metrics",
-         {"type": "metrics", "title": "t", "metrics": [{"label": "a", "value": 1}]}),
+        (
+            {"title": "t", "metrics": [{"label": "a", "value": 1, "unit": None}]},
+            "metrics",
+            {"type": "metrics", "title": "t", "metrics": [{"label": "a", "value": 1}]},
+        ),
     ],
 )
 def test_pushed_fields(state: dict[str, Any], type_: str, expected: dict[str, Any]) -> None:
@@ -131,14 +212,25 @@ def activity(aid: str, content: dict[str, Any], state: str = "active") -> dict[s
     return {"attributes": {"activity_id": aid}, "content_state": content, "state": state}
 
 
-EXP = Expectation("stream:s", "stream s", "value", {"type": "value", "title": "t", "value": 5},
-                  ended=False, channels=("ops",))
+EXP = Expectation(
+    "stream:s",
+    "stream s",
+    "value",
+    {"type": "value", "title": "t", "value": 5},
+    ended=False,
+    channels=("ops",),
+)
 
 
 def test_a_matching_device_passes_and_others_are_not_asked() -> None:
-    devices = [device("p", activity("la_9", {"type": "value", "title": "t", "value": 5.0,
-                                             "extra": 1}), channels=("ops",)),
-               device("q", channels=("other",))]
+    devices = [
+        device(
+            "p",
+            activity("la_9", {"type": "value", "title": "t", "value": 5.0, "extra": 1}),
+            channels=("ops",),
+        ),
+        device("q", channels=("other",)),
+    ]
     assert check_final({"stream:s": EXP}, {"stream:s": "la_9"}, devices) == []
 
 
@@ -146,14 +238,40 @@ def test_a_matching_device_passes_and_others_are_not_asked() -> None:
     ("devices", "detail"),
     [
         ([device("p", channels=("ops",))], "activity la_9 is not shown"),
-        ([device("p", activity("la_9", {"type": "value", "title": "t", "value": 6}),
-                 channels=("ops",))], "content_state.value: expected 5, shown 6"),
-        ([device("p", activity("la_9", {"type": "value", "title": "t"}), channels=("ops",))],
-         "content_state.value: missing"),
-        ([device("p", activity("la_9", {"type": "value", "title": "t", "value": True}),
-                 channels=("ops",))], "content_state.value: expected 5, shown True"),
-        ([device("p", activity("la_9", {"type": "value", "title": "t", "value": 5}, "ended"),
-                 channels=("ops",))], "should be live, is ended"),
+        (
+            [
+                device(
+                    "p",
+                    activity("la_9", {"type": "value", "title": "t", "value": 6}),
+                    channels=("ops",),
+                )
+            ],
+            "content_state.value: expected 5, shown 6",
+        ),
+        (
+            [device("p", activity("la_9", {"type": "value", "title": "t"}), channels=("ops",))],
+            "content_state.value: missing",
+        ),
+        (
+            [
+                device(
+                    "p",
+                    activity("la_9", {"type": "value", "title": "t", "value": True}),
+                    channels=("ops",),
+                )
+            ],
+            "content_state.value: expected 5, shown True",
+        ),
+        (
+            [
+                device(
+                    "p",
+                    activity("la_9", {"type": "value", "title": "t", "value": 5}, "ended"),
+                    channels=("ops",),
+                )
+            ],
+            "should be live, is ended",
+        ),
         ([device("p", channels=("x",))], "no device subscribes to ['ops']"),
     ],
 )
@@ -171,8 +289,12 @@ def test_ended_expectations_accept_dismissed_and_unresolved_lanes_fail() -> None
 
 
 def test_resolve_ids_follows_the_last_answer_of_a_stream() -> None:
-    cs = calls(("PUT", "/stream/s", {}), ("POST", "/start", {}, "la_old"),
-               ("PUT", "/stream/s", {}), ("POST", "/update", {"activity_id": "la_old"}))
+    cs = calls(
+        ("PUT", "/stream/s", {}),
+        ("POST", "/start", {}, "la_old"),
+        ("PUT", "/stream/s", {}),
+        ("POST", "/update", {"activity_id": "la_old"}),
+    )
     got = resolve_ids(zip(cs, ["la_1", "la_2", "la_3", "la_2"], strict=True))
     assert got == {"stream:s": "la_3", "activity:la_old": "la_2"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import ConfigError
-from engine.settings import ensure_keys, load_settings
+from engine.server.settings import ensure_keys, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -24,7 +24,9 @@ def test_defaults_are_simulate_mode_on_localhost() -> None:
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [server]
 port = 9000
 api_keys = ["file-key-0123456789"]
@@ -34,9 +36,11 @@ connections = 2
 notify_wait = 0.5
 [simulate]
 devices = 5
-""")
-    s = load_settings(path, env={"LOCKSTEP_API_KEY": "env-key-0123456789,second-key-012345"},
-                      port=9100, host=None)
+""",
+    )
+    s = load_settings(
+        path, env={"LOCKSTEP_API_KEY": "env-key-0123456789,second-key-012345"}, port=9100, host=None
+    )
     assert s.port == 9100  # the flag wins
     assert s.api_keys == ("env-key-0123456789", "second-key-012345")  # env beats the file
     assert s.delivery.connections == 2 and s.live.notify_wait == 0.5
@@ -46,14 +50,17 @@ devices = 5
 
 def test_apns_section_selects_apple(tmp_path: Path) -> None:
     (tmp_path / "AuthKey.p8").write_text("not read here")
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [apns]
 team_id = "TEAM123456"
 key_id = "KEY1234567"
 key_path = "AuthKey.p8"
 bundle_id = "com.example.app"
 environment = "sandbox"
-""")
+""",
+    )
     s = load_settings(path, env={})
     assert not s.simulated
     assert s.endpoint.host == "api.sandbox.push.apple.com"
@@ -69,10 +76,14 @@ environment = "sandbox"
         ("[server]\napi_keys = ['short']\n", "at least 16"),
         ("[server]\napi_key = ['a-long-enough-key-0123']\n", "[server]: unknown key(s) api_key"),
         ("[apns]\nteam_id = 'T'\n", "[apns]: missing key_id"),
-        ("[apns]\nteam_id='T'\nkey_id='K'\nkey_path='missing.p8'\nbundle_id='b'\n",
-         "does not exist"),
-        ("[apns]\nteam_id='T'\nkey_id='K'\nkey_path='x'\nbundle_id='b'\nenvironment='dev'\n",
-         "environment"),
+        (
+            "[apns]\nteam_id='T'\nkey_id='K'\nkey_path='missing.p8'\nbundle_id='b'\n",
+            "does not exist",
+        ),
+        (
+            "[apns]\nteam_id='T'\nkey_id='K'\nkey_path='x'\nbundle_id='b'\nenvironment='dev'\n",
+            "environment",
+        ),
         ("not toml [", "not valid TOML"),
     ],
 )
@@ -104,7 +115,8 @@ def test_generated_keys_are_kept_private_and_stable(tmp_path: Path) -> None:
 
 def test_a_key_in_both_scopes_is_refused(tmp_path: Path) -> None:
     key = "same-key-0123456789"
-    s = load_settings(None, env={"LOCKSTEP_API_KEY": key, "LOCKSTEP_DEVICE_KEY": key},
-                      state_dir=tmp_path)
+    s = load_settings(
+        None, env={"LOCKSTEP_API_KEY": key, "LOCKSTEP_DEVICE_KEY": key}, state_dir=tmp_path
+    )
     with pytest.raises(ConfigError, match="separate scopes"):
         ensure_keys(s)

@@ -50,8 +50,7 @@ def test_render_adds_bundle_key_and_keeps_payload_bytes() -> None:
     [
         (b"{}", b'{"Simulator Target Bundle":"b"}'),
         (b'  { "aps" : {} }\n', b'{"Simulator Target Bundle":"b","aps" : {}}'),
-        (b'{"aps":{},"Simulator Target Bundle":"x"}',
-         b'{"Simulator Target Bundle":"b","aps":{}}'),
+        (b'{"aps":{},"Simulator Target Bundle":"x"}', b'{"Simulator Target Bundle":"b","aps":{}}'),
         ('\ufeff{"aps":{}}'.encode(), b'{"Simulator Target Bundle":"b","aps":{}}'),
     ],
 )
@@ -102,10 +101,15 @@ def test_device_folder_rejects_unusable_names(name: str) -> None:
 def test_writer_names_files_in_order(tmp_path: Path) -> None:
     writer = ApnsFileWriter(tmp_path, bundle_id=BUNDLE)
     events = ["start", "update", "update", "end"]
-    paths = [writer.write("phone", body({"event": e, "timestamp": n}))
-             for n, e in enumerate(events)]
+    paths = [
+        writer.write("phone", body({"event": e, "timestamp": n})) for n, e in enumerate(events)
+    ]
     assert [p.name for p in paths if p] == [
-        "000001-start.apns", "000002-update.apns", "000003-update.apns", "000004-end.apns"]
+        "000001-start.apns",
+        "000002-update.apns",
+        "000003-update.apns",
+        "000004-end.apns",
+    ]
     assert sorted(p.name for p in (tmp_path / "phone").iterdir()) == [p.name for p in paths if p]
     first = json.loads((tmp_path / "phone" / "000001-start.apns").read_bytes())
     assert first == {BUNDLE_KEY: BUNDLE, "aps": {"event": "start", "timestamp": 0}}
@@ -118,8 +122,11 @@ def test_writer_counts_per_device_and_honours_seq(tmp_path: Path) -> None:
     b = writer.write("b", body({"alert": "plain"}))
     a2 = writer.write("a", body({"event": "bogus"}))
     assert a is not None and b is not None and a2 is not None
-    assert (a.name, b.name, a2.name) == ("000041-update.apns", "000001-push.apns",
-                                         "000042-push.apns")
+    assert (a.name, b.name, a2.name) == (
+        "000041-update.apns",
+        "000001-push.apns",
+        "000042-push.apns",
+    )
 
 
 def test_writer_sanitises_device_folder(tmp_path: Path) -> None:
@@ -158,9 +165,16 @@ def test_on_accepted_listener(tmp_path: Path) -> None:
     writer = ApnsFileWriter(tmp_path, bundle_id=BUNDLE)
     payload = body({"event": "update", "timestamp": 3, "content-state": {}})
     push = DevicePush(
-        token="ab", push_type="liveactivity", topic=BUNDLE + ".push-type.liveactivity",
-        bundle_id=BUNDLE, priority=10, expiration=None, apns_id=None, collapse_id=None,
-        payload=json.loads(payload), body=payload,
+        token="ab",
+        push_type="liveactivity",
+        topic=BUNDLE + ".push-type.liveactivity",
+        bundle_id=BUNDLE,
+        priority=10,
+        expiration=None,
+        apns_id=None,
+        collapse_id=None,
+        payload=json.loads(payload),
+        body=payload,
         token_info=TokenInfo(BUNDLE, TokenKind.ACTIVITY),
     )
     writer.on_accepted(push, "phone")

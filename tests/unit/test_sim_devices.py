@@ -48,13 +48,15 @@ def end_aps(ts: float, score: int | None = None, /, **extra: Any) -> dict[str, A
     return aps
 
 
-def send(reg: DeviceRegistry, token: str, aps: Any, now: float, priority: int = 10,
-         apns_id: str = "id") -> DeliveryOutcome:
+def send(
+    reg: DeviceRegistry, token: str, aps: Any, now: float, priority: int = 10, apns_id: str = "id"
+) -> DeliveryOutcome:
     return reg.deliver(token, {"aps": aps}, now=now, priority=priority, apns_id=apns_id)
 
 
-def started(reg: DeviceRegistry | None = None, now: float = T0, /,
-            **extra: Any) -> tuple[DeviceRegistry, str]:
+def started(
+    reg: DeviceRegistry | None = None, now: float = T0, /, **extra: Any
+) -> tuple[DeviceRegistry, str]:
     """A registry with device "phone" and one started activity; returns its update token."""
     reg = reg or make_registry()
     if "phone" not in reg.devices:
@@ -87,7 +89,10 @@ def test_start_creates_activity_token_and_report() -> None:
     assert (report.device, report.activity_id, report.activity_token) == ("phone", "phone-1", token)
     assert report.push_to_start_token == device.push_to_start_token
     assert (report.attributes_type, report.attributes, report.issued_at) == (
-        "ScoreAttributes", {"match": "A-B"}, T0)
+        "ScoreAttributes",
+        {"match": "A-B"},
+        T0,
+    )
     assert reg.token_reports() == []  # drained
     act = activity(reg, T0)
     assert act["state"] == "active" and act["content_state"] == {"score": 0}
@@ -135,8 +140,14 @@ def test_newer_update_applies() -> None:
     act = activity(reg, T0 + 1)
     assert act["content_state"] == {"score": 1} and act["last_timestamp"] == T0 + 1
     assert act["relevance_score"] == 50 and act["applied"] == 2
-    assert act["events"][-1] == {"at": T0 + 1, "event": "update", "timestamp": T0 + 1,
-                                 "detail": "", "apns_id": "u1", "priority": 5}
+    assert act["events"][-1] == {
+        "at": T0 + 1,
+        "event": "update",
+        "timestamp": T0 + 1,
+        "detail": "",
+        "apns_id": "u1",
+        "priority": 5,
+    }
 
 
 @pytest.mark.parametrize(
@@ -158,8 +169,9 @@ def test_update_equal_to_start_timestamp_is_ignored() -> None:
     assert send(reg, token, update_aps(T0, 1), T0 + 1).detail == "equal-timestamp"
 
 
-@pytest.mark.parametrize(("ahead", "outcome"), [(8 * HOUR, Outcome.APPLIED),
-                                                 (8 * HOUR + 1, Outcome.IGNORED)])
+@pytest.mark.parametrize(
+    ("ahead", "outcome"), [(8 * HOUR, Outcome.APPLIED), (8 * HOUR + 1, Outcome.IGNORED)]
+)
 def test_future_timestamp_limit(ahead: float, outcome: Outcome) -> None:
     reg, token = started()
     result = send(reg, token, update_aps(T0 + 5 + ahead, 1), T0 + 5)
@@ -226,8 +238,9 @@ def test_unknown_token() -> None:
         (None, "ended", T0 + 100 + 4 * HOUR),  # absent: up to 4 h on the Lock Screen
     ],
 )
-def test_end_and_dismissal_date(dismissal: float | None, state_now: str,
-                                dismissal_at: float) -> None:
+def test_end_and_dismissal_date(
+    dismissal: float | None, state_now: str, dismissal_at: float
+) -> None:
     reg, token = started()
     extra = {} if dismissal is None else {"dismissal-date": dismissal}
     result = send(reg, token, end_aps(T0 + 100, 7, **extra), T0 + 100)
@@ -240,8 +253,9 @@ def test_end_and_dismissal_date(dismissal: float | None, state_now: str,
     assert reg.lookup(token).unregistered_at_ms == int(dismissal_at * 1000)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("end_ts", "detail"), [(T0 + 5, "stale-timestamp"),
-                                                (T0 + 10, "equal-timestamp")])
+@pytest.mark.parametrize(
+    ("end_ts", "detail"), [(T0 + 5, "stale-timestamp"), (T0 + 10, "equal-timestamp")]
+)
 def test_end_with_old_timestamp_ends_but_keeps_newer_state(end_ts: float, detail: str) -> None:
     reg, token = started()
     send(reg, token, update_aps(T0 + 10, 3), T0 + 10)
@@ -302,8 +316,12 @@ def test_advance_materialises_transitions_without_pushes() -> None:
     reg.advance(T0 + 12 * HOUR)
     assert reg.lookup(token).unregistered_at_ms == int((T0 + 12 * HOUR) * 1000)  # type: ignore[union-attr]
     events = [(e["event"], e["at"]) for e in activity(reg, T0 + 12 * HOUR)["events"]]
-    assert events == [("start", T0), ("stale", T0 + 30), ("ended-by-system", T0 + 8 * HOUR),
-                      ("dismissed", T0 + 12 * HOUR)]
+    assert events == [
+        ("start", T0),
+        ("stale", T0 + 30),
+        ("ended-by-system", T0 + 8 * HOUR),
+        ("dismissed", T0 + 12 * HOUR),
+    ]
 
 
 # -- stale-date --------------------------------------------------------------------------------
@@ -386,8 +404,9 @@ def test_bad_start(aps: dict[str, Any]) -> None:
     assert snap is not None and snap["activities"] == [] and snap["ignored"] == 1
 
 
-@pytest.mark.parametrize(("aps", "detail"), [(update_aps(T0, 1), "bad-event"),
-                                             ("x", "not-live-activity")])
+@pytest.mark.parametrize(
+    ("aps", "detail"), [(update_aps(T0, 1), "bad-event"), ("x", "not-live-activity")]
+)
 def test_non_start_to_push_to_start_token(aps: Any, detail: str) -> None:
     reg = make_registry()
     pts = reg.add_device("phone", now=T0).push_to_start_token
@@ -424,12 +443,35 @@ def test_rotate_token() -> None:
 
 # -- snapshot shape, bounds --------------------------------------------------------------------
 
-DEVICE_KEYS = {"name", "push_to_start_token", "channels", "ignored", "events", "events_dropped",
-               "activities"}
-ACTIVITY_KEYS = {"activity_id", "token", "state", "attributes_type", "attributes", "content_state",
-                 "last_timestamp", "stale_date", "dismissal_at", "relevance_score", "last_alert",
-                 "applied", "ignored", "order_violations", "started_at", "ended_at", "events",
-                 "events_dropped"}
+DEVICE_KEYS = {
+    "name",
+    "push_to_start_token",
+    "channels",
+    "ignored",
+    "events",
+    "events_dropped",
+    "activities",
+}
+ACTIVITY_KEYS = {
+    "activity_id",
+    "token",
+    "state",
+    "attributes_type",
+    "attributes",
+    "content_state",
+    "last_timestamp",
+    "stale_date",
+    "dismissal_at",
+    "relevance_score",
+    "last_alert",
+    "applied",
+    "ignored",
+    "order_violations",
+    "started_at",
+    "ended_at",
+    "events",
+    "events_dropped",
+}
 EVENT_KEYS = {"at", "event", "timestamp", "detail", "apns_id", "priority"}
 
 

@@ -282,58 +282,117 @@ CASES = [
     ("even stream id", frame(HEADERS, H, 2, BLOCK), PROTOCOL_ERROR, True),
     ("DATA on idle stream", frame(DATA, FLAG_END_STREAM, 1, b"x"), PROTOCOL_ERROR, True),
     ("DATA on stream 0", frame(DATA, 0, 0, b"x"), PROTOCOL_ERROR, True),
-    ("stream id reused", frame(HEADERS, H | 1, 5, BLOCK) + frame(HEADERS, H | 1, 5, BLOCK),
-     STREAM_CLOSED, True),
-    ("DATA after END_STREAM", frame(HEADERS, H | 1, 1, BLOCK) + frame(DATA, 1, 1, b"x"),
-     STREAM_CLOSED, True),
+    (
+        "stream id reused",
+        frame(HEADERS, H | 1, 5, BLOCK) + frame(HEADERS, H | 1, 5, BLOCK),
+        STREAM_CLOSED,
+        True,
+    ),
+    (
+        "DATA after END_STREAM",
+        frame(HEADERS, H | 1, 1, BLOCK) + frame(DATA, 1, 1, b"x"),
+        STREAM_CLOSED,
+        True,
+    ),
     ("stray CONTINUATION", frame(CONTINUATION, H, 1, BLOCK), PROTOCOL_ERROR, True),
-    ("interrupted header block", frame(HEADERS, 0, 1, BLOCK) + frame(PING, 0, 0, b"12345678"),
-     PROTOCOL_ERROR, True),
-    ("CONTINUATION flood",
-     frame(HEADERS, 0, 1, BLOCK) + frame(CONTINUATION, 0, 1, b"a" * 16384) * 5,
-     ENHANCE_YOUR_CALM, True),
+    (
+        "interrupted header block",
+        frame(HEADERS, 0, 1, BLOCK) + frame(PING, 0, 0, b"12345678"),
+        PROTOCOL_ERROR,
+        True,
+    ),
+    (
+        "CONTINUATION flood",
+        frame(HEADERS, 0, 1, BLOCK) + frame(CONTINUATION, 0, 1, b"a" * 16384) * 5,
+        ENHANCE_YOUR_CALM,
+        True,
+    ),
     ("PING of 7 bytes", frame(PING, 0, 0, b"1234567"), FRAME_SIZE_ERROR, True),
     ("PING on a stream", frame(PING, 0, 1, b"12345678"), PROTOCOL_ERROR, True),
     ("SETTINGS ACK with payload", frame(SETTINGS, FLAG_ACK, 0, b"\0" * 6), FRAME_SIZE_ERROR, True),
     ("SETTINGS of 5 bytes", frame(SETTINGS, 0, 0, b"\0" * 5), FRAME_SIZE_ERROR, True),
     ("ENABLE_PUSH=2", frame(SETTINGS, 0, 0, struct.pack(">HL", 2, 2)), PROTOCOL_ERROR, True),
-    ("window over 2**31-1", frame(SETTINGS, 0, 0, struct.pack(">HL", 4, 2**31)),
-     FLOW_CONTROL_ERROR, True),
-    ("MAX_FRAME_SIZE too small", frame(SETTINGS, 0, 0, struct.pack(">HL", 5, 100)),
-     PROTOCOL_ERROR, True),
-    ("PUSH_PROMISE from client", frame(PUSH_PROMISE, H, 1, b"\0\0\0\2" + BLOCK),
-     PROTOCOL_ERROR, True),
+    (
+        "window over 2**31-1",
+        frame(SETTINGS, 0, 0, struct.pack(">HL", 4, 2**31)),
+        FLOW_CONTROL_ERROR,
+        True,
+    ),
+    (
+        "MAX_FRAME_SIZE too small",
+        frame(SETTINGS, 0, 0, struct.pack(">HL", 5, 100)),
+        PROTOCOL_ERROR,
+        True,
+    ),
+    (
+        "PUSH_PROMISE from client",
+        frame(PUSH_PROMISE, H, 1, b"\0\0\0\2" + BLOCK),
+        PROTOCOL_ERROR,
+        True,
+    ),
     ("WINDOW_UPDATE of 0", frame(WINDOW_UPDATE, 0, 0, b"\0\0\0\0"), PROTOCOL_ERROR, True),
     ("WINDOW_UPDATE of 3 bytes", frame(WINDOW_UPDATE, 0, 0, b"\0\0\1"), FRAME_SIZE_ERROR, True),
     ("RST_STREAM on idle stream", frame(RST_STREAM, 0, 9, b"\0\0\0\0"), PROTOCOL_ERROR, True),
     ("PRIORITY on itself", frame(PRIORITY, 0, 1, struct.pack(">LB", 1, 16)), PROTOCOL_ERROR, True),
-    ("pad longer than HEADERS", frame(HEADERS, H | FLAG_PADDED, 1, b"\x09" + BLOCK),
-     PROTOCOL_ERROR, True),
-    ("HEADERS priority self",
-     frame(HEADERS, H | FLAG_PRIORITY, 1, struct.pack(">LB", 1, 0) + BLOCK),
-     PROTOCOL_ERROR, True),
-    ("pad longer than DATA", frame(HEADERS, H, 1, BLOCK) + frame(DATA, FLAG_PADDED, 1, b"\x05ab"),
-     PROTOCOL_ERROR, True),
+    (
+        "pad longer than HEADERS",
+        frame(HEADERS, H | FLAG_PADDED, 1, b"\x09" + BLOCK),
+        PROTOCOL_ERROR,
+        True,
+    ),
+    (
+        "HEADERS priority self",
+        frame(HEADERS, H | FLAG_PRIORITY, 1, struct.pack(">LB", 1, 0) + BLOCK),
+        PROTOCOL_ERROR,
+        True,
+    ),
+    (
+        "pad longer than DATA",
+        frame(HEADERS, H, 1, BLOCK) + frame(DATA, FLAG_PADDED, 1, b"\x05ab"),
+        PROTOCOL_ERROR,
+        True,
+    ),
     ("GOAWAY of 4 bytes", frame(GOAWAY, 0, 0, b"\0\0\0\0"), FRAME_SIZE_ERROR, True),
     ("HPACK index 0", frame(HEADERS, H | 1, 1, b"\x82\x80"), COMPRESSION_ERROR, True),
     ("HPACK index past the table", frame(HEADERS, H | 1, 1, b"\x82\xbe"), COMPRESSION_ERROR, True),
-    ("HPACK truncated literal", frame(HEADERS, H | 1, 1, b"\x00\x07apns-id\x24abc"),
-     COMPRESSION_ERROR, True),
-    ("HPACK table size over 4096", frame(HEADERS, H | 1, 1, b"\x3f\xe1\x3f" + BLOCK),
-     COMPRESSION_ERROR, True),
-    ("HPACK size update after a field", frame(HEADERS, H | 1, 1, b"\x82\x20"),
-     COMPRESSION_ERROR, True),
-    ("HPACK index of an evicted entry",  # 0x21: table size 1, which evicts :authority x
-     frame(HEADERS, H | 1, 1, BLOCK) + frame(HEADERS, H | 1, 3, b"\x21\x82\x84\x86")
-     + frame(HEADERS, H | 1, 5, b"\x82\xbe"), COMPRESSION_ERROR, True),
-    ("HPACK bad index in CONTINUATION",
-     frame(HEADERS, 1, 1, b"\x82") + frame(CONTINUATION, H, 1, b"\xff\x7f"),
-     COMPRESSION_ERROR, True),
+    (
+        "HPACK truncated literal",
+        frame(HEADERS, H | 1, 1, b"\x00\x07apns-id\x24abc"),
+        COMPRESSION_ERROR,
+        True,
+    ),
+    (
+        "HPACK table size over 4096",
+        frame(HEADERS, H | 1, 1, b"\x3f\xe1\x3f" + BLOCK),
+        COMPRESSION_ERROR,
+        True,
+    ),
+    (
+        "HPACK size update after a field",
+        frame(HEADERS, H | 1, 1, b"\x82\x20"),
+        COMPRESSION_ERROR,
+        True,
+    ),
+    (
+        "HPACK index of an evicted entry",  # 0x21: table size 1, which evicts :authority x
+        frame(HEADERS, H | 1, 1, BLOCK)
+        + frame(HEADERS, H | 1, 3, b"\x21\x82\x84\x86")
+        + frame(HEADERS, H | 1, 5, b"\x82\xbe"),
+        COMPRESSION_ERROR,
+        True,
+    ),
+    (
+        "HPACK bad index in CONTINUATION",
+        frame(HEADERS, 1, 1, b"\x82") + frame(CONTINUATION, H, 1, b"\xff\x7f"),
+        COMPRESSION_ERROR,
+        True,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("wire", "code", "after_preface"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("wire", "code", "after_preface"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_input_ends_in_goaway_without_raising(
     wire: bytes, code: int, after_preface: bool
 ) -> None:
@@ -555,8 +614,9 @@ def test_requests_without_an_id_get_distinct_uuid_shaped_ones() -> None:
     sink = FastSinkProtocol()  # no fixed id: generated per request
     sink.receive_data(PREFACE + CLIENT_SETTINGS)
     sink.data_to_send()
-    wire = b"".join(frame(HEADERS, H, sid, PSEUDO) + frame(DATA, 1, sid, BODY)
-                    for sid in range(1, 200, 2))
+    wire = b"".join(
+        frame(HEADERS, H, sid, PSEUDO) + frame(DATA, 1, sid, BODY) for sid in range(1, 200, 2)
+    )
     sink.receive_data(wire + frame(HEADERS, H | FLAG_END_STREAM, 201, PSEUDO))
     ids = answer_ids(sink.data_to_send())
     assert sorted(ids) == list(range(1, 202, 2))
@@ -654,8 +714,12 @@ def encoded_requests(draw: st.DrawFn) -> list[tuple[bytes, bytes | None, bool]]:
         huffman = draw(st.booleans())
         token = draw(st.sampled_from(["ab" * 32, "cd" * 32, f"{n:064x}"]))
         block = enc.encode(
-            [(":method", "POST"), (":scheme", "https"), (":path", "/3/device/" + token),
-             ("apns-topic", draw(st.sampled_from(["a.push-type.liveactivity", "b"])))],
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":path", "/3/device/" + token),
+                ("apns-topic", draw(st.sampled_from(["a.push-type.liveactivity", "b"]))),
+            ],
             huffman=huffman,
         )
         fresh = b"%08x-0000-4000-8000-%012x" % (n, draw(st.integers(0, 2**48 - 1)))
@@ -722,13 +786,23 @@ def _aioapns_burst(port: int, client_ctx: ssl.SSLContext, count: int) -> list[tu
 
     async def main() -> list[tuple[str, str]]:
         key = SigningKey.generate("SINKKEY001", "SINKTEAM01")
-        client = APNs(key=key.to_p8().decode(), key_id=key.key_id, team_id=key.team_id,
-                      topic="com.example.app.push-type.liveactivity", use_sandbox=True,
-                      ssl_context=client_ctx, max_connection_attempts=1)
+        client = APNs(
+            key=key.to_p8().decode(),
+            key_id=key.key_id,
+            team_id=key.team_id,
+            topic="com.example.app.push-type.liveactivity",
+            use_sandbox=True,
+            ssl_context=client_ctx,
+            max_connection_attempts=1,
+        )
         client.pool.protocol_class = LocalProtocol
         requests = [
-            NotificationRequest(device_token=f"{i:064x}", message={"aps": {"event": "update"}},
-                                push_type=PushType.LIVEACTIVITY, priority=5)
+            NotificationRequest(
+                device_token=f"{i:064x}",
+                message={"aps": {"event": "update"}},
+                push_type=PushType.LIVEACTIVITY,
+                priority=5,
+            )
             for i in range(count)
         ]
         try:

@@ -14,7 +14,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.store import (
+from engine.server.store import (
     SCHEMA_VERSION,
     ActivityRow,
     DeleteActivity,
@@ -31,8 +31,8 @@ from engine.store import (
     StoreError,
     StreamRow,
 )
-from engine.store.records import pack_state
-from engine.store.sqlite import MIGRATIONS, migrate
+from engine.server.store.records import pack_state
+from engine.server.store.sqlite import MIGRATIONS, migrate
 
 TIMEOUT = 20.0
 TOKEN = "c0ffee" * 10

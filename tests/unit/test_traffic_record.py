@@ -1,4 +1,4 @@
-"""Recording API traffic (engine.record) and pushes (simulator.record), and reading them back."""
+"""Recording API traffic (engine.server.record) and pushes (simulator.record), read back."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bench.traffic.format import (
     route_of,
 )
 from bench.traffic.generate import build_all
-from engine.record import TrafficRecorder, traffic_line
+from engine.server.record import TrafficRecorder, traffic_line
 from simulator.devices import TokenReport
 from simulator.record import PushRecorder
 from simulator.replay import PushReplay, parse_pushes
@@ -31,20 +31,34 @@ STREAM = "/api/live-activity/stream/web-1"
 TRAFFIC_DIR = Path(__file__).resolve().parents[2] / "bench" / "traffic"
 
 
-# -- engine.record ----------------------------------------------------------------------------
+# -- engine.server.record --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("method", "path", "body", "reply", "expected"),
     [
-        ("PUT", STREAM, b'{"content_state":{"title":"a"}}', b'{"activity_id":"la_1"}',
-         {"body": {"content_state": {"title": "a"}}, "activity_id": "la_1"}),
-        ("POST", "/api/live-activity/start", b'{"content_state":{"title":"a"}}',
-         b'{"activity_id":"la_2","success":true}',
-         {"body": {"content_state": {"title": "a"}}, "activity_id": "la_2"}),
+        (
+            "PUT",
+            STREAM,
+            b'{"content_state":{"title":"a"}}',
+            b'{"activity_id":"la_1"}',
+            {"body": {"content_state": {"title": "a"}}, "activity_id": "la_1"},
+        ),
+        (
+            "POST",
+            "/api/live-activity/start",
+            b'{"content_state":{"title":"a"}}',
+            b'{"activity_id":"la_2","success":true}',
+            {"body": {"content_state": {"title": "a"}}, "activity_id": "la_2"},
+        ),
         # update / end name their id in the body: the answer's is not needed
-        ("POST", "/api/live-activity/update", b'{"activity_id":"la_2"}',
-         b'{"activity_id":"la_2"}', {"body": {"activity_id": "la_2"}}),
+        (
+            "POST",
+            "/api/live-activity/update",
+            b'{"activity_id":"la_2"}',
+            b'{"activity_id":"la_2"}',
+            {"body": {"activity_id": "la_2"}},
+        ),
         ("DELETE", STREAM, b"", b'{"activity_id":"la_1"}', {"body": None}),
         ("PUT", STREAM, b"{}", b"not json", {"body": {}}),
     ],
@@ -107,18 +121,30 @@ def test_parse_header_order_and_lanes() -> None:
     lines = [
         json.dumps({"traffic": "demo", "devices": [{"name": "p", "channels": ["ops"]}]}),
         "",
-        json.dumps({"t": 2, "method": "POST", "path": "/api/live-activity/update",
-                    "body": {"activity_id": "la_a"}}),
-        json.dumps({"t": 1, "method": "POST", "path": "/api/live-activity/start",
-                    "body": {}, "activity_id": "la_a"}),
+        json.dumps(
+            {
+                "t": 2,
+                "method": "POST",
+                "path": "/api/live-activity/update",
+                "body": {"activity_id": "la_a"},
+            }
+        ),
+        json.dumps(
+            {
+                "t": 1,
+                "method": "POST",
+                "path": "/api/live-activity/start",
+                "body": {},
+                "activity_id": "la_a",
+            }
+        ),
         json.dumps({"t": 3, "method": "PUT", "path": STREAM, "body": {}}),
     ]
     traffic = parse_traffic(lines)
     assert traffic.name == "demo" and traffic.devices[0].channels == ("ops",)
     assert [c.index for c in traffic.calls] == [0, 1, 2]
     assert [c.route for c in traffic.calls] == [Route.START, Route.UPDATE, Route.STREAM_PUT]
-    assert [lane_of(c) for c in traffic.calls] == ["activity:la_a", "activity:la_a",
-                                                    "stream:web-1"]
+    assert [lane_of(c) for c in traffic.calls] == ["activity:la_a", "activity:la_a", "stream:web-1"]
     assert traffic.duration == 3.0
 
 
@@ -134,8 +160,9 @@ def test_parse_header_order_and_lanes() -> None:
 )
 def test_bad_lines_are_refused_with_their_line_number(line: str) -> None:
     with pytest.raises(TrafficError, match="t:2"):
-        parse_traffic(['{"t": 0, "method": "DELETE", "path": "/api/live-activity/stream/a"}',
-                       line], name="t")
+        parse_traffic(
+            ['{"t": 0, "method": "DELETE", "path": "/api/live-activity/stream/a"}', line], name="t"
+        )
 
 
 # -- simulator.record and simulator.replay ------------------------------------------------------
@@ -144,15 +171,28 @@ def test_bad_lines_are_refused_with_their_line_number(line: str) -> None:
 def push(token: str, aps: dict[str, Any]) -> DevicePush:
     payload = {"aps": aps}
     return DevicePush(
-        token=token, push_type="liveactivity", topic=TOPIC, bundle_id=BUNDLE, priority=10,
-        expiration=None, apns_id=None, collapse_id=None, payload=payload,
-        body=json.dumps(payload).encode(), token_info=TokenInfo(BUNDLE, TokenKind.ACTIVITY),
+        token=token,
+        push_type="liveactivity",
+        topic=TOPIC,
+        bundle_id=BUNDLE,
+        priority=10,
+        expiration=None,
+        apns_id=None,
+        collapse_id=None,
+        payload=payload,
+        body=json.dumps(payload).encode(),
+        token_info=TokenInfo(BUNDLE, TokenKind.ACTIVITY),
     )
 
 
-START = {"event": "start", "timestamp": 1_800_000_000, "content-state": {"title": "a"},
-         "attributes-type": "LockstepActivityAttributes", "attributes": {"activity_id": "la_1"},
-         "alert": {"title": "a", "body": ""}}
+START = {
+    "event": "start",
+    "timestamp": 1_800_000_000,
+    "content-state": {"title": "a"},
+    "attributes-type": "LockstepActivityAttributes",
+    "attributes": {"activity_id": "la_1"},
+    "alert": {"title": "a", "body": ""},
+}
 
 
 def test_push_recorder_lines_and_activity_token(tmp_path: Path) -> None:
@@ -168,21 +208,57 @@ def test_push_recorder_lines_and_activity_token(tmp_path: Path) -> None:
     assert [x["t"] for x in lines] == [0.0, 1.5]
     assert lines[0]["activity_token"] == "bb" * 8 and "activity_token" not in lines[1]
     assert lines[1] | {"payload": None} == {
-        "t": 1.5, "at": 1_800_000_001.5, "token": "bb" * 8, "device": "iphone-1",
-        "push_type": "liveactivity", "topic": TOPIC, "priority": 10, "expiration": None,
-        "apns_id": None, "payload": None, "status": 200, "reason": None,
+        "t": 1.5,
+        "at": 1_800_000_001.5,
+        "token": "bb" * 8,
+        "device": "iphone-1",
+        "push_type": "liveactivity",
+        "topic": TOPIC,
+        "priority": 10,
+        "expiration": None,
+        "apns_id": None,
+        "payload": None,
+        "status": 200,
+        "reason": None,
     }
 
 
 PUSH_LINES: list[dict[str, Any]] = [
-    {"t": 0, "at": 1_800_000_000.0, "token": "aa" * 8, "device": "iphone-1", "topic": TOPIC,
-     "priority": 10, "payload": {"aps": START}, "activity_token": "bb" * 8},
-    {"t": 1, "at": 1_800_000_001.0, "token": "bb" * 8, "device": "iphone-1", "topic": TOPIC,
-     "priority": 10, "payload": {"aps": {"event": "end", "timestamp": 1_800_000_001,
-                                         "content-state": {"title": "done"},
-                                         "dismissal-date": 1_800_009_000}}},
-    {"t": 2, "at": 1_800_000_002.0, "token": "cc" * 8, "device": "iphone-1", "topic": TOPIC,
-     "priority": 10, "payload": {"aps": {"event": "update", "timestamp": 1_800_000_002}}},
+    {
+        "t": 0,
+        "at": 1_800_000_000.0,
+        "token": "aa" * 8,
+        "device": "iphone-1",
+        "topic": TOPIC,
+        "priority": 10,
+        "payload": {"aps": START},
+        "activity_token": "bb" * 8,
+    },
+    {
+        "t": 1,
+        "at": 1_800_000_001.0,
+        "token": "bb" * 8,
+        "device": "iphone-1",
+        "topic": TOPIC,
+        "priority": 10,
+        "payload": {
+            "aps": {
+                "event": "end",
+                "timestamp": 1_800_000_001,
+                "content-state": {"title": "done"},
+                "dismissal-date": 1_800_009_000,
+            }
+        },
+    },
+    {
+        "t": 2,
+        "at": 1_800_000_002.0,
+        "token": "cc" * 8,
+        "device": "iphone-1",
+        "topic": TOPIC,
+        "priority": 10,
+        "payload": {"aps": {"event": "update", "timestamp": 1_800_000_002}},
+    },
 ]
 
 
@@ -197,7 +273,9 @@ def test_push_replay_maps_update_tokens(tmp_path: Path) -> None:
     assert device["push_to_start_token"] == "aa" * 8
     assert activity["content_state"] == {"title": "done"} and activity["state"] == "ended"
     assert sorted(p.name for p in (tmp_path / "apns" / "iphone-1").iterdir()) == [
-        "000001-start.apns", "000002-end.apns"]
+        "000001-start.apns",
+        "000002-end.apns",
+    ]
 
 
 def test_cli_replays_a_pushes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

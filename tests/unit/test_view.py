@@ -22,25 +22,36 @@ ATTRIBUTES = "LockstepAttributes"
 # One content state per contract type, as the engine pushes them (http-api.md, content state).
 STATES: dict[str, dict[str, Any]] = {
     "segmented_progress": {
-        "title": "Deploy", "type": "segmented_progress", "number_of_steps": 5,
-        "current_step": 3, "color": "blue", "subtitle": "build 42",
+        "title": "Deploy",
+        "type": "segmented_progress",
+        "number_of_steps": 5,
+        "current_step": 3,
+        "color": "blue",
+        "subtitle": "build 42",
     },
     "progress": {"title": "Backup", "type": "progress", "percentage": 42, "color": "green"},
     "metrics": {
-        "title": "web-1", "type": "metrics", "color": "cyan",
+        "title": "web-1",
+        "type": "metrics",
+        "color": "cyan",
         "metrics": [
             {"label": "CPU", "value": 9, "unit": "%"},
             {"label": "MEM", "value": 45.5, "unit": "%", "color": "red"},
         ],
     },
     "stats": {
-        "title": "Sales", "type": "stats",
+        "title": "Sales",
+        "type": "stats",
         "metrics": [{"label": "orders", "value": 128}, {"label": "revenue", "value": "$4.2k"}],
     },
     "value": {"title": "Queue depth", "type": "value", "value": "1,024", "color": "orange"},
     "alert": {
-        "title": "Disk", "type": "alert", "message": "disk almost full", "color": "red",
-        "icon": {"symbol": "externaldrive", "color": "yellow"}, "badge": {"title": "P1"},
+        "title": "Disk",
+        "type": "alert",
+        "message": "disk almost full",
+        "color": "red",
+        "icon": {"symbol": "externaldrive", "color": "yellow"},
+        "badge": {"title": "P1"},
     },
     "timer": {"title": "Pizza", "type": "timer", "duration_seconds": 600, "color": "purple"},
 }
@@ -48,8 +59,11 @@ STATES: dict[str, dict[str, Any]] = {
 
 def start_aps(state: dict[str, Any], ts: float, activity_id: str) -> dict[str, Any]:
     return {
-        "event": "start", "timestamp": ts, "attributes-type": ATTRIBUTES,
-        "attributes": {"activity_id": activity_id}, "content-state": state,
+        "event": "start",
+        "timestamp": ts,
+        "attributes-type": ATTRIBUTES,
+        "attributes": {"activity_id": activity_id},
+        "content-state": state,
         "alert": {"title": state["title"], "body": "started"},
     }
 
@@ -163,9 +177,7 @@ def test_device_filter_and_empty_answers() -> None:
     assert "no simulated devices" in draw(view.render_devices({"devices": []}, now=T0))
     reg = DeviceRegistry(bundle_id="com.example.app", rng=random.Random(1))
     reg.add_device("idle", now=T0)
-    assert "no Live Activities" in draw(
-        view.render_devices({"devices": reg.snapshot(T0)}, now=T0)
-    )
+    assert "no Live Activities" in draw(view.render_devices({"devices": reg.snapshot(T0)}, now=T0))
 
 
 def test_one_device_answer_and_bare_list_are_accepted() -> None:
@@ -202,14 +214,18 @@ def test_user_text_is_not_rich_markup() -> None:
 def test_malformed_content_state_never_breaks_drawing(state: dict[str, Any]) -> None:
     activity = simulated(["value"])["devices"][0]["activities"][0]
     activity["content_state"] = state
-    assert "phone-0" in draw(view.render_devices([{"name": "phone-0", "activities": [activity]}],
-                                                 now=T0))
+    assert "phone-0" in draw(
+        view.render_devices([{"name": "phone-0", "activities": [activity]}], now=T0)
+    )
 
 
 def test_progress_from_value_and_upper_limit() -> None:
     activity = simulated(["value"])["devices"][0]["activities"][0]
     activity["content_state"] = {
-        "title": "Copy", "type": "progress", "value": 30, "upper_limit": 120,
+        "title": "Copy",
+        "type": "progress",
+        "value": 30,
+        "upper_limit": 120,
     }
     text = draw(view.render_activity(activity, now=T0))
     assert "25%  30 / 120" in text
@@ -217,7 +233,16 @@ def test_progress_from_value_and_upper_limit() -> None:
 
 def test_colors_map_to_rich_colors_on_the_border() -> None:
     assert set(view.RICH_COLORS) == {
-        "lime", "green", "cyan", "blue", "purple", "magenta", "red", "orange", "yellow", "gray",
+        "lime",
+        "green",
+        "cyan",
+        "blue",
+        "purple",
+        "magenta",
+        "red",
+        "orange",
+        "yellow",
+        "gray",
     }
     assert view.rich_color("nope") == view.DEFAULT_ACCENT
     activity = simulated(["value"])["devices"][0]["activities"][0]
@@ -226,8 +251,13 @@ def test_colors_map_to_rich_colors_on_the_border() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "clock", "span"),
-    [(0, "00:00", "0s"), (59.9, "00:59", "1m 0s"), (61, "01:01", "1m 1s"),
-     (3600, "1:00:00", "1h 0m"), (-5, "00:00", "0s")],
+    [
+        (0, "00:00", "0s"),
+        (59.9, "00:59", "1m 0s"),
+        (61, "01:01", "1m 1s"),
+        (3600, "1:00:00", "1h 0m"),
+        (-5, "00:00", "0s"),
+    ],
 )
 def test_formatters(seconds: float, clock: str, span: str) -> None:
     assert view.format_clock(seconds) == clock
@@ -293,8 +323,9 @@ def test_command_watch_stops_after_count(control: tuple[str, type[_Control]]) ->
     assert "web-1" in console.export_text()
 
 
-def test_command_errors(control: tuple[str, type[_Control]],
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_errors(
+    control: tuple[str, type[_Control]], capsys: pytest.CaptureFixture[str]
+) -> None:
     url, handler = control
     console = Console(record=True, width=100)
     assert view.run(parse("--url", url, "--device", "nope"), console) == 1

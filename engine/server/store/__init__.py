@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from engine.store.base import Store, StoreError
-from engine.store.records import (
+from engine.server.store.base import Store, StoreError
+from engine.server.store.records import (
     ActivityRow,
     DeleteActivity,
     DeleteDevice,
@@ -21,7 +21,7 @@ from engine.store.records import (
     Snapshot,
     StreamRow,
 )
-from engine.store.sqlite import SCHEMA_VERSION, SqliteStore
+from engine.server.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",

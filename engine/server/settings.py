@@ -17,7 +17,7 @@
     [delivery]                    # any field of engine.config.DeliveryConfig
     connections = 4
 
-    [live]                        # any field of engine.service.LiveConfig
+    [live]                        # any field of engine.server.service.LiveConfig
     notify_wait = 0.25
 
 Without `[apns]` the server runs in simulate mode: the simulator is started in-process as its
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
-from engine.service.live import LiveConfig
+from engine.server.service.live import LiveConfig
 
 DEFAULT_STATE_DIR = Path("lockstep-data")
 
@@ -96,16 +96,19 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
     server = data.get("server", {})
     unknown = set(server) - _SERVER_KEYS
     if unknown:
-        raise ConfigError(f"[server]: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"known: {', '.join(sorted(_SERVER_KEYS))}")
+        raise ConfigError(
+            f"[server]: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_SERVER_KEYS))}"
+        )
     settings = Settings(
         host=server.get("host", "127.0.0.1"),
         port=int(server.get("port", 8787)),
         state_dir=Path(server.get("state_dir", DEFAULT_STATE_DIR)),
         db=Path(server["db"]) if "db" in server else None,
         api_keys=_keys(server.get("api_keys"), env.get("LOCKSTEP_API_KEY"), "server.api_keys"),
-        device_keys=_keys(server.get("device_keys"), env.get("LOCKSTEP_DEVICE_KEY"),
-                          "server.device_keys"),
+        device_keys=_keys(
+            server.get("device_keys"), env.get("LOCKSTEP_DEVICE_KEY"), "server.device_keys"
+        ),
         delivery=_section(DeliveryConfig, data.get("delivery", {}), "delivery"),
         live=_section(LiveConfig, data.get("live", {}), "live"),
         simulate=_section(SimulateSettings, data.get("simulate", {}), "simulate"),
@@ -139,9 +142,7 @@ def _stored_key(path: Path, prefix: str) -> str:
     return key
 
 
-_SERVER_KEYS = frozenset(
-    {"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body"}
-)
+_SERVER_KEYS = frozenset({"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body"})
 
 
 def _keys(configured: Any, from_env: str | None, name: str) -> tuple[str, ...]:
@@ -160,8 +161,10 @@ def _section(cls: Any, values: dict[str, Any], name: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"known: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(names))}"
+        )
     try:
         return cls(**values)
     except TypeError as exc:

@@ -4,7 +4,7 @@
 end_stream) and `.devices` (register / unregister / report_token / list).
 """
 
-from engine.service.live import LiveActivities, LiveConfig
-from engine.service.service import Service, ServiceConfig, open_service
+from engine.server.service.live import LiveActivities, LiveConfig
+from engine.server.service.service import Service, ServiceConfig, open_service
 
 __all__ = ["LiveActivities", "LiveConfig", "Service", "ServiceConfig", "open_service"]

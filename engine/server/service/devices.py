@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from engine import errors, models
-from engine.service.outbox import Outbox
-from engine.service.state import Registry
-from engine.store.base import Store
-from engine.store.records import DeleteDevice, DeviceRow, PutDevice, PutRecipient
+from engine.server.contract import errors, models
+from engine.server.service.outbox import Outbox
+from engine.server.service.state import Registry
+from engine.server.store.base import Store
+from engine.server.store.records import DeleteDevice, DeviceRow, PutDevice, PutRecipient
 
 _DEVICE_ID = re.compile(models.DEVICE_ID_PATTERN[1:-1])
 

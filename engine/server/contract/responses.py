@@ -27,15 +27,15 @@ __all__ = [
     "iso",
 ]
 
-_Timestamp = Annotated[
-    str, Meta(description="ISO-8601 time in UTC, e.g. 2025-01-01T12:00:00.000Z")
-]
+_Timestamp = Annotated[str, Meta(description="ISO-8601 time in UTC, e.g. 2025-01-01T12:00:00.000Z")]
 # Shared field types with their descriptions for the OpenAPI document.
 _Notified = Annotated[int | None, Meta(description="Pushes APNs accepted.")]
 _Queued = Annotated[
     int | None,
-    Meta(description="Pushes accepted but not yet confirmed by APNs (coalesced or waiting for "
-         "the device's update token)."),
+    Meta(
+        description="Pushes accepted but not yet confirmed by APNs (coalesced or waiting for "
+        "the device's update token)."
+    ),
 ]
 _Errors = Annotated[list[str] | None, Meta(description="Per-device delivery errors.")]
 _Warning = Annotated[
@@ -90,9 +90,9 @@ class StreamDeleteResponse(_Reply, kw_only=True):
     devices_queued: _Queued = None
     devices_notified: _Notified = None
     timestamp: _Timestamp
-    ignored: Annotated[
-        bool | None, Meta(description="True when the stream had already ended.")
-    ] = None
+    ignored: Annotated[bool | None, Meta(description="True when the stream had already ended.")] = (
+        None
+    )
     message: str | None = None
     forced_completion: bool | None = None
     warning: str | None = None

@@ -1,8 +1,8 @@
 """The API's route table: one `Endpoint` per (method, route), with its handler.
 
-`engine.http.app` routes requests with it and `engine.http.openapi` documents it, so the served
-routes and the OpenAPI document cannot drift apart. Handlers decode the body with
-`engine.models.decode` (400 on any violation) and call the service; errors are `ApiError`s that
+`http.app` routes requests with it and `http.openapi` documents it, so the served routes and the
+OpenAPI document cannot drift apart. Handlers decode the body with `contract.models.decode`
+(400 on any violation) and call the service; errors are `ApiError`s that
 the app turns into JSON answers.
 """
 
@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from engine import models
-from engine.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
+from engine.server.contract import models
+from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from engine.http.app import ApiApp
+    from engine.server.http.app import ApiApp
 
 JSON: Final = b"application/json"
+
 
 class Access(enum.Enum):
     """Who may call a route."""

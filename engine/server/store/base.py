@@ -24,7 +24,7 @@ from typing import Protocol
 
 import trio
 
-from engine.store.records import Op, Snapshot
+from engine.server.store.records import Op, Snapshot
 
 
 class StoreError(Exception):

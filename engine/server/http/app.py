@@ -1,6 +1,6 @@
 """The HTTP API as a plain ASGI application (no framework).
 
-Routes (the contract is the hosted ActivitySmith API, see the module `engine.models`):
+Routes (the contract is the hosted ActivitySmith API, see `engine.server.contract.models`):
 - send keys: `PUT|DELETE /api/live-activity/stream/{stream_key}`,
   `POST /api/live-activity/start|update|end`, `GET /api/devices`;
 - device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
@@ -10,7 +10,7 @@ Routes (the contract is the hosted ActivitySmith API, see the module `engine.mod
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,
 403 for an unknown key or a key of the other kind) -> body (413 over `max_body`, judged from
 `content-length` before reading and again while reading; 415 for a body that says it is not JSON)
--> decode and validate (`engine.models.decode`, 400) -> the service. Every error body is
+-> decode and validate (`contract.models.decode`, 400) -> the service. Every error body is
 `{"error": <code>, "message": <sentence>, ...}`; an unexpected exception is logged and answered
 with a bare 500, never a stack trace. API keys are compared in constant time and never logged.
 """
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.errors import (
+from engine.server.contract.errors import (
     ApiError,
     BadRequest,
     Forbidden,
@@ -36,8 +36,8 @@ from engine.errors import (
     Unauthorized,
     Unavailable,
 )
-from engine.http.prom import PromMetrics
-from engine.http.routes import ENDPOINTS, JSON, Access, DeviceList, Endpoint, Reply
+from engine.server.http.prom import PromMetrics
+from engine.server.http.routes import ENDPOINTS, JSON, Access, DeviceList, Endpoint, Reply
 
 __all__ = [
     "ENDPOINTS",
@@ -276,11 +276,11 @@ def create_app(
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`).
 
-    `openapi` is the document served at `/api/openapi.json` (see `engine.http.openapi`);
+    `openapi` is the document served at `/api/openapi.json` (see `engine.server.http.openapi`);
     `record(method, path, body)` hears about every accepted send-route call that carries a
     body (the calls that change something); it never sees the key. `record_reply` hears about
     the same calls with the answer's body as a fourth argument (a traffic recorder keeps the
-    `activity_id` a start was given, see `engine.record`).
+    `activity_id` a start was given, see `engine.server.record`).
     """
     return ApiApp(
         service,

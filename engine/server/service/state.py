@@ -1,9 +1,9 @@
 """The service's in-memory view of devices, activities, streams and recipients.
 
-The store (engine/store) is the durable copy; this is the working copy every request reads, so a
-request never waits on a database read. Both hold the same rows (`engine.store.records`): the
-service mutates a row here, then hands the same row to `Store.write` inside an op, and replies only
-once that write is durable.
+The store (engine/server/store) is the durable copy; this is the working copy every request reads,
+so a request never waits on a database read. Both hold the same rows
+(`engine.server.store.records`): the service mutates a row here, then hands the same row to
+`Store.write` inside an op, and replies only once that write is durable.
 
 `KeyedLocks` serializes the calls that touch one activity (by stream key or activity id): two
 concurrent PUTs for one stream are applied, made durable and submitted one after the other, so the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from engine.store.records import ActivityRow, DeviceRow, RecipientRow, Snapshot, StreamRow
+from engine.server.store.records import ActivityRow, DeviceRow, RecipientRow, Snapshot, StreamRow
 
 
 @dataclass(slots=True)
@@ -38,8 +38,9 @@ class Activity:
 
     def delivered(self) -> bool:
         """Every live recipient has the newest version (or cannot get it: a dead token)."""
-        return all(r.row.dead or r.row.sent_version >= self.row.version
-                   for r in self.recipients.values())
+        return all(
+            r.row.dead or r.row.sent_version >= self.row.version for r in self.recipients.values()
+        )
 
 
 class Registry:
@@ -114,8 +115,9 @@ class Registry:
 
     def live_count(self, device_id: str) -> int:
         """Activities not ended that `device_id` receives (the per-device limit, apns.md §6)."""
-        return sum(1 for a in self.activities.values()
-                   if not a.row.ended and device_id in a.recipients)
+        return sum(
+            1 for a in self.activities.values() if not a.row.ended and device_id in a.recipients
+        )
 
     def pending(self) -> Iterable[tuple[Activity, Recipient]]:
         """Recipients that do not have their activity's newest version yet."""

@@ -1,7 +1,7 @@
 """Serve the HTTP API: HTTP/1.1 and cleartext HTTP/2 (h2c) on a plain socket.
 
 Two servers, one signature:
-- "h11" (the default): `engine.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
+- "h11" (the default): `engine.server.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
   hands h2c prior-knowledge connections (those that open with the HTTP/2 preface) to
   hypercorn's connection handler. `Upgrade: h2c` on HTTP/1.1 is answered over HTTP/1.1.
 - "hypercorn": hypercorn's trio worker for everything (h2c both ways: prior knowledge and the
@@ -23,7 +23,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from engine.http.h11server import H11Server, hypercorn_h2c
+from engine.server.http.h11server import H11Server, hypercorn_h2c
 
 __all__ = ["SERVERS", "bind_address", "hypercorn_config", "serve_http"]
 
@@ -74,8 +74,13 @@ async def serve_http(
     if choice == "h11":
         h2c, stop_h2c = hypercorn_h2c(asgi, config)
         front = H11Server(asgi, h2c=h2c, on_shutdown=stop_h2c)
-        await front.serve(host, port, task_status=task_status,
-                          shutdown_trigger=shutdown_trigger, graceful_timeout=graceful_timeout)
+        await front.serve(
+            host,
+            port,
+            task_status=task_status,
+            shutdown_trigger=shutdown_trigger,
+            graceful_timeout=graceful_timeout,
+        )
         return
     async with trio.open_nursery() as nursery:
         bound: list[str] = await nursery.start(

@@ -60,8 +60,9 @@ _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-AsgiApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]
+AsgiApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 H2Handler = Callable[[trio.abc.HalfCloseableStream], Awaitable[None]]
 
 
@@ -166,7 +167,8 @@ class H11Server:
         self._on_shutdown = on_shutdown
         app_max = getattr(app, "max_body", None)
         self._body_limit = (
-            limits.max_body if limits.max_body is not None
+            limits.max_body
+            if limits.max_body is not None
             else (app_max + 1 if isinstance(app_max, int) else 1 << 20)
         )
         self._slots = trio.Semaphore(limits.max_connections)
@@ -288,8 +290,13 @@ class H11Server:
         raise _Closed
 
     async def _exchange(
-        self, stream: trio.SocketStream, conn: _Conn, h11conn: h11.Connection,
-        request: h11.Request, peer: tuple[str, int] | None, local: tuple[str, int] | None,
+        self,
+        stream: trio.SocketStream,
+        conn: _Conn,
+        h11conn: h11.Connection,
+        request: h11.Request,
+        peer: tuple[str, int] | None,
+        local: tuple[str, int] | None,
     ) -> bool:
         """Answer one request; whether the connection goes on to the next one."""
         target = bytes(request.target)
@@ -337,8 +344,9 @@ class H11Server:
             event = h11conn.next_event()
             if event is h11.NEED_DATA:
                 if h11conn.they_are_waiting_for_100_continue:
-                    await stream.send_all(h11conn.send(h11.InformationalResponse(
-                        status_code=100, headers=[])))
+                    await stream.send_all(
+                        h11conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                    )
                 h11conn.receive_data(await self._receive(stream, conn, idle=False))
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
@@ -393,8 +401,13 @@ class H11Server:
             return self._fail(h11conn)
 
     def _encode(
-        self, h11conn: h11.Connection, start: Message, parts: list[bytes], close: bool,
-        *, head: bool,
+        self,
+        h11conn: h11.Connection,
+        start: Message,
+        parts: list[bytes],
+        close: bool,
+        *,
+        head: bool,
     ) -> bytes:
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         headers = list(start.get("headers", ()))
@@ -409,8 +422,12 @@ class H11Server:
             headers.append((b"connection", b"close"))
         headers.append((b"date", self._now()))
         status = int(start["status"])
-        out = h11conn.send(h11.Response(
-            status_code=status, headers=headers, reason=_REASONS.get(status, b""))) or b""
+        out = (
+            h11conn.send(
+                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+            )
+            or b""
+        )
         if body and not head:
             out += h11conn.send(h11.Data(data=body)) or b""
         return out + (h11conn.send(h11.EndOfMessage()) or b"")

@@ -23,14 +23,14 @@ from typing import Any
 import msgspec
 import trio
 
-from engine import errors, models
 from engine.delivery.dispatch import PushHandle
 from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
 from engine.results import DeliveryStatus
-from engine.service.outbox import Outbox, alert_of, latest_content, start_content
-from engine.service.state import Activity, Recipient, Registry
-from engine.store.base import Store
-from engine.store.records import (
+from engine.server.contract import errors, models
+from engine.server.service.outbox import Outbox, alert_of, latest_content, start_content
+from engine.server.service.state import Activity, Recipient, Registry
+from engine.server.store.base import Store
+from engine.server.store.records import (
     ActivityRow,
     Op,
     PutActivity,
@@ -100,9 +100,14 @@ class LiveActivities:
         sent = await self._launch(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.StartResponse(
-            success=True, activity_id=act.row.activity_id, devices_notified=notified,
-            devices_queued=queued, effective_channel_slugs=list(channels) or None,
-            tags=req.tags, timestamp=models.iso(now), errors=errs or None,
+            success=True,
+            activity_id=act.row.activity_id,
+            devices_notified=notified,
+            devices_queued=queued,
+            effective_channel_slugs=list(channels) or None,
+            tags=req.tags,
+            timestamp=models.iso(now),
+            errors=errs or None,
         )
 
     async def update(self, req: models.UpdateRequest) -> models.UpdateResponse:
@@ -119,9 +124,14 @@ class LiveActivities:
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.UpdateResponse(
-            success=True, activity_id=act.row.activity_id, devices_notified=notified,
-            devices_queued=queued, timestamp=models.iso(now), operation="updated",
-            warning=self._warning(act), errors=errs or None,
+            success=True,
+            activity_id=act.row.activity_id,
+            devices_notified=notified,
+            devices_queued=queued,
+            timestamp=models.iso(now),
+            operation="updated",
+            warning=self._warning(act),
+            errors=errs or None,
         )
 
     async def end(self, req: models.EndRequest) -> models.EndResponse:
@@ -131,16 +141,23 @@ class LiveActivities:
             now = self._wall()
             if act.row.ended:
                 return models.EndResponse(
-                    success=True, activity_id=act.row.activity_id, ignored=True,
-                    message="the activity had already ended", timestamp=models.iso(now),
+                    success=True,
+                    activity_id=act.row.activity_id,
+                    ignored=True,
+                    message="the activity had already ended",
+                    timestamp=models.iso(now),
                 )
             ops, prepared = self._apply(act, req, EventKind.END, now, merge=True)
             await self._store.write(ops)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.EndResponse(
-            success=True, activity_id=act.row.activity_id, devices_notified=notified,
-            devices_queued=queued, timestamp=models.iso(now), errors=errs or None,
+            success=True,
+            activity_id=act.row.activity_id,
+            devices_notified=notified,
+            devices_queued=queued,
+            timestamp=models.iso(now),
+            errors=errs or None,
         )
 
     # -- by stream key ---------------------------------------------------------------------------
@@ -178,20 +195,30 @@ class LiveActivities:
         ):
             previous, act = act, None
         if act is not None:
-            new_state = models.push_state(req.content_state, models.as_content_type(type_),
-                                          req.action, req.secondary_action)
+            new_state = models.push_state(
+                req.content_state, models.as_content_type(type_), req.action, req.secondary_action
+            )
             if bytes(pack_state(new_state)) == bytes(act.row.state) and req.alert is None:
                 return None, models.StreamPutResponse(
-                    success=True, operation="noop", stream_key=stream_key, ignored=True,
-                    activity_id=act.row.activity_id, devices_notified=0, devices_queued=0,
-                    message="content unchanged; nothing sent", timestamp=models.iso(now),
+                    success=True,
+                    operation="noop",
+                    stream_key=stream_key,
+                    ignored=True,
+                    activity_id=act.row.activity_id,
+                    devices_notified=0,
+                    devices_queued=0,
+                    message="content unchanged; nothing sent",
+                    timestamp=models.iso(now),
                 )
             ops, prepared = self._apply(act, req, EventKind.UPDATE, now, type_=type_)
             await self._store.write(ops)
             sent = await self._push_all(act, prepared)
             return sent, models.StreamPutResponse(
-                success=True, operation="updated", stream_key=stream_key,
-                activity_id=act.row.activity_id, warning=self._warning(act),
+                success=True,
+                operation="updated",
+                stream_key=stream_key,
+                activity_id=act.row.activity_id,
+                warning=self._warning(act),
                 timestamp=models.iso(now),
             )
         channels = _channels(req)
@@ -208,10 +235,13 @@ class LiveActivities:
             await self._push_all(previous)
         started = await self._launch(new, prepared)
         return started, models.StreamPutResponse(
-            success=True, operation="rotated" if previous else "started", stream_key=stream_key,
+            success=True,
+            operation="rotated" if previous else "started",
+            stream_key=stream_key,
             activity_id=new.row.activity_id,
             previous_activity_id=previous.row.activity_id if previous else None,
-            effective_channel_slugs=list(channels) or None, tags=req.tags,
+            effective_channel_slugs=list(channels) or None,
+            tags=req.tags,
             timestamp=models.iso(now),
         )
 
@@ -228,18 +258,27 @@ class LiveActivities:
             act = self._reg.current_of_stream(stream_key)
             if act is None:
                 return models.StreamDeleteResponse(
-                    success=True, operation="ended", stream_key=stream_key,
-                    activity_id=stream.activity_id, ignored=True,
-                    message="the stream's activity had already ended", timestamp=models.iso(now),
+                    success=True,
+                    operation="ended",
+                    stream_key=stream_key,
+                    activity_id=stream.activity_id,
+                    ignored=True,
+                    message="the stream's activity had already ended",
+                    timestamp=models.iso(now),
                 )
             ops, prepared = self._apply(act, req, EventKind.END, now)
             await self._store.write(ops)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.StreamDeleteResponse(
-            success=True, operation="ended", stream_key=stream_key,
-            activity_id=act.row.activity_id, devices_notified=notified, devices_queued=queued,
-            timestamp=models.iso(now), errors=errs or None,
+            success=True,
+            operation="ended",
+            stream_key=stream_key,
+            activity_id=act.row.activity_id,
+            devices_notified=notified,
+            devices_queued=queued,
+            timestamp=models.iso(now),
+            errors=errs or None,
         )
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -263,21 +302,37 @@ class LiveActivities:
                 effective_channel_slugs=list(channels) or self._reg.all_channels(),
             )
         row = ActivityRow(
-            activity_id=self._new_id(), stream_key=stream_key, type=type_,
+            activity_id=self._new_id(),
+            stream_key=stream_key,
+            type=type_,
             state=pack_state(
                 models.push_state(req.content_state, ctype, req.action, req.secondary_action)
             ),
-            alert=_alert_dict(getattr(req, "alert", None)), version=1, ended=False,
-            started_at=now, updated_at=now, ended_at=None, dismissal_date=None, update_count=0,
-            channels=list(channels), metadata=_metadata(req), tags=req.tags,
+            alert=_alert_dict(getattr(req, "alert", None)),
+            version=1,
+            ended=False,
+            started_at=now,
+            updated_at=now,
+            ended_at=None,
+            dismissal_date=None,
+            update_count=0,
+            channels=list(channels),
+            metadata=_metadata(req),
+            tags=req.tags,
         )
         act = Activity(row)
         prepared = _checked(lambda: prepare(start_content(act, self._cfg.attributes_type)))
         ops: list[Op] = [PutActivity(row)]
         for device in devices:
-            rec = RecipientRow(activity_id=row.activity_id, device_id=device.device_id,
-                               start_token=device.push_to_start_token, update_token=None,
-                               started=False, sent_version=0, dead=False)
+            rec = RecipientRow(
+                activity_id=row.activity_id,
+                device_id=device.device_id,
+                start_token=device.push_to_start_token,
+                update_token=None,
+                started=False,
+                sent_version=0,
+                dead=False,
+            )
             act.recipients[device.device_id] = Recipient(rec)
             ops.append(PutRecipient(rec))
         self._reg.activities[row.activity_id] = act
@@ -311,8 +366,9 @@ class LiveActivities:
         if state_in is None:
             state = unpack_state(row.state)
         else:
-            state = models.push_state(state_in, models.as_content_type(type_), req.action,
-                                      req.secondary_action)
+            state = models.push_state(
+                state_in, models.as_content_type(type_), req.action, req.secondary_action
+            )
             if merge and type_ == row.type:
                 state = {**unpack_state(row.state), **state}
             _check_whole(state, type_)
@@ -321,9 +377,17 @@ class LiveActivities:
         if kind is EventKind.END:
             dismissal = int(now + _dismiss_after(state_in, self._cfg.default_dismiss_minutes))
         packed = pack_state(state)
-        probe = Activity(ActivityRow(**{**_fields(row), "state": packed, "alert": alert,
-                                        "ended": kind is EventKind.END,
-                                        "dismissal_date": dismissal}))
+        probe = Activity(
+            ActivityRow(
+                **{
+                    **_fields(row),
+                    "state": packed,
+                    "alert": alert,
+                    "ended": kind is EventKind.END,
+                    "dismissal_date": dismissal,
+                }
+            )
+        )
         prepared = _checked(lambda: prepare(latest_content(probe)))
         row.state, row.alert, row.type = packed, alert, type_
         row.version += 1
@@ -372,8 +436,10 @@ class LiveActivities:
             elif result.status is DeliveryStatus.ACCEPTED:
                 notified += 1
             else:
-                errs.append(f"{device_id}: {result.reason or result.status.value}"
-                            + (f" ({result.detail})" if result.detail else ""))
+                errs.append(
+                    f"{device_id}: {result.reason or result.status.value}"
+                    + (f" ({result.detail})" if result.detail else "")
+                )
         return notified, queued, errs
 
     def _warning(self, act: Activity) -> str | None:

@@ -5,9 +5,9 @@ device_keys=..., metrics=metrics, openapi=build_openapi())` builds the ASGI app;
 `await nursery.start(serve_http, app, host, port)` serves it and reports the bound port.
 """
 
-from engine.http.app import ApiApp, create_app
-from engine.http.openapi import build_openapi
-from engine.http.prom import PromMetrics
-from engine.http.server import serve_http
+from engine.server.http.app import ApiApp, create_app
+from engine.server.http.openapi import build_openapi
+from engine.server.http.prom import PromMetrics
+from engine.server.http.server import serve_http
 
 __all__ = ["ApiApp", "PromMetrics", "build_openapi", "create_app", "serve_http"]

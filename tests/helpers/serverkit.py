@@ -1,4 +1,4 @@
-"""A real Lockstep server (`engine.serve.open_server`, simulate mode) in a background thread.
+"""A real Lockstep server (`engine.server.serve.open_server`, simulate mode) in a background thread.
 
 End-to-end tests drive it the way users do, from ordinary blocking code: the official SDK, plain
 HTTP, schemathesis. The server runs `trio.run` in a daemon thread on 127.0.0.1 (port 0 for the
@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from engine.serve import Running, open_server
-from engine.settings import Settings, SimulateSettings
+from engine.server.serve import Running, open_server
+from engine.server.settings import Settings, SimulateSettings
 
 __all__ = [
     "API_KEY",

@@ -16,12 +16,12 @@ from typing import Any
 
 import trio
 
-from engine import models
 from engine.engine import open_engine
-from engine.service import LiveConfig, Service, ServiceConfig, open_service
-from engine.store.sqlite import SqliteStore
+from engine.server.contract import models
+from engine.server.service import LiveConfig, Service, ServiceConfig, open_service
+from engine.server.store.sqlite import SqliteStore
 from simulator.devices import TokenReport
-from tests.simkit import Kit, engine_config, memory_connector
+from tests.helpers.simkit import Kit, engine_config, memory_connector
 
 
 @dataclass
@@ -83,18 +83,21 @@ async def open_harness(
     async with trio.open_nursery() as nursery:
         store = SqliteStore(db, threads=False)
         await nursery.start(store.run)
-        async with open_engine(
-            engine_config(kit),
-            connector=connector(kit, nursery),
-            signing_key=kit.key,
-            wall_clock=kit.now,
-            drain_timeout=drain_timeout,
-        ) as engine, open_service(
-            engine,
-            store,
-            wall_clock=kit.now,
-            config=ServiceConfig(live=live or LiveConfig(notify_wait=0.5)),
-        ) as service:
+        async with (
+            open_engine(
+                engine_config(kit),
+                connector=connector(kit, nursery),
+                signing_key=kit.key,
+                wall_clock=kit.now,
+                drain_timeout=drain_timeout,
+            ) as engine,
+            open_service(
+                engine,
+                store,
+                wall_clock=kit.now,
+                config=ServiceConfig(live=live or LiveConfig(notify_wait=0.5)),
+            ) as service,
+        ):
             harness = Harness(kit, service, store)
             send, receive = trio.open_memory_channel[TokenReport](1000)
 

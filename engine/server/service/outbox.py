@@ -32,9 +32,9 @@ from engine.delivery.dispatch import PushHandle
 from engine.engine import Engine
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus
-from engine.service.state import Activity, Recipient, Registry
-from engine.store.base import Store
-from engine.store.records import DeviceRow, PutRecipient, unpack_state
+from engine.server.service.state import Activity, Recipient, Registry
+from engine.server.store.base import Store
+from engine.server.store.records import DeviceRow, PutRecipient, unpack_state
 
 log = logging.getLogger("lockstep.service")
 
@@ -207,8 +207,13 @@ class Outbox:
             # restart) to queue the newest state again.
             self.failed += 1
             rec.queued_version = min(rec.queued_version, version - 1)
-            log.warning("push for %s to %s ended %s: %s", act.row.activity_id, row.device_id,
-                        result.status.value, result.reason or result.detail)
+            log.warning(
+                "push for %s to %s ended %s: %s",
+                act.row.activity_id,
+                row.device_id,
+                result.status.value,
+                result.reason or result.detail,
+            )
         self._dirty[(row.activity_id, row.device_id)] = rec
         self._wake.set()
 
@@ -227,7 +232,10 @@ class Outbox:
         if not self._dirty:
             return
         batch, self._dirty = self._dirty, {}
-        ops = [PutRecipient(rec.row) for rec in batch.values()
-               if rec.row.activity_id in self._reg.activities]
+        ops = [
+            PutRecipient(rec.row)
+            for rec in batch.values()
+            if rec.row.activity_id in self._reg.activities
+        ]
         if ops:
             await self._store.write(ops)

@@ -22,8 +22,9 @@ partial=...)` with the effective type (the activity's when the request has none)
 starts or rotates an activity, and `check_stream_key` on the path parameter.
 
 `validate(obj)` applies the same two steps to a Struct built in Python (the embedding API).
-The responses live in `engine.responses` and the content state in `engine.content`; both are
-re-exported here, so `engine.models` is the one import for the whole contract.
+The responses live in `contract.responses` and the content state in `contract.content`; both
+are re-exported here, so `engine.server.contract.models` is the one import for the whole
+contract.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from msgspec import Meta
 
-from engine.content import (
+from engine.server.contract.content import (
     COLORS,
     CONTENT_TYPES,
     INT_MAX,
@@ -59,8 +60,8 @@ from engine.content import (
     join,
     push_state,
 )
-from engine.errors import BadRequest
-from engine.responses import (
+from engine.server.contract.errors import BadRequest
+from engine.server.contract.responses import (
     ActivityTokenAccepted,
     DeviceInfo,
     EndResponse,
@@ -419,9 +420,7 @@ def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
 
 def _has_required(type_: type[Any]) -> bool:
     info = msgspec.inspect.type_info(type_)
-    return not isinstance(info, msgspec.inspect.StructType) or any(
-        f.required for f in info.fields
-    )
+    return not isinstance(info, msgspec.inspect.StructType) or any(f.required for f in info.fields)
 
 
 def decode(type_: type[T], body: bytes) -> T:

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.http.app import ENDPOINTS, Access, Endpoint
-from engine.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
+from engine.server.contract.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
+from engine.server.http.app import ENDPOINTS, Access, Endpoint
 
 __all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
 
@@ -27,7 +27,7 @@ SCHEMES: Final[dict[Access, str]] = {Access.SEND: "apiKey", Access.DEVICE: "devi
 
 _REF: Final = "#/components/schemas/{name}"
 
-# Path parameters: the same rules the server enforces (engine.models / engine.service.devices).
+# Path parameters: the same rules the server enforces (contract.models / service.devices).
 _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "stream_key": {
         "description": "Names one ongoing thing (a server, a job): letters, digits, _ and -.",

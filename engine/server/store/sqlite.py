@@ -45,8 +45,8 @@ from typing import Any, Final, TypeAlias, TypeVar
 import msgspec
 import trio
 
-from engine.store.base import StoreError
-from engine.store.records import (
+from engine.server.store.base import StoreError
+from engine.server.store.records import (
     ActivityRow,
     DeleteActivity,
     DeleteDevice,

@@ -1,7 +1,7 @@
-"""`lockstep serve`: the HTTP API, the service, the store and the engine in one process.
+"""The server in one process: the HTTP API, the service, the store and the engine.
 
-    lockstep serve [--config lockstep.toml] [--host 127.0.0.1] [--port 8787] [--db PATH]
-                   [--record traffic.jsonl]
+`open_server(settings)` starts them all and yields a `Running`; `lockstep serve`
+(engine/cli/serve.py) is its command line.
 
 Start-up order: the store (and its group-commit writer), then the APNs side (Apple with the
 configured credentials, or in simulate mode the simulator started in-process through the
@@ -13,14 +13,11 @@ SIGTERM) stops the HTTP front, drains the engine (bounded) and closes the store.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -29,14 +26,14 @@ import trio
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, EngineConfig
 from engine.engine import Engine, open_engine
-from engine.http.app import create_app
-from engine.http.openapi import build_openapi
-from engine.http.prom import PromMetrics
-from engine.http.server import bind_address, serve_http
-from engine.record import TrafficRecorder
-from engine.service import Service, ServiceConfig, open_service
-from engine.settings import Settings, ensure_keys, load_settings
-from engine.store.sqlite import SqliteStore
+from engine.server.http.app import create_app
+from engine.server.http.openapi import build_openapi
+from engine.server.http.prom import PromMetrics
+from engine.server.http.server import bind_address, serve_http
+from engine.server.record import TrafficRecorder
+from engine.server.service import Service, ServiceConfig, open_service
+from engine.server.settings import Settings, ensure_keys
+from engine.server.store.sqlite import SqliteStore
 
 log = logging.getLogger("lockstep.serve")
 
@@ -106,22 +103,33 @@ async def open_server(
         )
         service = await stack.enter_async_context(
             open_service(
-                engine, store, wall_clock=clock,
-                config=ServiceConfig(live=settings.live,
-                                     pacing_interval=settings.delivery.pacing_interval),
+                engine,
+                store,
+                wall_clock=clock,
+                config=ServiceConfig(
+                    live=settings.live, pacing_interval=settings.delivery.pacing_interval
+                ),
             )
         )
         app = create_app(
-            service, api_keys=settings.api_keys, device_keys=settings.device_keys,
-            metrics=metrics, max_body=settings.max_body, openapi=build_openapi(),
+            service,
+            api_keys=settings.api_keys,
+            device_keys=settings.device_keys,
+            metrics=metrics,
+            max_body=settings.max_body,
+            openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
         port = await nursery.start(
-            lambda task_status: serve_http(app, settings.host, settings.port,
-                                           task_status=task_status,
-                                           shutdown_trigger=shutdown.wait)
+            lambda task_status: serve_http(
+                app,
+                settings.host,
+                settings.port,
+                task_status=task_status,
+                shutdown_trigger=shutdown.wait,
+            )
         )
         api_base = f"http://{bind_address(settings.host, port)}/api"
         if sim is not None:
@@ -159,54 +167,7 @@ def banner(running: Running) -> str:
         "Try:",
         f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
         f"    -H 'Authorization: Bearer {s.api_keys[0]}' -H 'Content-Type: application/json' \\",
-        "    -d '{\"content_state\": {\"title\": \"Server Health\", \"type\": \"metrics\", "
-        "\"metrics\": [{\"label\": \"CPU\", \"value\": 9, \"unit\": \"%\"}]}}'",
+        '    -d \'{"content_state": {"title": "Server Health", "type": "metrics", '
+        '"metrics": [{"label": "CPU", "value": 9, "unit": "%"}]}}\'',
     ]
     return "\n".join(lines)
-
-
-async def _serve_until_signal(settings: Settings) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_server(settings) as running:
-            print(banner(running), flush=True)
-            async for _ in signals:
-                print("stopping: draining pushes (Ctrl-C again to force)", flush=True)
-                break
-
-
-def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_settings(args.config, host=args.host, port=args.port, db=args.db,
-                                 state_dir=args.state_dir, record=args.record)
-        if args.devices is not None:
-            settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
-        if args.sim_control_port is not None:
-            port = None if args.sim_control_port < 0 else args.sim_control_port
-            settings = replace(settings, simulate=replace(settings.simulate, control_port=port))
-        trio.run(_serve_until_signal, settings)
-    except ConfigError as exc:
-        print(f"lockstep serve: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"lockstep serve: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `lockstep serve`."""
-    p = sub.add_parser("serve", help="run the HTTP API, the engine and (by default) a simulator")
-    p.add_argument("--config", type=Path, default=None, help="lockstep.toml")
-    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="listen port (default 8787)")
-    p.add_argument("--db", type=Path, default=None, help="SQLite file (default in --state-dir)")
-    p.add_argument("--state-dir", type=Path, default=None, help="default ./lockstep-data")
-    p.add_argument("--devices", type=int, default=None, help="simulated iPhones (simulate mode)")
-    p.add_argument("--sim-control-port", type=int, default=None, metavar="PORT",
-                   help="the simulator's control API port (default 8790; 0 = any; -1 = off)")
-    p.add_argument("--record", type=Path, default=None, metavar="FILE",
-                   help="write every accepted send call to FILE as JSON lines (never the keys)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
-    p.set_defaults(handler=_run)

@@ -22,12 +22,12 @@ from typing import Any
 import trio
 
 from engine.engine import Engine
-from engine.service.devices import Devices
-from engine.service.live import LiveActivities, LiveConfig
-from engine.service.outbox import Outbox
-from engine.service.state import Registry
-from engine.store.base import Store
-from engine.store.records import DeleteActivity, Op
+from engine.server.service.devices import Devices
+from engine.server.service.live import LiveActivities, LiveConfig
+from engine.server.service.outbox import Outbox
+from engine.server.service.state import Registry
+from engine.server.store.base import Store
+from engine.server.store.records import DeleteActivity, Op
 
 log = logging.getLogger("lockstep.service")
 
@@ -60,7 +60,9 @@ class Service:
         self.registry = registry
         self._wall = wall_clock
         self.outbox = Outbox(
-            engine, store, registry,
+            engine,
+            store,
+            registry,
             attributes_type=config.live.attributes_type,
             wall_clock=wall_clock,
             pacing_interval=config.pacing_interval,
@@ -74,8 +76,11 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         """`/healthz`: alive, with a few counts."""
-        return {"ok": True, "devices": len(self.registry.devices),
-                "activities": len(self.registry.activities)}
+        return {
+            "ok": True,
+            "devices": len(self.registry.devices),
+            "activities": len(self.registry.activities),
+        }
 
     def stats(self) -> dict[str, float]:
         """Gauges for `/metrics`."""
@@ -97,7 +102,8 @@ class Service:
         """Forget ended activities every device has (or cannot get) after `retention`."""
         cutoff = self._wall() - self.config.retention
         gone = [
-            a for a in self.registry.activities.values()
+            a
+            for a in self.registry.activities.values()
             if a.row.ended and (a.row.ended_at or 0) <= cutoff and a.delivered()
         ]
         if not gone:
@@ -126,8 +132,13 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     """Load, recover and run a `Service` for the duration of the block (store must be running)."""
     snapshot = await store.load()
-    service = Service(engine, store, Registry.from_snapshot(snapshot),
-                      config=config or ServiceConfig(), wall_clock=wall_clock)
+    service = Service(
+        engine,
+        store,
+        Registry.from_snapshot(snapshot),
+        config=config or ServiceConfig(),
+        wall_clock=wall_clock,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)
         service.recovered = await service.outbox.recover()

@@ -9,8 +9,8 @@ activity already exists.
 Validation happens in two layers:
 
 1. *Field constraints*, declared with `msgspec.Meta` on the fields (lengths, ranges, colors, enum
-   values). They are enforced while decoding (`engine.models.decode`) or when re-checking an
-   already built object (`engine.models.validate`), and they also end up in the OpenAPI document.
+   values). They are enforced while decoding (`models.decode`) or when re-checking an already
+   built object (`models.validate`), and they also end up in the OpenAPI document.
 2. *Rules* that need more than one field or the content type, in `check_content`. With
    `partial=False` (a start, the first PUT of a stream, a rotation) the fields that the type needs
    must be present; with `partial=True` (an update or end that keeps the activity's previous
@@ -29,7 +29,7 @@ from typing import Annotated, Any, Final, Literal, cast, get_args
 import msgspec
 from msgspec import Meta
 
-from engine.errors import BadRequest
+from engine.server.contract.errors import BadRequest
 
 __all__ = [
     "COLORS",
@@ -201,16 +201,14 @@ class ContentState(Model, kw_only=True, frozen=True):
         _Duration | None,
         _doc("timer: length of the timer window in seconds; omit on updates to keep it."),
     ] = None
-    counts_down: Annotated[
-        bool | None, _doc("timer: count down (default true) or up (false).")
-    ] = None
-    is_running: Annotated[bool | None, _doc("timer: false pauses the timer (default true).")] = (
+    counts_down: Annotated[bool | None, _doc("timer: count down (default true) or up (false).")] = (
         None
     )
+    is_running: Annotated[bool | None, _doc("timer: false pauses the timer (default true).")] = None
     color: Annotated[Color | None, _doc("Accent color.")] = None
-    step_color: Annotated[
-        Color | None, _doc("segmented_progress: color of the current step.")
-    ] = None
+    step_color: Annotated[Color | None, _doc("segmented_progress: color of the current step.")] = (
+        None
+    )
     step_colors: Annotated[
         Annotated[list[Color], Meta(max_length=MAX_STEPS)] | None,
         _doc("segmented_progress: colors of the completed steps (at most number_of_steps)."),

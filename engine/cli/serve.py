@@ -1,0 +1,87 @@
+"""`lockstep serve`: parse the flags, load the settings, run the server until Ctrl-C or SIGTERM.
+
+    lockstep serve [--config lockstep.toml] [--host 127.0.0.1] [--port 8787] [--db PATH]
+                   [--record traffic.jsonl]
+
+The server itself is `engine.server.serve.open_server`; this module is only its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from engine.config import ConfigError
+from engine.server.serve import banner, open_server
+from engine.server.settings import Settings, load_settings
+
+
+async def _serve_until_signal(settings: Settings) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_server(settings) as running:
+            print(banner(running), flush=True)
+            async for _ in signals:
+                print("stopping: draining pushes (Ctrl-C again to force)", flush=True)
+                break
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(
+            args.config,
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            state_dir=args.state_dir,
+            record=args.record,
+        )
+        if args.devices is not None:
+            settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
+        if args.sim_control_port is not None:
+            port = None if args.sim_control_port < 0 else args.sim_control_port
+            settings = replace(settings, simulate=replace(settings.simulate, control_port=port))
+        trio.run(_serve_until_signal, settings)
+    except ConfigError as exc:
+        print(f"lockstep serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"lockstep serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `lockstep serve`."""
+    p = sub.add_parser("serve", help="run the HTTP API, the engine and (by default) a simulator")
+    p.add_argument("--config", type=Path, default=None, help="lockstep.toml")
+    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default 8787)")
+    p.add_argument("--db", type=Path, default=None, help="SQLite file (default in --state-dir)")
+    p.add_argument("--state-dir", type=Path, default=None, help="default ./lockstep-data")
+    p.add_argument("--devices", type=int, default=None, help="simulated iPhones (simulate mode)")
+    p.add_argument(
+        "--sim-control-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the simulator's control API port (default 8790; 0 = any; -1 = off)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write every accepted send call to FILE as JSON lines (never the keys)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    p.set_defaults(handler=_run)

@@ -1,0 +1,1 @@
+"""Shared test helpers: in-memory kits, HTTP clients and fakes used by more than one test module."""
