@@ -11,10 +11,15 @@
 This package is the front door: every name a service embedding the engine needs is importable
 from here. The engine depends on trio, h2, cryptography and msgspec only; the HTTP server built on
 it lives in `engine.server` and the command line in `engine.cli`, and neither is imported here.
+
+What became of a push has one vocabulary: a `DeliveryResult` carries its `DeliveryStatus` (the end
+of the whole push: accepted, superseded, rejected, failed) and, when APNs gave a reason, the
+`Outcome` the `REASONS` table assigns to that `Reason` (what a sender does next: retry, drop the
+token, fix the request...). `outcome_for` classifies any APNs answer the same way.
 """
 
 from engine.apns.auth import ProviderToken, SigningKey
-from engine.apns.reasons import REASONS, Disposition, Reason, disposition_for
+from engine.apns.reasons import REASONS, Outcome, Reason, ReasonInfo, outcome_for
 from engine.apns.transport import ConnectError, Connector, tcp_connector
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig, EngineConfig
 from engine.delivery.dispatch import PushHandle
@@ -47,7 +52,6 @@ __all__ = [
     "DeliveryError",
     "DeliveryResult",
     "DeliveryStatus",
-    "Disposition",
     "Engine",
     "EngineConfig",
     "EngineListener",
@@ -56,15 +60,17 @@ __all__ = [
     "LaneError",
     "LiveActivityContent",
     "LocalizedText",
+    "Outcome",
     "PayloadError",
     "PayloadTooLarge",
     "PreparedPayload",
     "ProviderToken",
     "PushHandle",
     "Reason",
+    "ReasonInfo",
     "SigningKey",
-    "disposition_for",
     "open_engine",
+    "outcome_for",
     "prepare",
     "tcp_connector",
 ]

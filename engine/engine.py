@@ -62,7 +62,7 @@ class Engine:
     async def start(
         self,
         activity_id: str,
-        token: str,
+        device_token: str,
         content_state: Mapping[str, Any],
         *,
         attributes_type: str,
@@ -71,7 +71,7 @@ class Engine:
         lane: str | None = None,
         **options: Any,
     ) -> PushHandle:
-        """Push-to-start an activity on the device owning `token` (apns.md §6)."""
+        """Push-to-start an activity on the device owning `device_token` (apns.md §6)."""
         content = LiveActivityContent(
             EventKind.START,
             dict(content_state),
@@ -81,12 +81,12 @@ class Engine:
             input_push_token=options.pop("input_push_token", True),
             **options,
         )
-        return await self.submit(activity_id, token, content, lane=lane)
+        return await self.submit(activity_id, device_token, content, lane=lane)
 
     async def update(
         self,
         activity_id: str,
-        token: str,
+        device_token: str,
         content_state: Mapping[str, Any],
         *,
         lane: str | None = None,
@@ -94,12 +94,12 @@ class Engine:
     ) -> PushHandle:
         """Update an activity; newer updates replace pending ones (latest wins)."""
         content = LiveActivityContent(EventKind.UPDATE, dict(content_state), **options)
-        return await self.submit(activity_id, token, content, lane=lane)
+        return await self.submit(activity_id, device_token, content, lane=lane)
 
     async def end(
         self,
         activity_id: str,
-        token: str,
+        device_token: str,
         content_state: Mapping[str, Any],
         *,
         lane: str | None = None,
@@ -107,12 +107,12 @@ class Engine:
     ) -> PushHandle:
         """End an activity with its final state; never coalesced away."""
         content = LiveActivityContent(EventKind.END, dict(content_state), **options)
-        return await self.submit(activity_id, token, content, lane=lane)
+        return await self.submit(activity_id, device_token, content, lane=lane)
 
     async def submit(
         self,
         activity_id: str,
-        token: str,
+        device_token: str,
         content: LiveActivityContent | PreparedPayload,
         *,
         lane: str | None = None,
@@ -125,7 +125,7 @@ class Engine:
             try:
                 return self.submit_nowait(
                     activity_id,
-                    token,
+                    device_token,
                     prepared,
                     lane=lane,
                     priority=priority,
@@ -140,7 +140,7 @@ class Engine:
     def submit_nowait(
         self,
         activity_id: str,
-        token: str,
+        device_token: str,
         content: LiveActivityContent | PreparedPayload,
         *,
         lane: str | None = None,
@@ -149,14 +149,14 @@ class Engine:
     ) -> PushHandle:
         """Queue one event now; raises `Busy` at capacity, `PayloadTooLarge` if too big."""
         prepared = content if isinstance(content, PreparedPayload) else prepare(content)
-        handle = PushHandle(token, trio.current_time())
+        handle = PushHandle(device_token, trio.current_time())
         dead = self._dispatcher.dead_tokens
-        if token in dead:
+        if device_token in dead:
             handle.settle(
                 DeliveryResult(
                     DeliveryStatus.REJECTED,
-                    token,
-                    reason=dead[token],
+                    device_token,
+                    reason=dead[device_token],
                     detail="the device token is dead (APNs said so before)",
                 )
             )
@@ -166,10 +166,18 @@ class Engine:
         keep = self.config.delivery.expiration
         expiration = int(self._wall()) + keep if keep else 0
         item = Item.build(
-            prepared, token, self._seq, priority=priority, expiration=expiration, waiter=handle
+            prepared,
+            device_token,
+            self._seq,
+            priority=priority,
+            expiration=expiration,
+            waiter=handle,
         )
         superseded = self._coalescer.offer(
-            (activity_id, lane or token), item, now=trio.current_time(), min_timestamp=min_timestamp
+            (activity_id, lane or device_token),
+            item,
+            now=trio.current_time(),
+            min_timestamp=min_timestamp,
         )
         self._listener.submitted(prepared.event.value)
         self._dispatcher.settle_all(superseded)
@@ -203,11 +211,11 @@ async def open_engine(
     """Run an engine for the duration of the block (see the module docstring)."""
     creds, delivery = config.credentials, config.delivery
     key = signing_key or SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
-    tokens = TokenSource(key, wall_clock=wall_clock, max_age=delivery.token_max_age)
+    provider_tokens = TokenSource(key, wall_clock=wall_clock, max_age=delivery.token_max_age)
     rng = rng or random.Random()
     pool = ApnsPool(
         connector or tcp_connector(config.endpoint, connect_timeout=delivery.connect_timeout),
-        tokens,
+        provider_tokens,
         authority=config.endpoint.authority,
         size=delivery.connections,
         config=delivery,

@@ -23,7 +23,8 @@ class EngineListener:
         """APNs answered an attempt after `latency` seconds."""
 
     def unanswered(self, outcome: str, detail: str) -> None:
-        """An attempt got no answer (`transport`) or was not processed (`unprocessed`)."""
+        """An attempt got no answer (`Outcome.TRANSPORT`) or was not processed
+        (`Outcome.UNPROCESSED`); `outcome` is the member's value, ready to be a metric label."""
 
     def settled(self, result: DeliveryResult) -> None:
-        """A submitted event reached its end (accepted, superseded, rejected or failed)."""
+        """A submitted event reached its end (`result.status`, a `DeliveryStatus`)."""

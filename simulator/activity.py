@@ -53,7 +53,7 @@ class ActivityState(enum.Enum):
     DISMISSED = "dismissed"
 
 
-class Outcome(enum.Enum):
+class ActivityOutcome(enum.Enum):
     """What a delivered push did on the device."""
 
     STARTED = "started"
@@ -98,12 +98,12 @@ class _Due(enum.Enum):
 class PushResult:
     """The result of one push on one activity."""
 
-    outcome: Outcome
+    outcome: ActivityOutcome
     detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class StartRequest:
+class StartPayload:
     """The validated fields of a push-to-start payload (apns.md §6, `aps` keys)."""
 
     timestamp: float
@@ -170,7 +170,7 @@ def _obj(aps: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return value
 
 
-def parse_start(aps: Mapping[str, Any]) -> StartRequest | None:
+def parse_start(aps: Mapping[str, Any]) -> StartPayload | None:
     """Validate a `start` payload; None when a required field is missing or mistyped.
 
     Required: `timestamp`, `attributes-type`, `attributes`, `content-state` and `alert` (apns.md §6
@@ -187,7 +187,7 @@ def parse_start(aps: Mapping[str, Any]) -> StartRequest | None:
         return None
     if not isinstance(kind, str) or not kind:
         return None
-    return StartRequest(timestamp, kind, attributes, state, alert, stale, score)
+    return StartPayload(timestamp, kind, attributes, state, alert, stale, score)
 
 
 def _parse_content(aps: Mapping[str, Any], *, require_state: bool) -> _Content | Detail:
@@ -259,7 +259,7 @@ class LiveActivity:
         *,
         activity_id: str,
         token: str,
-        start: StartRequest,
+        start: StartPayload,
         now: float,
         log_limit: int = EVENT_LOG_LIMIT,
         apns_id: str = "",
@@ -321,7 +321,7 @@ class LiveActivity:
         """Record an ignored push and return the IGNORED result."""
         self.ignored += 1
         self.log.add(push.now, "ignored", aps.get("timestamp"), detail, push)
-        return PushResult(Outcome.IGNORED, detail)
+        return PushResult(ActivityOutcome.IGNORED, detail)
 
     def dismiss(self, at: float, detail: str = "") -> None:
         """Remove the activity from the Lock Screen at `at` (used by pruning as well)."""
@@ -411,7 +411,7 @@ def _on_update(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> Pu
     act._refresh_staleness(push.now)
     detail = "stale" if act.state is ActivityState.STALE else ""
     act.log.add(push.now, "update", content.timestamp, detail, push)
-    return PushResult(Outcome.APPLIED)
+    return PushResult(ActivityOutcome.APPLIED)
 
 
 def _on_end(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushResult:
@@ -433,7 +433,7 @@ def _on_end(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushR
     else:
         latest = push.now + LOCK_SCREEN_AFTER_END
         act.dismissal_at = latest if dismissal is None else min(dismissal, latest)
-    return PushResult(Outcome.ENDED, why or "")
+    return PushResult(ActivityOutcome.ENDED, why or "")
 
 
 def _on_gone(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushResult:

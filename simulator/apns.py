@@ -27,7 +27,7 @@ from simulator.auth import ConnectionAuth, KeyRing
 from simulator.devices import DeliveryOutcome, DeviceRegistry, TokenReport
 from simulator.faults import ConnectionFaults, FaultAction, FaultPlan
 from simulator.protocol import Request
-from simulator.validation import DevicePush, PushRequest, Rejection, ValidationConfig, validate
+from simulator.validation import DevicePush, IncomingRequest, Rejection, ValidationConfig, validate
 
 WallClock = Callable[[], float]
 
@@ -162,7 +162,7 @@ class FakeApns:
             self._count_fault("drop" if action.drop_connection else "reset")
             return Answer(reset=action.reset, drop_connection=action.drop_connection)
         verdict = validate(
-            PushRequest(request.method, request.path, request.headers, request.body),
+            IncomingRequest(request.method, request.path, request.headers, request.body),
             auth=conn.auth,
             config=self.validation,
             directory=self.registry,

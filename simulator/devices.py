@@ -53,11 +53,11 @@ from typing import Any, Final
 from engine.apns.wire import LIVE_ACTIVITY_TOPIC_SUFFIX
 from simulator.activity import (
     EVENT_LOG_LIMIT,
+    ActivityOutcome,
     ActivityState,
     Detail,
     EventLog,
     LiveActivity,
-    Outcome,
     PushEvent,
     PushFacts,
     is_future,
@@ -68,11 +68,11 @@ from simulator.validation import TokenInfo, TokenKind
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
 
 __all__ = [
+    "ActivityOutcome",
     "DeliveryOutcome",
     "Detail",
     "Device",
     "DeviceRegistry",
-    "Outcome",
     "TokenReport",
 ]
 
@@ -83,7 +83,7 @@ class DeliveryOutcome:
 
     device: str
     activity_id: str | None
-    outcome: Outcome
+    outcome: ActivityOutcome
     detail: str = ""
     issued_token: str | None = None
 
@@ -260,7 +260,7 @@ class DeviceRegistry:
         """
         owner = self._owners.get(token)
         if owner is None:
-            return DeliveryOutcome("", None, Outcome.IGNORED, Detail.UNKNOWN_TOKEN)
+            return DeliveryOutcome("", None, ActivityOutcome.IGNORED, Detail.UNKNOWN_TOKEN)
         device, act = owner
         aps = payload.get("aps")
         event = aps.get("event") if isinstance(aps, dict) else None
@@ -345,7 +345,7 @@ class DeviceRegistry:
         self._report(device, act, push.now)
         self._schedule(device, act)
         self._prune(device, push.now)
-        return DeliveryOutcome(device.name, activity_id, Outcome.STARTED, "", token)
+        return DeliveryOutcome(device.name, activity_id, ActivityOutcome.STARTED, "", token)
 
     def _ignore_start(
         self, device: Device, detail: Detail, aps: Mapping[str, Any], push: PushFacts
@@ -353,7 +353,7 @@ class DeviceRegistry:
         """Record a push to the push-to-start token that started nothing."""
         device.ignored += 1
         device.log.add(push.now, "ignored", aps.get("timestamp"), detail, push)
-        return DeliveryOutcome(device.name, None, Outcome.IGNORED, detail)
+        return DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, detail)
 
     def _report(self, device: Device, act: LiveActivity, now: float) -> None:
         """Queue the report an app sends when ActivityKit hands it an update token."""

@@ -1,6 +1,6 @@
 """The fake APNs server's trio shell: sockets, TLS, timing and graceful drain.
 
-Each accepted connection runs one `ApnsConnection`: a reader loop feeding the sans-IO
+Each accepted connection runs one `ServerConnection`: a reader loop feeding the sans-IO
 `ApnsServerProtocol`, with answers decided by the shared `FakeApns`. Answers the fault plan delays
 run in their own tasks; every write goes through one lock so frames never interleave. On shutdown
 every connection sends GOAWAY `{"reason":"Shutdown"}`, answers what it already received, then
@@ -32,7 +32,7 @@ class _Dropped(Exception):
     """The fault plan asked to drop the connection mid-stream."""
 
 
-class ApnsConnection:
+class ServerConnection:
     """One client connection to the fake APNs."""
 
     def __init__(self, apns: FakeApns, stream: trio.abc.Stream, shutdown: trio.Event) -> None:
@@ -136,7 +136,7 @@ class ApnsServer:
         self._active += 1
         self._idle = trio.Event() if self._active == 1 else self._idle
         try:
-            await ApnsConnection(self.apns, stream, self.shutdown).run()
+            await ServerConnection(self.apns, stream, self.shutdown).run()
         finally:
             self._active -= 1
             if self._active == 0:

@@ -74,7 +74,7 @@ _LIVE: Final = wire.LIVE_ACTIVITY_PUSH_TYPE
 
 
 @dataclass(frozen=True, slots=True)
-class PushRequest:
+class IncomingRequest:
     """One complete HTTP/2 request as the server received it."""
 
     method: str
@@ -242,7 +242,7 @@ class _Ctx:
 
     def __init__(
         self,
-        request: PushRequest,
+        request: IncomingRequest,
         auth: ConnectionAuth,
         config: ValidationConfig,
         directory: TokenDirectory,
@@ -485,7 +485,7 @@ _DEVICE_STEPS: Final[tuple[_Step, ...]] = (
 
 
 def validate(
-    request: PushRequest,
+    request: IncomingRequest,
     *,
     auth: ConnectionAuth,
     config: ValidationConfig,

@@ -3,7 +3,7 @@
 Three tasks per connection, none per push:
 
 * the **reader** feeds every byte it reads to the protocol and settles pushes through their
-  callbacks (`on_done(SendResult)`, called exactly once per accepted `try_send`);
+  callbacks (`on_done(StreamResult)`, called exactly once per accepted `try_send`);
 * the **writer** batches: `try_send` only encodes into the protocol and marks the connection dirty;
   the writer wakes, yields once so every sender of the same scheduler tick joins the batch, then
   writes it all with ONE `send_all`, under a lock and shielded from cancellation, so a cancelled
@@ -17,10 +17,13 @@ Three tasks per connection, none per push:
 Closing is graceful: `aclose()` (or APNs asking for a new connection, or stream ids running out)
 stops taking pushes, waits for the open ones to be answered, then sends GOAWAY and closes.
 
-Results say what a caller may do next: `Answered` (APNs answered; the attached provider token comes
-with it so an ExpiredProviderToken refreshes the right generation), `Unprocessed` (REFUSED_STREAM,
-above a GOAWAY's last stream id, or never written: retry at once elsewhere, apns.md §4), `NoAnswer`
-(lost connection, reset or timeout: APNs may or may not have delivered it).
+A `StreamResult` is the connection's report on one stream, and says what a caller may do next:
+`Answered` (APNs answered; the provider token the request carried comes with it, so an
+ExpiredProviderToken refreshes the right generation), `Unprocessed` (REFUSED_STREAM, above a
+GOAWAY's last stream id, or never written: retry at once elsewhere, apns.md §4), `NoAnswer` (lost
+connection, reset or timeout: APNs may or may not have delivered it). The delivery layer turns
+each into an `Outcome` (`engine.apns.reasons`). Device tokens travel inside `PushRequest`; every
+other token here is a provider token, and is named so.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from engine.apns.protocol import (
     StreamRefused,
     StreamReset,
 )
-from engine.apns.reasons import Disposition, disposition_for
+from engine.apns.reasons import Outcome, outcome_for
 from engine.apns.tokens import TokenSource
 from engine.config import DeliveryConfig
 
@@ -55,7 +58,7 @@ __all__ = [
     "Answered",
     "ApnsConnection",
     "NoAnswer",
-    "SendResult",
+    "StreamResult",
     "Unprocessed",
 ]
 
@@ -73,10 +76,10 @@ _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, 
 
 @dataclass(frozen=True, slots=True)
 class Answered:
-    """APNs answered the push; `token` is the provider token the request carried."""
+    """APNs answered the push; `provider_token` is the one the request carried (apns.md §2)."""
 
     answer: PushAnswered
-    token: ProviderToken
+    provider_token: ProviderToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +96,12 @@ class NoAnswer:
     reason: str
 
 
-SendResult: TypeAlias = Answered | Unprocessed | NoAnswer
-"""What `on_done` receives, exactly once per accepted `try_send`."""
+StreamResult: TypeAlias = Answered | Unprocessed | NoAnswer
+"""The connection's report on one stream: what `on_done` receives, once per accepted `try_send`."""
 
-OnDone: TypeAlias = Callable[[SendResult], None]
+OnDone: TypeAlias = Callable[[StreamResult], None]
 
-# stream id → (on_done, token attached, monotonic send time)
+# stream id → (on_done, provider token attached, monotonic send time)
 _Pending: TypeAlias = tuple[OnDone, ProviderToken, float]
 
 
@@ -119,20 +122,20 @@ class ApnsConnection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        tokens: TokenSource,
+        provider_tokens: TokenSource,
         *,
         authority: str,
         config: DeliveryConfig,
         on_change: Callable[[ApnsConnection], None] | None = None,
-        on_result: Callable[[SendResult], None] | None = None,
+        on_result: Callable[[StreamResult], None] | None = None,
     ) -> None:
         self._stream = stream
-        self._tokens = tokens
+        self._provider_tokens = provider_tokens
         self._config = config
         self._on_change = on_change
         self._on_result = on_result
         self._proto = ApnsClientProtocol(authority)
-        self._token: ProviderToken | None = None  # what the protocol's `authorization` carries
+        self._provider_token: ProviderToken | None = None  # what `authorization` carries now
         self._pending: dict[int, _Pending] = {}  # insertion order = stream id order = send order
         self._out = bytearray()  # bytes taken from the protocol by the reader, written next
         self._dirty = trio.Event()
@@ -189,10 +192,6 @@ class ApnsConnection:
         """Finished: every push it took has been settled."""
         return self._closed
 
-    async def wait_closed(self) -> None:
-        """Return once the connection has closed and its stream is released."""
-        await self._closed_event.wait()
-
     # -- sending -------------------------------------------------------------------------------
 
     def try_send(self, request: PushRequest, on_done: OnDone) -> bool:
@@ -200,15 +199,15 @@ class ApnsConnection:
         proto = self._proto
         if not self._started or self._stopping or self._closed or proto.available_slots <= 0:
             return False
-        token = self._tokens.current()  # refreshes by age; a new one goes on this request
-        if token is not self._token:
-            proto.set_authorization(token.header_value)
-            self._token = token
+        provider_token = self._provider_tokens.current()  # refreshed by age; goes on this request
+        if provider_token is not self._provider_token:
+            proto.set_authorization(provider_token.header_value)
+            self._provider_token = provider_token
         stream_id = proto.send(request)
         now = trio.current_time()
         if not self._pending:
             self._arm_timer(now + self._config.request_timeout)
-        self._pending[stream_id] = (on_done, token, now)
+        self._pending[stream_id] = (on_done, provider_token, now)
         self._last_sid = stream_id
         self._dirty.set()
         if stream_id + 2 > _LAST_CLIENT_STREAM_ID:
@@ -428,9 +427,8 @@ class ApnsConnection:
             return
         self.answered += 1
         if (
-            answer.status != 200
-            and not self._stopping
-            and (disposition_for(answer.status, answer.reason) is Disposition.NEW_CONNECTION)
+            not self._stopping
+            and outcome_for(answer.status, answer.reason) is Outcome.NEW_CONNECTION
         ):
             # APNs asked for a new connection (apns.md §2 UnrelatedKeyIdInToken, 503 Shutdown):
             # stop using this one before the caller resends, so the retry goes elsewhere.
@@ -451,17 +449,17 @@ class ApnsConnection:
         if event.error is not None and self.close_reason is None:
             self.close_reason = event.error
 
-    def _lost_result(self, stream_id: int, error: str) -> SendResult:
+    def _lost_result(self, stream_id: int, error: str) -> StreamResult:
         if stream_id > self._handed_over:
             return Unprocessed(f"never written: {error}")
         return NoAnswer(error)
 
-    def _settle(self, stream_id: int, result: SendResult) -> None:
+    def _settle(self, stream_id: int, result: StreamResult) -> None:
         pending = self._pending.pop(stream_id, None)
         if pending is not None:
             self._deliver(pending[0], result)
 
-    def _deliver(self, on_done: OnDone, result: SendResult) -> None:
+    def _deliver(self, on_done: OnDone, result: StreamResult) -> None:
         try:
             if self._on_result is not None:
                 self._on_result(result)

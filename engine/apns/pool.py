@@ -20,8 +20,9 @@ While a slot is failing, no other empty slot is tried, so a dead endpoint sees o
 backoff step, not one per slot.
 
 Provider tokens: when an answer says the token was expired (or missing), the pool calls
-`tokens.on_expired(token_that_was_sent)` before the caller's callback, so 500 streams failing at
-once cause exactly one refresh, and every connection's next request carries the new token.
+`provider_tokens.on_expired(token_that_was_sent)` before the caller's callback, so 500 streams
+failing at once cause exactly one refresh, and every connection's next request carries the new
+token.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ from engine.apns.connection import (
     ApnsConnection,
     NoAnswer,
     OnDone,
-    SendResult,
+    StreamResult,
     Unprocessed,
 )
 from engine.apns.protocol import PushRequest
-from engine.apns.reasons import REASONS, Disposition
+from engine.apns.reasons import REASONS, Outcome
 from engine.apns.tokens import TokenSource
 from engine.apns.transport import ConnectError, Connector
 from engine.config import DeliveryConfig
@@ -56,7 +57,7 @@ __all__ = [
     "NoAnswer",
     "PoolClosedError",
     "PoolListener",
-    "SendResult",
+    "StreamResult",
     "Unprocessed",
     "backoff_delay",
     "choose_connection",
@@ -64,9 +65,7 @@ __all__ = [
 
 log = logging.getLogger("lockstep.apns")
 
-_REFRESH_REASONS = frozenset(
-    r for r, row in REASONS.items() if row.disposition is Disposition.REFRESH_AUTH
-)
+_REFRESH_REASONS = frozenset(r for r, row in REASONS.items() if row.outcome is Outcome.REFRESH_AUTH)
 _CONNECT_ERRORS = (ConnectError, OSError, trio.BrokenResourceError)
 
 
@@ -169,9 +168,9 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.event = trio.Event()
-        self.result: SendResult | None = None
+        self.result: StreamResult | None = None
 
-    def __call__(self, result: SendResult) -> None:
+    def __call__(self, result: StreamResult) -> None:
         self.result = result
         self.event.set()
 
@@ -180,14 +179,14 @@ class ApnsPool:
     """Up to `size` HTTP/2 connections to APNs, opened as load needs (see the module docstring).
 
     Run it with `await nursery.start(pool.run)`. Callers push with `try_send(request, on_done)`
-    (no task per push; `on_done` gets exactly one `SendResult`) and, when it returns False,
+    (no task per push; `on_done` gets exactly one `StreamResult`) and, when it returns False,
     `await wait_for_slot()`. `send()` does both and waits for the result.
     """
 
     def __init__(
         self,
         connector: Connector,
-        tokens: TokenSource,
+        provider_tokens: TokenSource,
         *,
         authority: str,
         size: int,
@@ -198,7 +197,7 @@ class ApnsPool:
         if size < 1:
             raise ValueError("size must be >= 1")
         self._connector = connector
-        self._tokens = tokens
+        self._provider_tokens = provider_tokens
         self._authority = authority
         self._config = config
         self._rng = rng if rng is not None else random.Random()
@@ -278,7 +277,7 @@ class ApnsPool:
         if self._closing:
             raise PoolClosedError("the APNs connection pool is closed")
 
-    async def send(self, request: PushRequest) -> SendResult:
+    async def send(self, request: PushRequest) -> StreamResult:
         """Wait for a slot, send, and wait for the result (no retries: that is the caller's)."""
         waiter = _Waiter()
         while not self.try_send(request, waiter):
@@ -359,7 +358,7 @@ class ApnsPool:
             slot.connecting = False
         conn = ApnsConnection(
             stream,
-            self._tokens,
+            self._provider_tokens,
             authority=self._authority,
             config=self._config,
             on_change=self._on_change,
@@ -430,10 +429,10 @@ class ApnsPool:
             self._detach(conn)
         self._wake_waiters()
 
-    def _on_result(self, result: SendResult) -> None:
+    def _on_result(self, result: StreamResult) -> None:
         # Before the caller's callback, so its immediate resend already carries the new token.
         if type(result) is Answered and result.answer.reason in _REFRESH_REASONS:
-            self._tokens.on_expired(result.token)
+            self._provider_tokens.on_expired(result.provider_token)
 
     # -- wake-ups --------------------------------------------------------------------------------
 

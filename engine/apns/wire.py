@@ -50,7 +50,7 @@ TOPIC_SUFFIXES: Final = {
 """The topic suffix each push type requires; types absent here use the bare bundle id."""
 
 LIVE_ACTIVITY_PRIORITIES: Final = frozenset({5, 10})
-ALL_PRIORITIES: Final = frozenset({1, 5, 10})
+"""The only `apns-priority` values a Live Activity push may carry (apns.md §1)."""
 
 TOKEN_MAX_AGE: Final = 3600
 """A provider token older than this (seconds since `iat`) is `ExpiredProviderToken` (apns.md §2)."""
@@ -65,4 +65,3 @@ H_PRIORITY: Final = "apns-priority"
 H_EXPIRATION: Final = "apns-expiration"
 H_ID: Final = "apns-id"
 H_COLLAPSE_ID: Final = "apns-collapse-id"
-H_UNIQUE_ID: Final = "apns-unique-id"

@@ -42,6 +42,9 @@ Decisions:
   has already ended and the device ignores later pushes (apns.md §6).
 - Lanes stay open until their END is accepted or they fail closed; `forget` drops an idle lane
   (e.g. an activity past its 8-hour lifetime). Closed lanes are remembered in a bounded LRU.
+- Items settle with the caller's own `DeliveryStatus`, so the dispatcher only adds what APNs said
+  (apns id, HTTP status). An item given up on is REJECTED when its APNs reason says never to retry
+  as is, FAILED otherwise (`failure_status`); the coalescer never settles an item twice.
 
 Pure: no trio, no clock reads. Monotonic `now` and wall-clock `wall_now` are always parameters.
 """
@@ -54,7 +57,7 @@ import random
 from collections import OrderedDict
 from typing import Final
 
-from engine.apns.reasons import Reason
+from engine.apns.reasons import Outcome, Reason
 from engine.delivery.items import (
     FREE_OUTCOMES,
     Busy,
@@ -64,12 +67,11 @@ from engine.delivery.items import (
     Item,
     LaneError,
     LaneKey,
-    Outcome,
     Settled,
-    Settlement,
-    outcome_for,
+    failure_status,
 )
 from engine.payload import EventKind
+from engine.results import DeliveryStatus
 
 __all__ = [
     "BACKOFF_CAP",
@@ -83,10 +85,7 @@ __all__ = [
     "Item",
     "LaneError",
     "LaneKey",
-    "Outcome",
     "Settled",
-    "Settlement",
-    "outcome_for",
 ]
 
 
@@ -263,7 +262,7 @@ class Coalescer:
         if old is state.retrying:
             state.retrying = None
         self._coalesced += 1
-        return [Settled(old, Settlement.SUPERSEDED, None, detail)]
+        return [Settled(old, DeliveryStatus.SUPERSEDED, None, detail)]
 
     # ----------------------------------------------------------------------------------------------
     # Dispatching
@@ -358,7 +357,8 @@ class Coalescer:
     ) -> list[Settled]:
         """Record what happened to `dispatch`; returns the items that settled because of it.
 
-        `reason` is the APNs reason (carried into FAILED settlements); `retry_after` (seconds) is
+        `reason` is the APNs reason, carried into the settlements of items given up on, where it
+        decides between REJECTED and FAILED (`failure_status`); `retry_after` (seconds) is
         honoured up to 60 s. Raises `LaneError` if `dispatch` is not the lane's push in flight.
         """
         lane = self._lanes.get(dispatch.lane)
@@ -389,7 +389,7 @@ class Coalescer:
         lane.failures = lane.refresh_streak = lane.free_streak = 0
         lane.retrying = None
         self._accepted += 1
-        settled = [Settled(dispatch.item, Settlement.ACCEPTED, None, "", dispatch.timestamp)]
+        settled = [Settled(dispatch.item, DeliveryStatus.ACCEPTED, None, "", dispatch.timestamp)]
         if dispatch.item.kind is _END:
             activity, key = lane.key
             ended = f"activity {activity!r} already ended on lane {key!r}"
@@ -418,7 +418,7 @@ class Coalescer:
         if newer is not None:
             lane.retrying = None
             self._coalesced += 1
-            return [Settled(item, Settlement.SUPERSEDED, reason, "replaced by a newer item")]
+            return [Settled(item, DeliveryStatus.SUPERSEDED, reason, "replaced by a newer item")]
         if not free:
             lane.attempts += 1
             if lane.attempts >= self._max_attempts:
@@ -474,7 +474,7 @@ class Coalescer:
         if item is lane.retrying:
             lane.retrying = None
         self._failed += 1
-        settled = [Settled(item, Settlement.FAILED, reason, detail)]
+        settled = [Settled(item, failure_status(reason), reason, detail)]
         if item.kind is _START:
             message = f"{_describe(lane.key)} is closed: its start failed ({detail})"
             settled += self._close(lane, message, reason, "the activity's start failed")
@@ -488,9 +488,10 @@ class Coalescer:
     ) -> list[Settled]:
         """Fail what is pending, forget the lane, remember it as closed with `message`."""
         settled = []
+        status = failure_status(reason)
         for item in (lane.start, lane.update, lane.end):
             if item is not None:
-                settled.append(Settled(item, Settlement.FAILED, reason, detail))
+                settled.append(Settled(item, status, reason, detail))
         lane.start = lane.update = lane.end = None
         self._pending -= len(settled)
         self._failed += len(settled)

@@ -4,8 +4,9 @@ It is the only place where the pure `Coalescer` meets I/O. The loop: ask the coa
 ready dispatches as the pool has free stream slots, hand each to `ApnsPool.try_send` with a
 callback, then sleep until something changes (a submission, an answer, a lane's pacing or backoff
 time). Answers come back through the callback, synchronously from the connection's reader task:
-they are classified (`outcome_for`, the shared reason table), reported to the coalescer, and every
-item that settled resolves its `PushHandle`. No task per push, no busy polling.
+each `StreamResult` becomes an `Outcome` (`outcome_for`, the shared reason table, for an answer;
+`UNPROCESSED` or `TRANSPORT` for none), is reported to the coalescer, and every item that settled
+resolves its `PushHandle` with a `DeliveryResult`. No task per push, no busy polling.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from functools import partial
 
 import trio
 
-from engine.apns.connection import Answered, NoAnswer, SendResult
+from engine.apns.connection import Answered, NoAnswer, StreamResult
 from engine.apns.pool import ApnsPool, PoolClosedError
 from engine.apns.protocol import PushRequest
-from engine.apns.reasons import Disposition, Reason, disposition_for
-from engine.delivery.coalescer import Coalescer, Dispatch, Outcome, Settled, Settlement, outcome_for
+from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
+from engine.delivery.coalescer import Coalescer, Dispatch, Settled
 from engine.metrics import EngineListener
 from engine.results import DeliveryResult, DeliveryStatus
 
@@ -34,10 +35,10 @@ _MAX_DEAD_TOKENS = 100_000
 class PushHandle:
     """The future of one submitted event: `await handle.result()` or ignore it."""
 
-    __slots__ = ("_callbacks", "_event", "_result", "submitted_at", "token")
+    __slots__ = ("_callbacks", "_event", "_result", "device_token", "submitted_at")
 
-    def __init__(self, token: str, submitted_at: float) -> None:
-        self.token = token
+    def __init__(self, device_token: str, submitted_at: float) -> None:
+        self.device_token = device_token
         self.submitted_at = submitted_at
         # Made by the first `result()` that has to wait: most handles settle before anyone
         # awaits them (or nobody ever does), and an Event is three objects to allocate and
@@ -194,7 +195,7 @@ class Dispatcher:
             else:  # a slot vanished between free_slots and now (a limit swing): not an attempt
                 self.settle_all(self.coalescer.complete(dispatch, Outcome.UNPROCESSED, now=now))
 
-    def _on_done(self, dispatch: Dispatch, sent_at: float, result: SendResult) -> None:
+    def _on_done(self, dispatch: Dispatch, sent_at: float, result: StreamResult) -> None:
         self._in_flight -= 1
         now = trio.current_time()
         apns_id = status = timestamp_ms = None
@@ -219,10 +220,10 @@ class Dispatcher:
             self._capacity.set()
         self._wake.set()
 
-    def _mark_dead(self, token: str, reason: Reason | None) -> None:
+    def _mark_dead(self, device_token: str, reason: Reason | None) -> None:
         # 410 / BadDeviceToken: stop sending to it (bounded memory of dead tokens).
-        self.dead_tokens[token] = reason
-        self.dead_tokens.move_to_end(token)
+        self.dead_tokens[device_token] = reason
+        self.dead_tokens.move_to_end(device_token)
         while len(self.dead_tokens) > _MAX_DEAD_TOKENS:
             self.dead_tokens.popitem(last=False)
 
@@ -234,21 +235,19 @@ class Dispatcher:
 def _result_of(
     settled: Settled, apns_id: str | None, status: int | None, timestamp_ms: int | None
 ) -> DeliveryResult:
-    token = settled.item.token
-    if settled.status is Settlement.ACCEPTED:
+    device_token = settled.item.token
+    if settled.status is DeliveryStatus.ACCEPTED:
         return DeliveryResult(
-            DeliveryStatus.ACCEPTED, token, apns_id=apns_id, http_status=200, detail=settled.detail
+            settled.status, device_token, apns_id=apns_id, http_status=200, detail=settled.detail
         )
-    if settled.status is Settlement.SUPERSEDED:
-        return DeliveryResult(DeliveryStatus.SUPERSEDED, token, detail=settled.detail)
+    if settled.status is DeliveryStatus.SUPERSEDED:
+        return DeliveryResult(settled.status, device_token, detail=settled.detail)
     reason = settled.reason
-    disposition = disposition_for(status or 0, reason) if reason is not None else None
-    final = disposition in (Disposition.DROP_TOKEN, Disposition.FIX_REQUEST)
     return DeliveryResult(
-        DeliveryStatus.REJECTED if final else DeliveryStatus.FAILED,
-        token,
+        settled.status,  # REJECTED or FAILED, as the coalescer decided from the reason
+        device_token,
         reason=reason,
-        disposition=disposition,
+        outcome=REASONS[reason].outcome if reason is not None else None,
         http_status=status,
         timestamp_ms=timestamp_ms,
         detail=settled.detail,

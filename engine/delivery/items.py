@@ -1,19 +1,20 @@
-"""The values the coalescer trades in: items, dispatches, settlements, outcomes and errors.
+"""The values the coalescer trades in: items, dispatches, settlements and errors.
 
-An `Item` is one submitted event (its prepared payload, token, priority and waiter); a `Dispatch`
-is one send attempt of an item with its timestamp and rendered body; `Settled` says how an item
-ended (`Settlement`); `Outcome` classifies what became of an attempt, from the shared reason table
-(`outcome_for`). `LaneError` and `Busy` are the coalescer's two refusals. Pure: no trio, no clock.
+An `Item` is one submitted event (its prepared payload, device token, priority and waiter); a
+`Dispatch` is one send attempt of an item with its timestamp and rendered body; the coalescer is
+told what became of an attempt as an `Outcome` (the shared vocabulary of `engine.apns.reasons`),
+and answers with `Settled` records: how an item ended, as the caller's `DeliveryStatus`.
+`LaneError` and `Busy` are the coalescer's two refusals. Pure: no trio, no clock.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Final
 
-from engine.apns.reasons import Disposition, Reason, disposition_for
+from engine.apns.reasons import REASONS, Outcome, Reason
 from engine.payload import EventKind, PreparedPayload
+from engine.results import DeliveryStatus
 
 LaneKey = tuple[str, str]
 """`(activity_id, lane_key)`: the unit of ordering and pacing."""
@@ -31,41 +32,24 @@ class Busy(DeliveryError):
     """A new lane was offered while `max_lanes` lanes are open: explicit overload, retry later."""
 
 
-class Outcome(enum.Enum):
-    """What happened to one dispatch, as reported by the dispatcher."""
+FREE_OUTCOMES: Final = frozenset({Outcome.NEW_CONNECTION, Outcome.UNPROCESSED})
+"""Outcomes after which APNs certainly did not process the push, so retrying at once is safe
+(apns.md §4: a refused stream or one above GOAWAY's last stream id was never seen)."""
 
-    ACCEPTED = "accepted"  # 200 from APNs (apns.md §3)
-    RETRY = "retry"  # 429 / 5xx: back off and retry (apns.md §3, retry guidance)
-    REFRESH_AUTH = "refresh_auth"  # Expired/MissingProviderToken: the token was refreshed (§2)
-    NEW_CONNECTION = "new_connection"  # Shutdown, UnrelatedKeyIdInToken, IdleTimeout
-    UNPROCESSED = "unprocessed"  # REFUSED_STREAM, or above GOAWAY's last stream id (apns.md §4)
-    TRANSPORT = "transport"  # no answer: connection lost mid-stream, timeout
-    DROP_TOKEN = "drop_token"  # 410 Unregistered / ExpiredToken, BadDeviceToken
-    FIX_REQUEST = "fix_request"  # any other 4xx: never retried as is (apns.md §3)
+# Outcomes that mean "never send this as is again" (apns.md §3, retry guidance).
+_FINAL_OUTCOMES: Final = frozenset({Outcome.DROP_TOKEN, Outcome.FIX_REQUEST})
 
 
-class Settlement(enum.Enum):
-    """How an item ended its life in the coalescer (each item is settled exactly once)."""
+def failure_status(reason: Reason | None) -> DeliveryStatus:
+    """How an item that will not be delivered ends: REJECTED when APNs named a reason the table
+    says never to retry (a dead token, a request to fix), FAILED otherwise.
 
-    ACCEPTED = "accepted"
-    SUPERSEDED = "superseded"
-    FAILED = "failed"
-
-
-_BY_DISPOSITION: Final[dict[Disposition, Outcome]] = {
-    Disposition.RETRY: Outcome.RETRY,
-    Disposition.REFRESH_AUTH: Outcome.REFRESH_AUTH,
-    Disposition.NEW_CONNECTION: Outcome.NEW_CONNECTION,
-    Disposition.DROP_TOKEN: Outcome.DROP_TOKEN,
-    Disposition.FIX_REQUEST: Outcome.FIX_REQUEST,
-}
-
-
-def outcome_for(status: int, reason: Reason | None) -> Outcome:
-    """The outcome of an APNs answer: 200 is ACCEPTED, anything else follows the reason table."""
-    if status == 200:
-        return Outcome.ACCEPTED
-    return _BY_DISPOSITION[disposition_for(status, reason)]
+    The reason decides, not the outcome: a bare 410 or 404 without a reason string names nothing
+    to fix, so it ends FAILED.
+    """
+    if reason is not None and REASONS[reason].outcome in _FINAL_OUTCOMES:
+        return DeliveryStatus.REJECTED
+    return DeliveryStatus.FAILED
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -121,14 +105,14 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """An item's final state: the dispatcher resolves `item.waiter` with it.
+    """An item's end: the dispatcher resolves `item.waiter` with a result of this status.
 
     `reason` is the APNs reason behind a failure when there is one; `timestamp` is the
     `aps.timestamp` of the accepted send.
     """
 
     item: Item
-    status: Settlement
+    status: DeliveryStatus
     reason: Reason | None = None
     detail: str = ""
     timestamp: int | None = None
@@ -150,7 +134,3 @@ class CoalescerStats:
     failed: int
     idle: int = 0  # open lanes with nothing pending or in flight
     evicted: int = 0  # idle lanes forgotten to make room (see `Coalescer._evict_idle`)
-
-
-# Outcomes after which APNs certainly did not process the push, so retrying at once is safe.
-FREE_OUTCOMES: Final = frozenset({Outcome.NEW_CONNECTION, Outcome.UNPROCESSED})

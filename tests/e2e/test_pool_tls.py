@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.apns.connection import Answered, SendResult
+from engine.apns.connection import Answered, StreamResult
 from engine.apns.pool import ApnsPool
 from engine.apns.protocol import PushRequest
 from engine.apns.reasons import Reason
@@ -42,8 +42,8 @@ async def serving(kit: Kit, ssl_context: ssl.SSLContext | None) -> AsyncIterator
         nursery.cancel_scope.cancel()
 
 
-async def push_all(pool: ApnsPool, requests: list[PushRequest]) -> list[SendResult]:
-    results: list[SendResult] = []
+async def push_all(pool: ApnsPool, requests: list[PushRequest]) -> list[StreamResult]:
+    results: list[StreamResult] = []
 
     async def one(request: PushRequest) -> None:
         results.append(await pool.send(request))

@@ -24,7 +24,7 @@ from h2.errors import ErrorCodes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.apns.connection import Answered, ApnsConnection, NoAnswer, SendResult, Unprocessed
+from engine.apns.connection import Answered, ApnsConnection, NoAnswer, StreamResult, Unprocessed
 from engine.apns.pool import (
     ApnsPool,
     PoolClosedError,
@@ -303,26 +303,26 @@ def start_request(kit: Kit, token: str | None = None) -> PushRequest:
 
 
 @dataclass
-class Outcome:
-    results: list[SendResult]
+class PushRun:
+    results: list[StreamResult]
     unprocessed: Counter[str]  # Unprocessed reasons seen along the way (then resent)
 
 
 async def push_many(
     pool: ApnsPool, requests: Sequence[PushRequest], *, resend_unprocessed: bool = True
-) -> Outcome:
+) -> PushRun:
     """Push everything through `try_send` / `wait_for_slot` (callbacks, no task per push).
 
     Unprocessed results are resent (bounded), as a dispatcher would; the final result of each
     request is returned in order.
     """
-    results: list[SendResult | None] = [None] * len(requests)
+    results: list[StreamResult | None] = [None] * len(requests)
     queue = deque(range(len(requests)))
     unprocessed: Counter[str] = Counter()
     state = {"remaining": len(requests), "kick": trio.Event()}
 
-    def callback(i: int) -> Callable[[SendResult], None]:
-        def on_done(result: SendResult) -> None:
+    def callback(i: int) -> Callable[[StreamResult], None]:
+        def on_done(result: StreamResult) -> None:
             if resend_unprocessed and isinstance(result, Unprocessed):
                 key = "GOAWAY" if result.reason.startswith("above GOAWAY") else result.reason
                 unprocessed[key] += 1
@@ -345,10 +345,10 @@ async def push_many(
             state["kick"] = trio.Event()
             await state["kick"].wait()  # type: ignore[union-attr]
     assert all(r is not None for r in results)
-    return Outcome(results, unprocessed)  # type: ignore[arg-type]
+    return PushRun(results, unprocessed)  # type: ignore[arg-type]
 
 
-def statuses(results: Sequence[SendResult]) -> Counter[object]:
+def statuses(results: Sequence[StreamResult]) -> Counter[object]:
     return Counter(
         r.answer.status if isinstance(r, Answered) else type(r).__name__ for r in results
     )
@@ -384,7 +384,7 @@ async def test_warm_up_from_one_stream_to_a_thousand(
     with trio.fail_after(60):
         async with running_pool(kit, size=4) as h:
             pool = h.pool
-            first: list[SendResult] = []
+            first: list[StreamResult] = []
             while not pool.try_send(start_request(kit), first.append):
                 await pool.wait_for_slot()
             # APNs allows one stream until a request with a valid token went through (apns.md §4).
@@ -425,7 +425,7 @@ async def test_many_sends_in_one_tick_go_out_in_few_writes(
             await trio.sleep(0.01)
             (stream,) = h.connector.streams
             before = stream.writes
-            done: list[SendResult] = []
+            done: list[StreamResult] = []
             request = start_request(kit)
             go = trio.Event()
 
@@ -461,7 +461,7 @@ async def test_a_burst_of_expired_token_answers_refreshes_once(
             await trio.sleep(0.01)
             old = tokens.cached
             assert old is not None and tokens.generation == 1
-            done: list[SendResult] = []
+            done: list[StreamResult] = []
             for _ in range(300):
                 assert h.pool.try_send(start_request(kit), done.append)
             # Before APNs reads them, an hour passes on its clock and ours: the 300 requests in
@@ -473,14 +473,15 @@ async def test_a_burst_of_expired_token_answers_refreshes_once(
                 isinstance(r, Answered)
                 and r.answer.status == 403
                 and r.answer.reason is Reason.EXPIRED_PROVIDER_TOKEN
-                and r.token == old
+                and r.provider_token == old
                 for r in done
             )
             assert tokens.refreshes == 1 and tokens.forced_refreshes == 1
             outcome = await push_many(h.pool, [start_request(kit)] * 300)
             assert statuses(outcome.results) == {200: 300}
             assert tokens.refreshes == 1
-            assert {r.token for r in outcome.results if isinstance(r, Answered)} == {tokens.cached}
+            sent = {r.provider_token for r in outcome.results if isinstance(r, Answered)}
+            assert sent == {tokens.cached}
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ async def test_reconnect_attempts_back_off_exponentially_up_to_the_cap(
     failures = 9
     with trio.fail_after(1000):
         async with running_pool(kit, size=4, fail=failures) as h:
-            results: list[SendResult] = []
+            results: list[StreamResult] = []
 
             async def push() -> None:
                 results.append(await h.pool.send(start_request(kit)))
@@ -675,7 +676,7 @@ async def test_aclose_drains_in_flight_pushes(autojump_clock: trio.testing.MockC
     with trio.fail_after(60):
         async with running_pool(kit, size=1) as h:
             assert isinstance(await h.pool.send(start_request(kit)), Answered)
-            done: list[SendResult] = []
+            done: list[StreamResult] = []
             for _ in range(100):
                 assert h.pool.try_send(start_request(kit), done.append)
             await trio.sleep(0.1)
@@ -696,7 +697,7 @@ async def test_aclose_deadline_settles_what_never_got_an_answer(
     config = DeliveryConfig(request_timeout=60.0)
     with trio.fail_after(120):
         async with running_pool(kit, size=1, config=config) as h:
-            done: list[SendResult] = []
+            done: list[StreamResult] = []
             while not h.pool.try_send(start_request(kit), done.append):
                 await h.pool.wait_for_slot()
             await trio.sleep(1)
@@ -714,7 +715,7 @@ async def test_a_callback_that_raises_does_not_break_the_connection(
         async with running_pool(kit, size=1) as h:
             assert isinstance(await h.pool.send(start_request(kit)), Answered)
 
-            def boom(result: SendResult) -> None:
+            def boom(result: StreamResult) -> None:
                 raise RuntimeError("caller bug")
 
             assert h.pool.try_send(start_request(kit), boom)

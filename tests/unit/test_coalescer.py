@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.apns.reasons import REASONS, Disposition, Reason
+from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
 from engine.delivery.coalescer import (
     BACKOFF_CAP,
     MAX_FREE_RETRIES,
@@ -21,12 +21,11 @@ from engine.delivery.coalescer import (
     Item,
     LaneError,
     LaneKey,
-    Outcome,
     Settled,
-    Settlement,
-    outcome_for,
 )
+from engine.delivery.items import failure_status
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
+from engine.results import DeliveryStatus
 
 W0 = 1_800_000_000  # wall clock at monotonic 0
 LANE: LaneKey = ("act-1", "device-1")
@@ -94,7 +93,7 @@ class Harness:
         return self
 
 
-def statuses(settled: list[Settled]) -> list[tuple[int, Settlement]]:
+def statuses(settled: list[Settled]) -> list[tuple[int, DeliveryStatus]]:
     return [(s.item.seq, s.status) for s in settled]
 
 
@@ -158,10 +157,40 @@ def test_outcome_for(status: int, reason: Reason | None, outcome: Outcome) -> No
     assert outcome_for(status, reason) is outcome
 
 
+# What the reason table may hand out: a rejection is never "accepted" nor "no answer".
+REJECTION_OUTCOMES = {
+    Outcome.RETRY,
+    Outcome.NEW_CONNECTION,
+    Outcome.REFRESH_AUTH,
+    Outcome.DROP_TOKEN,
+    Outcome.FIX_REQUEST,
+}
+
+
 def test_outcome_for_follows_the_reason_table_for_every_reason() -> None:
     for reason, info in REASONS.items():
-        expected = Outcome[Disposition(info.disposition).name]
-        assert outcome_for(info.status, reason) is expected
+        assert info.outcome in REJECTION_OUTCOMES, reason
+        assert outcome_for(info.status, reason) is info.outcome
+
+
+def test_outcome_for_a_200_is_accepted_whatever_the_reason() -> None:
+    assert outcome_for(200, Reason.SHUTDOWN) is Outcome.ACCEPTED
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        (Reason.UNREGISTERED, DeliveryStatus.REJECTED),
+        (Reason.BAD_DEVICE_TOKEN, DeliveryStatus.REJECTED),
+        (Reason.BAD_TOPIC, DeliveryStatus.REJECTED),
+        (Reason.TOO_MANY_REQUESTS, DeliveryStatus.FAILED),
+        (Reason.EXPIRED_PROVIDER_TOKEN, DeliveryStatus.FAILED),
+        (Reason.SHUTDOWN, DeliveryStatus.FAILED),
+        (None, DeliveryStatus.FAILED),  # a bare 410 or 404 names nothing to fix
+    ],
+)
+def test_failure_status_follows_the_reason(reason: Reason | None, status: DeliveryStatus) -> None:
+    assert failure_status(reason) is status
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,9 +212,9 @@ def test_latest_update_wins_while_pending() -> None:
     h = Harness()
     first, _ = h.offer(UPDATE, 1)
     second, superseded = h.offer(UPDATE, 2)
-    assert statuses(superseded) == [(first.seq, Settlement.SUPERSEDED)]
+    assert statuses(superseded) == [(first.seq, DeliveryStatus.SUPERSEDED)]
     third, superseded = h.offer(UPDATE, 3)
-    assert statuses(superseded) == [(second.seq, Settlement.SUPERSEDED)]
+    assert statuses(superseded) == [(second.seq, DeliveryStatus.SUPERSEDED)]
     assert h.take_one().item is third
     assert h.co.stats.coalesced == 2
 
@@ -199,7 +228,7 @@ def test_latest_wins_while_one_is_in_flight_and_one_in_flight_per_lane() -> None
     assert len(superseded) == 1
     h.at(10.0)
     assert h.take() == []  # u3 waits for the push in flight, however long it takes
-    assert statuses(h.complete(d1, Outcome.ACCEPTED)) == [(d1.item.seq, Settlement.ACCEPTED)]
+    assert statuses(h.complete(d1, Outcome.ACCEPTED)) == [(d1.item.seq, DeliveryStatus.ACCEPTED)]
     d3 = h.take_one()
     assert d3.item is u3 and d3.timestamp == W0 + 10
 
@@ -210,9 +239,9 @@ def test_end_replaces_a_pending_update_and_a_newer_end_replaces_the_first() -> N
     d1 = h.take_one()
     u2, _ = h.offer(UPDATE, 2)
     e1, superseded = h.offer(END, 3)
-    assert statuses(superseded) == [(u2.seq, Settlement.SUPERSEDED)]
+    assert statuses(superseded) == [(u2.seq, DeliveryStatus.SUPERSEDED)]
     e2, superseded = h.offer(END, 4)
-    assert statuses(superseded) == [(e1.seq, Settlement.SUPERSEDED)]
+    assert statuses(superseded) == [(e1.seq, DeliveryStatus.SUPERSEDED)]
     h.complete(d1, Outcome.ACCEPTED)
     assert h.at(1.0).take_one().item is e2
 
@@ -222,7 +251,7 @@ def test_start_goes_first_and_end_never_before_a_pending_start() -> None:
     s, _ = h.offer(START, 0, token="p2s")
     u, _ = h.offer(UPDATE, 1)
     e, superseded = h.offer(END, 2)
-    assert statuses(superseded) == [(u.seq, Settlement.SUPERSEDED)]  # never the start
+    assert statuses(superseded) == [(u.seq, DeliveryStatus.SUPERSEDED)]  # never the start
     d = h.take_one()
     assert d.item is s and d.item.token == "p2s" and d.item.priority == 10
     h.complete(d, Outcome.ACCEPTED)
@@ -259,7 +288,7 @@ def test_closed_lane_refuses_everything_with_a_clear_error() -> None:
     h = Harness()
     h.offer(END, 1)
     settled = h.complete(h.take_one(), Outcome.ACCEPTED)
-    assert [s.status for s in settled] == [Settlement.ACCEPTED]
+    assert [s.status for s in settled] == [DeliveryStatus.ACCEPTED]
     assert h.co.is_closed(LANE) and h.co.stats.lanes == 0
     for kind in (START, UPDATE, END):
         with pytest.raises(LaneError, match="activity 'act-1' already ended on lane 'device-1'"):
@@ -272,7 +301,10 @@ def test_end_pending_when_an_earlier_end_is_accepted_fails_as_already_ended() ->
     d = h.take_one()
     e2, _ = h.offer(END, 2)
     settled = h.complete(d, Outcome.ACCEPTED)
-    assert statuses(settled) == [(d.item.seq, Settlement.ACCEPTED), (e2.seq, Settlement.FAILED)]
+    assert statuses(settled) == [
+        (d.item.seq, DeliveryStatus.ACCEPTED),
+        (e2.seq, DeliveryStatus.FAILED),
+    ]
     assert "already ended" in settled[1].detail
 
 
@@ -426,7 +458,7 @@ def test_retry_keeps_only_the_newest_state() -> None:
     d1 = h.take_one()
     u2, _ = h.offer(UPDATE, 2)
     settled = h.complete(d1, Outcome.RETRY, reason=Reason.SERVICE_UNAVAILABLE)
-    assert statuses(settled) == [(d1.item.seq, Settlement.SUPERSEDED)]
+    assert statuses(settled) == [(d1.item.seq, DeliveryStatus.SUPERSEDED)]
     d2 = h.at(1.0).take_one()
     assert d2.item is u2 and d2.attempt == 1
     h.complete(d2, Outcome.RETRY)
@@ -438,11 +470,11 @@ def test_failed_update_is_superseded_by_a_pending_end_and_end_by_a_newer_end() -
     h.offer(UPDATE, 1)
     d = h.take_one()
     e1, _ = h.offer(END, 2)
-    assert statuses(h.complete(d, Outcome.TRANSPORT)) == [(d.item.seq, Settlement.SUPERSEDED)]
+    assert statuses(h.complete(d, Outcome.TRANSPORT)) == [(d.item.seq, DeliveryStatus.SUPERSEDED)]
     d = h.at(1.0).take_one()
     assert d.item is e1
     e2, _ = h.offer(END, 3)
-    assert statuses(h.complete(d, Outcome.TRANSPORT)) == [(e1.seq, Settlement.SUPERSEDED)]
+    assert statuses(h.complete(d, Outcome.TRANSPORT)) == [(e1.seq, DeliveryStatus.SUPERSEDED)]
     assert h.at(3.0).take_one().item is e2
 
 
@@ -475,7 +507,7 @@ def test_max_attempts_fails_an_update_and_keeps_the_lane_open() -> None:
         assert h.complete(d, Outcome.RETRY) == []
         h.at(h.co.next_ready_at() or 0.0)
     settled = h.complete(h.take_one(), Outcome.RETRY, reason=Reason.TOO_MANY_REQUESTS)
-    assert statuses(settled) == [(u1.seq, Settlement.FAILED)]
+    assert statuses(settled) == [(u1.seq, DeliveryStatus.FAILED)]
     assert settled[0].reason is Reason.TOO_MANY_REQUESTS
     assert "gave up after 3 attempts (last: retry)" in settled[0].detail
     u2, _ = h.offer(UPDATE, 2)
@@ -489,7 +521,7 @@ def test_max_attempts_on_start_closes_the_lane_and_fails_what_is_pending() -> No
     d = h.take_one()
     u, _ = h.offer(UPDATE, 1)
     settled = h.complete(d, Outcome.RETRY)
-    assert statuses(settled) == [(s.seq, Settlement.FAILED), (u.seq, Settlement.FAILED)]
+    assert statuses(settled) == [(s.seq, DeliveryStatus.FAILED), (u.seq, DeliveryStatus.FAILED)]
     assert "start failed" in settled[1].detail
     with pytest.raises(LaneError, match="closed: its start failed"):
         h.offer(UPDATE, 2)
@@ -500,7 +532,7 @@ def test_max_attempts_on_end_closes_the_lane() -> None:
     h = Harness(max_attempts=1)
     h.offer(END, 1)
     settled = h.complete(h.take_one(), Outcome.TRANSPORT)
-    assert [s.status for s in settled] == [Settlement.FAILED]
+    assert [s.status for s in settled] == [DeliveryStatus.FAILED]
     with pytest.raises(LaneError, match="closed: its end failed"):
         h.offer(END, 2)
 
@@ -511,7 +543,7 @@ def test_refresh_auth_retries_at_once_uncounted_then_counts_when_repeated() -> N
     assert h.complete(h.take_one(), Outcome.REFRESH_AUTH) == []
     assert h.co.next_ready_at() == 0.5  # not paced, not counted
     settled = h.complete(h.take_one(), Outcome.REFRESH_AUTH)
-    assert statuses(settled) == [(u.seq, Settlement.FAILED)]  # the second in a row is a RETRY
+    assert statuses(settled) == [(u.seq, DeliveryStatus.FAILED)]  # the second in a row is a RETRY
 
 
 def test_refresh_auth_then_other_outcome_resets_the_streak() -> None:
@@ -534,7 +566,7 @@ def test_unprocessed_retries_at_once_until_the_free_bound(outcome: Outcome) -> N
         assert h.co.next_ready_at() == h.now
     h.at(float(MAX_FREE_RETRIES))
     settled = h.complete(h.take_one(), outcome)
-    assert statuses(settled) == [(u.seq, Settlement.FAILED)]  # the 21st counts as a RETRY
+    assert statuses(settled) == [(u.seq, DeliveryStatus.FAILED)]  # the 21st counts as a RETRY
 
 
 def test_drop_token_fails_every_pending_item_for_that_token_only() -> None:
@@ -543,7 +575,8 @@ def test_drop_token_fails_every_pending_item_for_that_token_only() -> None:
     d = h.take_one()
     u2, _ = h.offer(UPDATE, 2, token="A")
     settled = h.complete(d, Outcome.DROP_TOKEN, reason=Reason.UNREGISTERED)
-    assert statuses(settled) == [(d.item.seq, Settlement.FAILED), (u2.seq, Settlement.FAILED)]
+    rejected = DeliveryStatus.REJECTED  # a named reason never to retry: rejected, not failed
+    assert statuses(settled) == [(d.item.seq, rejected), (u2.seq, rejected)]
     assert all(s.reason is Reason.UNREGISTERED for s in settled)
     assert "Unregistered" in settled[0].detail
     assert h.co.stats.pending == 0 and h.co.stats.lanes == 1  # the lane itself stays open
@@ -556,7 +589,7 @@ def test_drop_token_spares_items_for_another_token() -> None:
     h.offer(UPDATE, 1, token="A")
     d = h.take_one()
     u2, _ = h.offer(UPDATE, 2, token="B")
-    assert statuses(h.complete(d, Outcome.DROP_TOKEN)) == [(d.item.seq, Settlement.FAILED)]
+    assert statuses(h.complete(d, Outcome.DROP_TOKEN)) == [(d.item.seq, DeliveryStatus.FAILED)]
     assert h.at(1.0).take_one().item is u2
 
 
@@ -566,7 +599,7 @@ def test_drop_token_on_start_closes_the_lane() -> None:
     d = h.take_one()
     u, _ = h.offer(UPDATE, 1, token="upd")
     settled = h.complete(d, Outcome.DROP_TOKEN, reason=Reason.BAD_DEVICE_TOKEN)
-    assert statuses(settled) == [(s.seq, Settlement.FAILED), (u.seq, Settlement.FAILED)]
+    assert statuses(settled) == [(s.seq, DeliveryStatus.REJECTED), (u.seq, DeliveryStatus.REJECTED)]
     assert h.co.is_closed(LANE)
 
 
@@ -575,7 +608,7 @@ def test_drop_token_on_end_with_a_newer_end_for_another_token_continues() -> Non
     h.offer(END, 1, token="A")
     d = h.take_one()
     e2, _ = h.offer(END, 2, token="B")
-    assert statuses(h.complete(d, Outcome.DROP_TOKEN)) == [(d.item.seq, Settlement.FAILED)]
+    assert statuses(h.complete(d, Outcome.DROP_TOKEN)) == [(d.item.seq, DeliveryStatus.FAILED)]
     assert not h.co.is_closed(LANE)
     d2 = h.at(1.0).take_one()
     assert d2.item is e2
@@ -589,7 +622,10 @@ def test_drop_token_on_update_with_pending_end_for_that_token_closes_the_lane() 
     d = h.take_one()
     e, _ = h.offer(END, 2, token="A")
     settled = h.complete(d, Outcome.DROP_TOKEN)
-    assert statuses(settled) == [(d.item.seq, Settlement.FAILED), (e.seq, Settlement.FAILED)]
+    assert statuses(settled) == [
+        (d.item.seq, DeliveryStatus.FAILED),
+        (e.seq, DeliveryStatus.FAILED),
+    ]
     assert h.co.is_closed(LANE)
 
 
@@ -599,7 +635,7 @@ def test_fix_request_fails_the_update_and_the_lane_continues_paced() -> None:
     d = h.take_one()
     u2, _ = h.offer(UPDATE, 2)
     settled = h.complete(d, Outcome.FIX_REQUEST, reason=Reason.BAD_TOPIC)
-    assert statuses(settled) == [(d.item.seq, Settlement.FAILED)]
+    assert statuses(settled) == [(d.item.seq, DeliveryStatus.REJECTED)]
     assert settled[0].detail == "APNs refused the request (BadTopic)"
     assert h.take() == []
     assert h.at(1.0).take_one().item is u2
@@ -610,7 +646,7 @@ def test_fix_request_on_start_or_end_closes_the_lane() -> None:
     h.offer(START)
     h.offer(UPDATE, 1)
     settled = h.complete(h.take_one(), Outcome.FIX_REQUEST)
-    assert [s.status for s in settled] == [Settlement.FAILED, Settlement.FAILED]
+    assert [s.status for s in settled] == [DeliveryStatus.FAILED, DeliveryStatus.FAILED]
     h.offer(END, 1, lane=OTHER)
     h.complete(h.take_one(), Outcome.FIX_REQUEST)
     assert h.co.is_closed(LANE) and h.co.is_closed(OTHER)

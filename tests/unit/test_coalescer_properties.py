@@ -16,17 +16,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine.delivery.coalescer import (
-    Coalescer,
-    Dispatch,
-    Item,
-    LaneError,
-    LaneKey,
-    Outcome,
-    Settled,
-    Settlement,
-)
+from engine.apns.reasons import Outcome
+from engine.delivery.coalescer import Coalescer, Dispatch, Item, LaneError, LaneKey, Settled
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
+from engine.results import DeliveryStatus
 
 W0 = 1_800_000_000
 INTERVAL = 1.0
@@ -34,6 +27,8 @@ LANES: list[LaneKey] = [(f"act-{i}", f"dev-{i % 2}") for i in range(6)]
 START, UPDATE, END = EventKind.START, EventKind.UPDATE, EventKind.END
 # Outcomes after which the coalescer may resend at once (APNs did not process the push).
 IMMEDIATE = {Outcome.UNPROCESSED, Outcome.NEW_CONNECTION, Outcome.REFRESH_AUTH}
+# The two ends of an item that was given up on (REJECTED when APNs named a reason never to retry).
+GAVE_UP = {DeliveryStatus.FAILED, DeliveryStatus.REJECTED}
 
 _ALERT = Alert("Kick-off", "A vs B")
 
@@ -196,7 +191,7 @@ class CoalescerMachine(RuleBasedStateMachine):
             if not model.dispatched_any:
                 assert d.item is first, "the start must go first"
             elif d.item is not first:
-                assert self.settled[first.seq].status is Settlement.ACCEPTED
+                assert self.settled[first.seq].status is DeliveryStatus.ACCEPTED
         assert d.body == d.item.payload.render(d.timestamp)
         model.in_flight = d
         model.last_ts = d.timestamp
@@ -226,9 +221,11 @@ class CoalescerMachine(RuleBasedStateMachine):
             lane, _ = self.items[seq]
             model = self.lanes[lane]
             kind, status = s.item.kind, s.status
-            if (kind, status) in ((END, Settlement.ACCEPTED), (START, Settlement.FAILED)):
+            if (kind is END and status is DeliveryStatus.ACCEPTED) or (
+                kind is START and status in GAVE_UP
+            ):
                 model.closed = True
-            elif kind is END and status is Settlement.FAILED:
+            elif kind is END and status in GAVE_UP:
                 # a failed end closes the lane unless a newer end is still pending
                 model.closed |= not any(
                     later.kind is END and later.seq > seq and later.seq not in self.settled
@@ -275,13 +272,13 @@ class CoalescerMachine(RuleBasedStateMachine):
         applied = model.device.applied
         last = model.submitted[-1]
         outcome = self.settled[last.seq]
-        if outcome.status is Settlement.FAILED:
+        if outcome.status in GAVE_UP:
             # an end offered while an earlier end was in flight: the activity had already ended
             assert last.kind is END and "already ended" in outcome.detail, outcome
             ended = [i for i in model.submitted if i.kind is END]
             assert applied[-1].kind is END and applied[-1] in ended[:-1]
         else:
-            assert outcome.status is Settlement.ACCEPTED, outcome
+            assert outcome.status is DeliveryStatus.ACCEPTED, outcome
             assert applied[-1] is last, "the device does not show the last state"
         first = model.submitted[0]
         if first.kind is START:
@@ -308,7 +305,7 @@ class GivingUpMachine(CoalescerMachine):
     def check_drained_lane(self, model: LaneModel) -> None:
         for item in model.submitted:
             s = self.settled[item.seq]
-            if s.status is Settlement.FAILED and "already ended" not in s.detail:
+            if s.status in GAVE_UP and "already ended" not in s.detail:
                 return  # something gave up or APNs refused it: the device may show older state
         super().check_drained_lane(model)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.apns.reasons import Disposition, Reason
+from engine.apns.reasons import Outcome, Reason
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.contract import models
 from engine.server.service.devices import Devices
@@ -82,7 +82,7 @@ def gone(token: str) -> DeliveryResult:
         DeliveryStatus.REJECTED,
         token,
         reason=Reason.UNREGISTERED,
-        disposition=Disposition.DROP_TOKEN,
+        outcome=Outcome.DROP_TOKEN,
         http_status=410,
     )
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.activity import _PUSH_TRANSITIONS, ActivityState, PushEvent
-from simulator.devices import DeliveryOutcome, DeviceRegistry, Outcome
+from simulator.devices import ActivityOutcome, DeliveryOutcome, DeviceRegistry
 from simulator.validation import TokenKind
 
 BUNDLE = "com.example.app"
@@ -62,7 +62,7 @@ def started(
     if "phone" not in reg.devices:
         reg.add_device("phone", now=now)
     outcome = send(reg, reg.devices["phone"].push_to_start_token, start_aps(now, **extra), now)
-    assert outcome.outcome is Outcome.STARTED and outcome.issued_token
+    assert outcome.outcome is ActivityOutcome.STARTED and outcome.issued_token
     return reg, outcome.issued_token
 
 
@@ -80,7 +80,9 @@ def test_start_creates_activity_token_and_report() -> None:
     reg = make_registry()
     device = reg.add_device("phone", channels=["ch1"], now=T0)
     outcome = send(reg, device.push_to_start_token, start_aps(), T0, apns_id="a-1")
-    assert outcome == DeliveryOutcome("phone", "phone-1", Outcome.STARTED, "", outcome.issued_token)
+    assert outcome == DeliveryOutcome(
+        "phone", "phone-1", ActivityOutcome.STARTED, "", outcome.issued_token
+    )
     token = outcome.issued_token
     assert token is not None and len(token) == 64 and token == token.lower()
     info = reg.lookup(token)
@@ -136,7 +138,7 @@ def test_add_device_validation() -> None:
 def test_newer_update_applies() -> None:
     reg, token = started()
     outcome = send(reg, token, update_aps(T0 + 1, 1, **{"relevance-score": 50}), T0 + 1, 5, "u1")
-    assert (outcome.outcome, outcome.activity_id) == (Outcome.APPLIED, "phone-1")
+    assert (outcome.outcome, outcome.activity_id) == (ActivityOutcome.APPLIED, "phone-1")
     act = activity(reg, T0 + 1)
     assert act["content_state"] == {"score": 1} and act["last_timestamp"] == T0 + 1
     assert act["relevance_score"] == 50 and act["applied"] == 2
@@ -158,7 +160,7 @@ def test_equal_and_older_updates_are_ignored_and_counted(ts: float, detail: str)
     reg, token = started()
     send(reg, token, update_aps(T0 + 10, 1), T0 + 10)
     outcome = send(reg, token, update_aps(ts, 99), T0 + 11)
-    assert (outcome.outcome, outcome.detail) == (Outcome.IGNORED, detail)
+    assert (outcome.outcome, outcome.detail) == (ActivityOutcome.IGNORED, detail)
     act = activity(reg, T0 + 11)
     assert act["content_state"] == {"score": 1}
     assert (act["ignored"], act["order_violations"], act["applied"]) == (1, 1, 2)
@@ -170,13 +172,14 @@ def test_update_equal_to_start_timestamp_is_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ahead", "outcome"), [(8 * HOUR, Outcome.APPLIED), (8 * HOUR + 1, Outcome.IGNORED)]
+    ("ahead", "outcome"),
+    [(8 * HOUR, ActivityOutcome.APPLIED), (8 * HOUR + 1, ActivityOutcome.IGNORED)],
 )
-def test_future_timestamp_limit(ahead: float, outcome: Outcome) -> None:
+def test_future_timestamp_limit(ahead: float, outcome: ActivityOutcome) -> None:
     reg, token = started()
     result = send(reg, token, update_aps(T0 + 5 + ahead, 1), T0 + 5)
     assert result.outcome is outcome
-    if outcome is Outcome.IGNORED:
+    if outcome is ActivityOutcome.IGNORED:
         assert result.detail == "future-timestamp"
         assert activity(reg, T0 + 5)["order_violations"] == 0
 
@@ -185,7 +188,7 @@ def test_future_start_is_ignored() -> None:
     reg = make_registry()
     pts = reg.add_device("phone", now=T0).push_to_start_token
     result = send(reg, pts, start_aps(T0 + 9 * HOUR), T0)
-    assert (result.outcome, result.detail) == (Outcome.IGNORED, "future-timestamp")
+    assert (result.outcome, result.detail) == (ActivityOutcome.IGNORED, "future-timestamp")
 
 
 @pytest.mark.parametrize(
@@ -207,7 +210,7 @@ def test_future_start_is_ignored() -> None:
 def test_malformed_pushes_to_an_activity(aps: Any, detail: str) -> None:
     reg, token = started()
     result = send(reg, token, aps, T0 + 1)
-    assert (result.outcome, result.detail) == (Outcome.IGNORED, detail)
+    assert (result.outcome, result.detail) == (ActivityOutcome.IGNORED, detail)
     act = activity(reg, T0 + 1)
     assert act["ignored"] == 1 and act["order_violations"] == 0
     assert act["content_state"] == {"score": 0}
@@ -216,13 +219,13 @@ def test_malformed_pushes_to_an_activity(aps: Any, detail: str) -> None:
 def test_payload_without_aps_is_ignored() -> None:
     reg, token = started()
     result = reg.deliver(token, {"other": 1}, now=T0 + 1, priority=10, apns_id="x")
-    assert (result.outcome, result.detail) == (Outcome.IGNORED, "not-live-activity")
+    assert (result.outcome, result.detail) == (ActivityOutcome.IGNORED, "not-live-activity")
 
 
 def test_unknown_token() -> None:
     reg = make_registry()
     result = send(reg, "ab" * 32, update_aps(T0, 1), T0)
-    assert result == DeliveryOutcome("", None, Outcome.IGNORED, "unknown-token")
+    assert result == DeliveryOutcome("", None, ActivityOutcome.IGNORED, "unknown-token")
 
 
 # -- end, dismissal, lifetime ------------------------------------------------------------------
@@ -244,7 +247,7 @@ def test_end_and_dismissal_date(
     reg, token = started()
     extra = {} if dismissal is None else {"dismissal-date": dismissal}
     result = send(reg, token, end_aps(T0 + 100, 7, **extra), T0 + 100)
-    assert (result.outcome, result.detail) == (Outcome.ENDED, "")
+    assert (result.outcome, result.detail) == (ActivityOutcome.ENDED, "")
     act = activity(reg, T0 + 100)
     assert act["state"] == state_now and act["dismissal_at"] == dismissal_at
     assert act["ended_at"] == T0 + 100 and act["content_state"] == {"score": 7}
@@ -260,7 +263,7 @@ def test_end_with_old_timestamp_ends_but_keeps_newer_state(end_ts: float, detail
     reg, token = started()
     send(reg, token, update_aps(T0 + 10, 3), T0 + 10)
     result = send(reg, token, end_aps(end_ts, 1), T0 + 20)
-    assert (result.outcome, result.detail) == (Outcome.ENDED, detail)
+    assert (result.outcome, result.detail) == (ActivityOutcome.ENDED, detail)
     act = activity(reg, T0 + 20)
     assert act["state"] == "ended" and act["content_state"] == {"score": 3}
     assert act["last_timestamp"] == T0 + 10
@@ -269,7 +272,7 @@ def test_end_with_old_timestamp_ends_but_keeps_newer_state(end_ts: float, detail
 
 def test_end_without_content_state_keeps_state() -> None:
     reg, token = started()
-    assert send(reg, token, end_aps(T0 + 1), T0 + 1).outcome is Outcome.ENDED
+    assert send(reg, token, end_aps(T0 + 1), T0 + 1).outcome is ActivityOutcome.ENDED
     assert activity(reg, T0 + 1)["content_state"] == {"score": 0}
 
 
@@ -279,7 +282,7 @@ def test_push_after_end_is_ignored(later: dict[str, Any]) -> None:
     send(reg, token, end_aps(T0 + 10, 1), T0 + 10)
     for now in (T0 + 30, T0 + 10 + 5 * HOUR):  # ended, then dismissed
         result = send(reg, token, later, now)
-        assert (result.outcome, result.detail) == (Outcome.IGNORED, "activity-ended")
+        assert (result.outcome, result.detail) == (ActivityOutcome.IGNORED, "activity-ended")
     act = activity(reg, T0 + 10 + 5 * HOUR)
     assert act["content_state"] == {"score": 1} and act["ignored"] == 2
 
@@ -343,14 +346,14 @@ def test_stale_date_and_refresh() -> None:
 def test_update_with_past_stale_date_is_stale_at_once() -> None:
     reg, token = started()
     result = send(reg, token, update_aps(T0 + 5, 1, **{"stale-date": T0}), T0 + 5)
-    assert result.outcome is Outcome.APPLIED
+    assert result.outcome is ActivityOutcome.APPLIED
     assert activity(reg, T0 + 5)["state"] == "stale"
 
 
 def test_stale_activity_can_still_end() -> None:
     reg, token = started(**{"stale-date": T0 + 1})
     assert activity(reg, T0 + 2)["state"] == "stale"
-    assert send(reg, token, end_aps(T0 + 3, 5), T0 + 3).outcome is Outcome.ENDED
+    assert send(reg, token, end_aps(T0 + 3, 5), T0 + 3).outcome is ActivityOutcome.ENDED
 
 
 # -- limits, bad starts ------------------------------------------------------------------------
@@ -362,12 +365,12 @@ def test_per_device_limit_default_five() -> None:
     other = reg.add_device("other", now=T0).push_to_start_token
     tokens = [send(reg, pts, start_aps(T0 + i), T0 + i).issued_token for i in range(5)]
     refused = send(reg, pts, start_aps(T0 + 5), T0 + 5)
-    assert (refused.outcome, refused.detail) == (Outcome.IGNORED, "limit-reached")
-    assert send(reg, other, start_aps(T0 + 5), T0 + 5).outcome is Outcome.STARTED
+    assert (refused.outcome, refused.detail) == (ActivityOutcome.IGNORED, "limit-reached")
+    assert send(reg, other, start_aps(T0 + 5), T0 + 5).outcome is ActivityOutcome.STARTED
     assert tokens[0] is not None
     send(reg, tokens[0], end_aps(T0 + 6), T0 + 6)  # an ended activity no longer counts
     again = send(reg, pts, start_aps(T0 + 7), T0 + 7)
-    assert (again.outcome, again.activity_id) == (Outcome.STARTED, "phone-6")
+    assert (again.outcome, again.activity_id) == (ActivityOutcome.STARTED, "phone-6")
     snap = reg.device_snapshot("phone", T0 + 7)
     assert snap is not None and snap["ignored"] == 1
     assert snap["events"][-2]["detail"] == "limit-reached"
@@ -398,7 +401,7 @@ def test_bad_start(aps: dict[str, Any]) -> None:
     reg = make_registry()
     pts = reg.add_device("phone", now=T0).push_to_start_token
     result = send(reg, pts, aps, T0)
-    assert result == DeliveryOutcome("phone", None, Outcome.IGNORED, "bad-start")
+    assert result == DeliveryOutcome("phone", None, ActivityOutcome.IGNORED, "bad-start")
     assert reg.token_reports() == []
     snap = reg.device_snapshot("phone", T0)
     assert snap is not None and snap["activities"] == [] and snap["ignored"] == 1
@@ -436,7 +439,7 @@ def test_rotate_token() -> None:
     assert reg.lookup(token).unregistered_at_ms == int((T0 + 10) * 1000)  # type: ignore[union-attr]
     [report] = reg.token_reports()
     assert (report.activity_token, report.issued_at) == (new, T0 + 10)
-    assert send(reg, new, update_aps(T0 + 11, 4), T0 + 11).outcome is Outcome.APPLIED
+    assert send(reg, new, update_aps(T0 + 11, 4), T0 + 11).outcome is ActivityOutcome.APPLIED
     with pytest.raises(KeyError):
         reg.rotate_token(token, now=T0 + 12)
 
@@ -578,9 +581,9 @@ def test_a_second_start_for_the_same_activity_id_is_ended_by_the_app() -> None:
     reg.add_device("phone", now=T0)
     pts = reg.devices["phone"].push_to_start_token
     first = send(reg, pts, start_aps(T0, attributes={"activity_id": "deploy-7"}), T0)
-    assert first.outcome is Outcome.STARTED
+    assert first.outcome is ActivityOutcome.STARTED
     again = send(reg, pts, start_aps(T0 + 1, attributes={"activity_id": "deploy-7"}), T0 + 1)
-    assert (again.outcome, again.detail) == (Outcome.IGNORED, "duplicate-start")
+    assert (again.outcome, again.detail) == (ActivityOutcome.IGNORED, "duplicate-start")
     other = send(reg, pts, start_aps(T0 + 2, attributes={"activity_id": "deploy-8"}), T0 + 2)
-    assert other.outcome is Outcome.STARTED
+    assert other.outcome is ActivityOutcome.STARTED
     assert len(reg.token_reports()) == 2

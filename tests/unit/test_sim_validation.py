@@ -17,7 +17,7 @@ from simulator.auth import ConnectionAuth, KeyRing
 from simulator.validation import (
     BroadcastRoute,
     DeviceRoute,
-    PushRequest,
+    IncomingRequest,
     Rejection,
     TokenInfo,
     TokenKind,
@@ -111,9 +111,9 @@ class Req:
             self.headers.pop(name, None)
         return self
 
-    def build(self) -> PushRequest:
+    def build(self) -> IncomingRequest:
         pairs = tuple((n, v) for n, vs in self.headers.items() for v in vs)
-        return PushRequest(self.method, self.prefix + self.token, pairs, self.body)
+        return IncomingRequest(self.method, self.prefix + self.token, pairs, self.body)
 
     def run(self) -> Verdict:
         return validate(
@@ -556,7 +556,7 @@ _PATHS = st.sampled_from(
 def test_garbage_never_raises(
     method: str, path: str, headers: list[tuple[str, str]], body: bytes, now: float
 ) -> None:
-    request = PushRequest(method, path, tuple(headers), body)
+    request = IncomingRequest(method, path, tuple(headers), body)
     verdict = validate(
         request, auth=ConnectionAuth(RING), config=CONFIG, directory=_directory(), now=now
     )

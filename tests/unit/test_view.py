@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from simulator import view
-from simulator.devices import DeviceRegistry, Outcome
+from simulator.devices import ActivityOutcome, DeviceRegistry
 
 T0 = 1_700_000_000.0  # 22:13:20Z
 ATTRIBUTES = "LockstepAttributes"
@@ -78,7 +78,7 @@ def simulated(types: list[str], *, now: float = T0 + 75) -> dict[str, Any]:
     for i, type_ in enumerate(types):
         device = reg.add_device(f"phone-{i}", now=T0)
         result = deliver(reg, device.push_to_start_token, start_aps(STATES[type_], T0, f"a{i}"), T0)
-        assert result.outcome is Outcome.STARTED
+        assert result.outcome is ActivityOutcome.STARTED
     return {"devices": reg.snapshot(now)}
 
 
@@ -138,7 +138,7 @@ def test_ended_activity_shows_its_dismissal_time_and_frozen_timer() -> None:
     device = reg.add_device("phone", now=T0)
     started = deliver(reg, device.push_to_start_token, start_aps(STATES["timer"], T0, "t"), T0)
     end = {"event": "end", "timestamp": T0 + 60, "dismissal-date": T0 + 240}
-    assert deliver(reg, str(started.issued_token), end, T0 + 60).outcome is Outcome.ENDED
+    assert deliver(reg, str(started.issued_token), end, T0 + 60).outcome is ActivityOutcome.ENDED
     text = draw(view.render_devices({"devices": reg.snapshot(T0 + 100)}, now=T0 + 100))
     assert "ended" in text
     assert "dismisses 22:17:20Z (in 2m 20s)" in text

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from engine.apns.pool import PoolListener
-from engine.apns.reasons import Reason
-from engine.delivery.coalescer import Outcome
+from engine.apns.reasons import Outcome, Reason
 from engine.metrics import EngineListener
 from engine.payload import EventKind
 from engine.results import DeliveryResult, DeliveryStatus

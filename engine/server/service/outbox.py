@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from engine.apns.reasons import Disposition
+from engine.apns.reasons import Outcome
 from engine.delivery.dispatch import PushHandle
 from engine.engine import Engine
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
@@ -195,7 +195,7 @@ class Outbox:
             row.sent_version = max(row.sent_version, version)
         elif result.status is DeliveryStatus.SUPERSEDED:
             return  # a newer state carries on in the same lane
-        elif result.disposition is Disposition.DROP_TOKEN:
+        elif result.outcome is Outcome.DROP_TOKEN:
             self.rejected += 1
             # A dead push-to-start token does not kill an activity the device already runs: a
             # retried start can meet a 410 after an earlier attempt got through and the app
