@@ -112,7 +112,7 @@ async def open_server(
             )
         )
         app = create_app(
-            service,
+            service,  # a `Service` is an `http.seam.ApiService`: mypy checks it here
             api_keys=settings.api_keys,
             device_keys=settings.device_keys,
             metrics=metrics,

@@ -20,8 +20,8 @@ import trio
 from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
 from engine.server.http.app import ApiApp
 from engine.server.http.h11server import H11Limits, H11Server
+from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, STREAM_BODY, FakeService
 from tests.helpers.h2client import H2TestClient
-from tests.unit.test_http_app import DEVICE_KEY, SEND_KEY, STREAM_BODY, FakeService
 
 TIMEOUT = 20.0
 STREAM = json.dumps(STREAM_BODY).encode()

@@ -13,14 +13,14 @@ import trio
 from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
 from engine.server.http.app import ApiApp
 from engine.server.http.server import bind_address
-from tests.helpers.h2client import H2TestClient
-from tests.unit.test_http_app import (
+from tests.helpers.fakeservice import (
     DEVICE_BODY,
     DEVICE_KEY,
     SEND_KEY,
     STREAM_BODY,
     FakeService,
 )
+from tests.helpers.h2client import H2TestClient
 
 
 def _request(

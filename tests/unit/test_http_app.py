@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -17,110 +17,23 @@ from hypothesis import strategies as st
 from engine.apns.reasons import Reason
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.contract import errors, models
-from engine.server.http.app import ENDPOINTS, UNMATCHED, Access, ApiApp, create_app
+from engine.server.http.app import UNMATCHED, ApiApp, create_app
+from engine.server.http.endpoint import Access
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import CONTENT_TYPE, LATENCY_BUCKETS, PromMetrics
-
-SEND_KEY = "send-key-0123456789"
-DEVICE_KEY = "device-key-9876543210"
-TS = "2025-01-01T12:00:00.000Z"
-TOKEN = "ab" * 16
-
-STREAM_BODY = {"content_state": {"title": "Deploy", "type": "progress", "percentage": 40}}
-START_BODY = {"content_state": {"title": "Build", "type": "value", "value": "3 of 5"}}
-ACTIVITY_BODY = {"activity_id": "act-1", "content_state": {"title": "Build"}}
-DEVICE_BODY = {"push_to_start_token": TOKEN, "name": "Phone", "channels": ["ops"]}
-REPORT_BODY = {"device_id": "iphone-1", "activity_id": "act-1", "activity_token": TOKEN}
-
-
-# -- the fake service ---------------------------------------------------------------------------
-
-
-def _info(device_id: str) -> models.DeviceInfo:
-    return models.DeviceInfo(
-        device_id=device_id,
-        name=None,
-        channels=[],
-        push_to_start_token_suffix=TOKEN[-8:],
-        registered_at=TS,
-    )
-
-
-@dataclass
-class FakeService:
-    """Records every call; raises `fail` (if set) instead of answering."""
-
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    fail: BaseException | None = None
-    healthy: bool = True
-
-    def __post_init__(self) -> None:
-        self.live = _Live(self)
-        self.devices = _Devices(self)
-
-    def called(self, *call: Any) -> None:
-        self.calls.append(call)
-        if self.fail is not None:
-            raise self.fail
-
-    def health(self) -> dict[str, Any]:
-        return {"ok": self.healthy, "devices": 2}
-
-    def stats(self) -> dict[str, float]:
-        return {"devices": 2, "recipients_pending": 5, "not-a-number": "x"}  # type: ignore[dict-item]
-
-
-@dataclass
-class _Live:
-    svc: FakeService
-
-    async def stream(self, key: str, req: models.StreamRequest) -> Any:
-        self.svc.called("stream", key, req)
-        return models.StreamPutResponse(
-            success=True, operation="started", stream_key=key, activity_id="act-1", timestamp=TS
-        )
-
-    async def end_stream(self, key: str, req: models.StreamDeleteRequest | None) -> Any:
-        self.svc.called("end_stream", key, req)
-        return models.StreamDeleteResponse(
-            success=True, operation="ended", stream_key=key, timestamp=TS
-        )
-
-    async def start(self, req: models.StartRequest) -> Any:
-        self.svc.called("start", req)
-        return models.StartResponse(success=True, activity_id="act-1", timestamp=TS)
-
-    async def update(self, req: models.UpdateRequest) -> Any:
-        self.svc.called("update", req)
-        return models.UpdateResponse(success=True, activity_id=req.activity_id, timestamp=TS)
-
-    async def end(self, req: models.EndRequest) -> Any:
-        self.svc.called("end", req)
-        return models.EndResponse(success=True, activity_id=req.activity_id, timestamp=TS)
-
-
-@dataclass
-class _Devices:
-    svc: FakeService
-
-    async def register(self, device_id: str, reg: models.DeviceRegistration) -> Any:
-        self.svc.called("register", device_id, reg)
-        return _info(device_id)
-
-    async def unregister(self, device_id: str) -> Any:
-        self.svc.called("unregister", device_id)
-        return _info(device_id)
-
-    async def report_token(self, report: models.ActivityTokenReport) -> Any:
-        self.svc.called("report_token", report)
-        return models.ActivityTokenAccepted(
-            success=True, activity_id=report.activity_id, device_id=report.device_id, released=1
-        )
-
-    def list(self) -> list[models.DeviceInfo]:
-        self.svc.called("list")
-        return [_info("iphone-1")]
-
+from engine.server.http.routes import ENDPOINTS
+from tests.helpers.fakeservice import (
+    ACTIVITY_BODY,
+    DEVICE_BODY,
+    DEVICE_KEY,
+    REPORT_BODY,
+    SEND_KEY,
+    START_BODY,
+    STREAM_BODY,
+    TOKEN,
+    TS,
+    FakeService,
+)
 
 # -- driving the app ----------------------------------------------------------------------------
 
@@ -819,8 +732,10 @@ def test_listener_events_land_in_bounded_series() -> None:
     m.dispatched("update", 2)
     m.unanswered("transport", "connection lost to 17.0.0.1")
     m.unanswered("weird", "x")
-    m.settled(DeliveryResult(DeliveryStatus.SUPERSEDED, token=TOKEN))
-    m.settled(DeliveryResult(DeliveryStatus.REJECTED, token=TOKEN, reason=Reason.BAD_DEVICE_TOKEN))
+    m.settled(DeliveryResult(DeliveryStatus.SUPERSEDED, device_token=TOKEN))
+    m.settled(
+        DeliveryResult(DeliveryStatus.REJECTED, device_token=TOKEN, reason=Reason.BAD_DEVICE_TOKEN)
+    )
     m.answered(999, None, 0.1)
     m.connection_opened()
     m.goaway("Shutdown")

@@ -13,6 +13,9 @@ A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without 
 -> decode and validate (`contract.models.decode`, 400) -> the service. Every error body is
 `{"error": <code>, "message": <sentence>, ...}`; an unexpected exception is logged and answered
 with a bare 500, never a stack trace. API keys are compared in constant time and never logged.
+
+The route table is `http.routes.ENDPOINTS` (its vocabulary: `http.endpoint`); the service is
+anything that satisfies `http.seam.ApiService`. Neither imports this module.
 """
 
 from __future__ import annotations
@@ -36,19 +39,17 @@ from engine.server.contract.errors import (
     Unauthorized,
     Unavailable,
 )
+from engine.server.http.endpoint import JSON, Access, Context, Endpoint, Reply
 from engine.server.http.prom import PromMetrics
-from engine.server.http.routes import ENDPOINTS, JSON, Access, DeviceList, Endpoint, Reply
+from engine.server.http.routes import ENDPOINTS
+from engine.server.http.seam import ApiService
 
 __all__ = [
-    "ENDPOINTS",
-    "Access",
+    "UNMATCHED",
     "ApiApp",
-    "DeviceList",
-    "Endpoint",
     "MethodNotAllowed",
     "Record",
     "RecordReply",
-    "Reply",
     "UnsupportedMediaType",
     "create_app",
 ]
@@ -129,7 +130,7 @@ class ApiApp:
 
     def __init__(
         self,
-        service: Any,
+        service: ApiService,
         *,
         api_keys: Sequence[str],
         device_keys: Sequence[str],
@@ -140,10 +141,8 @@ class ApiApp:
         record_reply: RecordReply | None = None,
         endpoints: Sequence[Endpoint] = ENDPOINTS,
     ) -> None:
-        self.service = service
-        self.metrics = metrics
+        self.context = Context(service, metrics, msgspec.json.encode(openapi))
         self.max_body = max_body
-        self.openapi_body = msgspec.json.encode(openapi)
         self.record = record
         self.record_reply = record_reply
         # Empty keys would let "Bearer " through: they are configuration mistakes, never keys.
@@ -173,7 +172,7 @@ class ApiApp:
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], label)
             reply = Reply(500, b'{"error":"internal","message":"internal error"}')
-        self.metrics.api_request(label, reply.status)
+        self.context.metrics.api_request(label, reply.status)
         await _respond(send, reply)
 
     def _route(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]]:
@@ -201,7 +200,7 @@ class ApiApp:
         if endpoint.request is not None:
             body = await self._read_body(headers, receive)
             _check_content_type(headers.get(b"content-type"), body)
-        reply = await endpoint.handler(self, params, body)
+        reply = await endpoint.handler(self.context, params, body)
         if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
             self._record(scope, body, reply)  # the calls that change something, for replays
         return reply
@@ -264,7 +263,7 @@ class ApiApp:
 
 
 def create_app(
-    service: Any,
+    service: ApiService,
     *,
     api_keys: Sequence[str],
     device_keys: Sequence[str],
@@ -274,7 +273,8 @@ def create_app(
     record: Record | None = None,
     record_reply: RecordReply | None = None,
 ) -> ApiApp:
-    """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`).
+    """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
+    `engine.server.http.seam.ApiService`).
 
     `openapi` is the document served at `/api/openapi.json` (see `engine.server.http.openapi`);
     `record(method, path, body)` hears about every accepted send-route call that carries a

@@ -15,7 +15,8 @@ from typing import Any, Final
 import msgspec
 
 from engine.server.contract.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
-from engine.server.http.app import ENDPOINTS, Access, Endpoint
+from engine.server.http.endpoint import Access, Endpoint
+from engine.server.http.routes import ENDPOINTS
 
 __all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
 
@@ -151,8 +152,8 @@ def build_openapi(
     }
 
 
-def _body_types(endpoints: Sequence[Endpoint]) -> list[Any]:
-    seen: list[Any] = []
+def _body_types(endpoints: Sequence[Endpoint]) -> list[type]:
+    seen: list[type] = []
     for ep in endpoints:
         for t in (ep.request, ep.response):
             if t is not None and t not in seen:
@@ -167,7 +168,7 @@ def _split(template: str) -> tuple[str, list[dict[str, str]] | None]:
     return template, [{"url": "/"}]
 
 
-def _operation(ep: Endpoint, schema_of: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": ep.operation_id,
         "summary": ep.summary,

@@ -2,34 +2,22 @@
 
 `http.app` routes requests with it and `http.openapi` documents it, so the served routes and the
 OpenAPI document cannot drift apart. Handlers decode the body with `contract.models.decode`
-(400 on any violation) and call the service; errors are `ApiError`s that
-the app turns into JSON answers.
+(400 on any violation) and call the service through the typed seam (`http.seam.ApiService`,
+reached as `ctx.service`); errors are `ApiError`s that the app turns into JSON answers.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping
+from typing import Final
 
 import msgspec
 
 from engine.server.contract import models
+from engine.server.http.endpoint import Access, Context, Endpoint, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 
-if TYPE_CHECKING:
-    from engine.server.http.app import ApiApp
-
-JSON: Final = b"application/json"
-
-
-class Access(enum.Enum):
-    """Who may call a route."""
-
-    PUBLIC = "public"
-    SEND = "send"  # API keys: the backends that send Live Activities
-    DEVICE = "device"  # device keys: the iOS app (or a simulated iPhone)
+__all__ = ["ENDPOINTS", "DeviceList"]
 
 
 class DeviceList(msgspec.Struct):
@@ -38,99 +26,69 @@ class DeviceList(msgspec.Struct):
     devices: list[models.DeviceInfo]
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A complete answer."""
-
-    status: int
-    body: bytes
-    content_type: bytes = JSON
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-Handler = Callable[["ApiApp", Mapping[str, str], bytes], Awaitable[Reply]]
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One (method, route) with what the OpenAPI document says about it."""
-
-    method: str
-    template: str  # e.g. "/api/live-activity/stream/{stream_key}"
-    access: Access
-    handler: Handler
-    operation_id: str
-    summary: str
-    request: type | None = None  # the JSON body's type; None: no body
-    body_required: bool = True
-    response: Any = None  # the 200 body's type (None: not JSON, described by `media`)
-    media: str = "application/json"
-    errors: tuple[int, ...] = ()  # error statuses beyond the ones every route of its kind has
-
-
 # -- handlers ---------------------------------------------------------------------------------
 
 
-def _json(value: Any, status: int = 200) -> Reply:
+def _json(value: object, status: int = 200) -> Reply:
     return Reply(status, msgspec.json.encode(value))
 
 
-async def _stream_put(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+async def _stream_put(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     key = params["stream_key"]
     models.check_stream_key(key)
     req = models.decode(models.StreamRequest, body)
-    return _json(await app.service.live.stream(key, req))
+    return _json(await ctx.service.live.stream(key, req))
 
 
-async def _stream_delete(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+async def _stream_delete(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     key = params["stream_key"]
     models.check_stream_key(key)
     req = models.decode(models.StreamDeleteRequest, body) if body.strip() else None
-    return _json(await app.service.live.end_stream(key, req))
+    return _json(await ctx.service.live.end_stream(key, req))
 
 
-async def _start(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await app.service.live.start(models.decode(models.StartRequest, body)))
+async def _start(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await ctx.service.live.start(models.decode(models.StartRequest, body)))
 
 
-async def _update(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await app.service.live.update(models.decode(models.UpdateRequest, body)))
+async def _update(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await ctx.service.live.update(models.decode(models.UpdateRequest, body)))
 
 
-async def _end(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await app.service.live.end(models.decode(models.EndRequest, body)))
+async def _end(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await ctx.service.live.end(models.decode(models.EndRequest, body)))
 
 
-async def _devices_list(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(DeviceList(devices=list(app.service.devices.list())))
+async def _devices_list(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(DeviceList(devices=list(ctx.service.devices.list())))
 
 
-async def _device_put(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+async def _device_put(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     reg = models.decode(models.DeviceRegistration, body)
-    return _json(await app.service.devices.register(params["device_id"], reg))
+    return _json(await ctx.service.devices.register(params["device_id"], reg))
 
 
-async def _device_delete(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await app.service.devices.unregister(params["device_id"]))
+async def _device_delete(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await ctx.service.devices.unregister(params["device_id"]))
 
 
-async def _token_report(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
+async def _token_report(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     report = models.decode(models.ActivityTokenReport, body)
-    return _json(await app.service.devices.report_token(report))
+    return _json(await ctx.service.devices.report_token(report))
 
 
-async def _openapi(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    return Reply(200, app.openapi_body)
+async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return Reply(200, ctx.openapi_body)
 
 
-async def _healthz(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    health = app.service.health()
+async def _healthz(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    health = dict(ctx.service.health())  # the seam promises a Mapping; msgspec encodes dicts
     # A load balancer reads the status, not the body: an explicit `ok: false` is a 503.
     return _json(health, 503 if health.get("ok") is False else 200)
 
 
-async def _metrics(app: ApiApp, params: Mapping[str, str], body: bytes) -> Reply:
-    text = app.metrics.render(app.service.stats())
+async def _metrics(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    text = ctx.metrics.render(ctx.service.stats())
     return Reply(200, text, PROM_CONTENT_TYPE.encode())
 
 

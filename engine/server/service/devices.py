@@ -17,7 +17,7 @@ from engine.server.contract import errors, models
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.store.base import Store
-from engine.server.store.records import DeleteDevice, DeviceRow, PutDevice, PutRecipient
+from engine.server.store.records import DeleteDevice, DeviceRow, Op, PutDevice, PutRecipient
 
 _DEVICE_ID = re.compile(models.DEVICE_ID_PATTERN[1:-1])
 
@@ -75,13 +75,13 @@ class Devices:
         row = self._reg.devices.pop(device_id, None)
         if row is None:
             raise errors.NotFound(f"no device with id {device_id!r}")
-        ops: list[object] = [DeleteDevice(device_id)]
+        ops: list[Op] = [DeleteDevice(device_id)]
         for act in self._reg.activities.values():
             rec = act.recipients.get(device_id)
             if rec is not None and not rec.row.dead:
                 rec.row.dead = True
                 ops.append(PutRecipient(rec.row))
-        await self._store.write(ops)  # type: ignore[arg-type]
+        await self._store.write(ops)
         return device_info(row)
 
     async def report_token(

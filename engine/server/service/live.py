@@ -48,6 +48,13 @@ IOS_ACTIVITY_LIMIT = 8 * 3600.0
 WARN_MIN_UPDATES = 12
 WARN_MEAN_INTERVAL = 120.0
 
+NewRequest = models.StartRequest | models.StreamRequest
+"""A call that may start an activity: it names its recipients (`channels` / `target`)."""
+ChangeRequest = (
+    models.UpdateRequest | models.EndRequest | models.StreamRequest | models.StreamDeleteRequest
+)
+"""A call that changes an activity; only a stream DELETE may leave `content_state` out."""
+
 
 @dataclass(frozen=True, slots=True)
 class LiveConfig:
@@ -289,7 +296,12 @@ class LiveActivities:
         return act
 
     def _begin(
-        self, req: Any, type_: str, channels: Sequence[str], stream_key: str | None, now: float
+        self,
+        req: NewRequest,
+        type_: str,
+        channels: Sequence[str],
+        stream_key: str | None,
+        now: float,
     ) -> tuple[Activity, PreparedPayload, list[Op]]:
         """A new activity for the selected devices, its start payload (size-checked) and ops."""
         ctype = models.as_content_type(type_)
@@ -308,7 +320,7 @@ class LiveActivities:
             state=pack_state(
                 models.push_state(req.content_state, ctype, req.action, req.secondary_action)
             ),
-            alert=_alert_dict(getattr(req, "alert", None)),
+            alert=_alert_dict(req.alert),
             version=1,
             ended=False,
             started_at=now,
@@ -345,7 +357,7 @@ class LiveActivities:
     def _apply(
         self,
         act: Activity,
-        req: Any,
+        req: ChangeRequest | None,
         kind: EventKind,
         now: float,
         *,
@@ -358,12 +370,13 @@ class LiveActivities:
 
         A stream PUT carries the whole state (`merge=False`); an update or end by id may carry
         only what changed, and the fields it leaves out keep their values (`merge=True`). Either
-        way the resulting state is checked in full against the activity's type.
+        way the resulting state is checked in full against the activity's type. `req` is None
+        for a stream DELETE without a body: the activity ends with its latest state.
         """
         row = act.row
-        state_in = getattr(req, "content_state", None) if req is not None else None
+        state_in = req.content_state if req is not None else None
         type_ = type_ or (state_in.type if state_in is not None and state_in.type else row.type)
-        if state_in is None:
+        if req is None or state_in is None:
             state = unpack_state(row.state)
         else:
             state = models.push_state(
@@ -372,20 +385,18 @@ class LiveActivities:
             if merge and type_ == row.type:
                 state = {**unpack_state(row.state), **state}
             _check_whole(state, type_)
-        alert = _alert_dict(getattr(req, "alert", None))
+        alert = _alert_dict(req.alert if req is not None else None)
         dismissal = None
         if kind is EventKind.END:
             dismissal = int(now + _dismiss_after(state_in, self._cfg.default_dismiss_minutes))
         packed = pack_state(state)
         probe = Activity(
-            ActivityRow(
-                **{
-                    **_fields(row),
-                    "state": packed,
-                    "alert": alert,
-                    "ended": kind is EventKind.END,
-                    "dismissal_date": dismissal,
-                }
+            msgspec.structs.replace(
+                row,
+                state=packed,
+                alert=alert,
+                ended=kind is EventKind.END,
+                dismissal_date=dismissal,
             )
         )
         prepared = _checked(lambda: prepare(latest_content(probe)))
@@ -398,7 +409,7 @@ class LiveActivities:
             row.update_count += 1
         if req is not None:
             row.metadata = _metadata(req) or row.metadata
-            row.tags = getattr(req, "tags", None) or row.tags
+            row.tags = req.tags or row.tags
         return [PutActivity(row)], prepared
 
     async def _launch(self, act: Activity, prepared: PreparedPayload) -> _Sent:
@@ -481,33 +492,32 @@ def _checked(build: Callable[[], PreparedPayload]) -> PreparedPayload:
         raise errors.TooLarge(str(exc), size=exc.size, limit=exc.limit) from None
 
 
-def _channels(req: Any) -> list[str]:
-    target = getattr(req, "target", None)
-    channels = getattr(req, "channels", None) or (target.channels if target is not None else None)
+def _channels(req: NewRequest) -> list[str]:
+    """The channels a start targets (`channels`, else `target.channels`); empty: every device."""
+    target = req.target
+    channels = req.channels or (target.channels if target is not None else None)
     return list(channels or [])
 
 
-def _alert_dict(alert: Any) -> dict[str, Any] | None:
+def _alert_dict(alert: models.AlertPayload | None) -> dict[str, Any] | None:
     if alert is None or (not alert.title and not alert.body):
         return None
     return {"title": alert.title or "", "body": alert.body or ""}
 
 
-def _metadata(req: Any) -> dict[str, Any] | None:
-    metadata = getattr(req, "metadata", None)
-    return dict(metadata) if metadata else None
+def _metadata(req: NewRequest | ChangeRequest) -> dict[str, Any] | None:
+    return dict(req.metadata) if req.metadata else None
 
 
-def _dismiss_after(state: Any, default_minutes: int) -> float:
-    seconds = getattr(state, "auto_dismiss_seconds", None)
-    if seconds is not None:
-        return float(seconds)
-    minutes = getattr(state, "auto_dismiss_minutes", None)
+def _dismiss_after(state: models.ContentState | None, default_minutes: int) -> float:
+    """Seconds until an ended activity leaves the lock screen (its `dismissal-date`, apns.md §6);
+    `auto_dismiss_seconds` wins over `auto_dismiss_minutes`, and no state means the default."""
+    if state is None:
+        return 60.0 * default_minutes
+    if state.auto_dismiss_seconds is not None:
+        return float(state.auto_dismiss_seconds)
+    minutes = state.auto_dismiss_minutes
     return 60.0 * (default_minutes if minutes is None else minutes)
 
 
-def _fields(row: ActivityRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in row.__struct_fields__}
-
-
-__all__ = ["LiveActivities", "LiveConfig", "alert_of"]
+__all__ = ["ChangeRequest", "LiveActivities", "LiveConfig", "NewRequest", "alert_of"]

@@ -43,7 +43,11 @@ class ServiceConfig:
 
 
 class Service:
-    """`live` (Live Activities) and `devices`, over one registry, store and outbox."""
+    """`live` (Live Activities) and `devices`, over one registry, store and outbox.
+
+    The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
+    class satisfies structurally: the service never imports the HTTP layer.
+    """
 
     def __init__(
         self,

@@ -1,0 +1,152 @@
+"""A fake service behind the HTTP API's seam, and request bodies it answers.
+
+`FakeService` satisfies `engine.server.http.seam.ApiService` (mypy checks it wherever a test
+hands one to `create_app`): it records every call as `(name, *arguments)` and answers with fixed
+contract models, or raises `fail` when a test sets it. The tests of the ASGI app, of the lean
+HTTP/1.1 server and of hypercorn share it with the keys and bodies below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.server.contract import models
+
+__all__ = [
+    "ACTIVITY_BODY",
+    "DEVICE_BODY",
+    "DEVICE_KEY",
+    "REPORT_BODY",
+    "SEND_KEY",
+    "START_BODY",
+    "STREAM_BODY",
+    "TOKEN",
+    "TS",
+    "FakeDevices",
+    "FakeLive",
+    "FakeService",
+    "device_info",
+]
+
+SEND_KEY = "send-key-0123456789"
+DEVICE_KEY = "device-key-9876543210"
+TS = "2025-01-01T12:00:00.000Z"
+"""The timestamp of every answer."""
+TOKEN = "ab" * 16
+
+STREAM_BODY = {"content_state": {"title": "Deploy", "type": "progress", "percentage": 40}}
+START_BODY = {"content_state": {"title": "Build", "type": "value", "value": "3 of 5"}}
+ACTIVITY_BODY = {"activity_id": "act-1", "content_state": {"title": "Build"}}
+DEVICE_BODY = {"push_to_start_token": TOKEN, "name": "Phone", "channels": ["ops"]}
+REPORT_BODY = {"device_id": "iphone-1", "activity_id": "act-1", "activity_token": TOKEN}
+
+
+def device_info(device_id: str) -> models.DeviceInfo:
+    """What the fake answers about any device."""
+    return models.DeviceInfo(
+        device_id=device_id,
+        name=None,
+        channels=[],
+        push_to_start_token_suffix=TOKEN[-8:],
+        registered_at=TS,
+    )
+
+
+@dataclass
+class FakeService:
+    """Records every call; raises `fail` (if set) instead of answering."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    fail: BaseException | None = None
+    healthy: bool = True
+    # Set in `__post_init__`; they point back here, so they stay out of repr and ==.
+    live: FakeLive = field(init=False, repr=False, compare=False)
+    devices: FakeDevices = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.live = FakeLive(self)
+        self.devices = FakeDevices(self)
+
+    def called(self, *call: Any) -> None:
+        """Record `call`, then raise `fail` if a test set one."""
+        self.calls.append(call)
+        if self.fail is not None:
+            raise self.fail
+
+    def health(self) -> dict[str, Any]:
+        """`ok` is `healthy`."""
+        return {"ok": self.healthy, "devices": 2}
+
+    def stats(self) -> dict[str, float]:
+        """Two gauges and a value that is not a number (the metrics must skip it)."""
+        return {"devices": 2, "recipients_pending": 5, "not-a-number": "x"}  # type: ignore[dict-item]
+
+
+@dataclass
+class FakeLive:
+    """The Live Activities calls: every activity is `act-1`."""
+
+    svc: FakeService
+
+    async def stream(self, key: str, req: models.StreamRequest) -> models.StreamPutResponse:
+        """Always `started`."""
+        self.svc.called("stream", key, req)
+        return models.StreamPutResponse(
+            success=True, operation="started", stream_key=key, activity_id="act-1", timestamp=TS
+        )
+
+    async def end_stream(
+        self, key: str, req: models.StreamDeleteRequest | None
+    ) -> models.StreamDeleteResponse:
+        """Always `ended`."""
+        self.svc.called("end_stream", key, req)
+        return models.StreamDeleteResponse(
+            success=True, operation="ended", stream_key=key, timestamp=TS
+        )
+
+    async def start(self, req: models.StartRequest) -> models.StartResponse:
+        """Started as `act-1`."""
+        self.svc.called("start", req)
+        return models.StartResponse(success=True, activity_id="act-1", timestamp=TS)
+
+    async def update(self, req: models.UpdateRequest) -> models.UpdateResponse:
+        """Updated."""
+        self.svc.called("update", req)
+        return models.UpdateResponse(success=True, activity_id=req.activity_id, timestamp=TS)
+
+    async def end(self, req: models.EndRequest) -> models.EndResponse:
+        """Ended."""
+        self.svc.called("end", req)
+        return models.EndResponse(success=True, activity_id=req.activity_id, timestamp=TS)
+
+
+@dataclass
+class FakeDevices:
+    """The device calls: one device, `iphone-1`."""
+
+    svc: FakeService
+
+    async def register(self, device_id: str, reg: models.DeviceRegistration) -> models.DeviceInfo:
+        """Registered."""
+        self.svc.called("register", device_id, reg)
+        return device_info(device_id)
+
+    async def unregister(self, device_id: str) -> models.DeviceInfo:
+        """Unregistered."""
+        self.svc.called("unregister", device_id)
+        return device_info(device_id)
+
+    async def report_token(
+        self, report: models.ActivityTokenReport
+    ) -> models.ActivityTokenAccepted:
+        """Accepted, one push released."""
+        self.svc.called("report_token", report)
+        return models.ActivityTokenAccepted(
+            success=True, activity_id=report.activity_id, device_id=report.device_id, released=1
+        )
+
+    def list(self) -> list[models.DeviceInfo]:
+        """`iphone-1`."""
+        self.svc.called("list")
+        return [device_info("iphone-1")]
