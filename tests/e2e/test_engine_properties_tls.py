@@ -25,8 +25,8 @@ from simulator.devices import TokenReport
 from simulator.faults import FaultPlan
 from simulator.server import ApnsServer
 from simulator.validation import DevicePush
+from tests.helpers.lanes import LaneScript, Scenario, check_lanes, drive_lane
 from tests.helpers.simkit import Kit, engine_config, make_kit
-from tests.integration.test_engine_properties import LaneScript, Scenario, _check, _lane
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,7 @@ class BodySizes:
 
 
 async def run_over_tls(scenario: Scenario, certs_dir: Path) -> tuple[Kit, BodySizes]:
-    """Every lane of `scenario` through the engine and the simulator over TLS; checks `_check`."""
+    """Every lane of `scenario` through engine and simulator over TLS, checked by `check_lanes`."""
     plan = FaultPlan.from_flags(f"seed={scenario.seed},{scenario.plan}")
     kit = make_kit(plan=plan)
     reports: list[TokenReport] = []
@@ -94,9 +94,9 @@ async def run_over_tls(scenario: Scenario, certs_dir: Path) -> tuple[Kit, BodySi
             async with trio.open_nursery() as lanes:
                 for script in scenario.lanes:
                     submitted = scenario.submitted.setdefault((script.activity, script.device), [])
-                    lanes.start_soon(_lane, engine, kit, script, reports, submitted)
+                    lanes.start_soon(drive_lane, engine, kit, script, reports, submitted)
             await engine.drain()
-        _check(kit, scenario)
+        check_lanes(kit, scenario)
         await server.drain(1.0)
         nursery.cancel_scope.cancel()
     return kit, bodies

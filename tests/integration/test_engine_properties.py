@@ -8,38 +8,16 @@ an end last, and no push ever exceeded 4096 bytes (no 413 in the push log).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.engine import Engine, open_engine
-from engine.payload import Alert
+from engine.engine import open_engine
 from simulator.devices import TokenReport
 from simulator.faults import FaultPlan
+from tests.helpers.lanes import LaneScript, Scenario, check_lanes, drive_lane
 from tests.helpers.simkit import Kit, engine_config, make_kit, memory_connector
-
-
-@dataclass
-class LaneScript:
-    """What one (activity, device) lane does: start, some updates with pauses, maybe an end."""
-
-    activity: str
-    device: str
-    steps: list[tuple[float, int]]  # (pause before, state value)
-    end: bool
-    pause_before_start: float
-
-
-@dataclass
-class Scenario:
-    lanes: list[LaneScript]
-    plan: str
-    seed: int
-    submitted: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _plans() -> st.SearchStrategy[str]:
@@ -87,49 +65,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(lanes, draw(_plans()), draw(st.integers(0, 2**16)))
 
 
-async def _lane(
-    engine: Engine,
-    kit: Kit,
-    script: LaneScript,
-    reports: list[TokenReport],
-    submitted: list[dict[str, Any]],
-) -> None:
-    await trio.sleep(script.pause_before_start)
-    state: dict[str, Any] = {"v": -1, "a": script.activity}
-    submitted.append(state)
-    started = await engine.start(
-        script.activity,
-        kit.push_to_start_token(script.device),
-        state,
-        attributes_type="T",
-        attributes={"activity_id": script.activity},
-        alert=Alert(script.activity, "go"),
-        lane=script.device,
-    )
-    token = None
-    with trio.move_on_after(3600):
-        while token is None:  # the device reports its update token, as an app would
-            token = next(
-                (
-                    r.activity_token
-                    for r in reports
-                    if r.attributes.get("activity_id") == script.activity
-                ),
-                None,
-            )
-            await trio.sleep(0.05)
-    assert token is not None, f"no update token for {script.activity}: {started.result_nowait()}"
-    for pause, value in script.steps:
-        await trio.sleep(pause)
-        state = {"v": value, "a": script.activity, "pad": "x" * (value % 50)}
-        submitted.append(state)
-        await engine.update(script.activity, token, state, lane=script.device)
-    if script.end:
-        state = {"v": "final", "a": script.activity}
-        submitted.append(state)
-        await engine.end(script.activity, token, state, lane=script.device)
-
-
 async def _run(scenario: Scenario) -> Kit:
     plan = FaultPlan.from_flags(f"seed={scenario.seed}," + scenario.plan) if scenario.plan else None
     kit = make_kit(plan=plan)
@@ -150,7 +85,7 @@ async def _run(scenario: Scenario) -> Kit:
                         submitted = scenario.submitted.setdefault(
                             (script.activity, script.device), []
                         )
-                        lanes.start_soon(_lane, engine, kit, script, reports, submitted)
+                        lanes.start_soon(drive_lane, engine, kit, script, reports, submitted)
                 with trio.move_on_after(6 * 3600) as waiting:
                     await engine.drain()
                 d = engine.dispatcher
@@ -158,29 +93,9 @@ async def _run(scenario: Scenario) -> Kit:
                     f"not drained: {d.coalescer.stats} in flight {d._in_flight} "
                     f"pool free {d.pool.free_slots} connections {d.pool.connections}"
                 )
-            _check(kit, scenario)
+            check_lanes(kit, scenario)
             nursery.cancel_scope.cancel()
     return kit
-
-
-def _check(kit: Kit, scenario: Scenario) -> None:
-    devices = {d["name"]: d for d in kit.apns.registry.snapshot(kit.now())}
-    assert all(p.status != 413 for p in kit.apns.log)
-    for script in scenario.lanes:
-        submitted = scenario.submitted[(script.activity, script.device)]
-        activities = [
-            a
-            for a in devices[script.device]["activities"]
-            if a["attributes"].get("activity_id") == script.activity
-        ]
-        assert len(activities) == 1, f"{script.activity} started {len(activities)} times"
-        activity = activities[0]
-        assert activity["order_violations"] == 0
-        assert activity["content_state"] == submitted[-1]
-        if script.end:
-            assert activity["state"] in ("ended", "dismissed")
-        else:
-            assert activity["state"] in ("active", "stale")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
