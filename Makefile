@@ -34,7 +34,7 @@ lint: $(TEST_STAMP)
 
 # The whole suite with branch coverage (the table and the total are printed at the end).
 unit: $(TEST_STAMP)
-	$(BIN)/pytest -q --cov --cov-branch --cov-report=term:skip-covered
+	HYPOTHESIS_PROFILE=ci $(BIN)/pytest -q --cov --cov-branch --cov-report=term:skip-covered
 
 test: lint unit
 

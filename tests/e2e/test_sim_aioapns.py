@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 def _client(sim: Simulator, port: int, key_path: Path) -> Any:
     from aioapns.connection import APNsDevelopmentClientProtocol
 
-    class LocalProtocol(APNsDevelopmentClientProtocol):  # type: ignore[misc]
+    class LocalProtocol(APNsDevelopmentClientProtocol):
         APNS_SERVER = "127.0.0.1"
         APNS_PORT = port
 

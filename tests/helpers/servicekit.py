@@ -35,9 +35,9 @@ class Harness:
 
     def device(self, name: str) -> dict[str, Any]:
         """The simulated device's snapshot."""
-        return self.kit.apns.registry.device_snapshot(name, self.kit.now())
+        return self.kit.device(name)
 
-    def shown(self, name: str, activity_id: str) -> dict[str, Any] | None:
+    def shown(self, name: str, activity_id: str | None) -> dict[str, Any] | None:
         """The device's Live Activity for the engine's `activity_id`, if it has one."""
         for act in self.device(name)["activities"]:
             if act["attributes"].get("activity_id") == activity_id:

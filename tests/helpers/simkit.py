@@ -40,7 +40,13 @@ class Kit:
 
     def push_to_start_token(self, device: str = "iphone-1") -> str:
         """The push-to-start token of a simulated device."""
-        return str(self.apns.registry.device_snapshot(device, self.now())["push_to_start_token"])
+        return str(self.device(device)["push_to_start_token"])
+
+    def device(self, name: str = "iphone-1") -> dict[str, Any]:
+        """A simulated device's snapshot (it must exist)."""
+        snapshot = self.apns.registry.device_snapshot(name, self.now())
+        assert snapshot is not None, f"no simulated device {name!r}"
+        return snapshot
 
 
 def make_kit(*, devices: int = 2, plan: FaultPlan | None = None, **config: object) -> Kit:

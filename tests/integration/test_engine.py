@@ -57,7 +57,7 @@ async def test_start_updates_end_reach_the_device_in_order(
                 assert (await end.result()).status is DeliveryStatus.ACCEPTED
                 statuses = [h.result_nowait() for h in handles]
                 assert all(s is not None and s.ok for s in statuses)
-            device = kit.apns.registry.device_snapshot("iphone-1", kit.now())
+            device = kit.device("iphone-1")
             (activity,) = device["activities"]
             assert activity["content_state"] == {"step": 99}
             assert activity["state"] in ("ended", "dismissed")

@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.apns.connection import Answered, ApnsConnection, NoAnswer, StreamResult, Unprocessed
+from engine.apns.h2wire import PREFACE
 from engine.apns.pool import (
     ApnsPool,
     PoolClosedError,
@@ -41,7 +42,6 @@ from simulator.faults import FaultPlan
 from tests.helpers.simkit import TOPIC, Kit, make_kit, start_body
 
 AUTHORITY = "api.push.apple.com"
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PING, _RST_STREAM = 0x6, 0x3
 
 
@@ -171,8 +171,8 @@ class WireStream(trio.abc.Stream):
     def frames(self) -> list[tuple[int, int, bytes]]:
         """(type, stream id, payload) of every frame written so far."""
         data = bytes(self.written)
-        assert data.startswith(_PREFACE)
-        pos, out = len(_PREFACE), []
+        assert data.startswith(PREFACE)
+        pos, out = len(PREFACE), []
         while pos + 9 <= len(data):
             length = int.from_bytes(data[pos : pos + 3], "big")
             kind = data[pos + 3]
@@ -308,6 +308,14 @@ class PushRun:
     unprocessed: Counter[str]  # Unprocessed reasons seen along the way (then resent)
 
 
+@dataclass
+class _Progress:
+    """`push_many`'s shared counters: results still due, and the event that wakes the loop."""
+
+    remaining: int
+    kick: trio.Event
+
+
 async def push_many(
     pool: ApnsPool, requests: Sequence[PushRequest], *, resend_unprocessed: bool = True
 ) -> PushRun:
@@ -319,7 +327,7 @@ async def push_many(
     results: list[StreamResult | None] = [None] * len(requests)
     queue = deque(range(len(requests)))
     unprocessed: Counter[str] = Counter()
-    state = {"remaining": len(requests), "kick": trio.Event()}
+    state = _Progress(len(requests), trio.Event())
 
     def callback(i: int) -> Callable[[StreamResult], None]:
         def on_done(result: StreamResult) -> None:
@@ -330,20 +338,20 @@ async def push_many(
                 queue.append(i)
             else:
                 results[i] = result
-                state["remaining"] -= 1  # type: ignore[operator]
-            state["kick"].set()  # type: ignore[union-attr]
+                state.remaining -= 1
+            state.kick.set()
 
         return on_done
 
     callbacks = [callback(i) for i in range(len(requests))]
-    while state["remaining"]:
+    while state.remaining:
         while queue and pool.try_send(requests[queue[0]], callbacks[queue[0]]):
             queue.popleft()
         if queue:
             await pool.wait_for_slot()
-        elif state["remaining"]:
-            state["kick"] = trio.Event()
-            await state["kick"].wait()  # type: ignore[union-attr]
+        elif state.remaining:
+            state.kick = trio.Event()
+            await state.kick.wait()
     assert all(r is not None for r in results)
     return PushRun(results, unprocessed)  # type: ignore[arg-type]
 

@@ -527,8 +527,15 @@ def test_validate_rechecks_python_built_objects() -> None:
     assert validate(good) == good
     with pytest.raises(BadRequest) as info:
         validate(
-            StartRequest(content_state=ContentState(title="t", type="value", value=1, color="pink"))
-        )  # type: ignore[arg-type]
+            StartRequest(
+                content_state=ContentState(
+                    title="t",
+                    type="value",
+                    value=1,
+                    color="pink",  # type: ignore[arg-type]
+                )
+            )
+        )
     assert info.value.field == "content_state.color"
     with pytest.raises(BadRequest) as info:
         validate(StartRequest(content_state=ContentState(title="t", type="value")))
