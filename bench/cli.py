@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import (
+from bench.harness.core import (
     DEFAULT_OUT,
     SIZES,
     Cores,
@@ -70,7 +70,7 @@ def run_scenarios(
 def _handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench.harness_report import invariant_failures, render
+    from bench.harness.report import invariant_failures, render
 
     console = Console(stderr=False)
     if not console.is_terminal:

@@ -2,7 +2,7 @@
 
 Three processes on 127.0.0.1: the server (`open_server`: HTTP API, service, SQLite store with
 group commit, engine; pinned to its own core), the simulator (fake APNs over TLS, pinned to the
-other core) and the open-loop generator (`bench.harness_loadgen`, with the simulator unless a
+other core) and the open-loop generator (`bench.harness.loadgen`, with the simulator unless a
 third core exists). First `streams` streams are started (each on its own simulated iPhone's
 channel) and every device reports its update token; then, for each offered rate, the generator
 issues stream updates on a fixed schedule, cycling through `rate * stream_headroom` streams so
@@ -22,10 +22,10 @@ import os
 import time
 from typing import Any
 
-from bench.harness import RunEnv, record, summarize
-from bench.harness_loadgen import Generator
-from bench.harness_stack import API_KEY, Stack, open_stack
-from bench.harness_streams import devices_for, round_robin, setup_streams, stream_keys
+from bench.harness.core import RunEnv, record, summarize
+from bench.harness.loadgen import Generator
+from bench.harness.stack import API_KEY, Stack, open_stack
+from bench.harness.streams import devices_for, round_robin, setup_streams, stream_keys
 from engine.server.http.server import SERVER_ENV
 
 SCENARIO = "latency"

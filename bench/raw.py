@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from bench.harness import RunEnv, record
+from bench.harness.core import RunEnv, record
 
 SCENARIO = "raw"
 MEASURED = (

@@ -24,10 +24,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.harness import LOOPBACK, RunEnv, cpu_seconds, pin, record, rss_bytes
-from bench.harness_procs import Child, report_failure, serve_commands
-from bench.harness_stack import channel_of, device_name
-from bench.harness_streams import state
+from bench.harness.core import LOOPBACK, RunEnv, cpu_seconds, pin, record, rss_bytes
+from bench.harness.procs import Child, report_failure, serve_commands
+from bench.harness.stack import channel_of, device_name
+from bench.harness.streams import state
 
 SCENARIO = "scale"
 BUNDLE = "com.example.lockstep"

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BENCH_DIR, RunEnv, record
-from bench.harness_loadgen import Generator
-from bench.harness_stack import API_KEY, Stack, open_stack
-from bench.harness_streams import (
+from bench.harness.core import BENCH_DIR, RunEnv, record
+from bench.harness.loadgen import Generator
+from bench.harness.stack import API_KEY, Stack, open_stack
+from bench.harness.streams import (
     device_for,
     devices_for,
     end_call,

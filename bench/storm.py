@@ -30,9 +30,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from bench.harness import RunEnv, cpu_seconds, record, rss_bytes, summarize
-from bench.harness_stack import held_recipients, open_stack
-from bench.harness_streams import channel_for, device_for, devices_for, state, stream_keys
+from bench.harness.core import RunEnv, cpu_seconds, record, rss_bytes, summarize
+from bench.harness.stack import held_recipients, open_stack
+from bench.harness.streams import channel_for, device_for, devices_for, state, stream_keys
 
 SCENARIO = "storm"
 SETUP_BATCH = 400

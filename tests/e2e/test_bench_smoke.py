@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from bench.cli import SCENARIOS, run_scenarios
-from bench.harness import REQUIRED_KEYS, load_scenario, summarize
-from bench.harness_report import headline, invariant_failures
+from bench.harness.core import REQUIRED_KEYS, load_scenario, summarize
+from bench.harness.report import headline, invariant_failures
 from engine.cli import main as lockstep_main
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import trio
 
-from bench.replay_check import check_final
-from bench.replay_run import ReplayOptions, ReplayReport, replay_traffic
+from bench.replay.check import check_final
+from bench.replay.run import ReplayOptions, ReplayReport, replay_traffic
 from bench.traffic.format import Traffic, load_traffic, parse_traffic
 from simulator.replay import load_pushes, replay_pushes
 from tests.helpers.serverkit import API_KEY, DEVICE_KEY, LiveServer, http_json, simulate_settings

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import trio
 
-from bench.replay_http import HttpError, HttpPool
+from bench.replay.http import HttpError, HttpPool
 
 pytestmark = pytest.mark.e2e
 

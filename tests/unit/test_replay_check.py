@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.replay_check import (
+from bench.replay.check import (
     Expectation,
     check_final,
     expectations,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench.replay import register
+from bench.replay.cli import register
 from bench.traffic.format import (
     Route,
     TrafficError,

@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parent.parent  # bench/ (scenarios/, faults/, results/)
 SCENARIO_DIR = BENCH_DIR / "scenarios"
 DEFAULT_OUT = BENCH_DIR / "results" / "latest.jsonl"
 SIZES = ("smoke", "full")

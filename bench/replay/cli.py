@@ -9,7 +9,7 @@ with their recorded spacing divided by `--speed`, against `--target` or, by defa
 in-process server with its simulator, behind a progress bar. The report gives latency
 percentiles, calls/s, errors by status, coalescing (API calls against pushes the simulator
 accepted) and the final-state check: every stream's and activity's last recorded state must be
-what the simulated iPhones show (`bench.replay_check`). Exit status 1 when a state differs or a
+what the simulated iPhones show (`bench.replay.check`). Exit status 1 when a state differs or a
 call failed; with `--target`, the check needs the simulator's control API (`--control`).
 
 Pushes (what `lockstep simulator --record-pushes` writes): they are delivered straight to fresh
@@ -37,8 +37,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bench.replay_http import HttpError
-from bench.replay_run import CallResult, ReplayOptions, ReplayReport, replay_traffic
+from bench.replay.http import HttpError
+from bench.replay.run import CallResult, ReplayOptions, ReplayReport, replay_traffic
 from bench.traffic.format import TrafficError, load_traffic
 
 __all__ = ["main", "register", "render_report"]

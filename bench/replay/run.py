@@ -14,7 +14,7 @@
    activity, latest wins): it polls the control API until every expectation holds, or until the
    simulator has accepted no push for `quiet_period` seconds, or `settle_timeout`;
 4. reports latency percentiles, calls/s, errors by status, coalescing (API calls against pushes
-   the simulator accepted) and every final-state mismatch (`bench.replay_check`).
+   the simulator accepted) and every final-state mismatch (`bench.replay.check`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from bench.replay_check import (
+from bench.replay.check import (
     Expectation,
     LatencySummary,
     Mismatch,
@@ -42,7 +42,7 @@ from bench.replay_check import (
     resolve_ids,
     summarize,
 )
-from bench.replay_http import HttpError, HttpPool
+from bench.replay.http import HttpError, HttpPool
 from bench.traffic.format import Call, Route, Traffic, lane_of
 
 __all__ = ["CallResult", "ReplayOptions", "ReplayReport", "replay_traffic"]

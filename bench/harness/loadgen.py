@@ -26,8 +26,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.harness import cpu_seconds, pin
-from bench.harness_procs import Child, report_failure, serve_commands
+from bench.harness.core import cpu_seconds, pin
+from bench.harness.procs import Child, report_failure, serve_commands
 
 Call = tuple[float, str, str, bytes, bool]
 """(due offset in s, method, path under the API base, JSON body, want the answer's activity_id)."""

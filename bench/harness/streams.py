@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any
 
-from bench.harness_loadgen import Call, Generator
-from bench.harness_stack import Stack, channel_of, device_name
+from bench.harness.loadgen import Call, Generator
+from bench.harness.stack import Stack, channel_of, device_name
 
 SETUP_BATCH = 400
 """Starts per batch while setting streams up: below the simulator's token-report queue (1000)."""

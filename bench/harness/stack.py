@@ -26,8 +26,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.harness import LOOPBACK, Cores, cpu_seconds, pin, rss_bytes
-from bench.harness_procs import Child, report_failure, serve_commands
+from bench.harness.core import LOOPBACK, Cores, cpu_seconds, pin, rss_bytes
+from bench.harness.procs import Child, report_failure, serve_commands
 
 API_KEY = "lsk_bench_send_key_0123456789abcdef"
 DEVICE_KEY = "lsd_bench_device_key_0123456789abcdef"
