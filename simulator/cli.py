@@ -11,7 +11,6 @@ Ctrl-C, which sends GOAWAY to every connection, drains them (bounded) and exits 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
@@ -20,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from simulator.apns import SimulatorConfig
@@ -123,7 +123,7 @@ def _load_plan(spec: str, seed: int) -> FaultPlan:
         else FaultPlan.from_flags(spec)
     )
     if "seed" not in spec and path.suffix != ".toml":
-        plan = dataclasses.replace(plan, seed=seed) if dataclasses.is_dataclass(plan) else plan
+        plan = msgspec.structs.replace(plan, seed=seed)
     return plan
 
 

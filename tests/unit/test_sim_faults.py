@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -98,6 +101,18 @@ def test_known_first_actions_are_stable_across_processes() -> None:
     assert [a.latency for a in _run(plan, 3)] == pytest.approx(
         [0.7259748788500867, 0.419767232753784, 0.37059490820682306], abs=1e-12
     )
+
+
+def test_full_plan_sequence_is_pinned() -> None:
+    # The whole action sequence of a plan using every fault, pinned (the digest of its JSON form):
+    # a change to how plans are read, or to the order or number of draws, shows up here first.
+    conn = FaultPlan.from_flags(FULL_FLAGS).for_connection(2)
+    rows = [msgspec.to_builtins(conn.next(f"tok{i % 50}")) for i in range(5000)]
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    assert digest == "b0c168e7f587e48c8bed43cc65247e319110ee6ff35a4af622f289429381f55f"
+    stats = conn.stats
+    counts = (stats.bursts, stats.rejected, stats.resets, stats.drops, stats.limit_swings)
+    assert counts == (48, 240, 7, 4, 52)
 
 
 def test_one_fault_does_not_shift_another() -> None:
@@ -369,6 +384,37 @@ def test_stats_add_up_across_connections() -> None:
     }
 
 
+def test_stats_are_declared_once_and_handed_out_as_copies() -> None:
+    assert list(FaultStats().to_dict()) == list(FaultStats.__struct_fields__)
+    a = FaultStats(requests=2, rejected=1, rejected_by_reason={"TooManyRequests": 1})
+    b = FaultStats(
+        requests=3,
+        latency_total_s=0.5,
+        rejected=2,
+        rejected_by_reason={"TooManyRequests": 1, "ServiceUnavailable": 1},
+    )
+    assert a + b == FaultStats(
+        requests=5,
+        latency_total_s=0.5,
+        rejected=3,
+        rejected_by_reason={"TooManyRequests": 2, "ServiceUnavailable": 1},
+    )
+    assert a.rejected_by_reason == {"TooManyRequests": 1}  # adding leaves both sides alone
+    assert (a + b).to_dict()["rejected_by_reason"] == {
+        "ServiceUnavailable": 1,
+        "TooManyRequests": 2,
+    }
+    conn = FaultPlan(bursts=(ErrorBurst(Reason.TOO_MANY_REQUESTS, 1.0),)).for_connection(0)
+    conn.next("t")
+    first = conn.stats
+    first.rejected_by_reason["TooManyRequests"] = 99
+    first.rejected = 99
+    conn.next("t")
+    assert conn.stats == FaultStats(
+        requests=2, bursts=2, rejected=2, rejected_by_reason={"TooManyRequests": 2}
+    )
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 
@@ -421,6 +467,22 @@ def test_to_dict_round_trips_the_full_plan() -> None:
     plan = FaultPlan.from_flags(FULL_FLAGS)
     assert FaultPlan.from_dict(plan.to_dict()) == plan
     assert FaultPlan.from_dict(FaultPlan().to_dict()) == FaultPlan()
+    # The TOML form: lists, reason strings, a tagged latency table, and no nulls.
+    assert plan.to_dict() == {**FULL_DICT, "goaway_reason": "Shutdown"}
+    assert plan.to_dict()["limit_swing_values"] == [1, 10, 1000]
+    assert None not in FaultPlan().to_dict().values()
+
+
+def test_flags_read_numbers_through_the_same_conversion() -> None:
+    plan = FaultPlan.from_flags("drop=1e-3, latency=fixed:2.5, burst=Shutdown:0.25:2, seed=-4")
+    assert plan == FaultPlan.from_dict(
+        {
+            "drop_probability": 0.001,
+            "latency_ms": {"kind": "fixed", "ms": 2.5},
+            "bursts": [{"reason": "Shutdown", "probability": 0.25, "length": 2}],
+            "seed": -4,
+        }
+    )
 
 
 _prob = st.floats(0, 1)
@@ -522,6 +584,66 @@ def test_dict_validation_errors_name_the_field(data: dict[str, Any], field: str)
     assert isinstance(info.value, ValueError)
 
 
+ERROR_MESSAGES: list[tuple[dict[str, Any], str]] = [
+    ({"drop_probability": 1.5}, "drop_probability: must be a number in [0, 1], got 1.5"),
+    ({"seed": True}, "seed: must be an integer, got True"),
+    ({"goaway_after_streams": 0}, "goaway_after_streams: must be an integer >= 1, got 0"),
+    (
+        {"limit_swing_values": [5, 0]},
+        "limit_swing_values[1]: must be an integer in [1, 4294967295], got 0",
+    ),
+    (
+        {"latency_ms": {"kind": "fixed", "ms": math.inf}},
+        "latency_ms.ms: must be a finite number >= 0, got inf",
+    ),
+    (
+        {"latency_ms": {"kind": "lognormal", "median_ms": 0, "p99_ms": 1}},
+        "latency_ms.median_ms: must be a finite number > 0, got 0",
+    ),
+    (
+        {"latency_ms": {"kind": "gamma"}},
+        "latency_ms.kind: must be one of fixed, uniform, lognormal, got 'gamma'",
+    ),
+    (
+        {"latency_ms": [1]},
+        "latency_ms: must be a table with kind one of fixed, uniform, lognormal, got [1]",
+    ),
+    (
+        {"latency_ms": {"kind": "uniform", "low_ms": 1, "high_ms": 2, "ms": 3}},
+        "latency_ms: unknown key(s) 'ms'; expected some of high_ms, kind, low_ms",
+    ),
+    ({"bursts": [{"probability": 0.1}]}, "bursts[0].reason: is required"),
+    (
+        {"bursts": [{"reason": "Nope", "probability": 0.1}]},
+        "bursts[0].reason: unknown APNs reason 'Nope'",
+    ),
+    (
+        {"bursts": [{"reason": 503, "probability": 0.1}]},
+        "bursts[0].reason: must be a known APNs reason, got 503",
+    ),
+    (
+        {"bursts": [{"reason": "BadTopic", "probability": 0.1}]},
+        "bursts[0].reason: BadTopic has status 400; expected one of 429, 500, 503",
+    ),
+    ({"bursts": "x"}, "bursts: must be a list, got 'x'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"), ERROR_MESSAGES, ids=[m.partition(":")[0] for _, m in ERROR_MESSAGES]
+)
+def test_validation_errors_say_what_the_field_must_be(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(FaultPlanError) as info:
+        FaultPlan.from_dict(data)
+    assert str(info.value) == message
+
+
+def test_flag_errors_use_the_same_words_as_dict_errors() -> None:
+    with pytest.raises(FaultPlanError) as info:
+        FaultPlan.from_flags("seed=1, drop=1.5")
+    assert str(info.value) == "drop: must be a number in [0, 1], got '1.5' (in 'drop=1.5')"
+
+
 def test_unknown_keys_are_named() -> None:
     with pytest.raises(FaultPlanError, match=r"unknown key\(s\) 'drop', 'latency'"):
         FaultPlan.from_dict({"drop": 0.1, "latency": 3, "seed": 1})
@@ -620,6 +742,18 @@ def test_direct_construction_is_validated(build: Any, field: str) -> None:
     with pytest.raises(FaultPlanError) as info:
         build()
     assert info.value.field == field
+
+
+def test_replace_and_direct_construction_check_like_from_dict() -> None:
+    plan = FaultPlan(seed=3)
+    assert msgspec.structs.replace(plan, seed=9) == FaultPlan(seed=9)
+    with pytest.raises(FaultPlanError) as info:
+        msgspec.structs.replace(plan, drop_probability=2.0)
+    assert info.value.field == "drop_probability"
+    latency = FixedLatency(5)  # an int is stored as the float the TOML form would give
+    assert (
+        type(latency.ms) is float and latency == FaultPlan.from_flags("latency=fixed:5").latency_ms
+    )
 
 
 def test_direct_construction_accepts_reason_strings_and_lists() -> None:
