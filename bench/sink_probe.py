@@ -30,25 +30,26 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.harness import pin
-from simulator.fastsink import (
+from bench.harness.core import pin
+from engine.apns.h2wire import (
     DATA,
     FLAG_ACK,
     FLAG_END_HEADERS,
     FLAG_END_STREAM,
+    FRAME_HEAD_SIZE,
     GOAWAY,
     HEADERS,
     PING,
     PREFACE,
     SETTINGS,
     WINDOW_UPDATE,
-    FastSinkProtocol,
     frame,
     hpack_int,
     hpack_string,
+    unpack_frame_head,
 )
+from simulator.fastsink import FastSinkProtocol
 
-_HEAD = struct.Struct(">BHBBL")
 _LAST_STREAM_ID = 2**31 - 1
 
 
@@ -157,9 +158,9 @@ class ResponseReader:
         buf = self._buf
         buf += data
         pos, end, reply = 0, len(buf), bytearray()
-        while end - pos >= 9:
-            hi, lo, ftype, flags, sid = _HEAD.unpack_from(buf, pos)
-            stop = pos + 9 + ((hi << 16) | lo)
+        while end - pos >= FRAME_HEAD_SIZE:
+            length, ftype, flags, sid = unpack_frame_head(buf, pos)
+            stop = pos + FRAME_HEAD_SIZE + length
             if stop > end:
                 break
             if ftype == HEADERS and flags & FLAG_END_STREAM:

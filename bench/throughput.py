@@ -41,7 +41,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.harness import pin
+from bench.harness.core import pin
 from bench.peers_aioapns import KeyFile
 from bench.sink_probe import sink_main
 

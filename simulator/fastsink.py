@@ -14,6 +14,10 @@ What it still does, because a client must be able to rely on it (RFC 9113):
 - keeps an HPACK decoder in step with the client's encoder (RFC 7541), see `ApnsIdReader`;
 - turns every malformed input into GOAWAY and `closed`; nothing is raised from `receive_data`.
 
+Frames are dispatched by type to one handler each, through a table that is swapped while a header
+block awaits its CONTINUATION frames (RFC 9113 §6.10: nothing else may come in between). The
+frame and HPACK bytes come from `engine.apns.h2wire`, shared with the engine's fast paths.
+
 Any stream error is treated as a connection error, which RFC 9113 §5.4.1 permits.
 
 The responses never touch the client's dynamic table (literals without indexing), and we never
@@ -27,30 +31,40 @@ from __future__ import annotations
 import itertools
 import struct
 import uuid
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeAlias
 
 import hpack
 
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# Frame types (RFC 9113 §6).
-DATA: Final = 0x0
-HEADERS: Final = 0x1
-PRIORITY: Final = 0x2
-RST_STREAM: Final = 0x3
-SETTINGS: Final = 0x4
-PUSH_PROMISE: Final = 0x5
-PING: Final = 0x6
-GOAWAY: Final = 0x7
-WINDOW_UPDATE: Final = 0x8
-CONTINUATION: Final = 0x9
-
-# Flags.
-FLAG_END_STREAM: Final = 0x1
-FLAG_ACK: Final = 0x1
-FLAG_END_HEADERS: Final = 0x4
-FLAG_PADDED: Final = 0x8
-FLAG_PRIORITY: Final = 0x20
+from engine.apns.h2compat import dynamic_table
+from engine.apns.h2wire import (
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME_SIZE,
+    FLAG_ACK,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    FLAG_PRIORITY,
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    GOAWAY,
+    HEADERS,
+    INITIAL_WINDOW,
+    MAX_WINDOW,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    STREAM_ID_MASK,
+    WINDOW_UPDATE,
+    frame,
+    hpack_string,
+    indices_named,
+    read_header_block,
+)
 
 # Error codes (RFC 9113 §7).
 NO_ERROR: Final = 0x0
@@ -62,17 +76,16 @@ FRAME_SIZE_ERROR: Final = 0x6
 COMPRESSION_ERROR: Final = 0x9
 ENHANCE_YOUR_CALM: Final = 0xB
 
-# Settings identifiers.
+# Settings identifiers (RFC 9113 §6.5.2).
 SETTINGS_HEADER_TABLE_SIZE: Final = 0x1
 SETTINGS_ENABLE_PUSH: Final = 0x2
 SETTINGS_MAX_CONCURRENT_STREAMS: Final = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE: Final = 0x4
 SETTINGS_MAX_FRAME_SIZE: Final = 0x5
 
-MAX_FRAME_SIZE: Final = 16384
+MAX_FRAME_SIZE: Final = DEFAULT_MAX_FRAME_SIZE
 """We never raise SETTINGS_MAX_FRAME_SIZE, so the default bounds every frame we accept."""
 
-MAX_WINDOW: Final = 2**31 - 1
 DEFAULT_WINDOW: Final = 1 << 24
 """16 MiB per stream and per connection: ~50k Live-Activity bodies in flight, far past any need."""
 
@@ -84,7 +97,6 @@ MAX_ECHOED_ID: Final = 256
 400 BadMessageId (apns.md §1), which the sink does not judge, but a longer value gets a generated
 id instead so that every answer stays one small frame."""
 
-_FRAME_HEADER: Final = struct.Struct(">BHBBL")  # 24-bit length split as 8 + 16 bits
 _U32: Final = struct.Struct(">L")
 
 
@@ -94,31 +106,6 @@ class _Failure(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    """Serialise one HTTP/2 frame (RFC 9113 §4.1)."""
-    n = len(payload)
-    return _FRAME_HEADER.pack(n >> 16, n & 0xFFFF, ftype, flags, stream_id) + payload
-
-
-def hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """Encode an HPACK integer with an N-bit prefix (RFC 7541 §5.1)."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = bytearray([first | limit])
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_string(raw: bytes) -> bytes:
-    """A string literal without Huffman coding (RFC 7541 §5.2)."""
-    return hpack_int(len(raw), 7) + raw
 
 
 _ID_NAME: Final = b"apns-id"
@@ -142,25 +129,6 @@ _ANSWER_FLAGS: Final = FLAG_END_HEADERS | FLAG_END_STREAM
 _UUID_HEAD: Final = frame(HEADERS, _ANSWER_FLAGS, 0, _UUID_LEAD + b"0" * 36)[:5]
 
 
-class _NeedsDecoder(Exception):
-    """Internal: the quick read met something that only the full HPACK decoder may handle."""
-
-
-def _varint(block: bytes | bytearray, i: int, value: int) -> tuple[int, int]:
-    """Finish an HPACK integer whose prefix was full (RFC 7541 §5.1); return (value, next index).
-
-    Gives up past three continuation bytes (2**21, far beyond any index or length here), so the
-    quick read never accepts an integer that `hpack` would refuse.
-    """
-    for shift in (0, 7, 14):
-        byte = block[i]
-        i += 1
-        value += (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-    raise _NeedsDecoder
-
-
 class ApnsIdReader:
     """Finds the `apns-id` of each request header block of one connection, blocks fed in order.
 
@@ -168,11 +136,11 @@ class ApnsIdReader:
     so a decoder must follow all of them in order (RFC 7541 §2.3.2). `hpack.Decoder` owns that
     table here. Most blocks of an APNs client never change it: past the first request they are
     indexed fields and literals *without* indexing (the HPACK policy of apns.md §1). Such a block
-    is read directly against the decoder's table, which costs about a microsecond instead of the
-    decoder's ~15; since it neither adds nor evicts an entry, the table ends exactly as decoding
-    would leave it. Every other block (an insertion, a size update, a Huffman-coded `apns-id` or
-    name, anything malformed) goes to `hpack.Decoder.decode` whole, so every table change is
-    made by the decoder, in order.
+    is read directly against the decoder's table (`engine.apns.h2wire.read_header_block`), which
+    costs about a microsecond instead of the decoder's ~15; since it neither adds nor evicts an
+    entry, the table ends exactly as decoding would leave it. Every other block (an insertion, a
+    size update, anything malformed) goes to `hpack.Decoder.decode` whole, so every table change
+    is made by the decoder, in order.
 
     Values the quick read does not need are skipped by length, not decoded: a broken Huffman
     string in, say, `authorization` goes unnoticed there, as the sink validates nothing it does
@@ -185,11 +153,10 @@ class ApnsIdReader:
         self.decoder = hpack.Decoder(max_header_list_size=2**31)
         self.decoded = 0
         """How many blocks went through `hpack.Decoder.decode` (the rest were read quickly)."""
-        self._table = self.decoder.header_table
-        # Dynamic-table indices whose name is apns-id; None once a decode may have moved them,
-        # recomputed by the next quick read only (a client whose every block changes the table
-        # never pays for it).
-        self._id_indices: frozenset[int] | None = frozenset()
+        self._dynamic = dynamic_table(self.decoder)
+        # Table indices named apns-id; None once a decode may have moved them, recomputed by the
+        # next quick read only (a client whose every block changes the table never pays for it).
+        self._id_at: frozenset[int] | None = None
 
     def read(
         self, block: bytes | bytearray, start: int = 0, end: int | None = None
@@ -199,75 +166,23 @@ class ApnsIdReader:
         Raises `hpack.HPACKError` when the block does not decode (a COMPRESSION_ERROR).
         """
         stop = len(block) if end is None else end
-        try:
-            return self._read_quick(block, start, stop)
-        except (_NeedsDecoder, IndexError):
+        at = self._id_at
+        if at is None:
+            at = self._id_at = indices_named(_ID_NAME, self._dynamic)
+        fields = read_header_block(block, self._dynamic, start, stop, only=_ID_NAME, only_at=at)
+        if fields is None:
             return self._decode(bytes(block[start:stop]))
+        return fields[0][1] if fields else None  # the first apns-id
 
     def _decode(self, block: bytes) -> bytes | None:
         self.decoded += 1
+        self._id_at = None
         headers = self.decoder.decode(block, raw=True)
-        self._id_indices = None
         return next((bytes(v) for n, v in headers if n == _ID_NAME), None)
 
-    def _read_quick(self, block: bytes | bytearray, i: int, end: int) -> bytes | None:
-        """Read a block that leaves the dynamic table alone; `_NeedsDecoder` for any other.
 
-        The one-byte cases come first: this loop is most of the sink's cost per request.
-        """
-        entries = self._table.dynamic_entries
-        last = 61 + len(entries)  # the highest valid index (RFC 7541 §2.3.3)
-        ids = self._id_indices
-        if ids is None:
-            ids = frozenset(62 + k for k, (name, _) in enumerate(entries) if name == _ID_NAME)
-            self._id_indices = ids
-        found: bytes | None = None
-        while i < end:
-            byte = block[i]
-            if byte > 0x80:  # indexed header field (RFC 7541 §6.1); 0x80, index 0, is invalid
-                if byte < 0xFF:
-                    index, i = byte - 0x80, i + 1
-                else:
-                    index, i = _varint(block, i + 1, 0x7F)
-                if index > last:
-                    raise _NeedsDecoder  # which reports the bad index
-                if ids and index in ids and found is None:
-                    found = entries[index - 62][1]
-                continue
-            if byte >= 0x20:
-                raise _NeedsDecoder  # incremental indexing or a size update: the table changes
-            # Literal without indexing or never indexed (RFC 7541 §6.2.2, §6.2.3).
-            index = byte & 0x0F
-            if index < 0x0F:
-                i += 1
-            else:
-                index, i = _varint(block, i + 1, 0x0F)
-            if index:
-                if index > last:
-                    raise _NeedsDecoder
-                is_id = index in ids
-            else:
-                size = block[i]
-                if size >= 0x7F:
-                    raise _NeedsDecoder  # a Huffman-coded or long name
-                is_id = size == 7 and block[i + 1 : i + 8] == _ID_NAME
-                i += 1 + size
-            size = block[i]
-            if size < 0x7F:  # a short value without Huffman coding
-                i += 1 + size
-                if is_id and found is None:
-                    found = bytes(block[i - size : i])
-                continue
-            if is_id and found is None:
-                raise _NeedsDecoder  # a Huffman-coded or long id
-            if size & 0x7F == 0x7F:
-                size, i = _varint(block, i + 1, 0x7F)
-            else:
-                size, i = size & 0x7F, i + 1
-            i += size
-        if i != end:
-            raise _NeedsDecoder  # truncated: the decoder says so
-        return found
+_Handler: TypeAlias = Callable[["FastSinkProtocol", int, int, bytearray, int, int], bool]
+"""A frame handler: (sink, flags, stream id, buffer, payload start, payload end) -> stop reading."""
 
 
 class FastSinkProtocol:
@@ -310,6 +225,7 @@ class FastSinkProtocol:
         self._out = bytearray()
         self._preface_pending = True
         self._settings_pending = True
+        self._handlers = _HANDLERS  # _IN_HEADER_BLOCK while CONTINUATION frames are due
         self._last_sid = 0
         self._open: dict[int, int] = {}  # stream id -> DATA bytes not yet credited back
         self._echo: dict[int, bytes] = {}  # open stream id -> the apns-id its request carried
@@ -317,7 +233,6 @@ class FastSinkProtocol:
         self._cont_sid = 0  # stream whose header block awaits CONTINUATION, 0 if none
         self._cont_end_stream = False
         self._cont_new = False
-        self._cont_size = 0
         self._cont_block = bytearray()
         self._table_update = False
         self._send_preface()
@@ -332,8 +247,8 @@ class FastSinkProtocol:
         )
         self._out += frame(SETTINGS, 0, 0, settings)
         # The connection window starts at 65535 whatever SETTINGS say (RFC 9113 §6.9.2).
-        if self._window > 65535:
-            self._out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._window - 65535))
+        if self._window > INITIAL_WINDOW:
+            self._out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._window - INITIAL_WINDOW))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call (may be empty)."""
@@ -386,108 +301,126 @@ class FastSinkProtocol:
     def _parse(self, buf: bytearray, pos: int) -> int:
         """Handle every complete frame in `buf` from `pos`; return where the next frame starts.
 
-        HEADERS and DATA, the per-request frames, are handled inline on local state (written back
-        in `finally`), and so is the usual answer (a UUID, no table size update due); the rare
-        frames go to `_control`, the rare answers to `_answer`.
+        Each frame goes to the handler its type has in the current table; a handler that
+        returns True (a GOAWAY) stops the reading.
         """
         end = len(buf)
-        unpack = _FRAME_HEADER.unpack_from
-        read_id = self.ids.read
-        pack_answer = _UUID_ANSWER.pack
-        head, lead = _UUID_HEAD, _UUID_LEAD
-        id_head, id_counter = self._id_head, self._id_counter
-        generate = self._fixed_block is None
-        plain = not self._table_update
-        out = self._out
+        if self._settings_pending and end - pos >= FRAME_HEAD_SIZE:
+            if buf[pos + 3] != SETTINGS or buf[pos + 4] & FLAG_ACK:
+                raise _Failure(PROTOCOL_ERROR)  # the preface ends with SETTINGS, RFC 9113 §3.4
+            self._settings_pending = False
+        unpack, head_size, max_size = FRAME_HEAD.unpack_from, FRAME_HEAD_SIZE, MAX_FRAME_SIZE
+        while end - pos >= head_size:
+            hi, lo, ftype, flags, sid = unpack(buf, pos)
+            length = (hi << 16) | lo
+            if length > max_size:
+                raise _Failure(FRAME_SIZE_ERROR)
+            start = pos + head_size
+            if start + length > end:
+                break
+            pos = start + length
+            if self._handlers[ftype](self, flags, sid & STREAM_ID_MASK, buf, start, pos):
+                break
+        return pos
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _on_headers(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
+        if not sid & 1:
+            raise _Failure(PROTOCOL_ERROR)  # client streams are odd, never 0
+        if flags & (FLAG_PADDED | FLAG_PRIORITY):
+            start, end = _headers_fragment(buf, start, end - start, flags, sid)
+        if sid > self._last_sid:
+            self._last_sid = sid
+            new = True
+        elif sid in self._open and flags & FLAG_END_STREAM:
+            new = False  # trailers, which must end the stream (RFC 9113 §8.1)
+        else:
+            raise _Failure(STREAM_CLOSED if sid not in self._open else PROTOCOL_ERROR)
+        if not flags & FLAG_END_HEADERS:
+            self._cont_sid = sid
+            self._cont_end_stream = bool(flags & FLAG_END_STREAM)
+            self._cont_new = new
+            self._cont_block[:] = buf[start:end]
+            self._handlers = _IN_HEADER_BLOCK
+            return False
+        # Every block is read, trailers too: the decoder must see them all in order.
+        rid = self.ids.read(buf, start, end)
+        if new and not flags & FLAG_END_STREAM and len(self._open) < self._max_streams:
+            self._open[sid] = 0  # the usual request: its body follows
+            if rid is not None:
+                self._echo[sid] = rid
+            return False
+        self._header_block(sid, new, flags & FLAG_END_STREAM, rid)
+        return False
+
+    def _on_continuation(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
+        if sid != self._cont_sid:
+            raise _Failure(PROTOCOL_ERROR)  # RFC 9113 §6.10
+        block = self._cont_block
+        block += buf[start:end]
+        if len(block) > MAX_HEADER_BLOCK:
+            raise _Failure(ENHANCE_YOUR_CALM)
+        if flags & FLAG_END_HEADERS:
+            self._handlers = _HANDLERS
+            self._cont_sid = 0
+            rid = self.ids.read(block)
+            block.clear()
+            self._header_block(sid, self._cont_new, self._cont_end_stream, rid)
+        return False
+
+    def _header_block(self, sid: int, new: bool, end_stream: int | bool, rid: bytes | None) -> None:
+        """A whole header block on `sid` (a request's headers, or its trailers) was read."""
+        if not new:
+            del self._open[sid]
+            self._answer(sid, self._echo.pop(sid, None))
+        elif end_stream:
+            self._answer(sid, rid)
+        elif len(self._open) >= self._max_streams:
+            raise _Failure(PROTOCOL_ERROR)  # RFC 9113 §5.1.2
+        else:
+            self._open[sid] = 0
+            if rid is not None:
+                self._echo[sid] = rid
+
+    def _on_data(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
+        length = end - start
+        self._conn_unacked += length  # padding counts too (RFC 9113 §6.9.1)
+        if flags & FLAG_PADDED and (length == 0 or buf[start] >= length):
+            raise _Failure(PROTOCOL_ERROR)
         open_ = self._open
-        echo = self._echo
-        threshold = self._threshold
-        last_sid = self._last_sid
-        answered = 0
-        consumed = 0
-        try:
-            if self._settings_pending and end - pos >= 9:
-                if buf[pos + 3] != SETTINGS or buf[pos + 4] & FLAG_ACK:
-                    raise _Failure(PROTOCOL_ERROR)  # the preface ends with SETTINGS, RFC 9113 §3.4
-                self._settings_pending = False
-            while end - pos >= 9:
-                hi, lo, ftype, flags, sid = unpack(buf, pos)
-                length = (hi << 16) | lo
-                if length > MAX_FRAME_SIZE:
-                    raise _Failure(FRAME_SIZE_ERROR)
-                start = pos + 9
-                if start + length > end:
-                    break
-                pos = start + length
-                sid &= 0x7FFFFFFF
-                if ftype == HEADERS and not self._cont_sid:
-                    if not sid & 1:
-                        raise _Failure(PROTOCOL_ERROR)  # client streams are odd, never 0
-                    block_start, block_end = start, pos
-                    if flags & (FLAG_PADDED | FLAG_PRIORITY):
-                        block_start, block_end = _headers_fragment(buf, start, length, flags, sid)
-                    if sid > last_sid:
-                        last_sid = sid
-                        new = True
-                    elif sid in open_ and flags & FLAG_END_STREAM:
-                        new = False  # trailers, which must end the stream (RFC 9113 §8.1)
-                    else:
-                        raise _Failure(STREAM_CLOSED if sid not in open_ else PROTOCOL_ERROR)
-                    if not flags & FLAG_END_HEADERS:
-                        self._begin_continuation(sid, flags, new, buf[block_start:block_end])
-                        continue
-                    # Every block is read, trailers too: the decoder must see them all in order.
-                    rid = read_id(buf, block_start, block_end)
-                    if not new:
-                        del open_[sid]
-                        rid = echo.pop(sid, None)
-                    elif not flags & FLAG_END_STREAM:
-                        if len(open_) >= self._max_streams:
-                            raise _Failure(PROTOCOL_ERROR)  # RFC 9113 §5.1.2
-                        open_[sid] = 0
-                        if rid is not None:
-                            echo[sid] = rid
-                        continue
-                elif ftype == DATA and not self._cont_sid:
-                    consumed += length  # padding counts too (RFC 9113 §6.9.1)
-                    if flags & FLAG_PADDED and (length == 0 or buf[start] >= length):
-                        raise _Failure(PROTOCOL_ERROR)
-                    unacked = open_.get(sid)
-                    if unacked is None:
-                        raise _Failure(STREAM_CLOSED if 0 < sid <= last_sid else PROTOCOL_ERROR)
-                    if not flags & FLAG_END_STREAM:
-                        unacked += length
-                        if unacked >= threshold:
-                            out += frame(WINDOW_UPDATE, 0, sid, _U32.pack(unacked))
-                            unacked = 0
-                        open_[sid] = unacked
-                        continue
-                    del open_[sid]
-                    rid = echo.pop(sid, None) if echo else None
-                else:
-                    self._last_sid = last_sid
-                    if self._control(ftype, flags, sid, bytes(buf[start:pos])):
-                        break
-                    plain = not self._table_update
-                    continue
-                # The request on `sid` is complete: answer it.
-                if plain and rid is None and generate:
-                    out += pack_answer(head, sid, lead, id_head + b"%012X" % next(id_counter))
-                    answered += 1
-                elif plain and rid is not None and len(rid) == 36:
-                    out += pack_answer(head, sid, lead, rid)
-                    answered += 1
-                else:
-                    self._answer(sid, rid)
-                    plain = not self._table_update
-            return pos
-        finally:
-            self._last_sid = last_sid
-            self.requests += answered
-            self._conn_unacked += consumed
+        unacked = open_.get(sid)
+        if unacked is None:
+            raise _Failure(STREAM_CLOSED if 0 < sid <= self._last_sid else PROTOCOL_ERROR)
+        if not flags & FLAG_END_STREAM:
+            unacked += length
+            if unacked >= self._threshold:
+                self._out += frame(WINDOW_UPDATE, 0, sid, _U32.pack(unacked))
+                unacked = 0
+            open_[sid] = unacked
+            return False
+        del open_[sid]
+        self._answer(sid, self._echo.pop(sid, None) if self._echo else None)
+        return False
+
+    # -- answers -----------------------------------------------------------------------------
 
     def _answer(self, sid: int, apns_id: bytes | None) -> None:
-        """Queue the `200` for stream `sid`, echoing `apns_id` or naming a generated one."""
+        """Queue the `200` for stream `sid`, echoing `apns_id` or naming a generated one.
+
+        The usual answer (a UUID, no table size update due) is one struct pack.
+        """
+        if not self._table_update:
+            if apns_id is None:
+                if self._fixed_block is None:
+                    generated = self._id_head + b"%012X" % next(self._id_counter)
+                    self._out += _UUID_ANSWER.pack(_UUID_HEAD, sid, _UUID_LEAD, generated)
+                    self.requests += 1
+                    return
+            elif len(apns_id) == 36:
+                self._out += _UUID_ANSWER.pack(_UUID_HEAD, sid, _UUID_LEAD, apns_id)
+                self.requests += 1
+                return
         if apns_id is None:
             if self._fixed_block is not None:
                 self._queue_answer(sid, self._fixed_block)
@@ -505,86 +438,45 @@ class FastSinkProtocol:
         self._out += frame(HEADERS, _ANSWER_FLAGS, sid, block)
         self.requests += 1
 
-    def _begin_continuation(
-        self, sid: int, flags: int, new: bool, fragment: bytes | bytearray
-    ) -> None:
-        self._cont_sid = sid
-        self._cont_end_stream = bool(flags & FLAG_END_STREAM)
-        self._cont_new = new
-        self._cont_size = len(fragment)
-        self._cont_block[:] = fragment
+    # -- everything else ---------------------------------------------------------------------
 
-    def _end_header_block(self) -> None:
-        sid, new = self._cont_sid, self._cont_new
-        self._cont_sid = 0
-        rid = self.ids.read(self._cont_block)
-        self._cont_block.clear()
-        if not new:
-            del self._open[sid]
-            self._answer(sid, self._echo.pop(sid, None))
-        elif self._cont_end_stream:
-            self._answer(sid, rid)
-        elif len(self._open) >= self._max_streams:
-            raise _Failure(PROTOCOL_ERROR)
-        else:
-            self._open[sid] = 0
-            if rid is not None:
-                self._echo[sid] = rid
-
-    def _control(self, ftype: int, flags: int, sid: int, payload: bytes) -> bool:
-        """Handle every frame but a plain HEADERS or DATA; True means stop reading (GOAWAY)."""
-        if self._cont_sid:
-            if ftype != CONTINUATION or sid != self._cont_sid:
-                raise _Failure(PROTOCOL_ERROR)  # RFC 9113 §6.10
-            self._cont_size += len(payload)
-            if self._cont_size > MAX_HEADER_BLOCK:
-                raise _Failure(ENHANCE_YOUR_CALM)
-            self._cont_block += payload
-            if flags & FLAG_END_HEADERS:
-                self._end_header_block()
-            return False
-        handler = _CONTROL_HANDLERS.get(ftype)
-        if handler is None:
-            return False  # unknown frame types are ignored (RFC 9113 §5.5)
-        return handler(self, flags, sid, payload)
-
-    def _on_settings(self, flags: int, sid: int, payload: bytes) -> bool:
+    def _on_settings(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
         if sid:
             raise _Failure(PROTOCOL_ERROR)
         if flags & FLAG_ACK:
-            if payload:
+            if end > start:
                 raise _Failure(FRAME_SIZE_ERROR)
             return False
-        if len(payload) % 6:
+        if (end - start) % 6:
             raise _Failure(FRAME_SIZE_ERROR)
-        for ident, value in struct.iter_unpack(">HL", payload):
+        for ident, value in struct.iter_unpack(">HL", buf[start:end]):
             _check_setting(ident, value)
             if ident == SETTINGS_HEADER_TABLE_SIZE:
                 self._table_update = True
         self._out += frame(SETTINGS, FLAG_ACK, 0)
         return False
 
-    def _on_ping(self, flags: int, sid: int, payload: bytes) -> bool:
+    def _on_ping(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
         if sid:
             raise _Failure(PROTOCOL_ERROR)
-        if len(payload) != 8:
+        if end - start != 8:
             raise _Failure(FRAME_SIZE_ERROR)
         if not flags & FLAG_ACK:
-            self._out += frame(PING, FLAG_ACK, 0, payload)
+            self._out += frame(PING, FLAG_ACK, 0, bytes(buf[start:end]))
         return False
 
-    def _on_window_update(self, flags: int, sid: int, payload: bytes) -> bool:
+    def _on_window_update(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
         # Our responses are HEADERS only, never flow-controlled: the increment is not needed.
-        if len(payload) != 4:
+        if end - start != 4:
             raise _Failure(FRAME_SIZE_ERROR)
-        if not _U32.unpack(payload)[0] & 0x7FFFFFFF:
+        if not _U32.unpack_from(buf, start)[0] & 0x7FFFFFFF:
             raise _Failure(PROTOCOL_ERROR)
         if sid > self._last_sid:
             raise _Failure(PROTOCOL_ERROR)  # idle stream
         return False
 
-    def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> bool:
-        if len(payload) != 4:
+    def _on_rst_stream(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
+        if end - start != 4:
             raise _Failure(FRAME_SIZE_ERROR)
         if not sid or sid > self._last_sid:
             raise _Failure(PROTOCOL_ERROR)
@@ -592,43 +484,60 @@ class FastSinkProtocol:
         self._echo.pop(sid, None)
         return False
 
-    def _on_priority(self, flags: int, sid: int, payload: bytes) -> bool:
+    def _on_priority(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
         # Ignored, as APNs does (apns.md §1), once the frame is well formed.
         if not sid:
             raise _Failure(PROTOCOL_ERROR)
-        if len(payload) != 5:
+        if end - start != 5:
             raise _Failure(FRAME_SIZE_ERROR)
-        if _U32.unpack_from(payload)[0] & 0x7FFFFFFF == sid:
+        if _U32.unpack_from(buf, start)[0] & 0x7FFFFFFF == sid:
             raise _Failure(PROTOCOL_ERROR)
         return False
 
-    def _on_goaway(self, flags: int, sid: int, payload: bytes) -> bool:
+    def _on_goaway(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
         if sid:
             raise _Failure(PROTOCOL_ERROR)
-        if len(payload) < 8:
+        if end - start < 8:
             raise _Failure(FRAME_SIZE_ERROR)
         # Every request completed so far is already answered in this batch; close politely.
         self._goaway(NO_ERROR)
         return True
 
-    def _on_forbidden(self, flags: int, sid: int, payload: bytes) -> bool:
-        raise _Failure(PROTOCOL_ERROR)  # PUSH_PROMISE from a client, or a stray CONTINUATION
+    def _on_forbidden(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
+        # PUSH_PROMISE from a client, a stray CONTINUATION, or any frame but CONTINUATION inside
+        # a header block (RFC 9113 §6.10).
+        raise _Failure(PROTOCOL_ERROR)
+
+    def _on_unknown(self, flags: int, sid: int, buf: bytearray, start: int, end: int) -> bool:
+        return False  # unknown frame types are ignored (RFC 9113 §5.5)
 
 
-_CONTROL_HANDLERS: Final = {
-    SETTINGS: FastSinkProtocol._on_settings,
-    PING: FastSinkProtocol._on_ping,
-    WINDOW_UPDATE: FastSinkProtocol._on_window_update,
-    RST_STREAM: FastSinkProtocol._on_rst_stream,
-    PRIORITY: FastSinkProtocol._on_priority,
-    GOAWAY: FastSinkProtocol._on_goaway,
-    PUSH_PROMISE: FastSinkProtocol._on_forbidden,
-    CONTINUATION: FastSinkProtocol._on_forbidden,
-    HEADERS: FastSinkProtocol._on_forbidden,
-    DATA: FastSinkProtocol._on_forbidden,
-}
-"""Frame type -> handler. HEADERS and DATA only get here inside a CONTINUATION sequence, which
-`_control` rejects before the lookup; they are listed so the table covers every known type."""
+def _handler_table(known: dict[int, _Handler], default: _Handler) -> tuple[_Handler, ...]:
+    """Frame type -> handler for every possible type byte, `default` for the rest."""
+    return tuple(known.get(ftype, default) for ftype in range(256))
+
+
+_HANDLERS: Final = _handler_table(
+    {
+        DATA: FastSinkProtocol._on_data,
+        HEADERS: FastSinkProtocol._on_headers,
+        PRIORITY: FastSinkProtocol._on_priority,
+        RST_STREAM: FastSinkProtocol._on_rst_stream,
+        SETTINGS: FastSinkProtocol._on_settings,
+        PUSH_PROMISE: FastSinkProtocol._on_forbidden,
+        PING: FastSinkProtocol._on_ping,
+        GOAWAY: FastSinkProtocol._on_goaway,
+        WINDOW_UPDATE: FastSinkProtocol._on_window_update,
+        CONTINUATION: FastSinkProtocol._on_forbidden,
+    },
+    FastSinkProtocol._on_unknown,
+)
+"""Frame type -> handler, between header blocks, in the manner of h2's dispatch table."""
+
+_IN_HEADER_BLOCK: Final = _handler_table(
+    {CONTINUATION: FastSinkProtocol._on_continuation}, FastSinkProtocol._on_forbidden
+)
+"""Frame type -> handler while a header block awaits CONTINUATION: nothing else may come."""
 
 
 def _headers_fragment(

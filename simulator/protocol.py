@@ -6,8 +6,9 @@ HTTP/2 (apns.md §4):
 - MAX_CONCURRENT_STREAMS is the simulator's to swing (1 until the first valid token, then ~1000,
   optionally 1 after a rejection). A stream above the limit is refused with RST_STREAM
   REFUSED_STREAM, as APNs does when the limit drops (pushy#486), instead of h2's connection error.
-- GOAWAY carries a JSON `{"reason": ...}` debug payload and is written *without* closing h2's
-  state machine, so in-flight streams can still be answered: a graceful drain.
+- GOAWAY carries a JSON `{"reason": ...}` debug payload, and streams already received are still
+  answered after it, the simulator's or the client's: a graceful drain (RFC 9113 §6.8, through
+  `engine.apns.h2compat`, which also spares h2's O(open streams) count on every new stream).
 - Request bodies are buffered only up to a cap (the payload limit plus one byte), so a client that
   streams megabytes cannot grow memory; the validator still sees the true size.
 
@@ -23,60 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
-import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame
 
 from engine.apns import wire
+from engine.apns.h2compat import AdvertisedOnlySettings, DrainingH2Connection
 from engine.apns.reasons import Reason
-
-_MAX_STREAM_ID = 2**31 - 1
-
-
-class _AdvertisedSettings(h2.settings.Settings):
-    """Local settings whose MAX_CONCURRENT_STREAMS is advertised but not enforced by h2.
-
-    h2 reads this property only to raise a *connection* error when a client opens one stream too
-    many; APNs refuses the single stream instead (apns.md §4), which `ApnsServerProtocol` does.
-    """
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return _MAX_STREAM_ID
-
-    @max_concurrent_streams.setter
-    def max_concurrent_streams(self, value: int) -> None:
-        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
-
-
-class _ApnsH2(h2.connection.H2Connection):
-    """h2's server connection with two costs and one limitation of stock h2 removed."""
-
-    _sweep_at = 256
-
-    @property
-    def open_inbound_streams(self) -> int:
-        # Stock h2 scans every stream on each new one (O(n) per request, the simulator's main
-        # cost under load) only to compare against a limit `_AdvertisedSettings` never enforces.
-        # Sweep closed streams when the table has doubled, so memory stays bounded.
-        if len(self.streams) >= self._sweep_at:
-            open_now = super().open_inbound_streams
-            self._sweep_at = max(256, 2 * len(self.streams))
-            return open_now
-        return 0
-
-    def _receive_goaway_frame(self, frame: Any) -> Any:
-        # A client GOAWAY still lets the server answer the streams it already received
-        # (RFC 9113 §6.8); stock h2 would close its state machine and drop queued answers.
-        queued = bytes(self._data_to_send)
-        result = super()._receive_goaway_frame(frame)
-        self._data_to_send = bytearray(queued) + self._data_to_send
-        self.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
-        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +54,9 @@ class RequestReady:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamRefused:
-    """A stream opened above the current limit was refused (RST_STREAM REFUSED_STREAM)."""
+class StreamTurnedAway:
+    """A stream opened above the current limit, or after our GOAWAY, was refused with
+    RST_STREAM(REFUSED_STREAM) (apns.md §4)."""
 
     stream_id: int
 
@@ -119,7 +75,7 @@ class ConnectionEnded:
     error: str | None
 
 
-ServerEvent = RequestReady | StreamRefused | StreamCancelled | ConnectionEnded
+ServerEvent = RequestReady | StreamTurnedAway | StreamCancelled | ConnectionEnded
 
 
 @dataclass(slots=True)
@@ -141,19 +97,19 @@ class ApnsServerProtocol:
     def __init__(
         self, *, initial_max_streams: int = 1, body_cap: int = wire.MAX_DEVICE_PAYLOAD
     ) -> None:
+        self._partial: dict[int, _Partial] = {}
+        self._answering: set[int] = set()  # complete requests not yet answered
+        self._pending_body: dict[int, bytes] = {}  # response bodies waiting for window
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self._h2 = _ApnsH2(config=config)
-        self._h2.local_settings = _AdvertisedSettings(
+        self._h2 = DrainingH2Connection(config, client_streams=self._open_streams)
+        # The stream limit is advertised, and enforced here one stream at a time (apns.md §4).
+        self._h2.local_settings = AdvertisedOnlySettings(
             client=False,
             initial_values={
                 SettingCodes.MAX_CONCURRENT_STREAMS: initial_max_streams,
                 SettingCodes.MAX_HEADER_LIST_SIZE: 8000,  # APNs' value (apns.md §4)
             },
         )
-        self._out = bytearray()
-        self._partial: dict[int, _Partial] = {}
-        self._answering: set[int] = set()  # complete requests not yet answered
-        self._pending_body: dict[int, bytes] = {}  # response bodies waiting for window
         self._body_cap = body_cap + 1
         self.max_streams = initial_max_streams
         self.goaway_sent = False
@@ -168,15 +124,12 @@ class ApnsServerProtocol:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire, in order."""
-        self._flush_h2()
-        data = bytes(self._out)
-        self._out.clear()
-        return data
+        return self._h2.data_to_send()
 
-    def _flush_h2(self) -> None:
-        pending = self._h2.data_to_send()
-        if pending:
-            self._out += pending
+    def _open_streams(self) -> int:
+        """Open client streams, as h2 counts them: receiving, awaiting an answer, or still
+        sending an answer's body."""
+        return len(self._partial) + len(self._answering) + len(self._pending_body)
 
     def set_max_streams(self, value: int) -> None:
         """Announce a new MAX_CONCURRENT_STREAMS and enforce it from now on (apns.md §4)."""
@@ -228,6 +181,7 @@ class ApnsServerProtocol:
         """Reset a stream (a fault-plan reset, or a refusal)."""
         self._answering.discard(stream_id)
         self._partial.pop(stream_id, None)
+        self._pending_body.pop(stream_id, None)
         if self.closed:
             return
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -238,18 +192,17 @@ class ApnsServerProtocol:
     ) -> None:
         """Send GOAWAY with `{"reason": ...}` but keep answering streams already received.
 
-        h2's own `close_connection` would forbid any further frame; APNs drains instead
-        (apns.md §4), so the frame is written by hand after whatever h2 has queued.
+        APNs drains (apns.md §4): streams up to `last_stream_id` are still answered, later ones
+        refused; the connection's drain keeps h2 taking and sending their frames.
         """
         if self.goaway_sent or self.closed:
             return
         self.goaway_sent = True
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self.last_stream_id
-        frame.error_code = int(error_code)
-        frame.additional_data = json.dumps({"reason": reason.value}).encode() if reason else b""
-        self._flush_h2()
-        self._out += frame.serialize()
+        self._h2.close_connection(
+            error_code=error_code,
+            additional_data=json.dumps({"reason": reason.value}).encode() if reason else b"",
+            last_stream_id=self.last_stream_id,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -284,11 +237,11 @@ class ApnsServerProtocol:
         self.streams_received += 1
         if self.goaway_sent and sid > self.last_stream_id:
             self.reset(sid, ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY: unprocessed
-            out.append(StreamRefused(sid))
+            out.append(StreamTurnedAway(sid))
             return
         if self.in_flight >= self.max_streams:
             self.reset(sid, ErrorCodes.REFUSED_STREAM)
-            out.append(StreamRefused(sid))
+            out.append(StreamTurnedAway(sid))
             return
         if not self.goaway_sent:
             self.last_stream_id = max(self.last_stream_id, sid)

@@ -15,10 +15,10 @@ Throughput comes from five choices made here once, so no caller has to remember 
 5. The usual request (HEADERS + one DATA frame) and the usual answer (one HEADERS frame with
    END_STREAM) bypass h2's per-frame objects and events, with h2's state kept exactly in step.
 
-The HTTP/2 layer (`engine.apns.h2conn`) holds the HPACK policy (apns.md §1), those fast paths, and
-two h2 adjustments: no O(open streams) scan on every new stream, and traffic of open streams still
-flowing after a GOAWAY (h2 issue #1181; RFC 9113 §6.8), so the answers APNs sends while draining
-are not lost.
+The HTTP/2 layer (`engine.apns.h2conn`) holds the HPACK policy (apns.md §1) and those fast paths;
+under it, `engine.apns.h2compat` adjusts h2 twice: no O(open streams) scan on every new stream, and
+traffic of open streams still flowing after a GOAWAY, with the output queued before it kept (h2
+issue #1181; RFC 9113 §6.8), so the answers APNs sends while draining are not lost.
 """
 
 from __future__ import annotations
@@ -313,7 +313,6 @@ class ApnsClientProtocol:
         self._draining = False
         self._dead = False
         self._drain_error: str | None = None
-        self._held = b""  # output h2 would drop on a GOAWAY (it clears its buffer)
         self._handlers: dict[type, _Handler] = {
             h2e.ResponseReceived: self._on_response,
             h2e.DataReceived: self._on_data,
@@ -456,10 +455,7 @@ class ApnsClientProtocol:
 
     def data_to_send(self) -> bytes:
         """All bytes queued for the peer since the last call."""
-        data = self._h2.data_to_send()
-        if self._held:
-            data, self._held = self._held + data, b""
-        return data
+        return self._h2.data_to_send()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -469,9 +465,6 @@ class ApnsClientProtocol:
             return []
         if not data:
             return self.connection_lost()
-        held = self._h2.data_to_send()  # h2 clears its output buffer when a GOAWAY arrives
-        if held:
-            self._held += held
         try:
             h2_events = self._h2.receive(data)
         except H2_ERRORS as exc:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h2.config
-import h2.connection
 import h2.events
 import trio
+
+from engine.apns.h2compat import DrainingH2Connection
 
 
 @dataclass
@@ -36,23 +37,15 @@ class Response:
         return json.loads(self.body)
 
 
-class _DrainingH2(h2.connection.H2Connection):
-    """h2 closes its state machine on GOAWAY and then rejects the answers a server still sends
-    for streams up to `last_stream_id` (RFC 9113 §6.8). Keep the connection open for them."""
-
-    def _receive_goaway_frame(self, frame: Any) -> Any:
-        result = super()._receive_goaway_frame(frame)
-        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        return result
-
-
 class H2TestClient:
     """HTTP/2 client for tests: explicit sends, a `pump()` that reads and records events."""
 
     def __init__(self, stream: trio.abc.Stream, authority: str = "api.push.apple.com") -> None:
         self.stream = stream
         self.authority = authority
-        self.conn = _DrainingH2(h2.config.H2Configuration(client_side=True))
+        # After a GOAWAY, either side's, streams up to its last stream id still get their answers
+        # (RFC 9113 §6.8), which stock h2 would refuse.
+        self.conn = DrainingH2Connection(h2.config.H2Configuration(client_side=True))
         self.responses: dict[int, Response] = {}
         self.events: list[h2.events.Event] = []
         self.goaway: h2.events.ConnectionTerminated | None = None

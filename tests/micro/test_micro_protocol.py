@@ -12,8 +12,9 @@ import h2.events
 from h2.settings import SettingCodes, Settings
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from engine.apns.h2wire import frame
 from engine.apns.protocol import ApnsClientProtocol, PushAnswered, PushRequest
-from simulator.fastsink import frame, response_block
+from simulator.fastsink import response_block
 
 TOPIC = "com.example.app.push-type.liveactivity"
 JWT = b"bearer eyJhbGciOiJFUzI1NiIsImtpZCI6IkFCQzEyM0RFRkcifQ." + b"x" * 140

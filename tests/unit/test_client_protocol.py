@@ -21,6 +21,7 @@ from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.apns.h2wire import PREFACE
 from engine.apns.protocol import (
     ApnsClientProtocol,
     ApnsProtocolError,
@@ -41,7 +42,6 @@ AUTHORITY = "api.push.apple.com"
 TOPIC = "com.example.app.push-type.liveactivity"
 JWT = b"bearer eyJhbGciOiJFUzI1NiIsImtpZCI6IkFCQzEyM0RFRkcifQ." + b"x" * 140
 BODY = b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{"score":"1-0"}}}'
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def token(i: int) -> str:
@@ -676,6 +676,26 @@ def test_goaway_drains_streams_up_to_last_stream_id(
     assert events[-1] == ConnectionClosed(None)
     assert client.is_closed
     assert client.receive_data(b"\x00") == []
+
+
+def test_goaway_drain_keeps_output_of_the_same_read_and_acknowledges_settings() -> None:
+    # The PING that came in the read with the GOAWAY is still acknowledged (h2 drops what it had
+    # queued when a GOAWAY arrives), and a SETTINGS during the drain gets its ACK (RFC 9113
+    # §6.5.3) instead of failing the connection with its open stream.
+    client, server, _ = connect()
+    stream_id = client.send(push(1))
+    pump(client, server)
+    server.conn.ping(b"pingpong")
+    events = client.receive_data(server.conn.data_to_send() + goaway_frame(stream_id, 0, b""))
+    assert events == [GoAway(stream_id, 0, None, "", ())]
+    server.feed(client.data_to_send())
+    assert any(isinstance(e, h2.events.PingAckReceived) for e in server.events)
+    server.settings(MAX_CONCURRENT_STREAMS=5)
+    server.respond(stream_id)
+    events = pump(client, server)
+    assert [type(e) for e in events] == [PushAnswered, ConnectionClosed]
+    assert events[-1] == ConnectionClosed(None)
+    assert any(isinstance(e, h2.events.SettingsAcknowledged) for e in server.events)
 
 
 def test_goaway_with_error_and_nothing_to_drain_closes_at_once() -> None:

@@ -19,13 +19,27 @@ import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder, HPACKError
+from hpack.hpack import encode_integer
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.apns.h2compat import dynamic_table
 from engine.apns.h2conn import ApnsH2Connection, decode_header_block
+from engine.apns.h2wire import (
+    NeedsDecoder,
+    frame,
+    hpack_int,
+    hpack_string,
+    indices_named,
+    pack_frame_head,
+    read_header_block,
+    read_hpack_int,
+    read_hpack_string,
+    unpack_frame_head,
+)
 from engine.apns.protocol import (
     ApnsClientProtocol,
     ClientEvent,
@@ -526,6 +540,77 @@ def test_header_blocks_decode_exactly_as_hpack(
             expected = _decode_or_error(theirs, candidate, ours=False)
             assert _decode_or_error(ours, candidate, ours=True) == expected
             assert ours.header_table.dynamic_entries == theirs.header_table.dynamic_entries
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_fields, st.booleans()), min_size=1, max_size=4), _names)
+def test_the_readers_only_mode_picks_what_the_full_read_holds(
+    blocks: list[tuple[list[tuple[bytes, bytes, str]], bool]], name: bytes
+) -> None:
+    # The sink's apns-id lookup and the engine's answer decoding share one reader.
+    encoder, decoder = Encoder(), Decoder()
+    table = dynamic_table(decoder)
+    for fields, huffman in blocks:
+        block = encoder.encode([HeaderTuple(n, v) for n, v, _ in fields], huffman=huffman)
+        full = read_header_block(block, table)
+        only = read_header_block(block, table, only=name)
+        at = read_header_block(block, table, only=name, only_at=indices_named(name, table))
+        if full is None:
+            assert only is None and at is None
+        else:
+            assert only == at == [f for f in full if f[0] == name]
+        decoder.decode(block, raw=True)  # keep the table in step, as the callers do
+
+
+def test_the_reader_takes_long_indices_and_lengths() -> None:
+    encoder, decoder = Encoder(), Decoder()
+    for n in range(80):  # dynamic indices beyond 127 need a second byte
+        decoder.decode(encoder.encode([(b"x-%d" % n, b"v")], huffman=False))
+    long_value = b"z" * 300
+    block = (
+        hpack_int(62 + 70, 7, 0x80) + b"\x00" + hpack_string(b"x-long") + hpack_string(long_value)
+    )
+    assert read_header_block(block, dynamic_table(decoder)) == [
+        (b"x-9", b"v"),
+        (b"x-long", long_value),
+    ]
+    assert [tuple(h) for h in decoder.decode(block, raw=True)] == [
+        (b"x-9", b"v"),
+        (b"x-long", long_value),
+    ]
+    assert read_header_block(block[:-1], dynamic_table(decoder)) is None  # cut short
+    assert read_header_block(b"\xff\xff\xff\xff\x7f", dynamic_table(decoder)) is None  # too long
+
+
+@given(st.integers(0, 2**21 - 1), st.integers(1, 8))
+def test_hpack_integers_are_hpacks(value: int, prefix: int) -> None:
+    ours = hpack_int(value, prefix)
+    assert ours == bytes(encode_integer(value, prefix))
+    assert read_hpack_int(ours + b"rest", 0, prefix) == (value, len(ours))
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_hpack_strings_read_back(raw_value: bytes, huffman: bool) -> None:
+    literal = (
+        bytes([0x80 | len(code)]) + code
+        if huffman and len(code := _HUFFMAN.encode(raw_value)) < 127
+        else hpack_string(raw_value)
+    )
+    assert read_hpack_string(b"@" + literal + b"tail", 1) == (raw_value, 1 + len(literal))
+    with pytest.raises(NeedsDecoder):
+        read_hpack_string(literal, 0, len(literal) - 1)  # past the end given
+
+
+@given(
+    st.integers(0, 2**24 - 1), st.integers(0, 255), st.integers(0, 255), st.integers(0, 2**32 - 1)
+)
+def test_frame_heads_round_trip(length: int, ftype: int, flags: int, stream_id: int) -> None:
+    head = pack_frame_head(length, ftype, flags, stream_id)
+    assert len(head) == 9 and head[:3] == length.to_bytes(3, "big")
+    assert unpack_frame_head(b"x" + head, 1) == (length, ftype, flags, stream_id & 0x7FFFFFFF)
+    assert (
+        frame(ftype, flags, stream_id, b"ab") == pack_frame_head(2, ftype, flags, stream_id) + b"ab"
+    )
 
 
 def test_header_list_limit_is_kept() -> None:

@@ -18,9 +18,10 @@ does the minimum the API needs, on one task per connection:
 - at most `max_connections` connections at a time: over that, new ones wait in the kernel's
   accept backlog;
 - a connection that opens with the HTTP/2 preface (h2c prior knowledge) is handed, bytes
-  already read included, to hypercorn's trio connection handler. `Upgrade: h2c` on an
-  HTTP/1.1 request is ignored: the request is answered over HTTP/1.1 (RFC 9113 §3.1 dropped
-  the upgrade; a client that wants HTTP/2 opens with the preface);
+  already read included, to hypercorn's trio connection handler (`h2c`, as
+  `engine.apns.h2compat.hypercorn_h2c` builds it). `Upgrade: h2c` on an HTTP/1.1 request is
+  ignored: the request is answered over HTTP/1.1 (RFC 9113 §3.1 dropped the upgrade; a client
+  that wants HTTP/2 opens with the preface);
 - no ASGI lifespan protocol: the app (`ApiApp`) has no startup or shutdown work; the caller
   owns the resources the app uses.
 
@@ -45,12 +46,11 @@ from urllib.parse import unquote
 import h11
 import trio
 
-__all__ = ["H2_PREFACE", "H11Limits", "H11Server", "PrefacedStream", "hypercorn_h2c"]
+from engine.apns.h2wire import PREFACE
+
+__all__ = ["H11Limits", "H11Server", "PrefacedStream"]
 
 log = logging.getLogger("lockstep.http")
-
-H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-"""The HTTP/2 client connection preface (RFC 9113 §3.4)."""
 
 RECEIVE_SIZE: Final = 65536
 _RESOURCE_ERRNOS: Final = frozenset(
@@ -112,29 +112,6 @@ class PrefacedStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         """Close the socket."""
         await self._stream.aclose()
-
-
-def hypercorn_h2c(app: AsgiApp, config: Any) -> tuple[H2Handler, Callable[[], Awaitable[None]]]:
-    """hypercorn's trio connection handler for h2c connections, and its graceful-stop call.
-
-    Built the way `hypercorn.trio.run.worker_serve` builds it: the app wrapped as ASGI, one
-    `WorkerContext` for all connections (setting its `terminated` closes idle ones).
-    """
-    from hypercorn.trio.tcp_server import TCPServer
-    from hypercorn.trio.worker_context import WorkerContext
-    from hypercorn.utils import wrap_app
-
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
-    context = WorkerContext(None)
-
-    async def handle(stream: trio.abc.HalfCloseableStream) -> None:
-        plain: Any = stream  # hypercorn types it as an SSL stream; it handles plain ones too
-        await TCPServer(wrapped, config, context, {}, plain).run()
-
-    async def terminate() -> None:
-        await context.terminated.set()
-
-    return handle, terminate
 
 
 class _Conn:
@@ -247,12 +224,12 @@ class H11Server:
 
     async def _serve_connection(self, stream: trio.SocketStream, conn: _Conn) -> None:
         data = await self._receive(stream, conn, idle=True)
-        while len(data) < len(H2_PREFACE) and data and H2_PREFACE.startswith(data):
+        while len(data) < len(PREFACE) and data and PREFACE.startswith(data):
             more = await self._receive(stream, conn, idle=False)
             if not more:
                 return
             data += more
-        if data.startswith(H2_PREFACE) and self._h2c is not None:
+        if data.startswith(PREFACE) and self._h2c is not None:
             await self._h2c(PrefacedStream(stream, data))
             return
         peer = _address(stream.socket.getpeername())

@@ -23,7 +23,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from engine.server.http.h11server import H11Server, hypercorn_h2c
+from engine.apns.h2compat import hypercorn_h2c
+from engine.server.http.h11server import H11Server
 
 __all__ = ["SERVERS", "bind_address", "hypercorn_config", "serve_http"]
 
