@@ -488,6 +488,32 @@ def test_failed_start_is_retried_before_pending_updates() -> None:
     assert d.item is s and d.attempt == 2 and d.timestamp == W0 + 1
 
 
+def test_update_waiting_for_its_retry_is_replaced_and_the_newer_counts_afresh() -> None:
+    h = Harness(max_attempts=2)
+    u1, _ = h.offer(UPDATE, 1)
+    assert h.complete(h.take_one(), Outcome.RETRY) == []  # u1: 1 of 2 attempts, waits 1 s
+    u2, superseded = h.offer(UPDATE, 2)
+    assert statuses(superseded) == [(u1.seq, DeliveryStatus.SUPERSEDED)]
+    assert superseded[0].detail == "replaced by a newer update"
+    d = h.at(1.0).take_one()
+    assert d.item is u2 and d.attempt == 1
+    assert h.complete(d, Outcome.RETRY) == []  # u2's first failure: not given up
+    assert h.co.stats.pending == 1
+
+
+def test_failed_end_is_retried_and_closes_the_lane_once_accepted() -> None:
+    h = Harness()
+    e, _ = h.offer(END, 1)
+    d1 = h.take_one()
+    assert h.complete(d1, Outcome.TRANSPORT) == []
+    with pytest.raises(LaneError, match="ending"):
+        h.offer(UPDATE, 2)  # still ending while the end waits for its retry
+    d2 = h.at(1.0).take_one()
+    assert d2.item is e and d2.attempt == 2 and d2.timestamp == d1.timestamp + 1
+    assert statuses(h.complete(d2, Outcome.ACCEPTED)) == [(e.seq, DeliveryStatus.ACCEPTED)]
+    assert h.co.is_closed(LANE)
+
+
 def test_transport_retry_gets_a_fresh_timestamp() -> None:
     h = Harness()
     h.offer(UPDATE, 1)
@@ -736,6 +762,16 @@ def test_closed_lane_memory_is_a_bounded_lru() -> None:
     assert [h.co.is_closed(lane) for lane in lanes] == [True, False, True]
     assert h.co.stats.closed_lanes == 2
     h.offer(START, lane=lanes[1])  # forgotten: the lane opens afresh
+
+
+def test_max_closed_zero_remembers_no_closed_lane() -> None:
+    h = Harness(max_closed=0)
+    h.offer(END, 1)
+    h.complete(h.take_one(), Outcome.ACCEPTED)
+    assert not h.co.is_closed(LANE)
+    assert (h.co.stats.lanes, h.co.stats.closed_lanes) == (0, 0)
+    h.offer(START)  # nothing remembered: the lane opens afresh
+    assert h.take_one().item.kind is START
 
 
 def test_stats_track_every_counter() -> None:

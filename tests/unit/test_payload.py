@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import re
 from typing import Any
@@ -186,6 +187,16 @@ def test_prepared_payload_is_detached_from_the_content_dicts() -> None:
     assert b'"score":1' in prepared.render(TS)
 
 
+def test_aps_smuggled_into_extra_after_construction_is_caught_before_splicing() -> None:
+    # Validation runs at construction but `prepare` reads the dicts again, so an `aps` key added
+    # to `extra` since would replace the real `aps` and move the timestamp the splice relies on.
+    content = update({}, extra={"k": 1})
+    assert content.extra is not None
+    content.extra["aps"] = {"event": "update"}
+    with pytest.raises(AssertionError, match="timestamp placeholder"):
+        prepare(content)
+
+
 def test_repr_hides_the_bytes() -> None:
     text = repr(prepare(update({"secret": "pii"})))
     assert "pii" not in text
@@ -287,6 +298,13 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "start",
     ),
     ("input token on update", {"input_push_token": True}, "input_push_token", "only valid"),
+    ("input token not a bool", {"input_push_token": 1}, "input_push_token", "must be a bool"),
+    (
+        "empty input channel",
+        {"event": EventKind.START, "input_push_channel": ""},
+        "input_push_channel",
+        "must be a channel id",
+    ),
     (
         "input channel on end",
         {"event": EventKind.END, "input_push_channel": "c"},
@@ -308,6 +326,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("relevance nan", {"relevance_score": float("nan")}, "relevance_score", "finite"),
     ("relevance bool", {"relevance_score": True}, "relevance_score", "number"),
     ("extra with aps", {"extra": {"aps": {}}}, "extra", "next to it"),
+    ("extra not a dict", {"extra": [("k", 1)]}, "extra", "dict of custom top-level keys"),
     ("extra bad value", {"extra": {"k": {1, 2}}}, "extra.k", "set is not JSON-encodable"),
 ]
 
@@ -386,6 +405,26 @@ def test_edge_integers_and_tuples_are_fine() -> None:
         "flag": True,
         "none": None,
     }
+
+
+class Side(enum.StrEnum):
+    """A str subclass, as content states built from app models often hold."""
+
+    HOME = "home"
+
+
+class Period(enum.IntEnum):
+    """An int subclass."""
+
+    SECOND = 2
+
+
+def test_str_and_int_subclasses_are_sent_as_their_json_values() -> None:
+    # Only exact leaf types are checked inline; subclasses take the full check, which accepts
+    # them because they encode as plain JSON strings and numbers.
+    state = {"leader": Side.HOME, "period": Period.SECOND, "log": [Side.HOME, Period.SECOND]}
+    body = prepare(update(state)).render(TS)
+    assert b'"content-state":{"leader":"home","period":2,"log":["home",2]}' in body
 
 
 @pytest.mark.parametrize(
