@@ -243,8 +243,9 @@ class ApnsServerProtocol:
             self.reset(sid, ErrorCodes.REFUSED_STREAM)
             out.append(StreamTurnedAway(sid))
             return
-        if not self.goaway_sent:
-            self.last_stream_id = max(self.last_stream_id, sid)
+        # After our GOAWAY every new stream is above `last_stream_id` (stream ids only grow, RFC
+        # 9113 §5.1.1) and was turned away above: the GOAWAY's last stream id stays as sent.
+        self.last_stream_id = max(self.last_stream_id, sid)
         method, path = "", ""
         headers: list[tuple[str, str]] = []
         for name, value in event.headers or ():

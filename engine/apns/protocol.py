@@ -425,12 +425,11 @@ class ApnsClientProtocol:
         way is dropped. Unknown or settled stream ids are ignored.
         """
         if stream_id not in self._streams:
-            return
+            return  # also once closed: every way to `_dead` leaves `_streams` empty
         del self._streams[stream_id]
         self._blocked.pop(stream_id, None)
-        if not self._dead:
-            with contextlib.suppress(ProtocolError):  # already closed on h2's side
-                self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        with contextlib.suppress(ProtocolError):  # already closed on h2's side
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
 
     def ping(self, payload: bytes) -> None:
         """Queue a PING (8 bytes); its ack comes back as `PingAcked(payload)`."""
@@ -602,7 +601,10 @@ class ApnsClientProtocol:
             return
         response = self._streams.pop(stream_id)
         self._forget(stream_id)
-        if response is None:  # ended without response headers
+        # Ended without response headers: h2 refuses DATA before them ("cannot receive data
+        # before headers"), and HEADERS that end the stream are the response (`_respond` settles
+        # it), so this is for an h2 that would behave otherwise: the stream is still settled.
+        if response is None:  # pragma: no cover - h2 ends no stream before its response
             out.append(PushAnswered(stream_id, 0, None, None, None, None, None))
         else:
             out.append(response.answer(stream_id))

@@ -41,8 +41,7 @@ async def test_push_to_start_then_update_reaches_the_device(
                 client.headers(kit.push_to_start_token(), jwt, TOPIC), start_body()
             )
             assert r.status == 200 and r.body == b"" and r.headers["apns-id"]
-            device = kit.apns.registry.device_snapshot("iphone-1", kit.now())
-            (activity,) = device["activities"]
+            (activity,) = kit.device("iphone-1")["activities"]
             token = activity["token"]
             r = await client.request(
                 client.headers(token, jwt, TOPIC, apns_id="0a2e1d4c-1f5b-4c47-9d3f-2a6b8f0e9c11"),
@@ -50,8 +49,8 @@ async def test_push_to_start_then_update_reaches_the_device(
             )
             assert r.status == 200
             assert r.headers["apns-id"] == "0a2e1d4c-1f5b-4c47-9d3f-2a6b8f0e9c11"
-            device = kit.apns.registry.device_snapshot("iphone-1", kit.now())
-            assert device["activities"][0]["content_state"] == {"title": "Deploy", "step": 2}
+            activity = kit.device("iphone-1")["activities"][0]
+            assert activity["content_state"] == {"title": "Deploy", "step": 2}
             assert [p.status for p in kit.apns.log] == [200, 200]
             nursery.cancel_scope.cancel()
 
@@ -148,7 +147,7 @@ async def test_goaway_drains_in_flight_streams(autojump_clock: trio.testing.Mock
             await trio.sleep(0.1)  # the request is in flight (answer delayed 500 ms)
             nursery.start_soon(kit.server.drain, 5.0)
             await client.until(lambda: client.goaway is not None)
-            assert client.goaway is not None
+            assert client.goaway is not None and client.goaway.additional_data is not None
             assert json.loads(client.goaway.additional_data) == {"reason": "Shutdown"}
             assert client.goaway.last_stream_id == sid
             await client.until(lambda: client.closed)

@@ -1,4 +1,4 @@
-"""The sans-IO APNs client protocol against an in-memory h2 server playing APNs.
+"""The sans-IO APNs client protocol against an in-memory h2 server playing APNs (`ApnsPeer`).
 
 Bytes go both ways by hand (`pump`), so every test controls exactly what the server sees and when.
 """
@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeAlias
 
-import h2.config
-import h2.connection
 import h2.events
 import pytest
 from h2.errors import ErrorCodes
@@ -37,148 +36,20 @@ from engine.apns.protocol import (
     StreamReset,
 )
 from engine.apns.reasons import Reason
-
-AUTHORITY = "api.push.apple.com"
-TOPIC = "com.example.app.push-type.liveactivity"
-JWT = b"bearer eyJhbGciOiJFUzI1NiIsImtpZCI6IkFCQzEyM0RFRkcifQ." + b"x" * 140
-BODY = b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{"score":"1-0"}}}'
-
-
-def token(i: int) -> str:
-    return f"{i:064x}"
-
-
-def push(i: int = 0, **kw: object) -> PushRequest:
-    return PushRequest(token(i), TOPIC, BODY, **kw)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------------------------
-# The in-memory server
-
-
-@dataclass
-class Request:
-    """What the server received on one stream."""
-
-    headers: list[tuple[bytes, bytes]]
-    body: bytearray = field(default_factory=bytearray)
-    ended: bool = False
-
-
-class FakeApns:
-    """An h2 server connection that records requests and answers when told to."""
-
-    def __init__(
-        self,
-        *,
-        max_streams: int | None = 1000,
-        initial_window: int | None = None,
-        auto_ack: bool = True,
-        connection_window: int = 0,
-    ) -> None:
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
-        )
-        values: dict[SettingCodes, int] = {}
-        if max_streams is not None:
-            values[SettingCodes.MAX_CONCURRENT_STREAMS] = max_streams
-        if initial_window is not None:
-            values[SettingCodes.INITIAL_WINDOW_SIZE] = initial_window
-        self.conn.local_settings = h2.settings.Settings(client=False, initial_values=values)
-        self.conn.initiate_connection()
-        if connection_window:
-            self.conn.increment_flow_control_window(connection_window)
-        self.auto_ack = auto_ack
-        self.requests: dict[int, Request] = {}
-        self.events: list[h2.events.Event] = []
-        self.wire = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self.wire += data
-        for event in self.conn.receive_data(data):
-            self.events.append(event)
-            if isinstance(event, h2.events.RequestReceived):
-                self.requests[event.stream_id] = Request(list(event.headers))
-            elif isinstance(event, h2.events.DataReceived):
-                self.requests[event.stream_id].body += event.data
-                if self.auto_ack:
-                    self.conn.acknowledge_received_data(
-                        event.flow_controlled_length, event.stream_id
-                    )
-            elif isinstance(event, h2.events.StreamEnded):
-                self.requests[event.stream_id].ended = True
-
-    def respond(
-        self,
-        stream_id: int,
-        status: int = 200,
-        body: bytes = b"",
-        apns_id: bytes | None = None,
-        extra: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
-        if apns_id is None:
-            apns_id = dict(self.requests[stream_id].headers).get(b"apns-id", b"77E0A9C3-0000")
-        headers = [(b":status", b"%d" % status), (b"apns-id", apns_id), *extra]
-        if body:
-            headers.append((b"content-type", b"application/json"))
-        self.conn.send_headers(stream_id, headers, end_stream=not body)
-        if body:
-            self.conn.send_data(stream_id, body, end_stream=True)
-
-    def settings(self, **values: int) -> None:
-        self.conn.update_settings({getattr(SettingCodes, k): v for k, v in values.items()})
-
-    def ack_all(self) -> None:
-        for stream_id, request in self.requests.items():
-            if request.body:
-                self.conn.acknowledge_received_data(len(request.body), stream_id)
-
-
-def pump(client: ApnsClientProtocol, server: FakeApns) -> list[ClientEvent]:
-    """Move bytes both ways until both sides are quiet; return the client's events."""
-    events: list[ClientEvent] = []
-    while True:
-        to_server = client.data_to_send()
-        if to_server:
-            server.feed(to_server)
-        to_client = server.conn.data_to_send()
-        if to_client:
-            events += client.receive_data(to_client)
-        if not to_server and not to_client:
-            return events
-
-
-def connect(**server_kw: object) -> tuple[ApnsClientProtocol, FakeApns, list[ClientEvent]]:
-    client = ApnsClientProtocol(AUTHORITY)
-    client.initiate()
-    client.set_authorization(JWT)
-    server = FakeApns(**server_kw)  # type: ignore[arg-type]
-    events = pump(client, server)
-    return client, server, events
-
-
-def expected_headers(request: PushRequest, auth: bytes | None = JWT) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b":method", b"POST"),
-        (b":scheme", b"https"),
-        (b":authority", AUTHORITY.encode()),
-        (b":path", b"/3/device/" + request.token.encode()),
-    ]
-    if auth is not None:
-        headers.append((b"authorization", auth))
-    headers += [
-        (b"apns-topic", request.topic.encode()),
-        (b"apns-push-type", request.push_type.encode()),
-        (b"apns-priority", str(request.priority).encode()),
-    ]
-    if request.expiration is not None:
-        headers.append((b"apns-expiration", str(request.expiration).encode()))
-    if request.apns_id is not None:
-        headers.append((b"apns-id", request.apns_id.encode()))
-    if request.collapse_id is not None:
-        headers.append((b"apns-collapse-id", request.collapse_id.encode()))
-    return headers
-
+from tests.helpers.apnspeer import (
+    AUTHORITY,
+    BODY,
+    JWT,
+    TOPIC,
+    ApnsPeer,
+    connect,
+    expected_headers,
+    goaway_frame,
+    pump,
+    push,
+    raw_frame,
+    token,
+)
 
 # --------------------------------------------------------------------------------------------
 # Connection start
@@ -187,7 +58,7 @@ def expected_headers(request: PushRequest, auth: bytes | None = JWT) -> list[tup
 def test_initiate_sends_settings_and_connection_window() -> None:
     client = ApnsClientProtocol(AUTHORITY)
     client.initiate()
-    server = FakeApns()
+    server = ApnsPeer()
     pump(client, server)
     settings_event = next(
         e for e in server.events if isinstance(e, h2.events.RemoteSettingsChanged)
@@ -251,6 +122,24 @@ def test_one_push_is_answered_with_200_and_apns_id() -> None:
             (),
             (Reason.EXPIRED_TOKEN, "ExpiredToken", 1_500_000_000_000, None),
         ),
+        (
+            410,
+            b'{"reason":"Unregistered","timestamp":"1700000000123"}',
+            (),
+            (Reason.UNREGISTERED, "Unregistered", 1_700_000_000_123, None),
+        ),
+        (
+            410,
+            b'{"reason":"Unregistered","timestamp":true}',
+            (),
+            (Reason.UNREGISTERED, "Unregistered", None, None),
+        ),
+        (
+            410,
+            b'{"reason":"Unregistered","timestamp":"yesterday"}',
+            (),
+            (Reason.UNREGISTERED, "Unregistered", None, None),
+        ),
         (400, b'{"reason":"SomethingNew"}', (), (None, "SomethingNew", None, None)),
         (500, b"<html>oops</html>", (), (None, "<html>oops</html>", None, None)),
         (400, b'["BadTopic"]', (), (None, '["BadTopic"]', None, None)),
@@ -304,11 +193,25 @@ def test_body_split_over_data_frames_and_200_with_empty_data() -> None:
     ]
 
 
+def test_only_the_first_64_kib_of_an_answer_body_is_kept() -> None:
+    # APNs' error bodies are a few dozen bytes (apns.md §3); a peer streaming more cannot grow
+    # memory: frames stop being kept once 64 KiB are.
+    client, server, _ = connect()
+    stream_id = client.send(push(1))
+    pump(client, server)
+    server.conn.send_headers(stream_id, [(b":status", b"500"), (b"apns-id", b"X")])
+    for _ in range(5):
+        server.conn.send_data(stream_id, b"x" * 16_384)
+    server.conn.end_stream(stream_id)
+    (answer,) = pump(client, server)
+    assert answer == PushAnswered(stream_id, 500, "X", None, "x" * 65_536, None, None)
+
+
 def test_answer_bodies_give_the_window_back() -> None:
     # A 64 KiB window and 100 KB of answer bodies: without acknowledgements the server stalls.
     client = ApnsClientProtocol(AUTHORITY, initial_window=65_535)
     client.initiate()
-    server = FakeApns()
+    server = ApnsPeer()
     pump(client, server)
     stream_ids = [client.send(push(i)) for i in range(100)]
     pump(client, server)
@@ -330,7 +233,7 @@ def test_slots_start_at_one_and_follow_settings() -> None:
     assert client.available_slots == 0  # not initiated
     client.initiate()
     assert client.available_slots == 1  # apns.md §4: one stream until a valid token
-    server = FakeApns(max_streams=1)
+    server = ApnsPeer(max_streams=1)
     assert pump(client, server) == []  # still 1: nothing changed
     first = client.send(push(0))
     assert client.available_slots == 0
@@ -347,6 +250,21 @@ def test_slots_start_at_one_and_follow_settings() -> None:
         server.respond(stream_id)
     assert len(pump(client, server)) == 6
     assert client.available_slots == 1
+
+
+def test_stream_ids_run_out_at_the_last_odd_id() -> None:
+    # RFC 9113 §5.1.1: a client's stream ids are odd and below 2**31, and are never reused; the
+    # protocol is moved to its last id here rather than sending 2**30 requests.
+    client, server, _ = connect()
+    client._next_id = 2**31 - 1
+    last = client.send(push(1))
+    assert last == 2**31 - 1 and client.available_slots == 0
+    with pytest.raises(NoSlotError, match="exhausted"):
+        client.send(push(2))
+    pump(client, server)
+    server.respond(last)
+    assert pump(client, server) == [PushAnswered(last, 200, "77E0A9C3-0000", *[None] * 4)]
+    assert client.available_slots == 0 and client.open_streams == 0
 
 
 def test_server_without_a_stream_limit() -> None:
@@ -387,6 +305,20 @@ def test_pipelining_500_requests_in_one_write() -> None:
         server.respond(stream_id)
     events = pump(client, server)
     assert [e.stream_id for e in events if isinstance(e, PushAnswered)] == stream_ids
+
+
+def test_header_tails_are_cached_for_at_most_64_topics() -> None:
+    # The cache of pre-built headers per (topic, push type, priority) stays bounded, and a tail
+    # dropped from it is built again, the same.
+    client, server, _ = connect()
+    requests = [
+        PushRequest(token(i), f"com.example.app{i}.push-type.liveactivity", BODY) for i in range(70)
+    ]
+    stream_ids = [client.send(r) for r in [*requests, requests[0]]]
+    assert len(client._tails) <= 64
+    pump(client, server)
+    for stream_id, request in zip(stream_ids, [*requests, requests[0]], strict=True):
+        assert server.requests[stream_id].headers == expected_headers(request)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,20 +468,36 @@ def test_table_size_changes_are_signalled(sizes: tuple[int, ...], signalled: lis
     assert all(f.kind == "size_update" for f in first[: len(updates)])
 
 
-# Steps: ("push", token, priority, topic, expiration, id, collapse) | ("auth", n) | ("table", size)
-_steps = st.lists(
+@dataclass(frozen=True)
+class NewAuthorization:
+    """A step: `set_authorization(value)` on the client."""
+
+    value: bytes
+
+
+@dataclass(frozen=True)
+class NewTableSize:
+    """A step: the server's SETTINGS_HEADER_TABLE_SIZE changes to `size`."""
+
+    size: int
+
+
+Step: TypeAlias = PushRequest | NewAuthorization | NewTableSize
+
+_steps: st.SearchStrategy[list[Step]] = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("push"),
-            st.integers(0, 2**40),
-            st.sampled_from([5, 10]),
+        st.builds(
+            PushRequest,
+            st.integers(0, 2**40).map(token),
             st.sampled_from([TOPIC, "com.example.other.push-type.liveactivity", "com.example.app"]),
-            st.none() | st.integers(0, 2**32),
-            st.none() | st.uuids().map(str),
-            st.none() | st.text("abcxyz-", min_size=0, max_size=64),
+            st.just(BODY),
+            priority=st.sampled_from([5, 10]),
+            expiration=st.none() | st.integers(0, 2**32),
+            apns_id=st.none() | st.uuids().map(str),
+            collapse_id=st.none() | st.text("abcxyz-", min_size=0, max_size=64),
         ),
-        st.tuples(st.just("auth"), st.integers(0, 5)),
-        st.tuples(st.just("table"), st.sampled_from([0, 64, 256, 1024, 4096])),
+        st.integers(0, 5).map(lambda n: NewAuthorization(b"bearer " + bytes([65 + n]) * 180)),
+        st.sampled_from([0, 64, 256, 1024, 4096]).map(NewTableSize),
     ),
     max_size=60,
 )
@@ -557,30 +505,18 @@ _steps = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(_steps)
-def test_every_header_block_decodes_to_exactly_what_was_sent(
-    steps: list[tuple[object, ...]],
-) -> None:
+def test_every_header_block_decodes_to_exactly_what_was_sent(steps: list[Step]) -> None:
     client, server, _ = connect()
     auth = JWT
     sent: dict[int, list[tuple[bytes, bytes]]] = {}
     for step in steps:
-        if step[0] == "push":
-            _, i, priority, topic, expiration, apns_id, collapse = step
-            request = PushRequest(
-                token(i),
-                topic,
-                BODY,
-                priority=priority,
-                expiration=expiration,  # type: ignore[arg-type]
-                apns_id=apns_id,
-                collapse_id=collapse,  # type: ignore[arg-type]
-            )
-            sent[client.send(request)] = expected_headers(request, auth)
-        elif step[0] == "auth":
-            auth = b"bearer " + bytes([65 + int(step[1])]) * 180  # type: ignore[call-overload]
+        if isinstance(step, PushRequest):
+            sent[client.send(step)] = expected_headers(step, auth)
+        elif isinstance(step, NewAuthorization):
+            auth = step.value
             client.set_authorization(auth)
         else:
-            server.settings(HEADER_TABLE_SIZE=int(step[1]))  # type: ignore[call-overload]
+            server.settings(HEADER_TABLE_SIZE=step.size)
         pump(client, server)
         for stream_id, headers in sent.items():  # answer, to keep slots free
             assert server.requests[stream_id].headers == headers
@@ -628,15 +564,6 @@ def test_cancel_frees_the_slot_and_drops_a_late_answer() -> None:
     pump(client, server)
     server.respond(later)
     assert [e.stream_id for e in pump(client, server) if isinstance(e, PushAnswered)] == [later]
-
-
-def goaway_frame(last_stream_id: int, error_code: int, debug: bytes) -> bytes:
-    # Written by hand: h2's server would refuse to answer streams after its own GOAWAY.
-    frame = GoAwayFrame(0)
-    frame.last_stream_id = last_stream_id
-    frame.error_code = error_code
-    frame.additional_data = debug
-    return frame.serialize()
 
 
 @pytest.mark.parametrize(
@@ -710,6 +637,39 @@ def test_goaway_with_error_and_nothing_to_drain_closes_at_once() -> None:
     assert client.is_closed
 
 
+def test_answers_on_streams_a_goaway_left_unprocessed_are_ignored() -> None:
+    # Those streams were reported in `GoAway.unprocessed` and go elsewhere; an answer the server
+    # sends on one anyway must not settle it a second time.
+    client, server, _ = connect()
+    first, second = client.send(push(1)), client.send(push(2))
+    pump(client, server)
+    events = client.receive_data(goaway_frame(first, 0, b""))
+    assert events == [GoAway(first, 0, None, "", (second,))]
+    server.conn.send_headers(second, [(b":status", b"400"), (b"apns-id", b"Y")])
+    server.conn.send_data(second, b'{"reason":"BadTopic"}', end_stream=True)
+    server.respond(first)
+    assert pump(client, server) == [
+        PushAnswered(first, 200, "77E0A9C3-0000", *[None] * 4),
+        ConnectionClosed(None),
+    ]
+
+
+def test_a_drain_whose_last_stream_is_cancelled_ends_with_the_goaways_error() -> None:
+    # Nothing is left to answer once the last stream is given up: the connection is closed, and
+    # the end of the socket reports the drain's outcome, not a lost connection.
+    client, server, _ = connect()
+    stream_id = client.send(push(1))
+    pump(client, server)
+    code = int(ErrorCodes.ENHANCE_YOUR_CALM)
+    assert client.receive_data(goaway_frame(stream_id, code, b"calm")) == [
+        GoAway(stream_id, code, None, "calm", ())
+    ]
+    client.cancel(stream_id)
+    assert client.is_closed
+    assert client.connection_lost() == [ConnectionClosed("GOAWAY error 11: calm")]
+    assert client.connection_lost() == []
+
+
 def test_close_sends_goaway_and_drains() -> None:
     client, server, _ = connect()
     stream_id = client.send(push(1))
@@ -727,6 +687,8 @@ def test_close_with_nothing_open_is_closed_at_once() -> None:
     assert client.is_closed
     assert pump(client, server) == []  # the GOAWAY goes out; no event comes back
     assert any(isinstance(e, h2.events.ConnectionTerminated) for e in server.events)
+    client.close("again")
+    assert client.data_to_send() == b""  # one GOAWAY only
 
 
 # --------------------------------------------------------------------------------------------
@@ -769,19 +731,13 @@ def test_random_bytes_never_raise(data: bytes, handshake: bool) -> None:
     client = ApnsClientProtocol(AUTHORITY)
     client.initiate()
     if handshake:
-        server = FakeApns()
+        server = ApnsPeer()
         pump(client, server)
         client.send(push(1))
     events = client.receive_data(data)
     if any(isinstance(e, ConnectionClosed) for e in events):
         assert client.is_closed
         assert client.receive_data(data) == []
-
-
-def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    """A frame as bytes, whatever its contents (RFC 9113 §4.1)."""
-    header = len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big")
-    return header + payload
 
 
 _frames = st.lists(
@@ -888,7 +844,7 @@ def test_early_answer_cancels_the_rest_of_the_body() -> None:
     pump(client, server)
     server.respond(stream_id, 413, b'{"reason":"PayloadTooLarge"}')
     events = pump(client, server)
-    assert events[0].status == 413  # type: ignore[union-attr]
+    assert isinstance(events[0], PushAnswered) and events[0].status == 413
     assert client.open_streams == 0
     resets = [e for e in server.events if isinstance(e, h2.events.StreamReset)]
     assert [(r.stream_id, r.error_code) for r in resets] == [(stream_id, ErrorCodes.CANCEL)]

@@ -2,7 +2,7 @@
 
 A "twin" runs two `ApnsClientProtocol`s side by side: one as shipped, one forced onto h2's general
 paths (every request through `send_headers`/`send_data`, every incoming byte through
-`receive_data`). Both talk to one in-memory h2 server (`FakeApns`) and receive exactly the same
+`receive_data`). Both talk to one in-memory h2 server (`ApnsPeer`) and receive exactly the same
 bytes, cut at the same places; every output, every event and h2's view of every stream must match.
 Raw frames (the simulator sink's answers, Huffman and never-indexed literals, malformed answers,
 header blocks left open, padding, priority, oversized frames) are mixed into the server's output.
@@ -13,33 +13,18 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder, HPACKError
-from hpack.hpack import encode_integer
-from hpack.huffman import HuffmanEncoder
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.apns.h2compat import dynamic_table
-from engine.apns.h2conn import ApnsH2Connection, decode_header_block
-from engine.apns.h2wire import (
-    NeedsDecoder,
-    frame,
-    hpack_int,
-    hpack_string,
-    indices_named,
-    pack_frame_head,
-    read_header_block,
-    read_hpack_int,
-    read_hpack_string,
-    unpack_frame_head,
-)
+from engine.apns.h2conn import ApnsH2Connection, ApnsHpackEncoder, decode_header_block
 from engine.apns.protocol import (
     ApnsClientProtocol,
     ClientEvent,
@@ -47,20 +32,18 @@ from engine.apns.protocol import (
     PushAnswered,
     PushRequest,
 )
-from tests.unit.test_client_protocol import (
+from tests.helpers.apnspeer import (
     AUTHORITY,
     JWT,
     TOPIC,
-    FakeApns,
+    ApnsPeer,
     connect,
     pump,
     push,
     raw_frame,
     token,
 )
-
-APNS_ID = b"0BA3C3D4-1111-2222-3333-444455556666"
-_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+from tests.helpers.hpackgen import APNS_ID, FieldSpec, header_fields, huffman
 
 
 def h2_of(client: ApnsClientProtocol) -> ApnsH2Connection:
@@ -114,7 +97,7 @@ def sink_block(apns_id: bytes = APNS_ID) -> bytes:
 
 
 def huffman_block() -> bytes:
-    name, value = _HUFFMAN.encode(b"apns-id"), _HUFFMAN.encode(APNS_ID)
+    name, value = huffman(b"apns-id"), huffman(APNS_ID)
     return b"\x88\x00" + bytes([0x80 | len(name)]) + name + bytes([0x80 | len(value)]) + value
 
 
@@ -169,14 +152,14 @@ def _stable(outcome: object) -> str:
 class Twin:
     """A shipped client and a general-path client fed exactly the same bytes."""
 
-    def __init__(self, **server_kw: Any) -> None:
+    def __init__(self, *, auto_ack: bool = True) -> None:
         self.fast = ApnsClientProtocol(AUTHORITY)
         self.ref = ApnsClientProtocol(AUTHORITY)
         general_only(self.ref)
         for client in (self.fast, self.ref):
             client.initiate()
             client.set_authorization(JWT)
-        self.server = FakeApns(**server_kw)
+        self.server = ApnsPeer(auto_ack=auto_ack)
         self.wire = bytearray()  # server output not delivered yet
         self.events: list[ClientEvent] = []
         self.answered: set[int] = set()
@@ -232,7 +215,7 @@ class Twin:
             for cut in [*sorted({c for c in cuts if 0 < c < len(data)}), len(data)]:
                 piece = data[start:cut]
                 start = cut
-                events = self.both(lambda c, piece=piece: c.receive_data(piece))
+                events = self.both(partial(ApnsClientProtocol.receive_data, data=piece))
                 assert isinstance(events, list)  # receive_data never raises
                 self.events += events
                 self.flush()
@@ -329,8 +312,8 @@ _by_kind: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "any_raw": _any_raw,
     "deliver": _deliver,
     "settings": _settings,
-    "ping": st.tuples(st.just("ping")),
-    "cancel": st.tuples(st.just("cancel"), st.integers(0, 20)),
+    "ping": _ping,
+    "cancel": _cancel,
     "goaway": st.tuples(st.just("goaway"), st.integers(0, 20)),
     "close": st.tuples(st.just("close")),
 }
@@ -354,23 +337,23 @@ def test_fast_paths_match_h2_byte_for_byte(actions: list[tuple[Any, ...]], acks:
         kind = action[0]
         if kind == "send":
             for request in action[1]:
-                twin.both(lambda c, r=request: c.send(r))
+                twin.both(partial(ApnsClientProtocol.send, request=request))
             twin.flush()
         elif kind == "answer":
             answer(twin, action[1], action[2])
         elif kind == "raw":
             twin.wire += raw(action[1], twin.pick(action[2]))
         elif kind == "settings":
-            twin.server_does(lambda values=action[1]: twin.server.settings(**values))
+            twin.server_does(partial(twin.server.settings, **action[1]))
         elif kind == "ping":
             twin.both(lambda c: c.ping(b"12345678"))
             twin.flush()
         elif kind == "cancel":
             sid = twin.pick(action[1])
-            twin.both(lambda c, sid=sid: c.cancel(sid))
+            twin.both(partial(ApnsClientProtocol.cancel, stream_id=sid))
             twin.flush()
         elif kind == "goaway":
-            twin.server_does(lambda n=action[1]: twin.server.conn.close_connection(0, None, n))
+            twin.server_does(partial(twin.server.conn.close_connection, 0, None, action[1]))
         elif kind == "close":
             twin.both(lambda c: c.close("bye"))
             twin.flush()
@@ -412,12 +395,35 @@ def test_usual_request_and_answer_bypass_h2_general_paths(monkeypatch: pytest.Mo
     assert client.open_streams == 0
 
 
+def test_a_push_without_a_body_is_one_headers_frame_with_end_stream_like_h2() -> None:
+    # The first request opens the connection on h2's path; the next takes the fast one.
+    twin = Twin()
+    for i in range(2):
+        twin.both(partial(ApnsClientProtocol.send, request=PushRequest(token(i), TOPIC, b"")))
+    twin.flush()
+    received = [twin.server.requests[sid] for sid in twin.open_ids()]
+    assert [(r.ended, bytes(r.body)) for r in received] == [(True, b""), (True, b"")]
+
+
+def test_a_frame_over_the_size_limit_fails_the_connection_once_it_has_arrived() -> None:
+    # h2 checks the length against SETTINGS_MAX_FRAME_SIZE (RFC 9113 §4.2) when the whole frame
+    # is in: from its header on, h2 reads every byte, so it refuses the frame where h2 alone would.
+    twin = Twin()
+    twin.both(partial(ApnsClientProtocol.send, request=push(1)))
+    twin.flush()
+    twin.wire += raw("oversized", twin.open_ids()[0])
+    twin.deliver([20, 10_000])
+    (closed,) = twin.events
+    assert isinstance(closed, ConnectionClosed) and closed.error is not None
+    assert "FrameTooLargeError" in closed.error
+
+
 def test_header_block_over_one_frame_uses_continuation_like_h2() -> None:
     twin = Twin()
     big = b"bearer " + b"j" * 40_000  # three frames of 16 KiB
     twin.both(lambda c: c.set_authorization(big))
     for i in range(3):
-        twin.both(lambda c, i=i: c.send(push(i)))
+        twin.both(partial(ApnsClientProtocol.send, request=push(i)))
     twin.flush()
     assert twin.server.requests[twin.open_ids()[-1]].headers[4] == (b"authorization", big)
 
@@ -474,7 +480,8 @@ def test_second_answer_while_the_body_is_blocked_does_not_raise() -> None:
     # resets the stream itself on the second answer, before the protocol cancels the body.
     twin = Twin(auto_ack=False)
     for i in range(5):
-        twin.both(lambda c, i=i: c.send(PushRequest(token(i), TOPIC, b"b" * 20_000)))
+        request = PushRequest(token(i), TOPIC, b"b" * 20_000)
+        twin.both(partial(ApnsClientProtocol.send, request=request))
     twin.flush()
     last = twin.open_ids()[-1]
     twin.wire += raw("sink", last)
@@ -489,7 +496,8 @@ def test_window_for_a_stream_h2_reset_in_the_same_read_does_not_raise() -> None:
     twin = Twin()
     twin.both(lambda c: c.send(push(0)))
     for i in range(1, 5):
-        twin.both(lambda c, i=i: c.send(PushRequest(token(i), TOPIC, b"b" * 20_000)))
+        request = PushRequest(token(i), TOPIC, b"b" * 20_000)
+        twin.both(partial(ApnsClientProtocol.send, request=request))
     twin.flush()
     target = twin.open_ids()[-1]
     answer(twin, "200", sorted(twin.server.requests).index(target))
@@ -513,104 +521,41 @@ def _decode_or_error(decoder: Decoder, block: bytes, ours: bool) -> object:
         return ("error", str(exc))
 
 
-_names = st.sampled_from([b":status", b"apns-id", b"retry-after", b"content-type", b"x-custom"])
-_values = st.binary(max_size=40) | st.sampled_from([b"200", b"410", APNS_ID])
-_fields = st.lists(
-    st.tuples(_names, _values, st.sampled_from(["plain", "never"])), min_size=1, max_size=5
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.tuples(_fields, st.booleans()), min_size=1, max_size=4),
+    st.lists(st.tuples(header_fields, st.booleans()), min_size=1, max_size=4),
     st.binary(max_size=12),
     st.integers(0, 64),
 )
 def test_header_blocks_decode_exactly_as_hpack(
-    blocks: list[tuple[list[tuple[bytes, bytes, str]], bool]], noise: bytes, cut: int
+    blocks: list[tuple[list[FieldSpec], bool]], noise: bytes, cut: int
 ) -> None:
     encoder, ours, theirs = Encoder(), Decoder(), Decoder()
-    for fields, huffman in blocks:
+    for fields, coded in blocks:
         headers = [
             NeverIndexedHeaderTuple(n, v) if how == "never" else HeaderTuple(n, v)
             for n, v, how in fields
         ]
-        block = encoder.encode(headers, huffman=huffman)
+        block = encoder.encode(headers, huffman=coded)
         for candidate in (block, block[:cut], noise + block, block + noise):
             expected = _decode_or_error(theirs, candidate, ours=False)
             assert _decode_or_error(ours, candidate, ours=True) == expected
             assert ours.header_table.dynamic_entries == theirs.header_table.dynamic_entries
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(_fields, st.booleans()), min_size=1, max_size=4), _names)
-def test_the_readers_only_mode_picks_what_the_full_read_holds(
-    blocks: list[tuple[list[tuple[bytes, bytes, str]], bool]], name: bytes
-) -> None:
-    # The sink's apns-id lookup and the engine's answer decoding share one reader.
-    encoder, decoder = Encoder(), Decoder()
-    table = dynamic_table(decoder)
-    for fields, huffman in blocks:
-        block = encoder.encode([HeaderTuple(n, v) for n, v, _ in fields], huffman=huffman)
-        full = read_header_block(block, table)
-        only = read_header_block(block, table, only=name)
-        at = read_header_block(block, table, only=name, only_at=indices_named(name, table))
-        if full is None:
-            assert only is None and at is None
-        else:
-            assert only == at == [f for f in full if f[0] == name]
-        decoder.decode(block, raw=True)  # keep the table in step, as the callers do
-
-
-def test_the_reader_takes_long_indices_and_lengths() -> None:
-    encoder, decoder = Encoder(), Decoder()
-    for n in range(80):  # dynamic indices beyond 127 need a second byte
-        decoder.decode(encoder.encode([(b"x-%d" % n, b"v")], huffman=False))
-    long_value = b"z" * 300
-    block = (
-        hpack_int(62 + 70, 7, 0x80) + b"\x00" + hpack_string(b"x-long") + hpack_string(long_value)
-    )
-    assert read_header_block(block, dynamic_table(decoder)) == [
-        (b"x-9", b"v"),
-        (b"x-long", long_value),
+def test_a_block_owing_a_table_size_update_goes_to_hpack() -> None:
+    # Our SETTINGS_HEADER_TABLE_SIZE fell below the decoder's table size: the peer's next block
+    # must start with a size update (RFC 7541 §4.2). hpack refuses one without it, and takes one
+    # with it, shrinking the table.
+    decoder = Decoder()
+    decoder.max_allowed_table_size = 0
+    with pytest.raises(h2.exceptions.ProtocolError, match="shrink"):
+        decode_header_block(decoder, sink_block())
+    assert decode_header_block(decoder, b"\x20" + sink_block()) == [
+        (b":status", b"200"),
+        (b"apns-id", APNS_ID),
     ]
-    assert [tuple(h) for h in decoder.decode(block, raw=True)] == [
-        (b"x-9", b"v"),
-        (b"x-long", long_value),
-    ]
-    assert read_header_block(block[:-1], dynamic_table(decoder)) is None  # cut short
-    assert read_header_block(b"\xff\xff\xff\xff\x7f", dynamic_table(decoder)) is None  # too long
-
-
-@given(st.integers(0, 2**21 - 1), st.integers(1, 8))
-def test_hpack_integers_are_hpacks(value: int, prefix: int) -> None:
-    ours = hpack_int(value, prefix)
-    assert ours == bytes(encode_integer(value, prefix))
-    assert read_hpack_int(ours + b"rest", 0, prefix) == (value, len(ours))
-
-
-@given(st.binary(max_size=300), st.booleans())
-def test_hpack_strings_read_back(raw_value: bytes, huffman: bool) -> None:
-    literal = (
-        bytes([0x80 | len(code)]) + code
-        if huffman and len(code := _HUFFMAN.encode(raw_value)) < 127
-        else hpack_string(raw_value)
-    )
-    assert read_hpack_string(b"@" + literal + b"tail", 1) == (raw_value, 1 + len(literal))
-    with pytest.raises(NeedsDecoder):
-        read_hpack_string(literal, 0, len(literal) - 1)  # past the end given
-
-
-@given(
-    st.integers(0, 2**24 - 1), st.integers(0, 255), st.integers(0, 255), st.integers(0, 2**32 - 1)
-)
-def test_frame_heads_round_trip(length: int, ftype: int, flags: int, stream_id: int) -> None:
-    head = pack_frame_head(length, ftype, flags, stream_id)
-    assert len(head) == 9 and head[:3] == length.to_bytes(3, "big")
-    assert unpack_frame_head(b"x" + head, 1) == (length, ftype, flags, stream_id & 0x7FFFFFFF)
-    assert (
-        frame(ftype, flags, stream_id, b"ab") == pack_frame_head(2, ftype, flags, stream_id) + b"ab"
-    )
+    assert decoder.header_table_size == 0
 
 
 def test_header_list_limit_is_kept() -> None:
@@ -633,3 +578,27 @@ def test_sink_answer_decodes_without_touching_the_table() -> None:
         (b"retry-after", b"30"),
     ]
     assert len(decoder.header_table.dynamic_entries) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# HPACK encoding
+
+
+def test_the_encoder_takes_other_header_collections_and_then_drops_its_caches() -> None:
+    # h2 always passes a list; anything else goes through hpack's own `encode` (still without
+    # Huffman), which may add entries and move every dynamic index, so no cached representation
+    # survives it (a stale one would name the wrong entry).
+    encoder, decoder = ApnsHpackEncoder(), Decoder()
+    blocks = [
+        encoder.encode([(b"x-a", b"1")]),  # a literal with incremental indexing: x-a at 62
+        encoder.encode([(b"x-a", b"1")]),  # indexed as 62, and that representation cached
+        encoder.encode(((b"x-b", b"2"),)),  # a tuple: hpack adds x-b at 62, x-a moves to 63
+        encoder.encode([(b"x-a", b"1")]),
+    ]
+    assert [decoder.decode(block, raw=True) for block in blocks] == [
+        [(b"x-a", b"1")],
+        [(b"x-a", b"1")],
+        [(b"x-b", b"2")],
+        [(b"x-a", b"1")],
+    ]
+    assert b"x-b" in blocks[2]  # not Huffman coded
