@@ -22,8 +22,9 @@ What is here:
   it passes a count of them and the walk only runs, to forget closed streams, when h2's table has
   doubled.
 * **Fast-path state changes** (`DrainingH2Connection.open_sent_request`, `answerable_stream`,
-  `end_stream_by_answer`, `outbound_buffer`, `terminate`): the exact h2 state a request sent as
-  HEADERS + DATA(END_STREAM), or an answer received as one HEADERS(END_STREAM), leaves behind.
+  `end_stream_by_answer`, `terminate`; `outbound_buffer`, kept one object): the exact h2 state a
+  request sent as HEADERS + DATA(END_STREAM), or an answer received as one HEADERS(END_STREAM),
+  leaves behind.
 * **Header decoding**: h2's HPACK error translation (`decode_headers`), hpack's static table and
   Huffman decoder for the hand-written reader in `engine.apns.h2wire`, and the encoder internals
   the APNs HPACK policy builds on (`HpackEncoderBase`).
@@ -103,6 +104,9 @@ def dynamic_table(decoder: Decoder) -> Sequence[Header]:
     return entries
 
 
+_HPACK_TABLE_SIZE: Final[Any] = vars(Encoder)["header_table_size"]  # hpack's own property
+
+
 class HpackEncoderBase(Encoder):
     """hpack's encoder, with named access to the internals an encoding policy builds on."""
 
@@ -119,13 +123,24 @@ class HpackEncoderBase(Encoder):
         """
         return self.add((name, value), False, False)
 
-    @property
-    def size_update_due(self) -> bool:
+    def __init__(self) -> None:
+        super().__init__()
+        self.size_update_due = False
         """Whether the peer changed SETTINGS_HEADER_TABLE_SIZE since the last header block.
 
-        hpack records every new size in `table_size_changes` when `header_table_size` is set.
+        A plain attribute, kept by the `header_table_size` setter below (hpack records every new
+        size in `table_size_changes` there): the encoder reads it once per request.
         """
-        return bool(self.table_size_changes)
+
+    @property
+    def header_table_size(self) -> int:
+        """hpack's HPACK table size (h2 sets it from the peer's SETTINGS_HEADER_TABLE_SIZE)."""
+        return int(_HPACK_TABLE_SIZE.fget(self))
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        _HPACK_TABLE_SIZE.fset(self, value)  # hpack records a changed size for the next block
+        self.size_update_due = bool(self.table_size_changes)
 
     def take_size_changes(self) -> list[int]:
         """The table sizes set since the last block, oldest first; hpack forgets them.
@@ -136,6 +151,7 @@ class HpackEncoderBase(Encoder):
         changes = self.table_size_changes
         self.table_size_changes = []
         self.header_table.resized = False
+        self.size_update_due = False
         return changes
 
 
@@ -250,11 +266,37 @@ class DrainingH2Connection(H2Connection):
         h2 calls `clear_outbound_data_buffer` here, losing whatever was queued before the GOAWAY
         (a request's frames, a SETTINGS ACK, an answer): frames that still belong on the wire.
         """
-        queued = self._data_to_send
+        queued = bytes(self._data_to_send)
         result = super()._receive_goaway_frame(frame)
-        queued += self._data_to_send
-        self._data_to_send = queued
+        self._data_to_send[:0] = queued  # before anything h2 queued since
         return result
+
+    # -- the output buffer -------------------------------------------------------------------
+
+    def outbound_buffer(self) -> bytearray:
+        """h2's output buffer, the one bytearray h2 appends every frame to (`_data_to_send`).
+
+        h2 replaces it when it hands it out or clears it; here it is emptied in place instead
+        (`data_to_send`, `clear_outbound_data_buffer` below), so the object returned stays the
+        buffer for the connection's life, and a fast path may keep it and append whole
+        serialised frames to it.
+        """
+        return self._data_to_send
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        """h2's `data_to_send`: the queued bytes (at most `amount`), taken out of the buffer."""
+        out = self._data_to_send
+        if amount is None:
+            data = bytes(out)
+            out.clear()
+        else:
+            data = bytes(out[:amount])
+            del out[:amount]
+        return data
+
+    def clear_outbound_data_buffer(self) -> None:
+        """h2's `clear_outbound_data_buffer`, emptying the buffer in place."""
+        self._data_to_send.clear()
 
     # -- open-stream count -------------------------------------------------------------------
 
@@ -292,18 +334,9 @@ class DrainingH2Connection(H2Connection):
 
     # -- fast-path state changes -------------------------------------------------------------
 
-    def outbound_buffer(self) -> bytearray:
-        """h2's output buffer, to append whole serialised frames to.
-
-        h2 appends every frame it sends to the bytearray `_data_to_send`, and `data_to_send`
-        hands it out and starts a new one: the buffer returned stays valid until then.
-        """
-        return self._data_to_send
-
     def open_sent_request(
         self,
         stream_id: int,
-        *,
         authority: bytes,
         body_size: int,
         max_frame: int,
@@ -312,11 +345,12 @@ class DrainingH2Connection(H2Connection):
     ) -> None:
         """Hold `stream_id` as h2's `send_headers` + `send_data(end_stream=True)` leave it.
 
-        A client POST whose HEADERS and `body_size` bytes of DATA with END_STREAM were written
-        (by the caller): the stream half closed (local), its `:authority` recorded (h2 keeps it
-        in `_authority`), both windows charged with the body, and the stream id the highest
-        outbound one. The windows are the peer's INITIAL_WINDOW_SIZE (`outbound_window`) and
-        ours (`inbound_window`), as h2 opens a stream with them.
+        A client POST whose HEADERS and `body_size` bytes of DATA with END_STREAM the caller
+        wrote to `outbound_buffer()`: the stream half closed (local), its `:authority` recorded
+        (h2 keeps it in `_authority`), both windows charged with the body, and its id the
+        highest outbound one. The windows are the peer's INITIAL_WINDOW_SIZE (`outbound_window`)
+        and ours (`inbound_window`), as h2 opens a stream with them. Positional parameters: this
+        runs once per push.
         """
         stream = H2Stream(
             stream_id,

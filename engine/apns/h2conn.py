@@ -155,7 +155,8 @@ class ApnsHpackEncoder(HpackEncoderBase):
                 prefix = hpack_int(index, 4)
                 self._name_prefix[name] = prefix
                 return prefix + hpack_string(value)
-            if name in _LITERAL_NOT_INDEXED:
+            # Unreached while the set is {":path"}, a static-table name (RFC 7541 Appendix A).
+            if name in _LITERAL_NOT_INDEXED:  # pragma: no cover - its names are all in the table
                 return b"\x00" + hpack_string(name) + hpack_string(value)
             # First use of an index-once name: index it, so later values reuse the name.
         rep = self.index_field(name, value)
@@ -191,21 +192,17 @@ def decode_header_block(decoder: Decoder, block: bytes) -> list[_Header]:
     """Decode a complete header block as h2 does (its errors included), cheaply when possible.
 
     A block that leaves the dynamic table alone (what an answer usually is) is read directly
-    against the decoder's table; anything else, or anything wrong, goes whole to hpack through
-    h2, with nothing changed before. Raises h2's `ProtocolError` (or its `DenialOfServiceError`)
-    where h2 would.
+    against the decoder's table; anything else, or anything wrong (a header list over
+    SETTINGS_MAX_HEADER_LIST_SIZE included), goes whole to hpack through h2, with nothing
+    changed before. Raises h2's `ProtocolError` (or its
+    `DenialOfServiceError`) where h2 would.
     """
-    headers = read_header_block(block, dynamic_table(decoder))
-    if headers is None:
-        return decode_headers(decoder, block)
-    size = 0
-    for name, value in headers:
-        size += 32 + len(name) + len(value)  # RFC 7541 §4.1 entry size, as hpack counts
-    if size > decoder.max_header_list_size or (
-        decoder.header_table_size > decoder.max_allowed_table_size
-    ):
-        return decode_headers(decoder, block)  # hpack raises the matching error
-    return headers
+    headers = None
+    # A table over the size our SETTINGS allow (the peer owes a size update): hpack raises.
+    if decoder.header_table_size <= decoder.max_allowed_table_size:
+        dynamic = dynamic_table(decoder)
+        headers = read_header_block(block, dynamic, max_size=decoder.max_header_list_size)
+    return decode_headers(decoder, block) if headers is None else headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +247,8 @@ class ApnsH2Connection(DrainingH2Connection):
     def __init__(self, config: H2Configuration, tracked: Collection[int], authority: bytes) -> None:
         super().__init__(config, client_streams=tracked.__len__)
         self.encoder = ApnsHpackEncoder()
+        self._dynamic = dynamic_table(self.decoder)  # the same object for the connection's life
+        self._out = self.outbound_buffer()  # likewise
         self._tracked = tracked
         self._authority = authority
         self._pending = b""  # the start of a frame whose end has not arrived yet
@@ -269,6 +268,12 @@ class ApnsH2Connection(DrainingH2Connection):
         self._remote_window = remote.initial_window_size
         self._remote_max_streams = remote.max_concurrent_streams
         self._local_window = self.local_settings.initial_window_size
+        # What `decode_header_block` checks per block, once: the decoder's limits change only
+        # with our acknowledged SETTINGS, its table only when hpack decodes (both inside
+        # `receive_data`). -1: every block goes to hpack, which raises (a size update is owed).
+        decoder = self.decoder
+        table_ok = decoder.header_table_size <= decoder.max_allowed_table_size
+        self._answer_limit = decoder.max_header_list_size if table_ok else -1
 
     def initiate_connection(self) -> None:
         """h2's `initiate_connection` (the local settings may have been replaced before it)."""
@@ -308,7 +313,7 @@ class ApnsH2Connection(DrainingH2Connection):
         if len(self.streams) >= self.sweep_at:
             self.forget_closed_streams()
         block = self.encoder.encode(headers)
-        out = self.outbound_buffer()
+        out = self._out
         head = FRAME_HEAD.pack
         flags = FLAG_END_HEADERS if size else FLAG_END_HEADERS | FLAG_END_STREAM
         n = len(block)
@@ -321,12 +326,7 @@ class ApnsH2Connection(DrainingH2Connection):
             out += head(size >> 16, size & 0xFFFF, DATA, FLAG_END_STREAM, stream_id)
             out += body
         self.open_sent_request(
-            stream_id,
-            authority=self._authority,
-            body_size=size,
-            max_frame=max_frame,
-            inbound_window=self._local_window,
-            outbound_window=window,
+            stream_id, self._authority, size, max_frame, self._local_window, window
         )
         return True
 
@@ -352,7 +352,7 @@ class ApnsH2Connection(DrainingH2Connection):
         Raises what h2 raises on a frame it refuses, after queueing its GOAWAY, as
         `receive_data` does. A frame cut short is kept until the rest of it arrives.
         """
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes):  # pragma: no cover - typed callers pass bytes
             data = bytes(data)  # slices below must be bytes, not views
         if not self._split:
             return self.receive_data(data)
@@ -391,7 +391,8 @@ class ApnsH2Connection(DrainingH2Connection):
             # h2 refuses a frame by its header alone, before the rest arrives: let it, now.
             self._split = False
             events += self.receive_data(buf[slow:])
-            return events
+            # h2 parses frame headers with the same hyperframe call, so it has raised by now.
+            return events  # pragma: no cover - h2 refuses this frame header
         if slow < pos:
             events += self.receive_data(buf[slow:pos])
         if pos < n:
@@ -408,7 +409,12 @@ class ApnsH2Connection(DrainingH2Connection):
         if stream is None:
             return None
         try:
-            headers = decode_header_block(self.decoder, block)
+            limit = self._answer_limit  # `decode_header_block`, its checks made in advance
+            headers = (
+                read_header_block(block, self._dynamic, max_size=limit) if limit >= 0 else None
+            )
+            if headers is None:
+                headers = decode_headers(self.decoder, block)
             self.end_stream_by_answer(stream, headers)
         except ProtocolError as exc:
             self.terminate(exc.error_code)  # what h2's receive_data does

@@ -243,6 +243,7 @@ def read_header_block(
     *,
     only: bytes | None = None,
     only_at: frozenset[int] | None = None,
+    max_size: int | None = None,
 ) -> list[_Header] | None:
     """The fields of the header block `block[start:end]`, if it leaves the dynamic table alone.
 
@@ -257,6 +258,11 @@ def read_header_block(
     length, not decoded (a broken Huffman string in one goes unnoticed). `only_at` saves a table
     lookup per indexed field: `indices_named(only, dynamic)`, which a caller that knows when its
     table changes may keep (by default it is computed per call).
+
+    With `max_size`, a block whose fields add up to more than that (RFC 7541 §4.1 sizes: 32
+    octets plus name and value each, as hpack counts against SETTINGS_MAX_HEADER_LIST_SIZE) is
+    None too, so that the decoder reports it. Only the fields returned are counted: give it
+    without `only`.
     """
     stop = len(block) if end is None else end
     static = _STATIC
@@ -265,6 +271,7 @@ def read_header_block(
     if only is not None:
         want = indices_named(only, dynamic) if only_at is None else only_at
     fields: list[_Header] = []
+    size = 0
     i = start
     try:
         while i < stop:
@@ -278,7 +285,9 @@ def read_header_block(
                 if index > last:
                     return None  # an invalid index
                 if want and index in want:
-                    fields.append(static[index - 1] if index <= 61 else dynamic[index - 62])
+                    entry = static[index - 1] if index <= 61 else dynamic[index - 62]
+                    fields.append(entry)
+                    size += 32 + len(entry[0]) + len(entry[1])
                 continue
             if byte >= 0x20 or byte == 0x80:
                 return None  # incremental indexing (§6.2.1), a table size update (§6.3), index 0
@@ -301,12 +310,13 @@ def read_header_block(
             if wanted:
                 value, i = read_hpack_string(block, i, stop)
                 fields.append((name, value))
+                size += 32 + len(name) + len(value)
             elif block[i] < 0x7F:  # a short value without Huffman coding, skipped
                 i += 1 + block[i]
             else:
                 i = _skip_string(block, i)
     except (IndexError, NeedsDecoder):  # a field cut short, or beyond the quick read
         return None
-    if i != stop:
-        return None  # the last field ran past the end
+    if i != stop or (max_size is not None and size > max_size):
+        return None  # the last field ran past the end, or the list is over the limit
     return fields

@@ -56,8 +56,8 @@ from engine.apns.h2compat import (
 from engine.apns.h2conn import ApnsH2Connection, ApnsHpackEncoder
 from engine.apns.h2wire import frame
 from simulator.protocol import ApnsServerProtocol, RequestReady
+from tests.helpers.apnspeer import connect, goaway_frame, pump, push
 from tests.helpers.h2client import H2TestClient
-from tests.unit.test_client_protocol import connect, goaway_frame, pump, push
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -314,9 +314,12 @@ def test_internal_exists_with_its_shape(internal: Internal) -> None:
                 "_remote_window",
                 "_remote_max_streams",
                 "_local_window",
+                "_dynamic",
+                "_answer_limit",
+                "_out",
             },
         ),
-        (ApnsHpackEncoder(), hpack.Encoder(), {"_indexed", "_name_prefix"}),
+        (ApnsHpackEncoder(), hpack.Encoder(), {"_indexed", "_name_prefix", "size_update_due"}),
     ],
     ids=["ApnsH2Connection", "ApnsHpackEncoder"],
 )
@@ -380,6 +383,28 @@ def test_h2_drops_queued_output_on_goaway_and_the_drain_keeps_it() -> None:
     kept = drain.data_to_send()
     assert kept.startswith(frame(0x6, 0, 0, b"12345678")), broken(
         "the PING queued before a GOAWAY is still sent", DRAIN, kept
+    )
+
+
+def test_the_output_buffer_stays_one_object() -> None:
+    # The request fast path keeps `outbound_buffer()` for the connection's life and appends to
+    # it: h2 must append to the buffer in place, and every place that empties it must do so in
+    # place (data_to_send, clear_outbound_data_buffer, a received GOAWAY).
+    drain, _ = _drain_client()
+    buffer = drain.outbound_buffer()
+    drain.ping(b"12345678")
+    assert bytes(buffer).endswith(b"12345678"), broken(
+        "h2 appends frames to its output buffer in place", REQUEST, bytes(buffer)
+    )
+    assert drain.data_to_send(9) == frame(0x6, 0, 0, b"12345678")[:9]
+    assert drain.data_to_send() == b"12345678" and not buffer
+    buffer += b"x"
+    drain.clear_outbound_data_buffer()
+    assert not buffer
+    buffer += b"y"
+    drain.receive_data(GOAWAY_LAST_1)
+    assert drain.outbound_buffer() is buffer and drain.data_to_send().startswith(b"y"), broken(
+        "the output buffer is emptied in place, never replaced", REQUEST
     )
 
 
@@ -556,13 +581,17 @@ def test_open_sent_request_leaves_the_state_send_headers_and_send_data_leave() -
     general.send_headers(1, headers)
     general.send_data(1, body, end_stream=True)
     fast, _ = _drain_client()
+    fast.outbound_buffer().extend(b"frames")
     fast.open_sent_request(
         1,
-        authority=b"api",
-        body_size=len(body),
-        max_frame=fast.max_outbound_frame_size,
-        inbound_window=fast.local_settings.initial_window_size,
-        outbound_window=fast.remote_settings.initial_window_size,
+        b"api",
+        len(body),
+        fast.max_outbound_frame_size,
+        fast.local_settings.initial_window_size,
+        fast.remote_settings.initial_window_size,
+    )
+    assert fast.data_to_send().endswith(b"frames"), broken(
+        "h2's output buffer takes frames appended to it", REQUEST
     )
     seen = (
         _stream_view(fast.streams[1]),
@@ -680,6 +709,17 @@ def test_advertised_only_settings_are_sent_but_not_enforced() -> None:
     assert sum(isinstance(e, h2.events.RequestReceived) for e in events) == 3
 
 
+def test_advertised_only_settings_keep_h2s_setter() -> None:
+    # Settings' `max_concurrent_streams` setter stores the value to advertise, as h2's does.
+    settings = AdvertisedOnlySettings(client=False)
+    settings.max_concurrent_streams = 7
+    settings.acknowledge()
+    assert settings[SettingCodes.MAX_CONCURRENT_STREAMS] == 7, broken(
+        "Settings store a value by its code until the peer acknowledges it", SIM_LIMIT
+    )
+    assert settings.max_concurrent_streams == 2**31 - 1  # and h2's check still sees no limit
+
+
 # --------------------------------------------------------------------------------------------
 # Behaviour: hpack
 
@@ -730,6 +770,7 @@ def test_the_encoder_base_searches_indexes_and_hands_over_size_changes() -> None
     assert not encoder.size_update_due
     encoder.header_table_size = 100
     encoder.header_table_size = 200
+    assert encoder.header_table_size == 200
     assert encoder.size_update_due and encoder.take_size_changes() == [100, 200], broken(
         "hpack records every table size set, in order", ENCODER
     )
