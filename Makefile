@@ -32,9 +32,19 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy $(SOURCES)
 
-# The whole suite with branch coverage (the table and the total are printed at the end).
+# The sans-IO cores: protocol logic free of trio and of clocks, held at 100 % branch coverage
+# (a line that cannot be reached carries a `pragma: no cover` saying why).
+CORES := engine/apns/protocol.py engine/apns/h2conn.py engine/apns/h2wire.py \
+	engine/apns/h2compat.py engine/apns/reasons.py engine/payload.py engine/delivery/coalescer.py \
+	engine/delivery/items.py simulator/validation.py simulator/protocol.py
+comma := ,
+space := $(subst ,, )
+
+# The whole suite with branch coverage (a table per module and the total at the end), then the
+# cores' own check.
 unit: $(TEST_STAMP)
 	HYPOTHESIS_PROFILE=ci $(BIN)/pytest -q --cov --cov-branch --cov-report=term:skip-covered
+	$(BIN)/coverage report --include='$(subst $(space),$(comma),$(strip $(CORES)))' --fail-under=100
 
 test: lint unit
 

@@ -1,0 +1,1 @@
+"""Benchmark scenarios (`lockstep bench`) and the harness that runs them on pinned cores."""

@@ -93,7 +93,7 @@ def _handle(args: argparse.Namespace) -> int:
         except ScenarioError as exc:
             err.print(f"lockstep bench: {exc}")
             return 2
-        except Exception as exc:  # one scenario failing must not hide the others' figures
+        except Exception as exc:  # noqa: BLE001 - one scenario's failure must not hide the others
             err.print(f"[bold red]lockstep bench: {name} failed[/]: {type(exc).__name__}: {exc}")
             status = 1
     written = append_results(args.out, records)

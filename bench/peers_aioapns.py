@@ -82,7 +82,7 @@ def run_aioapns(
                 )
                 try:
                     result = await client.send_notification(request)
-                except Exception as exc:  # counted and reported, as an application would log it
+                except Exception as exc:  # noqa: BLE001 - counted, as an application would log it
                     failures.append(type(exc).__name__)
                     return False
                 if not result.is_successful:

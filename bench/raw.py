@@ -29,8 +29,10 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
     connections = [int(c) for c in cfg["connections"]]
     peers = [p for p in cfg.get("peers", ["aioapns"]) if importlib.util.find_spec(p)]
     notes: list[str] = [
-        f"pinned by bench.throughput: sink core {throughput.SINK_CORE}, client core "
-        f"{throughput.CLIENT_CORE} (see each row's 'pinned')"
+        (
+            f"pinned by bench.throughput: sink core {throughput.SINK_CORE}, client core "
+            f"{throughput.CLIENT_CORE} (see each row's 'pinned')"
+        )
     ]
     missing = sorted(set(cfg.get("peers", ["aioapns"])) - set(peers))
     if missing:

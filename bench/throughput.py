@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,7 @@ def _client_proc(
         mark = _profiled(mark, f"{profile}.x{connections}")
     try:
         result = CLIENTS[name](port, ca, key, pushes, connections, mark)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the parent reports any client's failure
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
         return
     conn.send({**result, "pinned": pinned})
@@ -351,7 +351,7 @@ def machine() -> dict[str, Any]:
     for dist in ("trio", "h2", "hpack", "aioapns"):
         try:
             deps[dist] = version(dist)
-        except Exception:
+        except PackageNotFoundError:
             deps[dist] = None
     return {
         "cores": os.cpu_count(),
@@ -373,11 +373,11 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"µs/push (load {r['client_cpu_load']:.2f})  sink {r['sink_cpu_us_per_push']:>5.2f} "
             f"µs/push (load {r['sink_cpu_load']:.2f}){failed}"
         )
-    for c in comparisons(rows):
-        lines.append(
-            f"lockstep/{c['peer']} x{c['connections']}: {c['pushes_per_s_ratio']:.2f}x pushes/s, "
-            f"{c['client_cpu_per_push_ratio']:.3f}x client CPU per push"
-        )
+    lines.extend(
+        f"lockstep/{c['peer']} x{c['connections']}: {c['pushes_per_s_ratio']:.2f}x pushes/s, "
+        f"{c['client_cpu_per_push_ratio']:.3f}x client CPU per push"
+        for c in comparisons(rows)
+    )
     return lines
 
 

@@ -1,0 +1,1 @@
+"""A fake APNs with simulated iPhones: the engine's peer in development, tests and benchmarks."""

@@ -19,7 +19,6 @@ confirm" 6): the files are a faithful record of what was delivered, replayable w
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from pathlib import Path
 from typing import Any, Final
@@ -90,7 +89,7 @@ class ApnsFileWriter:
         folder.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(".tmp")
         temp.write_bytes(data)
-        os.replace(temp, path)  # readers never see a half-written file
+        temp.replace(path)  # readers never see a half-written file
         self.written += 1
         return path
 

@@ -54,6 +54,7 @@ class ControlApp:
         self.info = info or dict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: lifespan events, or one HTTP request answered with JSON."""
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return

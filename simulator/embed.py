@@ -102,7 +102,8 @@ async def _put_with_retries(
     problem = "no attempt made"
     for attempt in range(1, attempts + 1):
         try:
-            status = await send_json("PUT", url, body, bearer=bearer, timeout=_REQUEST_TIMEOUT)
+            with trio.fail_after(_REQUEST_TIMEOUT):
+                status = await send_json("PUT", url, body, bearer=bearer)
         except _TRANSIENT as exc:
             problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:

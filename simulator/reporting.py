@@ -31,6 +31,7 @@ from simulator.devices import TokenReport
 log = logging.getLogger("lockstep.simulator.reporting")
 
 _encoder = msgspec.json.Encoder()
+_REQUEST_TIMEOUT = 5.0  # seconds for one report POST, connecting included
 
 
 @dataclass(slots=True)
@@ -70,13 +71,12 @@ def check_http_url(url: str) -> SplitResult:
     return parts
 
 
-async def send_json(
-    method: str, url: str, body: bytes, *, bearer: str | None, timeout: float = 5.0
-) -> int:
+async def send_json(method: str, url: str, body: bytes, *, bearer: str | None) -> int:
     """Send `body` as JSON with `method` to an `http://` URL; return the status code.
 
-    HTTP/1.1 over trio + h11, one connection per request. The bearer credential goes only into
-    the Authorization header, never into an exception message.
+    HTTP/1.1 over trio + h11, one connection per request; callers bound it with
+    `trio.fail_after`. The bearer credential goes only into the Authorization header, never into
+    an exception message.
     """
     parts = check_http_url(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -89,22 +89,19 @@ async def send_json(
     if bearer:
         headers.append(("authorization", f"Bearer {bearer}"))
     conn = h11.Connection(h11.CLIENT)
-    with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
-        async with stream:
-            await stream.send_all(
-                conn.send(h11.Request(method=method, target=target, headers=headers))
-            )
-            await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                    continue
-                if isinstance(event, h11.Response):
-                    return int(event.status_code)
-                if isinstance(event, h11.ConnectionClosed):
-                    raise ConnectionError("server closed the connection without answering")
+    stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
+    async with stream:
+        await stream.send_all(conn.send(h11.Request(method=method, target=target, headers=headers)))
+        await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                return int(event.status_code)
+            if isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("server closed the connection without answering")
 
 
 class TokenReporter:
@@ -146,7 +143,8 @@ class TokenReporter:
         delay = 0.5
         for attempt in range(1, self._attempts + 1):
             try:
-                status = await send_json("POST", self.url, body, bearer=self._bearer)
+                with trio.fail_after(_REQUEST_TIMEOUT):
+                    status = await send_json("POST", self.url, body, bearer=self._bearer)
             except (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError) as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
             else:

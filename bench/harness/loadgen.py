@@ -67,7 +67,7 @@ def gen_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> None:
             await serve_commands(conn, {"run": run}, {"pinned": pinned})
 
         trio.run(main)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - the parent waits on the pipe: tell it why
         report_failure(conn, exc)
 
 

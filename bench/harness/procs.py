@@ -110,7 +110,7 @@ async def serve_commands(conn: Connection, handlers: dict[str, Handler], ready: 
             continue
         try:
             result = await handler(**kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any handler failure is the parent's answer
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"))
             continue
         conn.send(("ok", result))

@@ -74,7 +74,7 @@ def sim_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> None:
     try:
         pinned = pin(core)
         trio.run(_sim_async, conn, pinned, opts)
-    except BaseException as exc:  # the parent waits on the pipe: tell it why
+    except BaseException as exc:  # noqa: BLE001 - the parent waits on the pipe: tell it why
         report_failure(conn, exc)
 
 
@@ -248,7 +248,7 @@ def server_main(conn: Connection, core: int | None, opts: dict[str, Any]) -> Non
     try:
         pinned = pin(core)
         trio.run(_server_async, conn, pinned, opts)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - the parent waits on the pipe: tell it why
         report_failure(conn, exc)
 
 

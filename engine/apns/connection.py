@@ -300,7 +300,8 @@ class ApnsConnection:
     async def _write_loop(self) -> None:
         while True:
             await self._dirty.wait()
-            await trio.sleep(0)  # every sender of this tick adds its request to the batch
+            # Yield once so that every sender of this tick adds its request to the batch.
+            await trio.lowlevel.checkpoint()
             self._dirty = trio.Event()
             if not await self._flush():
                 return

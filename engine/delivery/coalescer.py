@@ -492,11 +492,12 @@ class Coalescer:
         self, lane: _Lane, message: str, reason: Reason | None, detail: str
     ) -> list[Settled]:
         """Fail what is pending, forget the lane, remember it as closed with `message`."""
-        settled = []
         status = failure_status(reason)
-        for item in (lane.start, lane.update, lane.end):
-            if item is not None:
-                settled.append(Settled(item, status, reason, detail))
+        settled = [
+            Settled(item, status, reason, detail)
+            for item in (lane.start, lane.update, lane.end)
+            if item is not None
+        ]
         lane.start = lane.update = lane.end = None
         self._pending -= len(settled)
         self._failed += len(settled)

@@ -154,8 +154,10 @@ def banner(running: Running) -> str:
     ]
     if running.simulator is not None:
         lines += [
-            "  APNs: the built-in simulator (simulate mode), "
-            f"{s.simulate.devices} simulated iPhones",
+            (
+                "  APNs: the built-in simulator (simulate mode), "
+                f"{s.simulate.devices} simulated iPhones"
+            ),
             f"  simulator control API: {running.simulator.control_url}",
             "  watch the lock screens: lockstep devices --watch",
         ]
@@ -167,7 +169,9 @@ def banner(running: Running) -> str:
         "Try:",
         f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
         f"    -H 'Authorization: Bearer {s.api_keys[0]}' -H 'Content-Type: application/json' \\",
-        '    -d \'{"content_state": {"title": "Server Health", "type": "metrics", '
-        '"metrics": [{"label": "CPU", "value": 9, "unit": "%"}]}}\'',
+        (
+            '    -d \'{"content_state": {"title": "Server Health", "type": "metrics", '
+            '"metrics": [{"label": "CPU", "value": 9, "unit": "%"}]}}\''
+        ),
     ]
     return "\n".join(lines)

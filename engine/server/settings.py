@@ -115,7 +115,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         max_body=int(server.get("max_body", 64 * 1024)),
     )
     if "apns" in data:
-        settings = _with_apns(settings, data["apns"], base=path.parent if path else Path("."))
+        settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
     overrides = {k: v for k, v in flags.items() if v is not None}
     return replace(settings, **overrides)
 

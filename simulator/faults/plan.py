@@ -14,6 +14,7 @@ import os
 import random
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -99,7 +100,7 @@ class FaultPlan(Checked, frozen=True):
     def from_toml(cls, path: str | os.PathLike[str]) -> FaultPlan:
         """A plan from a TOML file laid out as `from_dict` expects."""
         try:
-            with open(path, "rb") as file:
+            with Path(path).open("rb") as file:
                 data = tomllib.load(file)
         except tomllib.TOMLDecodeError as exc:
             raise FaultPlanError(os.fspath(path), f"not valid TOML: {exc}") from None

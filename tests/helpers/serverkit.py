@@ -163,7 +163,7 @@ class LiveServer:
     def _main(self) -> None:
         try:
             trio.run(self._serve)
-        except BaseException as exc:  # reported to the test thread, never lost in this thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread, never lost here
             self._error = exc
         finally:
             self._ready.set()

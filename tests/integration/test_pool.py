@@ -308,6 +308,20 @@ class PushRun:
     unprocessed: Counter[str]  # Unprocessed reasons seen along the way (then resent)
 
 
+class Collected:
+    """Results handed to `try_send` callbacks; `all_in` is set once `expected` have arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.results: list[StreamResult] = []
+        self.all_in = trio.Event()
+
+    def add(self, result: StreamResult) -> None:
+        self.results.append(result)
+        if len(self.results) >= self.expected:
+            self.all_in.set()
+
+
 @dataclass
 class _Progress:
     """`push_many`'s shared counters: results still due, and the event that wakes the loop."""
@@ -392,15 +406,15 @@ async def test_warm_up_from_one_stream_to_a_thousand(
     with trio.fail_after(60):
         async with running_pool(kit, size=4) as h:
             pool = h.pool
-            first: list[StreamResult] = []
-            while not pool.try_send(start_request(kit), first.append):
+            first = Collected(1)
+            while not pool.try_send(start_request(kit), first.add):
                 await pool.wait_for_slot()
             # APNs allows one stream until a request with a valid token went through (apns.md §4).
             conn = the_connection(pool)
             assert conn.open_streams == 1 and conn.available_slots == 0
-            while not first:
-                await trio.sleep(0.001)
-            assert isinstance(first[0], Answered) and first[0].answer.status == 200
+            await first.all_in.wait()
+            (result,) = first.results
+            assert isinstance(result, Answered) and result.answer.status == 200
             await trio.sleep(0.01)  # the SETTINGS that raised the limit came with the answer
             assert pool.free_slots == 1000
             outcome = await push_many(pool, [start_request(kit)] * 500)
@@ -433,13 +447,13 @@ async def test_many_sends_in_one_tick_go_out_in_few_writes(
             await trio.sleep(0.01)
             (stream,) = h.connector.streams
             before = stream.writes
-            done: list[StreamResult] = []
+            done = Collected(500)
             request = start_request(kit)
             go = trio.Event()
 
             async def sender() -> None:
                 await go.wait()
-                assert h.pool.try_send(request, done.append)
+                assert h.pool.try_send(request, done.add)
 
             async with trio.open_nursery() as senders:
                 for _ in range(500):  # 500 tasks, each pushing once, all in the same tick
@@ -447,9 +461,8 @@ async def test_many_sends_in_one_tick_go_out_in_few_writes(
                 await trio.sleep(0.001)
                 go.set()
             with trio.fail_after(10):
-                while len(done) < 500:
-                    await trio.sleep(0.001)
-            assert statuses(done) == {200: 500}
+                await done.all_in.wait()
+            assert statuses(done.results) == {200: 500}
             writes = stream.writes - before
             assert 1 <= writes <= 3, writes  # 500 requests, one batch (plus SETTINGS/PING acks)
 
@@ -469,20 +482,19 @@ async def test_a_burst_of_expired_token_answers_refreshes_once(
             await trio.sleep(0.01)
             old = tokens.cached
             assert old is not None and tokens.generation == 1
-            done: list[StreamResult] = []
+            done = Collected(300)
             for _ in range(300):
-                assert h.pool.try_send(start_request(kit), done.append)
+                assert h.pool.try_send(start_request(kit), done.add)
             # Before APNs reads them, an hour passes on its clock and ours: the 300 requests in
             # flight all carry a token APNs now calls expired (apns.md §2).
             kit.offset += 3700
-            while len(done) < 300:
-                await trio.sleep(0.001)
+            await done.all_in.wait()
             assert all(
                 isinstance(r, Answered)
                 and r.answer.status == 403
                 and r.answer.reason is Reason.EXPIRED_PROVIDER_TOKEN
                 and r.provider_token == old
-                for r in done
+                for r in done.results
             )
             assert tokens.refreshes == 1 and tokens.forced_refreshes == 1
             outcome = await push_many(h.pool, [start_request(kit)] * 300)

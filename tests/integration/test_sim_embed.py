@@ -133,7 +133,8 @@ async def test_attach_registers_devices_and_reports_the_update_token(tmp_path: P
         ):
             assert emb.host == "127.0.0.1" and emb.port > 0
             assert emb.ca_file.is_file() and emb.key_path.is_file()
-            assert emb.ca_file.parent == emb.key_path.parent == tmp_path.resolve()
+            folder = Path(await trio.Path(tmp_path).resolve())
+            assert emb.ca_file.parent == emb.key_path.parent == folder
             assert emb.control_url is not None
             assert await request_json("GET", emb.control_url + "/healthz") == (200, {"ok": True})
 

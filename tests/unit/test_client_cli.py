@@ -514,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.canned.body)
 
-    do_GET = do_PUT = do_POST = do_DELETE = _answer
+    do_GET = do_PUT = do_POST = do_DELETE = _answer  # noqa: N815 - names http.server dispatches to
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -361,7 +361,7 @@ def split_block(block: bytes) -> Iterator[Field]:
 
 def frames(wire: bytes) -> Iterator[Frame]:
     """Every frame in a client's byte stream."""
-    data = memoryview(wire[len(PREFACE) :] if wire.startswith(PREFACE) else wire)
+    data = memoryview(wire.removeprefix(PREFACE))
     while data:
         frame, length = Frame.parse_frame_header(data[:9])
         frame.parse_body(data[9 : 9 + length])

@@ -402,12 +402,16 @@ def test_cycles_are_found_and_described(tmp_path: Path) -> None:
     )
     found = cycles(graph)
     assert [str(knot) for knot in found] == [
-        "cycle:\n"
-        "    pkg.app -> pkg.routes (line 1)\n"
-        "    pkg.routes -> pkg.app (line 3, under TYPE_CHECKING)",
+        (
+            "cycle:\n"
+            "    pkg.app -> pkg.routes (line 1)\n"
+            "    pkg.routes -> pkg.app (line 3, under TYPE_CHECKING)"
+        ),
         "cycle:\n    pkg.solo -> pkg.solo (line 2)",
-        "cycle:\n"
-        "    pkg.x -> pkg.y (line 1)\n"
-        "    pkg.y -> pkg.x (line 2)\n"
-        "  within: pkg.x, pkg.y, pkg.z",
+        (
+            "cycle:\n"
+            "    pkg.x -> pkg.y (line 1)\n"
+            "    pkg.y -> pkg.x (line 2)\n"
+            "  within: pkg.x, pkg.y, pkg.z"
+        ),
     ]

@@ -53,21 +53,27 @@ EXACT = [
     (
         START,
         TS,
-        b'{"aps":{"timestamp":1700000000,"event":"start","content-state":{"score":0},'
-        b'"attributes-type":"MatchAttributes","attributes":{"home":"A","away":"B"},'
-        b'"input-push-token":1,"alert":{"title":"Kick-off","body":"A vs B","sound":"default"}}}',
+        (
+            b'{"aps":{"timestamp":1700000000,"event":"start","content-state":{"score":0},'
+            b'"attributes-type":"MatchAttributes","attributes":{"home":"A","away":"B"},'
+            b'"input-push-token":1,"alert":{"title":"Kick-off","body":"A vs B","sound":"default"}}}'
+        ),
     ),
     (
         UPDATE,
         TS + 60,
-        b'{"aps":{"timestamp":1700000060,"event":"update","content-state":{"score":1},'
-        b'"stale-date":1700003600,"relevance-score":50.0},"matchId":"m-1"}',
+        (
+            b'{"aps":{"timestamp":1700000060,"event":"update","content-state":{"score":1},'
+            b'"stale-date":1700003600,"relevance-score":50.0},"matchId":"m-1"}'
+        ),
     ),
     (
         END,
         TS + 5400,
-        b'{"aps":{"timestamp":1700005400,"event":"end","content-state":{"score":3},'
-        b'"dismissal-date":1700009000}}',
+        (
+            b'{"aps":{"timestamp":1700005400,"event":"end","content-state":{"score":3},'
+            b'"dismissal-date":1700009000}}'
+        ),
     ),
     (
         LiveActivityContent(
@@ -76,8 +82,11 @@ EXACT = [
             alert=Alert(LocalizedText("GOAL", ("A", "1")), LocalizedText("SCORE")),
         ),
         TS,
-        b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{},'
-        b'"alert":{"title":{"loc-key":"GOAL","loc-args":["A","1"]},"body":{"loc-key":"SCORE"}}}}',
+        (
+            b'{"aps":{"timestamp":1700000000,"event":"update","content-state":{},'
+            b'"alert":{"title":{"loc-key":"GOAL","loc-args":["A","1"]},'
+            b'"body":{"loc-key":"SCORE"}}}}'
+        ),
     ),
 ]
 

@@ -410,7 +410,7 @@ class SqliteStore:
         try:
             # Not abandoned on cancel: once started, the outcome is always reported to writers.
             await self._off_loop(self._commit_sync, statements)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is reported to the batch's writers
             message = _describe(exc)
             log.warning("store batch of %d writes failed: %s", len(batch), message)
             self._failed_batches += 1
