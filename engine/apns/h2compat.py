@@ -57,7 +57,7 @@ from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -258,6 +258,23 @@ class DrainingH2Connection(H2Connection):
         self.sweep_at = _SWEEP_MIN
         """When `streams` holds this many, the next count first has h2 forget closed streams."""
 
+    # -- SETTINGS ----------------------------------------------------------------------------
+
+    def _receive_settings_frame(self, frame: SettingsFrame) -> tuple[list[Frame], list[Any]]:
+        """h2's SETTINGS handling, then `settings_changed()`.
+
+        Both sides' settings change only here: the peer's values when its SETTINGS arrive, ours
+        when the peer acknowledges them (h2 applies local settings, and the HPACK decoder's
+        limits, on the ACK).
+        """
+        try:
+            return super()._receive_settings_frame(frame)
+        finally:
+            self.settings_changed()
+
+    def settings_changed(self) -> None:
+        """Called after every SETTINGS frame (a subclass keeps copies of what it reads)."""
+
     # -- GOAWAY ------------------------------------------------------------------------------
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Any]]:
@@ -350,8 +367,10 @@ class DrainingH2Connection(H2Connection):
         (h2 keeps it in `_authority`), both windows charged with the body, and its id the
         highest outbound one. The windows are the peer's INITIAL_WINDOW_SIZE (`outbound_window`)
         and ours (`inbound_window`), as h2 opens a stream with them. Positional parameters: this
-        runs once per push.
+        runs once per push. Closed streams are forgotten first once h2's table has doubled.
         """
+        if len(self.streams) >= self.sweep_at:
+            self.forget_closed_streams()
         stream = H2Stream(
             stream_id,
             config=self.config,

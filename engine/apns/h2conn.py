@@ -35,8 +35,7 @@ from typing import Any, Final, TypeAlias
 from h2.config import H2Configuration
 from h2.connection import ConnectionState
 from h2.exceptions import ProtocolError
-from hpack import Decoder, HPACKError
-from hpack.struct import HeaderTuple
+from hpack import Decoder, HeaderTuple, HPACKError
 from hyperframe.exceptions import HyperframeError, InvalidDataError, InvalidFrameError
 from hyperframe.frame import Frame
 
@@ -188,20 +187,27 @@ class ApnsHpackEncoder(HpackEncoderBase):
 # HPACK decoding
 
 
+def answer_limit(decoder: Decoder) -> int:
+    """The header-list size a quickly read block may reach (SETTINGS_MAX_HEADER_LIST_SIZE), or -1
+    when every block must go to hpack: the table is over the size our SETTINGS allow, and the
+    peer owes a size update (hpack raises without one)."""
+    if decoder.header_table_size > decoder.max_allowed_table_size:
+        return -1
+    return int(decoder.max_header_list_size)
+
+
 def decode_header_block(decoder: Decoder, block: bytes) -> list[_Header]:
     """Decode a complete header block as h2 does (its errors included), cheaply when possible.
 
     A block that leaves the dynamic table alone (what an answer usually is) is read directly
     against the decoder's table; anything else, or anything wrong (a header list over
-    SETTINGS_MAX_HEADER_LIST_SIZE included), goes whole to hpack through h2, with nothing
-    changed before. Raises h2's `ProtocolError` (or its
-    `DenialOfServiceError`) where h2 would.
+    `answer_limit` included), goes whole to hpack through h2, with nothing changed before.
+    Raises h2's `ProtocolError` (or its `DenialOfServiceError`) where h2 would.
     """
-    headers = None
-    # A table over the size our SETTINGS allow (the peer owes a size update): hpack raises.
-    if decoder.header_table_size <= decoder.max_allowed_table_size:
-        dynamic = dynamic_table(decoder)
-        headers = read_header_block(block, dynamic, max_size=decoder.max_header_list_size)
+    limit = answer_limit(decoder)
+    headers = (
+        read_header_block(block, dynamic_table(decoder), max_size=limit) if limit >= 0 else None
+    )
     return decode_headers(decoder, block) if headers is None else headers
 
 
@@ -253,39 +259,26 @@ class ApnsH2Connection(DrainingH2Connection):
         self._authority = authority
         self._pending = b""  # the start of a frame whose end has not arrived yet
         self._split = True  # False once h2 owns the incoming bytes (an oversized frame)
-        self._refresh_settings()
+        self.settings_changed()
 
     # -- settings ------------------------------------------------------------------------------
 
-    def _refresh_settings(self) -> None:
-        """Copy the settings `send_request` reads: a `Settings` lookup hashes an enum in Python.
+    def settings_changed(self) -> None:
+        """Copy the settings `send_request` and `_answer` read (after every SETTINGS frame).
 
-        Both sides' settings change only through a SETTINGS frame (the peer's values, or its ACK
-        of ours), which only `receive_data` takes in, or when the connection starts; so this
-        runs after each of those.
+        A `Settings` lookup hashes an enum in Python; both sides' settings change only through a
+        SETTINGS frame (the peer's values, or its ACK of ours) or when the connection starts.
         """
         remote = self.remote_settings
         self._remote_window = remote.initial_window_size
         self._remote_max_streams = remote.max_concurrent_streams
         self._local_window = self.local_settings.initial_window_size
-        # What `decode_header_block` checks per block, once: the decoder's limits change only
-        # with our acknowledged SETTINGS, its table only when hpack decodes (both inside
-        # `receive_data`). -1: every block goes to hpack, which raises (a size update is owed).
-        decoder = self.decoder
-        table_ok = decoder.header_table_size <= decoder.max_allowed_table_size
-        self._answer_limit = decoder.max_header_list_size if table_ok else -1
+        self._answer_limit = answer_limit(self.decoder)
 
     def initiate_connection(self) -> None:
         """h2's `initiate_connection` (the local settings may have been replaced before it)."""
         super().initiate_connection()
-        self._refresh_settings()
-
-    def receive_data(self, data: Any) -> list[Any]:
-        """h2's `receive_data`, then the settings copies refreshed (a SETTINGS frame may be in)."""
-        try:
-            return super().receive_data(data)
-        finally:
-            self._refresh_settings()
+        self.settings_changed()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -310,8 +303,6 @@ class ApnsH2Connection(DrainingH2Connection):
             or len(self._tracked) + 1 > self._remote_max_streams
         ):
             return False
-        if len(self.streams) >= self.sweep_at:
-            self.forget_closed_streams()
         block = self.encoder.encode(headers)
         out = self._out
         head = FRAME_HEAD.pack
@@ -409,7 +400,12 @@ class ApnsH2Connection(DrainingH2Connection):
         if stream is None:
             return None
         try:
-            limit = self._answer_limit  # `decode_header_block`, its checks made in advance
+            # `decode_header_block`, with `answer_limit` read once per SETTINGS: the limits change
+            # only with our acknowledged SETTINGS, and the table can only come back within them
+            # (a size update decoded by hpack), so a stale -1 sends a block to hpack, no worse.
+            limit = self._answer_limit
+            if limit < 0:
+                limit = self._answer_limit = answer_limit(self.decoder)
             headers = (
                 read_header_block(block, self._dynamic, max_size=limit) if limit >= 0 else None
             )

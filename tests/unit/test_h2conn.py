@@ -19,6 +19,7 @@ from typing import Any
 import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from hpack import Decoder, Encoder, HPACKError
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
 from hypothesis import given, settings
@@ -602,3 +603,25 @@ def test_the_encoder_takes_other_header_collections_and_then_drops_its_caches() 
         [(b"x-a", b"1")],
     ]
     assert b"x-b" in blocks[2]  # not Huffman coded
+
+
+def test_answers_return_to_the_fast_path_after_the_table_shrinks_to_our_settings() -> None:
+    # Our SETTINGS_HEADER_TABLE_SIZE drops below what the server's answers filled (h2 indexes
+    # `apns-id`): until the server's size update arrives, every answer goes to hpack; after it,
+    # answers are read quickly again.
+    client, server, _ = connect()
+    conn = h2_of(client)
+    answered = []
+    for i in range(4):
+        sid = client.send(push(i))
+        pump(client, server)
+        server.respond(sid)
+        answered += pump(client, server)
+        if i == 0:
+            assert conn.decoder.header_table_size > 0  # the server indexed its answer
+            conn.update_settings({SettingCodes.HEADER_TABLE_SIZE: 0})
+            pump(client, server)  # acknowledged: the table is over our limit now
+            assert conn._answer_limit == -1
+    assert [type(e) for e in answered] == [PushAnswered] * 4
+    assert conn.decoder.header_table_size == 0
+    assert conn._answer_limit == conn.decoder.max_header_list_size
