@@ -30,8 +30,9 @@ from engine.apns.pool import ApnsPool
 from engine.apns.tokens import TokenSource
 from engine.apns.transport import Connector, tcp_connector
 from engine.config import EngineConfig
-from engine.delivery.coalescer import Busy, Coalescer, Item
+from engine.delivery.coalescer import Coalescer
 from engine.delivery.dispatch import Dispatcher, PushHandle
+from engine.delivery.items import Busy, Item
 from engine.metrics import EngineListener
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus

@@ -28,14 +28,13 @@ import msgspec
 import trio
 
 from simulator.apns import SimulatorConfig
-from simulator.reporting import check_http_url, send_json
+from simulator.reporting import REQUEST_TIMEOUT, check_http_url, send_json
 from simulator.runner import Simulator, SimulatorOptions
 
 __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
 
 HOST = "127.0.0.1"
 _DRAIN_SECONDS = 5.0
-_REQUEST_TIMEOUT = 5.0
 _MAX_DELAY = 2.0
 # What a server that is still starting (or briefly overloaded) looks like from here.
 _TRANSIENT = (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError)
@@ -102,7 +101,7 @@ async def _put_with_retries(
     problem = "no attempt made"
     for attempt in range(1, attempts + 1):
         try:
-            with trio.fail_after(_REQUEST_TIMEOUT):
+            with trio.fail_after(REQUEST_TIMEOUT):
                 status = await send_json("PUT", url, body, bearer=bearer)
         except _TRANSIENT as exc:
             problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

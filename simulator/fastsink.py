@@ -402,8 +402,8 @@ class FastSinkProtocol:
         del open_[sid]
         if self._echo or self._table_update or self._fixed_block is not None:
             self._answer(sid, self._echo.pop(sid, None))
-        else:  # the usual answer: a generated UUID, as `_answer` would build it, one call less
-            generated = self._id_head + b"%012X" % next(self._id_counter)
+        else:  # the usual answer, as `_answer` would build it, with one call less per request
+            generated = self._id_head + b"%012X" % next(self._id_counter)  # `_new_id()`
             self._out += _UUID_ANSWER.pack(_UUID_HEAD, sid, _UUID_LEAD, generated)
             self.requests += 1
         return False
@@ -413,27 +413,24 @@ class FastSinkProtocol:
     def _answer(self, sid: int, apns_id: bytes | None) -> None:
         """Queue the `200` for stream `sid`, echoing `apns_id` or naming a generated one.
 
-        The usual answer (a UUID, no table size update due) is one struct pack.
+        A 36-byte id (a UUID) with no table size update due is one struct pack.
         """
-        if not self._table_update:
-            if apns_id is None:
-                if self._fixed_block is None:
-                    generated = self._id_head + b"%012X" % next(self._id_counter)
-                    self._out += _UUID_ANSWER.pack(_UUID_HEAD, sid, _UUID_LEAD, generated)
-                    self.requests += 1
-                    return
-            elif len(apns_id) == 36:
-                self._out += _UUID_ANSWER.pack(_UUID_HEAD, sid, _UUID_LEAD, apns_id)
-                self.requests += 1
-                return
         if apns_id is None:
             if self._fixed_block is not None:
                 self._queue_answer(sid, self._fixed_block)
                 return
-            apns_id = self._id_head + b"%012X" % next(self._id_counter)
+            apns_id = self._new_id()
         elif len(apns_id) > MAX_ECHOED_ID:
-            apns_id = self._id_head + b"%012X" % next(self._id_counter)
-        self._queue_answer(sid, response_block(apns_id))
+            apns_id = self._new_id()
+        if len(apns_id) == 36 and not self._table_update:
+            self._out += _UUID_ANSWER.pack(_UUID_HEAD, sid, _UUID_LEAD, apns_id)
+            self.requests += 1
+        else:
+            self._queue_answer(sid, response_block(apns_id))
+
+    def _new_id(self) -> bytes:
+        """A fresh uppercase UUID-shaped id (apns.md §1): the connection's head, then a counter."""
+        return self._id_head + b"%012X" % next(self._id_counter)
 
     def _queue_answer(self, sid: int, block: bytes) -> None:
         """Queue a HEADERS answer, led by a table size update to 0 when one is due."""

@@ -31,7 +31,8 @@ from simulator.devices import TokenReport
 log = logging.getLogger("lockstep.simulator.reporting")
 
 _encoder = msgspec.json.Encoder()
-_REQUEST_TIMEOUT = 5.0  # seconds for one report POST, connecting included
+REQUEST_TIMEOUT = 5.0
+"""Seconds for one report POST, connecting included."""
 
 
 @dataclass(slots=True)
@@ -143,7 +144,7 @@ class TokenReporter:
         delay = 0.5
         for attempt in range(1, self._attempts + 1):
             try:
-                with trio.fail_after(_REQUEST_TIMEOUT):
+                with trio.fail_after(REQUEST_TIMEOUT):
                     status = await send_json("POST", self.url, body, bearer=self._bearer)
             except (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError) as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"

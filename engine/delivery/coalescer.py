@@ -62,7 +62,6 @@ from engine.delivery.items import (
     FREE_OUTCOMES,
     Busy,
     CoalescerStats,
-    DeliveryError,
     Dispatch,
     Item,
     LaneError,
@@ -73,20 +72,7 @@ from engine.delivery.items import (
 from engine.payload import EventKind
 from engine.results import DeliveryStatus
 
-__all__ = [
-    "BACKOFF_CAP",
-    "JITTER",
-    "MAX_FREE_RETRIES",
-    "Busy",
-    "Coalescer",
-    "CoalescerStats",
-    "DeliveryError",
-    "Dispatch",
-    "Item",
-    "LaneError",
-    "LaneKey",
-    "Settled",
-]
+__all__ = ["BACKOFF_CAP", "JITTER", "MAX_FREE_RETRIES", "Coalescer"]
 
 
 BACKOFF_CAP: Final = 60.0

@@ -23,7 +23,8 @@ from engine.apns.connection import Answered, NoAnswer, StreamResult
 from engine.apns.pool import ApnsPool, PoolClosedError
 from engine.apns.protocol import PushRequest
 from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
-from engine.delivery.coalescer import Coalescer, Dispatch, Settled
+from engine.delivery.coalescer import Coalescer
+from engine.delivery.items import Dispatch, Settled
 from engine.metrics import EngineListener
 from engine.results import DeliveryResult, DeliveryStatus
 

@@ -11,7 +11,8 @@ import random
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from engine.apns.reasons import Outcome
-from engine.delivery.coalescer import Coalescer, Item, LaneKey
+from engine.delivery.coalescer import Coalescer
+from engine.delivery.items import Item, LaneKey
 from engine.payload import EventKind, LiveActivityContent, prepare
 
 LANES = 10_000

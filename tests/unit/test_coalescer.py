@@ -12,18 +12,8 @@ from typing import Any
 import pytest
 
 from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
-from engine.delivery.coalescer import (
-    BACKOFF_CAP,
-    MAX_FREE_RETRIES,
-    Busy,
-    Coalescer,
-    Dispatch,
-    Item,
-    LaneError,
-    LaneKey,
-    Settled,
-)
-from engine.delivery.items import failure_status
+from engine.delivery.coalescer import BACKOFF_CAP, MAX_FREE_RETRIES, Coalescer
+from engine.delivery.items import Busy, Dispatch, Item, LaneError, LaneKey, Settled, failure_status
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryStatus
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine.apns.reasons import Outcome
-from engine.delivery.coalescer import Coalescer, Dispatch, Item, LaneError, LaneKey, Settled
+from engine.delivery.coalescer import Coalescer
+from engine.delivery.items import Dispatch, Item, LaneError, LaneKey, Settled
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryStatus
 
