@@ -9,8 +9,9 @@
         result = await handle.result()   # a DeliveryResult, never an exception
 
 This package is the front door: every name a service embedding the engine needs is importable
-from here. The engine depends on trio, h2, cryptography and msgspec only; the HTTP server built on
-it lives in `engine.server` and the command line in `engine.cli`, and neither is imported here.
+from here. The engine depends on trio, h2 (with hpack and hyperframe), cryptography and msgspec
+only; the HTTP server built on it lives in `engine.server` and the command line in `engine.cli`,
+and neither is imported here.
 
 What became of a push has one vocabulary: a `DeliveryResult` carries its `DeliveryStatus` (the end
 of the whole push: accepted, superseded, rejected, failed) and, when APNs gave a reason, the
