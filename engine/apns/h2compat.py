@@ -32,14 +32,18 @@ What is here:
   a stream over the limit on its own instead of h2's connection error.
 * **hypercorn's connection handler** (`hypercorn_h2c`), imported lazily: importing the engine
   never imports hypercorn.
+* **Views and references for the tests** (`stream_view`, `closed_streams`,
+  `encoder_dynamic_table`, `huffman_encode`, `hpack_reference_int`): the h2 and hpack state the
+  fast paths must leave as h2's general paths do, and hpack's own coders to check ours against
+  and to build Huffman-coded test vectors. Only the tests call them.
 
 No trio and no clock at import time: the sans-IO protocols import this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 from h2.config import H2Configuration
 from h2.connection import (
@@ -55,6 +59,9 @@ from h2.settings import SettingCodes, Settings
 from h2.stream import H2Stream, StreamClosedBy, StreamState
 from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder
+from hpack.hpack import encode_integer
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
@@ -68,10 +75,16 @@ __all__ = [
     "AdvertisedOnlySettings",
     "DrainingH2Connection",
     "HpackEncoderBase",
+    "StreamView",
+    "closed_streams",
     "decode_headers",
     "dynamic_table",
+    "encoder_dynamic_table",
+    "hpack_reference_int",
     "huffman_decode",
+    "huffman_encode",
     "hypercorn_h2c",
+    "stream_view",
 ]
 
 PINS: Final = {"h2": "4.4", "hpack": "4.2", "hyperframe": "6.1", "hypercorn": "0.18"}
@@ -461,3 +474,98 @@ def hypercorn_h2c(
         await context.terminated.set()
 
     return handle, terminate
+
+
+# --------------------------------------------------------------------------------------------
+# For the tests: views of h2's and hpack's state, and hpack's coders as references
+#
+# Nothing in the engine or the simulator calls these: they let the tests compare what a fast
+# path leaves behind with what h2's general path leaves, and check the project's own HPACK code
+# against hpack's, without reaching into either library themselves.
+
+
+class StreamView(NamedTuple):
+    """What h2 holds about one stream that the fast paths set or read (see `stream_view`)."""
+
+    state: StreamState
+    client: bool | None
+    headers_sent: bool | None
+    headers_received: bool | None
+    trailers_sent: bool | None
+    trailers_received: bool | None
+    closed_by: StreamClosedBy | None
+    outbound_window: int
+    inbound_window: int
+    max_outbound_frame_size: int | None
+    request_method: bytes | None
+    authority: bytes | None
+    expected_content_length: int | None
+
+
+def stream_view(stream: H2Stream) -> StreamView:
+    """A snapshot of `stream` as h2 holds it, for comparing two streams field by field.
+
+    The flags are those of h2's stream state machine (`H2Stream.state_machine`); `authority` is
+    the `:authority` h2 records from a request's headers (`_authority`, which the request fast
+    path sets itself), and `expected_content_length` the length h2 takes from an answer's
+    `content-length` to check its DATA against (`_expected_content_length`).
+    """
+    machine = stream.state_machine
+    return StreamView(
+        machine.state,
+        machine.client,
+        machine.headers_sent,
+        machine.headers_received,
+        machine.trailers_sent,
+        machine.trailers_received,
+        machine.stream_closed_by,
+        stream.outbound_flow_control_window,
+        stream.inbound_flow_control_window,
+        stream.max_outbound_frame_size,
+        stream.request_method,
+        stream._authority,
+        stream._expected_content_length,
+    )
+
+
+def closed_streams(conn: H2Connection) -> Mapping[int, StreamClosedBy | None]:
+    """h2's record of the streams it has forgotten: stream id to how each closed.
+
+    h2's count walk (run by `DrainingH2Connection.forget_closed_streams`) moves a closed stream
+    out of `streams` into this size-limited dict (`_closed_streams`, oldest dropped first), which
+    h2 consults to answer a late frame on the stream; the object returned is that record itself.
+    """
+    return conn._closed_streams
+
+
+def encoder_dynamic_table(encoder: Encoder) -> Sequence[Header]:
+    """The encoder's dynamic table, newest entry first: `[k]` is HPACK index 62 + k.
+
+    hpack keeps it as the decoder does (`dynamic_table`): `header_table.dynamic_entries`, one
+    deque for the encoder's life. After the same blocks it equals the peer decoder's table
+    (RFC 7541 §2.3.2).
+    """
+    entries: Sequence[Header] = encoder.header_table.dynamic_entries
+    return entries
+
+
+# Built as hpack's `Encoder` builds its own (`huffman_coder`).
+_HUFFMAN: Final = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+
+
+def huffman_encode(raw: bytes) -> bytes:
+    """`raw` Huffman coded (RFC 7541 §5.2, Appendix B), without the string's length prefix.
+
+    hpack's own encoder (`hpack.huffman.HuffmanEncoder` over `hpack.huffman_constants`' code
+    table, the one HPACK uses in both directions), padded with ones to a whole octet.
+    """
+    return bytes(_HUFFMAN.encode(raw))
+
+
+def hpack_reference_int(value: int, prefix_bits: int) -> bytes:
+    """`value` as hpack encodes an HPACK integer with an N-bit prefix (RFC 7541 §5.1).
+
+    hpack's `hpack.hpack.encode_integer`: the prefix bits above N left zero. The reference that
+    `engine.apns.h2wire.hpack_int` is checked against.
+    """
+    return bytes(encode_integer(value, prefix_bits))

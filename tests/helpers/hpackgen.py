@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from hpack.huffman import HuffmanEncoder
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hypothesis import strategies as st
+
+from engine.apns.h2compat import huffman_encode
 
 __all__ = ["APNS_ID", "FieldSpec", "header_fields", "header_names", "huffman"]
 
 APNS_ID = b"0BA3C3D4-1111-2222-3333-444455556666"
 """An `apns-id` as APNs makes them: an upper-case UUID (apns.md §1)."""
 
-_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
-
 FieldSpec = tuple[bytes, bytes, str]
 """(name, value, "plain" or "never"): how a test asks hpack's encoder for one field."""
 
 
 def huffman(raw: bytes) -> bytes:
-    """`raw` Huffman coded (RFC 7541 §5.2, Appendix B), without the length prefix."""
-    return bytes(_HUFFMAN.encode(raw))
+    """`raw` Huffman coded (RFC 7541 §5.2, Appendix B), without the length prefix: hpack's own
+    coder, through `h2compat.huffman_encode`."""
+    return huffman_encode(raw)
 
 
 header_names = st.sampled_from(

@@ -15,6 +15,7 @@ import tomllib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ import h2.frame_buffer
 import h2.stream
 import h2.utilities
 import hpack
+import hpack.hpack
+import hpack.huffman
+import hpack.huffman_constants
 import hpack.huffman_table
 import hpack.table
 import hypercorn.config
@@ -38,8 +42,7 @@ import trio
 from h2.connection import ConnectionInputs, ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
-from hpack.huffman import HuffmanEncoder
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from h2.stream import StreamClosedBy, StreamState
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from engine.apns.h2compat import (
@@ -48,10 +51,16 @@ from engine.apns.h2compat import (
     AdvertisedOnlySettings,
     DrainingH2Connection,
     HpackEncoderBase,
+    StreamView,
+    closed_streams,
     decode_headers,
     dynamic_table,
+    encoder_dynamic_table,
+    hpack_reference_int,
     huffman_decode,
+    huffman_encode,
     hypercorn_h2c,
+    stream_view,
 )
 from engine.apns.h2conn import ApnsH2Connection, ApnsHpackEncoder
 from engine.apns.h2wire import frame
@@ -74,6 +83,10 @@ READER = "engine/apns/h2wire.read_header_block (engine answers, simulator/fastsi
 ENCODER = "engine/apns/h2conn.ApnsHpackEncoder (every request's headers) via HpackEncoderBase"
 SIM_LIMIT = "simulator/protocol.py's per-stream REFUSED_STREAM (AdvertisedOnlySettings)"
 HYPERCORN = "h2c on the HTTP API: engine/server/http/server.py via h2compat.hypercorn_h2c"
+VIEWS = "the tests comparing the fast paths with h2's general paths (tests/unit/test_h2conn.py \
+h2_view, this file) via stream_view, closed_streams, encoder_dynamic_table"
+REFERENCE = "the tests of the project's HPACK code: tests/unit/test_h2wire.py (hpack_int against \
+hpack_reference_int), Huffman-coded vectors from tests/helpers/hpackgen.py (huffman_encode)"
 
 
 def broken(assumption: str, used_by: str, detail: object = "") -> str:
@@ -153,6 +166,11 @@ def _stream() -> h2.stream.H2Stream:
     )
 
 
+def _machine_flag(name: str) -> object:
+    """An attribute h2's stream state machine sets itself, read from its instance dict."""
+    return vars(_stream().state_machine)[name]
+
+
 INTERNALS = [
     Internal(
         "h2.connection._decode_headers",
@@ -191,7 +209,12 @@ INTERNALS = [
         lambda: H2Connection.open_inbound_streams,
         property,
     ),
-    Internal("H2Connection()._closed_streams", COUNT, lambda: _client()._closed_streams, dict),
+    Internal(
+        "H2Connection()._closed_streams",
+        f"{COUNT}; {VIEWS}",
+        lambda: _client()._closed_streams,
+        dict,
+    ),
     Internal(
         "H2Connection().incoming_buffer._headers_buffer",
         ANSWER,
@@ -204,7 +227,30 @@ INTERNALS = [
         lambda: h2.stream.H2Stream,
         params=("stream_id", "config", "inbound_window_size", "outbound_window_size"),
     ),
-    Internal("H2Stream()._authority", REQUEST, lambda: _stream().__dict__["_authority"]),
+    Internal(
+        "H2Stream()._authority", f"{REQUEST}; {VIEWS}", lambda: _stream().__dict__["_authority"]
+    ),
+    Internal(
+        "H2Stream()._expected_content_length",
+        VIEWS,
+        lambda: _stream().__dict__["_expected_content_length"],
+    ),
+    *(
+        Internal(
+            f"H2Stream().state_machine.{flag}",
+            f"{REQUEST}; {ANSWER}; {VIEWS}",
+            partial(_machine_flag, flag),
+        )
+        for flag in (
+            "state",
+            "client",
+            "headers_sent",
+            "headers_received",
+            "trailers_sent",
+            "trailers_received",
+            "stream_closed_by",
+        )
+    ),
     Internal(
         "H2Stream._initialize_content_length",
         ANSWER,
@@ -231,6 +277,36 @@ INTERNALS = [
         READER,
         lambda: hpack.huffman_table.decode_huffman,
         params=("huffman_string",),
+    ),
+    Internal(
+        "Encoder().header_table.dynamic_entries",
+        VIEWS,
+        lambda: hpack.Encoder().header_table.dynamic_entries,
+        deque,
+    ),
+    Internal(
+        "hpack.huffman.HuffmanEncoder",
+        REFERENCE,
+        lambda: hpack.huffman.HuffmanEncoder,
+        params=("huffman_code_list", "huffman_code_list_lengths"),
+    ),
+    Internal(
+        "hpack.huffman_constants.REQUEST_CODES",
+        REFERENCE,
+        lambda: hpack.huffman_constants.REQUEST_CODES,
+        list,
+    ),
+    Internal(
+        "hpack.huffman_constants.REQUEST_CODES_LENGTH",
+        REFERENCE,
+        lambda: hpack.huffman_constants.REQUEST_CODES_LENGTH,
+        list,
+    ),
+    Internal(
+        "hpack.hpack.encode_integer",
+        REFERENCE,
+        lambda: hpack.hpack.encode_integer,
+        params=("integer", "prefix_bits"),
     ),
     Internal(
         "Encoder.add",
@@ -536,6 +612,29 @@ def test_the_server_count_equals_h2s_walk() -> None:
     )
 
 
+def test_the_owners_count_sweeps_once_h2s_table_has_doubled() -> None:
+    # With the owner's count h2 never walks, so closed streams pile up in `streams` until the
+    # count itself has h2 forget them (the general path: send_headers takes the count too).
+    conn = DrainingH2Connection(
+        h2.config.H2Configuration(client_side=True),
+        client_streams=lambda: 0,  # every stream is answered before the next one opens
+    )
+    server = H2Connection(h2.config.H2Configuration(client_side=False))
+    _handshake(conn, server)
+    for sid in range(1, 2 * conn.sweep_at, 2):
+        conn.send_headers(sid, REQUEST_HEADERS, end_stream=True)
+        server.receive_data(conn.data_to_send())
+        server.send_headers(sid, [(":status", "200")], end_stream=True)
+        conn.receive_data(server.data_to_send())
+    assert len(conn.streams) == conn.sweep_at == 256
+    assert conn.open_outbound_streams == 0
+    assert not conn.streams and len(closed_streams(conn)) == 256, broken(
+        "h2's walk, run by the count once the table reaches `sweep_at`, forgets closed streams",
+        COUNT,
+        (len(conn.streams), len(closed_streams(conn))),
+    )
+
+
 def test_the_walk_forgets_closed_streams() -> None:
     client, server, _ = connect()
     ids = [client.send(push(i)) for i in range(3)]
@@ -543,13 +642,16 @@ def test_the_walk_forgets_closed_streams() -> None:
     server.respond(ids[0])
     pump(client, server)
     conn = client._h2
-    assert ids[0] in conn.streams  # closed, but held until the sweep
+    record = closed_streams(conn)
+    assert ids[0] in conn.streams and ids[0] not in record  # closed, but held until the sweep
     conn.forget_closed_streams()
     assert set(conn.streams) == {ids[1], ids[2]}, broken(
         "h2's count walk moves closed streams out of `streams`", COUNT, sorted(conn.streams)
     )
-    assert ids[0] in conn._closed_streams, broken(
-        "h2 remembers how a forgotten stream closed (`_closed_streams`)", COUNT
+    assert dict(record) == {ids[0]: StreamClosedBy.RECV_END_STREAM}, broken(
+        "h2 remembers how a forgotten stream closed, in the one `_closed_streams` record",
+        f"{COUNT}; {VIEWS}",
+        dict(record),
     )
 
 
@@ -557,20 +659,53 @@ def test_the_walk_forgets_closed_streams() -> None:
 # Behaviour: the fast paths' state changes
 
 
-def _stream_view(stream: h2.stream.H2Stream) -> tuple[Any, ...]:
-    m = stream.state_machine
-    return (
-        m.state,
-        m.client,
-        m.headers_sent,
-        m.headers_received,
-        m.stream_closed_by,
-        stream.outbound_flow_control_window,
-        stream.inbound_flow_control_window,
-        stream.max_outbound_frame_size,
-        stream.request_method,
-        stream._authority,
-        stream._expected_content_length,
+def test_the_stream_view_reads_what_h2_records_at_each_step() -> None:
+    # What the fast paths are compared on must be what h2 keeps: each step changes other fields.
+    client, server = _open_pair()
+    post = [(":method", "POST"), (":scheme", "https"), (":authority", "api"), (":path", "/3")]
+    client.send_headers(1, post)
+    client.send_data(1, b"{}", end_stream=True)
+    window = client.remote_settings.initial_window_size
+    sent = stream_view(client.streams[1])
+    assert sent == StreamView(
+        StreamState.HALF_CLOSED_LOCAL,
+        True,  # client
+        True,  # headers_sent
+        None,  # headers_received
+        None,  # trailers_sent
+        None,  # trailers_received
+        None,  # closed_by
+        window - 2,
+        client.local_settings.initial_window_size,
+        client.max_outbound_frame_size,
+        b"POST",
+        b"api",  # h2's `_authority`
+        None,
+    ), broken(
+        "h2 records a sent request so (state machine flags, windows, `_authority`)", VIEWS, sent
+    )
+    server.receive_data(client.data_to_send())
+    server.send_headers(1, [(":status", "200"), ("content-length", "3")])
+    client.receive_data(server.data_to_send())
+    answered = stream_view(client.streams[1])
+    assert (answered.headers_received, answered.expected_content_length) == (True, 3), broken(
+        "h2 records a response's headers and its content-length (`_expected_content_length`)",
+        VIEWS,
+        answered,
+    )
+    server.send_data(1, b"abc")
+    server.send_headers(1, [("x-trailer", "1")], end_stream=True)
+    client.receive_data(server.data_to_send())
+    ended = stream_view(client.streams[1])
+    seen = (ended.state, ended.trailers_received, ended.closed_by)
+    assert seen == (StreamState.CLOSED, True, StreamClosedBy.RECV_END_STREAM), broken(
+        "h2 records received trailers and how the stream closed", VIEWS, ended
+    )
+    client.send_headers(3, post)
+    client.send_headers(3, [("x-trailer", "1")], end_stream=True)
+    trailed = stream_view(client.streams[3])
+    assert (trailed.trailers_sent, trailed.state) == (True, StreamState.HALF_CLOSED_LOCAL), broken(
+        "h2 records sent trailers", VIEWS, trailed
     )
 
 
@@ -594,12 +729,12 @@ def test_open_sent_request_leaves_the_state_send_headers_and_send_data_leave() -
         "h2's output buffer takes frames appended to it", REQUEST
     )
     seen = (
-        _stream_view(fast.streams[1]),
+        stream_view(fast.streams[1]),
         fast.outbound_flow_control_window,
         fast.highest_outbound_stream_id,
     )
     expected = (
-        _stream_view(general.streams[1]),
+        stream_view(general.streams[1]),
         general.outbound_flow_control_window,
         general.highest_outbound_stream_id,
     )
@@ -616,7 +751,7 @@ def _answered_pair(block: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...] | str
     general.send_headers(1, REQUEST_HEADERS, end_stream=True)
     try:
         general.receive_data(frame(0x1, 0x5, 1, block))
-        expected: tuple[Any, ...] | str = _stream_view(general.streams[1])
+        expected: tuple[Any, ...] | str = stream_view(general.streams[1])
     except h2.exceptions.ProtocolError as exc:
         expected = type(exc).__name__
     fast, _ = _drain_client()
@@ -625,7 +760,7 @@ def _answered_pair(block: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...] | str
     assert stream is not None, broken("a stream awaiting its answer is answerable", ANSWER)
     try:
         fast.end_stream_by_answer(stream, decode_headers(fast.decoder, block))
-        return _stream_view(stream), expected
+        return stream_view(stream), expected
     except h2.exceptions.ProtocolError as exc:
         return (type(exc).__name__,), expected
 
@@ -660,7 +795,7 @@ def test_end_stream_by_answer_does_what_h2s_receive_does(block: bytes, outcome: 
 def test_content_length_is_recorded_for_the_check_on_data() -> None:
     stream = _stream()
     stream._initialize_content_length([(b"content-length", b"12")])
-    assert stream._expected_content_length == 12, broken(
+    assert stream_view(stream).expected_content_length == 12, broken(
         "h2 records a response's content-length in `_expected_content_length`", ANSWER
     )
 
@@ -749,11 +884,64 @@ def test_the_dynamic_table_is_the_decoders_own_newest_first() -> None:
     )
 
 
-def test_huffman_decode_is_rfc_7541s() -> None:
-    code = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(b"apns-id")
-    assert huffman_decode(code) == b"apns-id", broken("Huffman decoding", READER)
+def test_the_encoder_dynamic_table_is_the_encoders_own_newest_first() -> None:
+    encoder, decoder = hpack.Encoder(), hpack.Decoder()
+    table = encoder_dynamic_table(encoder)
+    decoder.decode(encoder.encode([("x-a", "1")]))
+    decoder.decode(encoder.encode([("x-b", "2")]))
+    assert encoder_dynamic_table(encoder) is table, broken("the table object is kept", VIEWS)
+    assert list(table) == [(b"x-b", b"2"), (b"x-a", b"1")] == list(dynamic_table(decoder)), broken(
+        "index 62 is the newest entry, as in the peer decoder's table", VIEWS, list(table)
+    )
+    encoder.header_table_size = 0  # evicts everything
+    assert encoder_dynamic_table(encoder) is table and not table, broken(
+        "eviction empties the same table object", VIEWS
+    )
+
+
+# RFC 7541 C.4.1 and C.4.2: request header values, Huffman coded.
+HUFFMAN_VECTORS = [
+    (b"www.example.com", bytes.fromhex("f1e3c2e5f23a6ba0ab90f4ff")),
+    (b"no-cache", bytes.fromhex("a8eb10649cbf")),
+    (b"", b""),
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), HUFFMAN_VECTORS)
+def test_huffman_encode_is_rfc_7541s(raw: bytes, code: bytes) -> None:
+    assert huffman_encode(raw) == code, broken(
+        "hpack's HuffmanEncoder over its code table encodes as RFC 7541 Appendix B",
+        REFERENCE,
+        huffman_encode(raw).hex(),
+    )
+
+
+@pytest.mark.parametrize(("raw", "code"), HUFFMAN_VECTORS)
+def test_huffman_decode_is_rfc_7541s(raw: bytes, code: bytes) -> None:
+    assert huffman_decode(code) == raw, broken("Huffman decoding", READER)
+
+
+def test_huffman_decode_refuses_an_eos_inside_the_string() -> None:
     with pytest.raises(hpack.HPACKError):
-        huffman_decode(b"\xff\xff\xff\xff")  # EOS inside the string
+        huffman_decode(b"\xff\xff\xff\xff")
+
+
+@pytest.mark.parametrize(
+    ("value", "prefix_bits", "encoded"),
+    [
+        (10, 5, b"\x0a"),  # RFC 7541 C.1.1
+        (1337, 5, b"\x1f\x9a\x0a"),  # C.1.2
+        (42, 8, b"\x2a"),  # C.1.3
+        (127, 7, b"\x7f\x00"),  # a value filling the prefix takes a zero continuation byte
+    ],
+)
+def test_hpack_reference_int_is_rfc_7541s(value: int, prefix_bits: int, encoded: bytes) -> None:
+    seen = hpack_reference_int(value, prefix_bits)
+    assert type(seen) is bytes and seen == encoded, broken(
+        "hpack's encode_integer encodes as RFC 7541 §5.1, prefix bits above N left zero",
+        REFERENCE,
+        seen,
+    )
 
 
 def test_the_encoder_base_searches_indexes_and_hands_over_size_changes() -> None:
