@@ -38,10 +38,17 @@ from engine.apns.h2wire import (
     FLAG_END_STREAM,
     FRAME_HEAD_SIZE,
     GOAWAY,
+    GOAWAY_HEAD,
     HEADERS,
+    NO_ERROR,
     PING,
     PREFACE,
+    SETTING,
     SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    STREAM_ID_MASK,
+    U32,
     WINDOW_UPDATE,
     frame,
     hpack_int,
@@ -50,7 +57,7 @@ from engine.apns.h2wire import (
 )
 from simulator.fastsink import FastSinkProtocol
 
-_LAST_STREAM_ID = 2**31 - 1
+_LAST_STREAM_ID = STREAM_ID_MASK  # the highest stream id (RFC 9113 §5.1.1)
 
 
 def _placeholder_jwt() -> str:
@@ -121,7 +128,7 @@ class RequestEncoder:
 
     def preface(self) -> bytes:
         """Client connection preface plus SETTINGS (push disabled)."""
-        return PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HL", 2, 0))
+        return PREFACE + frame(SETTINGS, 0, 0, SETTING.pack(SETTINGS_ENABLE_PUSH, 0))
 
     def encode(self, n: int) -> bytes:
         """The next `n` requests as one byte string."""
@@ -160,23 +167,24 @@ class ResponseReader:
         pos, end, reply = 0, len(buf), bytearray()
         while end - pos >= FRAME_HEAD_SIZE:
             length, ftype, flags, sid = unpack_frame_head(buf, pos)
-            stop = pos + FRAME_HEAD_SIZE + length
+            start = pos + FRAME_HEAD_SIZE
+            stop = start + length
             if stop > end:
                 break
             if ftype == HEADERS and flags & FLAG_END_STREAM:
                 self.answered += 1
-                if buf[pos + 9] != 0x88 and buf[pos + 9 : pos + 11] != b"\x20\x88":
+                if buf[start] != 0x88 and buf[start : start + 2] != b"\x20\x88":  # :status 200
                     self.not_ok += 1
             elif ftype == WINDOW_UPDATE and sid == 0:
-                self.window += struct.unpack_from(">L", buf, pos + 9)[0] & 0x7FFFFFFF
+                self.window += U32.unpack_from(buf, start)[0] & STREAM_ID_MASK
             elif ftype == SETTINGS and not flags & FLAG_ACK:
-                for ident, value in struct.iter_unpack(">HL", bytes(buf[pos + 9 : stop])):
-                    if ident == 3:
+                for ident, value in SETTING.iter_unpack(bytes(buf[start:stop])):
+                    if ident == SETTINGS_MAX_CONCURRENT_STREAMS:
                         self.max_streams = value
                 self.settings_seen = True
                 reply += frame(SETTINGS, FLAG_ACK, 0)
             elif ftype == PING and not flags & FLAG_ACK:
-                reply += frame(PING, FLAG_ACK, 0, bytes(buf[pos + 9 : stop]))
+                reply += frame(PING, FLAG_ACK, 0, bytes(buf[start:stop]))
             elif ftype == GOAWAY:
                 self.goaway = True
             pos = stop
@@ -239,7 +247,7 @@ def client_main(conn: Connection, port: int, ca_file: str | None, opts: dict[str
         if not data:
             break
         rd.feed(data)
-    sock.sendall(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, 0)))
+    sock.sendall(frame(GOAWAY, 0, 0, GOAWAY_HEAD.pack(0, NO_ERROR)))
     sock.close()
     measured = (answered_end - (base or 0), t_end - (t_measure or t_end))
     conn.send(

@@ -38,50 +38,49 @@ import hpack
 
 from engine.apns.h2compat import dynamic_table
 from engine.apns.h2wire import (
+    COMPRESSION_ERROR,
     CONTINUATION,
     DATA,
     DEFAULT_MAX_FRAME_SIZE,
+    ENHANCE_YOUR_CALM,
     FLAG_ACK,
     FLAG_END_HEADERS,
     FLAG_END_STREAM,
     FLAG_PADDED,
     FLAG_PRIORITY,
+    FLOW_CONTROL_ERROR,
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
+    FRAME_SIZE_ERROR,
     GOAWAY,
+    GOAWAY_HEAD,
     HEADERS,
     INITIAL_WINDOW,
+    INTERNAL_ERROR,
     MAX_WINDOW,
+    NO_ERROR,
     PING,
     PREFACE,
     PRIORITY,
+    PROTOCOL_ERROR,
     PUSH_PROMISE,
     RST_STREAM,
+    SETTING,
     SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_HEADER_TABLE_SIZE,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_FRAME_SIZE,
+    STREAM_CLOSED,
     STREAM_ID_MASK,
+    U32,
     WINDOW_UPDATE,
     frame,
     hpack_string,
     indices_named,
     read_header_block,
 )
-
-# Error codes (RFC 9113 §7).
-NO_ERROR: Final = 0x0
-PROTOCOL_ERROR: Final = 0x1
-INTERNAL_ERROR: Final = 0x2
-FLOW_CONTROL_ERROR: Final = 0x3
-STREAM_CLOSED: Final = 0x5
-FRAME_SIZE_ERROR: Final = 0x6
-COMPRESSION_ERROR: Final = 0x9
-ENHANCE_YOUR_CALM: Final = 0xB
-
-# Settings identifiers (RFC 9113 §6.5.2).
-SETTINGS_HEADER_TABLE_SIZE: Final = 0x1
-SETTINGS_ENABLE_PUSH: Final = 0x2
-SETTINGS_MAX_CONCURRENT_STREAMS: Final = 0x3
-SETTINGS_INITIAL_WINDOW_SIZE: Final = 0x4
-SETTINGS_MAX_FRAME_SIZE: Final = 0x5
 
 MAX_FRAME_SIZE: Final = DEFAULT_MAX_FRAME_SIZE
 """We never raise SETTINGS_MAX_FRAME_SIZE, so the default bounds every frame we accept."""
@@ -96,8 +95,6 @@ MAX_ECHOED_ID: Final = 256
 """Longest request `apns-id` echoed back. A UUID is 36 bytes; APNs refuses anything else with
 400 BadMessageId (apns.md §1), which the sink does not judge, but a longer value gets a generated
 id instead so that every answer stays one small frame."""
-
-_U32: Final = struct.Struct(">L")
 
 
 class _Failure(Exception):
@@ -238,17 +235,13 @@ class FastSinkProtocol:
         self._send_preface()
 
     def _send_preface(self) -> None:
-        settings = struct.pack(
-            ">HLHL",
-            SETTINGS_MAX_CONCURRENT_STREAMS,
-            self._max_streams,
-            SETTINGS_INITIAL_WINDOW_SIZE,
-            self._window,
+        settings = SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, self._max_streams) + SETTING.pack(
+            SETTINGS_INITIAL_WINDOW_SIZE, self._window
         )
         self._out += frame(SETTINGS, 0, 0, settings)
         # The connection window starts at 65535 whatever SETTINGS say (RFC 9113 §6.9.2).
         if self._window > INITIAL_WINDOW:
-            self._out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._window - INITIAL_WINDOW))
+            self._out += frame(WINDOW_UPDATE, 0, 0, U32.pack(self._window - INITIAL_WINDOW))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call (may be empty)."""
@@ -270,7 +263,7 @@ class FastSinkProtocol:
                 pos = self._parse(buf, pos)
             del buf[:pos]
             if self._conn_unacked >= self._threshold and not self.closed:
-                self._out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked))
+                self._out += frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked))
                 self._conn_unacked = 0
         except _Failure as failure:
             self._fail(failure.code)
@@ -294,7 +287,7 @@ class FastSinkProtocol:
 
     def _goaway(self, code: int) -> None:
         if not self.closed:
-            self._out += frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_sid, code))
+            self._out += frame(GOAWAY, 0, 0, GOAWAY_HEAD.pack(self._last_sid, code))
             self.closed = True
             self.error_code = code
 
@@ -395,7 +388,7 @@ class FastSinkProtocol:
         if not flags & FLAG_END_STREAM:
             unacked += length
             if unacked >= self._threshold:
-                self._out += frame(WINDOW_UPDATE, 0, sid, _U32.pack(unacked))
+                self._out += frame(WINDOW_UPDATE, 0, sid, U32.pack(unacked))
                 unacked = 0
             open_[sid] = unacked
             return False
@@ -451,7 +444,7 @@ class FastSinkProtocol:
             return False
         if (end - start) % 6:
             raise _Failure(FRAME_SIZE_ERROR)
-        for ident, value in struct.iter_unpack(">HL", buf[start:end]):
+        for ident, value in SETTING.iter_unpack(buf[start:end]):
             _check_setting(ident, value)
             if ident == SETTINGS_HEADER_TABLE_SIZE:
                 self._table_update = True
@@ -471,7 +464,7 @@ class FastSinkProtocol:
         # Our responses are HEADERS only, never flow-controlled: the increment is not needed.
         if end - start != 4:
             raise _Failure(FRAME_SIZE_ERROR)
-        if not _U32.unpack_from(buf, start)[0] & 0x7FFFFFFF:
+        if not U32.unpack_from(buf, start)[0] & 0x7FFFFFFF:
             raise _Failure(PROTOCOL_ERROR)
         if sid > self._last_sid:
             raise _Failure(PROTOCOL_ERROR)  # idle stream
@@ -492,7 +485,7 @@ class FastSinkProtocol:
             raise _Failure(PROTOCOL_ERROR)
         if end - start != 5:
             raise _Failure(FRAME_SIZE_ERROR)
-        if _U32.unpack_from(buf, start)[0] & 0x7FFFFFFF == sid:
+        if U32.unpack_from(buf, start)[0] & 0x7FFFFFFF == sid:
             raise _Failure(PROTOCOL_ERROR)
         return False
 
@@ -558,7 +551,7 @@ def _headers_fragment(
         overhead += 5
         if length < overhead:
             raise _Failure(FRAME_SIZE_ERROR)
-        if _U32.unpack_from(buf, dep_at)[0] & 0x7FFFFFFF == sid:
+        if U32.unpack_from(buf, dep_at)[0] & 0x7FFFFFFF == sid:
             raise _Failure(PROTOCOL_ERROR)  # a stream cannot depend on itself
     if overhead > length:
         raise _Failure(PROTOCOL_ERROR)

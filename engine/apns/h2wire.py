@@ -87,6 +87,34 @@ FLAG_END_HEADERS: Final = 0x4
 FLAG_PADDED: Final = 0x8
 FLAG_PRIORITY: Final = 0x20
 
+# Error codes (RFC 9113 §7), as RST_STREAM and GOAWAY carry them.
+NO_ERROR: Final = 0x0
+PROTOCOL_ERROR: Final = 0x1
+INTERNAL_ERROR: Final = 0x2
+FLOW_CONTROL_ERROR: Final = 0x3
+STREAM_CLOSED: Final = 0x5
+FRAME_SIZE_ERROR: Final = 0x6
+REFUSED_STREAM: Final = 0x7
+CANCEL: Final = 0x8
+COMPRESSION_ERROR: Final = 0x9
+ENHANCE_YOUR_CALM: Final = 0xB
+
+# Settings identifiers (RFC 9113 §6.5.2).
+SETTINGS_HEADER_TABLE_SIZE: Final = 0x1
+SETTINGS_ENABLE_PUSH: Final = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS: Final = 0x3
+SETTINGS_INITIAL_WINDOW_SIZE: Final = 0x4
+SETTINGS_MAX_FRAME_SIZE: Final = 0x5
+
+SETTING: Final = struct.Struct(">HL")
+"""One setting in a SETTINGS payload: identifier, value (RFC 9113 §6.5.1)."""
+
+GOAWAY_HEAD: Final = struct.Struct(">LL")
+"""The fixed part of a GOAWAY payload: last stream id, error code (RFC 9113 §6.8)."""
+
+U32: Final = struct.Struct(">L")
+"""A 32-bit field: a WINDOW_UPDATE increment, an RST_STREAM error code (RFC 9113 §6.9, §6.4)."""
+
 STREAM_ID_MASK: Final = 0x7FFFFFFF
 """A stream id is 31 bits; the reserved bit above them is ignored on receipt (RFC 9113 §4.1)."""
 

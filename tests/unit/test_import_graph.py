@@ -313,6 +313,19 @@ _HEAVY: Final = ("hypercorn", "h11", "rich", "sqlite3", "_sqlite3", "simulator",
 _HEAVY_ENGINE: Final = ("engine.server", "engine.cli")
 
 
+def test_no_test_module_imports_another() -> None:
+    # What tests share lives in tests/helpers; a test module importing another runs the other's
+    # module-level code and couples the two (and hides which tests a helper serves).
+    graph = build_graph(ROOT, ("tests",))
+    suites = ("tests.unit", "tests.integration", "tests.e2e", "tests.micro")
+    bad = [
+        edge
+        for edge in edges_from(graph, lambda module: True)
+        if within(edge.target, *suites) and not edge.target.endswith(suites)
+    ]
+    _assert_none(bad, "a test module imports another (move what both use to tests/helpers)")
+
+
 def test_import_engine_stays_light() -> None:
     code = (
         "import json, sys\nimport engine\nprint(json.dumps([engine.__file__, sorted(sys.modules)]))"

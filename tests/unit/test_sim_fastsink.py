@@ -23,40 +23,36 @@ from hypothesis import strategies as st
 from bench.sink_probe import RequestEncoder, ResponseReader
 from engine.apns.h2compat import HpackEncoderBase
 from engine.apns.h2wire import (
+    COMPRESSION_ERROR,
     CONTINUATION,
     DATA,
+    ENHANCE_YOUR_CALM,
     FLAG_ACK,
     FLAG_END_HEADERS,
     FLAG_END_STREAM,
     FLAG_PADDED,
     FLAG_PRIORITY,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
     GOAWAY,
     HEADERS,
+    INTERNAL_ERROR,
+    NO_ERROR,
     PING,
     PREFACE,
     PRIORITY,
+    PROTOCOL_ERROR,
     PUSH_PROMISE,
     RST_STREAM,
     SETTINGS,
+    STREAM_CLOSED,
     WINDOW_UPDATE,
     frame,
     hpack_int,
     hpack_string,
 )
 from simulator.fastserve import SinkStats, serve_fast_sink, serve_sink_stream
-from simulator.fastsink import (
-    COMPRESSION_ERROR,
-    ENHANCE_YOUR_CALM,
-    FLOW_CONTROL_ERROR,
-    FRAME_SIZE_ERROR,
-    INTERNAL_ERROR,
-    MAX_ECHOED_ID,
-    NO_ERROR,
-    PROTOCOL_ERROR,
-    STREAM_CLOSED,
-    FastSinkProtocol,
-    response_block,
-)
+from simulator.fastsink import MAX_ECHOED_ID, FastSinkProtocol, response_block
 
 APNS_ID = "11111111-2222-3333-4444-555555555555"
 REQUEST = [
