@@ -214,6 +214,7 @@ async def open_engine(
     key = signing_key or SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
     provider_tokens = TokenSource(key, wall_clock=wall_clock, max_age=delivery.token_max_age)
     rng = rng or random.Random()
+    listener = listener or EngineListener()
     pool = ApnsPool(
         connector or tcp_connector(config.endpoint, connect_timeout=delivery.connect_timeout),
         provider_tokens,
@@ -221,6 +222,7 @@ async def open_engine(
         size=delivery.connections,
         config=delivery,
         rng=rng,
+        listener=listener,  # connections opened / closed / failed, GOAWAYs
     )
     coalescer = Coalescer(
         pacing_interval=delivery.pacing_interval,
@@ -228,7 +230,6 @@ async def open_engine(
         max_attempts=delivery.max_attempts,
         rng=rng,
     )
-    listener = listener or EngineListener()
     dispatcher = Dispatcher(
         coalescer, pool, topic=creds.topic, wall_clock=wall_clock, listener=listener
     )

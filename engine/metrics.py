@@ -6,12 +6,13 @@ such listener). Calls happen on the engine's trio thread, synchronously, so keep
 
 from __future__ import annotations
 
+from engine.apns.pool import PoolListener
 from engine.apns.reasons import Reason
 from engine.results import DeliveryResult
 
 
-class EngineListener:
-    """Engine events; every method is a no-op here."""
+class EngineListener(PoolListener):
+    """Engine events, the connection pool's included; every method is a no-op here."""
 
     def submitted(self, kind: str) -> None:
         """An event was accepted into the engine (after its size check)."""

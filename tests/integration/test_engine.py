@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from engine.engine import open_engine
+from engine.metrics import EngineListener
 from engine.payload import Alert
 from engine.results import DeliveryStatus
 from simulator.devices import TokenReport
@@ -103,3 +104,46 @@ async def test_a_waiting_submit_gets_the_room_of_a_lane_gone_idle(
                 assert (await second.result()).status is DeliveryStatus.ACCEPTED
                 assert trio.current_time() - began < 10  # not stuck until some other event
             nursery.cancel_scope.cancel()
+
+
+class _Connections(EngineListener):
+    """Counts the pool's connection events the engine passes to its listener."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+
+    def connection_opened(self) -> None:
+        self.opened += 1
+
+    def connection_closed(self, reason: str | None) -> None:
+        self.closed += 1
+
+
+async def test_the_engines_listener_hears_the_pools_connections(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kit = make_kit()
+    listener = _Connections()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            async with open_engine(
+                engine_config(kit),
+                connector=memory_connector(kit, nursery),
+                signing_key=kit.key,
+                wall_clock=kit.now,
+                listener=listener,
+            ) as engine:
+                handle = await engine.start(
+                    "a-1",
+                    kit.push_to_start_token("iphone-1"),
+                    {"step": 0},
+                    attributes_type="T",
+                    attributes={"activity_id": "a-1"},
+                    alert=Alert("A", "go"),
+                    lane="iphone-1",
+                )
+                assert (await handle.result()).status is DeliveryStatus.ACCEPTED
+                assert listener.opened == 1
+            nursery.cancel_scope.cancel()
+    assert listener.closed == 1  # the engine closed its connection on the way out

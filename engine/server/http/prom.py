@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from engine.apns.pool import PoolListener
 from engine.apns.reasons import Outcome, Reason
 from engine.metrics import EngineListener
 from engine.payload import EventKind
@@ -106,7 +105,7 @@ class _Histogram:
         yield f"{self.name}_count {self.count}"
 
 
-class PromMetrics(EngineListener, PoolListener):
+class PromMetrics(EngineListener):
     """Counters and a latency histogram fed by engine events; gauges pulled at render time.
 
     `stats` (optional) returns the current gauge values (queue depths, activities, devices...);
