@@ -162,7 +162,9 @@ class FakeApns:
             self._count_fault("drop" if action.drop_connection else "reset")
             return Answer(reset=action.reset, drop_connection=action.drop_connection)
         verdict = validate(
-            IncomingRequest(request.method, request.path, request.headers, request.body),
+            IncomingRequest(
+                request.method, request.path, request.headers, request.body, request.body_size
+            ),
             auth=conn.auth,
             config=self.validation,
             directory=self.registry,

@@ -19,6 +19,7 @@ confirm" 6): the files are a faithful record of what was delivered, replayable w
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +30,8 @@ from simulator.validation import DevicePush
 BUNDLE_KEY: Final = "Simulator Target Bundle"
 MAX_APNS_FILE: Final = MAX_DEVICE_PAYLOAD
 """simctl refuses a push file larger than this many bytes (apns.md §8)."""
+
+log = logging.getLogger("lockstep.simulator.apnsfile")
 
 _EVENTS: Final = frozenset({"start", "update", "end"})
 _MAX_NAME: Final = 200  # stay well under the usual 255-byte file-name limit
@@ -81,7 +84,16 @@ class ApnsFileWriter:
         payload = _decode(payload_bytes)
         data = _render(payload_bytes, payload, self.bundle_id)
         if len(data) > MAX_APNS_FILE:
+            # APNs took it, but `simctl push` refuses a file over 4096 bytes, and the bundle key
+            # this file adds is what tipped it over: say so, rather than leave a silent gap.
             self.skipped_oversize += 1
+            log.warning(
+                "no .apns file for %s's push: %d bytes with the %r key, over simctl's %d",
+                device,
+                len(data),
+                BUNDLE_KEY,
+                MAX_APNS_FILE,
+            )
             return None
         number = self._seq.get(device, 0) + 1 if seq is None else seq
         self._seq[device] = max(number, self._seq.get(device, 0))
@@ -92,6 +104,10 @@ class ApnsFileWriter:
         temp.replace(path)  # readers never see a half-written file
         self.written += 1
         return path
+
+    def counts(self) -> dict[str, int]:
+        """Files written, and pushes left without a file because they would exceed 4096 bytes."""
+        return {"written": self.written, "skipped_oversize": self.skipped_oversize}
 
     def on_accepted(self, push: DevicePush, device: str | None) -> None:
         """Listener hook of the fake APNs: store every push that reached a device."""

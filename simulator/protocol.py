@@ -94,9 +94,7 @@ def _text(value: bytes | str) -> str:
 class ApnsServerProtocol:
     """One HTTP/2 connection of the fake APNs, sans-IO."""
 
-    def __init__(
-        self, *, initial_max_streams: int = 1, body_cap: int = wire.MAX_DEVICE_PAYLOAD
-    ) -> None:
+    def __init__(self, *, initial_max_streams: int = 1, body_cap: int = wire.MAX_PAYLOAD) -> None:
         self._partial: dict[int, _Partial] = {}
         self._answering: set[int] = set()  # complete requests not yet answered
         self._pending_body: dict[int, bytes] = {}  # response bodies waiting for window

@@ -94,6 +94,7 @@ class Simulator:
         self.server = ApnsServer(apns, ssl_context=ssl_context)
         self.endpoints: Endpoints | None = None
         self.push_recorder: PushRecorder | None = None
+        self.apns_files: ApnsFileWriter | None = None
         self._control_shutdown = trio.Event()
         self._nursery: trio.Nursery | None = None  # run()'s nursery, while it runs
 
@@ -119,8 +120,10 @@ class Simulator:
             plan=options.plan,
             wall_clock=wall_clock,
         )
+        writer = None
         if options.apns_dir is not None:
-            apns.listeners.append(ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id))
+            writer = ApnsFileWriter(options.apns_dir, bundle_id=config.bundle_id)
+            apns.listeners.append(writer)
         reporter = None
         if options.report_url:
             reporter = TokenReporter(options.report_url, bearer=options.report_key)
@@ -128,6 +131,7 @@ class Simulator:
         simulator = cls(
             options, apns=apns, key=key, key_path=key_path, certs=certs, reporter=reporter
         )
+        simulator.apns_files = writer
         if options.record_pushes is not None:
             simulator.push_recorder = PushRecorder.attach(apns, options.record_pushes)
         return simulator
@@ -148,6 +152,7 @@ class Simulator:
             "topic": c.bundle_id + wire.LIVE_ACTIVITY_TOPIC_SUFFIX,
             "control_url": f"http://{o.host}:{ports.control_port}" if ports.control_port else None,
             "apns_dir": str(o.apns_dir.resolve()) if o.apns_dir else None,
+            "apns_files": None if self.apns_files is None else self.apns_files.counts(),
             "record_pushes": str(o.record_pushes.resolve()) if o.record_pushes else None,
             "token_report_url": self.reporter.url if self.reporter else None,
         }

@@ -56,9 +56,6 @@ from engine.apns import wire
 from engine.apns.reasons import Reason, status_of
 from simulator.auth import ConnectionAuth
 
-MAX_VOIP_PAYLOAD: Final = 5120
-"""Largest body of a VoIP push (apns.md §5)."""
-
 _MAX_EXPIRATION: Final = 2**63 - 1  # APNs stores the expiration as a 64-bit epoch; beyond is bad
 _HEX_RE: Final = re.compile(r"[0-9A-Fa-f]+")
 _UUID_RE: Final = re.compile(
@@ -82,6 +79,9 @@ class IncomingRequest:
     headers: tuple[tuple[str, str], ...]
     """Every non-pseudo header in arrival order, lower-case names, duplicates kept."""
     body: bytes
+    """The body as buffered: at most `wire.MAX_PAYLOAD` + 1 bytes, enough to judge every type."""
+    body_size: int | None = None
+    """The body's true size, when more than `body` arrived (None: `len(body)`)."""
 
 
 class TokenKind(enum.Enum):
@@ -117,7 +117,7 @@ class ValidationConfig:
     bundle_ids: frozenset[str]
     """Bundle ids the configured key may push to (each with any push-type suffix)."""
     max_payload: int = wire.MAX_DEVICE_PAYLOAD
-    max_voip_payload: int = MAX_VOIP_PAYLOAD
+    max_voip_payload: int = wire.MAX_VOIP_PAYLOAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +429,8 @@ def _check_body(ctx: _Ctx) -> Rejection | None:
     """Step 11."""
     body = ctx.request.body
     limit = ctx.config.max_voip_payload if ctx.push_type == "voip" else ctx.config.max_payload
-    if len(body) > limit:
+    size = len(body) if ctx.request.body_size is None else ctx.request.body_size
+    if size > limit:  # judged on the true size, never on what was buffered (apns.md §5)
         return _reject(Reason.PAYLOAD_TOO_LARGE)
     if not body.strip():
         return _reject(Reason.PAYLOAD_EMPTY)

@@ -13,6 +13,12 @@ MAX_DEVICE_PAYLOAD: Final = 4096
 MAX_BROADCAST_PAYLOAD: Final = 5120
 """Largest body of a broadcast (channel) push (apns.md §5, §7)."""
 
+MAX_VOIP_PAYLOAD: Final = 5120
+"""Largest body of a VoIP push (apns.md §5)."""
+
+MAX_PAYLOAD: Final = max(MAX_DEVICE_PAYLOAD, MAX_BROADCAST_PAYLOAD, MAX_VOIP_PAYLOAD)
+"""The largest body any push type may have: a receiver buffers this much to judge every type."""
+
 MAX_COLLAPSE_ID: Final = 64
 """`apns-collapse-id` longer than this many bytes is `BadCollapseId` (apns.md §1)."""
 

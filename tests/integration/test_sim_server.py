@@ -12,7 +12,7 @@ from h2.errors import ErrorCodes
 
 from simulator.faults import FaultPlan
 from tests.helpers.h2client import H2TestClient
-from tests.helpers.simkit import TOPIC, Kit, make_kit, start_body, update_body
+from tests.helpers.simkit import BUNDLE, TOPIC, Kit, make_kit, start_body, update_body
 
 
 @pytest.fixture
@@ -290,4 +290,53 @@ async def test_answers_still_flow_after_a_client_goaway(
             r = client.responses[sid]
             await client.until(lambda: r.ended)
             assert r.status == 200
+            nursery.cancel_scope.cancel()
+
+
+def _voip_headers(client: H2TestClient, token: str, jwt: str) -> list[tuple[str, str]]:
+    headers = [
+        (k, v) for k, v in client.headers(token, jwt, BUNDLE + ".voip") if k != "apns-push-type"
+    ]
+    return [*headers, ("apns-push-type", "voip")]
+
+
+def _json_of_size(size: int) -> bytes:
+    base = b'{"aps":{},"pad":""}'
+    return base[:-2] + b"x" * (size - len(base)) + b'"}'
+
+
+@pytest.mark.parametrize(
+    ("push_type", "size", "reason"),
+    [
+        ("liveactivity", 4096, None),
+        ("liveactivity", 4097, "PayloadTooLarge"),
+        ("liveactivity", 4500, "PayloadTooLarge"),
+        # A VoIP body up to 5,120 bytes is read whole and judged on: the next rule that applies
+        # here is the unknown token, never a body cut short at the device-push limit.
+        ("voip", 4500, "BadDeviceToken"),
+        ("voip", 5120, "BadDeviceToken"),
+        ("voip", 5121, "PayloadTooLarge"),
+    ],
+)
+async def test_bodies_are_judged_on_their_true_size_at_each_limit(
+    autojump_clock: trio.testing.MockClock, push_type: str, size: int, reason: str | None
+) -> None:
+    kit = make_kit()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            client = await _connect(kit, nursery)
+            jwt = kit.jwt()
+            if push_type == "voip":
+                headers = _voip_headers(client, "ab" * 32, jwt)
+                body = _json_of_size(size)
+            else:
+                headers = client.headers(kit.push_to_start_token(), jwt, TOPIC)
+                body = start_body()
+                body = body[:-1] + b',"pad":"' + b"x" * (size - len(body) - 9) + b'"}'
+            assert len(body) == size
+            r = await client.request(headers, body)
+            if reason is None:
+                assert r.status == 200
+            else:
+                assert r.reason == reason, (r.status, r.reason)
             nursery.cancel_scope.cancel()

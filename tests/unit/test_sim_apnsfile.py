@@ -147,10 +147,16 @@ def test_writer_keeps_files_within_4096_bytes(tmp_path: Path, size: int) -> None
 
 
 @pytest.mark.parametrize("size", [MAX_APNS_FILE - 43, MAX_APNS_FILE])
-def test_writer_skips_files_over_4096_bytes(tmp_path: Path, size: int) -> None:
+def test_writer_skips_files_over_4096_bytes(
+    tmp_path: Path, size: int, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = ApnsFileWriter(tmp_path, bundle_id=BUNDLE)
-    assert writer.write("phone", padded(size)) is None
+    with caplog.at_level("WARNING", logger="lockstep.simulator.apnsfile"):
+        assert writer.write("phone", padded(size)) is None
     assert (writer.written, writer.skipped_oversize) == (0, 1)
+    assert writer.counts() == {"written": 0, "skipped_oversize": 1}
+    (record,) = caplog.records
+    assert "phone" in record.getMessage() and f"{size + 44} bytes" in record.getMessage()
     assert not (tmp_path / "phone").exists() or not any((tmp_path / "phone").iterdir())
 
 
