@@ -198,7 +198,14 @@ class FakeApns:
         outcome: DeliveryOutcome | None = None
         if push is not None:
             outcome = self.registry.deliver(
-                push.token, push.payload, now=now, priority=push.priority, apns_id=apns_id
+                push.token,
+                push.payload,
+                now=now,
+                priority=push.priority,
+                apns_id=apns_id,
+                push_type=push.push_type,
+                expiration=push.expiration,
+                collapse_id=push.collapse_id,
             )
             self.counters.accepted += 1
             for listener in self.listeners:

@@ -41,6 +41,7 @@ first), `log_limit` log entries per activity or device, `report_limit` queued to
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
@@ -63,6 +64,7 @@ from simulator.activity import (
     is_future,
     parse_start,
 )
+from simulator.profile import DeviceProfile
 from simulator.validation import TokenInfo, TokenKind
 
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
@@ -104,14 +106,31 @@ class TokenReport:
 class Device:
     """One simulated iPhone: its push-to-start token, channels and activities (start order)."""
 
-    __slots__ = ("activities", "channels", "ignored", "log", "name", "push_to_start_token", "seq")
+    __slots__ = (
+        "activities",
+        "app_tokens",
+        "channels",
+        "ignored",
+        "log",
+        "name",
+        "profile",
+        "push_to_start_token",
+        "seq",
+    )
 
     def __init__(
-        self, name: str, push_to_start_token: str, channels: Sequence[str], log_limit: int
+        self,
+        name: str,
+        push_to_start_token: str,
+        channels: Sequence[str],
+        log_limit: int,
+        profile: DeviceProfile | None = None,
     ) -> None:
         """A device with no activities yet."""
         self.name = name
         self.push_to_start_token = push_to_start_token
+        self.profile = profile or DeviceProfile()
+        self.app_tokens = {kind: app_token(push_to_start_token, kind) for kind in APP_TOKEN_KINDS}
         self.channels = list(channels)
         self.activities: OrderedDict[str, LiveActivity] = OrderedDict()
         self.ignored = 0
@@ -127,6 +146,8 @@ class Device:
         return {
             "name": self.name,
             "push_to_start_token": self.push_to_start_token,
+            "tokens": {kind.value: token for kind, token in self.app_tokens.items()},
+            "profile": self.profile.to_json(),
             "channels": list(self.channels),
             "ignored": self.ignored,
             "events": self.log.entries(),
@@ -165,6 +186,7 @@ class DeviceRegistry:
         self._devices: dict[str, Device] = {}
         self._tokens: dict[str, TokenInfo] = {}
         self._owners: dict[str, tuple[Device, LiveActivity | None]] = {}
+        self._app_owners: dict[str, tuple[Device, TokenKind]] = {}  # app, VoIP, widget tokens
         self._reports: deque[TokenReport] = deque(maxlen=report_limit)
         self._retired: deque[str] = deque()
         self._retired_limit = retired_limit
@@ -186,6 +208,7 @@ class DeviceRegistry:
         *,
         push_to_start_token: str | None = None,
         channels: Sequence[str] = (),
+        profile: DeviceProfile | None = None,
         now: float,
     ) -> Device:
         """Add an iPhone with a push-to-start token (generated from the rng unless given).
@@ -205,11 +228,22 @@ class DeviceRegistry:
             token = push_to_start_token.lower()
             if token in self._tokens:
                 raise ValueError(f"token {token[:8]}... for {name!r} is already in use")
-        device = Device(name, token, channels, self._log_limit)
+        device = Device(name, token, channels, self._log_limit, profile)
+        if any(t in self._tokens for t in device.app_tokens.values()):
+            raise ValueError(f"the app tokens derived for {name!r} are already in use")
         self._devices[name] = device
-        self._tokens[token] = TokenInfo(self.bundle_id, TokenKind.PUSH_TO_START)
+        self._register(device, token, TokenKind.PUSH_TO_START)
         self._owners[token] = (device, None)
+        for kind, app in device.app_tokens.items():
+            self._register(device, app, kind)
+            self._app_owners[app] = (device, kind)
         return device
+
+    def _register(self, device: Device, token: str, kind: TokenKind) -> None:
+        """Record a token this app's APNs environment issued to `device`."""
+        self._tokens[token] = TokenInfo(
+            self.bundle_id, kind, environment=device.profile.environment
+        )
 
     def lookup(self, token: str) -> TokenInfo | None:
         """The token directory for the validator: kind, bundle id, unregistration time, or None."""
@@ -235,7 +269,7 @@ class DeviceRegistry:
         new = self._new_token()
         self.unregister(token, int(now * 1000))
         act.token = new
-        self._tokens[new] = TokenInfo(self.bundle_id, TokenKind.ACTIVITY)
+        self._register(owner[0], new, TokenKind.ACTIVITY)
         self._owners[new] = owner
         self._retire(token)
         self._report(owner[0], act, now)
@@ -252,14 +286,28 @@ class DeviceRegistry:
     # -- delivery and time ---------------------------------------------------------------------
 
     def deliver(
-        self, token: str, payload: Mapping[str, Any], *, now: float, priority: int, apns_id: str
+        self,
+        token: str,
+        payload: Mapping[str, Any],
+        *,
+        now: float,
+        priority: int,
+        apns_id: str,
+        push_type: str = "liveactivity",
+        expiration: int | None = None,
+        collapse_id: str | None = None,
     ) -> DeliveryOutcome:
         """Apply an accepted push to the device that owns `token` (the hot path).
 
         The server has already decided to accept the push; only device-side rules apply here.
+        `expiration` and `collapse_id` are the request's headers, for APNs's storage while the
+        device is offline.
         """
         owner = self._owners.get(token)
         if owner is None:
+            app_owner = self._app_owners.get(token)
+            if app_owner is not None:
+                return self._to_app(app_owner[0], app_owner[1], payload, push_type, collapse_id)
             return DeliveryOutcome("", None, ActivityOutcome.IGNORED, Detail.UNKNOWN_TOKEN)
         device, act = owner
         aps = payload.get("aps")
@@ -339,13 +387,25 @@ class DeviceRegistry:
         )
         device.activities[activity_id] = act
         self._activity_count += 1
-        self._tokens[token] = TokenInfo(self.bundle_id, TokenKind.ACTIVITY)
+        self._register(device, token, TokenKind.ACTIVITY)
         self._owners[token] = (device, act)
         device.log.add(push.now, "start", start.timestamp, activity_id, push)
         self._report(device, act, push.now)
         self._schedule(device, act)
         self._prune(device, push.now)
         return DeliveryOutcome(device.name, activity_id, ActivityOutcome.STARTED, "", token)
+
+    def _to_app(
+        self,
+        device: Device,
+        kind: TokenKind,
+        payload: Mapping[str, Any],
+        push_type: str,
+        collapse_id: str | None,
+    ) -> DeliveryOutcome:
+        """A push to the app's own token (alert, background, VoIP or widgets)."""
+        del kind, payload, push_type, collapse_id
+        return DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.NOT_LIVE_ACTIVITY)
 
     def _ignore_start(
         self, device: Device, detail: Detail, aps: Mapping[str, Any], push: PushFacts
@@ -449,6 +509,21 @@ class DeviceRegistry:
             token = self._rng.randbytes(self._token_bytes).hex()
             if token not in self._tokens:
                 return token
+
+
+APP_TOKEN_KINDS: Final = (TokenKind.DEVICE, TokenKind.VOIP, TokenKind.WIDGETS)
+"""The tokens a device's app holds besides its Live Activity ones."""
+
+
+def app_token(push_to_start_token: str, kind: TokenKind) -> str:
+    """The app token of `kind` for the device with this push-to-start token.
+
+    Derived, not drawn from the registry's rng, so adding token kinds leaves every push-to-start
+    and activity token a seed produced unchanged; same length as the push-to-start token.
+    """
+    return hashlib.shake_256(f"{kind.value}:{push_to_start_token}".encode()).hexdigest(
+        max(1, len(push_to_start_token) // 2)
+    )
 
 
 def _oldest(device: Device, state: ActivityState) -> LiveActivity | None:

@@ -89,7 +89,9 @@ class TokenKind(enum.Enum):
 
     ACTIVITY = "activity"  # per-activity update token (`Activity.pushToken`)
     PUSH_TO_START = "push-to-start"  # `pushToStartToken`, one per attributes type
-    DEVICE = "device"  # plain app token
+    DEVICE = "device"  # the app's token for `alert` and `background` pushes
+    VOIP = "voip"  # PushKit's VoIP token (`voip` pushes only)
+    WIDGETS = "widgets"  # the app's widget token (iOS 26 `widgets` pushes only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ class TokenInfo:
     kind: TokenKind
     unregistered_at_ms: int | None = None
     """Set once the token stopped being valid: pushes get 410 `Unregistered` with this time."""
+    environment: str = "sandbox"
+    """The APNs environment that issued the token (`sandbox` or `production`, apns.md §1)."""
 
 
 class TokenDirectory(Protocol):

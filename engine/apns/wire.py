@@ -52,6 +52,7 @@ TOPIC_SUFFIXES: Final = {
     "fileprovider": ".pushkit.fileprovider",
     "location": ".location-query",
     "pushtotalk": ".voip-ptt",
+    "widgets": ".push-type.widgets",  # iOS 26 widget pushes
 }
 """The topic suffix each push type requires; types absent here use the bare bundle id."""
 

@@ -449,6 +449,8 @@ def test_rotate_token() -> None:
 DEVICE_KEYS = {
     "name",
     "push_to_start_token",
+    "tokens",
+    "profile",
     "channels",
     "ignored",
     "events",
