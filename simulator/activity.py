@@ -21,6 +21,14 @@ Rules implemented (apns.md §6 and Apple Developer Forums thread 776165):
 - `stale-date`, `relevance-score` and `content-state` together form the activity's content, which
   each applied update replaces as a whole (an update without `stale-date` clears it), as
   ActivityKit's `ActivityContent` does.
+
+Held updates (apns.md §1, Budget rules): the device's `Gate` decides whether an update applies at
+once. A priority-5 update waits a short delay (longer in Low Power Mode); a priority-10 update past
+the hourly budget is throttled until the budget regains one. An activity holds at most one update,
+the newest: a newer push replaces the held one (`superseded`), an older one is ordered against it
+as against the shown state. An update applied at once drops an older held one. An `end` is never
+held: it applies a held update first when that one is newer, else drops it. A held update is
+applied when due, if it is still the newest; the system ending the activity drops it.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import enum
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 ACTIVE_LIFETIME: Final = 8 * 3600.0
 """Seconds an activity may stay active before the system ends it (apns.md §6, Lifetime)."""
@@ -54,12 +62,21 @@ class ActivityState(enum.Enum):
 
 
 class ActivityOutcome(enum.Enum):
-    """What a delivered push did on the device."""
+    """What a delivered push did on the device (or, for `stored`, at APNs while it is offline)."""
 
     STARTED = "started"
     APPLIED = "applied"
     ENDED = "ended"
     IGNORED = "ignored"
+    HELD = "held"  # accepted by the device, shown later (detail: the `HoldReason`)
+    STORED = "stored"  # the device is offline: APNs keeps the push (simulator/devices.py)
+
+
+class HoldReason(enum.StrEnum):
+    """Why the device holds an update instead of showing it at once."""
+
+    THROTTLED = "throttled"  # priority 10 past the hourly update budget
+    LOW_PRIORITY = "low-priority"  # priority 5: applied after the device's delay
 
 
 class Detail(enum.StrEnum):
@@ -77,6 +94,12 @@ class Detail(enum.StrEnum):
     NOT_LIVE_ACTIVITY = "not-live-activity"  # no `aps` dictionary at all
     UNKNOWN_TOKEN = "unknown-token"
     DUPLICATE_START = "duplicate-start"  # the app already shows this activity_id (see devices.py)
+    PUSH_TO_START_BUDGET = "push-to-start-budget"  # apns.md §6, Observed budgets
+    SUPERSEDED = "superseded"  # a held update replaced by a newer push before it was shown
+    DENIED = "denied"  # the user answered "Don't Allow"
+    NOT_STORED = "not-stored"  # offline device, `apns-expiration: 0` (apns.md §1)
+    EXPIRED = "expired"  # stored while offline, past its `apns-expiration` when it came back
+    STORE_FULL = "store-full"  # stored while offline, pushed out by newer ones (bounded store)
 
 
 class PushEvent(enum.Enum):
@@ -92,6 +115,36 @@ class _Due(enum.Enum):
     STALE = "stale"
     LIFETIME = "lifetime"
     DISMISSAL = "dismissal"
+    RELEASE = "release"  # a held update is due
+
+
+class Gate(Protocol):
+    """The device's budgets, as an activity asks them (simulator/devices.py implements it)."""
+
+    def hold(self, priority: int, now: float) -> tuple[HoldReason, float] | None:
+        """None to apply an update now (spending budget if it counts); else why and until when."""
+        ...
+
+    def release(self, reason: HoldReason, at: float) -> float | None:
+        """At a held update's due time: None to apply it now, else when to try again."""
+        ...
+
+
+class OpenGate:
+    """A device without budgets: every update applies at once."""
+
+    def hold(self, priority: int, now: float) -> tuple[HoldReason, float] | None:
+        """Never holds."""
+        del priority, now
+        return None
+
+    def release(self, reason: HoldReason, at: float) -> float | None:
+        """Always releases."""
+        del reason, at
+        return None
+
+
+OPEN_GATE: Final = OpenGate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +178,27 @@ class _Content:
     relevance_score: float | None
     alert: dict[str, Any] | None
     dismissal_date: float | None
+
+
+@dataclass(slots=True)
+class Held:
+    """The one update an activity holds back, with when it is next due."""
+
+    content: _Content
+    push: PushFacts
+    reason: HoldReason
+    due: float
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready: what is held, why, and until when."""
+        return {
+            "timestamp": self.content.timestamp,
+            "reason": self.reason.value,
+            "due_at": self.due,
+            "apns_id": self.push.apns_id,
+            "priority": self.push.priority,
+            "received_at": self.push.now,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +358,11 @@ class LiveActivity:
         self.order_violations = 0
         self.log = EventLog(log_limit)
         self.scheduled: float | None = None  # owner's bookkeeping: the due time it has queued
+        self.held: Held | None = None
+        self.throttled = 0  # updates held for the budget
+        self.delayed = 0  # priority-5 updates held for the device's delay
+        self.superseded = 0  # held updates replaced or dropped before they were shown
+        self.awaiting_allow = False  # started, update token not issued yet (apns.md §6, Tokens)
         self.log.add(now, "start", start.timestamp, "", PushFacts(now, priority, apns_id))
         self._refresh_staleness(now)
 
@@ -304,18 +383,28 @@ class LiveActivity:
         due = self._next_due()
         return None if due is None else due[1]
 
-    def advance(self, now: float) -> None:
+    def advance(self, now: float, gate: Gate = OPEN_GATE) -> None:
         """Materialise every time-based transition due at or before `now`, in time order."""
         while (due := self._next_due()) is not None and due[1] <= now:
-            _TIME_TRANSITIONS[(self.state, due[0])](self, due[1])
+            if due[0] is _Due.RELEASE:
+                self._release(gate, due[1])
+            else:
+                _TIME_TRANSITIONS[(self.state, due[0])](self, due[1])
 
     def receive(
-        self, event: PushEvent, aps: Mapping[str, Any], *, now: float, priority: int, apns_id: str
+        self,
+        event: PushEvent,
+        aps: Mapping[str, Any],
+        *,
+        now: float,
+        priority: int,
+        apns_id: str,
+        gate: Gate = OPEN_GATE,
     ) -> PushResult:
-        """Apply an `update` or `end` push received at `now`."""
-        self.advance(now)
+        """Apply an `update` or `end` push received at `now`, as the device's `gate` allows."""
+        self.advance(now, gate)
         handler = _PUSH_TRANSITIONS[(self.state, event)]
-        return handler(self, aps, PushFacts(now, priority, apns_id))
+        return handler(self, aps, PushFacts(now, priority, apns_id), gate)
 
     def ignore(self, detail: str, aps: Mapping[str, Any], push: PushFacts) -> PushResult:
         """Record an ignored push and return the IGNORED result."""
@@ -327,6 +416,7 @@ class LiveActivity:
         """Remove the activity from the Lock Screen at `at` (used by pruning as well)."""
         if self.ended_at is None:
             self.ended_at = at
+        self._drop_held(at, Detail.ACTIVITY_ENDED)
         self.state = ActivityState.DISMISSED
         self.dismissal_at = at
         self.log.add(at, "dismissed", None, detail)
@@ -348,6 +438,11 @@ class LiveActivity:
             "applied": self.applied,
             "ignored": self.ignored,
             "order_violations": self.order_violations,
+            "held": None if self.held is None else self.held.snapshot(),
+            "throttled": self.throttled,
+            "delayed": self.delayed,
+            "superseded": self.superseded,
+            "awaiting_allow": self.awaiting_allow,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "events": self.log.entries(),
@@ -357,7 +452,14 @@ class LiveActivity:
     # -- internals -------------------------------------------------------------------------
 
     def _next_due(self) -> tuple[_Due, float] | None:
-        """The next time event for the current state, with the instant it becomes due."""
+        """The next time event (a held update's release first on a tie), with its instant."""
+        due = self._next_state_due()
+        if self.held is not None and (due is None or self.held.due <= due[1]):
+            return _Due.RELEASE, self.held.due
+        return due
+
+    def _next_state_due(self) -> tuple[_Due, float] | None:
+        """The next time event of the lifecycle, with the instant it becomes due."""
         if self.state is ActivityState.ACTIVE:
             expires = self.started_at + ACTIVE_LIFETIME
             if self.stale_date is not None and self.stale_date < expires:
@@ -375,13 +477,49 @@ class LiveActivity:
         self.state = ActivityState.STALE if stale else ActivityState.ACTIVE
 
     def _order_check(self, timestamp: float) -> Detail | None:
-        """None when `timestamp` is newer than the last applied one; else why it is not."""
-        if timestamp > self.last_timestamp:
+        """None when `timestamp` is newer than every state the device has (shown or held)."""
+        newest = self.last_timestamp
+        if self.held is not None:
+            newest = max(newest, self.held.content.timestamp)
+        if timestamp > newest:
             return None
         self.order_violations += 1
-        if timestamp == self.last_timestamp:
+        if timestamp == newest:
             return Detail.EQUAL_TIMESTAMP
         return Detail.STALE_TIMESTAMP
+
+    def _hold(self, content: _Content, push: PushFacts, reason: HoldReason, due: float) -> None:
+        """Hold `content` (newer than anything held: the caller checked), replacing what was."""
+        if self.held is not None:
+            self._drop_held(push.now)
+        self.held = Held(content, push, reason, due)
+        if reason is HoldReason.THROTTLED:
+            self.throttled += 1
+        else:
+            self.delayed += 1
+        self.log.add(push.now, "held", content.timestamp, reason, push)
+
+    def _drop_held(self, at: float, detail: str = Detail.SUPERSEDED) -> None:
+        """Forget the held update (a newer state won, or the activity ended)."""
+        held = self.held
+        if held is None:
+            return
+        self.held = None
+        self.superseded += 1
+        self.log.add(at, "dropped", held.content.timestamp, detail, held.push)
+
+    def _release(self, gate: Gate, at: float) -> None:
+        """A held update is due at `at`: apply it if the gate lets it through, else wait more."""
+        held = self.held
+        assert held is not None  # only scheduled while something is held
+        retry = gate.release(held.reason, at)
+        if retry is not None:
+            held.due = max(retry, at)
+            return
+        self.held = None
+        self._apply(held.content)
+        self._refresh_staleness(at)
+        self.log.add(at, "update", held.content.timestamp, f"released:{held.reason}", held.push)
 
     def _apply(self, content: _Content) -> None:
         """Replace the shown content with a newer push's content."""
@@ -398,8 +536,10 @@ class LiveActivity:
 # -- push handlers: (activity, aps, push) -> result -------------------------------------------
 
 
-def _on_update(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushResult:
-    """ACTIVE/STALE + update: apply when strictly newer (apns.md §6, stale-update ordering)."""
+def _on_update(
+    act: LiveActivity, aps: Mapping[str, Any], push: PushFacts, gate: Gate
+) -> PushResult:
+    """ACTIVE/STALE + update: apply (or hold) when strictly newer (apns.md §6, §1 budgets)."""
     content = _parse_content(aps, require_state=True)
     if isinstance(content, Detail):
         return act.ignore(content, aps, push)
@@ -407,6 +547,11 @@ def _on_update(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> Pu
         return act.ignore(Detail.FUTURE_TIMESTAMP, aps, push)
     if (why := act._order_check(content.timestamp)) is not None:
         return act.ignore(why, aps, push)
+    hold = gate.hold(push.priority, push.now)
+    if hold is not None:
+        act._hold(content, push, *hold)
+        return PushResult(ActivityOutcome.HELD, hold[0])
+    act._drop_held(push.now)  # older than this one, which is shown now
     act._apply(content)
     act._refresh_staleness(push.now)
     detail = "stale" if act.state is ActivityState.STALE else ""
@@ -414,13 +559,23 @@ def _on_update(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> Pu
     return PushResult(ActivityOutcome.APPLIED)
 
 
-def _on_end(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushResult:
-    """ACTIVE/STALE + end: always ends; the final state applies only if newer (forum 776165)."""
+def _on_end(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts, gate: Gate) -> PushResult:
+    """ACTIVE/STALE + end: always ends; the final state applies only if newer (forum 776165).
+
+    Never held: a held update newer than the end is shown first, an older one dropped.
+    """
+    del gate
     content = _parse_content(aps, require_state=False)
     if isinstance(content, Detail):
         return act.ignore(content, aps, push)
     if is_future(content.timestamp, push.now):
         return act.ignore(Detail.FUTURE_TIMESTAMP, aps, push)
+    held = act.held
+    if held is not None and held.content.timestamp > content.timestamp:
+        act.held = None
+        act._apply(held.content)
+        act.log.add(push.now, "update", held.content.timestamp, "released:end", held.push)
+    act._drop_held(push.now)
     why = act._order_check(content.timestamp)
     if why is None:
         act._apply(content)
@@ -436,12 +591,13 @@ def _on_end(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushR
     return PushResult(ActivityOutcome.ENDED, why or "")
 
 
-def _on_gone(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts) -> PushResult:
+def _on_gone(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts, gate: Gate) -> PushResult:
     """ENDED/DISMISSED + anything: a push after the end is ignored (apns.md §6)."""
+    del gate
     return act.ignore(Detail.ACTIVITY_ENDED, aps, push)
 
 
-_PushHandler = Callable[[LiveActivity, Mapping[str, Any], PushFacts], PushResult]
+_PushHandler = Callable[[LiveActivity, Mapping[str, Any], PushFacts, Gate], PushResult]
 
 _PUSH_TRANSITIONS: Final[dict[tuple[ActivityState, PushEvent], _PushHandler]] = {
     (ActivityState.ACTIVE, PushEvent.UPDATE): _on_update,
@@ -466,6 +622,7 @@ def _become_stale(act: LiveActivity, at: float) -> None:
 
 def _end_by_system(act: LiveActivity, at: float) -> None:
     """ACTIVE/STALE + 8 h lifetime reached → ENDED, dismissed 4 h later (apns.md §6)."""
+    act._drop_held(at, Detail.ACTIVITY_ENDED)
     act.state = ActivityState.ENDED
     act.ended_at = at
     act.dismissal_at = at + LOCK_SCREEN_AFTER_END

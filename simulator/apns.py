@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from engine.apns import wire
 from engine.apns.reasons import Reason, status_of
 from simulator.auth import ConnectionAuth, KeyRing
+from simulator.budget import PerTokenLimit
 from simulator.devices import DeliveryOutcome, DeviceRegistry, TokenReport
 from simulator.faults import ConnectionFaults, FaultAction, FaultPlan
 from simulator.protocol import Request
@@ -46,6 +47,8 @@ class SimulatorConfig:
     max_active_activities: int = 5
     push_log_size: int = 10_000
     seed: int = 0
+    token_rate_limit: int | None = 100  # pushes per token per window, then 429 (None: no limit)
+    token_rate_window: float = 10.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,11 @@ class FakeApns:
         self.listeners: list[PushListener] = []
         self.token_sinks: list[Callable[[TokenReport], None]] = []
         self.counters = Counters()
+        self.token_limit = (
+            None
+            if config.token_rate_limit is None
+            else PerTokenLimit(config.token_rate_limit, config.token_rate_window)
+        )
         self._seq = itertools.count(1)
         self._conn_index = itertools.count()
         self._rng = random.Random(f"apns-id:{config.seed}")
@@ -181,6 +189,13 @@ class FakeApns:
             self._count_fault(action.reject.value)
             verdict_rejection: Rejection | None = Rejection(action.reject, status_of(action.reject))
             push: DevicePush | None = None
+        elif (
+            verdict.push is not None
+            and self.token_limit is not None
+            and not self.token_limit.take(verdict.push.token, now)
+        ):
+            # Too many pushes to one device token in a row (apns.md §3): 429, nothing delivered.
+            verdict_rejection, push = Rejection.of(Reason.TOO_MANY_REQUESTS), None
         else:
             verdict_rejection, push = verdict.rejection, verdict.push
         answer = self._answer(conn, request, push, verdict_rejection, apns_id, now)

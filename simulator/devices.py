@@ -58,13 +58,16 @@ from simulator.activity import (
     ActivityState,
     Detail,
     EventLog,
+    HoldReason,
     LiveActivity,
     PushEvent,
     PushFacts,
     is_future,
     parse_start,
 )
-from simulator.profile import DeviceProfile
+from simulator.budget import Bucket
+from simulator.offline import OfflineStore, StoredPush
+from simulator.profile import AllowPrompt, DeviceProfile
 from simulator.validation import TokenInfo, TokenKind
 
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
@@ -104,7 +107,11 @@ class TokenReport:
 
 
 class Device:
-    """One simulated iPhone: its push-to-start token, channels and activities (start order)."""
+    """One simulated iPhone: its tokens, profile, budgets, activities (start order), and store.
+
+    It is the `Gate` its activities ask before showing an update (simulator/activity.py): its
+    profile's priority-5 delay and hourly priority-10 budget (apns.md §1, Budget rules).
+    """
 
     __slots__ = (
         "activities",
@@ -113,9 +120,13 @@ class Device:
         "ignored",
         "log",
         "name",
+        "online",
         "profile",
+        "push_to_start_budget",
         "push_to_start_token",
         "seq",
+        "store",
+        "update_budget",
     )
 
     def __init__(
@@ -126,28 +137,66 @@ class Device:
         log_limit: int,
         profile: DeviceProfile | None = None,
     ) -> None:
-        """A device with no activities yet."""
+        """A device with no activities yet, online, with full budgets."""
         self.name = name
         self.push_to_start_token = push_to_start_token
-        self.profile = profile or DeviceProfile()
+        self.profile = profile = profile or DeviceProfile()
         self.app_tokens = {kind: app_token(push_to_start_token, kind) for kind in APP_TOKEN_KINDS}
         self.channels = list(channels)
         self.activities: OrderedDict[str, LiveActivity] = OrderedDict()
         self.ignored = 0
         self.log = EventLog(log_limit)
         self.seq = 0
+        self.online = True
+        self.store = OfflineStore()
+        self.update_budget = Bucket(profile.hourly_updates)
+        self.push_to_start_budget = Bucket(profile.push_to_start_budget)
 
     def live_count(self) -> int:
         """Activities counting against the per-device limit (active or stale)."""
         return sum(1 for act in self.activities.values() if act.is_live)
 
-    def snapshot(self) -> dict[str, Any]:
+    def hold(self, priority: int, now: float) -> tuple[HoldReason, float] | None:
+        """The `Gate` check for an update arriving at `now` (None: show it now)."""
+        if not self.profile.budgets:
+            return None
+        if priority == 5:  # opportunistic: never counts against the budget (apns.md §1)
+            delay = self.profile.priority5_delay
+            return None if delay <= 0 else (HoldReason.LOW_PRIORITY, now + delay)
+        if self.update_budget.take(now):
+            return None
+        return HoldReason.THROTTLED, self.update_budget.next_at(now)
+
+    def release(self, reason: HoldReason, at: float) -> float | None:
+        """The `Gate` check for a held update falling due at `at` (None: show it now)."""
+        if reason is HoldReason.LOW_PRIORITY or not self.profile.budgets:
+            return None
+        if self.update_budget.take(at):
+            return None
+        return self.update_budget.next_at(at)
+
+    def budget_snapshot(self, now: float) -> dict[str, Any]:
+        """Budgets left at `now` (None when the profile switches budgets off)."""
+        if not self.profile.budgets:
+            return {"updates_left": None, "push_to_start_left": None}
+        return {
+            "updates_left": self.update_budget.remaining(now),
+            "updates_per_hour": self.profile.hourly_updates,
+            "push_to_start_left": self.push_to_start_budget.remaining(now),
+            "push_to_start_per_hour": self.profile.push_to_start_budget,
+        }
+
+    def snapshot(self, now: float) -> dict[str, Any]:
         """The JSON-ready view documented in the module docstring."""
         return {
             "name": self.name,
             "push_to_start_token": self.push_to_start_token,
             "tokens": {kind.value: token for kind, token in self.app_tokens.items()},
             "profile": self.profile.to_json(),
+            "online": self.online,
+            "budget": self.budget_snapshot(now),
+            "stored": self.store.snapshot(),
+            "stored_dropped": self.store.dropped,
             "channels": list(self.channels),
             "ignored": self.ignored,
             "events": self.log.entries(),
@@ -170,8 +219,13 @@ class DeviceRegistry:
         log_limit: int = EVENT_LOG_LIMIT,
         report_limit: int = 10_000,
         retired_limit: int = 100_000,
+        default_profile: DeviceProfile | None = None,
     ) -> None:
-        """Create an empty registry; `rng` is the only source of generated tokens."""
+        """Create an empty registry; `rng` is the only source of generated tokens.
+
+        `default_profile` is the profile of a device added without one (default: `DeviceProfile()`,
+        every budget on).
+        """
         if not 1 <= max_active <= max_kept:
             raise ValueError(f"need 1 <= max_active ({max_active}) <= max_kept ({max_kept})")
         if token_bytes < 1:
@@ -190,6 +244,7 @@ class DeviceRegistry:
         self._reports: deque[TokenReport] = deque(maxlen=report_limit)
         self._retired: deque[str] = deque()
         self._retired_limit = retired_limit
+        self.default_profile = default_profile or DeviceProfile()
         self._due: list[tuple[float, int, Device, LiveActivity]] = []  # min-heap of due times
         self._due_seq = itertools.count()  # tie-breaker, so heap entries never compare objects
         self._activity_count = 0
@@ -228,7 +283,7 @@ class DeviceRegistry:
             token = push_to_start_token.lower()
             if token in self._tokens:
                 raise ValueError(f"token {token[:8]}... for {name!r} is already in use")
-        device = Device(name, token, channels, self._log_limit, profile)
+        device = Device(name, token, channels, self._log_limit, profile or self.default_profile)
         if any(t in self._tokens for t in device.app_tokens.values()):
             raise ValueError(f"the app tokens derived for {name!r} are already in use")
         self._devices[name] = device
@@ -303,27 +358,154 @@ class DeviceRegistry:
         `expiration` and `collapse_id` are the request's headers, for APNs's storage while the
         device is offline.
         """
+        device = self._device_of(token)
+        if device is None:
+            return DeliveryOutcome("", None, ActivityOutcome.IGNORED, Detail.UNKNOWN_TOKEN)
+        if not device.online:
+            stored = StoredPush(
+                token, payload, priority, apns_id, push_type, expiration, collapse_id, now
+            )
+            return self._store(device, stored)
+        return self._deliver_online(
+            token, payload, push_type, collapse_id, PushFacts(now, priority, apns_id)
+        )
+
+    def _device_of(self, token: str) -> Device | None:
+        """The device holding `token` (any kind), or None."""
+        owner = self._owners.get(token)
+        if owner is not None:
+            return owner[0]
+        app_owner = self._app_owners.get(token)
+        return None if app_owner is None else app_owner[0]
+
+    def _deliver_online(
+        self,
+        token: str,
+        payload: Mapping[str, Any],
+        push_type: str,
+        collapse_id: str | None,
+        push: PushFacts,
+    ) -> DeliveryOutcome:
+        """Hand a push to the device that holds `token`, which is online."""
         owner = self._owners.get(token)
         if owner is None:
-            app_owner = self._app_owners.get(token)
-            if app_owner is not None:
-                return self._to_app(app_owner[0], app_owner[1], payload, push_type, collapse_id)
-            return DeliveryOutcome("", None, ActivityOutcome.IGNORED, Detail.UNKNOWN_TOKEN)
+            device, kind = self._app_owners[token]
+            return self._to_app(device, kind, payload, push_type, collapse_id)
         device, act = owner
         aps = payload.get("aps")
         event = aps.get("event") if isinstance(aps, dict) else None
-        push = PushFacts(now, priority, apns_id)
         if act is None:
             return self._to_push_to_start(device, aps, event, push)
+        now = push.now
         self._touch(device, act, now)
         if not isinstance(aps, dict):
             result = act.ignore(Detail.NOT_LIVE_ACTIVITY, {}, push)
         elif event == "update" or event == "end":
-            result = act.receive(PushEvent(event), aps, now=now, priority=priority, apns_id=apns_id)
+            result = act.receive(
+                PushEvent(event),
+                aps,
+                now=now,
+                priority=push.priority,
+                apns_id=push.apns_id,
+                gate=device,
+            )
             self._touch(device, act, now)
         else:
             result = act.ignore(Detail.BAD_EVENT, aps, push)
         return DeliveryOutcome(device.name, act.activity_id, result.outcome, result.detail)
+
+    def _store(self, device: Device, push: StoredPush) -> DeliveryOutcome:
+        """APNs keeps a push for an offline device (apns.md §1, `apns-expiration`)."""
+        facts = PushFacts(push.stored_at, push.priority, push.apns_id)
+        if push.expiration == 0:
+            device.log.add(push.stored_at, "not-stored", None, Detail.NOT_STORED, facts)
+            return DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.NOT_STORED)
+        device.log.add(push.stored_at, "stored", None, "offline", facts)
+        lost = device.store.keep(push)
+        if lost is not None:
+            lost_facts = PushFacts(push.stored_at, lost.priority, lost.apns_id)
+            device.log.add(push.stored_at, "dropped", None, Detail.STORE_FULL, lost_facts)
+        return DeliveryOutcome(device.name, None, ActivityOutcome.STORED, "offline")
+
+    # -- what the user and the network do to a device (the control API's actions) -------------
+
+    def set_online(self, name: str, online: bool, *, now: float) -> list[DeliveryOutcome]:
+        """Take a device off the network or bring it back; coming back delivers what APNs kept.
+
+        Returns what each kept push did, in delivery order (expired ones are dropped).
+        """
+        device = self._device(name)
+        if device.online == online:
+            return []
+        device.online = online
+        device.log.add(now, "online" if online else "offline")
+        if not online:
+            return []
+        self.advance(now)
+        results = []
+        for push in device.store.drain():
+            facts = PushFacts(now, push.priority, push.apns_id)
+            if push.expires_at() < now:
+                device.log.add(now, "dropped", None, Detail.EXPIRED, facts)
+                results.append(
+                    DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.EXPIRED)
+                )
+                continue
+            if self._device_of(push.token) is not device:
+                continue  # its activity was pruned meanwhile
+            results.append(
+                self._deliver_online(
+                    push.token, push.payload, push.push_type, push.collapse_id, facts
+                )
+            )
+        return results
+
+    def allow(self, name: str, activity_id: str, *, now: float) -> str:
+        """The user tapped "Allow": the activity gets its update token, reported as usual."""
+        device, act = self._activity(name, activity_id, now)
+        if not act.awaiting_allow:
+            raise LookupError(f"activity {activity_id!r} on {name!r} is not waiting for Allow")
+        self._issue_token(device, act, now)
+        return act.token
+
+    def deny(self, name: str, activity_id: str, *, now: float) -> None:
+        """The user tapped "Don't Allow": the activity ends and leaves the Lock Screen."""
+        device, act = self._activity(name, activity_id, now)
+        if not act.awaiting_allow:
+            raise LookupError(f"activity {activity_id!r} on {name!r} is not waiting for Allow")
+        act.awaiting_allow = False
+        act.dismiss(now, Detail.DENIED)
+        self._touch(device, act, now)
+
+    def dismiss(self, name: str, activity_id: str, *, now: float) -> None:
+        """The user swiped the activity away: its token answers 410 from `now` (apns.md §3)."""
+        device, act = self._activity(name, activity_id, now)
+        if act.state is ActivityState.DISMISSED:
+            raise LookupError(f"activity {activity_id!r} on {name!r} is already dismissed")
+        act.dismiss(now, "user")
+        self._touch(device, act, now)
+
+    def rotate(self, name: str, activity_id: str, *, now: float) -> str:
+        """ActivityKit hands the activity a new update token (`rotate_token`, by name)."""
+        _, act = self._activity(name, activity_id, now)
+        if not act.token:
+            raise LookupError(f"activity {activity_id!r} on {name!r} has no update token yet")
+        return self.rotate_token(act.token, now=now)
+
+    def _device(self, name: str) -> Device:
+        device = self._devices.get(name)
+        if device is None:
+            raise KeyError(f"no simulated device named {name!r}")
+        return device
+
+    def _activity(self, name: str, activity_id: str, now: float) -> tuple[Device, LiveActivity]:
+        """A device's activity, advanced to `now`; KeyError names what is missing."""
+        device = self._device(name)
+        act = device.activities.get(activity_id)
+        if act is None:
+            raise KeyError(f"device {name!r} has no activity {activity_id!r}")
+        self._touch(device, act, now)
+        return device, act
 
     def advance(self, now: float) -> None:
         """Materialise every time transition due by `now` (cheap when nothing is due).
@@ -336,14 +518,14 @@ class DeviceRegistry:
             if act.scheduled != due:
                 continue  # superseded by a later push, or pruned
             act.scheduled = None
-            self._touch(device, act, now)
+            self._touch(device, act, due)  # one event at a time, in time order across activities
 
     # -- inspection -----------------------------------------------------------------------------
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         """Every device in the order added, as of `now` (shape in the module docstring)."""
         self.advance(now)
-        return [device.snapshot() for device in self._devices.values()]
+        return [device.snapshot(now) for device in self._devices.values()]
 
     def device_snapshot(self, name: str, now: float) -> dict[str, Any] | None:
         """One device as of `now`, or None when there is no such device."""
@@ -351,7 +533,7 @@ class DeviceRegistry:
         if device is None:
             return None
         self._advance_device(device, now)
-        return device.snapshot()
+        return device.snapshot(now)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -373,12 +555,13 @@ class DeviceRegistry:
             return self._ignore_start(device, Detail.DUPLICATE_START, aps, push)
         if device.live_count() >= self._max_active:
             return self._ignore_start(device, Detail.LIMIT_REACHED, aps, push)
+        if device.profile.budgets and not device.push_to_start_budget.take(push.now):
+            return self._ignore_start(device, Detail.PUSH_TO_START_BUDGET, aps, push)
         device.seq += 1
         activity_id = f"{device.name}-{device.seq}"
-        token = self._new_token()
         act = LiveActivity(
             activity_id=activity_id,
-            token=token,
+            token="",
             start=start,
             now=push.now,
             log_limit=self._log_limit,
@@ -387,13 +570,31 @@ class DeviceRegistry:
         )
         device.activities[activity_id] = act
         self._activity_count += 1
-        self._register(device, token, TokenKind.ACTIVITY)
-        self._owners[token] = (device, act)
         device.log.add(push.now, "start", start.timestamp, activity_id, push)
-        self._report(device, act, push.now)
         self._schedule(device, act)
         self._prune(device, push.now)
+        prompt = device.profile.allow_prompt
+        if prompt is AllowPrompt.DENY:  # the user answers "Don't Allow" at once
+            act.dismiss(push.now, Detail.DENIED)
+            self._touch(device, act, push.now)
+            return DeliveryOutcome(device.name, activity_id, ActivityOutcome.ENDED, Detail.DENIED)
+        if prompt is AllowPrompt.MANUAL:  # the token waits for `allow` (apns.md §6, Tokens)
+            act.awaiting_allow = True
+            return DeliveryOutcome(
+                device.name, activity_id, ActivityOutcome.STARTED, "awaiting-allow"
+            )
+        token = self._issue_token(device, act, push.now)
         return DeliveryOutcome(device.name, activity_id, ActivityOutcome.STARTED, "", token)
+
+    def _issue_token(self, device: Device, act: LiveActivity, now: float) -> str:
+        """Give a started activity its update token and queue the app's report of it."""
+        token = self._new_token()
+        act.token = token
+        act.awaiting_allow = False
+        self._register(device, token, TokenKind.ACTIVITY)
+        self._owners[token] = (device, act)
+        self._report(device, act, now)
+        return token
 
     def _to_app(
         self,
@@ -439,7 +640,7 @@ class DeviceRegistry:
 
     def _touch(self, device: Device, act: LiveActivity, now: float) -> None:
         """Advance one activity, then sync its token and its place in the due-time queue."""
-        act.advance(now)
+        act.advance(now, device)
         at_ms = act.unregistered_at_ms
         if at_ms is not None:  # dismissed: its update token is gone (410 from now on)
             info = self._tokens.get(act.token)
@@ -492,8 +693,9 @@ class DeviceRegistry:
             del device.activities[victim.activity_id]
             self._activity_count -= 1
             victim.scheduled = None
-            self._owners.pop(victim.token, None)
-            self._retire(victim.token)
+            if victim.token:  # an activity still waiting for Allow has none
+                self._owners.pop(victim.token, None)
+                self._retire(victim.token)
 
     def _retire(self, token: str) -> None:
         """Keep a dead token answering 410, for a bounded number of later dead tokens."""

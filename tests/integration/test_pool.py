@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
@@ -39,10 +40,19 @@ from engine.apns.tokens import TokenSource
 from engine.apns.transport import ConnectError
 from engine.config import DeliveryConfig
 from simulator.faults import FaultPlan
-from tests.helpers.simkit import TOPIC, Kit, make_kit, start_body
+from tests.helpers.simkit import TOPIC, Kit, start_body
+from tests.helpers.simkit import make_kit as make_sim_kit
 
 AUTHORITY = "api.push.apple.com"
 _PING, _RST_STREAM = 0x6, 0x3
+
+
+def make_kit(**config: Any) -> Kit:
+    """A kit without APNs's per-token limit: these tests load one token with up to a thousand
+    pushes to exercise streams and connections; the 429 rule has its own tests (test_sim_budgets).
+    """
+    config.setdefault("token_rate_limit", None)
+    return make_sim_kit(**config)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from simulator.activity import _PUSH_TRANSITIONS, ActivityState, PushEvent
 from simulator.devices import ActivityOutcome, DeliveryOutcome, DeviceRegistry
+from simulator.profile import DeviceProfile
 from simulator.validation import TokenKind
 
 BUNDLE = "com.example.app"
@@ -20,7 +21,12 @@ T0 = 1_700_000_000.0
 HOUR = 3600.0
 
 
+IDEAL = DeviceProfile(budgets=False)
+"""An idealised phone: these tests are about ActivityKit's rules, not budgets (test_sim_budgets)."""
+
+
 def make_registry(seed: int = 7, **kwargs: Any) -> DeviceRegistry:
+    kwargs.setdefault("default_profile", IDEAL)
     return DeviceRegistry(bundle_id=BUNDLE, rng=random.Random(seed), **kwargs)
 
 
@@ -451,6 +457,10 @@ DEVICE_KEYS = {
     "push_to_start_token",
     "tokens",
     "profile",
+    "online",
+    "budget",
+    "stored",
+    "stored_dropped",
     "channels",
     "ignored",
     "events",
@@ -472,6 +482,11 @@ ACTIVITY_KEYS = {
     "applied",
     "ignored",
     "order_violations",
+    "held",
+    "throttled",
+    "delayed",
+    "superseded",
+    "awaiting_allow",
     "started_at",
     "ended_at",
     "events",
