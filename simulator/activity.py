@@ -26,9 +26,10 @@ Held updates (apns.md §1, Budget rules): the device's `Gate` decides whether an
 once. A priority-5 update waits a short delay (longer in Low Power Mode); a priority-10 update past
 the hourly budget is throttled until the budget regains one. An activity holds at most one update,
 the newest: a newer push replaces the held one (`superseded`), an older one is ordered against it
-as against the shown state. An update applied at once drops an older held one. An `end` is never
-held: it applies a held update first when that one is newer, else drops it. A held update is
-applied when due, if it is still the newest; the system ending the activity drops it.
+as against the shown state. A priority-5 update replacing a priority-5 one keeps the earlier due
+time, so a steady stream of them is shown every delay, not starved. An update applied at once
+drops an older held one. An `end` is never held: it applies a held update first when that one is
+newer, else drops it. A held update is applied when due; the system ending the activity drops it.
 """
 
 from __future__ import annotations
@@ -491,6 +492,8 @@ class LiveActivity:
     def _hold(self, content: _Content, push: PushFacts, reason: HoldReason, due: float) -> None:
         """Hold `content` (newer than anything held: the caller checked), replacing what was."""
         if self.held is not None:
+            if reason is HoldReason.LOW_PRIORITY and self.held.reason is reason:
+                due = min(due, self.held.due)  # a burst of priority-5 updates lands together
             self._drop_held(push.now)
         self.held = Held(content, push, reason, due)
         if reason is HoldReason.THROTTLED:

@@ -225,7 +225,7 @@ class FakeApns:
             self.counters.accepted += 1
             for listener in self.listeners:
                 listener.on_accepted(push, outcome.device)
-            self._forward_token_reports()
+            self.forward_token_reports()
             self._stream_policy(conn, ok=True)
             status, body, reason = 200, b"", None
         else:
@@ -236,8 +236,11 @@ class FakeApns:
         self._record(conn, request, status, reason, apns_id, push, outcome, now)
         return Answer(status=status, apns_id=apns_id, body=body)
 
-    def _forward_token_reports(self) -> None:
-        # Drained on every push so the registry's queue never fills; with no sink they are dropped.
+    def forward_token_reports(self) -> None:
+        """Hand queued update-token reports to the sinks (after a push, or a control action).
+
+        Drained on every push so the registry's queue never fills; with no sink they are dropped.
+        """
         for report in self.registry.token_reports():
             for sink in self.token_sinks:
                 sink(report)

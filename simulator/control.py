@@ -5,7 +5,12 @@ Routes (shapes in the README):
 - `GET  /info`                 → where the CA, signing key and APNs listener are, plus counters
 - `GET  /devices`              → every simulated device with its Live Activities
 - `GET  /devices/{name}`       → one device (404 if unknown)
-- `POST /devices`              → create a device: `{"name", "push_to_start_token"?, "channels"?}`
+- `POST /devices`              → create a device: `{"name", "push_to_start_token"?, "channels"?,
+                                 "profile"?}` (profile fields: simulator/profile.py)
+- `POST /devices/{name}/actions` → what the user or the network does to a device:
+                                 `{"action": "allow" | "deny" | "dismiss" | "rotate-token" |
+                                 "offline" | "online", "activity_id"?}`; answers
+                                 `{"action", "device", "activity_id"?, "token"?, "delivered"?}`
 - `GET  /pushes?limit=N&token=T` → the newest received pushes with their outcome, oldest first
 
 Errors are always `{"error": "<code>", "message": "<sentence>"}`.
@@ -14,12 +19,15 @@ Errors are always `{"error": "<code>", "message": "<sentence>"}`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, Final, Literal, TypeVar
+from urllib.parse import parse_qs, unquote
 
 import msgspec
 
 from simulator.apns import FakeApns
+from simulator.profile import DeviceProfile
+
+_T = TypeVar("_T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,6 +44,17 @@ class NewDevice(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     push_to_start_token: str | None = None
     channels: list[str] = msgspec.field(default_factory=list)
+    profile: DeviceProfile | None = None
+
+
+class DeviceAction(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of `POST /devices/{name}/actions`."""
+
+    action: Literal["allow", "deny", "dismiss", "rotate-token", "offline", "online"]
+    activity_id: str | None = None
+
+
+_NEEDS_ACTIVITY: Final = frozenset({"allow", "deny", "dismiss", "rotate-token"})
 
 
 class ControlError(Exception):
@@ -82,9 +101,13 @@ class ControlApp:
             return 200, {"devices": self.apns.registry.snapshot(now)}
         if parts == ["devices"] and method == "POST":
             return 201, self._create_device(body, now)
+        if len(parts) == 3 and parts[0] == "devices" and parts[2] == "actions":
+            if method != "POST":
+                raise ControlError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+            return 200, self._act(unquote(parts[1]), body, now)
         if len(parts) == 2 and parts[0] == "devices" and method == "GET":
             self.apns.registry.advance(now)
-            device = self.apns.registry.device_snapshot(parts[1], now)
+            device = self.apns.registry.device_snapshot(unquote(parts[1]), now)
             if device is None:
                 raise ControlError(404, "not_found", f"no simulated device named {parts[1]!r}")
             return 200, device
@@ -95,17 +118,13 @@ class ControlApp:
         raise ControlError(404, "not_found", f"no route for {path}")
 
     def _create_device(self, body: bytes, now: float) -> dict[str, Any]:
-        try:
-            new = msgspec.json.decode(body or b"{}", type=NewDevice)
-        except msgspec.ValidationError as exc:
-            raise ControlError(400, "bad_request", f"invalid device: {exc}") from None
-        except msgspec.DecodeError:
-            raise ControlError(400, "bad_request", "body is not valid JSON") from None
+        new = _decode(body, NewDevice, "device")
         try:
             self.apns.registry.add_device(
                 new.name,
                 push_to_start_token=new.push_to_start_token,
                 channels=new.channels,
+                profile=new.profile,
                 now=now,
             )
         except ValueError as exc:
@@ -113,6 +132,43 @@ class ControlApp:
         snapshot = self.apns.registry.device_snapshot(new.name, now)
         assert snapshot is not None
         return snapshot
+
+    def _act(self, name: str, body: bytes, now: float) -> dict[str, Any]:
+        """Carry out one device action; the answer carries the device as it is afterwards."""
+        act = _decode(body, DeviceAction, "action")
+        registry = self.apns.registry
+        if registry.device_snapshot(name, now) is None:
+            raise ControlError(404, "not_found", f"no simulated device named {name!r}")
+        answer: dict[str, Any] = {"action": act.action}
+        if act.action in _NEEDS_ACTIVITY:
+            if act.activity_id is None:
+                raise ControlError(400, "bad_request", f"{act.action!r} needs an activity_id")
+            answer["activity_id"] = act.activity_id
+        try:
+            answer.update(self._do(act, name, now))
+        except KeyError as exc:
+            raise ControlError(404, "not_found", str(exc.args[0])) from None
+        except LookupError as exc:
+            raise ControlError(409, "conflict", str(exc)) from None
+        self.apns.forward_token_reports()
+        answer["device"] = registry.device_snapshot(name, now)
+        return answer
+
+    def _do(self, act: DeviceAction, name: str, now: float) -> dict[str, Any]:
+        """The registry call behind one action, and what it adds to the answer."""
+        registry, activity_id = self.apns.registry, act.activity_id or ""
+        if act.action == "allow":
+            return {"token": registry.allow(name, activity_id, now=now)}
+        if act.action == "rotate-token":
+            return {"token": registry.rotate(name, activity_id, now=now)}
+        if act.action == "deny":
+            registry.deny(name, activity_id, now=now)
+        elif act.action == "dismiss":
+            registry.dismiss(name, activity_id, now=now)
+        else:
+            outcomes = registry.set_online(name, act.action == "online", now=now)
+            return {"delivered": [o.to_json() for o in outcomes]}
+        return {}
 
     def _pushes(self, query: bytes) -> list[dict[str, Any]]:
         params = parse_qs(query.decode("latin-1"))
@@ -125,6 +181,16 @@ class ControlApp:
         token = params.get("token", [None])[0]
         records = [r for r in self.apns.log if token is None or r.token == token]
         return [r.to_json() for r in records[-limit:]]
+
+
+def _decode(body: bytes, kind: type[_T], what: str) -> _T:
+    """Decode a JSON body into `kind`; a 400 saying what is wrong otherwise."""
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise ControlError(400, "bad_request", f"invalid {what}: {exc}") from None
+    except msgspec.DecodeError:
+        raise ControlError(400, "bad_request", "body is not valid JSON") from None
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -92,6 +92,15 @@ class DeliveryOutcome:
     detail: str = ""
     issued_token: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (the control API's `delivered` list)."""
+        return {
+            "device": self.device,
+            "activity_id": self.activity_id,
+            "outcome": self.outcome.value,
+            "detail": self.detail,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class TokenReport:

@@ -55,7 +55,10 @@ async def push_all(pool: ApnsPool, requests: list[PushRequest]) -> list[StreamRe
 
 
 async def run_flow(kit: Kit, endpoint: ApnsEndpoint) -> None:
-    """200 pushes that APNs accepts and one with a bad device token, through a pool of 2."""
+    """200 pushes that APNs accepts and one with a bad device token, through a pool of 2.
+
+    The kit has no per-token limit: the 200 go to one token to exercise the streams.
+    """
     tokens = TokenSource(kit.key, wall_clock=kit.now)
     pool = ApnsPool(
         tcp_connector(endpoint, connect_timeout=5.0),
@@ -82,7 +85,7 @@ async def run_flow(kit: Kit, endpoint: ApnsEndpoint) -> None:
 
 
 async def test_pool_over_tls_with_alpn_h2(tmp_path: Path) -> None:
-    kit = make_kit()
+    kit = make_kit(token_rate_limit=None)
     paths = ensure_certificates(tmp_path)
     with trio.fail_after(30):
         async with serving(kit, server_ssl_context(paths)) as port:
@@ -93,14 +96,14 @@ async def test_pool_over_tls_with_alpn_h2(tmp_path: Path) -> None:
 
 
 async def test_pool_over_plaintext_h2c() -> None:
-    kit = make_kit()
+    kit = make_kit(token_rate_limit=None)
     with trio.fail_after(30):
         async with serving(kit, None) as port:
             await run_flow(kit, ApnsEndpoint(host="127.0.0.1", port=port, tls=False))
 
 
 async def test_an_untrusted_certificate_is_a_clear_connect_error(tmp_path: Path) -> None:
-    kit = make_kit()
+    kit = make_kit(token_rate_limit=None)
     paths = ensure_certificates(tmp_path)
     with trio.fail_after(30):
         async with serving(kit, server_ssl_context(paths)) as port:
@@ -111,7 +114,7 @@ async def test_an_untrusted_certificate_is_a_clear_connect_error(tmp_path: Path)
 
 
 async def test_a_wrong_server_name_is_rejected(tmp_path: Path) -> None:
-    kit = make_kit()
+    kit = make_kit(token_rate_limit=None)
     paths = ensure_certificates(tmp_path)
     with trio.fail_after(30):
         async with serving(kit, server_ssl_context(paths)) as port:

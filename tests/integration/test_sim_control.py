@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -14,7 +15,7 @@ from simulator.cli import options_from_args, register
 from simulator.runner import Simulator, SimulatorOptions
 from tests.helpers.h2client import H2TestClient
 from tests.helpers.httpget import request_json
-from tests.helpers.simkit import start_body
+from tests.helpers.simkit import start_body, update_body
 
 
 async def test_control_api_lists_devices_pushes_and_creates_devices(tmp_path: Path) -> None:
@@ -63,6 +64,99 @@ async def test_control_api_lists_devices_pushes_and_creates_devices(tmp_path: Pa
             assert (await request_json("GET", base + "/devices/nope"))[0] == 404
             assert (await request_json("GET", base + "/pushes?limit=zero"))[0] == 400
             assert (await request_json("DELETE", base + "/devices"))[0] == 405
+            await stream.aclose()
+            await sim.stop()
+
+
+async def test_device_actions_allow_rotate_offline_dismiss_over_http(tmp_path: Path) -> None:
+    sim = Simulator.build(
+        SimulatorOptions(port=0, control_port=0, devices=0, state_dir=tmp_path, tls=False)
+    )
+    reports: list[Any] = []
+    sim.apns.token_sinks.append(reports.append)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            ends = await nursery.start(sim.run)
+            base = f"http://127.0.0.1:{ends.control_port}"
+            profile = {"allow_prompt": "manual", "low_priority_delay": 0}
+            status, device = await request_json(
+                "POST", base + "/devices", {"name": "ipad", "profile": profile}
+            )
+            assert status == 201 and device["profile"]["allow_prompt"] == "manual"
+            assert device["online"] and device["budget"]["updates_left"] == 30
+            bad = await request_json(
+                "POST", base + "/devices", {"name": "x", "profile": {"allow_prompt": "maybe"}}
+            )
+            assert bad[0] == 400 and "allow_prompt" in bad[1]["message"]
+
+            stream = await trio.open_tcp_stream("127.0.0.1", ends.apns_port)
+            client = H2TestClient(stream)
+            await client.start()
+            topic = sim.info()["topic"]
+
+            jwt = ProviderToken.issue(sim.key, int(time.time())).value
+
+            async def push(token: str, body: bytes) -> Any:
+                return await client.request(client.headers(token, jwt, topic), body)
+
+            now = int(time.time())
+            assert (await push(device["push_to_start_token"], start_body(ts=now))).status == 200
+            actions = base + "/devices/ipad/actions"
+            _, snap = await request_json("GET", base + "/devices/ipad")
+            [act] = snap["activities"]
+            assert act["awaiting_allow"] and act["token"] == "" and reports == []
+
+            status, done = await request_json(
+                "POST", actions, {"action": "allow", "activity_id": act["activity_id"]}
+            )
+            assert (
+                status == 200
+                and done["token"]
+                and [r.activity_token for r in reports] == [done["token"]]
+            )
+            again = await request_json(
+                "POST", actions, {"action": "allow", "activity_id": act["activity_id"]}
+            )
+            assert again[0] == 409 and again[1]["error"] == "conflict"
+            status, rotated = await request_json(
+                "POST", actions, {"action": "rotate-token", "activity_id": act["activity_id"]}
+            )
+            token = rotated["token"]
+            assert status == 200 and token != done["token"] and reports[-1].activity_token == token
+            old = await push(done["token"], update_body({"v": 0}, now + 1))
+            assert (old.status, old.reason) == (410, "Unregistered")
+
+            assert (await request_json("POST", actions, {"action": "offline"}))[0] == 200
+            assert (await push(token, update_body({"v": 1}, now + 2))).status == 200
+            _, snap = await request_json("GET", base + "/devices/ipad")
+            assert not snap["online"] and len(snap["stored"]) == 1
+            assert snap["activities"][0]["content_state"] == {"title": "Deploy"}
+            status, back = await request_json("POST", actions, {"action": "online"})
+            assert status == 200 and [d["outcome"] for d in back["delivered"]] == ["applied"]
+            assert back["device"]["activities"][0]["content_state"] == {"v": 1}
+
+            status, gone = await request_json(
+                "POST", actions, {"action": "dismiss", "activity_id": act["activity_id"]}
+            )
+            assert status == 200 and gone["device"]["activities"][0]["state"] == "dismissed"
+            late = await push(token, update_body({"v": 2}, now + 3))
+            assert (late.status, late.reason) == (410, "Unregistered")
+            assert isinstance(late.json()["timestamp"], int)
+
+            for body, code in [
+                ({"action": "dismiss"}, 400),  # needs an activity_id
+                ({"action": "explode"}, 400),
+                ({"action": "dismiss", "activity_id": "nope"}, 404),
+                ({"action": "deny", "activity_id": act["activity_id"]}, 409),
+            ]:
+                answer = await request_json("POST", actions, body)
+                assert answer[0] == code, (body, answer)
+                assert set(answer[1]) == {"error", "message"}
+            missing = await request_json(
+                "POST", base + "/devices/nobody/actions", {"action": "online"}
+            )
+            assert missing[0] == 404 and "nobody" in missing[1]["message"]
+            assert (await request_json("GET", actions))[0] == 405
             await stream.aclose()
             await sim.stop()
 
