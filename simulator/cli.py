@@ -26,6 +26,7 @@ from simulator.apns import SimulatorConfig
 from simulator.certs import ensure_certificates, server_ssl_context
 from simulator.fastserve import SinkStats, serve_fast_sink
 from simulator.faults import FaultPlan
+from simulator.profile import AllowPrompt, DeviceProfile, parse_profile
 from simulator.runner import Simulator, SimulatorOptions
 
 
@@ -78,14 +79,72 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="drop MAX_CONCURRENT_STREAMS to 1 after a rejection, as APNs was seen to",
     )
     p.add_argument("--max-active", type=int, default=5, help="active activities per device (5)")
+    _profile_arguments(p)
     p.add_argument("--report-url", help="POST each new Live Activity update token here")
     p.add_argument("--report-key", help="bearer credential for --report-url")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(handler=main)
 
 
+def _profile_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags for the profile of every device the simulator creates (simulator/profile.py)."""
+    g = p.add_argument_group("device profile (the README lists every default and its source)")
+    g.add_argument(
+        "--profile", metavar="JSON", help="every field at once, e.g. '{\"low_power\": true}'"
+    )
+    g.add_argument(
+        "--frequent-updates",
+        action="store_true",
+        help="apps declare NSSupportsLiveActivitiesFrequentUpdates (a larger hourly budget)",
+    )
+    g.add_argument("--low-power", action="store_true", help="Low Power Mode: priority 5 waits long")
+    g.add_argument(
+        "--allow-prompt",
+        choices=[a.value for a in AllowPrompt],
+        help="how the user answers the Allow prompt after a push-to-start (default auto)",
+    )
+    g.add_argument(
+        "--no-budgets", action="store_true", help="an idealised phone: no budget, no delay"
+    )
+    g.add_argument(
+        "--token-rate-limit",
+        type=int,
+        default=SimulatorConfig().token_rate_limit,
+        metavar="N",
+        help="pushes to one token per 10 s before APNs answers 429 (0: no limit; default 100)",
+    )
+
+
+def profile_from_args(args: argparse.Namespace) -> DeviceProfile:
+    """The device profile the flags describe (`--profile` first, then the single flags)."""
+    profile = parse_profile(args.profile.encode()) if args.profile else DeviceProfile()
+    changes: dict[str, object] = {}
+    if args.frequent_updates:
+        changes["frequent_updates"] = True
+    if args.low_power:
+        changes["low_power"] = True
+    if args.allow_prompt:
+        changes["allow_prompt"] = AllowPrompt(args.allow_prompt)
+    if args.no_budgets:
+        changes["budgets"] = False
+    return msgspec.structs.replace(profile, **changes) if changes else profile
+
+
+def describe_profile(profile: DeviceProfile) -> str:
+    """One banner line: the rules a device of this profile applies."""
+    if not profile.budgets:
+        return f"no budgets (idealised), Allow {profile.allow_prompt}, {profile.environment}"
+    return (
+        f"{profile.hourly_updates} priority-10 updates/h, {profile.push_to_start_budget} "
+        f"push-to-starts/h, priority 5 after {profile.priority5_delay:g} s, "
+        f"Allow {profile.allow_prompt}, {profile.environment}"
+    )
+
+
 def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
     """Translate parsed arguments into `SimulatorOptions` (raises ValueError on bad values)."""
+    if args.token_rate_limit < 0:
+        raise ValueError(f"--token-rate-limit is out of range: {args.token_rate_limit}")
     for name in ("devices", "max_streams", "max_active"):
         if getattr(args, name) < (0 if name == "devices" else 1):
             raise ValueError(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
@@ -98,6 +157,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         drop_to_one_after_rejection=args.drop_to_one,
         max_active_activities=args.max_active,
         seed=args.seed,
+        token_rate_limit=args.token_rate_limit or None,
     )
     return SimulatorOptions(
         host=args.host,
@@ -112,6 +172,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         report_url=args.report_url,
         report_key=args.report_key,
         config=config,
+        profile=profile_from_args(args),
     )
 
 
@@ -178,6 +239,7 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
     ):
         if info.get(key):
             print(f"  {label:<18} {info[key]}")
+    print(f"  {'device profile':<18} {describe_profile(simulator.options.profile)}")
     for device in simulator.apns.registry.snapshot(simulator.apns.wall_clock()):
         print(f"  device {device['name']:<11} push-to-start token {device['push_to_start_token']}")
     print("Ctrl-C drains and exits.", flush=True)

@@ -28,6 +28,7 @@ from simulator.certs import CertificatePaths, ensure_certificates, server_ssl_co
 from simulator.control import ControlApp
 from simulator.devices import DeviceRegistry
 from simulator.faults import FaultPlan
+from simulator.profile import DeviceProfile
 from simulator.record import PushRecorder
 from simulator.reporting import TokenReporter
 from simulator.server import ApnsServer
@@ -52,6 +53,7 @@ class SimulatorOptions:
     report_key: str | None = field(default=None, repr=False)
     drain_seconds: float = 5.0
     config: SimulatorConfig = field(default_factory=SimulatorConfig)
+    profile: DeviceProfile = field(default_factory=DeviceProfile)  # of every device it creates
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class Simulator:
             bundle_id=config.bundle_id,
             rng=random.Random(f"devices:{config.seed}"),
             max_active=config.max_active_activities,
+            default_profile=options.profile,
         )
         now = wall_clock()
         for n in range(1, options.devices + 1):

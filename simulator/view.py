@@ -318,6 +318,21 @@ def _lifecycle(activity: Mapping[str, Any], now: float) -> Text:
     return text
 
 
+def _waiting(activity: Mapping[str, Any], now: float) -> Text | None:
+    """What the device holds back: the Allow prompt, or a throttled / delayed update."""
+    if activity.get("awaiting_allow"):
+        return Text("⏸ awaiting Allow: no update token yet", style="bold yellow")
+    held = activity.get("held")
+    if not isinstance(held, dict):
+        return None
+    reason = (
+        "throttled (budget spent)" if held.get("reason") == "throttled" else "delayed (priority 5)"
+    )
+    due = _num(held.get("due_at"))
+    when = "" if due is None else " · shows " + format_when(due, now)
+    return Text(f"⏳ newer update {reason}{when}", style="yellow")
+
+
 def _footer(activity: Mapping[str, Any], now: float) -> Text:
     started = _num(activity.get("started_at"))
     bits = [f"id {activity.get('activity_id', '?')}"]
@@ -347,6 +362,9 @@ def render_activity(activity: Mapping[str, Any], *, now: float) -> Panel:
         line = " — ".join(s for s in (_str(alert.get("title")), _str(alert.get("body"))) if s)
         parts.append(Text("alert: " + line, style="dim"))
     parts.append(_lifecycle(activity, now))
+    waiting = _waiting(activity, now)
+    if waiting is not None:
+        parts.append(waiting)
     parts.append(_footer(activity, now))
     dismissed = lifecycle == "dismissed"
     return Panel(
@@ -375,6 +393,13 @@ def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
         info.append("channels " + ", ".join(str(c) for c in channels))
     if device.get("ignored"):
         info.append(f"ignored starts {device['ignored']}")
+    budget = device.get("budget")
+    if isinstance(budget, dict) and budget.get("updates_left") is not None:
+        info.append(f"budget {budget['updates_left']}/{budget.get('updates_per_hour', '?')} per h")
+    offline = device.get("online") is False
+    if offline:
+        stored = device.get("stored")
+        info.append(f"OFFLINE · APNs keeps {len(stored) if isinstance(stored, list) else 0}")
     return Panel(
         body,
         title=Text(str(device.get("name", "?")), style="bold"),
@@ -382,7 +407,7 @@ def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
         subtitle=Text(" · ".join(info), style="dim"),
         subtitle_align="right",
         box=box.HEAVY,
-        border_style="bright_white",
+        border_style="red" if offline else "bright_white",
     )
 
 

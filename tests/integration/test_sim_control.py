@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from engine.apns.auth import ProviderToken
-from simulator.cli import options_from_args, register
+from simulator.cli import describe_profile, options_from_args, register
+from simulator.profile import AllowPrompt, DeviceProfile
 from simulator.runner import Simulator, SimulatorOptions
 from tests.helpers.h2client import H2TestClient
 from tests.helpers.httpget import request_json
@@ -165,6 +166,34 @@ def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     return parser.parse_args(["simulator", *argv])
+
+
+def test_cli_profile_flags() -> None:
+    options = options_from_args(_parse())
+    assert options.profile == DeviceProfile() and options.config.token_rate_limit == 100
+    assert "30 priority-10 updates/h, 10 push-to-starts/h" in describe_profile(options.profile)
+    options = options_from_args(
+        _parse(
+            "--profile",
+            '{"update_budget": 7, "low_priority_delay": 2}',
+            "--low-power",
+            "--allow-prompt",
+            "manual",
+            "--token-rate-limit",
+            "0",
+        )
+    )
+    assert options.profile == DeviceProfile(
+        update_budget=7, low_priority_delay=2, low_power=True, allow_prompt=AllowPrompt.MANUAL
+    )
+    assert options.config.token_rate_limit is None
+    ideal = options_from_args(_parse("--no-budgets", "--frequent-updates")).profile
+    assert not ideal.budgets and ideal.frequent_updates
+    assert describe_profile(ideal).startswith("no budgets")
+    with pytest.raises(ValueError, match="update_budget"):
+        options_from_args(_parse("--profile", '{"update_budget": 0}'))
+    with pytest.raises(ValueError, match="token-rate-limit"):
+        options_from_args(_parse("--token-rate-limit", "-1"))
 
 
 def test_cli_options_and_errors(tmp_path: Path) -> None:

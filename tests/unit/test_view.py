@@ -15,6 +15,7 @@ from rich.console import Console
 
 from simulator import view
 from simulator.devices import ActivityOutcome, DeviceRegistry
+from simulator.profile import AllowPrompt, DeviceProfile
 
 T0 = 1_700_000_000.0  # 22:13:20Z
 ATTRIBUTES = "LockstepAttributes"
@@ -155,6 +156,26 @@ def test_stale_activity() -> None:
     deliver(reg, device.push_to_start_token, aps, T0)
     text = draw(view.render_devices({"devices": reg.snapshot(T0 + 20)}, now=T0 + 20))
     assert "stale · stale since 22:13:30Z (10s ago)" in text
+
+
+def test_what_the_device_holds_back_is_drawn() -> None:
+    reg = DeviceRegistry(
+        bundle_id="com.example.app",
+        rng=random.Random(1),
+        default_profile=DeviceProfile(update_budget=1, allow_prompt=AllowPrompt.AUTO),
+    )
+    device = reg.add_device("phone", now=T0)
+    token = deliver(reg, device.push_to_start_token, start_aps(STATES["value"], T0, "v"), T0)
+    update = {"event": "update", "content-state": STATES["value"]}
+    deliver(reg, token.issued_token, {**update, "timestamp": T0 + 1}, T0 + 1)
+    deliver(reg, token.issued_token, {**update, "timestamp": T0 + 2}, T0 + 2)
+    manual = reg.add_device("slow", profile=DeviceProfile(allow_prompt=AllowPrompt.MANUAL), now=T0)
+    deliver(reg, manual.push_to_start_token, start_aps(STATES["value"], T0, "w"), T0)
+    reg.set_online("slow", False, now=T0 + 3)
+    text = draw(view.render_devices({"devices": reg.snapshot(T0 + 5)}, now=T0 + 5), width=120)
+    assert "newer update throttled (budget spent) · shows" in text
+    assert "budget 0/1 per h" in text
+    assert "awaiting Allow" in text and "OFFLINE · APNs keeps 0" in text
 
 
 def test_every_device_is_drawn_in_order_with_its_channels() -> None:
