@@ -190,6 +190,33 @@ class Held:
     reason: HoldReason
     due: float
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to hold it again after a restart."""
+        c, p = self.content, self.push
+        return {
+            "content": [
+                c.timestamp,
+                c.content_state,
+                c.stale_date,
+                c.relevance_score,
+                c.alert,
+                c.dismissal_date,
+            ],
+            "push": [p.now, p.priority, p.apns_id],
+            "reason": self.reason.value,
+            "due": self.due,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Held:
+        """The held update a `to_state` result describes."""
+        return cls(
+            _Content(*state["content"]),
+            PushFacts(*state["push"]),
+            HoldReason(state["reason"]),
+            float(state["due"]),
+        )
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready: what is held, why, and until when."""
         return {
@@ -325,6 +352,17 @@ class EventLog:
         """A copy of the entries, oldest first."""
         return [dict(entry) for entry in self._entries]
 
+    def to_state(self) -> dict[str, Any]:
+        """What a restart keeps (simulator/state.py)."""
+        return {"entries": self.entries(), "dropped": self.dropped}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back a `to_state` result (entries past the limit count as dropped)."""
+        entries = [dict(e) for e in state.get("entries", ()) if isinstance(e, dict)]
+        self._entries.clear()
+        self._entries.extend(entries)
+        self.dropped = int(state.get("dropped", 0)) + max(0, len(entries) - len(self._entries))
+
 
 class LiveActivity:
     """One Live Activity and the pushes it has seen. Mutable; owned by a device."""
@@ -449,6 +487,49 @@ class LiveActivity:
             "events": self.log.entries(),
             "events_dropped": self.log.dropped,
         }
+
+    _STATE_FIELDS: Final = (
+        "activity_id",
+        "token",
+        "attributes_type",
+        "attributes",
+        "content_state",
+        "last_timestamp",
+        "stale_date",
+        "relevance_score",
+        "last_alert",
+        "started_at",
+        "ended_at",
+        "dismissal_at",
+        "applied",
+        "ignored",
+        "order_violations",
+        "throttled",
+        "delayed",
+        "superseded",
+        "awaiting_allow",
+    )
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything a restart keeps (simulator/state.py); JSON-ready."""
+        state = {name: getattr(self, name) for name in self._STATE_FIELDS}
+        state["state"] = self.state.value
+        state["log"] = self.log.to_state()
+        state["held"] = None if self.held is None else self.held.to_state()
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], log_limit: int = EVENT_LOG_LIMIT) -> LiveActivity:
+        """The activity a `to_state` result describes (KeyError/ValueError if it is damaged)."""
+        act = cls.__new__(cls)
+        for name in cls._STATE_FIELDS:
+            setattr(act, name, state[name])
+        act.state = ActivityState(state["state"])
+        act.log = EventLog(log_limit)
+        act.log.restore(state["log"])
+        act.held = None if state["held"] is None else Held.from_state(state["held"])
+        act.scheduled = None
+        return act
 
     # -- internals -------------------------------------------------------------------------
 

@@ -53,7 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--state-dir",
         type=Path,
         default=Path("lockstep-sim"),
-        help="where the CA, certificate and signing key live (default ./lockstep-sim)",
+        help="where the CA, certificates, signing key and the devices (kept across restarts) live"
+        " (default ./lockstep-sim)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with new phones: ignore the devices saved in --state-dir (replaced on save)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for tokens and faults (default 0)")
     p.add_argument("--faults", help="fault plan: a TOML file, or an inline spec (see docs)")
@@ -173,6 +179,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         report_key=args.report_key,
         config=config,
         profile=profile_from_args(args),
+        fresh=args.fresh,
     )
 
 
@@ -199,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
         if args.accept_all:
             return _run_accept_all(options)
         simulator = Simulator.build(options)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # StateError (a damaged device file) included
         print(f"lockstep simulator: {exc}", file=sys.stderr)
         return 2
     try:
@@ -236,6 +243,7 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
         (".apns files", "apns_dir"),
         ("pushes recorded to", "record_pushes"),
         ("token reports to", "token_report_url"),
+        ("devices kept in", "state_file"),
     ):
         if info.get(key):
             print(f"  {label:<18} {info[key]}")

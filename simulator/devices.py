@@ -67,7 +67,7 @@ from simulator.activity import (
 )
 from simulator.budget import Bucket
 from simulator.offline import OfflineStore, StoredPush
-from simulator.profile import AllowPrompt, DeviceProfile
+from simulator.profile import AllowPrompt, DeviceProfile, parse_profile
 from simulator.validation import TokenInfo, TokenKind
 
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
@@ -184,6 +184,43 @@ class Device:
             return None
         return self.update_budget.next_at(at)
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything a restart keeps (simulator/state.py); JSON-ready."""
+        return {
+            "name": self.name,
+            "push_to_start_token": self.push_to_start_token,
+            "profile": self.profile.to_json(),
+            "channels": list(self.channels),
+            "ignored": self.ignored,
+            "seq": self.seq,
+            "online": self.online,
+            "log": self.log.to_state(),
+            "store": self.store.to_state(),
+            "update_budget": self.update_budget.to_json(),
+            "push_to_start_budget": self.push_to_start_budget.to_json(),
+            "activities": [act.to_state() for act in self.activities.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], log_limit: int) -> Device:
+        """The device a `to_state` result describes (KeyError/ValueError if it is damaged)."""
+        device = cls(
+            state["name"],
+            state["push_to_start_token"],
+            state["channels"],
+            log_limit,
+            parse_profile(state["profile"]),
+        )
+        device.ignored, device.seq, device.online = state["ignored"], state["seq"], state["online"]
+        device.log.restore(state["log"])
+        device.store.restore(state["store"])
+        device.update_budget.restore(state["update_budget"])
+        device.push_to_start_budget.restore(state["push_to_start_budget"])
+        for raw in state["activities"]:
+            act = LiveActivity.from_state(raw, log_limit)
+            device.activities[act.activity_id] = act
+        return device
+
     def budget_snapshot(self, now: float) -> dict[str, Any]:
         """Budgets left at `now` (None when the profile switches budgets off)."""
         if not self.profile.budgets:
@@ -258,6 +295,7 @@ class DeviceRegistry:
         self._due_seq = itertools.count()  # tie-breaker, so heap entries never compare objects
         self._activity_count = 0
         self.reports_dropped = 0
+        self.changes = 0  # counts calls that change what a restart must keep (simulator/state.py)
 
     # -- devices and tokens -------------------------------------------------------------------
 
@@ -280,6 +318,7 @@ class DeviceRegistry:
         A given token must be hex (APNs tokens are); it is stored lower-case, as the validator
         looks tokens up. `now` is accepted for symmetry with the other calls and not stored.
         """
+        self.changes += 1
         if not name or not name.isprintable():
             raise ValueError(f"device name must be non-empty and printable: {name!r}")
         if name in self._devices:
@@ -315,6 +354,7 @@ class DeviceRegistry:
 
     def unregister(self, token: str, at_ms: int) -> None:
         """Mark a token unregistered since `at_ms` (unix ms); lookup then reports it (410)."""
+        self.changes += 1
         info = self._tokens.get(token)
         if info is None:
             raise KeyError(f"unknown token {token[:8]}...")
@@ -347,6 +387,59 @@ class DeviceRegistry:
         self._reports.clear()
         return reports
 
+    # -- state that survives a restart (simulator/state.py) -------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Devices, every token APNs knows (dead ones too), and the token generator; JSON-ready."""
+        tokens = {
+            token: [info.kind.value, info.unregistered_at_ms, info.environment]
+            for token, info in self._tokens.items()
+            if info.bundle_id == self.bundle_id
+        }
+        return {
+            "bundle_id": self.bundle_id,
+            "devices": [device.to_state() for device in self._devices.values()],
+            "tokens": tokens,
+            "retired": list(self._retired),
+            "rng": _rng_state(self._rng),
+            "reports_dropped": self.reports_dropped,
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Replace everything with an `export_state` result (ValueError if it does not fit)."""
+        if state.get("bundle_id") != self.bundle_id:
+            raise ValueError(
+                f"saved devices belong to {state.get('bundle_id')!r}, not {self.bundle_id!r}"
+            )
+        try:
+            devices = [Device.from_state(raw, self._log_limit) for raw in state["devices"]]
+            tokens = {
+                str(token): TokenInfo(self.bundle_id, TokenKind(kind), at_ms, env)
+                for token, (kind, at_ms, env) in state["tokens"].items()
+            }
+            retired = deque(str(t) for t in state["retired"])
+            rng_state = _rng_from_state(state["rng"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"saved devices are damaged: {exc!r}") from None
+        self._devices = {device.name: device for device in devices}
+        self._tokens, self._retired = tokens, retired
+        self._rng.setstate(rng_state)
+        self.reports_dropped = int(state.get("reports_dropped", 0))
+        self._owners, self._app_owners = {}, {}
+        self._activity_count = 0
+        for device in devices:
+            self._owners[device.push_to_start_token] = (device, None)
+            for kind, app in device.app_tokens.items():
+                self._app_owners[app] = (device, kind)
+                self._tokens.setdefault(
+                    app, TokenInfo(self.bundle_id, kind, None, device.profile.environment)
+                )
+            for act in device.activities.values():
+                self._activity_count += 1
+                if act.token:
+                    self._owners[act.token] = (device, act)
+        self._rebuild_schedule()
+
     # -- delivery and time ---------------------------------------------------------------------
 
     def deliver(
@@ -367,6 +460,7 @@ class DeviceRegistry:
         `expiration` and `collapse_id` are the request's headers, for APNs's storage while the
         device is offline.
         """
+        self.changes += 1
         device = self._device_of(token)
         if device is None:
             return DeliveryOutcome("", None, ActivityOutcome.IGNORED, Detail.UNKNOWN_TOKEN)
@@ -443,6 +537,7 @@ class DeviceRegistry:
 
         Returns what each kept push did, in delivery order (expired ones are dropped).
         """
+        self.changes += 1
         device = self._device(name)
         if device.online == online:
             return []
@@ -509,6 +604,7 @@ class DeviceRegistry:
 
     def _activity(self, name: str, activity_id: str, now: float) -> tuple[Device, LiveActivity]:
         """A device's activity, advanced to `now`; KeyError names what is missing."""
+        self.changes += 1
         device = self._device(name)
         act = device.activities.get(activity_id)
         if act is None:
@@ -528,6 +624,25 @@ class DeviceRegistry:
                 continue  # superseded by a later push, or pruned
             act.scheduled = None
             self._touch(device, act, due)  # one event at a time, in time order across activities
+
+    def settle(self, now: float, *, rounds: int = 100_000) -> float:
+        """Let time run from `now` until no update is held; returns the instant that took.
+
+        Held updates fall due after the priority-5 delay or when a budget refills, so this ends;
+        `rounds` bounds it all the same (ValueError past it).
+        """
+        for _ in range(rounds):
+            self.advance(now)
+            due = [
+                act.held.due
+                for device in self._devices.values()
+                for act in device.activities.values()
+                if act.held is not None
+            ]
+            if not due:
+                return now
+            now = max(now, min(due))
+        raise ValueError(f"updates still held after {rounds} rounds")
 
     # -- inspection -----------------------------------------------------------------------------
 
@@ -735,6 +850,18 @@ def app_token(push_to_start_token: str, kind: TokenKind) -> str:
     return hashlib.shake_256(f"{kind.value}:{push_to_start_token}".encode()).hexdigest(
         max(1, len(push_to_start_token) // 2)
     )
+
+
+def _rng_state(rng: random.Random) -> list[Any]:
+    """`random.Random.getstate()` as JSON-ready lists."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from_state(state: Sequence[Any]) -> tuple[Any, ...]:
+    """The `setstate` argument a `_rng_state` result describes."""
+    version, internal, gauss = state
+    return (int(version), tuple(int(x) for x in internal), gauss)
 
 
 def _oldest(device: Device, state: ActivityState) -> LiveActivity | None:

@@ -126,6 +126,7 @@ async def open_embedded(
     control_port: int | None = 8790,
     seed: int = 0,
     record_pushes: Path | None = None,
+    fresh: bool = False,
 ) -> AsyncIterator[EmbeddedSimulator]:
     """Run a simulator in the caller's trio context for the duration of the block.
 
@@ -133,6 +134,8 @@ async def open_embedded(
     key live in `state_dir` (created, and reused across runs). `control_port` is the control
     API's port (0 picks a free one, None turns it off). `seed` fixes the devices' tokens.
     `record_pushes` writes every accepted push to that file as JSON lines (`simulator.record`).
+    The devices are kept in `state_dir` across runs (simulator/state.py); `fresh` starts with
+    new phones instead.
     Leaving the block normally sends GOAWAY to every connection and waits (at most a few
     seconds) for them to drain; leaving it with an exception tears everything down at once.
     """
@@ -148,6 +151,7 @@ async def open_embedded(
         tls=True,
         drain_seconds=_DRAIN_SECONDS,
         config=SimulatorConfig(seed=seed),
+        fresh=fresh,
     )
     simulator = Simulator.build(options)
     assert simulator.certs is not None  # tls=True always issues certificates

@@ -95,3 +95,21 @@ class OfflineStore:
     def snapshot(self) -> list[dict[str, Any]]:
         """The waiting pushes, oldest first."""
         return [push.snapshot() for push in self._pushes.values()]
+
+    def to_state(self) -> dict[str, Any]:
+        """What a restart keeps (simulator/state.py)."""
+        pushes = [
+            [p.token, dict(p.payload), p.priority, p.apns_id, p.push_type, p.expiration,
+             p.collapse_id, p.stored_at]
+            for p in self._pushes.values()
+        ]  # fmt: skip
+        return {"pushes": pushes, "dropped": self.dropped, "replaced": self.replaced}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back a `to_state` result."""
+        self._pushes.clear()
+        for fields in state.get("pushes", ()):
+            push = StoredPush(*fields)
+            self._pushes[(push.token, push.collapse_id)] = push
+        self.dropped = int(state.get("dropped", 0))
+        self.replaced = int(state.get("replaced", 0))

@@ -186,8 +186,9 @@ class PushReplay:
         return outcome
 
     def finish(self) -> PushReplayResult:
-        """The result, with every device's final state (as the control API shows it)."""
-        self.result.devices = self.registry.snapshot(self.result.now)
+        """The result, with every device's final state (as the control API shows it) once the
+        updates the devices held (priority-5 delay, budgets) have been shown."""
+        self.result.devices = self.registry.snapshot(self.registry.settle(self.result.now))
         return self.result
 
 

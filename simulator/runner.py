@@ -32,6 +32,7 @@ from simulator.profile import DeviceProfile
 from simulator.record import PushRecorder
 from simulator.reporting import TokenReporter
 from simulator.server import ApnsServer
+from simulator.state import STATE_FILE, StateKeeper, load
 
 log = logging.getLogger("lockstep.simulator")
 
@@ -54,6 +55,8 @@ class SimulatorOptions:
     drain_seconds: float = 5.0
     config: SimulatorConfig = field(default_factory=SimulatorConfig)
     profile: DeviceProfile = field(default_factory=DeviceProfile)  # of every device it creates
+    keep_state: bool = True  # devices survive a restart in <state_dir>/devices.json
+    fresh: bool = False  # ignore (and later replace) the saved devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class Simulator:
         self.endpoints: Endpoints | None = None
         self.push_recorder: PushRecorder | None = None
         self.apns_files: ApnsFileWriter | None = None
+        self.state_keeper: StateKeeper | None = None
         self._control_shutdown = trio.Event()
         self._nursery: trio.Nursery | None = None  # run()'s nursery, while it runs
 
@@ -114,8 +118,14 @@ class Simulator:
             default_profile=options.profile,
         )
         now = wall_clock()
+        keeper = None
+        if options.keep_state:
+            keeper = StateKeeper(registry, options.state_dir / STATE_FILE)
+            if not options.fresh and load(registry, keeper.path):
+                log.info("simulated devices restored from %s", keeper.path)
         for n in range(1, options.devices + 1):
-            registry.add_device(f"iphone-{n}", now=now)
+            if f"iphone-{n}" not in registry.devices:
+                registry.add_device(f"iphone-{n}", now=now)
         apns = FakeApns(
             config,
             keyring=KeyRing.from_signing_keys(key),
@@ -135,6 +145,7 @@ class Simulator:
             options, apns=apns, key=key, key_path=key_path, certs=certs, reporter=reporter
         )
         simulator.apns_files = writer
+        simulator.state_keeper = keeper
         if options.record_pushes is not None:
             simulator.push_recorder = PushRecorder.attach(apns, options.record_pushes)
         return simulator
@@ -158,6 +169,7 @@ class Simulator:
             "apns_files": None if self.apns_files is None else self.apns_files.counts(),
             "record_pushes": str(o.record_pushes.resolve()) if o.record_pushes else None,
             "token_report_url": self.reporter.url if self.reporter else None,
+            "state_file": str(self.state_keeper.path.resolve()) if self.state_keeper else None,
         }
 
     async def run(
@@ -174,6 +186,8 @@ class Simulator:
             try:
                 if self.reporter is not None:
                     nursery.start_soon(self.reporter.run)
+                if self.state_keeper is not None:
+                    nursery.start_soon(self.state_keeper.run)
                 self.endpoints = Endpoints(apns_port, control_port)
                 task_status.started(self.endpoints)
                 await self.server.shutdown.wait()

@@ -95,6 +95,7 @@ def _build_simulator(opts: dict[str, Any]) -> Any:
         plan=plan,
         drain_seconds=2.0,
         config=config,
+        keep_state=False,  # every run starts with new phones, and no saving competes for the CPU
     )
     sim = Simulator.build(options)
     now = time.time()

@@ -47,6 +47,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         if args.devices is not None:
             settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
+        if args.fresh_simulator:
+            settings = replace(settings, simulate=replace(settings.simulate, fresh=True))
         if args.sim_control_port is not None:
             port = None if args.sim_control_port < 0 else args.sim_control_port
             settings = replace(settings, simulate=replace(settings.simulate, control_port=port))
@@ -75,6 +77,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="PORT",
         help="the simulator's control API port (default 8790; 0 = any; -1 = off)",
+    )
+    p.add_argument(
+        "--fresh-simulator",
+        action="store_true",
+        help="simulate mode: new phones instead of the ones kept in --state-dir/simulator",
     )
     p.add_argument(
         "--record",

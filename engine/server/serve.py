@@ -63,6 +63,7 @@ async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, An
         devices=sim_settings.devices,
         control_port=sim_settings.control_port,
         seed=sim_settings.seed,
+        fresh=sim_settings.fresh,
     ) as sim:
         config = EngineConfig(
             credentials=Credentials(sim.team_id, sim.key_id, Path(sim.key_path), sim.bundle_id),

@@ -48,6 +48,7 @@ class SimulateSettings:
     devices: int = 3
     control_port: int | None = 8790
     seed: int = 0
+    fresh: bool = False  # True: new phones, not the ones kept in <state_dir>/simulator
 
 
 @dataclass(frozen=True, slots=True)

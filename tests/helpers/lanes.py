@@ -84,26 +84,16 @@ async def drive_lane(
         await engine.end(script.activity, token, state, lane=script.device)
 
 
-def settle(kit: Kit, *, rounds: int = 10_000) -> float:
+def settle(kit: Kit) -> float:
     """Let the devices' clocks run until no update is held any more; returns the seconds it took.
 
     Priority-5 updates wait the device's delay and throttled ones wait for budget (simulator
     profile); the engine's promise is about the last state being shown once they have passed.
     """
-    waited = 0.0
-    for _ in range(rounds):
-        due = [
-            act["held"]["due_at"]
-            for device in kit.apns.registry.snapshot(kit.now())
-            for act in device["activities"]
-            if act["held"] is not None
-        ]
-        if not due:
-            return waited
-        step = max(0.0, min(due) - kit.now()) + 0.001
-        kit.offset += step
-        waited += step
-    raise AssertionError(f"updates still held after {rounds} rounds")
+    now = kit.now()
+    waited = kit.apns.registry.settle(now) - now
+    kit.offset += waited
+    return waited
 
 
 def check_lanes(kit: Kit, scenario: Scenario) -> None:

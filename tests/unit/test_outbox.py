@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from engine.apns.reasons import Outcome, Reason
+from engine.delivery.items import LaneError
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.contract import models
 from engine.server.service.devices import Devices
@@ -130,3 +131,18 @@ def test_device_ids_are_checked_whole(bad: str) -> None:
     with pytest.raises(errors.BadRequest, match="device_id"):
         check_device_id(bad)
     check_device_id("iphone-1.home:2")
+
+
+class ClosedLaneEngine:
+    """An engine whose lane refuses every push, as after a failed end."""
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise LaneError("activity 'a1' on lane 'd1' is closed: its end failed")
+
+
+async def test_a_lane_that_refuses_for_good_queues_nothing_and_raises_nothing() -> None:
+    _, act, rec, _, store = world("cd" * 32)
+    engine: Any = ClosedLaneEngine()
+    outbox = Outbox(engine, store, Registry(), attributes_type="T", wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    assert await outbox.send_latest(act, rec) is None
+    assert rec.queued_version == 0  # the newest state is still missing, and known to be

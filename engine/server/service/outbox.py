@@ -29,6 +29,7 @@ import trio
 
 from engine.apns.reasons import Outcome
 from engine.delivery.dispatch import PushHandle
+from engine.delivery.items import LaneError
 from engine.engine import Engine
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus
@@ -137,14 +138,22 @@ class Outbox:
         row = rec.row
         if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
             return None
-        rec.queued_version = act.row.version
-        handle = await self._engine.submit(
-            act.row.activity_id,
-            row.update_token,
-            prepared or prepare(latest_content(act)),
-            lane=row.device_id,
-            min_timestamp=min_timestamp,
-        )
+        queued, rec.queued_version = rec.queued_version, act.row.version
+        try:
+            handle = await self._engine.submit(
+                act.row.activity_id,
+                row.update_token,
+                prepared or prepare(latest_content(act)),
+                lane=row.device_id,
+                min_timestamp=min_timestamp,
+            )
+        except LaneError as exc:
+            # The lane refuses this push for good (its end failed, so nothing may follow it):
+            # what the device shows cannot change through it, so nothing is queued. The caller
+            # (a token report, an update) has still stored what it was given.
+            rec.queued_version = queued
+            log.info("nothing sent to %s: %s", row.device_id, exc)
+            return None
         self._follow(handle, act, rec, act.row.version, start=False)
         return handle
 
