@@ -17,10 +17,11 @@ through that API; nothing here imports the engine's service.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import h11
@@ -28,6 +29,7 @@ import msgspec
 import trio
 
 from simulator.apns import SimulatorConfig
+from simulator.profile import parse_profile
 from simulator.reporting import REQUEST_TIMEOUT, check_http_url, send_json
 from simulator.runner import Simulator, SimulatorOptions
 
@@ -127,6 +129,7 @@ async def open_embedded(
     seed: int = 0,
     record_pushes: Path | None = None,
     fresh: bool = False,
+    profile: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[EmbeddedSimulator]:
     """Run a simulator in the caller's trio context for the duration of the block.
 
@@ -135,7 +138,8 @@ async def open_embedded(
     API's port (0 picks a free one, None turns it off). `seed` fixes the devices' tokens.
     `record_pushes` writes every accepted push to that file as JSON lines (`simulator.record`).
     The devices are kept in `state_dir` across runs (simulator/state.py); `fresh` starts with
-    new phones instead.
+    new phones instead. `profile` holds `DeviceProfile` fields for the devices it creates
+    (ValueError naming a bad field).
     Leaving the block normally sends GOAWAY to every connection and waits (at most a few
     seconds) for them to drain; leaving it with an exception tears everything down at once.
     """
@@ -152,6 +156,7 @@ async def open_embedded(
         drain_seconds=_DRAIN_SECONDS,
         config=SimulatorConfig(seed=seed),
         fresh=fresh,
+        profile=parse_profile(dict(profile or {})),
     )
     simulator = Simulator.build(options)
     assert simulator.certs is not None  # tls=True always issues certificates

@@ -58,19 +58,27 @@ async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, An
         raise ConfigError("no [apns] credentials configured and the simulator is not installed")
     open_embedded: Callable[..., Any] = found[0].load()
     sim_settings = settings.simulate
-    async with open_embedded(
-        state_dir=settings.state_dir / "simulator",
-        devices=sim_settings.devices,
-        control_port=sim_settings.control_port,
-        seed=sim_settings.seed,
-        fresh=sim_settings.fresh,
-    ) as sim:
-        config = EngineConfig(
-            credentials=Credentials(sim.team_id, sim.key_id, Path(sim.key_path), sim.bundle_id),
-            endpoint=ApnsEndpoint(host=sim.host, port=sim.port, ca_file=Path(sim.ca_file)),
-            delivery=settings.delivery,
-        )
-        yield config, sim
+    entered = False
+    try:
+        async with open_embedded(
+            state_dir=settings.state_dir / "simulator",
+            devices=sim_settings.devices,
+            control_port=sim_settings.control_port,
+            seed=sim_settings.seed,
+            fresh=sim_settings.fresh,
+            profile=sim_settings.profile,
+        ) as sim:
+            entered = True
+            config = EngineConfig(
+                credentials=Credentials(sim.team_id, sim.key_id, Path(sim.key_path), sim.bundle_id),
+                endpoint=ApnsEndpoint(host=sim.host, port=sim.port, ca_file=Path(sim.ca_file)),
+                delivery=settings.delivery,
+            )
+            yield config, sim
+    except ValueError as exc:
+        if entered:
+            raise
+        raise ConfigError(f"[simulate]: {exc}") from None  # a bad profile, named by its field
 
 
 @asynccontextmanager

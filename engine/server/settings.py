@@ -20,6 +20,11 @@
     [live]                        # any field of engine.server.service.LiveConfig
     notify_wait = 0.25
 
+    [simulate]                    # simulate mode only
+    devices = 3
+    fresh = false                 # true: new phones instead of the ones kept in the state dir
+    profile = { low_power = true }  # the simulated iPhones' profile (README, "Device profiles")
+
 Without `[apns]` the server runs in simulate mode: the simulator is started in-process as its
 APNs, with `simulate.devices` simulated iPhones registered through the device API. Keys that are
 not configured anywhere are generated once and kept (mode 0600) in the state directory, so a
@@ -49,6 +54,7 @@ class SimulateSettings:
     control_port: int | None = 8790
     seed: int = 0
     fresh: bool = False  # True: new phones, not the ones kept in <state_dir>/simulator
+    profile: dict[str, Any] = field(default_factory=dict)  # the simulated iPhones' profile
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,9 @@ POLL_INTERVAL = 0.05
 T = TypeVar("T")
 
 
-def simulate_settings(state_dir: Path, *, devices: int = 2, seed: int = 0) -> Settings:
+def simulate_settings(
+    state_dir: Path, *, devices: int = 2, seed: int = 0, profile: dict[str, Any] | None = None
+) -> Settings:
     """Settings for a simulate-mode server on free ports with the known test keys."""
     return Settings(
         host="127.0.0.1",
@@ -64,7 +66,9 @@ def simulate_settings(state_dir: Path, *, devices: int = 2, seed: int = 0) -> Se
         state_dir=state_dir,
         api_keys=(API_KEY,),
         device_keys=(DEVICE_KEY,),
-        simulate=SimulateSettings(devices=devices, control_port=0, seed=seed),
+        simulate=SimulateSettings(
+            devices=devices, control_port=0, seed=seed, profile=dict(profile or {})
+        ),
     )
 
 
@@ -179,14 +183,22 @@ class LiveServer:
                 await self._stop.wait()
 
 
-def server_fixture(*, seed: int, devices: int = 2, hard_timeout: float = 180.0) -> Any:
-    """A module-scoped pytest fixture yielding a started `LiveServer` (stopped at teardown)."""
+def server_fixture(
+    *,
+    seed: int,
+    devices: int = 2,
+    hard_timeout: float = 180.0,
+    profile: dict[str, Any] | None = None,
+) -> Any:
+    """A module-scoped pytest fixture yielding a started `LiveServer` (stopped at teardown);
+    `profile`: the simulated iPhones' profile (simulator/profile.py fields)."""
 
     @pytest.fixture(scope="module")
     def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         state_dir = tmp_path_factory.mktemp("lockstep")
         live = LiveServer.start(
-            simulate_settings(state_dir, devices=devices, seed=seed), hard_timeout=hard_timeout
+            simulate_settings(state_dir, devices=devices, seed=seed, profile=profile),
+            hard_timeout=hard_timeout,
         )
         try:
             yield live
