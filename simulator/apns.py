@@ -12,6 +12,7 @@ stream-limit policy (1 until the first valid token, then `warm_max_streams`; apn
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import time
@@ -27,6 +28,7 @@ from simulator.auth import ConnectionAuth, KeyRing
 from simulator.budget import PerTokenLimit
 from simulator.devices import DeliveryOutcome, DeviceRegistry, TokenReport
 from simulator.faults import ConnectionFaults, FaultAction, FaultPlan
+from simulator.faults.devices import DeviceEvents
 from simulator.protocol import Request
 from simulator.validation import DevicePush, IncomingRequest, Rejection, ValidationConfig, validate
 
@@ -145,6 +147,8 @@ class FakeApns:
         self._seq = itertools.count(1)
         self._conn_index = itertools.count()
         self._rng = random.Random(f"apns-id:{config.seed}")
+        self._device_events = DeviceEvents(self.plan) if self.plan.has_device_events else None
+        self._back_online: list[tuple[float, str]] = []  # (when, device) for plan outages
 
     def open_connection(self) -> ConnectionState:
         """State for a new connection; its fault sequence depends only on the seed and its index."""
@@ -159,11 +163,21 @@ class FakeApns:
         # APNs-generated ids come back upper-case (apns.md §1, observed).
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4)).upper()
 
+    def tick(self, now: float) -> None:
+        """Bring time to `now`: devices' due transitions, and plan outages that are over."""
+        self.registry.advance(now)
+        if self._back_online and self._back_online[0][0] <= now:
+            due = [name for at, name in self._back_online if at <= now]
+            self._back_online = [(at, name) for at, name in self._back_online if at > now]
+            for name in due:
+                self.registry.set_online(name, True, now=now)
+            self.forward_token_reports()
+
     def handle(self, conn: ConnectionState, request: Request) -> Answer:
         """Decide the answer to one complete request (validation, faults, delivery, logging)."""
         now = self.wall_clock()
         self.counters.requests += 1
-        self.registry.advance(now)
+        self.tick(now)
         token = request.path.rsplit("/", 1)[-1]
         action = conn.faults.next(token)
         if action.drop_connection or action.reset:
@@ -225,6 +239,8 @@ class FakeApns:
             self.counters.accepted += 1
             for listener in self.listeners:
                 listener.on_accepted(push, outcome.device)
+            if self._device_events is not None and outcome.device:
+                self._device_event(outcome, now)
             self.forward_token_reports()
             self._stream_policy(conn, ok=True)
             status, body, reason = 200, b"", None
@@ -235,6 +251,27 @@ class FakeApns:
             self._stream_policy(conn, ok=False)
         self._record(conn, request, status, reason, apns_id, push, outcome, now)
         return Answer(status=status, apns_id=apns_id, body=body)
+
+    def _device_event(self, outcome: DeliveryOutcome, now: float) -> None:
+        """Apply the plan's device events after a delivery (simulator/faults/devices.py)."""
+        assert self._device_events is not None
+        event = self._device_events.next()
+        if not event.any:
+            return
+        name, activity = outcome.device, outcome.activity_id
+        if activity is not None and event.rotate:
+            with contextlib.suppress(LookupError):  # ended meanwhile, or waiting for Allow
+                self.registry.rotate(name, activity, now=now)
+                self._count_fault("rotate")
+        if activity is not None and event.dismiss:
+            with contextlib.suppress(LookupError):  # already dismissed
+                self.registry.dismiss(name, activity, now=now)
+                self._count_fault("dismiss")
+        if event.offline_for is not None and self.registry.devices[name].online:
+            self.registry.set_online(name, False, now=now)
+            self._back_online.append((now + event.offline_for, name))
+            self._back_online.sort()
+            self._count_fault("offline")
 
     def forward_token_reports(self) -> None:
         """Hand queued update-token reports to the sinks (after a push, or a control action).

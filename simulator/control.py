@@ -97,7 +97,7 @@ class ControlApp:
         if parts == ["info"]:
             return 200, {**self.info(), **self.apns.snapshot()}
         if parts == ["devices"] and method == "GET":
-            self.apns.registry.advance(now)
+            self.apns.tick(now)
             return 200, {"devices": self.apns.registry.snapshot(now)}
         if parts == ["devices"] and method == "POST":
             return 201, self._create_device(body, now)
@@ -106,7 +106,7 @@ class ControlApp:
                 raise ControlError(405, "method_not_allowed", f"{method} is not allowed on {path}")
             return 200, self._act(unquote(parts[1]), body, now)
         if len(parts) == 2 and parts[0] == "devices" and method == "GET":
-            self.apns.registry.advance(now)
+            self.apns.tick(now)
             device = self.apns.registry.device_snapshot(unquote(parts[1]), now)
             if device is None:
                 raise ControlError(404, "not_found", f"no simulated device named {parts[1]!r}")

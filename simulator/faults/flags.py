@@ -12,6 +12,10 @@
     goaway_reason=REASON                     reason in the GOAWAY debug data (default Shutdown)
     drop=P | reset=P | unregister=P          per-request probabilities
     swing=P:V1/V2/...                        with probability P announce one of the listed limits
+    rotate=P | dismiss=P                     per accepted push to an activity: the device rotates
+                                             its token / the user dismisses it (device events)
+    offline=P[:MS]                           per accepted push: its device goes offline for MS ms
+                                             (default 30000), then comes back
 
 Example: ``seed=7,latency=uniform:1:20,burst=ServiceUnavailable:0.01:5,goaway_after=500,drop=0.001,
 reset=0.001,swing=0.01:1/10/1000,unregister=0.001``.
@@ -113,6 +117,11 @@ def _swing(value: str) -> dict[str, object]:
     return {"limit_swing_probability": parts[0], "limit_swing_values": parts[1].split("/")}
 
 
+def _offline(value: str) -> dict[str, object]:
+    probability, _, ms = value.partition(":")
+    return {"offline_probability": probability, **({"offline_ms": ms} if ms else {})}
+
+
 def _positional(
     cls: type[msgspec.Struct], text: str, value: str, prefix: str = ""
 ) -> dict[str, object]:
@@ -139,6 +148,7 @@ _SHAPED: Final[dict[str, Callable[[str], dict[str, object]]]] = {
     "latency": _latency,
     "burst": _burst,
     "swing": _swing,
+    "offline": _offline,
 }
 _SCALARS: Final = {  # items whose value is one field's value, as it is
     "seed": "seed",
@@ -147,6 +157,8 @@ _SCALARS: Final = {  # items whose value is one field's value, as it is
     "drop": "drop_probability",
     "reset": "reset_probability",
     "unregister": "unregister_probability",
+    "rotate": "rotate_probability",
+    "dismiss": "dismiss_probability",
 }
 FLAG_KEYS: Final = (
     "seed",
@@ -158,5 +170,8 @@ FLAG_KEYS: Final = (
     "reset",
     "swing",
     "unregister",
+    "rotate",
+    "dismiss",
+    "offline",
 )
 """Every item key of the flag form, in the order its docs list them."""

@@ -27,6 +27,7 @@ from simulator.faults.schema import (
     Checked,
     Count,
     FaultPlanError,
+    Milliseconds,
     Probability,
     StreamLimit,
     convert,
@@ -43,6 +44,11 @@ class FaultPlan(Checked, frozen=True):
     server announces one of `limit_swing_values` as MAX_CONCURRENT_STREAMS, as APNs does when it
     swings between 1 and its usual limit (apns.md §4); `unregister_probability` turns the token of
     an answered request `Unregistered` (410) from then on.
+
+    Device events (`simulator.faults.devices`), drawn per accepted push from their own seeded
+    generator, not per connection: `rotate_probability` gives the activity a new update token,
+    `dismiss_probability` has the user swipe it away, and `offline_probability` takes the device
+    off the network for `offline_ms` (APNs keeps its pushes meanwhile).
     """
 
     seed: int = 0
@@ -55,6 +61,10 @@ class FaultPlan(Checked, frozen=True):
     limit_swing_probability: Probability = 0.0
     limit_swing_values: tuple[StreamLimit, ...] = ()
     unregister_probability: Probability = 0.0
+    rotate_probability: Probability = 0.0
+    dismiss_probability: Probability = 0.0
+    offline_probability: Probability = 0.0
+    offline_ms: Milliseconds = 30_000.0
 
     def check(self) -> None:
         """A swing needs a limit to announce."""
@@ -73,8 +83,17 @@ class FaultPlan(Checked, frozen=True):
         return latency
 
     @property
+    def has_device_events(self) -> bool:
+        """True when accepted pushes may rotate, dismiss or take devices offline."""
+        return (
+            self.rotate_probability > 0
+            or self.dismiss_probability > 0
+            or self.offline_probability > 0
+        )
+
+    @property
     def is_empty(self) -> bool:
-        """True when no request can ever be affected, so the server may skip the plan."""
+        """True when no request's answer can ever be affected (device events aside)."""
         return (
             self.active_latency is None
             and all(b.probability == 0 for b in self.bursts)
