@@ -32,7 +32,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "bench" / "faults" / "example.to
 
 FULL_FLAGS = (
     "seed=7,latency=uniform:1:20,burst=ServiceUnavailable:0.01:5,goaway_after=500,"
-    "drop=0.001,reset=0.001,swing=0.01:1/10/1000,unregister=0.001"
+    "drop=0.001,reset=0.001,swing=0.01:1/10/1000,unregister=0.001,"
+    "rotate=0.002,dismiss=0.003,offline=0.004:1500"
 )
 FULL_DICT: dict[str, Any] = {
     "seed": 7,
@@ -44,6 +45,10 @@ FULL_DICT: dict[str, Any] = {
     "limit_swing_probability": 0.01,
     "limit_swing_values": [1, 10, 1000],
     "unregister_probability": 0.001,
+    "rotate_probability": 0.002,
+    "dismiss_probability": 0.003,
+    "offline_probability": 0.004,
+    "offline_ms": 1500,
 }
 FULL_TOML = """
 seed = 7
@@ -53,6 +58,10 @@ reset_probability = 0.001
 limit_swing_probability = 0.01
 limit_swing_values = [1, 10, 1000]
 unregister_probability = 0.001
+rotate_probability = 0.002
+dismiss_probability = 0.003
+offline_probability = 0.004
+offline_ms = 1500
 
 [latency_ms]
 kind = "uniform"
