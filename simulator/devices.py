@@ -439,6 +439,13 @@ class DeviceRegistry:
                 if act.token:
                     self._owners[act.token] = (device, act)
         self._rebuild_schedule()
+        # Apps report their activities' current tokens when they launch (ActivityKit's
+        # `pushTokenUpdates` yields the token in force first): a backend that missed a report
+        # before the restart gets it now; one that had it sees the same token again.
+        for device in devices:
+            for act in device.activities.values():
+                if act.token and act.is_live:
+                    self._report(device, act, act.started_at)
 
     # -- delivery and time ---------------------------------------------------------------------
 

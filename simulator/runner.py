@@ -76,6 +76,12 @@ def load_or_create_key(state_dir: Path, config: SimulatorConfig) -> tuple[Signin
     return key, key.write_p8(path)
 
 
+def _stats(reporter: TokenReporter) -> dict[str, Any]:
+    """The reporter's counters, JSON-ready."""
+    s = reporter.stats
+    return {"delivered": s.delivered, "failed": s.failed, "dropped": s.dropped}
+
+
 class Simulator:
     """A fake APNs with simulated iPhones, ready to run."""
 
@@ -169,6 +175,7 @@ class Simulator:
             "apns_files": None if self.apns_files is None else self.apns_files.counts(),
             "record_pushes": str(o.record_pushes.resolve()) if o.record_pushes else None,
             "token_report_url": self.reporter.url if self.reporter else None,
+            "token_reports": None if self.reporter is None else _stats(self.reporter),
             "state_file": str(self.state_keeper.path.resolve()) if self.state_keeper else None,
         }
 
@@ -202,7 +209,8 @@ class Simulator:
         """Report new update tokens to `url` from now on, with `bearer` as the credential.
 
         Retargets the existing reporter, or creates one (started at once if the simulator is
-        running, else by `run()`). Reports queued before a reporter existed are not replayed.
+        running, else by `run()`). Reports drained while no reporter existed are not replayed;
+        those still queued (the tokens of restored activities) are sent now.
         """
         if self.reporter is not None:
             self.reporter.retarget(url, bearer=bearer)
@@ -212,6 +220,7 @@ class Simulator:
         self.apns.token_sinks.append(reporter.submit)
         if self._nursery is not None:
             self._nursery.start_soon(reporter.run)
+        self.apns.forward_token_reports()  # what waited for a backend (restored activities)
         return reporter
 
     async def stop(self) -> bool:

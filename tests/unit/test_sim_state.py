@@ -68,6 +68,8 @@ def test_a_restored_registry_is_the_same_phones(tmp_path: Path) -> None:
     assert not path.with_name(path.name + ".tmp").exists()
     back = new_registry(seed=99)  # another seed: everything must come from the file
     assert load(back, path)
+    # The apps report their live activities' tokens again on launch (only the live one has one).
+    assert [r.activity_token for r in back.token_reports()] == [tokens["live"]]
     assert back.snapshot(T0 + 6) == reg.snapshot(T0 + 6)
     assert back.lookup(tokens["gone"]) == reg.lookup(tokens["gone"])  # still 410, same time
     assert back.lookup(tokens["gone"]).unregistered_at_ms == int((T0 + 3) * 1000)  # type: ignore[union-attr]
