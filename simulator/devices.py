@@ -34,6 +34,23 @@ Snapshot shape (`snapshot(now)` returns a list of these; `device_snapshot(name, 
              | "ended-by-system" | "dismissed", "timestamp": number | null (aps.timestamp),
              "detail": str, "apns_id": str | null, "priority": int | null}
 
+The app's own pushes (alert, background, voip, widgets; rules in simulator/notifications.py) add,
+to the same device object:
+
+    {"badge": int,                                # the app icon's badge, 0 for none
+     "notifications": [notification], "notifications_dropped": int,    # newest last
+     "notifications_replaced": int,               # replaced by a push with their collapse id
+     "notifications_silent": int,                 # alert pushes with no alert text
+     "background_wakes": int, "widget_reloads": int,
+     "calls": [{"at": number, "apns_id": str, "payload": {...}}], "calls_dropped": int,
+     "app_events": [event], "app_events_dropped": int}   # app pushes ignored or dropped, and why
+
+    notification = {"apns_id": str, "at": number, "title", "subtitle", "body": str | {"loc-key",
+                    "loc-args"} | null, "sound": str | {...} | null, "badge": int | null,
+                    "interruption_level": "passive" | "active" | "time-sensitive" | "critical",
+                    "interruption_level_sent": str | null, "thread_id": str | null,
+                    "category": str | null, "collapse_id": str | null, "replaced": int}
+
 Memory is bounded: at most `max_kept` activities per device (the oldest dismissed ones are pruned
 first), `log_limit` log entries per activity or device, `report_limit` queued token reports, and
 `retired_limit` tokens of pruned activities remembered as unregistered.
@@ -64,6 +81,7 @@ from simulator.activity import (
     is_future,
     parse_start,
 )
+from simulator.notifications import AppSide
 from simulator.profile import DeviceProfile
 from simulator.validation import TokenInfo, TokenKind
 
@@ -108,6 +126,7 @@ class Device:
 
     __slots__ = (
         "activities",
+        "app",
         "app_tokens",
         "channels",
         "ignored",
@@ -136,6 +155,7 @@ class Device:
         self.ignored = 0
         self.log = EventLog(log_limit)
         self.seq = 0
+        self.app = AppSide(self.profile, log_limit)  # alert, background, VoIP, widget pushes
 
     def live_count(self) -> int:
         """Activities counting against the per-device limit (active or stale)."""
@@ -153,6 +173,7 @@ class Device:
             "events": self.log.entries(),
             "events_dropped": self.log.dropped,
             "activities": [act.snapshot() for act in self.activities.values()],
+            **self.app.snapshot(),
         }
 
 
@@ -307,7 +328,10 @@ class DeviceRegistry:
         if owner is None:
             app_owner = self._app_owners.get(token)
             if app_owner is not None:
-                return self._to_app(app_owner[0], app_owner[1], payload, push_type, collapse_id)
+                push = PushFacts(now, priority, apns_id)
+                return self._to_app(
+                    app_owner[0], app_owner[1], payload, push_type, collapse_id, push
+                )
             return DeliveryOutcome("", None, ActivityOutcome.IGNORED, Detail.UNKNOWN_TOKEN)
         device, act = owner
         aps = payload.get("aps")
@@ -402,10 +426,12 @@ class DeviceRegistry:
         payload: Mapping[str, Any],
         push_type: str,
         collapse_id: str | None,
+        push: PushFacts,
     ) -> DeliveryOutcome:
-        """A push to the app's own token (alert, background, VoIP or widgets)."""
-        del kind, payload, push_type, collapse_id
-        return DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.NOT_LIVE_ACTIVITY)
+        """A push to the app's own token (alert, background, VoIP or widgets; notifications.py)."""
+        result = device.app.receive(kind, push_type, payload, collapse_id, push)
+        outcome = ActivityOutcome.APPLIED if result.delivered else ActivityOutcome.IGNORED
+        return DeliveryOutcome(device.name, None, outcome, result.detail)
 
     def _ignore_start(
         self, device: Device, detail: Detail, aps: Mapping[str, Any], push: PushFacts
