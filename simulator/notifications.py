@@ -18,7 +18,8 @@ as `wrong-push-type`.
   logged). Both are counted in `notifications_silent`. An unknown `interruption-level` is shown
   as `active`, the level iOS gives a notification that names none; the entry keeps what was sent
   in `interruption_level_sent`. The simulated app is assumed to hold the entitlements that
-  `critical` and `time-sensitive` need.
+  `critical` and `time-sensitive` need. `content-available` on an alert push is not counted as a
+  background wake (only `background` pushes wake the app here).
 - `background` on the device token (`aps.content-available: 1`): wakes the app, at most
   `DeviceProfile.background_budget` times per hour. Over the budget the wake is dropped and
   logged (`background-budget`): iOS may also hold a throttled push and deliver it later, but it
