@@ -151,7 +151,7 @@ def _alert_to_device(r: Req) -> Req:
     )
 
 
-def _to_app_token(token: str, topic: str, push_type: str | None) -> Mutation:
+def _to_app_token(token: str, topic: str, push_type: str | None) -> Callable[[Req], Req]:
     """A push of `push_type` (None: no header) on `topic` to one of the app's own tokens."""
 
     def mutate(r: Req) -> Req:
