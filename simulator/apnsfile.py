@@ -3,7 +3,11 @@
 A `.apns` file is the push's JSON object with one extra top-level key, `"Simulator Target Bundle"`,
 naming the app; it can be passed to `xcrun simctl push booted <file>` or dropped on a Simulator
 window. `render_apns` builds those bytes; `ApnsFileWriter` stores one file per accepted push under
-`<root>/<device>/NNNNNN-<event>.apns`, numbered per device so a folder lists in arrival order.
+`<root>/<device>/NNNNNN-<tag>.apns`, numbered per device so a folder lists in arrival order. The
+tag is a Live Activity push's `aps.event` (`start`, `update`, `end`) and an app push's type
+(`alert`, `background`). simctl takes only ordinary app notifications, not VoIP, widget and
+"other types" (apns.md §8), so pushes of those types get no file and are counted
+(`skipped_type`).
 
 The payload bytes are kept exactly as APNs accepted them: the bundle key is spliced in after the
 opening brace instead of re-encoding the JSON, so numbers and key order stay as the sender wrote
@@ -24,7 +28,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
-from engine.apns.wire import MAX_DEVICE_PAYLOAD
+from engine.apns.wire import LIVE_ACTIVITY_PUSH_TYPE, MAX_DEVICE_PAYLOAD
 from simulator.validation import DevicePush
 
 BUNDLE_KEY: Final = "Simulator Target Bundle"
@@ -34,6 +38,8 @@ MAX_APNS_FILE: Final = MAX_DEVICE_PAYLOAD
 log = logging.getLogger("lockstep.simulator.apnsfile")
 
 _EVENTS: Final = frozenset({"start", "update", "end"})
+_FILE_TYPES: Final = frozenset({"alert", "background", LIVE_ACTIVITY_PUSH_TYPE})
+"""Push types written as files: simctl's ordinary notifications, and Live Activities as a record."""
 _MAX_NAME: Final = 200  # stay well under the usual 255-byte file-name limit
 
 
@@ -72,13 +78,17 @@ class ApnsFileWriter:
         self.bundle_id = bundle_id
         self.written = 0
         self.skipped_oversize = 0
+        self.skipped_type = 0
         self._seq: dict[str, int] = {}
 
-    def write(self, device: str, payload_bytes: bytes, *, seq: int | None = None) -> Path | None:
+    def write(
+        self, device: str, payload_bytes: bytes, *, seq: int | None = None, tag: str | None = None
+    ) -> Path | None:
         """Store one push for `device`; the file's path, or None when it would exceed 4096 bytes.
 
-        `seq` numbers the file (default: the device's previous number plus one). Raises ValueError
-        for a payload that is not a JSON object or an unusable device name.
+        `seq` numbers the file (default: the device's previous number plus one); `tag` ends its
+        name (default: the `aps.event`, else `push`). Raises ValueError for a payload that is not
+        a JSON object or an unusable device name.
         """
         folder = self.root / device_folder(device)
         payload = _decode(payload_bytes)
@@ -97,7 +107,7 @@ class ApnsFileWriter:
             return None
         number = self._seq.get(device, 0) + 1 if seq is None else seq
         self._seq[device] = max(number, self._seq.get(device, 0))
-        path = folder / f"{number:06d}-{_event_of(payload)}.apns"
+        path = folder / f"{number:06d}-{tag or _event_of(payload)}.apns"
         folder.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(".tmp")
         temp.write_bytes(data)
@@ -106,13 +116,22 @@ class ApnsFileWriter:
         return path
 
     def counts(self) -> dict[str, int]:
-        """Files written, and pushes left without a file because they would exceed 4096 bytes."""
-        return {"written": self.written, "skipped_oversize": self.skipped_oversize}
+        """Files written, and pushes left without one: over 4096 bytes, or a type simctl lacks."""
+        return {
+            "written": self.written,
+            "skipped_oversize": self.skipped_oversize,
+            "skipped_type": self.skipped_type,
+        }
 
     def on_accepted(self, push: DevicePush, device: str | None) -> None:
         """Listener hook of the fake APNs: store every push that reached a device."""
-        if device:
-            self.write(device, push.body)
+        if not device:
+            return
+        if push.push_type not in _FILE_TYPES:
+            self.skipped_type += 1  # a VoIP or widgets push: simctl cannot deliver it
+            return
+        live = push.push_type == LIVE_ACTIVITY_PUSH_TYPE
+        self.write(device, push.body, tag=None if live else push.push_type)
 
 
 def _decode(payload_bytes: bytes) -> dict[str, Any]:

@@ -34,6 +34,23 @@ Snapshot shape (`snapshot(now)` returns a list of these; `device_snapshot(name, 
              | "ended-by-system" | "dismissed", "timestamp": number | null (aps.timestamp),
              "detail": str, "apns_id": str | null, "priority": int | null}
 
+The app's own pushes (alert, background, voip, widgets; rules in simulator/notifications.py) add,
+to the same device object:
+
+    {"badge": int,                                # the app icon's badge, 0 for none
+     "notifications": [notification], "notifications_dropped": int,    # newest last
+     "notifications_replaced": int,               # replaced by a push with their collapse id
+     "notifications_silent": int,                 # alert pushes with no alert text
+     "background_wakes": int, "widget_reloads": int,
+     "calls": [{"at": number, "apns_id": str, "payload": {...}}], "calls_dropped": int,
+     "app_events": [event], "app_events_dropped": int}   # app pushes ignored or dropped, and why
+
+    notification = {"apns_id": str, "at": number, "title", "subtitle", "body": str | {"loc-key",
+                    "loc-args"} | null, "sound": str | {...} | null, "badge": int | null,
+                    "interruption_level": "passive" | "active" | "time-sensitive" | "critical",
+                    "interruption_level_sent": str | null, "thread_id": str | null,
+                    "category": str | null, "collapse_id": str | null, "replaced": int}
+
 Memory is bounded: at most `max_kept` activities per device (the oldest dismissed ones are pruned
 first), `log_limit` log entries per activity or device, `report_limit` queued token reports, and
 `retired_limit` tokens of pruned activities remembered as unregistered.
@@ -66,6 +83,7 @@ from simulator.activity import (
     parse_start,
 )
 from simulator.budget import Bucket
+from simulator.notifications import AppSide
 from simulator.offline import OfflineStore, StoredPush
 from simulator.profile import AllowPrompt, DeviceProfile, parse_profile
 from simulator.validation import TokenInfo, TokenKind
@@ -124,6 +142,7 @@ class Device:
 
     __slots__ = (
         "activities",
+        "app",
         "app_tokens",
         "channels",
         "ignored",
@@ -160,6 +179,7 @@ class Device:
         self.store = OfflineStore()
         self.update_budget = Bucket(profile.hourly_updates)
         self.push_to_start_budget = Bucket(profile.push_to_start_budget)
+        self.app = AppSide(self.profile, log_limit)  # alert, background, VoIP, widget pushes
 
     def live_count(self) -> int:
         """Activities counting against the per-device limit (active or stale)."""
@@ -198,6 +218,7 @@ class Device:
             "store": self.store.to_state(),
             "update_budget": self.update_budget.to_json(),
             "push_to_start_budget": self.push_to_start_budget.to_json(),
+            "app": self.app.to_state(),
             "activities": [act.to_state() for act in self.activities.values()],
         }
 
@@ -216,6 +237,7 @@ class Device:
         device.store.restore(state["store"])
         device.update_budget.restore(state["update_budget"])
         device.push_to_start_budget.restore(state["push_to_start_budget"])
+        device.app.restore(state["app"])
         for raw in state["activities"]:
             act = LiveActivity.from_state(raw, log_limit)
             device.activities[act.activity_id] = act
@@ -248,6 +270,7 @@ class Device:
             "events": self.log.entries(),
             "events_dropped": self.log.dropped,
             "activities": [act.snapshot() for act in self.activities.values()],
+            **self.app.snapshot(),
         }
 
 
@@ -500,7 +523,7 @@ class DeviceRegistry:
         owner = self._owners.get(token)
         if owner is None:
             device, kind = self._app_owners[token]
-            return self._to_app(device, kind, payload, push_type, collapse_id)
+            return self._to_app(device, kind, payload, push_type, collapse_id, push)
         device, act = owner
         aps = payload.get("aps")
         event = aps.get("event") if isinstance(aps, dict) else None
@@ -734,10 +757,12 @@ class DeviceRegistry:
         payload: Mapping[str, Any],
         push_type: str,
         collapse_id: str | None,
+        push: PushFacts,
     ) -> DeliveryOutcome:
-        """A push to the app's own token (alert, background, VoIP or widgets)."""
-        del kind, payload, push_type, collapse_id
-        return DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.NOT_LIVE_ACTIVITY)
+        """A push to the app's own token (alert, background, VoIP or widgets; notifications.py)."""
+        result = device.app.receive(kind, push_type, payload, collapse_id, push)
+        outcome = ActivityOutcome.APPLIED if result.delivered else ActivityOutcome.IGNORED
+        return DeliveryOutcome(device.name, None, outcome, result.detail)
 
     def _ignore_start(
         self, device: Device, detail: Detail, aps: Mapping[str, Any], push: PushFacts

@@ -19,6 +19,11 @@ here, with the default the README lists as an assumption (apns.md "Could not con
 - `environment`: `sandbox` (a development build) or `production`; the device's tokens are valid
   only on the APNs listener of that environment (apns.md §1, Hosts).
 - `budgets`: False turns every device-side budget off (an idealised phone, for benchmarks).
+- `background_budget`: background (`content-available`) wakes per hour, 3 (Apple's "Pushing
+  background updates to your App" says not to send more than two or three an hour and that the
+  system throttles past that; no exact number). Over it, a wake is dropped (notifications.py).
+- `widget_reload_budget`: widget reloads by `widgets` push per **day**, 40 (WidgetKit's reload
+  budget is commonly cited as 40-70 a day; the low end, so a sender tested here is not surprised).
 
 Budgets refill continuously: a budget of N per hour is a bucket of N that regains one push every
 3600/N seconds, from the moment it was last spent, never above N (documented in the README).
@@ -57,6 +62,8 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     push_to_start_budget: int = 10
     low_priority_delay: float = 1.0
     low_power_delay: float = 900.0
+    background_budget: int = 3
+    widget_reload_budget: int = 40
 
     def __post_init__(self) -> None:
         """Refuse values no phone could have, naming the field."""
@@ -67,6 +74,14 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         for name in ("update_budget", "frequent_update_budget", "push_to_start_budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 per hour, not {getattr(self, name)}")
+        if self.background_budget < 1:
+            raise ValueError(
+                f"background_budget must be at least 1 per hour, not {self.background_budget}"
+            )
+        if self.widget_reload_budget < 1:
+            raise ValueError(
+                f"widget_reload_budget must be at least 1 per day, not {self.widget_reload_budget}"
+            )
         for name in ("low_priority_delay", "low_power_delay"):
             value = getattr(self, name)
             if not 0 <= value <= 86_400:

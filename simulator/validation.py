@@ -21,7 +21,8 @@ Checks run in ONE fixed order; the first failing step decides the answer:
     push type → 400 `InvalidPushType`; missing while the topic is a Live Activity topic → 400
     `InvalidPushType` ("effectively required for Live Activities", apns.md §1).
  7. `apns-priority`: not exactly `1`, `5` or `10` → 400 `BadPriority`; `1` on a Live Activity push
-    or an explicit `10` on a `background` push → 400 `BadPriority`. Absent means 10.
+    or an explicit `10` on a `background` push → 400 `BadPriority`. Absent means 10, except on a
+    `background` push, where it means 5: the only priority APNs takes for one (apns.md §1).
  8. `apns-expiration`: not a non-negative decimal integer that fits in 64 bits → 400
     `BadExpirationDate`.
  9. `apns-id`: not a UUID in 8-4-4-4-12 hex groups → 400 `BadMessageId`. Upper-case hex is
@@ -33,10 +34,13 @@ Checks run in ONE fixed order; the first failing step decides the answer:
     → 400 `BadRequestPayload`. APNs documents no reason for these on `/3/device`; the broadcast
     route's `BadRequestPayload` (apns.md §7) is the closest documented one, and `PayloadEmpty` would
     mislead a client whose body is not empty.
-12. device token: unknown → 400 `BadDeviceToken`; registered to another bundle, an activity or
-    push-to-start token addressed without the `.push-type.liveactivity` topic (forum 712499), or a
-    Live Activity push to a plain app token → 400 `DeviceTokenNotForTopic`; no longer registered →
-    410 `Unregistered` with the time it stopped being valid.
+12. device token: unknown → 400 `BadDeviceToken`; registered to another bundle, or addressed with
+    a topic and push type its kind does not take (`_TOKEN_TOPICS`: activity and push-to-start
+    tokens only `liveactivity` on `<bundle>.push-type.liveactivity`, forum 712499; the app's
+    device token only `alert` or `background` on the bare bundle; the VoIP token only `voip` on
+    `<bundle>.voip`; the widget token only `widgets` on `<bundle>.push-type.widgets`) → 400
+    `DeviceTokenNotForTopic`; no longer registered → 410 `Unregistered` with the time it stopped
+    being valid.
 
 Headers are looked up through one dict built once per request (step 3 builds it).
 """
@@ -63,6 +67,7 @@ _UUID_RE: Final = re.compile(
 )
 _PRIORITIES: Final = {"1": 1, "5": 5, "10": 10}  # exact spellings only: " 10" or "010" are bad
 _DEFAULT_PRIORITY: Final = 10
+_BACKGROUND_PRIORITY: Final = 5  # what an absent apns-priority means on a background push
 _DEFAULT_PUSH_TYPE: Final = "alert"  # what APNs assumes for a bare-bundle topic without a type
 _LIVE: Final = wire.LIVE_ACTIVITY_PUSH_TYPE
 
@@ -379,6 +384,8 @@ def _check_priority(ctx: _Ctx) -> Rejection | None:
     """Step 7. Only an explicit 10 is refused for `background`: the default is not the sender's."""
     value = ctx.headers.get(wire.H_PRIORITY)
     if value is None:
+        if ctx.push_type == "background":
+            ctx.priority = _BACKGROUND_PRIORITY  # the sender asked for nothing APNs refuses
         return None
     priority = _PRIORITIES.get(value)
     if priority is None:
@@ -454,6 +461,20 @@ def _check_body(ctx: _Ctx) -> Rejection | None:
     return None
 
 
+_TOKEN_TOPICS: Final[dict[TokenKind, frozenset[tuple[str | None, str]]]] = {
+    TokenKind.ACTIVITY: frozenset({(_LIVE, _LIVE)}),
+    TokenKind.PUSH_TO_START: frozenset({(_LIVE, _LIVE)}),
+    TokenKind.DEVICE: frozenset({(None, "alert"), (None, "background")}),
+    TokenKind.VOIP: frozenset({("voip", "voip")}),
+    TokenKind.WIDGETS: frozenset({("widgets", "widgets")}),
+}
+"""Each token kind → the (push type its topic's suffix implies, push type) pairs it takes.
+
+A suffixed topic already fixes the push type (step 6), so a pair names a topic and a type at once;
+None is the bare bundle id. The pairs are the ones `simulator.notifications` acts on.
+"""
+
+
 def _check_device_token(ctx: _Ctx) -> Rejection | None:
     """Step 12."""
     info = ctx.directory.lookup(ctx.token)
@@ -461,10 +482,7 @@ def _check_device_token(ctx: _Ctx) -> Rejection | None:
         return _reject(Reason.BAD_DEVICE_TOKEN)
     if info.bundle_id != ctx.bundle_id:
         return _reject(Reason.DEVICE_TOKEN_NOT_FOR_TOPIC)
-    live_topic = ctx.topic_type == _LIVE
-    if info.kind is not TokenKind.DEVICE and not live_topic:
-        return _reject(Reason.DEVICE_TOKEN_NOT_FOR_TOPIC)  # forum 712499: bare bundle, LA token
-    if info.kind is TokenKind.DEVICE and (live_topic or ctx.push_type == _LIVE):
+    if (ctx.topic_type, ctx.push_type) not in _TOKEN_TOPICS[info.kind]:
         return _reject(Reason.DEVICE_TOKEN_NOT_FOR_TOPIC)
     if info.unregistered_at_ms is not None:
         return Rejection.of(Reason.UNREGISTERED, info.unregistered_at_ms)

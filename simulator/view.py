@@ -5,7 +5,9 @@
 It reads the simulator control API's `GET /devices` (shape in simulator/devices.py) and draws one
 panel per device with one panel per Live Activity: title, subtitle, icon, badge, the body of its
 type (segments, progress bar, metrics table, stats, big value, alert message, timer), its accent
-color as the border, its state (active / stale / ended / dismissed) and dismissal time.
+color as the border, its state (active / stale / ended / dismissed) and dismissal time. Below
+them, `render_app` draws the app's own pushes: its badge, wake, reload and call counts, and its
+newest notifications (newest on top, with their interruption level).
 
 `render_devices(devices_json, now=...)` is pure: it takes the decoded JSON and the wall time (unix
 seconds, for timers and "in 2m" labels) and returns a rich renderable, so tests can draw it on a
@@ -377,6 +379,54 @@ def render_activity(activity: Mapping[str, Any], *, now: float) -> Panel:
     )
 
 
+NOTIFICATIONS_SHOWN: Final = 3
+"""How many of a device's notifications `lockstep devices` draws (the newest, on top)."""
+
+_LEVEL_MARKS: Final[Mapping[str, str]] = {"passive": "· ", "time-sensitive": "! ", "critical": "‼ "}
+"""The mark before a notification, by interruption level ("• " for `active`)."""
+
+
+def _alert_text(value: object) -> str | None:
+    """A notification title/subtitle/body: a string, or a `loc-key` object shown as key [args]."""
+    if isinstance(value, dict):
+        args = value.get("loc-args")
+        shown = ", ".join(str(a) for a in args) if isinstance(args, list) else ""
+        return f"{value.get('loc-key')} [{shown}]"
+    return _str(value)
+
+
+def render_app(device: Mapping[str, Any], *, now: float) -> RenderableType | None:
+    """The app's own pushes on a device: its badge, counters and newest notifications.
+
+    None when the app has received nothing (Live Activity pushes alone), so such a device draws
+    exactly as before.
+    """
+    raw = device.get("notifications")
+    notes = [n for n in raw if isinstance(n, dict)] if isinstance(raw, list) else []
+    calls = device.get("calls")
+    counts = [
+        (device.get("badge"), "badge {}"),
+        (device.get("background_wakes"), "{} background wakes"),
+        (device.get("widget_reloads"), "{} widget reloads"),
+        (len(calls) if isinstance(calls, list) else 0, "{} calls"),
+    ]
+    bits = [label.format(n) for n, label in counts if _num(n)]
+    if not notes and not bits:
+        return None
+    lines: list[RenderableType] = [Text("app · " + (" · ".join(bits) or "badge 0"), style="bold")]
+    for note in reversed(notes[-NOTIFICATIONS_SHOWN:]):
+        text = Text(_LEVEL_MARKS.get(str(note.get("interruption_level")), "• "))
+        parts = [_alert_text(note.get(k)) for k in ("title", "subtitle", "body")]
+        text.append(" — ".join(p for p in parts if p) or "(no text)")
+        at = _num(note.get("at"))
+        if at is not None:
+            text.append("  " + format_when(at, now), style="dim")
+        lines.append(text)
+    if len(notes) > NOTIFICATIONS_SHOWN:
+        lines.append(Text(f"+{len(notes) - NOTIFICATIONS_SHOWN} older notifications", style="dim"))
+    return Group(*lines)
+
+
 def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
     """One simulated iPhone: its Lock Screen with every activity it still knows, in start order."""
     raw = device.get("activities")
@@ -387,6 +437,9 @@ def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
         if activities
         else Text("no Live Activities", style="dim")
     )
+    app = render_app(device, now=now)  # notifications and badge, below the Live Activities
+    if app is not None:
+        body = Group(body, app)
     channels = device.get("channels") or []
     info = [f"{live} live / {len(activities)} shown"]
     if channels:

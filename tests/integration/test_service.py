@@ -289,3 +289,30 @@ async def test_stream_whose_tokens_died_starts_afresh(autojump_clock: Any, tmp_p
             await settle(h)
             shown = h.shown("iphone-1", str(fresh.activity_id))
             assert shown is not None and shown["content_state"]["metrics"][0]["value"] == 3
+
+
+async def test_a_token_reported_after_a_failed_end_releases_nothing(
+    autojump_clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit = make_kit(devices=1)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            first = await h.service.live.stream("web", stream_req(**metrics(1)))
+            await settle(h)
+            act = str(first.activity_id)
+
+            async def report(token: str) -> models.ActivityTokenAccepted:
+                body = {"device_id": "iphone-1", "activity_id": act, "activity_token": token}
+                req = models.decode(models.ActivityTokenReport, msgspec.json.encode(body))
+                return await h.service.devices.report_token(req)
+
+            await report("00" * 8)  # a token APNs never issued: the end to it fails
+            await settle(h)
+            ended = await h.service.live.end_stream("web", delete_req(**metrics(2)))
+            assert ended.errors and "BadDeviceToken" in ended.errors[0]
+            await settle(h)
+            # The engine closed the lane when the end failed; a later report is answered, not 500.
+            with caplog.at_level("WARNING", logger="lockstep.service"):
+                accepted = await report("11" * 8)
+            assert accepted.success and accepted.released == 0
+            assert any("its end failed" in r.getMessage() for r in caplog.records)

@@ -32,7 +32,7 @@ async def test_control_api_lists_devices_pushes_and_creates_devices(tmp_path: Pa
             status, info = await request_json("GET", base + "/info")
             assert status == 200 and info["topic"] == "com.example.lockstep.push-type.liveactivity"
             assert info["apns_url"] == f"http://127.0.0.1:{ends.apns_port}"
-            assert info["apns_files"] == {"written": 0, "skipped_oversize": 0}
+            assert info["apns_files"] == {"written": 0, "skipped_oversize": 0, "skipped_type": 0}
             status, body = await request_json("GET", base + "/devices")
             names = [d["name"] for d in body["devices"]]
             assert names == ["iphone-1", "iphone-2"]
@@ -46,7 +46,7 @@ async def test_control_api_lists_devices_pushes_and_creates_devices(tmp_path: Pa
             assert (await client.request(hs, start_body(ts=int(time.time())))).status == 200
 
             _, info = await request_json("GET", base + "/info")
-            assert info["apns_files"] == {"written": 1, "skipped_oversize": 0}
+            assert info["apns_files"] == {"written": 1, "skipped_oversize": 0, "skipped_type": 0}
             status, body = await request_json("GET", base + "/devices/iphone-1")
             assert status == 200 and len(body["activities"]) == 1
             assert body["activities"][0]["state"] == "active"

@@ -154,7 +154,7 @@ def test_writer_skips_files_over_4096_bytes(
     with caplog.at_level("WARNING", logger="lockstep.simulator.apnsfile"):
         assert writer.write("phone", padded(size)) is None
     assert (writer.written, writer.skipped_oversize) == (0, 1)
-    assert writer.counts() == {"written": 0, "skipped_oversize": 1}
+    assert writer.counts() == {"written": 0, "skipped_oversize": 1, "skipped_type": 0}
     (record,) = caplog.records
     assert "phone" in record.getMessage() and f"{size + 44} bytes" in record.getMessage()
     assert not (tmp_path / "phone").exists() or not any((tmp_path / "phone").iterdir())
@@ -188,3 +188,40 @@ def test_on_accepted_listener(tmp_path: Path) -> None:
     writer.on_accepted(push, "")
     assert writer.written == 1
     assert (tmp_path / "phone" / "000001-update.apns").read_bytes() == render_apns(payload, BUNDLE)
+
+
+@pytest.mark.parametrize(
+    ("push_type", "kind", "aps", "name"),
+    [
+        ("alert", TokenKind.DEVICE, {"alert": {"title": "T", "body": "B"}, "badge": 1}, "alert"),
+        ("background", TokenKind.DEVICE, {"content-available": 1}, "background"),
+        ("voip", TokenKind.VOIP, {}, None),
+        ("widgets", TokenKind.WIDGETS, {"content-changed": True}, None),
+    ],
+)
+def test_app_pushes_are_written_as_simctl_takes_them(
+    tmp_path: Path, push_type: str, kind: TokenKind, aps: dict[str, object], name: str | None
+) -> None:
+    writer = ApnsFileWriter(tmp_path, bundle_id=BUNDLE)
+    payload = body(aps)
+    push = DevicePush(
+        token="ab",
+        push_type=push_type,
+        topic=BUNDLE,
+        bundle_id=BUNDLE,
+        priority=5,
+        expiration=None,
+        apns_id=None,
+        collapse_id=None,
+        payload=json.loads(payload),
+        body=payload,
+        token_info=TokenInfo(BUNDLE, kind),
+    )
+    writer.on_accepted(push, "phone")
+    if name is None:  # simctl takes no VoIP or widget pushes (apns.md §8)
+        assert writer.counts() == {"written": 0, "skipped_oversize": 0, "skipped_type": 1}
+        assert not (tmp_path / "phone").exists()
+        return
+    path = tmp_path / "phone" / f"000001-{name}.apns"
+    assert json.loads(path.read_bytes()) == {BUNDLE_KEY: BUNDLE, "aps": aps}
+    assert writer.counts() == {"written": 1, "skipped_oversize": 0, "skipped_type": 0}

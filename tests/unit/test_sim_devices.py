@@ -466,6 +466,18 @@ DEVICE_KEYS = {
     "events",
     "events_dropped",
     "activities",
+    # the app's own pushes (simulator/notifications.py)
+    "badge",
+    "notifications",
+    "notifications_dropped",
+    "notifications_replaced",
+    "notifications_silent",
+    "background_wakes",
+    "widget_reloads",
+    "calls",
+    "calls_dropped",
+    "app_events",
+    "app_events_dropped",
 }
 ACTIVITY_KEYS = {
     "activity_id",

@@ -52,6 +52,9 @@ def lived_in() -> tuple[DeviceRegistry, dict[str, str]]:
     held = reg.deliver(live, aps("update", T0 + 2, 11), now=T0 + 2, priority=10, apns_id="u2")
     assert held.outcome is ActivityOutcome.HELD
     reg.dismiss("phone", "phone-2", now=T0 + 3)
+    app = reg.devices["phone"].app_tokens[TokenKind.DEVICE]
+    alert = {"aps": {"alert": {"title": "Deploy done"}, "badge": 3}}
+    reg.deliver(app, alert, now=T0 + 3, priority=10, apns_id="a1", push_type="alert")
     tablet = reg.devices["tablet"].push_to_start_token
     reg.deliver(tablet, aps("start", T0, 3), now=T0 + 3, priority=10, apns_id="s3")
     reg.set_online("phone", False, now=T0 + 4)
@@ -82,6 +85,8 @@ def test_a_restored_registry_is_the_same_phones(tmp_path: Path) -> None:
     assert back.snapshot(later) == reg.snapshot(later)
     [act, _] = back.device_snapshot("phone", later)["activities"]  # type: ignore[index]
     assert act["content_state"] == {"v": 12}
+    phone = back.device_snapshot("phone", later)
+    assert phone is not None and phone["badge"] == 3 and len(phone["notifications"]) == 1
     # The token generator continues: the next token is the one the original would have drawn.
     assert back.allow("tablet", "tablet-1", now=later) == reg.allow("tablet", "tablet-1", now=later)
 

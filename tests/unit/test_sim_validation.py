@@ -44,6 +44,10 @@ DEVICE = "c3" * 32
 DEAD = "d4" * 32
 OTHER_APPS = "e5" * 32
 UNKNOWN = "f6" * 32
+VOIP = "a7" * 32
+WIDGETS = "b8" * 32
+VOIP_TOPIC = APP + ".voip"
+WIDGETS_TOPIC = APP + ".push-type.widgets"
 DEAD_AT_MS = 1_699_999_000_123
 
 
@@ -65,6 +69,8 @@ def _directory() -> Directory:
             ACTIVITY: TokenInfo(APP, TokenKind.ACTIVITY),
             PUSH_TO_START: TokenInfo(APP, TokenKind.PUSH_TO_START),
             DEVICE: TokenInfo(APP, TokenKind.DEVICE),
+            VOIP: TokenInfo(APP, TokenKind.VOIP),
+            WIDGETS: TokenInfo(APP, TokenKind.WIDGETS),
             DEAD: TokenInfo(APP, TokenKind.ACTIVITY, unregistered_at_ms=DEAD_AT_MS),
             OTHER_APPS: TokenInfo(OTHER_APP, TokenKind.ACTIVITY),
         }
@@ -143,6 +149,36 @@ def _alert_to_device(r: Req) -> Req:
         .set("apns-push-type", "alert")
         .set("apns-priority", "10")
     )
+
+
+def _to_app_token(token: str, topic: str, push_type: str | None) -> Callable[[Req], Req]:
+    """A push of `push_type` (None: no header) on `topic` to one of the app's own tokens."""
+
+    def mutate(r: Req) -> Req:
+        r.put(token=token).set("apns-topic", topic).set("apns-priority", "5")
+        return r.set("apns-push-type", *([push_type] if push_type else []))
+
+    return mutate
+
+
+# Every token kind against every (topic, push type) pair that validator step 12 judges: the kind
+# takes its own pairs and answers DeviceTokenNotForTopic to every other one.
+_PAIRS_BY_KIND = {
+    ACTIVITY: {(LA_TOPIC, "liveactivity")},
+    PUSH_TO_START: {(LA_TOPIC, "liveactivity")},
+    DEVICE: {(APP, "alert"), (APP, "background")},
+    VOIP: {(VOIP_TOPIC, "voip")},
+    WIDGETS: {(WIDGETS_TOPIC, "widgets")},
+}
+_ALL_PAIRS = sorted(
+    {*set().union(*_PAIRS_BY_KIND.values()), (APP, "voip"), (APP, "widgets"),
+     (APP, "liveactivity")}
+)  # fmt: skip
+TOKEN_TOPIC_CASES = [
+    (token, topic, push_type, (topic, push_type) in wanted)
+    for token, wanted in _PAIRS_BY_KIND.items()
+    for topic, push_type in _ALL_PAIRS
+]
 
 
 # (id, mutation, expected reason); the mutation turns the valid base request into a faulty one.
@@ -267,6 +303,16 @@ REJECTIONS: list[tuple[str, Mutation, Reason]] = [
     ),
     ("body 4097 bytes", lambda r: r.put(body=_padded(4097)), Reason.PAYLOAD_TOO_LARGE),
     (
+        "alert body 4097 bytes",
+        lambda r: _alert_to_device(r).put(body=_padded(4097)),
+        Reason.PAYLOAD_TOO_LARGE,
+    ),
+    (
+        "widgets body 4097 bytes",
+        lambda r: _to_app_token(WIDGETS, WIDGETS_TOPIC, "widgets")(r).put(body=_padded(4097)),
+        Reason.PAYLOAD_TOO_LARGE,
+    ),
+    (
         "voip body 5121 bytes",
         lambda r: (
             _alert_to_device(r)
@@ -307,6 +353,26 @@ REJECTIONS: list[tuple[str, Mutation, Reason]] = [
         Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
     ),
     ("live push to app token", lambda r: r.put(token=DEVICE), Reason.DEVICE_TOKEN_NOT_FOR_TOPIC),
+    (
+        "alert to the VoIP token",
+        lambda r: _alert_to_device(r).put(token=VOIP),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    (
+        "voip to the device token",
+        _to_app_token(DEVICE, VOIP_TOPIC, "voip"),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    (
+        "widgets to the VoIP token",
+        _to_app_token(VOIP, WIDGETS_TOPIC, None),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
+    (
+        "voip type on the bare bundle to the VoIP token",
+        _to_app_token(VOIP, APP, "voip"),
+        Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
+    ),
     (
         "liveactivity type, bare topic, app token",
         lambda r: r.put(token=DEVICE).set("apns-topic", APP),
@@ -422,16 +488,26 @@ def test_accepted_with_optional_headers_absent() -> None:
         (lambda r: _alert_to_device(r).set("apns-push-type", "background")
          .set("apns-priority", "5"),
          lambda p: p.push_type == "background" and p.priority == 5),
+        # Absent, the priority of a background push is 5, the only one APNs takes (step 7).
+        (lambda r: _alert_to_device(r).set("apns-push-type", "background")
+         .set("apns-priority"),
+         lambda p: p.push_type == "background" and p.priority == 5),
         (lambda r: _alert_to_device(r).set("apns-priority", "1"), lambda p: p.priority == 1),
-        (lambda r: _alert_to_device(r).set("apns-topic", APP + ".voip").set("apns-push-type")
-         .put(body=_padded(5120)),
-         lambda p: p.push_type == "voip" and len(p.body) == 5120),
+        (lambda r: _alert_to_device(r).set("apns-priority"), lambda p: p.priority == 10),
+        (lambda r: _alert_to_device(r).put(body=_padded(4096)), lambda p: len(p.body) == 4096),
+        (lambda r: _alert_to_device(r).put(token=VOIP).set("apns-topic", APP + ".voip")
+         .set("apns-push-type").put(body=_padded(5120)),
+         lambda p: p.push_type == "voip" and len(p.body) == 5120
+         and p.token_info.kind is TokenKind.VOIP),
+        (_to_app_token(WIDGETS, WIDGETS_TOPIC, None),
+         lambda p: p.push_type == "widgets" and p.token_info.kind is TokenKind.WIDGETS),
         (lambda r: r.set("x-custom", "anything"), lambda p: True),
     ],
     ids=[
         "upper-case token", "upper-case apns-id", "priority 5", "expiration leading zeros",
         "collapse id 64", "body 4096", "empty aps", "push-to-start", "alert", "alert implied",
-        "background 5", "alert priority 1", "voip 5120 implied", "unknown header ignored",
+        "background 5", "background implied 5", "alert priority 1", "alert implied 10",
+        "alert 4096", "voip 5120 implied", "widgets implied", "unknown header ignored",
     ],
 )  # fmt: skip
 def test_accepted_variants(mutate: Mutation, check: Callable[[object], bool]) -> None:
@@ -440,6 +516,26 @@ def test_accepted_variants(mutate: Mutation, check: Callable[[object], bool]) ->
     verdict = req.run()
     assert verdict.rejection is None, verdict.rejection
     assert verdict.push is not None and check(verdict.push)
+
+
+@pytest.mark.parametrize(
+    ("token", "topic", "push_type", "accepted"),
+    TOKEN_TOPIC_CASES,
+    ids=[
+        f"{t[:2]}-{topic.removeprefix(APP) or 'bare'}-{p}" for t, topic, p, _ in TOKEN_TOPIC_CASES
+    ],
+)
+def test_each_token_kind_takes_only_its_own_topics(
+    token: str, topic: str, push_type: str, accepted: bool
+) -> None:
+    req = Req()
+    _to_app_token(token, topic, push_type)(req)
+    verdict = req.run()
+    if accepted:
+        assert verdict.push is not None, verdict.rejection
+        assert (verdict.push.topic, verdict.push.push_type) == (topic, push_type)
+    else:
+        assert verdict.rejection == Rejection.of(Reason.DEVICE_TOKEN_NOT_FOR_TOPIC)
 
 
 def test_directory_is_queried_with_lower_case_token() -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 from simulator import view
 from simulator.devices import ActivityOutcome, DeviceRegistry
 from simulator.profile import AllowPrompt, DeviceProfile
+from simulator.validation import TokenKind
 
 T0 = 1_700_000_000.0  # 22:13:20Z
 ATTRIBUTES = "LockstepAttributes"
@@ -375,3 +376,47 @@ def test_url_comes_from_the_environment(
     monkeypatch.setenv("LOCKSTEP_SIM_URL", url)
     assert view.run(parse(), Console(record=True, width=100)) == 0
     assert handler.hits == ["/devices"]
+
+
+# -- the app's own pushes ------------------------------------------------------------------------
+
+
+def app_device(notes: int) -> dict[str, Any]:
+    """A device's JSON after `notes` alert pushes (the last one time-sensitive, badge 3)."""
+    reg = DeviceRegistry(bundle_id="com.example.app", rng=random.Random(5))
+    device = reg.add_device("phone", now=T0)
+    token = device.app_tokens[TokenKind.DEVICE]
+    for n in range(notes):
+        aps: dict[str, Any] = {"alert": {"title": f"Build {n}", "body": "[red]passed[/]"}}
+        if n == notes - 1:
+            aps.update({"badge": 3, "interruption-level": "time-sensitive"})
+        reg.deliver(token, {"aps": aps}, now=T0 + n, priority=10, apns_id=str(n), push_type="alert")
+    result: dict[str, Any] = reg.snapshot(T0 + 60)[0]
+    return result
+
+
+def test_notifications_and_badge_are_drawn_newest_first() -> None:
+    text = draw(view.render_devices([app_device(5)], now=T0 + 60))
+    assert "app · badge 3" in text
+    lines = [line for line in text.splitlines() if "Build" in line]
+    assert ["Build 4" in lines[0], "Build 3" in lines[1], "Build 2" in lines[2]] == [True] * 3
+    assert len(lines) == view.NOTIFICATIONS_SHOWN
+    assert "! Build 4 — [red]passed[/]" in text  # time-sensitive mark; text is not markup
+    assert "+2 older notifications" in text
+    assert "(56s ago)" in text
+
+
+def test_app_counters_and_loc_keys() -> None:
+    device = app_device(0)
+    assert view.render_app(device, now=T0) is None  # nothing received: drawn as before
+    device.update(
+        background_wakes=2,
+        widget_reloads=1,
+        calls=[{}],
+        notifications=[{"title": {"loc-key": "GAME", "loc-args": ["A", 2]}, "at": "?"}, 7],
+    )
+    text = draw(view.render_device(device, now=T0))
+    assert "app · 2 background wakes · 1 widget reloads · 1 calls" in text
+    assert "• GAME [A, 2]" in text
+    device.update(notifications=[{"body": None, "interruption_level": "critical"}], calls=None)
+    assert "‼ (no text)" in draw(view.render_device(device, now=T0))
