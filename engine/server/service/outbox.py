@@ -152,7 +152,7 @@ class Outbox:
             # what the device shows cannot change through it, so nothing is queued. The caller
             # (a token report, an update) has still stored what it was given.
             rec.queued_version = queued
-            log.info("nothing sent to %s: %s", row.device_id, exc)
+            log.warning("nothing more for %s on %s: %s", act.row.activity_id, row.device_id, exc)
             return None
         self._follow(handle, act, rec, act.row.version, start=False)
         return handle
