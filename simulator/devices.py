@@ -257,6 +257,15 @@ class DeviceRegistry:
         if info.unregistered_at_ms is None:
             self._tokens[token] = replace(info, unregistered_at_ms=at_ms)
 
+    def expire_token(self, token: str, at_ms: int) -> None:
+        """Mark a token expired from `at_ms` (unix ms, may be ahead): from then on the validator
+        answers 410 `ExpiredToken` with that time (apns.md §3). The earliest instant given wins."""
+        info = self._tokens.get(token)
+        if info is None:
+            raise KeyError(f"unknown token {token[:8]}...")
+        if info.expired_at_ms is None or at_ms < info.expired_at_ms:
+            self._tokens[token] = replace(info, expired_at_ms=at_ms)
+
     def rotate_token(self, token: str, *, now: float) -> str:
         """Give a live activity a new update token (apns.md §6: update tokens may rotate).
 
