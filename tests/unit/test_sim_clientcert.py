@@ -118,7 +118,7 @@ def test_identity_of_each_shape(
         ca_cert, ca_key, bundle_id=bundle, environments=environments, topics=topics, now=NOW
     )
     identity = identity_of(cert)
-    assert (identity.bundle_id, identity.environments, identity.topics) == expected
+    assert (identity.bundle_id, set(identity.environments), set(identity.topics)) == expected
 
 
 # --- files in the state folder ------------------------------------------------------------------
