@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from engine.apns.reasons import Outcome, Reason
+from engine.delivery.items import LaneError
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.contract import models
 from engine.server.service.devices import Devices
@@ -120,6 +121,33 @@ async def test_a_token_report_revives_a_dead_recipient() -> None:
     )
     assert not rec.row.dead and rec.row.update_token == "ef" * 32 and rec.row.started
     assert store.ops
+
+
+class ClosedLaneEngine:
+    """An engine whose lane for the activity is closed (its end failed for good, say)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise LaneError("activity 'a1' on lane 'd1' is closed: its end failed (BadDeviceToken)")
+
+
+@pytest.mark.trio
+async def test_a_token_report_for_a_closed_lane_releases_nothing() -> None:
+    reg, _, rec, _, store = world(update_token="cd" * 32)
+    engine = ClosedLaneEngine()
+    outbox = Outbox(engine, store, reg, attributes_type="T", wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    devices = Devices(reg, store, outbox, wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    report = models.ActivityTokenReport(device_id="d1", activity_id="a1", activity_token="ef" * 32)
+    accepted = await devices.report_token(report)
+    assert accepted.released == 0 and engine.calls == 1
+    assert rec.row.update_token == "ef" * 32
+    # The same report again tries nothing; another token tries once more, and is refused again.
+    assert (await devices.report_token(report)).released == 0 and engine.calls == 1
+    again = models.ActivityTokenReport(device_id="d1", activity_id="a1", activity_token="0f" * 32)
+    assert (await devices.report_token(again)).released == 0 and engine.calls == 2
 
 
 @pytest.mark.parametrize("bad", ["", "abc\n", "a/b", "x" * 129, "é"])

@@ -29,6 +29,7 @@ import trio
 
 from engine.apns.reasons import Outcome
 from engine.delivery.dispatch import PushHandle
+from engine.delivery.items import LaneError
 from engine.engine import Engine
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus
@@ -138,13 +139,21 @@ class Outbox:
         if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
             return None
         rec.queued_version = act.row.version
-        handle = await self._engine.submit(
-            act.row.activity_id,
-            row.update_token,
-            prepared or prepare(latest_content(act)),
-            lane=row.device_id,
-            min_timestamp=min_timestamp,
-        )
+        try:
+            handle = await self._engine.submit(
+                act.row.activity_id,
+                row.update_token,
+                prepared or prepare(latest_content(act)),
+                lane=row.device_id,
+                min_timestamp=min_timestamp,
+            )
+        except LaneError as exc:
+            # The engine has closed this activity's lane to the device (its end went out, or its
+            # start or end failed for good): nothing more can be sent on it. A late token report
+            # for it is no server error; the recipient stays queued at this version, so only a
+            # newer token report tries again.
+            log.info("nothing more for %s to %s: %s", act.row.activity_id, row.device_id, exc)
+            return None
         self._follow(handle, act, rec, act.row.version, start=False)
         return handle
 
