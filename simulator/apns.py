@@ -6,8 +6,10 @@ accepted pushes to the simulated iPhones (`simulator.devices`), records the outc
 push log and tells listeners (the `.apns` writer is one). It reads no clock of its own: the wall
 time comes from an injected callable, so tests can run hours of token and activity lifetimes in ms.
 
-`ConnectionState` is the per-connection half: token-auth state, fault sequence and the
-stream-limit policy (1 until the first valid token, then `warm_max_streams`; apns.md §4).
+`ConnectionState` is the per-connection half: the environment of the listener it came in on, the
+client certificate it presented (if any), token-auth state, fault sequence and the stream-limit
+policy (1 until the first valid token, then `warm_max_streams`; apns.md §4; a connection with a
+client certificate is warm from the start, apns.md §9).
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ from simulator.budget import PerTokenLimit
 from simulator.devices import DeliveryOutcome, DeviceRegistry, TokenReport
 from simulator.faults import ConnectionFaults, FaultAction, FaultPlan
 from simulator.faults.devices import DeviceEvents
+from simulator.profile import SANDBOX
 from simulator.protocol import Request
-from simulator.validation import DevicePush, IncomingRequest, Rejection, ValidationConfig, validate
+from simulator.validation import (
+    ClientCertificate,
+    DevicePush,
+    IncomingRequest,
+    Rejection,
+    ValidationConfig,
+    validate,
+)
 
 WallClock = Callable[[], float]
 
@@ -51,6 +61,16 @@ class SimulatorConfig:
     seed: int = 0
     token_rate_limit: int | None = 100  # pushes per token per window, then 429 (None: no limit)
     token_rate_window: float = 10.0  # seconds
+    idle_timeout: float | None = 7200.0
+    """Seconds without a frame from the client before GOAWAY `IdleTimeout` (None: never).
+
+    Apple documents the reason but not its trigger (apns.md §4, "Could not confirm" 2); it does
+    call a PING after one hour of inactivity acceptable, so a connection must survive an idle
+    hour. Two hours leave a client that pings "after an hour" on a coarse timer a whole hour of
+    slack, and still close connections a client forgot.
+    """
+    disabled_key_ids: frozenset[str] = frozenset()
+    """Signing keys the account has disabled: their tokens are answered 403 `Forbidden`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +124,10 @@ class ConnectionState:
     faults: ConnectionFaults
     max_streams: int
     warmed: bool = False
+    environment: str = SANDBOX
+    """The APNs environment of the listener the connection came in on (apns.md §1)."""
+    certificate: ClientCertificate | None = None
+    """The client certificate presented at the TLS handshake (None: token auth)."""
 
 
 @dataclass(slots=True)
@@ -134,6 +158,10 @@ class FakeApns:
         self.registry = registry
         self.plan = plan or FaultPlan()
         self.wall_clock = wall_clock
+        for key_id in sorted(config.disabled_key_ids):
+            if key_id not in keyring:
+                raise ValueError(f"cannot disable key {key_id!r}: the account has no such key")
+            keyring.disable(key_id)
         self.validation = ValidationConfig(bundle_ids=frozenset({config.bundle_id}))
         self.log: deque[PushRecord] = deque(maxlen=config.push_log_size)
         self.listeners: list[PushListener] = []
@@ -150,14 +178,27 @@ class FakeApns:
         self._device_events = DeviceEvents(self.plan) if self.plan.has_device_events else None
         self._back_online: list[tuple[float, str]] = []  # (when, device) for plan outages
 
-    def open_connection(self) -> ConnectionState:
-        """State for a new connection; its fault sequence depends only on the seed and its index."""
+    def open_connection(
+        self, *, environment: str = SANDBOX, certificate: ClientCertificate | None = None
+    ) -> ConnectionState:
+        """State for a new connection to the `environment` listener, which presented
+        `certificate` (None: none). Its fault sequence depends only on the seed and its index."""
         index = next(self._conn_index)
         self.counters.connections += 1
         auth = ConnectionAuth(self.keyring, accept_der=self.config.accept_der_signatures)
-        return ConnectionState(
-            index, auth, self.plan.for_connection(index), self.config.initial_max_streams
+        state = ConnectionState(
+            index,
+            auth,
+            self.plan.for_connection(index),
+            self.config.initial_max_streams,
+            environment=environment,
+            certificate=certificate,
         )
+        if certificate is not None:
+            # Observed in 2016: with a certificate, the full stream limit applies at once (§9).
+            state.warmed = True
+            state.max_streams = self.config.warm_max_streams
+        return state
 
     def _new_apns_id(self) -> str:
         # APNs-generated ids come back upper-case (apns.md §1, observed).
@@ -191,6 +232,8 @@ class FakeApns:
             config=self.validation,
             directory=self.registry,
             now=now,
+            environment=conn.environment,
+            certificate=conn.certificate,
         )
         if verdict.auth_ok and not conn.warmed:
             conn.warmed = True

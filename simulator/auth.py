@@ -9,7 +9,10 @@ accepted token, and it may switch to a new token at most once every 20 minutes.
 
 1. header missing or empty → `MissingProviderToken`; not `bearer <jwt>` → `InvalidProviderToken`.
 2. not a decodable JWT, `alg` not ES256, `kid` unknown, `iss` not the key's team, or a signature
-   that does not verify (raw R||S; DER only with `accept_der`) → `InvalidProviderToken`.
+   that does not verify (raw R||S; DER only with `accept_der`) → `InvalidProviderToken`; a
+   genuine token signed with a key the account has disabled → `Forbidden` (an assumption: APNs
+   documents `Forbidden` only as "never retry", apns.md §3, and a disabled key is the account
+   state no retry can fix).
 3. `iat` missing or not an integer → `InvalidProviderToken`; older than `max_age` →
    `ExpiredProviderToken`; more than `FUTURE_IAT_LIMIT` seconds ahead → `InvalidProviderToken`.
 4. a `kid` other than the one the connection is bound to → `UnrelatedKeyIdInToken`.
@@ -59,6 +62,8 @@ class TrustedKey:
     key_id: str
     team_id: str
     public_key: EllipticCurvePublicKey = field(repr=False)
+    disabled: bool = False
+    """The account disabled the key: its tokens verify but are answered `Forbidden`."""
 
     @classmethod
     def from_signing_key(cls, key: SigningKey) -> TrustedKey:
@@ -91,6 +96,11 @@ class KeyRing:
     def get(self, key_id: str) -> TrustedKey | None:
         """The trusted key with `key_id`, or None."""
         return self._keys.get(key_id)
+
+    def disable(self, key_id: str) -> None:
+        """Mark the key `key_id` disabled (its tokens get `Forbidden`); KeyError if unknown."""
+        key = self._keys[key_id]
+        self.add(TrustedKey(key.key_id, key.team_id, key.public_key, disabled=True))
 
     @property
     def generation(self) -> int:
@@ -226,6 +236,8 @@ class ConnectionAuth:
             return _INVALID
         if not verify_token(decoded, trusted.public_key, accept_der=self._accept_der):
             return _INVALID
+        if trusted.disabled:
+            return Reason.FORBIDDEN  # checked after the signature: a forgery stays Invalid
         iat = decoded.issued_at
         if iat is None:
             return _INVALID

@@ -1,16 +1,18 @@
 """Certificates for the fake APNs: a local CA and a server certificate it signs.
 
-`ensure_certificates(folder)` writes `ca.pem`, `server.pem` and `server.key` (reusing them when
-present and still valid), so a client can trust the simulator by loading `ca.pem`. The server
-certificate names `localhost`, `127.0.0.1` and `::1`, and the APNs host names, so a client
-configured
-for `api.sandbox.push.apple.com` can be pointed at the simulator with only a CA change.
+`ensure_certificates(folder)` writes `ca.pem`, `ca.key`, `server.pem` and `server.key` (reusing
+them when present and still valid), so a client can trust the simulator by loading `ca.pem`. The
+server certificate names `localhost`, `127.0.0.1` and `::1`, and the APNs host names, so a client
+configured for `api.sandbox.push.apple.com` can be pointed at the simulator with only a CA change.
+The CA's key is kept (0600) so that client certificates (`simulator.clientcert`) can be issued
+under the same CA on a later run. Every file holding a private key is created 0600.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ class CertificatePaths:
     ca: Path
     cert: Path
     key: Path
+    ca_key: Path
+    """The CA's private key (0600): what client certificates are signed with."""
 
 
 def _name(common: str) -> x509.Name:
@@ -51,6 +55,23 @@ def _name(common: str) -> x509.Name:
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def write_private(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` readable by the owner only (0600 from creation, never wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a file that already existed keeps its mode through O_CREAT
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _paths(folder: Path) -> CertificatePaths:
+    return CertificatePaths(
+        folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "ca.key"
     )
 
 
@@ -87,17 +108,18 @@ def _issue(folder: Path, now: dt.datetime) -> CertificatePaths:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    paths = CertificatePaths(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths = _paths(folder)
+    write_private(paths.ca_key, _pem_key(ca_key))
     paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.key.write_bytes(_pem_key(key))
-    paths.key.chmod(0o600)
+    write_private(paths.key, _pem_key(key))
     return paths
 
 
 def _still_valid(paths: CertificatePaths, now: dt.datetime) -> bool:
-    if not (paths.ca.exists() and paths.cert.exists() and paths.key.exists()):
-        return False
+    files = (paths.ca, paths.cert, paths.key, paths.ca_key)
+    if not all(f.exists() for f in files):
+        return False  # a state folder from before the CA key was kept: issue everything anew
     try:
         cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
     except ValueError:
@@ -110,16 +132,26 @@ def ensure_certificates(folder: str | Path, *, now: dt.datetime | None = None) -
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     moment = now or dt.datetime.now(dt.UTC)
-    paths = CertificatePaths(root / "ca.pem", root / "server.pem", root / "server.key")
+    paths = _paths(root)
     return paths if _still_valid(paths, moment) else _issue(root, moment)
 
 
-def server_ssl_context(paths: CertificatePaths) -> ssl.SSLContext:
-    """A TLS 1.2+ server context offering ALPN `h2` only, as APNs does (apns.md §1)."""
+def server_ssl_context(
+    paths: CertificatePaths, *, client_certificates: bool = True
+) -> ssl.SSLContext:
+    """A TLS 1.2+ server context offering ALPN `h2` only, as APNs does (apns.md §1).
+
+    With `client_certificates`, it asks for an optional client certificate signed by the
+    simulator's CA (certificate auth, apns.md §9): a client without one does token auth, one
+    with a certificate from another CA is refused at the handshake, as APNs refuses a revoked one.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(paths.cert), str(paths.key))
     ctx.set_alpn_protocols(["h2"])
+    if client_certificates:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cafile=str(paths.ca))
     return ctx
 
 

@@ -1,11 +1,13 @@
 """`lockstep simulator`: run the fake APNs with simulated iPhones from the command line.
 
     lockstep simulator --port 2197 --control-port 8790 --devices 3 --apns-dir ./apns-out --seed 7 \
+        [--environment sandbox|production] [--other-environment-port N] \
         [--faults plan.toml | --faults "latency=uniform:1:20,burst=ServiceUnavailable:0.01:5"] \
         [--accept-all] [--h2c] [--record-pushes pushes.jsonl]
 
-It prints where its CA certificate, signing key (.p8) and control API are, then serves until
-Ctrl-C, which sends GOAWAY to every connection, drains them (bounded) and exits cleanly.
+It prints its APNs URLs (one per environment it serves), where its CA certificate, client
+certificates, signing key (.p8) and control API are, then serves until Ctrl-C, which sends GOAWAY
+to every connection, drains them (bounded) and exits cleanly.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from simulator.apns import SimulatorConfig
 from simulator.certs import ensure_certificates, server_ssl_context
 from simulator.fastserve import SinkStats, serve_fast_sink
 from simulator.faults import FaultPlan
-from simulator.profile import AllowPrompt, DeviceProfile, parse_profile
+from simulator.profile import ENVIRONMENTS, AllowPrompt, DeviceProfile, parse_profile
 from simulator.runner import Simulator, SimulatorOptions
 
 
@@ -41,6 +43,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=2197, help="APNs port (default 2197, as APNs)")
     p.add_argument("--control-port", type=int, default=8790, help="control API port (default 8790)")
+    p.add_argument(
+        "--environment",
+        choices=ENVIRONMENTS,
+        default="sandbox",
+        help="APNs environment of the --port listener and of the devices (default sandbox)",
+    )
+    p.add_argument(
+        "--other-environment-port",
+        type=int,
+        metavar="N",
+        help="also serve the other environment on port N (0 picks a free port)",
+    )
     p.add_argument("--devices", type=int, default=3, help="simulated iPhones to create (default 3)")
     p.add_argument("--apns-dir", type=Path, help="write each accepted push as a .apns file here")
     p.add_argument(
@@ -86,6 +100,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--max-active", type=int, default=5, help="active activities per device (5)")
     _profile_arguments(p)
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        metavar="SECONDS",
+        help="GOAWAY IdleTimeout after this long without a frame from the client; 0 never "
+        "(default 7200)",
+    )
+    p.add_argument(
+        "--disable-key-id",
+        action="append",
+        default=[],
+        metavar="KID",
+        help="the account has disabled this signing key: its tokens get 403 Forbidden (repeatable)",
+    )
     p.add_argument("--report-url", help="POST each new Live Activity update token here")
     p.add_argument("--report-key", help="bearer credential for --report-url")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -154,6 +183,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
     for name in ("devices", "max_streams", "max_active"):
         if getattr(args, name) < (0 if name == "devices" else 1):
             raise ValueError(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
+    if not args.idle_timeout >= 0:  # also refuses NaN
+        raise ValueError(f"--idle-timeout is out of range: {args.idle_timeout}")
     plan = _load_plan(args.faults, args.seed) if args.faults else None
     config = SimulatorConfig(
         bundle_id=args.bundle_id,
@@ -164,6 +195,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         max_active_activities=args.max_active,
         seed=args.seed,
         token_rate_limit=args.token_rate_limit or None,
+        idle_timeout=args.idle_timeout or None,
+        disabled_key_ids=frozenset(args.disable_key_id),
     )
     return SimulatorOptions(
         host=args.host,
@@ -180,6 +213,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         config=config,
         profile=profile_from_args(args),
         fresh=args.fresh,
+        environment=args.environment,
+        other_environment_port=args.other_environment_port,
     )
 
 
@@ -232,8 +267,10 @@ async def _run(simulator: Simulator) -> None:
 
 def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
     print("Lockstep simulator (fake APNs + simulated iPhones)")
+    for environment, url in info["apns_urls"].items():
+        if url:
+            print(f"  {'APNs ' + environment:<22} {url}")
     for label, key in (
-        ("APNs", "apns_url"),
         ("CA certificate", "ca_certificate"),
         ("signing key (.p8)", "signing_key"),
         ("key id", "key_id"),
@@ -246,8 +283,10 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
         ("devices kept in", "state_file"),
     ):
         if info.get(key):
-            print(f"  {label:<18} {info[key]}")
-    print(f"  {'device profile':<18} {describe_profile(simulator.options.profile)}")
+            print(f"  {label:<22} {info[key]}")
+    for environment, path in info["client_certificates"].items():
+        print(f"  {'client cert ' + environment:<22} {path}  (certificate and key, PEM)")
+    print(f"  {'device profile':<22} {describe_profile(simulator.options.profile)}")
     for device in simulator.apns.registry.snapshot(simulator.apns.wall_clock()):
         print(f"  device {device['name']:<11} push-to-start token {device['push_to_start_token']}")
     print("Ctrl-C drains and exits.", flush=True)
@@ -256,7 +295,8 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
 def _run_accept_all(options: SimulatorOptions) -> int:
     """Benchmark mode: answer everything 200 from pre-built frames; report rate and CPU on exit."""
     certs = ensure_certificates(options.state_dir) if options.tls else None
-    ssl_context = server_ssl_context(certs) if certs else None
+    # Validates nothing, so it asks for no client certificate either.
+    ssl_context = server_ssl_context(certs, client_certificates=False) if certs else None
     stats = SinkStats()
 
     async def run() -> None:

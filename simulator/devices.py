@@ -384,6 +384,16 @@ class DeviceRegistry:
         if info.unregistered_at_ms is None:
             self._tokens[token] = replace(info, unregistered_at_ms=at_ms)
 
+    def expire_token(self, token: str, at_ms: int) -> None:
+        """Mark a token expired from `at_ms` (unix ms, may be ahead): from then on the validator
+        answers 410 `ExpiredToken` with that time (apns.md §3). The earliest instant given wins."""
+        self.changes += 1
+        info = self._tokens.get(token)
+        if info is None:
+            raise KeyError(f"unknown token {token[:8]}...")
+        if info.expired_at_ms is None or at_ms < info.expired_at_ms:
+            self._tokens[token] = replace(info, expired_at_ms=at_ms)
+
     def rotate_token(self, token: str, *, now: float) -> str:
         """Give a live activity a new update token (apns.md §6: update tokens may rotate).
 
@@ -415,7 +425,7 @@ class DeviceRegistry:
     def export_state(self) -> dict[str, Any]:
         """Devices, every token APNs knows (dead ones too), and the token generator; JSON-ready."""
         tokens = {
-            token: [info.kind.value, info.unregistered_at_ms, info.environment]
+            token: [info.kind.value, info.unregistered_at_ms, info.environment, info.expired_at_ms]
             for token, info in self._tokens.items()
             if info.bundle_id == self.bundle_id
         }
@@ -437,8 +447,8 @@ class DeviceRegistry:
         try:
             devices = [Device.from_state(raw, self._log_limit) for raw in state["devices"]]
             tokens = {
-                str(token): TokenInfo(self.bundle_id, TokenKind(kind), at_ms, env)
-                for token, (kind, at_ms, env) in state["tokens"].items()
+                str(token): TokenInfo(self.bundle_id, TokenKind(kind), at_ms, env, expired_ms)
+                for token, (kind, at_ms, env, expired_ms) in state["tokens"].items()
             }
             retired = deque(str(t) for t in state["retired"])
             rng_state = _rng_from_state(state["rng"])

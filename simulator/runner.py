@@ -1,9 +1,15 @@
 """Assemble and run a whole simulator: fake APNs listener, simulated iPhones, control API.
 
 `Simulator.build(options)` prepares everything that touches the disk (CA and server certificate,
-the signing key and its `.p8`, the `.apns` output folder) and the in-memory state (devices, fault
-plan); `Simulator.run()` serves until cancelled or until `stop()` drains it. Used by
-`lockstep simulator`, by tests, and by anything that wants a fake APNs in-process.
+a client certificate per environment, the signing key and its `.p8`, the `.apns` output folder)
+and the in-memory state (devices, fault plan); `Simulator.run()` serves until cancelled or until
+`stop()` drains it. Used by `lockstep simulator`, by tests, and by anything that wants a fake APNs
+in-process.
+
+The APNs listener on `port` serves one environment (`environment`, sandbox by default); with
+`other_environment_port` a second listener serves the other one, over the same devices and
+account, so a client can be tested against both endpoints as it would be against Apple's
+(apns.md §1, Hosts).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -25,10 +32,11 @@ from simulator.apns import FakeApns, SimulatorConfig, WallClock
 from simulator.apnsfile import ApnsFileWriter
 from simulator.auth import KeyRing
 from simulator.certs import CertificatePaths, ensure_certificates, server_ssl_context
+from simulator.clientcert import ensure_client_certificates
 from simulator.control import ControlApp
 from simulator.devices import DeviceRegistry
 from simulator.faults import FaultPlan
-from simulator.profile import DeviceProfile
+from simulator.profile import ENVIRONMENTS, PRODUCTION, SANDBOX, DeviceProfile
 from simulator.record import PushRecorder
 from simulator.reporting import TokenReporter
 from simulator.server import ApnsServer
@@ -57,6 +65,22 @@ class SimulatorOptions:
     profile: DeviceProfile = field(default_factory=DeviceProfile)  # of every device it creates
     keep_state: bool = True  # devices survive a restart in <state_dir>/devices.json
     fresh: bool = False  # ignore (and later replace) the saved devices
+    environment: str = SANDBOX
+    """The APNs environment the `port` listener serves (its devices are built for it too)."""
+    other_environment_port: int | None = None
+    """A second APNs listener serving the other environment (0: a free port; None: none)."""
+
+    def __post_init__(self) -> None:
+        """Refuse an environment APNs does not have."""
+        if self.environment not in ENVIRONMENTS:
+            raise ValueError(
+                f"environment must be 'sandbox' or 'production', not {self.environment!r}"
+            )
+
+    @property
+    def other_environment(self) -> str:
+        """The environment the second listener serves."""
+        return PRODUCTION if self.environment == SANDBOX else SANDBOX
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +89,8 @@ class Endpoints:
 
     apns_port: int
     control_port: int | None
+    other_apns_port: int | None = None
+    """The listener of the other environment, when there is one."""
 
 
 def load_or_create_key(state_dir: Path, config: SimulatorConfig) -> tuple[SigningKey, Path]:
@@ -94,15 +120,24 @@ class Simulator:
         key_path: Path,
         certs: CertificatePaths | None,
         reporter: TokenReporter | None,
+        client_certificates: dict[str, Path] | None = None,
     ) -> None:
         self.options = options
         self.apns = apns
         self.key = key
         self.key_path = key_path
         self.certs = certs
+        self.client_certificates = client_certificates or {}
+        """Environment → PEM with a client certificate and its key (certificate auth)."""
         self.reporter = reporter
         ssl_context = server_ssl_context(certs) if certs else None
-        self.server = ApnsServer(apns, ssl_context=ssl_context)
+        self.server = ApnsServer(apns, ssl_context=ssl_context, environment=options.environment)
+        self.other_server: ApnsServer | None = None
+        """The other environment's listener (`options.other_environment_port`), or None."""
+        if options.other_environment_port is not None:
+            self.other_server = ApnsServer(
+                apns, ssl_context=ssl_context, environment=options.other_environment
+            )
         self.endpoints: Endpoints | None = None
         self.push_recorder: PushRecorder | None = None
         self.apns_files: ApnsFileWriter | None = None
@@ -117,11 +152,20 @@ class Simulator:
         options.state_dir.mkdir(parents=True, exist_ok=True)
         key, key_path = load_or_create_key(options.state_dir, config)
         certs = ensure_certificates(options.state_dir) if options.tls else None
+        client_certificates = None
+        if certs is not None:
+            client_certificates = ensure_client_certificates(
+                certs, bundle_id=config.bundle_id, team_id=config.team_id
+            )
         registry = DeviceRegistry(
             bundle_id=config.bundle_id,
             rng=random.Random(f"devices:{config.seed}"),
             max_active=config.max_active_activities,
-            default_profile=options.profile,
+            # Devices it creates are builds for the main listener's environment, so its pushes
+            # reach them; a device of the other one comes from `POST /devices` with a profile.
+            default_profile=msgspec.structs.replace(
+                options.profile, environment=options.environment
+            ),
         )
         now = wall_clock()
         keeper = None
@@ -148,7 +192,13 @@ class Simulator:
             reporter = TokenReporter(options.report_url, bearer=options.report_key)
             apns.token_sinks.append(reporter.submit)
         simulator = cls(
-            options, apns=apns, key=key, key_path=key_path, certs=certs, reporter=reporter
+            options,
+            apns=apns,
+            key=key,
+            key_path=key_path,
+            certs=certs,
+            reporter=reporter,
+            client_certificates=client_certificates,
         )
         simulator.apns_files = writer
         simulator.state_keeper = keeper
@@ -159,12 +209,21 @@ class Simulator:
     def info(self) -> dict[str, Any]:
         """What a client needs to talk to this simulator (printed by the CLI, served at /info)."""
         o, c = self.options, self.options.config
-        ports = self.endpoints or Endpoints(o.port, o.control_port)
+        ports = self.endpoints or Endpoints(o.port, o.control_port, o.other_environment_port)
         scheme = "https" if o.tls else "http"
+        urls: dict[str, str | None] = dict.fromkeys(ENVIRONMENTS)
+        urls[o.environment] = f"{scheme}://{o.host}:{ports.apns_port}"
+        if ports.other_apns_port is not None:
+            urls[o.other_environment] = f"{scheme}://{o.host}:{ports.other_apns_port}"
         return {
-            "apns_url": f"{scheme}://{o.host}:{ports.apns_port}",
+            "apns_url": urls[o.environment],
+            "environment": o.environment,
+            "apns_urls": urls,
             "tls": o.tls,
             "ca_certificate": str(self.certs.ca.resolve()) if self.certs else None,
+            "client_certificates": {
+                env: str(path.resolve()) for env, path in self.client_certificates.items()
+            },
             "signing_key": str(self.key_path.resolve()),
             "key_id": c.key_id,
             "team_id": c.team_id,
@@ -185,6 +244,11 @@ class Simulator:
         """Serve until cancelled or until `stop()` has drained the connections."""
         async with trio.open_nursery() as nursery:
             apns_port = await nursery.start(self.server.serve, self.options.host, self.options.port)
+            other_port = None
+            if self.other_server is not None:
+                other_port = await nursery.start(
+                    self.other_server.serve, self.options.host, self.options.other_environment_port
+                )
             control_port = None
             if self.options.control_port is not None:
                 control_port = await nursery.start(self._serve_control)
@@ -195,7 +259,7 @@ class Simulator:
                     nursery.start_soon(self.reporter.run)
                 if self.state_keeper is not None:
                     nursery.start_soon(self.state_keeper.run)
-                self.endpoints = Endpoints(apns_port, control_port)
+                self.endpoints = Endpoints(apns_port, control_port, other_port)
                 task_status.started(self.endpoints)
                 await self.server.shutdown.wait()
                 await self._control_shutdown.wait()
@@ -225,9 +289,17 @@ class Simulator:
 
     async def stop(self) -> bool:
         """GOAWAY every connection, wait for the drain (bounded), then stop the control API."""
-        drained = await self.server.drain(self.options.drain_seconds)
+        servers = [s for s in (self.server, self.other_server) if s is not None]
+        drained = [False] * len(servers)
+
+        async def drain(i: int) -> None:
+            drained[i] = await servers[i].drain(self.options.drain_seconds)
+
+        async with trio.open_nursery() as nursery:  # both listeners drain at the same time
+            for i in range(len(servers)):
+                nursery.start_soon(drain, i)
         self._control_shutdown.set()
-        return drained
+        return all(drained)
 
     async def _serve_control(
         self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED

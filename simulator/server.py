@@ -1,10 +1,16 @@
 """The fake APNs server's trio shell: sockets, TLS, timing and graceful drain.
 
-Each accepted connection runs one `ServerConnection`: a reader loop feeding the sans-IO
-`ApnsServerProtocol`, with answers decided by the shared `FakeApns`. Answers the fault plan delays
-run in their own tasks; every write goes through one lock so frames never interleave. On shutdown
-every connection sends GOAWAY `{"reason":"Shutdown"}`, answers what it already received, then
-closes (apns.md §4); a deadline bounds the drain.
+Each accepted connection runs one `ServerConnection`: over TLS it first completes the handshake
+and reads the client certificate, if one was presented (certificate auth, apns.md §9), then a
+reader loop feeds the sans-IO `ApnsServerProtocol`, with answers decided by the shared `FakeApns`.
+Answers the fault plan delays run in their own tasks; every write goes through one lock so frames
+never interleave. On shutdown every connection sends GOAWAY `{"reason":"Shutdown"}`, answers what
+it already received, then closes (apns.md §4); a deadline bounds the drain. A connection that
+receives nothing from its client (a PING counts) for `SimulatorConfig.idle_timeout` seconds gets
+GOAWAY `{"reason":"IdleTimeout"}` and is closed after the same drain.
+
+Each `ApnsServer` serves one APNs environment (`sandbox` or `production`, apns.md §1); a simulator
+with both runs two servers over one `FakeApns`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import trio
 
 from engine.apns.reasons import Reason
 from simulator.apns import Answer, ConnectionState, FakeApns
+from simulator.clientcert import read_client_certificate
+from simulator.profile import SANDBOX
 from simulator.protocol import ApnsServerProtocol, ConnectionEnded, RequestReady
+from simulator.validation import ClientCertificate
 
 log = logging.getLogger("lockstep.simulator")
 
@@ -35,42 +44,96 @@ class _Dropped(Exception):
 class ServerConnection:
     """One client connection to the fake APNs."""
 
-    def __init__(self, apns: FakeApns, stream: trio.abc.Stream, shutdown: trio.Event) -> None:
+    # Set by `_open`, once the TLS handshake has told whether a client certificate was presented.
+    state: ConnectionState
+    proto: ApnsServerProtocol
+
+    def __init__(
+        self,
+        apns: FakeApns,
+        stream: trio.abc.Stream,
+        shutdown: trio.Event,
+        *,
+        environment: str = SANDBOX,
+    ) -> None:
         self.apns = apns
         self.stream = stream
         self.shutdown = shutdown
-        self.state: ConnectionState = apns.open_connection()
-        self.proto = ApnsServerProtocol(initial_max_streams=self.state.max_streams)
+        self.environment = environment
+        self.name = "connection (handshake)"
         self._send_lock = trio.Lock()
         self._scope = trio.CancelScope()
+        self._idle = trio.CancelScope()  # its deadline: when the connection counts as idle
 
     async def run(self) -> None:
         """Serve the connection until the client leaves, a fault drops it, or it drains."""
+        idle = self.apns.config.idle_timeout
         try:
             with self._scope:
+                # The handshake counts as idle time too: a client that never finishes it is
+                # closed after the same timeout.
+                with trio.move_on_after(math.inf if idle is None else idle) as handshake:
+                    certificate = await self._handshake()
+                if handshake.cancelled_caught:
+                    return
+                self._open(certificate)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_shutdown)
+                    if idle is not None:
+                        nursery.start_soon(self._watch_idle)
                     self.proto.initiate()
                     await self._flush()
                     await self._read_loop(nursery)
                     nursery.cancel_scope.cancel()
         except* _Dropped:
-            log.debug("connection %d dropped by the fault plan", self.state.index)
+            log.debug("%s dropped by the fault plan", self.name)
         except* _IO_ERRORS as group:
-            log.debug("connection %d ended: %r", self.state.index, group.exceptions[0])
+            log.debug("%s ended: %r", self.name, group.exceptions[0])
         finally:
             await trio.aclose_forcefully(self.stream)
+
+    async def _handshake(self) -> ClientCertificate | None:
+        """Complete TLS (when it is TLS) and read the client certificate, if one was presented.
+
+        The server context verifies it against the simulator's CA (`certs.server_ssl_context`), so
+        what arrives here was issued by the simulator; a client with no certificate does token auth.
+        """
+        if not isinstance(self.stream, trio.SSLStream):
+            return None
+        await self.stream.do_handshake()
+        der = self.stream.getpeercert(binary_form=True)
+        if der is None:
+            return None
+        try:
+            return read_client_certificate(der)
+        except ValueError:  # OpenSSL took it, cryptography cannot read it: it names nothing
+            return ClientCertificate(None, frozenset(), frozenset())
+
+    def _open(self, certificate: ClientCertificate | None) -> None:
+        self.state = self.apns.open_connection(
+            environment=self.environment, certificate=certificate
+        )
+        self.proto = ApnsServerProtocol(initial_max_streams=self.state.max_streams)
+        self.name = f"connection {self.state.index}"
+        self._touch()
+
+    def _touch(self) -> None:
+        """The client was heard from: the idle time starts again."""
+        idle = self.apns.config.idle_timeout
+        if idle is not None:
+            self._idle.deadline = trio.current_time() + idle
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while True:
             data = await self.stream.receive_some(_READ_SIZE)
             if not data:
                 return
+            self._touch()  # any frame is activity, a PING included
             for event in self.proto.receive_data(data):
                 if isinstance(event, RequestReady):
                     self._on_request(event, nursery)
                 elif isinstance(event, ConnectionEnded) and event.error:
-                    log.debug("connection %d: %s", self.state.index, event.error)
+                    log.debug("%s: %s", self.name, event.error)
             await self._flush()
             if self.proto.closed or self.proto.drained:
                 return
@@ -105,6 +168,18 @@ class ServerConnection:
         await self._flush()
         self._finish_if_drained()
 
+    async def _watch_idle(self) -> None:
+        """GOAWAY `IdleTimeout` once the client has sent nothing for the idle time (apns.md §4).
+
+        The read loop pushes the scope's deadline on with every read, so this wakes only once.
+        """
+        with self._idle:
+            await trio.sleep_forever()
+        log.debug("%s idle: GOAWAY IdleTimeout", self.name)
+        self.proto.goaway(Reason.IDLE_TIMEOUT)
+        await self._flush()
+        self._finish_if_drained()
+
     def _finish_if_drained(self) -> None:
         if self.proto.drained or self.proto.closed:
             self._scope.cancel()
@@ -120,9 +195,17 @@ class ServerConnection:
 class ApnsServer:
     """Accepts connections for a `FakeApns` and shuts them down gracefully."""
 
-    def __init__(self, apns: FakeApns, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        apns: FakeApns,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        environment: str = SANDBOX,
+    ) -> None:
         self.apns = apns
         self.ssl_context = ssl_context
+        self.environment = environment
+        """The APNs environment this listener serves (`sandbox` or `production`)."""
         self.shutdown = trio.Event()
         self._active = 0
         self._idle = trio.Event()
@@ -136,7 +219,10 @@ class ApnsServer:
         self._active += 1
         self._idle = trio.Event() if self._active == 1 else self._idle
         try:
-            await ServerConnection(self.apns, stream, self.shutdown).run()
+            connection = ServerConnection(
+                self.apns, stream, self.shutdown, environment=self.environment
+            )
+            await connection.run()
         finally:
             self._active -= 1
             if self._active == 0:

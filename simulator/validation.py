@@ -1,8 +1,9 @@
 """The fake APNs's request validator: one complete request in, one APNs answer out (apns.md §1–§3).
 
 `validate` decides what APNs would answer to a `/3/device/<token>` request. It is pure: the caller
-(the HTTP/2 server) passes the request, the connection's `ConnectionAuth`, the configuration, the
-simulated device registry and the current wall-clock time.
+(the HTTP/2 server) passes the request, the connection's `ConnectionAuth`, its environment
+(`sandbox` or `production`, one per listener) and the TLS client certificate it presented if any,
+the configuration, the simulated device registry and the current wall-clock time.
 
 Checks run in ONE fixed order; the first failing step decides the answer:
 
@@ -34,13 +35,16 @@ Checks run in ONE fixed order; the first failing step decides the answer:
     → 400 `BadRequestPayload`. APNs documents no reason for these on `/3/device`; the broadcast
     route's `BadRequestPayload` (apns.md §7) is the closest documented one, and `PayloadEmpty` would
     mislead a client whose body is not empty.
-12. device token: unknown → 400 `BadDeviceToken`; registered to another bundle, or addressed with
-    a topic and push type its kind does not take (`_TOKEN_TOPICS`: activity and push-to-start
-    tokens only `liveactivity` on `<bundle>.push-type.liveactivity`, forum 712499; the app's
-    device token only `alert` or `background` on the bare bundle; the VoIP token only `voip` on
+12. device token: unknown, or issued by the other environment → 400 `BadDeviceToken` ("invalid,
+    or does not match the environment", apns.md §1); registered to another bundle, or addressed
+    with a topic and push type its kind does not take (`_TOKEN_TOPICS`: activity and push-to-start
+    tokens only `liveactivity` on `<bundle>.push-type.liveactivity`, forum 712499; the app's device
+    token only `alert` or `background` on the bare bundle; the VoIP token only `voip` on
     `<bundle>.voip`; the widget token only `widgets` on `<bundle>.push-type.widgets`) → 400
-    `DeviceTokenNotForTopic`; no longer registered → 410 `Unregistered` with the time it stopped
-    being valid.
+    `DeviceTokenNotForTopic`; expired at or before `now` → 410 `ExpiredToken` with the time it
+    expired; no longer registered → 410 `Unregistered` with the time it stopped being valid.
+    `ExpiredToken` is checked first: an expired token is dead for every topic, while `Unregistered`
+    concerns the token's topic (apns.md §3).
 
 Headers are looked up through one dict built once per request (step 3 builds it).
 """
@@ -70,6 +74,7 @@ _DEFAULT_PRIORITY: Final = 10
 _BACKGROUND_PRIORITY: Final = 5  # what an absent apns-priority means on a background push
 _DEFAULT_PUSH_TYPE: Final = "alert"  # what APNs assumes for a bare-bundle topic without a type
 _LIVE: Final = wire.LIVE_ACTIVITY_PUSH_TYPE
+_TOKEN_AUTH_ONLY: Final = frozenset({_LIVE, "location"})  # apns.md §9: not over certificates
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -109,6 +114,21 @@ class TokenInfo:
     """Set once the token stopped being valid: pushes get 410 `Unregistered` with this time."""
     environment: str = "sandbox"
     """The APNs environment that issued the token (`sandbox` or `production`, apns.md §1)."""
+    expired_at_ms: int | None = None
+    """From this instant (unix ms) on, pushes get 410 `ExpiredToken` with it (apns.md §3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """What a TLS client certificate from the simulator's CA says about its holder (apns.md §9)."""
+
+    bundle_id: str | None
+    """The subject UID: the app the certificate was issued for (None: it names none)."""
+    environments: frozenset[str]
+    """The APNs environments its Apple extensions allow (`sandbox`, `production`; both for a
+    universal certificate, none for a certificate that is no APNs certificate)."""
+    topics: frozenset[str]
+    """Every topic it covers: the bundle id and those of its topics extension."""
 
 
 class TokenDirectory(Protocol):
@@ -151,7 +171,7 @@ class DevicePush:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """An APNs error answer: reason, status and, for 410 only, the unregistration time."""
+    """An APNs error answer: reason, status and, for 410 only, when the token stopped working."""
 
     reason: Reason
     status: int
@@ -233,9 +253,11 @@ class _Ctx:
         "auth",
         "auth_ok",
         "bundle_id",
+        "certificate",
         "collapse_id",
         "config",
         "directory",
+        "environment",
         "expiration",
         "headers",
         "now",
@@ -256,12 +278,16 @@ class _Ctx:
         config: ValidationConfig,
         directory: TokenDirectory,
         now: float,
+        environment: str,
+        certificate: ClientCertificate | None,
     ) -> None:
         self.request = request
         self.auth = auth
         self.config = config
         self.directory = directory
         self.now = now
+        self.environment = environment
+        self.certificate = certificate
         self.headers: dict[str, str] = {}
         self.auth_ok = False
         self.token = ""
@@ -311,13 +337,29 @@ def _check_duplicates(ctx: _Ctx) -> Rejection | None:
     return None if len(ctx.headers) == len(headers) else _reject(Reason.DUPLICATE_HEADERS)
 
 
-def _check_auth(ctx: _Ctx) -> Rejection | None:
-    """Step 4."""
+def _token_rejection(ctx: _Ctx) -> Rejection | None:
+    """The provider-token rules (apns.md §2) applied to the request's `authorization` header."""
     value = ctx.headers.get(wire.H_AUTHORIZATION)
     raw = None if value is None else value.encode("utf-8", "surrogatepass")
     reason = ctx.auth.check(raw, ctx.now)
-    if reason is not None:
-        return _reject(reason)
+    return None if reason is None else _reject(reason)
+
+
+def _check_auth(ctx: _Ctx) -> Rejection | None:
+    """Step 4."""
+    cert = ctx.certificate
+    if cert is None:
+        rejection = _token_rejection(ctx)
+        if rejection is not None:
+            return rejection
+    elif (
+        cert.bundle_id is None
+        or cert.bundle_id not in ctx.config.bundle_ids
+        or not cert.environments
+    ):
+        return _reject(Reason.BAD_CERTIFICATE)
+    elif ctx.environment not in cert.environments:
+        return _reject(Reason.BAD_CERTIFICATE_ENVIRONMENT)
     ctx.auth_ok = True
     return None
 
@@ -349,8 +391,13 @@ def _suffix_type(topic: str) -> str | None:
 def _check_topic(ctx: _Ctx) -> Rejection | None:
     """Step 5."""
     topic = ctx.headers.get(wire.H_TOPIC)
+    cert = ctx.certificate
     if topic is None:
-        return _reject(Reason.MISSING_TOPIC)
+        # Over a certificate the topic defaults to the one it covers; with several it is
+        # ambiguous (apns.md §9). Step 4 made sure the certificate names a bundle.
+        if cert is None or len(cert.topics) != 1:
+            return _reject(Reason.MISSING_TOPIC)
+        (topic,) = cert.topics
     if not topic or not topic.isascii() or not topic.isprintable() or " " in topic:
         return _reject(Reason.BAD_TOPIC)
     entry = _topic_table(ctx.config.bundle_ids).get(topic)
@@ -358,6 +405,8 @@ def _check_topic(ctx: _Ctx) -> Rejection | None:
         suffix_type = _suffix_type(topic)
         if suffix_type is not None and topic == wire.TOPIC_SUFFIXES[suffix_type]:
             return _reject(Reason.BAD_TOPIC)  # a suffix with no bundle in front of it
+        return _reject(Reason.TOPIC_DISALLOWED)
+    if cert is not None and topic not in cert.topics:
         return _reject(Reason.TOPIC_DISALLOWED)
     ctx.topic = topic
     ctx.bundle_id, ctx.topic_type = entry
@@ -377,6 +426,10 @@ def _check_push_type(ctx: _Ctx) -> Rejection | None:
     if ctx.topic_type is not None and ctx.topic_type != value:
         return _reject(Reason.INVALID_PUSH_TYPE)
     ctx.push_type = value
+    if ctx.certificate is not None and value in _TOKEN_AUTH_ONLY:
+        # Assumption (apns.md §9, "Could not confirm" 9): APNs wants token auth for these, so a
+        # certificate alone is answered as a request without a provider token.
+        return _token_rejection(ctx)
     return None
 
 
@@ -478,12 +531,14 @@ None is the bare bundle id. The pairs are the ones `simulator.notifications` act
 def _check_device_token(ctx: _Ctx) -> Rejection | None:
     """Step 12."""
     info = ctx.directory.lookup(ctx.token)
-    if info is None:
-        return _reject(Reason.BAD_DEVICE_TOKEN)
+    if info is None or info.environment != ctx.environment:
+        return _reject(Reason.BAD_DEVICE_TOKEN)  # the other environment never issued it (§1)
     if info.bundle_id != ctx.bundle_id:
         return _reject(Reason.DEVICE_TOKEN_NOT_FOR_TOPIC)
     if (ctx.topic_type, ctx.push_type) not in _TOKEN_TOPICS[info.kind]:
         return _reject(Reason.DEVICE_TOKEN_NOT_FOR_TOPIC)
+    if info.expired_at_ms is not None and info.expired_at_ms <= ctx.now * 1000:
+        return Rejection.of(Reason.EXPIRED_TOKEN, info.expired_at_ms)
     if info.unregistered_at_ms is not None:
         return Rejection.of(Reason.UNREGISTERED, info.unregistered_at_ms)
     ctx.token_info = info
@@ -514,9 +569,13 @@ def validate(
     config: ValidationConfig,
     directory: TokenDirectory,
     now: float,
+    environment: str = "sandbox",
+    certificate: ClientCertificate | None = None,
 ) -> Verdict:
-    """What APNs answers to `request` at `now` (unix seconds). Never raises on bad input."""
-    ctx = _Ctx(request, auth, config, directory, now)
+    """What APNs answers to `request` at `now` (unix seconds) on a connection to the
+    `environment` listener that presented `certificate` (None: token auth). Never raises on bad
+    input."""
+    ctx = _Ctx(request, auth, config, directory, now, environment, certificate)
     for step in _DEVICE_STEPS:
         rejection = step(ctx)
         if rejection is not None:

@@ -123,6 +123,33 @@ async def test_a_token_report_revives_a_dead_recipient() -> None:
     assert store.ops
 
 
+class ClosedLaneEngine:
+    """An engine whose lane for the activity is closed (its end failed for good, say)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise LaneError("activity 'a1' on lane 'd1' is closed: its end failed (BadDeviceToken)")
+
+
+@pytest.mark.trio
+async def test_a_token_report_for_a_closed_lane_releases_nothing() -> None:
+    reg, _, rec, _, store = world(update_token="cd" * 32)
+    engine = ClosedLaneEngine()
+    outbox = Outbox(engine, store, reg, attributes_type="T", wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    devices = Devices(reg, store, outbox, wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    report = models.ActivityTokenReport(device_id="d1", activity_id="a1", activity_token="ef" * 32)
+    accepted = await devices.report_token(report)
+    assert accepted.released == 0 and engine.calls == 1
+    assert rec.row.update_token == "ef" * 32
+    # The same report again tries nothing; another token tries once more, and is refused again.
+    assert (await devices.report_token(report)).released == 0 and engine.calls == 1
+    again = models.ActivityTokenReport(device_id="d1", activity_id="a1", activity_token="0f" * 32)
+    assert (await devices.report_token(again)).released == 0 and engine.calls == 2
+
+
 @pytest.mark.parametrize("bad", ["", "abc\n", "a/b", "x" * 129, "é"])
 def test_device_ids_are_checked_whole(bad: str) -> None:
     from engine.server.contract import errors
@@ -131,18 +158,3 @@ def test_device_ids_are_checked_whole(bad: str) -> None:
     with pytest.raises(errors.BadRequest, match="device_id"):
         check_device_id(bad)
     check_device_id("iphone-1.home:2")
-
-
-class ClosedLaneEngine:
-    """An engine whose lane refuses every push, as after a failed end."""
-
-    async def submit(self, *args: Any, **kwargs: Any) -> Any:
-        raise LaneError("activity 'a1' on lane 'd1' is closed: its end failed")
-
-
-async def test_a_lane_that_refuses_for_good_queues_nothing_and_raises_nothing() -> None:
-    _, act, rec, _, store = world("cd" * 32)
-    engine: Any = ClosedLaneEngine()
-    outbox = Outbox(engine, store, Registry(), attributes_type="T", wall_clock=lambda: 0.0)  # type: ignore[arg-type]
-    assert await outbox.send_latest(act, rec) is None
-    assert rec.queued_version == 0  # the newest state is still missing, and known to be

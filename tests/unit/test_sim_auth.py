@@ -297,6 +297,30 @@ def test_key_ring_basics() -> None:
     assert {k.key_id for k in ring} == {KEY.key_id, OTHER_KEY.key_id}
 
 
+def test_a_disabled_key_is_forbidden_and_a_forgery_stays_invalid() -> None:
+    ring = _ring()
+    ring.disable(KEY.key_id)
+    conn = ConnectionAuth(ring)
+    assert conn.check(_header(), T0) == Reason.FORBIDDEN
+    assert conn.check(_tamper(_header()), T0) == Reason.INVALID_PROVIDER_TOKEN
+    assert conn.check(_header(KEY, T0 - 7200), T0) == Reason.FORBIDDEN  # before the age check
+    assert not conn.has_valid_token and conn.bound_key_id is None
+    # The other key of the account still works, and the ring keeps the disabled key's identity.
+    assert conn.check(_header(OTHER_KEY), T0) is None
+    disabled = ring.get(KEY.key_id)
+    assert disabled is not None and disabled.disabled and disabled.team_id == KEY.team_id
+    with pytest.raises(KeyError):
+        ring.disable("NOPE")
+
+
+def test_disabling_a_key_drops_verifications_made_before() -> None:
+    ring = _ring()
+    conn = ConnectionAuth(ring)
+    assert conn.check(_VALID, T0) is None
+    ring.disable(KEY.key_id)
+    assert conn.check(_VALID, T0 + 1) == Reason.FORBIDDEN
+
+
 def test_reprs_carry_no_secrets() -> None:
     conn = _conn()
     token = ProviderToken.issue(KEY, T0)

@@ -437,6 +437,18 @@ def test_unregister_marks_token_once() -> None:
         reg.unregister("ff", 1)
 
 
+def test_expire_token_keeps_the_earliest_instant() -> None:
+    reg, token = started()
+    reg.expire_token(token, 5_000)
+    reg.expire_token(token, 9_000)  # later: the token was already expired by then
+    assert reg.lookup(token).expired_at_ms == 5_000  # type: ignore[union-attr]
+    reg.expire_token(token, 1_000)
+    assert reg.lookup(token).expired_at_ms == 1_000  # type: ignore[union-attr]
+    assert reg.lookup(token).unregistered_at_ms is None  # type: ignore[union-attr]
+    with pytest.raises(KeyError):
+        reg.expire_token("ff", 1)
+
+
 def test_rotate_token() -> None:
     reg, token = started()
     reg.token_reports()

@@ -52,6 +52,7 @@ def lived_in() -> tuple[DeviceRegistry, dict[str, str]]:
     held = reg.deliver(live, aps("update", T0 + 2, 11), now=T0 + 2, priority=10, apns_id="u2")
     assert held.outcome is ActivityOutcome.HELD
     reg.dismiss("phone", "phone-2", now=T0 + 3)
+    reg.expire_token(reg.devices["phone"].app_tokens[TokenKind.VOIP], int(T0 * 1000))
     app = reg.devices["phone"].app_tokens[TokenKind.DEVICE]
     alert = {"aps": {"alert": {"title": "Deploy done"}, "badge": 3}}
     reg.deliver(app, alert, now=T0 + 3, priority=10, apns_id="a1", push_type="alert")
@@ -78,6 +79,8 @@ def test_a_restored_registry_is_the_same_phones(tmp_path: Path) -> None:
     assert back.lookup(tokens["gone"]).unregistered_at_ms == int((T0 + 3) * 1000)  # type: ignore[union-attr]
     app = back.devices["phone"].app_tokens[TokenKind.DEVICE]
     assert back.lookup(app) == reg.lookup(app)
+    voip = back.lookup(back.devices["phone"].app_tokens[TokenKind.VOIP])
+    assert voip is not None and voip.expired_at_ms == int(T0 * 1000)
     # It goes on as the original would: the kept push arrives, the held update falls due.
     for r in (reg, back):
         r.set_online("phone", True, now=T0 + 7)

@@ -16,6 +16,7 @@ from engine.apns.reasons import REASONS, Reason
 from simulator.auth import ConnectionAuth, KeyRing
 from simulator.validation import (
     BroadcastRoute,
+    ClientCertificate,
     DeviceRoute,
     IncomingRequest,
     Rejection,
@@ -44,11 +45,30 @@ DEVICE = "c3" * 32
 DEAD = "d4" * 32
 OTHER_APPS = "e5" * 32
 UNKNOWN = "f6" * 32
-VOIP = "a7" * 32
-WIDGETS = "b8" * 32
+VOIP = "1e" * 32
+WIDGETS = "2f" * 32
 VOIP_TOPIC = APP + ".voip"
 WIDGETS_TOPIC = APP + ".push-type.widgets"
+PRODUCTION_TOKEN = "a7" * 32  # issued by the production environment
+PRODUCTION_APP_TOKEN = "a8" * 32  # a production app token: wrong for a Live Activity topic too
+EXPIRED = "b8" * 32
+EXPIRED_AND_DEAD = "c9" * 32
+EXPIRES_LATER = "da" * 32
 DEAD_AT_MS = 1_699_999_000_123
+EXPIRED_AT_MS = 1_699_998_000_456
+TIMESTAMPS = {Reason.UNREGISTERED: DEAD_AT_MS, Reason.EXPIRED_TOKEN: EXPIRED_AT_MS}
+
+# A client certificate for APP in the sandbox, covering the bundle, its VoIP and its Live Activity
+# topics (apns.md §9), and a few that are wrong in one way each.
+CERT = ClientCertificate(APP, frozenset({"sandbox"}), frozenset({APP, APP + ".voip", LA_TOPIC}))
+SINGLE_TOPIC_CERT = ClientCertificate(APP, frozenset({"sandbox"}), frozenset({APP}))
+UNIVERSAL_CERT = ClientCertificate(APP, frozenset({"sandbox", "production"}), frozenset({APP}))
+PRODUCTION_CERT = ClientCertificate(APP, frozenset({"production"}), frozenset({APP}))
+NO_BUNDLE_CERT = ClientCertificate(None, frozenset({"sandbox"}), frozenset())
+FOREIGN_CERT = ClientCertificate(
+    "com.evil.app", frozenset({"sandbox"}), frozenset({"com.evil.app"})
+)
+NO_ENVIRONMENT_CERT = ClientCertificate(APP, frozenset(), frozenset({APP}))
 
 
 class Directory:
@@ -73,6 +93,13 @@ def _directory() -> Directory:
             WIDGETS: TokenInfo(APP, TokenKind.WIDGETS),
             DEAD: TokenInfo(APP, TokenKind.ACTIVITY, unregistered_at_ms=DEAD_AT_MS),
             OTHER_APPS: TokenInfo(OTHER_APP, TokenKind.ACTIVITY),
+            PRODUCTION_TOKEN: TokenInfo(APP, TokenKind.ACTIVITY, environment="production"),
+            PRODUCTION_APP_TOKEN: TokenInfo(APP, TokenKind.DEVICE, environment="production"),
+            EXPIRED: TokenInfo(APP, TokenKind.ACTIVITY, expired_at_ms=EXPIRED_AT_MS),
+            EXPIRED_AND_DEAD: TokenInfo(
+                APP, TokenKind.ACTIVITY, unregistered_at_ms=DEAD_AT_MS, expired_at_ms=EXPIRED_AT_MS
+            ),
+            EXPIRES_LATER: TokenInfo(APP, TokenKind.ACTIVITY, expired_at_ms=T0 * 1000 + 1),
         }
     )
 
@@ -103,9 +130,12 @@ class Req:
     body: bytes = LA_BODY
     directory: Directory = field(default_factory=_directory)
     auth: ConnectionAuth = field(default_factory=lambda: ConnectionAuth(RING))
+    environment: str = "sandbox"
+    certificate: ClientCertificate | None = None
 
     def put(self, **fields: object) -> Req:
-        """Replace request fields (method, prefix, token, body, directory, auth)."""
+        """Replace request fields (method, prefix, token, body, directory, auth, environment,
+        certificate)."""
         for name, value in fields.items():
             setattr(self, name, value)
         return self
@@ -123,7 +153,13 @@ class Req:
 
     def run(self) -> Verdict:
         return validate(
-            self.build(), auth=self.auth, config=CONFIG, directory=self.directory, now=T0
+            self.build(),
+            auth=self.auth,
+            config=CONFIG,
+            directory=self.directory,
+            now=T0,
+            environment=self.environment,
+            certificate=self.certificate,
         )
 
 
@@ -140,6 +176,17 @@ def _freshly_adopted_other_token() -> ConnectionAuth:
     auth = ConnectionAuth(RING)
     assert auth.check(ProviderToken.issue(KEY, T0).header_value, T0 - 60) is None
     return auth
+
+
+def _disabled_key() -> ConnectionAuth:
+    ring = KeyRing.from_signing_keys(KEY, OTHER_KEY)
+    ring.disable(KEY.key_id)
+    return ConnectionAuth(ring)
+
+
+def _over_cert(r: Req, cert: ClientCertificate = CERT) -> Req:
+    """An `alert` push to the app token over a certificate connection, with no provider token."""
+    return _alert_to_device(r).put(certificate=cert).set("authorization")
 
 
 def _alert_to_device(r: Req) -> Req:
@@ -379,7 +426,45 @@ REJECTIONS: list[tuple[str, Mutation, Reason]] = [
         Reason.DEVICE_TOKEN_NOT_FOR_TOPIC,
     ),
     ("unregistered", lambda r: r.put(token=DEAD), Reason.UNREGISTERED),
-]
+    # Environments (apns.md §1): a token works only on the endpoint of the environment that issued
+    # it; to the other one it is as unknown as any.
+    ("sandbox token, production endpoint", lambda r: r.put(environment="production"),
+     Reason.BAD_DEVICE_TOKEN),
+    ("production token, sandbox endpoint", lambda r: r.put(token=PRODUCTION_TOKEN),
+     Reason.BAD_DEVICE_TOKEN),
+    ("other environment before wrong topic", lambda r: r.put(token=PRODUCTION_APP_TOKEN),
+     Reason.BAD_DEVICE_TOKEN),
+    ("expired token", lambda r: r.put(token=EXPIRED), Reason.EXPIRED_TOKEN),
+    ("expired before unregistered", lambda r: r.put(token=EXPIRED_AND_DEAD), Reason.EXPIRED_TOKEN),
+    ("disabled signing key", lambda r: r.put(auth=_disabled_key()), Reason.FORBIDDEN),
+    # Certificate auth (apns.md §9).
+    ("cert naming no bundle", lambda r: _over_cert(r, NO_BUNDLE_CERT), Reason.BAD_CERTIFICATE),
+    ("cert of another account", lambda r: _over_cert(r, FOREIGN_CERT), Reason.BAD_CERTIFICATE),
+    ("cert of no environment", lambda r: _over_cert(r, NO_ENVIRONMENT_CERT),
+     Reason.BAD_CERTIFICATE),
+    ("production cert, sandbox endpoint", lambda r: _over_cert(r, PRODUCTION_CERT),
+     Reason.BAD_CERTIFICATE_ENVIRONMENT),
+    ("sandbox cert, production endpoint", lambda r: _over_cert(r).put(environment="production"),
+     Reason.BAD_CERTIFICATE_ENVIRONMENT),
+    ("cert, topic it does not cover",
+     lambda r: _over_cert(r).set("apns-topic", APP + ".complication").set("apns-push-type"),
+     Reason.TOPIC_DISALLOWED),
+    ("cert, topic of another app", lambda r: _over_cert(r).set("apns-topic", OTHER_APP),
+     Reason.TOPIC_DISALLOWED),
+    ("cert of several topics, no topic", lambda r: _over_cert(r).set("apns-topic"),
+     Reason.MISSING_TOPIC),
+    ("cert, live activity without a token", lambda r: r.put(certificate=CERT).set("authorization"),
+     Reason.MISSING_PROVIDER_TOKEN),
+    ("cert, live activity with an expired token",
+     lambda r: r.put(certificate=CERT).set(
+         "authorization", ProviderToken.issue(KEY, T0 - 3601).header_value.decode()
+     ),
+     Reason.EXPIRED_PROVIDER_TOKEN),
+    ("cert, location without a token",
+     lambda r: _over_cert(r, replace(CERT, topics=CERT.topics | {APP + ".location-query"}))
+     .set("apns-topic", APP + ".location-query").set("apns-push-type", "location"),
+     Reason.MISSING_PROVIDER_TOKEN),
+]  # fmt: skip
 
 
 def _padded(size: int) -> bytes:
@@ -400,8 +485,8 @@ def test_each_reason(mutate: Mutation, reason: Reason) -> None:
     assert verdict.rejection.reason is reason
     assert verdict.rejection.status == REASONS[reason].status
     assert json.loads(verdict.rejection.body()) == (
-        {"reason": reason.value, "timestamp": DEAD_AT_MS}
-        if reason is Reason.UNREGISTERED
+        {"reason": reason.value, "timestamp": TIMESTAMPS[reason]}
+        if reason in TIMESTAMPS
         else {"reason": reason.value}
     )
 
@@ -417,6 +502,8 @@ def test_every_reason_the_validator_can_return_is_covered() -> None:
         Reason.BAD_PRIORITY, Reason.BAD_EXPIRATION_DATE, Reason.BAD_MESSAGE_ID,
         Reason.BAD_COLLAPSE_ID, Reason.PAYLOAD_TOO_LARGE, Reason.PAYLOAD_EMPTY,
         Reason.BAD_REQUEST_PAYLOAD, Reason.DEVICE_TOKEN_NOT_FOR_TOPIC, Reason.UNREGISTERED,
+        Reason.EXPIRED_TOKEN, Reason.FORBIDDEN, Reason.BAD_CERTIFICATE,
+        Reason.BAD_CERTIFICATE_ENVIRONMENT,
     }  # fmt: skip
     assert covered == expected
 
@@ -502,12 +589,32 @@ def test_accepted_with_optional_headers_absent() -> None:
         (_to_app_token(WIDGETS, WIDGETS_TOPIC, None),
          lambda p: p.push_type == "widgets" and p.token_info.kind is TokenKind.WIDGETS),
         (lambda r: r.set("x-custom", "anything"), lambda p: True),
+        # A token that expires after `now` still works.
+        (lambda r: r.put(token=EXPIRES_LATER), lambda p: p.token == EXPIRES_LATER),
+        # Each environment's endpoint takes its own tokens.
+        (lambda r: r.put(token=PRODUCTION_TOKEN, environment="production"),
+         lambda p: p.token_info.environment == "production"),
+        # Certificate auth: no provider token needed, and a stray header is ignored (apns.md §1).
+        (lambda r: _over_cert(r), lambda p: p.push_type == "alert" and p.topic == APP),
+        (lambda r: _over_cert(r).set("authorization", "bearer junk"), lambda p: p.topic == APP),
+        (lambda r: _over_cert(r, SINGLE_TOPIC_CERT).set("apns-topic"), lambda p: p.topic == APP),
+        (lambda r: _over_cert(r, UNIVERSAL_CERT)
+         .put(environment="production", token=PRODUCTION_APP_TOKEN),
+         lambda p: p.token == PRODUCTION_APP_TOKEN),
+        (lambda r: _over_cert(r).put(token=VOIP).set("apns-topic", APP + ".voip")
+         .set("apns-push-type", "voip"),
+         lambda p: p.push_type == "voip"),
+        # A Live Activity push over a certificate with a valid provider token as well.
+        (lambda r: r.put(certificate=CERT), lambda p: p.push_type == "liveactivity"),
     ],
     ids=[
         "upper-case token", "upper-case apns-id", "priority 5", "expiration leading zeros",
         "collapse id 64", "body 4096", "empty aps", "push-to-start", "alert", "alert implied",
         "background 5", "background implied 5", "alert priority 1", "alert implied 10",
         "alert 4096", "voip 5120 implied", "widgets implied", "unknown header ignored",
+        "expires later", "production endpoint", "cert alert", "cert ignores authorization",
+        "single-topic cert, topic implied", "universal cert in production", "cert voip",
+        "cert live activity with token",
     ],
 )  # fmt: skip
 def test_accepted_variants(mutate: Mutation, check: Callable[[object], bool]) -> None:
@@ -600,6 +707,16 @@ def test_auth_ok_tracks_the_auth_step() -> None:
     assert late.auth.has_valid_token
 
 
+def test_auth_ok_over_a_certificate() -> None:
+    wrong = _over_cert(Req(), PRODUCTION_CERT)
+    assert not wrong.run().auth_ok
+    late = _over_cert(Req()).set("apns-priority", "7")
+    verdict = late.run()
+    assert verdict.auth_ok and verdict.rejection is not None
+    assert verdict.rejection.reason is Reason.BAD_PRIORITY
+    assert not late.auth.has_valid_token  # the certificate authenticated it, not a token
+
+
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -637,7 +754,7 @@ _BODIES = st.sampled_from([LA_BODY, b"{}", b"", b"[]", b'{"aps":1}', _padded(409
 )
 _PATHS = st.sampled_from(
     ["/3/device/", "/3/device/" + ACTIVITY, "/3/device/" + DEVICE, "/3/device/" + DEAD,
-     "/4/broadcasts/apps/" + APP]
+     "/3/device/" + EXPIRED, "/3/device/" + PRODUCTION_TOKEN, "/4/broadcasts/apps/" + APP]
 ) | st.text(max_size=40).map(lambda s: "/3/device/" + s) | st.text(max_size=40)  # fmt: skip
 
 
@@ -648,13 +765,27 @@ _PATHS = st.sampled_from(
     headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=10),
     body=_BODIES,
     now=st.sampled_from([float(T0), T0 + 5000.0, T0 - 5000.0]),
+    environment=st.sampled_from(["sandbox", "production"]),
+    certificate=st.sampled_from([None, CERT, SINGLE_TOPIC_CERT, PRODUCTION_CERT, NO_BUNDLE_CERT]),
 )
 def test_garbage_never_raises(
-    method: str, path: str, headers: list[tuple[str, str]], body: bytes, now: float
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    now: float,
+    environment: str,
+    certificate: ClientCertificate | None,
 ) -> None:
     request = IncomingRequest(method, path, tuple(headers), body)
     verdict = validate(
-        request, auth=ConnectionAuth(RING), config=CONFIG, directory=_directory(), now=now
+        request,
+        auth=ConnectionAuth(RING),
+        config=CONFIG,
+        directory=_directory(),
+        now=now,
+        environment=environment,
+        certificate=certificate,
     )
     assert (verdict.push is None) != (verdict.rejection is None)
     if verdict.rejection is not None:

@@ -138,7 +138,7 @@ class Outbox:
         row = rec.row
         if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
             return None
-        queued, rec.queued_version = rec.queued_version, act.row.version
+        rec.queued_version = act.row.version
         try:
             handle = await self._engine.submit(
                 act.row.activity_id,
@@ -148,10 +148,11 @@ class Outbox:
                 min_timestamp=min_timestamp,
             )
         except LaneError as exc:
-            # The lane refuses this push for good (its end failed, so nothing may follow it):
-            # what the device shows cannot change through it, so nothing is queued. The caller
-            # (a token report, an update) has still stored what it was given.
-            rec.queued_version = queued
+            # The engine has closed this activity's lane to the device (its end went out, or its
+            # start or end failed for good): nothing more can be sent on it. A late token report
+            # for it is no server error; the recipient stays queued at this version, so the same
+            # report does not try again (a newer state or token does). The caller has still
+            # stored what it was given.
             log.warning("nothing more for %s on %s: %s", act.row.activity_id, row.device_id, exc)
             return None
         self._follow(handle, act, rec, act.row.version, start=False)
