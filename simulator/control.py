@@ -9,7 +9,8 @@ Routes (shapes in the README):
                                  "profile"?}` (profile fields: simulator/profile.py)
 - `POST /devices/{name}/actions` → what the user or the network does to a device:
                                  `{"action": "allow" | "deny" | "dismiss" | "rotate-token" |
-                                 "offline" | "online", "activity_id"?}`; answers
+                                 "offline" | "online" | "expire-token", "activity_id"?,
+                                 "token"?}`; answers
                                  `{"action", "device", "activity_id"?, "token"?, "delivered"?}`
 - `GET  /pushes?limit=N&token=T` → the newest received pushes with their outcome, oldest first
 
@@ -50,8 +51,9 @@ class NewDevice(msgspec.Struct, forbid_unknown_fields=True):
 class DeviceAction(msgspec.Struct, forbid_unknown_fields=True):
     """Body of `POST /devices/{name}/actions`."""
 
-    action: Literal["allow", "deny", "dismiss", "rotate-token", "offline", "online"]
+    action: Literal["allow", "deny", "dismiss", "rotate-token", "offline", "online", "expire-token"]
     activity_id: str | None = None
+    token: str | None = None  # expire-token: which of the device's tokens
 
 
 _NEEDS_ACTIVITY: Final = frozenset({"allow", "deny", "dismiss", "rotate-token"})
@@ -144,6 +146,8 @@ class ControlApp:
             if act.activity_id is None:
                 raise ControlError(400, "bad_request", f"{act.action!r} needs an activity_id")
             answer["activity_id"] = act.activity_id
+        if act.action == "expire-token" and act.token is None:
+            raise ControlError(400, "bad_request", "'expire-token' needs a token")
         try:
             answer.update(self._do(act, name, now))
         except KeyError as exc:
@@ -161,6 +165,10 @@ class ControlApp:
             return {"token": registry.allow(name, activity_id, now=now)}
         if act.action == "rotate-token":
             return {"token": registry.rotate(name, activity_id, now=now)}
+        if act.action == "expire-token":
+            assert act.token is not None  # checked by `_act`
+            registry.expire_device_token(name, act.token.lower(), now=now)
+            return {"token": act.token.lower()}
         if act.action == "deny":
             registry.deny(name, activity_id, now=now)
         elif act.action == "dismiss":

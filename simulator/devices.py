@@ -636,6 +636,12 @@ class DeviceRegistry:
             raise LookupError(f"activity {activity_id!r} on {name!r} has no update token yet")
         return self.rotate_token(act.token, now=now)
 
+    def expire_device_token(self, name: str, token: str, *, now: float) -> None:
+        """One of the device's tokens expires now: 410 `ExpiredToken` from then (apns.md §3)."""
+        if self._device_of(token) is not self._device(name):
+            raise KeyError(f"device {name!r} holds no token {token[:8]}...")
+        self.expire_token(token, int(now * 1000))
+
     def _device(self, name: str) -> Device:
         device = self._devices.get(name)
         if device is None:

@@ -144,7 +144,19 @@ async def test_device_actions_allow_rotate_offline_dismiss_over_http(tmp_path: P
             assert (late.status, late.reason) == (410, "Unregistered")
             assert isinstance(late.json()["timestamp"], int)
 
+            app_token = snap["tokens"]["device"]
+            status, expired = await request_json(
+                "POST", actions, {"action": "expire-token", "token": app_token.upper()}
+            )
+            assert status == 200 and expired["token"] == app_token
+            alert = client.headers(app_token, jwt, sim.info()["bundle_id"])
+            alert = [(k, "alert" if k == "apns-push-type" else v) for k, v in alert]
+            gone = await client.request(alert, b'{"aps":{"alert":"hi"}}')
+            assert (gone.status, gone.reason) == (410, "ExpiredToken")
+
             for body, code in [
+                ({"action": "expire-token"}, 400),  # needs a token
+                ({"action": "expire-token", "token": "ab" * 32}, 404),  # not this phone's
                 ({"action": "dismiss"}, 400),  # needs an activity_id
                 ({"action": "explode"}, 400),
                 ({"action": "dismiss", "activity_id": "nope"}, 404),
