@@ -1,48 +1,26 @@
 """An unmodified third-party APNs client (aioapns, asyncio + h2) against the simulator over TLS.
 
 aioapns has no host setting, so its connection pool is pointed at 127.0.0.1 the way one points
-any client at a test server: its protocol class names the host and port. Nothing else changes.
+any client at a test server: its protocol class names the host and port (`tlskit.aioapns_client`).
+Nothing else changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
-from simulator.apns import SimulatorConfig
-from simulator.runner import Simulator, SimulatorOptions
+from simulator.runner import Simulator
+from tests.helpers.simkit import start_aps
+from tests.helpers.tlskit import aioapns_client, one_device_options
 
 aioapns = pytest.importorskip("aioapns")
 
 pytestmark = pytest.mark.e2e
-
-
-def _client(sim: Simulator, port: int, key_path: Path) -> Any:
-    from aioapns.connection import APNsDevelopmentClientProtocol
-
-    class LocalProtocol(APNsDevelopmentClientProtocol):
-        APNS_SERVER = "127.0.0.1"
-        APNS_PORT = port
-
-    assert sim.certs is not None
-    ctx = ssl.create_default_context(cafile=str(sim.certs.ca))
-    client = aioapns.APNs(
-        key=key_path.read_text(),
-        key_id=sim.options.config.key_id,
-        team_id=sim.options.config.team_id,
-        topic=sim.options.config.bundle_id + ".push-type.liveactivity",
-        use_sandbox=True,
-        ssl_context=ctx,
-        max_connection_attempts=1,
-    )
-    client.pool.protocol_class = LocalProtocol
-    return client
 
 
 def _send_three(
@@ -51,17 +29,11 @@ def _send_three(
     """Runs in a worker thread with its own asyncio loop."""
     from aioapns import NotificationRequest, PushType
 
-    aps = {
-        "timestamp": int(time.time()),
-        "event": "start",
-        "content-state": {"title": "Deploy"},
-        "attributes-type": "LockstepAttributes",
-        "attributes": {"activity_id": "a1"},
-        "alert": {"title": "Deploy", "body": "started"},
-    }
+    aps = start_aps(ts=int(time.time()))
 
     async def main() -> list[tuple[str, str | None]]:
-        client = _client(sim, port, sim.key_path)
+        topic = sim.options.config.bundle_id + ".push-type.liveactivity"
+        client = aioapns_client(sim, port, topic=topic)
         out = []
         for device_token in (token, "ab" * 32):
             result = await client.send_notification(
@@ -91,14 +63,7 @@ def _send_three(
 
 
 async def test_aioapns_push_bad_token_and_expired_jwt(tmp_path: Path) -> None:
-    options = SimulatorOptions(
-        port=0,
-        control_port=None,
-        devices=1,
-        state_dir=tmp_path / "state",
-        apns_dir=tmp_path / "apns",
-        config=SimulatorConfig(seed=3),
-    )
+    options = one_device_options(tmp_path, seed=3)
     clock_offset = [0.0]
     sim = Simulator.build(options, wall_clock=lambda: time.time() + clock_offset[0])
     token = sim.apns.registry.snapshot(time.time())[0]["push_to_start_token"]

@@ -9,10 +9,8 @@ the certificate and its key), with the files `lockstep simulator` writes into it
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,10 @@ import pytest
 import trio
 
 from simulator.apns import SimulatorConfig
-from simulator.profile import DeviceProfile
-from simulator.runner import Endpoints, Simulator, SimulatorOptions
+from simulator.runner import Endpoints, Simulator
 from simulator.validation import TokenKind
+from tests.helpers.simkit import start_aps
+from tests.helpers.tlskit import aioapns_client, two_environments
 
 aioapns = pytest.importorskip("aioapns")
 
@@ -32,72 +31,19 @@ BUNDLE = SimulatorConfig().bundle_id
 Result = tuple[str, str | None]
 
 
-@asynccontextmanager
-async def running(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[Simulator, Endpoints]]:
+def running(
+    tmp_path: Path, **config: Any
+) -> AbstractAsyncContextManager[tuple[Simulator, Endpoints]]:
     """A simulator serving sandbox and production, a device for each environment."""
-    options = SimulatorOptions(
-        port=0,
-        control_port=None,
-        devices=1,
-        state_dir=tmp_path / "state",
-        other_environment_port=0,
-        config=SimulatorConfig(seed=11, **config),
-    )
-    sim = Simulator.build(options)
-    sim.apns.registry.add_device(
-        "prod-phone", now=time.time(), profile=DeviceProfile(environment="production")
-    )
-    async with trio.open_nursery() as nursery:
-        ends = await nursery.start(sim.run)
-        yield sim, ends
-        await sim.stop()
+    return two_environments(tmp_path, seed=11, **config)
 
 
 def _client(sim: Simulator, ends: Endpoints, environment: str, cert: Path | None = None) -> Any:
     """An aioapns client for the simulator's `environment` listener: token auth, or `cert`."""
-    from aioapns.connection import APNsDevelopmentClientProtocol, APNsProductionClientProtocol
-
-    sandbox = environment == "sandbox"
-    port = ends.apns_port if sandbox else ends.other_apns_port
-    base = APNsDevelopmentClientProtocol if sandbox else APNsProductionClientProtocol
-
-    class LocalProtocol(base):  # type: ignore[misc, valid-type]
-        APNS_SERVER = "127.0.0.1"
-        APNS_PORT = port
-
-    assert sim.certs is not None
-    ctx = ssl.create_default_context(cafile=str(sim.certs.ca))
-    if cert is not None:
-        client = aioapns.APNs(
-            client_cert=str(cert),
-            topic=BUNDLE,
-            use_sandbox=sandbox,
-            ssl_context=ctx,
-            max_connection_attempts=1,
-        )
-    else:
-        client = aioapns.APNs(
-            key=sim.key_path.read_text(),
-            key_id=sim.options.config.key_id,
-            team_id=sim.options.config.team_id,
-            topic=BUNDLE + ".push-type.liveactivity",
-            use_sandbox=sandbox,
-            ssl_context=ctx,
-            max_connection_attempts=1,
-        )
-    client.pool.protocol_class = LocalProtocol
-    return client
-
-
-def _start_aps() -> dict[str, Any]:
-    return {
-        "timestamp": int(time.time()),
-        "event": "start",
-        "content-state": {"title": "Deploy"},
-        "attributes-type": "LockstepAttributes",
-        "attributes": {"activity_id": "a1"},
-        "alert": {"title": "Deploy", "body": "started"},
-    }
+    port = ends.apns_port if environment == "sandbox" else ends.other_apns_port
+    assert port is not None
+    topic = BUNDLE if cert is not None else BUNDLE + ".push-type.liveactivity"
+    return aioapns_client(sim, port, topic=topic, environment=environment, cert=cert)
 
 
 async def _send(client: Any, token: str, push_type: str) -> Result:
@@ -106,7 +52,7 @@ async def _send(client: Any, token: str, push_type: str) -> Result:
     if push_type == "liveactivity":
         request = NotificationRequest(
             device_token=token,
-            message={"aps": _start_aps()},
+            message={"aps": start_aps(ts=int(time.time()))},
             push_type=PushType.LIVEACTIVITY,
             priority=10,
         )

@@ -13,9 +13,9 @@ import datetime as dt
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -27,12 +27,12 @@ from engine.apns.auth import ProviderToken
 from simulator.apns import SimulatorConfig
 from simulator.certs import ensure_certificates
 from simulator.clientcert import client_pem, issue_client_certificate
-from simulator.profile import DeviceProfile
-from simulator.runner import Endpoints, Simulator, SimulatorOptions
+from simulator.runner import Endpoints, Simulator
 from simulator.validation import TokenKind
 from tests.helpers.h2client import H2TestClient, Response
 from tests.helpers.httpget import request_json
 from tests.helpers.simkit import start_body
+from tests.helpers.tlskit import two_environments
 
 pytestmark = pytest.mark.e2e
 
@@ -41,25 +41,11 @@ LIVE_TOPIC = BUNDLE + ".push-type.liveactivity"
 ALERT_BODY = json.dumps({"aps": {"alert": {"title": "Hello", "body": "from the backend"}}}).encode()
 
 
-@asynccontextmanager
-async def running(tmp_path: Path, **config: object) -> AsyncIterator[tuple[Simulator, Endpoints]]:
+def running(
+    tmp_path: Path, **config: Any
+) -> AbstractAsyncContextManager[tuple[Simulator, Endpoints]]:
     """A simulator with a sandbox listener and a production one, and the control API."""
-    options = SimulatorOptions(
-        port=0,
-        control_port=0,
-        devices=1,
-        state_dir=tmp_path / "state",
-        other_environment_port=0,
-        config=SimulatorConfig(seed=5, **config),  # type: ignore[arg-type]
-    )
-    sim = Simulator.build(options)
-    sim.apns.registry.add_device(
-        "prod-phone", now=time.time(), profile=DeviceProfile(environment="production")
-    )
-    async with trio.open_nursery() as nursery:
-        ends = await nursery.start(sim.run)
-        yield sim, ends
-        await sim.stop()
+    return two_environments(tmp_path, seed=5, control_port=0, **config)
 
 
 async def _open(sim: Simulator, port: int, cert: Path | None = None) -> H2TestClient:

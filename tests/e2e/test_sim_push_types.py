@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ import pytest
 import trio
 
 from simulator.apns import SimulatorConfig
-from simulator.runner import Simulator, SimulatorOptions
+from simulator.runner import Simulator
+from tests.helpers.tlskit import aioapns_client, one_device_options
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +54,12 @@ class Send:
     collapse_id: str | None
     status: int
     reason: str | None
+
+
+def _widgets_push(extra: dict[str, Any]) -> Send:
+    """A widgets push asking WidgetKit for a reload, with `extra` beside `aps`: APNs accepts it."""
+    topic = BUNDLE + ".push-type.widgets"
+    return Send("widgets", topic, "widgets", 10, {"content-changed": True}, extra, None, 200, None)
 
 
 SCENARIO = [
@@ -81,29 +87,9 @@ SCENARIO = [
     ),
     Send("device", BUNDLE, "background", 5, {"content-available": 1}, {}, None, 200, None),
     Send("voip", BUNDLE + ".voip", "voip", 10, {}, {"caller": "Ada", "pad": PAD}, None, 200, None),
-    Send(
-        "widgets",
-        BUNDLE + ".push-type.widgets",
-        "widgets",
-        10,
-        {"content-changed": True},
-        {},
-        None,
-        200,
-        None,
-    ),
+    _widgets_push({}),
     # Accepted by APNs, ignored by WidgetKit: anything beside content-changed.
-    Send(
-        "widgets",
-        BUNDLE + ".push-type.widgets",
-        "widgets",
-        10,
-        {"content-changed": True},
-        {"x": 1},
-        None,
-        200,
-        None,
-    ),
+    _widgets_push({"x": 1}),
     # An alert to the VoIP token: the token kind takes voip only (validator step 12).
     Send("voip", BUNDLE, "alert", 10, {"alert": "hi"}, {}, None, 400, "DeviceTokenNotForTopic"),
 ]
@@ -127,14 +113,7 @@ def check_device(sim: Simulator, apns_dir: Path) -> None:
 
 
 def build_simulator(tmp_path: Path) -> tuple[Simulator, dict[str, str]]:
-    options = SimulatorOptions(
-        port=0,
-        control_port=None,
-        devices=1,
-        state_dir=tmp_path / "state",
-        apns_dir=tmp_path / "apns",
-        config=SimulatorConfig(seed=11),
-    )
+    options = one_device_options(tmp_path, seed=11)
     sim = Simulator.build(options)
     snap = sim.apns.registry.device_snapshot("iphone-1", time.time())
     assert snap is not None
@@ -146,31 +125,14 @@ def build_simulator(tmp_path: Path) -> tuple[Simulator, dict[str, str]]:
 
 def _send_with_aioapns(sim: Simulator, port: int, tokens: dict[str, str]) -> list[tuple[Any, ...]]:
     """Runs in a worker thread with its own asyncio loop."""
-    import aioapns
     from aioapns import NotificationRequest, PushType
-    from aioapns.connection import APNsDevelopmentClientProtocol
 
-    class LocalProtocol(APNsDevelopmentClientProtocol):
-        APNS_SERVER = "127.0.0.1"
-        APNS_PORT = port
-
-    assert sim.certs is not None
-    ca = str(sim.certs.ca)
     # aioapns names no `widgets` push type: such a push goes without the header, and its topic
     # says what it is. The background push leaves its priority out: APNs reads it as 5.
     types = {"alert": PushType.ALERT, "background": PushType.BACKGROUND, "voip": PushType.VOIP}
 
     async def main() -> list[tuple[Any, ...]]:
-        client = aioapns.APNs(
-            key=sim.key_path.read_text(),
-            key_id=sim.options.config.key_id,
-            team_id=sim.options.config.team_id,
-            topic=BUNDLE,
-            use_sandbox=True,
-            ssl_context=ssl.create_default_context(cafile=ca),
-            max_connection_attempts=1,
-        )
-        client.pool.protocol_class = LocalProtocol
+        client = aioapns_client(sim, port, topic=BUNDLE)
         out = []
         for send in SCENARIO:
             result = await client.send_notification(

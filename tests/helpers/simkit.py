@@ -14,6 +14,7 @@ from simulator.auth import KeyRing
 from simulator.devices import DeviceRegistry
 from simulator.faults import FaultPlan
 from simulator.server import ApnsServer
+from tests.helpers.h2client import H2TestClient
 
 EPOCH = 1_800_000_000.0
 BUNDLE = "com.example.lockstep"
@@ -68,11 +69,9 @@ def make_kit(*, devices: int = 2, plan: FaultPlan | None = None, **config: objec
     return kit
 
 
-def start_body(title: str = "Deploy", ts: int | None = None) -> bytes:
-    """A push-to-start payload."""
-    import json
-
-    aps = {
+def start_aps(title: str = "Deploy", ts: int | None = None) -> dict[str, Any]:
+    """The `aps` dictionary of a push-to-start payload."""
+    return {
         "timestamp": ts or int(EPOCH),
         "event": "start",
         "content-state": {"title": title},
@@ -80,7 +79,13 @@ def start_body(title: str = "Deploy", ts: int | None = None) -> bytes:
         "attributes": {"activity_id": "a1"},
         "alert": {"title": title, "body": "started"},
     }
-    return json.dumps({"aps": aps}).encode()
+
+
+def start_body(title: str = "Deploy", ts: int | None = None) -> bytes:
+    """A push-to-start payload."""
+    import json
+
+    return json.dumps({"aps": start_aps(title, ts)}).encode()
 
 
 def update_body(state: dict[str, object], ts: int, event: str = "update") -> bytes:
@@ -100,6 +105,14 @@ def memory_connector(kit: Kit, nursery: trio.Nursery) -> Any:
         return client
 
     return connect
+
+
+async def open_h2_client(kit: Kit, nursery: trio.Nursery) -> H2TestClient:
+    """An HTTP/2 test client wired to the kit's server in memory, past the server's preface."""
+    client = H2TestClient(await memory_connector(kit, nursery)())
+    await client.start()
+    await client.pump()  # server preface
+    return client
 
 
 def engine_config(kit: Kit, **delivery: Any) -> Any:

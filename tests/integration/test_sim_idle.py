@@ -9,13 +9,16 @@ delivering the next push afterwards.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 from h2.errors import ErrorCodes
 
-from engine.engine import open_engine
+from engine.config import EngineConfig
+from engine.engine import Engine, open_engine
 from engine.metrics import EngineListener
 from engine.payload import Alert
 from engine.results import DeliveryStatus
@@ -23,21 +26,20 @@ from simulator.devices import TokenReport
 from simulator.faults import FaultPlan
 from tests.helpers.h2client import H2TestClient
 from tests.helpers.lanes import settle
-from tests.helpers.simkit import TOPIC, Kit, engine_config, make_kit, memory_connector, start_body
+from tests.helpers.simkit import (
+    TOPIC,
+    Kit,
+    engine_config,
+    make_kit,
+    memory_connector,
+    open_h2_client,
+    start_body,
+)
 
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-async def _connect(kit: Kit, nursery: trio.Nursery) -> H2TestClient:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    nursery.start_soon(kit.server.handle, server_stream)
-    client = H2TestClient(client_stream)
-    await client.start()
-    await client.pump()  # server preface
-    return client
 
 
 async def _ping(client: H2TestClient) -> None:
@@ -58,7 +60,7 @@ async def test_a_silent_connection_gets_goaway_idle_timeout_and_is_closed(
     kit = make_kit(idle_timeout=600.0)
     with trio.fail_after(10_000):
         async with trio.open_nursery() as nursery:
-            client = await _connect(kit, nursery)
+            client = await open_h2_client(kit, nursery)
             r = await client.request(
                 client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
             )
@@ -83,7 +85,7 @@ async def test_answers_still_owed_are_sent_before_the_close(
     kit = make_kit(idle_timeout=600.0, plan=FaultPlan.from_flags("latency=fixed:900000"))
     with trio.fail_after(10_000):
         async with trio.open_nursery() as nursery:
-            client = await _connect(kit, nursery)
+            client = await open_h2_client(kit, nursery)
             sent_at = trio.current_time()
             sid = await client.send(
                 client.headers(kit.push_to_start_token(), kit.jwt(), TOPIC), start_body()
@@ -102,7 +104,7 @@ async def test_no_idle_timeout_when_turned_off(autojump_clock: trio.testing.Mock
     kit = make_kit(idle_timeout=None)
     with trio.fail_after(100_000):
         async with trio.open_nursery() as nursery:
-            client = await _connect(kit, nursery)
+            client = await open_h2_client(kit, nursery)
             with trio.move_on_after(10 * 3600):
                 await client.until(lambda: client.goaway is not None)
             assert client.goaway is None and not client.closed
@@ -117,6 +119,31 @@ class _Goaways(EngineListener):
         self.reasons.append(reason)
 
 
+@asynccontextmanager
+async def _engine_that_started_deploy_1(
+    kit: Kit, nursery: trio.Nursery, config: EngineConfig, listener: EngineListener
+) -> AsyncIterator[Engine]:
+    """An engine on the kit's server whose push-to-start of "deploy-1" to iphone-1 was accepted."""
+    async with open_engine(
+        config,
+        connector=memory_connector(kit, nursery),
+        signing_key=kit.key,
+        wall_clock=kit.now,
+        listener=listener,
+    ) as engine:
+        started = await engine.start(
+            "deploy-1",
+            kit.push_to_start_token("iphone-1"),
+            {"step": 0},
+            attributes_type="DeployAttributes",
+            attributes={"activity_id": "deploy-1"},
+            alert=Alert("Deploy", "started"),
+            lane="iphone-1",
+        )
+        assert (await started.result()).status is DeliveryStatus.ACCEPTED
+        yield engine
+
+
 async def test_the_engine_reconnects_after_idle_timeout_and_delivers(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -128,23 +155,7 @@ async def test_the_engine_reconnects_after_idle_timeout_and_delivers(
     config = engine_config(kit, idle_ping=10 * 3600.0, connections=1)
     with trio.fail_after(100_000):
         async with trio.open_nursery() as nursery:
-            async with open_engine(
-                config,
-                connector=memory_connector(kit, nursery),
-                signing_key=kit.key,
-                wall_clock=kit.now,
-                listener=listener,
-            ) as engine:
-                started = await engine.start(
-                    "deploy-1",
-                    kit.push_to_start_token("iphone-1"),
-                    {"step": 0},
-                    attributes_type="DeployAttributes",
-                    attributes={"activity_id": "deploy-1"},
-                    alert=Alert("Deploy", "started"),
-                    lane="iphone-1",
-                )
-                assert (await started.result()).status is DeliveryStatus.ACCEPTED
+            async with _engine_that_started_deploy_1(kit, nursery, config, listener) as engine:
                 await trio.sleep(2 * 3600 + 60)
                 assert listener.reasons == ["IdleTimeout"]
                 (report,) = reports
@@ -168,23 +179,7 @@ async def test_an_engine_that_pings_keeps_its_connection(
     config = engine_config(kit, idle_ping=300.0, connections=1)  # the engine's default PING
     with trio.fail_after(100_000):
         async with trio.open_nursery() as nursery:
-            async with open_engine(
-                config,
-                connector=memory_connector(kit, nursery),
-                signing_key=kit.key,
-                wall_clock=kit.now,
-                listener=listener,
-            ) as engine:
-                started = await engine.start(
-                    "deploy-1",
-                    kit.push_to_start_token("iphone-1"),
-                    {"step": 0},
-                    attributes_type="DeployAttributes",
-                    attributes={"activity_id": "deploy-1"},
-                    alert=Alert("Deploy", "started"),
-                    lane="iphone-1",
-                )
-                assert (await started.result()).status is DeliveryStatus.ACCEPTED
+            async with _engine_that_started_deploy_1(kit, nursery, config, listener):
                 await trio.sleep(3 * 3600)
                 assert listener.reasons == []
             assert kit.apns.counters.connections == 1
