@@ -29,7 +29,8 @@ import trio
 
 from simulator.apns import SimulatorConfig
 from simulator.runner import Simulator
-from tests.helpers.tlskit import aioapns_client, one_device_options
+from tests.helpers.simkit import start_aps
+from tests.helpers.tlskit import aioapns_client, one_device_options, two_environments
 
 pytestmark = pytest.mark.e2e
 
@@ -178,7 +179,7 @@ async function main() {
     address: "127.0.0.1",
     port: cfg.port,
     ca: cfg.ca,
-    production: false,
+    production: !!cfg.production,
     connectionRetryLimit: 1,
   });
   const answers = [];
@@ -250,41 +251,91 @@ def node_apn() -> Path:
     return package
 
 
-async def test_node_apn_sends_every_push_type(tmp_path: Path, node_apn: Path) -> None:
-    sim, tokens = build_simulator(tmp_path)
+async def _run_node_apn(
+    node_apn: Path,
+    tmp_path: Path,
+    sim: Simulator,
+    port: int,
+    sends: list[dict[str, Any]],
+    *,
+    production: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Send `sends` with @parse/node-apn to `port` (token auth) and return its answers."""
     script = tmp_path / "send.js"
     script.write_text(NODE_SCRIPT)
     assert sim.certs is not None
+    scenario = {
+        "key": str(sim.key_path),
+        "keyId": sim.options.config.key_id,
+        "teamId": sim.options.config.team_id,
+        "port": port,
+        "ca": str(sim.certs.ca),
+        "production": production,
+        "sends": sends,
+    }
+    env = {**os.environ, "NODE_APN": str(node_apn), "SCENARIO": json.dumps(scenario)}
+    node = shutil.which("node")
+    assert node is not None
+    run = await trio.run_process(
+        [node, str(script)], env=env, capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    return [tuple(a) for a in json.loads(run.stdout)]
+
+
+async def test_node_apn_sends_every_push_type(tmp_path: Path, node_apn: Path) -> None:
+    sim, tokens = build_simulator(tmp_path)
+    sends = [
+        {
+            "device_token": tokens[s.token],
+            "topic": s.topic,
+            "push_type": s.push_type,
+            "priority": s.priority,
+            "collapse_id": s.collapse_id,
+            "aps": s.aps,
+            "extra": s.extra,
+        }
+        for s in SCENARIO
+    ]
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             endpoints = await nursery.start(sim.run)
-            scenario = {
-                "key": str(sim.key_path),
-                "keyId": sim.options.config.key_id,
-                "teamId": sim.options.config.team_id,
-                "port": endpoints.apns_port,
-                "ca": str(sim.certs.ca),
-                "sends": [
-                    {
-                        "device_token": tokens[s.token],
-                        "topic": s.topic,
-                        "push_type": s.push_type,
-                        "priority": s.priority,
-                        "collapse_id": s.collapse_id,
-                        "aps": s.aps,
-                        "extra": s.extra,
-                    }
-                    for s in SCENARIO
-                ],
-            }
-            env = {**os.environ, "NODE_APN": str(node_apn), "SCENARIO": json.dumps(scenario)}
-            node = shutil.which("node")
-            assert node is not None
-            run = await trio.run_process(
-                [node, str(script)], env=env, capture_stdout=True, capture_stderr=True, check=False
-            )
-            assert run.returncode == 0, run.stderr.decode(errors="replace")
-            answers = [tuple(a) for a in json.loads(run.stdout)]
+            answers = await _run_node_apn(node_apn, tmp_path, sim, endpoints.apns_port, sends)
             assert answers == [(s.status, s.reason) for s in SCENARIO]
             check_device(sim, tmp_path / "apns")
             await sim.stop()
+
+
+async def test_node_apn_meets_both_environments(tmp_path: Path, node_apn: Path) -> None:
+    """A token answers only on the environment that issued it (apns.md §1): 400 BadDeviceToken
+    on the other one, for Live Activity and alert pushes alike."""
+    async with two_environments(tmp_path, seed=23) as (sim, ends):
+        devices = {d["name"]: d for d in sim.apns.registry.snapshot(time.time())}
+        bundle = sim.options.config.bundle_id
+
+        def sends(device: str) -> list[dict[str, Any]]:
+            start = start_aps(ts=int(time.time()))
+            alert = {"alert": {"title": "Hello", "body": device}}
+            return [
+                {"device_token": devices[device]["push_to_start_token"],
+                 "topic": bundle + ".push-type.liveactivity", "push_type": "liveactivity",
+                 "priority": 10, "aps": start, "extra": {}},
+                {"device_token": devices[device]["tokens"]["device"], "topic": bundle,
+                 "push_type": "alert", "priority": 10, "aps": alert, "extra": {}},
+            ]  # fmt: skip
+
+        with trio.fail_after(60):
+            for port, production, home in (
+                (ends.apns_port, False, "iphone-1"),
+                (ends.other_apns_port, True, "prod-phone"),
+            ):
+                assert port is not None
+                away = "prod-phone" if home == "iphone-1" else "iphone-1"
+                answers = await _run_node_apn(
+                    node_apn, tmp_path, sim, port, sends(home) + sends(away), production=production
+                )
+                ok, wrong = (200, None), (400, "BadDeviceToken")
+                assert answers == [ok, ok, wrong, wrong], (home, answers)
+        shown = {d["name"]: d for d in sim.apns.registry.snapshot(time.time())}
+        for name in ("iphone-1", "prod-phone"):
+            assert len(shown[name]["activities"]) == 1 and len(shown[name]["notifications"]) == 1
