@@ -35,6 +35,7 @@ newer, else drops it. A held update is applied when due; the system ending the a
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -130,6 +131,10 @@ class Gate(Protocol):
         """At a held update's due time: None to apply it now, else when to try again."""
         ...
 
+    def spend(self, priority: int, now: float) -> None:
+        """A push that is never held (an `end`) still spends budget at priority 10."""
+        ...
+
 
 class OpenGate:
     """A device without budgets: every update applies at once."""
@@ -143,6 +148,10 @@ class OpenGate:
         """Always releases."""
         del reason, at
         return None
+
+    def spend(self, priority: int, now: float) -> None:
+        """Nothing to spend."""
+        del priority, now
 
 
 OPEN_GATE: Final = OpenGate()
@@ -456,6 +465,7 @@ class LiveActivity:
         if self.ended_at is None:
             self.ended_at = at
         self._drop_held(at, Detail.ACTIVITY_ENDED)
+        self.awaiting_allow = False  # gone from the Lock Screen: no prompt left to answer
         self.state = ActivityState.DISMISSED
         self.dismissal_at = at
         self.log.add(at, "dismissed", None, detail)
@@ -598,7 +608,7 @@ class LiveActivity:
         assert held is not None  # only scheduled while something is held
         retry = gate.release(held.reason, at)
         if retry is not None:
-            held.due = max(retry, at)
+            held.due = retry if retry > at else math.nextafter(at, math.inf)  # always forward
             return
         self.held = None
         self._apply(held.content)
@@ -646,14 +656,15 @@ def _on_update(
 def _on_end(act: LiveActivity, aps: Mapping[str, Any], push: PushFacts, gate: Gate) -> PushResult:
     """ACTIVE/STALE + end: always ends; the final state applies only if newer (forum 776165).
 
-    Never held: a held update newer than the end is shown first, an older one dropped.
+    Never held: a held update newer than the end is shown first, an older one dropped. At
+    priority 10 it spends budget like any other (apns.md §1), even with none left.
     """
-    del gate
     content = _parse_content(aps, require_state=False)
     if isinstance(content, Detail):
         return act.ignore(content, aps, push)
     if is_future(content.timestamp, push.now):
         return act.ignore(Detail.FUTURE_TIMESTAMP, aps, push)
+    gate.spend(push.priority, push.now)
     held = act.held
     if held is not None and held.content.timestamp > content.timestamp:
         act.held = None
@@ -707,6 +718,7 @@ def _become_stale(act: LiveActivity, at: float) -> None:
 def _end_by_system(act: LiveActivity, at: float) -> None:
     """ACTIVE/STALE + 8 h lifetime reached → ENDED, dismissed 4 h later (apns.md §6)."""
     act._drop_held(at, Detail.ACTIVITY_ENDED)
+    act.awaiting_allow = False  # an ended activity never gets its update token
     act.state = ActivityState.ENDED
     act.ended_at = at
     act.dismissal_at = at + LOCK_SCREEN_AFTER_END

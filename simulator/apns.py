@@ -176,7 +176,6 @@ class FakeApns:
         self._conn_index = itertools.count()
         self._rng = random.Random(f"apns-id:{config.seed}")
         self._device_events = DeviceEvents(self.plan) if self.plan.has_device_events else None
-        self._back_online: list[tuple[float, str]] = []  # (when, device) for plan outages
 
     def open_connection(
         self, *, environment: str = SANDBOX, certificate: ClientCertificate | None = None
@@ -205,14 +204,10 @@ class FakeApns:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4)).upper()
 
     def tick(self, now: float) -> None:
-        """Bring time to `now`: devices' due transitions, and plan outages that are over."""
+        """Bring time to `now` (due transitions, held updates, plan outages that are over) and
+        hand on the token reports that produced; the runner calls it about once a second."""
         self.registry.advance(now)
-        if self._back_online and self._back_online[0][0] <= now:
-            due = [name for at, name in self._back_online if at <= now]
-            self._back_online = [(at, name) for at, name in self._back_online if at > now]
-            for name in due:
-                self.registry.set_online(name, True, now=now)
-            self.forward_token_reports()
+        self.forward_token_reports()
 
     def handle(self, conn: ConnectionState, request: Request) -> Answer:
         """Decide the answer to one complete request (validation, faults, delivery, logging)."""
@@ -311,16 +306,18 @@ class FakeApns:
                 self.registry.dismiss(name, activity, now=now)
                 self._count_fault("dismiss")
         if event.offline_for is not None and self.registry.devices[name].online:
-            self.registry.set_online(name, False, now=now)
-            self._back_online.append((now + event.offline_for, name))
-            self._back_online.sort()
+            self.registry.take_offline(name, now=now, until=now + event.offline_for)
             self._count_fault("offline")
 
     def forward_token_reports(self) -> None:
-        """Hand queued update-token reports to the sinks (after a push, or a control action).
+        """Hand queued update-token reports to the sinks (after a push, a tick, an action).
 
-        Drained on every push so the registry's queue never fills; with no sink they are dropped.
+        Drained on every push so the registry's queue never fills; with no sink yet they wait
+        there (bounded: past `report_limit` the oldest are dropped and counted), so a backend
+        attached later still hears of the activities restored from disk.
         """
+        if not self.token_sinks:
+            return
         for report in self.registry.token_reports():
             for sink in self.token_sinks:
                 sink(report)

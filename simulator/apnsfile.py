@@ -129,6 +129,12 @@ class ApnsFileWriter:
             return
         if push.push_type not in _FILE_TYPES:
             self.skipped_type += 1  # a VoIP or widgets push: simctl cannot deliver it
+            if self.skipped_type == 1:  # once: every such push would say the same
+                log.info(
+                    "no .apns file for %s pushes (xcrun simctl push cannot deliver them); "
+                    "counted in /info as apns_files.skipped_type",
+                    push.push_type,
+                )
             return
         live = push.push_type == LIVE_ACTIVITY_PUSH_TYPE
         self.write(device, push.body, tag=None if live else push.push_type)

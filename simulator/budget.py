@@ -13,10 +13,12 @@ activities of one device materialised slightly out of order cannot mint budget.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, Final
 
 HOUR: Final = 3600.0
+_ONE: Final = 1.0 - 1e-9  # one whole push, allowing for the rounding of a continuous refill
 
 
 class Bucket:
@@ -45,8 +47,8 @@ class Bucket:
     def take(self, now: float) -> bool:
         """Spend one push if the budget has one at `now`; False when it is spent."""
         self._refill(now)
-        if self._level >= 1.0:
-            self._level -= 1.0
+        if self._level >= _ONE:
+            self._level = max(0.0, self._level - 1.0)
             return True
         return False
 
@@ -56,10 +58,13 @@ class Bucket:
         return int(self._level)
 
     def next_at(self, now: float) -> float:
-        """The earliest time at or after `now` when one push is available."""
+        """The earliest time when one push is available: `now` if `take(now)` would succeed,
+        else strictly later (so a caller waiting for it always moves forward)."""
         self._refill(now)
+        if self._level >= _ONE:
+            return now
         at = self._at if self._at is not None else now
-        return at + max(0.0, 1.0 - self._level) * self.interval
+        return max(at + (1.0 - self._level) * self.interval, math.nextafter(now, math.inf))
 
     def is_full(self, now: float) -> bool:
         """True when the bucket has its whole capacity at `now` (nothing to remember)."""

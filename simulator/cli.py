@@ -286,7 +286,8 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
             print(f"  {label:<22} {info[key]}")
     for environment, path in info["client_certificates"].items():
         print(f"  {'client cert ' + environment:<22} {path}  (certificate and key, PEM)")
-    print(f"  {'device profile':<22} {describe_profile(simulator.options.profile)}")
+    profile = simulator.apns.registry.default_profile  # the environment is the listener's
+    print(f"  {'device profile':<22} {describe_profile(profile)}")
     for device in simulator.apns.registry.snapshot(simulator.apns.wall_clock()):
         print(f"  device {device['name']:<11} push-to-start token {device['push_to_start_token']}")
     print("Ctrl-C drains and exits.", flush=True)

@@ -47,6 +47,7 @@ class Device:
         "activities",
         "app",
         "app_tokens",
+        "back_online_at",
         "channels",
         "ignored",
         "log",
@@ -79,6 +80,7 @@ class Device:
         self.log = EventLog(log_limit)
         self.seq = 0
         self.online = True
+        self.back_online_at: float | None = None  # when a plan outage ends (devices.py)
         self.store = OfflineStore()
         self.update_budget = Bucket(profile.hourly_updates)
         self.push_to_start_budget = Bucket(profile.push_to_start_budget)
@@ -117,6 +119,7 @@ class Device:
             "ignored": self.ignored,
             "seq": self.seq,
             "online": self.online,
+            "back_online_at": self.back_online_at,
             "log": self.log.to_state(),
             "store": self.store.to_state(),
             "update_budget": self.update_budget.to_json(),
@@ -135,7 +138,10 @@ class Device:
             log_limit,
             parse_profile(state["profile"]),
         )
-        device.ignored, device.seq, device.online = state["ignored"], state["seq"], state["online"]
+        device.ignored, device.seq = int(state["ignored"]), int(state["seq"])
+        device.online = bool(state["online"])
+        back = state.get("back_online_at")
+        device.back_online_at = None if back is None else float(back)
         device.log.restore(state["log"])
         device.store.restore(state["store"])
         device.update_budget.restore(state["update_budget"])
@@ -145,6 +151,12 @@ class Device:
             act = LiveActivity.from_state(raw, log_limit)
             device.activities[act.activity_id] = act
         return device
+
+    def spend(self, priority: int, now: float) -> None:
+        """The `Gate` charge for a push that is never held: priority 10 spends one if any is
+        left (apns.md §1: every priority-10 push counts)."""
+        if self.profile.budgets and priority == 10:
+            self.update_budget.take(now)
 
     def budget_snapshot(self, now: float) -> dict[str, Any]:
         """Budgets left at `now` (None when the profile switches budgets off)."""
@@ -165,9 +177,11 @@ class Device:
             "tokens": {kind.value: token for kind, token in self.app_tokens.items()},
             "profile": self.profile.to_json(),
             "online": self.online,
+            "back_online_at": self.back_online_at,
             "budget": self.budget_snapshot(now),
             "stored": self.store.snapshot(),
             "stored_dropped": self.store.dropped,
+            "stored_replaced": self.store.replaced,
             "channels": list(self.channels),
             "ignored": self.ignored,
             "events": self.log.entries(),

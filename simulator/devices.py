@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 import re
 from collections import deque
@@ -180,6 +181,7 @@ class DeviceRegistry:
         self._retired_limit = retired_limit
         self.default_profile = default_profile or DeviceProfile()
         self._due: list[tuple[float, int, Device, LiveActivity]] = []  # min-heap of due times
+        self._returns: list[tuple[float, str]] = []  # min-heap: when a plan outage ends, device
         self._due_seq = itertools.count()  # tie-breaker, so heap entries never compare objects
         self._activity_count = 0
         self.reports_dropped = 0
@@ -299,6 +301,10 @@ class DeviceRegistry:
             "devices": [device.to_state() for device in self._devices.values()],
             "tokens": tokens,
             "retired": list(self._retired),
+            "owners": {
+                token: [device.name, None if act is None else act.activity_id]
+                for token, (device, act) in self._owners.items()
+            },
             "rng": _rng_state(self._rng),
             "reports_dropped": self.reports_dropped,
         }
@@ -317,7 +323,7 @@ class DeviceRegistry:
             }
             retired = deque(str(t) for t in state["retired"])
             rng_state = _rng_from_state(state["rng"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"saved devices are damaged: {exc!r}") from None
         self._devices = {device.name: device for device in devices}
         self._tokens, self._retired = tokens, retired
@@ -325,6 +331,19 @@ class DeviceRegistry:
         self.reports_dropped = int(state.get("reports_dropped", 0))
         self._owners, self._app_owners = {}, {}
         self._activity_count = 0
+        self._returns = [
+            (d.back_online_at, d.name) for d in devices if d.back_online_at is not None
+        ]
+        heapq.heapify(self._returns)
+        for token, (name, activity_id) in state.get("owners", {}).items():
+            device = self._devices.get(name)
+            act = (
+                None
+                if device is None or activity_id is None
+                else device.activities.get(activity_id)
+            )
+            if device is not None and (activity_id is None or act is not None):
+                self._owners[token] = (device, act)  # rotated-away tokens still find their activity
         for device in devices:
             self._owners[device.push_to_start_token] = (device, None)
             for kind, app in device.app_tokens.items():
@@ -429,10 +448,11 @@ class DeviceRegistry:
             device.log.add(push.stored_at, "not-stored", None, Detail.NOT_STORED, facts)
             return DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.NOT_STORED)
         device.log.add(push.stored_at, "stored", None, "offline", facts)
-        lost = device.store.keep(push)
-        if lost is not None:
-            lost_facts = PushFacts(push.stored_at, lost.priority, lost.apns_id)
-            device.log.add(push.stored_at, "dropped", None, Detail.STORE_FULL, lost_facts)
+        replaced, lost = device.store.keep(push)
+        for gone, why in ((replaced, Detail.SUPERSEDED), (lost, Detail.STORE_FULL)):
+            if gone is not None:  # say why a push APNs kept will never arrive
+                gone_facts = PushFacts(push.stored_at, gone.priority, gone.apns_id)
+                device.log.add(push.stored_at, "dropped", None, why, gone_facts)
         return DeliveryOutcome(device.name, None, ActivityOutcome.STORED, "offline")
 
     # -- what the user and the network do to a device (the control API's actions) -------------
@@ -440,28 +460,45 @@ class DeviceRegistry:
     def set_online(self, name: str, online: bool, *, now: float) -> list[DeliveryOutcome]:
         """Take a device off the network or bring it back; coming back delivers what APNs kept.
 
-        Returns what each kept push did, in delivery order (expired ones are dropped).
+        Returns what each kept push did, in delivery order (expired ones are dropped). An outage
+        the plan scheduled to end (`take_offline`) is replaced by this command.
         """
         self.changes += 1
         device = self._device(name)
+        device.back_online_at = None
         if device.online == online:
             return []
-        device.online = online
-        device.log.add(now, "online" if online else "offline")
         if not online:
+            device.online = False
+            device.log.add(now, "offline")
             return []
         self.advance(now)
+        return self._come_back(device, now)
+
+    def take_offline(self, name: str, *, now: float, until: float) -> None:
+        """An outage from `now` to `until` (the fault plan's `offline`): the device comes back by
+        itself when `advance` reaches `until`, and receives then what APNs kept."""
+        self.set_online(name, False, now=now)
+        device = self._devices[name]
+        device.back_online_at = until
+        heapq.heappush(self._returns, (until, name))
+
+    def _come_back(self, device: Device, now: float) -> list[DeliveryOutcome]:
+        """Put `device` back on the network at `now` and deliver what APNs kept for it."""
+        device.online = True
+        device.log.add(now, "online")
         results = []
         for push in device.store.drain():
             facts = PushFacts(now, push.priority, push.apns_id)
+            why = None
             if push.expires_at() < now:
-                device.log.add(now, "dropped", None, Detail.EXPIRED, facts)
-                results.append(
-                    DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, Detail.EXPIRED)
-                )
+                why = Detail.EXPIRED
+            elif self._device_of(push.token) is not device:
+                why = Detail.UNKNOWN_TOKEN  # its activity was pruned meanwhile
+            if why is not None:
+                device.log.add(now, "dropped", None, why, facts)
+                results.append(DeliveryOutcome(device.name, None, ActivityOutcome.IGNORED, why))
                 continue
-            if self._device_of(push.token) is not device:
-                continue  # its activity was pruned meanwhile
             results.append(
                 self._deliver_online(
                     push.token, push.payload, push.push_type, push.collapse_id, facts
@@ -472,7 +509,7 @@ class DeviceRegistry:
     def allow(self, name: str, activity_id: str, *, now: float) -> str:
         """The user tapped "Allow": the activity gets its update token, reported as usual."""
         device, act = self._activity(name, activity_id, now)
-        if not act.awaiting_allow:
+        if not (act.awaiting_allow and act.is_live):
             raise LookupError(f"activity {activity_id!r} on {name!r} is not waiting for Allow")
         self._issue_token(device, act, now)
         return act.token
@@ -480,7 +517,7 @@ class DeviceRegistry:
     def deny(self, name: str, activity_id: str, *, now: float) -> None:
         """The user tapped "Don't Allow": the activity ends and leaves the Lock Screen."""
         device, act = self._activity(name, activity_id, now)
-        if not act.awaiting_allow:
+        if not (act.awaiting_allow and act.is_live):
             raise LookupError(f"activity {activity_id!r} on {name!r} is not waiting for Allow")
         act.awaiting_allow = False
         act.dismiss(now, Detail.DENIED)
@@ -529,12 +566,23 @@ class DeviceRegistry:
         Call it periodically and before lookups: it is what makes a dismissed activity's token
         read as unregistered without `lookup` needing the time.
         """
-        while self._due and self._due[0][0] <= now:
-            due, _, device, act = heapq.heappop(self._due)
-            if act.scheduled != due:
-                continue  # superseded by a later push, or pruned
-            act.scheduled = None
-            self._touch(device, act, due)  # one event at a time, in time order across activities
+        while True:
+            back = self._returns[0][0] if self._returns else math.inf
+            if self._due and self._due[0][0] <= min(now, back):
+                due, _, device, act = heapq.heappop(self._due)
+                if act.scheduled != due:
+                    continue  # superseded by a later push, or pruned
+                act.scheduled = None
+                self._touch(device, act, due)  # one event at a time, in time order
+            elif back <= now:
+                at, name = heapq.heappop(self._returns)
+                returning = self._devices.get(name)
+                if returning is not None and returning.back_online_at == at:  # still planned
+                    returning.back_online_at = None
+                    self.changes += 1
+                    self._come_back(returning, at)  # delivered when the outage ended
+            else:
+                return
 
     def settle(self, now: float, *, rounds: int = 100_000) -> float:
         """Let time run from `now` until no update is held; returns the instant that took.

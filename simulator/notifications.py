@@ -44,9 +44,8 @@ Every ignored or dropped push is logged with its reason (the event shape of `sim
 bounded: the notification list, the call list and the log keep at most `limit` entries each,
 the oldest dropped first and counted.
 
-Budgets use a private token bucket (`_Bucket`, the same constructor, `take(now)` and
-`remaining(now)` as `simulator.budget.Bucket`) behind the `Budget` protocol, so the shared
-bucket can replace it without touching anything else here.
+Budgets are the shared `simulator.budget.Bucket` (one refill rule for every budget of a phone),
+or a never-spent one when the profile turns budgets off; both behind the `Budget` protocol.
 """
 
 from __future__ import annotations

@@ -71,16 +71,17 @@ class OfflineStore:
         self.dropped = 0  # pushed out by the limit
         self.replaced = 0  # replaced by a newer push for the same token and collapse id
 
-    def keep(self, push: StoredPush) -> StoredPush | None:
-        """Store `push`; returns the push the limit pushed out, if any."""
+    def keep(self, push: StoredPush) -> tuple[StoredPush | None, StoredPush | None]:
+        """Store `push`; returns (the push it replaced, the push the limit pushed out)."""
         key = (push.token, push.collapse_id)
-        if self._pushes.pop(key, None) is not None:
+        replaced = self._pushes.pop(key, None)
+        if replaced is not None:
             self.replaced += 1
         self._pushes[key] = push
         if len(self._pushes) > self.limit:
             self.dropped += 1
-            return self._pushes.popitem(last=False)[1]
-        return None
+            return replaced, self._pushes.popitem(last=False)[1]
+        return replaced, None
 
     def drain(self) -> list[StoredPush]:
         """Every kept push in arrival order; the store is empty afterwards."""

@@ -44,6 +44,9 @@ from simulator.state import STATE_FILE, StateKeeper, load
 
 log = logging.getLogger("lockstep.simulator")
 
+TICK_SECONDS = 1.0
+"""How often a running simulator advances its phones with no request arriving."""
+
 
 @dataclass(frozen=True, slots=True)
 class SimulatorOptions:
@@ -259,6 +262,7 @@ class Simulator:
                     nursery.start_soon(self.reporter.run)
                 if self.state_keeper is not None:
                     nursery.start_soon(self.state_keeper.run)
+                nursery.start_soon(self._tick)
                 self.endpoints = Endpoints(apns_port, control_port, other_port)
                 task_status.started(self.endpoints)
                 await self.server.shutdown.wait()
@@ -268,6 +272,13 @@ class Simulator:
                 self._nursery = None
                 if self.push_recorder is not None:
                     self.push_recorder.close()
+
+    async def _tick(self) -> None:
+        """About once a second, bring the phones to the present without waiting for traffic:
+        held updates fall due, plan outages end, and the token reports that makes go out."""
+        while True:
+            await trio.sleep(TICK_SECONDS)
+            self.apns.tick(self.apns.wall_clock())
 
     def set_reporter(self, url: str, *, bearer: str | None = None) -> TokenReporter:
         """Report new update tokens to `url` from now on, with `bearer` as the credential.

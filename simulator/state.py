@@ -8,8 +8,9 @@ like a server restart, not like new phones. Time-based changes (stale, the 8 h l
 updates falling due) are recomputed from the saved dates when the simulator comes back.
 
 The file holds device tokens, so it is written 0600, atomically (a temporary file renamed over the
-old one): a crash leaves the previous save or the new one, never half of one. `StateKeeper.run`
-saves at most every `interval` seconds while something changed, and once more when it stops.
+old one, then the folder synced): a crash leaves the previous save or the new one, never half of
+one. `StateKeeper.run` saves at most every `interval` seconds while something changed, writing in a
+worker thread, and once more when it stops.
 A damaged file stops the simulator with a message naming it (nothing is overwritten); `fresh`
 starts with new phones instead and replaces the file on the first save.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -25,6 +27,9 @@ import msgspec
 import trio
 
 from simulator.devices import DeviceRegistry
+
+OffLoop = Callable[[Callable[[Path, bytes], None], Path, bytes], Awaitable[None]]
+"""How a state write is run away from the trio loop (`trio.to_thread.run_sync` by default)."""
 
 STATE_FILE: Final = "devices.json"
 VERSION: Final = 1
@@ -39,17 +44,32 @@ class StateError(OSError):
     """
 
 
-def save(registry: DeviceRegistry, path: Path) -> None:
-    """Write the registry to `path` atomically, readable by its owner only."""
-    data = msgspec.json.encode({"version": VERSION, **registry.export_state()})
+def encode(registry: DeviceRegistry) -> bytes:
+    """The registry as the bytes of a state file (quick: msgspec; the I/O is `write_atomic`)."""
+    return msgspec.json.encode({"version": VERSION, **registry.export_state()})
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically, readable by its owner only, durably."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        os.fchmod(fd, 0o600)  # a leftover temporary file keeps its old mode otherwise
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     tmp.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
+
+
+def save(registry: DeviceRegistry, path: Path) -> None:
+    """Write the registry to `path` atomically, readable by its owner only."""
+    write_atomic(path, encode(registry))
 
 
 def load(registry: DeviceRegistry, path: Path) -> bool:
@@ -74,9 +94,18 @@ def load(registry: DeviceRegistry, path: Path) -> bool:
 class StateKeeper:
     """Saves a registry to its state file while the simulator runs (the thin trio shell)."""
 
-    def __init__(self, registry: DeviceRegistry, path: Path, *, interval: float = 1.0) -> None:
-        """Keep `registry` in `path`, saving at most every `interval` seconds."""
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        path: Path,
+        *,
+        interval: float = 1.0,
+        off_loop: OffLoop = trio.to_thread.run_sync,
+    ) -> None:
+        """Keep `registry` in `path`, saving at most every `interval` seconds; `off_loop` runs
+        the write away from the trio loop (tests pass one that runs it in place)."""
         self.registry = registry
+        self._off_loop = off_loop
         self.path = path
         self.interval = interval
         self.saved_at_change = -1  # `registry.changes` at the last save
@@ -93,11 +122,24 @@ class StateKeeper:
         return True
 
     async def run(self) -> None:
-        """Save every `interval` seconds while something changed; save once more when cancelled."""
+        """Save every `interval` seconds while something changed; save once more when cancelled.
+
+        The registry is encoded on the trio thread (it must not change meanwhile) and written in
+        a worker thread, so the disk never stalls the APNs connections.
+        """
         try:
             while True:
                 await trio.sleep(self.interval)
-                self._save_logged()
+                if self.registry.changes == self.saved_at_change:
+                    continue
+                changes, data = self.registry.changes, encode(self.registry)
+                try:
+                    await self._off_loop(write_atomic, self.path, data)
+                except OSError as exc:
+                    log.warning("could not save the simulated devices to %s: %s", self.path, exc)
+                    continue
+                self.saved_at_change = changes
+                self.saves += 1
         finally:
             self._save_logged()
 

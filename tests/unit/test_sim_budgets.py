@@ -292,6 +292,22 @@ def test_manual_allow_issues_the_token_only_when_the_user_taps_allow() -> None:
         reg.allow("phone", "phone-1", now=T0 + 32)
 
 
+@pytest.mark.parametrize("gone_at", ["dismissed", "ended by the system"])
+def test_an_activity_that_left_the_lock_screen_cannot_be_allowed(gone_at: str) -> None:
+    reg = registry(DeviceProfile(allow_prompt=AllowPrompt.MANUAL))
+    start(reg)
+    later = T0 + 5
+    if gone_at == "dismissed":
+        reg.dismiss("phone", "phone-1", now=later)
+    else:
+        later = T0 + 9 * 3600  # past the 8 h lifetime
+    assert not shown(reg, later)["awaiting_allow"]
+    for action in (reg.allow, reg.deny):
+        with pytest.raises(LookupError, match="not waiting"):
+            action("phone", "phone-1", now=later)
+    assert reg.token_reports() == []
+
+
 def test_deny_ends_the_activity() -> None:
     reg = registry(DeviceProfile(allow_prompt=AllowPrompt.MANUAL))
     start(reg)
@@ -402,6 +418,10 @@ def test_collapse_ids_replace_and_the_store_is_bounded_in_arrival_order() -> Non
     offline_send(reg, token, T0 + 3, "c", T0 + 3, collapse_id="score")  # replaces "a"
     snap = reg.device_snapshot("phone", T0 + 3)
     assert snap is not None and [s["apns_id"] for s in snap["stored"]] == ["ob", "oc"]
+    assert snap["stored_replaced"] == 1
+    assert [(e["detail"], e["apns_id"]) for e in snap["events"] if e["event"] == "dropped"] == [
+        ("superseded", "oa")
+    ]
     for i in range(STORE_LIMIT + 5):
         offline_send(reg, token, T0 + 10 + i, i, T0 + 10, collapse_id=f"c{i}")
     snap = reg.device_snapshot("phone", T0 + 11)
@@ -495,3 +515,55 @@ def test_the_device_never_shows_an_older_state_and_ends_on_the_last(
     assert act["order_violations"] == 0 and act["held"] is None
     assert act["content_state"] == {"v": last}
     assert act["state"] in (("ended", "dismissed") if end else ("active", "stale"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=st.integers(1, 200),
+    period=st.floats(0.5, 7200.0),
+    gaps=st.lists(st.floats(0.0, 500.0), min_size=1, max_size=60),
+    start=st.floats(1e9, 2e9),
+)
+def test_a_refused_take_names_a_later_time_at_which_one_is_taken(
+    capacity: int, period: float, gaps: list[float], start: float
+) -> None:
+    """On fractional wall-clock times too: a caller that waits for `next_at` always moves forward
+    and then gets its push (a rounding that kept it waiting at the same instant froze the loop)."""
+    bucket, now = Bucket(capacity, period), start
+    for gap in gaps:
+        now += gap
+        if bucket.take(now):
+            continue
+        later = bucket.next_at(now)
+        assert later > now
+        assert bucket.take(later)
+        now = later
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    times=st.lists(st.floats(0.001, 50.0), min_size=2, max_size=40),
+    budget=st.integers(1, 3),
+)
+def test_throttled_updates_on_fractional_times_are_all_shown_in_the_end(
+    times: list[float], budget: int
+) -> None:
+    reg, token = started(DeviceProfile(update_budget=budget))
+    now = T0 + 0.123456789
+    for n, gap in enumerate(times, start=1):
+        now += gap
+        send(reg, token, T0 + n, n, now, 10)
+    done = reg.settle(now)  # raises instead of spinning if a held update never falls due
+    assert shown(reg, done)["content_state"] == {"v": len(times)}
+
+
+def test_an_urgent_end_spends_budget_but_is_never_held() -> None:
+    reg, token = started(DeviceProfile(update_budget=2))
+    reg.deliver(token, update(T0 + 1, "end", "end"), now=T0 + 1, priority=10, apns_id="e")
+    assert reg.device_snapshot("phone", T0 + 1)["budget"]["updates_left"] == 1  # type: ignore[index]
+    spent, other = started(DeviceProfile(update_budget=1))
+    send(spent, other, T0 + 1, 1, T0 + 1, 10)  # the last one
+    outcome = spent.deliver(
+        other, update(T0 + 2, "end", "end"), now=T0 + 2, priority=10, apns_id="e"
+    )
+    assert outcome.outcome is ActivityOutcome.ENDED  # shown at once with no budget left

@@ -64,11 +64,25 @@ async def test_an_outage_from_the_plan_keeps_pushes_and_ends_by_itself() -> None
     token = device["activities"][0]["token"]
     assert push(kit, conn, token, update_body({"v": 1}, int(kit.now()) + 1), jwt).status == 200
     assert len(kit.device()["stored"]) == 1
+    came_back = kit.now() + 5.0  # the outage began with the first push, just now
     kit.offset += 5.1
     kit.apns.tick(kit.now())
     back = kit.device()
     assert back["online"] and back["stored"] == []
+    [online] = [e for e in back["events"] if e["event"] == "online"]
+    assert online["at"] == pytest.approx(came_back)  # delivered when the outage ended, not later
     assert back["activities"][0]["content_state"] == {"v": 1}
+
+
+async def test_a_command_replaces_a_planned_outage() -> None:
+    kit = make_kit(plan=FaultPlan.from_flags("seed=1,offline=1:5000"))
+    conn, jwt = kit.apns.open_connection(), kit.jwt()
+    push(kit, conn, kit.push_to_start_token(), start_body(ts=int(kit.now())), jwt)
+    kit.apns.registry.set_online("iphone-1", True, now=kit.now())  # the user is back at once
+    kit.apns.registry.set_online("iphone-1", False, now=kit.now())  # and off again, for good
+    kit.offset += 60
+    kit.apns.tick(kit.now())
+    assert not kit.device()["online"]  # the plan's return does not end the later outage
 
 
 @pytest.mark.parametrize(

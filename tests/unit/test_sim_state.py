@@ -120,7 +120,11 @@ async def test_the_keeper_saves_only_after_changes_and_once_more_at_the_end(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     reg = new_registry()
-    keeper = StateKeeper(reg, tmp_path / STATE_FILE, interval=1.0)
+
+    async def in_place(write: Any, path: Path, data: bytes) -> None:
+        write(path, data)  # no worker thread: the mock clock cannot jump past the write
+
+    keeper = StateKeeper(reg, tmp_path / STATE_FILE, interval=1.0, off_loop=in_place)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keeper.run)
@@ -167,3 +171,37 @@ def test_a_restarted_simulator_finds_its_phones_and_fresh_forgets_them(tmp_path:
 
 def _fields(options: SimulatorOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in options.__slots__}
+
+
+def test_a_kept_push_to_a_rotated_token_still_reaches_its_activity_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    reg = new_registry()
+    reg.add_device("phone", profile=DeviceProfile(budgets=False), now=T0)
+    pts = reg.devices["phone"].push_to_start_token
+    token = reg.deliver(pts, aps("start", T0, 0), now=T0, priority=10, apns_id="s").issued_token
+    assert token is not None
+    reg.set_online("phone", False, now=T0 + 1)
+    reg.deliver(token, aps("update", T0 + 2, 5), now=T0 + 2, priority=10, apns_id="kept")
+    reg.rotate("phone", "phone-1", now=T0 + 3)
+    save(reg, tmp_path / STATE_FILE)
+    back = new_registry()
+    assert load(back, tmp_path / STATE_FILE)
+    [result] = back.set_online("phone", True, now=T0 + 4)
+    assert result.outcome is ActivityOutcome.APPLIED
+    assert back.device_snapshot("phone", T0 + 4)["activities"][0]["content_state"] == {"v": 5}  # type: ignore[index]
+
+
+def test_a_planned_outage_survives_a_restart_and_ends_on_time(tmp_path: Path) -> None:
+    reg = new_registry()
+    reg.add_device("phone", now=T0)
+    reg.take_offline("phone", now=T0, until=T0 + 30)
+    save(reg, tmp_path / STATE_FILE)
+    back = new_registry()
+    assert load(back, tmp_path / STATE_FILE)
+    back.advance(T0 + 29)
+    assert not back.devices["phone"].online
+    back.advance(T0 + 100)
+    snap = back.device_snapshot("phone", T0 + 100)
+    assert snap is not None and snap["online"] and snap["back_online_at"] is None
+    assert [e["at"] for e in snap["events"] if e["event"] == "online"] == [T0 + 30]
