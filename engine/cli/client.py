@@ -209,7 +209,17 @@ def _with_color(obj: dict[str, Any], color: str | None) -> dict[str, Any]:
 
 
 def build_request(command: str, args: argparse.Namespace) -> ApiRequest:
-    """The API call for one subcommand (`stream`, `end`, `start`, `update`, `end-activity`)."""
+    """The API call for one subcommand (`stream`, `end`, `start`, `update`, `end-activity`,
+    `status`)."""
+    if command == "status":
+        if args.activity is not None:
+            if args.key_or_id is not None:
+                raise UsageError("give a stream KEY or --activity ID, not both")
+            path = "/live-activity/" + urllib.parse.quote(args.activity, safe="")
+            return ApiRequest("GET", path, None)
+        if args.key_or_id is None:
+            raise UsageError("give a stream KEY, or --activity ID")
+        return ApiRequest("GET", _stream_path(args.key_or_id), None)
     state = content_state(args)
     if command in _NEEDS_TITLE and not state.get("title"):
         raise UsageError('--title is required (or a "title" in --json)')
@@ -364,6 +374,7 @@ examples:
   lockstep start --type progress --title Backup --percentage 10 --channel ops
   lockstep update ACTIVITY_ID --title Backup --percentage 55
   lockstep end-activity ACTIVITY_ID --title "Backup done" --percentage 100
+  lockstep status build-42        (or: lockstep status --activity ACTIVITY_ID)
 
 server: --url, else $LOCKSTEP_URL, else http://127.0.0.1:8787/api
 API key: --key, else $LOCKSTEP_API_KEY, else the first line of ./lockstep-data/api-key
@@ -380,7 +391,7 @@ _COMMANDS: Final = (
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `stream`, `end`, `start`, `update` and `end-activity` to the `lockstep` parser."""
+    """Add `stream`, `end`, `start`, `update`, `end-activity` and `status` to the parser."""
     for name, positional, help_text in _COMMANDS:
         p = sub.add_parser(
             name,
@@ -395,6 +406,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         _add_content(p)
         _add_request_level(p, name)
         p.set_defaults(handler=run, client_command=name)
+    help_text = "where each targeted device stands with a stream's (or an activity's) activity"
+    p = sub.add_parser(
+        "status",
+        help=help_text,
+        description=help_text + ": starting, awaiting_token, live, ended or dead",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("key_or_id", metavar="KEY", nargs="?", help="the stream key")
+    p.add_argument("--activity", metavar="ID", help="an activity id instead of a stream key")
+    _add_connection(p)
+    p.set_defaults(handler=run, client_command="status")
 
 
 def _add_connection(p: argparse.ArgumentParser) -> None:

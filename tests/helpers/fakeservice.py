@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.server.contract import models
+from engine.server.contract import errors, models
 
 __all__ = [
     "ACTIVITY_BODY",
@@ -63,10 +63,12 @@ class FakeService:
     # Set in `__post_init__`; they point back here, so they stay out of repr and ==.
     live: FakeLive = field(init=False, repr=False, compare=False)
     devices: FakeDevices = field(init=False, repr=False, compare=False)
+    status: FakeStatus = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.live = FakeLive(self)
         self.devices = FakeDevices(self)
+        self.status = FakeStatus(self)
 
     def called(self, *call: Any) -> None:
         """Record `call`, then raise `fail` if a test set one."""
@@ -150,3 +152,36 @@ class FakeDevices:
         """`iphone-1`."""
         self.svc.called("list")
         return [device_info("iphone-1")]
+
+
+@dataclass
+class FakeStatus:
+    """The status reads: `act-1` (and stream `s1`) exist, with one live device."""
+
+    svc: FakeService
+
+    def activity(self, activity_id: str) -> models.ActivityStatus:
+        """`act-1`, or 404."""
+        self.svc.called("status", activity_id)
+        if activity_id != "act-1":
+            raise errors.NotFound(f"no activity with id {activity_id!r}")
+        return _status()
+
+    def stream(self, stream_key: str) -> models.ActivityStatus:
+        """Stream `s1`, or 404."""
+        self.svc.called("stream_status", stream_key)
+        if stream_key != "s1":
+            raise errors.NotFound(f"no stream with key {stream_key!r}")
+        return _status(stream_key)
+
+
+def _status(stream_key: str | None = None) -> models.ActivityStatus:
+    device = models.RecipientStatus(device_id="d1", state="live", confirmed_version=1, current=True)
+    return models.ActivityStatus(
+        activity_id="act-1",
+        stream_key=stream_key,
+        version=1,
+        ended=False,
+        updated_at=TS,
+        devices=[device],
+    )

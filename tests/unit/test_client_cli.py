@@ -378,6 +378,30 @@ def test_build_request(argv: list[str], expected: ApiRequest) -> None:
     assert request(*argv) == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["status", "build-42"], ApiRequest("GET", "/live-activity/stream/build-42", None)),
+        (["status", "--activity", "la_1/x"], ApiRequest("GET", "/live-activity/la_1%2Fx", None)),
+    ],
+)
+def test_status_reads_a_stream_or_an_activity(argv: list[str], expected: ApiRequest) -> None:
+    assert request(*argv) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status"], "give a stream KEY"),
+        (["status", "k", "--activity", "a"], "not both"),
+        (["status", "bad key"], "invalid stream key"),
+    ],
+)
+def test_status_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        request(*argv)
+
+
 def test_json_is_the_base_and_flags_win() -> None:
     req = request(
         "stream",
@@ -433,7 +457,14 @@ def test_argparse_rejects_with_status_2(argv: list[str]) -> None:
 
 
 def test_every_subcommand_is_registered() -> None:
-    for argv in (["stream", "k"], ["end", "k"], ["start"], ["update", "a"], ["end-activity", "a"]):
+    for argv in (
+        ["stream", "k"],
+        ["end", "k"],
+        ["start"],
+        ["update", "a"],
+        ["end-activity", "a"],
+        ["status", "k"],
+    ):
         args = parser().parse_args(argv)
         assert args.handler is cli.run
         assert args.client_command == argv[0]

@@ -131,6 +131,8 @@ def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
 ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("PUT", "/api/live-activity/stream/prod-web_1", STREAM_BODY, Access.SEND, "stream"),
     ("DELETE", "/api/live-activity/stream/prod-web_1", None, Access.SEND, "end_stream"),
+    ("GET", "/api/live-activity/stream/s1", None, Access.SEND, "stream_status"),
+    ("GET", "/api/live-activity/act-1", None, Access.SEND, "status"),
     ("POST", "/api/live-activity/start", START_BODY, Access.SEND, "start"),
     ("POST", "/api/live-activity/update", ACTIVITY_BODY, Access.SEND, "update"),
     ("POST", "/api/live-activity/end", ACTIVITY_BODY, Access.SEND, "end"),
@@ -246,7 +248,6 @@ def test_app_repr_hides_keys() -> None:
         "/api",
         "/api/",
         "/api/nope",
-        "/api/live-activity/stream",
         "/api/live-activity/stream/",
         "/api/live-activity/stream/a/b",
         "/api/devices/",
@@ -265,8 +266,8 @@ async def test_unknown_routes_are_404_before_auth(path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("GET", "/api/live-activity/stream/k", "DELETE, PUT"),
-        ("POST", "/api/live-activity/stream/k", "DELETE, PUT"),
+        ("POST", "/api/live-activity/stream/k", "DELETE, GET, PUT"),
+        ("PUT", "/api/live-activity/act-1", "GET"),
         ("GET", "/api/live-activity/start", "POST"),
         ("POST", "/api/devices", "GET"),
         ("POST", "/api/devices/iphone-1", "DELETE, PUT"),
@@ -436,6 +437,21 @@ async def test_stream_put_hands_key_and_request_to_the_service() -> None:
     }
     _, key, req = h.service.calls[0]
     assert key == "prod-1" and isinstance(req, models.StreamRequest)
+
+
+async def test_status_reads_answer_404_for_what_does_not_exist() -> None:
+    h = make()
+    body = (await must(h.app, "GET", "/api/live-activity/act-1", key=SEND_KEY)).json()
+    assert body["devices"] == [
+        {"device_id": "d1", "state": "live", "confirmed_version": 1, "current": True}
+    ]
+    assert_error(
+        await must(h.app, "GET", "/api/live-activity/nope", key=SEND_KEY), 404, "not_found"
+    )
+    reply = await must(h.app, "GET", "/api/live-activity/stream/zz", key=SEND_KEY)
+    assert_error(reply, 404, "not_found")
+    reply = await must(h.app, "GET", "/api/live-activity/stream/bad%20key", key=SEND_KEY)
+    assert reply.status == 400  # stream keys are checked at the edge for reads too
 
 
 async def test_device_list_is_wrapped_in_an_object() -> None:

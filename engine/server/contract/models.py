@@ -62,10 +62,12 @@ from engine.server.contract.content import (
 )
 from engine.server.contract.errors import BadRequest
 from engine.server.contract.responses import (
+    ActivityStatus,
     ActivityTokenAccepted,
     DeviceInfo,
     EndResponse,
     ErrorBody,
+    RecipientStatus,
     StartResponse,
     StreamDeleteResponse,
     StreamPutResponse,
@@ -80,6 +82,7 @@ __all__ = [
     "MAX_STEPS",
     "TITLE_MAX",
     "Action",
+    "ActivityStatus",
     "ActivityTokenAccepted",
     "ActivityTokenReport",
     "AlertPayload",
@@ -95,6 +98,7 @@ __all__ = [
     "ErrorBody",
     "Icon",
     "Metric",
+    "RecipientStatus",
     "StartRequest",
     "StartResponse",
     "StreamDeleteRequest",

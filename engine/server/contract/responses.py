@@ -16,10 +16,12 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "ActivityStatus",
     "ActivityTokenAccepted",
     "DeviceInfo",
     "EndResponse",
     "ErrorBody",
+    "RecipientStatus",
     "StartResponse",
     "StreamDeleteResponse",
     "StreamPutResponse",
@@ -167,6 +169,41 @@ class ActivityTokenAccepted(_Reply, kw_only=True):
     activity_id: str
     device_id: str
     released: int
+
+
+RecipientState = Literal["starting", "awaiting_token", "live", "ended", "dead"]
+
+
+class RecipientStatus(_Reply, kw_only=True):
+    """Where one targeted device stands (a Lockstep addition).
+
+    `starting`: the push-to-start is not confirmed by APNs yet; `awaiting_token`: APNs accepted
+    it, but the device never reported the activity's update token (it may not show the activity:
+    a spent push-to-start budget, the user not tapping Allow); `live`: the device has an update
+    token (`confirmed_version` says which content it last had confirmed); `ended`: its end was
+    confirmed; `dead`: its token no longer works, nothing more is sent.
+    """
+
+    device_id: str
+    state: Annotated[RecipientState, Meta(description="Where the device stands.")]
+    confirmed_version: Annotated[
+        int, Meta(description="The newest content version APNs accepted for this device.")
+    ]
+    current: Annotated[
+        bool, Meta(description="True when the device has the newest accepted content.")
+    ]
+
+
+class ActivityStatus(_Reply, kw_only=True):
+    """`GET /api/live-activity/{activity_id}` and `.../stream/{stream_key}`: delivery status per
+    targeted device (a Lockstep addition)."""
+
+    activity_id: str
+    stream_key: str | None = None
+    version: Annotated[int, Meta(description="The newest accepted content version.")]
+    ended: bool
+    updated_at: _Timestamp
+    devices: list[RecipientStatus]
 
 
 class ErrorBody(_Reply, kw_only=True):

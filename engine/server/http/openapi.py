@@ -38,6 +38,10 @@ _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
         "description": "The device's id, chosen by the app: letters, digits, _ . : and -.",
         "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN},
     },
+    "activity_id": {
+        "description": "The activity_id a start or stream call answered with.",
+        "schema": {"type": "string", "minLength": 1},
+    },
 }
 
 _ERROR_SCHEMAS: Final[dict[str, dict[str, Any]]] = {

@@ -59,6 +59,16 @@ async def _end(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     return _json(await ctx.service.live.end(models.decode(models.EndRequest, body)))
 
 
+async def _status(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(ctx.service.status.activity(params["activity_id"]))
+
+
+async def _stream_status(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    key = params["stream_key"]
+    models.check_stream_key(key)
+    return _json(ctx.service.status.stream(key))
+
+
 async def _devices_list(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     return _json(DeviceList(devices=list(ctx.service.devices.list())))
 
@@ -151,6 +161,26 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         request=models.EndRequest,
         response=models.EndResponse,
         errors=(404, 429, 503),
+    ),
+    Endpoint(
+        method="GET",
+        template=_STREAM,
+        access=Access.SEND,
+        handler=_stream_status,
+        operation_id="getLiveActivityStreamStatus",
+        summary="Where each targeted device stands with the stream's current activity",
+        response=models.ActivityStatus,
+        errors=(400, 404),
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/live-activity/{activity_id}",
+        access=Access.SEND,
+        handler=_status,
+        operation_id="getLiveActivityStatus",
+        summary="Where each targeted device stands with a Live Activity",
+        response=models.ActivityStatus,
+        errors=(404,),
     ),
     Endpoint(
         method="GET",

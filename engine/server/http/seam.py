@@ -18,7 +18,7 @@ from typing import Protocol
 
 from engine.server.contract import models
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi"]
+__all__ = ["ApiService", "DeviceApi", "LiveApi", "StatusApi"]
 
 
 class LiveApi(Protocol):
@@ -73,6 +73,18 @@ class DeviceApi(Protocol):
         ...
 
 
+class StatusApi(Protocol):
+    """The delivery-status reads (`GET /api/live-activity/...`, a send key)."""
+
+    def activity(self, activity_id: str, /) -> models.ActivityStatus:
+        """`GET /api/live-activity/{activity_id}`."""
+        ...
+
+    def stream(self, stream_key: str, /) -> models.ActivityStatus:
+        """`GET /api/live-activity/stream/{stream_key}`."""
+        ...
+
+
 class ApiService(Protocol):
     """Everything the HTTP API calls on the service.
 
@@ -89,6 +101,11 @@ class ApiService(Protocol):
     @property
     def devices(self) -> DeviceApi:
         """The device calls."""
+        ...
+
+    @property
+    def status(self) -> StatusApi:
+        """The delivery-status reads."""
         ...
 
     def health(self) -> Mapping[str, object]:

@@ -26,6 +26,7 @@ from engine.server.service.devices import Devices
 from engine.server.service.live import LiveActivities, LiveConfig
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
+from engine.server.service.status import DeliveryStatus
 from engine.server.store.base import Store
 from engine.server.store.records import DeleteActivity, Op
 
@@ -75,6 +76,7 @@ class Service:
             registry, store, self.outbox, config=config.live, wall_clock=wall_clock
         )
         self.devices = Devices(registry, store, self.outbox, wall_clock=wall_clock)
+        self.status = DeliveryStatus(registry)
         self.recovered = 0
         self.started_at = wall_clock()
 

@@ -1,0 +1,82 @@
+"""Delivery status: where each targeted device stands with an activity, from the service's rows.
+
+`GET /api/live-activity/{activity_id}` and `GET /api/live-activity/stream/{stream_key}` answer with
+it, so a caller can tell an activity the devices show from one the API accepted but a device never
+took up: APNs accepts a push-to-start a phone then drops (its push-to-start budget is spent, the
+user did not tap Allow, apns.md §6), and the only sign of it is the update token that never comes.
+
+A recipient's state, from its durable row (engine/server/store/records.py):
+
+    dead            its token no longer works (410, BadDeviceToken): nothing more is sent
+    starting        the push-to-start is not confirmed by APNs yet
+    awaiting_token  APNs accepted the push-to-start, but the device reported no update token
+    ended           the activity ended and APNs accepted its end for this device
+    live            the device has an update token; `current` says if it has the newest content
+
+Read-only: it never changes a row and needs no lock (a row is read whole between awaits).
+"""
+
+from __future__ import annotations
+
+from engine.server.contract import errors, models
+from engine.server.contract.responses import RecipientState, iso
+from engine.server.service.state import Activity, Recipient, Registry
+
+__all__ = ["DeliveryStatus", "recipient_state"]
+
+
+def recipient_state(act: Activity, rec: Recipient) -> RecipientState:
+    """The state of one recipient (table in the module docstring)."""
+    row = rec.row
+    if row.dead:
+        return "dead"
+    if not row.started:
+        return "starting"
+    if row.update_token is None:
+        return "awaiting_token"
+    if act.row.ended and row.sent_version >= act.row.version:
+        return "ended"
+    return "live"
+
+
+class DeliveryStatus:
+    """The status calls of the API, over the service's registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        """Answer from `registry` (the service's working copy)."""
+        self._reg = registry
+
+    def activity(self, activity_id: str) -> models.ActivityStatus:
+        """The status of one activity; 404 when there is none with that id."""
+        act = self._reg.activities.get(activity_id)
+        if act is None:
+            raise errors.NotFound(f"no activity with id {activity_id!r}")
+        return _status(act)
+
+    def stream(self, stream_key: str) -> models.ActivityStatus:
+        """The status of a stream's current activity; 404 without such a stream or activity."""
+        stream = self._reg.streams.get(stream_key)
+        act = None if stream is None else self._reg.activities.get(stream.activity_id or "")
+        if act is None:
+            raise errors.NotFound(f"no stream with key {stream_key!r}")
+        return _status(act)
+
+
+def _status(act: Activity) -> models.ActivityStatus:
+    row = act.row
+    return models.ActivityStatus(
+        activity_id=row.activity_id,
+        stream_key=row.stream_key,
+        version=row.version,
+        ended=row.ended,
+        updated_at=iso(row.updated_at),
+        devices=[
+            models.RecipientStatus(
+                device_id=device_id,
+                state=recipient_state(act, rec),
+                confirmed_version=rec.row.sent_version,
+                current=rec.row.sent_version >= row.version,
+            )
+            for device_id, rec in sorted(act.recipients.items())
+        ],
+    )
