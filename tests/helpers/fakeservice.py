@@ -174,6 +174,11 @@ class FakeStatus:
             raise errors.NotFound(f"no stream with key {stream_key!r}")
         return _status(stream_key)
 
+    def page(self, state: str | None, limit: int, after: str | None) -> models.ActivityStatusList:
+        """One page holding `act-1`; the arguments are recorded."""
+        self.svc.called("status_page", state, limit, after)
+        return models.ActivityStatusList(activities=[_status()], next="act-1")
+
 
 def _status(stream_key: str | None = None) -> models.ActivityStatus:
     device = models.RecipientStatus(device_id="d1", state="live", confirmed_version=1, current=True)

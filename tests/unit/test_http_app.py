@@ -93,7 +93,14 @@ async def call(
     ]
     if disconnect:
         messages = [{**messages[0], "more_body": True}, {"type": "http.disconnect"}]
-    scope = {"type": "http", "method": method, "path": path, "headers": hs, "query_string": b""}
+    path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": hs,
+        "query_string": query.encode(),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -133,6 +140,7 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("DELETE", "/api/live-activity/stream/prod-web_1", None, Access.SEND, "end_stream"),
     ("GET", "/api/live-activity/stream/s1", None, Access.SEND, "stream_status"),
     ("GET", "/api/live-activity/act-1", None, Access.SEND, "status"),
+    ("GET", "/api/live-activities", None, Access.SEND, "status_page"),
     ("POST", "/api/live-activity/start", START_BODY, Access.SEND, "start"),
     ("POST", "/api/live-activity/update", ACTIVITY_BODY, Access.SEND, "update"),
     ("POST", "/api/live-activity/end", ACTIVITY_BODY, Access.SEND, "end"),
@@ -452,6 +460,28 @@ async def test_status_reads_answer_404_for_what_does_not_exist() -> None:
     assert_error(reply, 404, "not_found")
     reply = await must(h.app, "GET", "/api/live-activity/stream/bad%20key", key=SEND_KEY)
     assert reply.status == 400  # stream keys are checked at the edge for reads too
+
+
+@pytest.mark.parametrize(
+    ("query", "call"),
+    [
+        ("", ("status_page", None, 100, None)),
+        ("?state=live&limit=5&after=la_1&other=x", ("status_page", "live", 5, "la_1")),
+        ("?limit=7&limit=9", ("status_page", None, 7, None)),  # the first value counts
+    ],
+)
+async def test_the_status_page_reads_its_query(query: str, call: tuple[Any, ...]) -> None:
+    h = make()
+    reply = await must(h.app, "GET", "/api/live-activities" + query, key=SEND_KEY)
+    assert reply.status == 200 and reply.json()["next"] == "act-1"
+    assert h.service.calls == [call]
+
+
+async def test_a_status_page_limit_that_is_not_a_number_is_400() -> None:
+    h = make()
+    reply = await must(h.app, "GET", "/api/live-activities?limit=ten", key=SEND_KEY)
+    assert assert_error(reply, 400, "bad_request")["message"].startswith("limit")
+    assert h.service.calls == []
 
 
 async def test_device_list_is_wrapped_in_an_object() -> None:

@@ -86,3 +86,23 @@ def test_the_status_of_an_activity_and_of_its_stream() -> None:
     for call, name in ((status.activity, "nope"), (status.stream, "nope"), (status.stream, "idle")):
         with pytest.raises(errors.NotFound, match=name):
             call(name)
+
+
+def test_pages_by_id_and_by_state() -> None:
+    reg = Registry()
+    for n in range(5):
+        act = activity()
+        act.row.activity_id = f"a{n}"
+        act.recipients = {"d1": recipient(token=None if n % 2 else "cd" * 32, sent=1)}
+        reg.activities[f"a{n}"] = act
+    status = DeliveryStatus(reg)
+    first = status.page(None, 2, None)
+    assert [a.activity_id for a in first.activities] == ["a0", "a1"] and first.next == "a1"
+    rest = status.page(None, 10, first.next)
+    assert [a.activity_id for a in rest.activities] == ["a2", "a3", "a4"] and rest.next is None
+    waiting = status.page("awaiting_token", 100, None)
+    assert [a.activity_id for a in waiting.activities] == ["a1", "a3"]
+    assert status.page("dead", 100, None).activities == []
+    for state, limit, field in (("asleep", 10, "state"), (None, 0, "limit"), (None, 501, "limit")):
+        with pytest.raises(errors.BadRequest, match=field):
+            status.page(state, limit, None)

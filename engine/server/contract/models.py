@@ -63,6 +63,7 @@ from engine.server.contract.content import (
 from engine.server.contract.errors import BadRequest
 from engine.server.contract.responses import (
     ActivityStatus,
+    ActivityStatusList,
     ActivityTokenAccepted,
     DeviceInfo,
     EndResponse,
@@ -83,6 +84,7 @@ __all__ = [
     "TITLE_MAX",
     "Action",
     "ActivityStatus",
+    "ActivityStatusList",
     "ActivityTokenAccepted",
     "ActivityTokenReport",
     "AlertPayload",

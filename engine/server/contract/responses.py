@@ -17,6 +17,7 @@ from msgspec import Meta
 
 __all__ = [
     "ActivityStatus",
+    "ActivityStatusList",
     "ActivityTokenAccepted",
     "DeviceInfo",
     "EndResponse",
@@ -204,6 +205,15 @@ class ActivityStatus(_Reply, kw_only=True):
     ended: bool
     updated_at: _Timestamp
     devices: list[RecipientStatus]
+
+
+class ActivityStatusList(_Reply, kw_only=True):
+    """`GET /api/live-activities`: a page of statuses, by activity id (a Lockstep addition)."""
+
+    activities: list[ActivityStatus]
+    next: Annotated[
+        str | None, Meta(description="Pass as `after` for the next page; absent on the last.")
+    ] = None
 
 
 class ErrorBody(_Reply, kw_only=True):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -115,6 +116,14 @@ class _Route:
         return params
 
 
+def _query(scope: Scope, endpoint: Endpoint) -> dict[str, str]:
+    """The endpoint's declared query parameters that the request gave (first value of each)."""
+    raw = scope.get("query_string", b"").decode("latin-1")
+    given = urllib.parse.parse_qs(raw, keep_blank_values=True, max_num_fields=100)
+    names = {q.name for q in endpoint.query}
+    return {name: values[0] for name, values in given.items() if name in names}
+
+
 def _routes(endpoints: Sequence[Endpoint]) -> tuple[_Route, ...]:
     by_template: dict[str, dict[str, Endpoint]] = {}
     for ep in endpoints:
@@ -200,6 +209,8 @@ class ApiApp:
         if endpoint.request is not None:
             body = await self._read_body(headers, receive)
             _check_content_type(headers.get(b"content-type"), body)
+        if endpoint.query:
+            params = {**_query(scope, endpoint), **params}
         reply = await endpoint.handler(self.context, params, body)
         if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
             self._record(scope, body, reply)  # the calls that change something, for replays

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from engine.server.http.prom import PromMetrics
 from engine.server.http.seam import ApiService
@@ -50,7 +50,17 @@ class Context:
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]
-"""`handler(context, path_params, body)`: the body is read and size-checked, not decoded."""
+"""`handler(context, params, body)`: the path parameters and the declared query parameters that
+were given (first value of each); the body is read and size-checked, not decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    """One optional query-string parameter: handed to the handler with the path parameters."""
+
+    name: str
+    description: str
+    schema: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +78,4 @@ class Endpoint:
     response: type | None = None  # the 200 body's type (None: not JSON, described by `media`)
     media: str = "application/json"
     errors: tuple[int, ...] = ()  # error statuses beyond the ones every route of its kind has
+    query: tuple[QueryParam, ...] = ()  # the query parameters it reads (others are ignored)

@@ -184,6 +184,11 @@ def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str,
         for seg in ep.template.split("/")
         if seg.startswith("{")
     ]
+    params += [
+        {"name": q.name, "in": "query", "required": False, "description": q.description,
+         "schema": dict(q.schema)}
+        for q in ep.query
+    ]  # fmt: skip
     if params:
         op["parameters"] = params
     if ep.request is not None:

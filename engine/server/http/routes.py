@@ -13,8 +13,8 @@ from typing import Final
 
 import msgspec
 
-from engine.server.contract import models
-from engine.server.http.endpoint import Access, Context, Endpoint, Reply
+from engine.server.contract import errors, models
+from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 
 __all__ = ["ENDPOINTS", "DeviceList"]
@@ -67,6 +67,15 @@ async def _stream_status(ctx: Context, params: Mapping[str, str], body: bytes) -
     key = params["stream_key"]
     models.check_stream_key(key)
     return _json(ctx.service.status.stream(key))
+
+
+async def _status_page(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    try:
+        limit = int(params.get("limit", "100"))
+    except ValueError:
+        raise errors.BadRequest("limit must be an integer", field="limit") from None
+    page = ctx.service.status.page(params.get("state"), limit, params.get("after"))
+    return _json(page)
 
 
 async def _devices_list(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -181,6 +190,29 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         summary="Where each targeted device stands with a Live Activity",
         response=models.ActivityStatus,
         errors=(404,),
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/live-activities",
+        access=Access.SEND,
+        handler=_status_page,
+        operation_id="listLiveActivityStatuses",
+        summary="Delivery status of the activities, a page at a time, optionally by device state",
+        response=models.ActivityStatusList,
+        errors=(400,),
+        query=(
+            QueryParam(
+                "state",
+                "Only activities with a device in this state.",
+                {"type": "string", "enum": ["starting", "awaiting_token", "live", "ended", "dead"]},
+            ),
+            QueryParam(
+                "limit",
+                "Page size (default 100).",
+                {"type": "integer", "minimum": 1, "maximum": 500},
+            ),
+            QueryParam("after", "The `next` of the previous page.", {"type": "string"}),
+        ),
     ),
     Endpoint(
         method="GET",

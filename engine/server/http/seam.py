@@ -84,6 +84,12 @@ class StatusApi(Protocol):
         """`GET /api/live-activity/stream/{stream_key}`."""
         ...
 
+    def page(
+        self, state: str | None, limit: int, after: str | None, /
+    ) -> models.ActivityStatusList:
+        """`GET /api/live-activities?state=&limit=&after=`."""
+        ...
+
 
 class ApiService(Protocol):
     """Everything the HTTP API calls on the service.

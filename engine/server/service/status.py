@@ -18,11 +18,18 @@ Read-only: it never changes a row and needs no lock (a row is read whole between
 
 from __future__ import annotations
 
+from typing import Final
+
 from engine.server.contract import errors, models
 from engine.server.contract.responses import RecipientState, iso
 from engine.server.service.state import Activity, Recipient, Registry
 
-__all__ = ["DeliveryStatus", "recipient_state"]
+STATES: Final[tuple[RecipientState, ...]] = ("starting", "awaiting_token", "live", "ended", "dead")
+"""Every recipient state, in the order a device goes through them."""
+
+MAX_PAGE: Final = 500
+
+__all__ = ["MAX_PAGE", "STATES", "DeliveryStatus", "recipient_state"]
 
 
 def recipient_state(act: Activity, rec: Recipient) -> RecipientState:
@@ -60,6 +67,28 @@ class DeliveryStatus:
         if act is None:
             raise errors.NotFound(f"no stream with key {stream_key!r}")
         return _status(act)
+
+    def page(
+        self, state: str | None = None, limit: int = 100, after: str | None = None
+    ) -> models.ActivityStatusList:
+        """Activities by id, those after `after`, with a device in `state` if given; 400 on a
+        state or limit it does not know."""
+        if state is not None and state not in STATES:
+            raise errors.BadRequest(f"state must be one of {', '.join(STATES)}", field="state")
+        if not 1 <= limit <= MAX_PAGE:
+            raise errors.BadRequest(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        found: list[models.ActivityStatus] = []
+        for activity_id in sorted(self._reg.activities):
+            if after is not None and activity_id <= after:
+                continue
+            act = self._reg.activities[activity_id]
+            if state is None or any(
+                recipient_state(act, rec) == state for rec in act.recipients.values()
+            ):
+                if len(found) == limit:
+                    return models.ActivityStatusList(activities=found, next=found[-1].activity_id)
+                found.append(_status(act))
+        return models.ActivityStatusList(activities=found)
 
 
 def _status(act: Activity) -> models.ActivityStatus:
