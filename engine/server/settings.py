@@ -19,6 +19,8 @@
 
     [live]                        # any field of engine.server.service.LiveConfig
     notify_wait = 0.25
+    device_limit = 5              # Live Activities a device shows at once
+    limit_policy = "end_oldest"   # or "refuse" (429 live_activity_limit)
 
     [simulate]                    # simulate mode only
     devices = 3

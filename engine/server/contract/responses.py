@@ -70,6 +70,10 @@ class StreamPutResponse(_Reply, kw_only=True):
     previous_activity_id: Annotated[
         str | None, Meta(description="rotated: the activity that was ended.")
     ] = None
+    ended_activity_id: Annotated[
+        str | None,
+        Meta(description="An activity ended to make room on a device at its limit."),
+    ] = None
     devices_notified: _Notified = None
     devices_queued: _Queued = None
     users_notified: int | None = None

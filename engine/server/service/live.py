@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import trio
 
+from engine.config import ConfigError
 from engine.delivery.dispatch import PushHandle
 from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
 from engine.results import DeliveryStatus
@@ -32,6 +33,7 @@ from engine.server.service.state import Activity, Recipient, Registry
 from engine.server.store.base import Store
 from engine.server.store.records import (
     ActivityRow,
+    DeviceRow,
     Op,
     PutActivity,
     PutRecipient,
@@ -47,6 +49,11 @@ IOS_ACTIVITY_LIMIT = 8 * 3600.0
 # The hosted service's throttling warning: more than 12 updates, more than one per 2 min on average.
 WARN_MIN_UPDATES = 12
 WARN_MEAN_INTERVAL = 120.0
+
+END_OLDEST = "end_oldest"
+"""Limit policy: a start on a full device ends that device's least recently updated activity."""
+REFUSE = "refuse"
+"""Limit policy: a start on a full device is refused whole (429 `live_activity_limit`)."""
 
 NewRequest = models.StartRequest | models.StreamRequest
 """A call that may start an activity: it names its recipients (`channels` / `target`)."""
@@ -64,6 +71,18 @@ class LiveConfig:
     rotate_after: float = IOS_ACTIVITY_LIMIT - 30 * 60  # rotate streams at 7 h 30 min
     notify_wait: float = 0.25  # how long a reply waits for APNs answers (s)
     default_dismiss_minutes: int = 3  # the contract's default for `auto_dismiss_minutes`
+    device_limit: int = 5  # Live Activities one iPhone shows at once (apns.md §6 simulator model)
+    limit_policy: str = END_OLDEST  # or REFUSE: what a start does on a device at its limit
+
+    def __post_init__(self) -> None:
+        """Refuse a limit or policy that cannot work, naming the key."""
+        if self.device_limit < 1:
+            raise ConfigError(f"[live].device_limit must be at least 1, not {self.device_limit}")
+        if self.limit_policy not in (END_OLDEST, REFUSE):
+            raise ConfigError(
+                f"[live].limit_policy must be {END_OLDEST!r} or {REFUSE!r}, "
+                f"not {self.limit_policy!r}"
+            )
 
 
 @dataclass(slots=True)
@@ -102,13 +121,16 @@ class LiveActivities:
             raise errors.BadRequest("content_state.type is required to start an activity")
         channels = _channels(req)
         now = self._wall()
-        act, prepared, ops = self._begin(req, state.type, channels, None, now)
+        act, prepared, ops, ended = self._begin(req, state.type, channels, None, now)
         await self._store.write(ops)
+        for old in ended:
+            await self._push_all(old)
         sent = await self._launch(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.StartResponse(
             success=True,
             activity_id=act.row.activity_id,
+            ended_activity_id=ended[0].row.activity_id if ended else None,
             devices_notified=notified,
             devices_queued=queued,
             effective_channel_slugs=list(channels) or None,
@@ -229,17 +251,14 @@ class LiveActivities:
                 timestamp=models.iso(now),
             )
         channels = _channels(req)
-        new, prepared, ops = self._begin(req, type_, channels, stream_key, now)
+        new, prepared, ops, ended = self._begin(req, type_, channels, stream_key, now, previous)
         if previous is not None:
             # Rotation: end the old activity at once with its last state, then start afresh.
-            previous.row.ended, previous.row.ended_at = True, now
-            previous.row.dismissal_date = int(now)
-            previous.row.version += 1
-            previous.row.alert = None
+            _end_now(previous, now)
             ops.append(PutActivity(previous.row))
         await self._store.write(ops)
-        if previous is not None:
-            await self._push_all(previous)
+        for old in [previous, *ended] if previous is not None else ended:
+            await self._push_all(old)
         started = await self._launch(new, prepared)
         return started, models.StreamPutResponse(
             success=True,
@@ -247,6 +266,7 @@ class LiveActivities:
             stream_key=stream_key,
             activity_id=new.row.activity_id,
             previous_activity_id=previous.row.activity_id if previous else None,
+            ended_activity_id=ended[0].row.activity_id if ended else None,
             effective_channel_slugs=list(channels) or None,
             tags=req.tags,
             timestamp=models.iso(now),
@@ -302,8 +322,11 @@ class LiveActivities:
         channels: Sequence[str],
         stream_key: str | None,
         now: float,
-    ) -> tuple[Activity, PreparedPayload, list[Op]]:
-        """A new activity for the selected devices, its start payload (size-checked) and ops."""
+        replacing: Activity | None = None,
+    ) -> tuple[Activity, PreparedPayload, list[Op], list[Activity]]:
+        """A new activity for the selected devices, its start payload (size-checked), ops, and
+        the activities ended to make room for it (`_make_room`); `replacing` is a stream's
+        activity this one rotates out, which the caller ends."""
         ctype = models.as_content_type(type_)
         models.check_content(req.content_state, ctype)
         devices = self._reg.select_devices(channels)
@@ -313,6 +336,7 @@ class LiveActivities:
                 + (f" (channels: {', '.join(channels)})" if channels else ""),
                 effective_channel_slugs=list(channels) or self._reg.all_channels(),
             )
+        ended = self._make_room(devices, replacing)
         row = ActivityRow(
             activity_id=self._new_id(),
             stream_key=stream_key,
@@ -335,6 +359,9 @@ class LiveActivities:
         act = Activity(row)
         prepared = _checked(lambda: prepare(start_content(act, self._cfg.attributes_type)))
         ops: list[Op] = [PutActivity(row)]
+        for old in ended:  # to make room: ended now, with their last state (as a rotation)
+            _end_now(old, now)
+            ops.append(PutActivity(old.row))
         for device in devices:
             rec = RecipientRow(
                 activity_id=row.activity_id,
@@ -348,11 +375,46 @@ class LiveActivities:
             act.recipients[device.device_id] = Recipient(rec)
             ops.append(PutRecipient(rec))
         self._reg.activities[row.activity_id] = act
+        self._reg.track(act)
         if stream_key is not None:
             stream = StreamRow(stream_key=stream_key, activity_id=row.activity_id)
             self._reg.streams[stream_key] = stream
             ops.append(PutStream(stream))
-        return act, prepared, ops
+        return act, prepared, ops, ended
+
+    def _make_room(
+        self, devices: Sequence[DeviceRow], replacing: Activity | None
+    ) -> list[Activity]:
+        """Apply the limit policy to the devices a start targets (iOS shows at most
+        `device_limit` Live Activities per device and ignores a start past it, apns.md §6).
+
+        `refuse`: 429 `live_activity_limit` before anything is stored. `end_oldest`: the
+        activities to end, each full device's least recently updated ones, so that every device
+        shows the new one. Nothing is changed here.
+        """
+        limit = self._cfg.device_limit
+        full: dict[str, list[Activity]] = {}
+        for device in devices:
+            live = [a for a in self._reg.live_on(device.device_id) if a is not replacing]
+            if len(live) >= limit:
+                full[device.device_id] = live
+        if not full:
+            return []
+        if self._cfg.limit_policy == REFUSE:
+            raise errors.ActivityLimit(
+                f"{len(full)} of the {len(devices)} targeted devices already show {limit} Live "
+                "Activities, the most iOS shows; end one first",
+                limit=limit,
+                active=max(len(live) for live in full.values()),
+                blocked_devices=len(full),
+                targeted_devices=len(devices),
+            )
+        ended: dict[str, Activity] = {}
+        for live in full.values():
+            oldest = sorted(live, key=lambda a: (a.row.updated_at, a.row.activity_id))
+            for act in oldest[: len(live) - limit + 1]:
+                ended[act.row.activity_id] = act
+        return list(ended.values())
 
     def _apply(
         self,
@@ -467,6 +529,14 @@ class LiveActivities:
 
 
 _ACTION_KEYS = ("action", "secondary_action")
+
+
+def _end_now(act: Activity, now: float) -> None:
+    """End an activity at once with its last state, dismissed at once (rotation, limit)."""
+    act.row.ended, act.row.ended_at = True, now
+    act.row.dismissal_date = int(now)
+    act.row.version += 1
+    act.row.alert = None
 
 
 def _unreachable(act: Activity) -> bool:

@@ -51,6 +51,8 @@ class Registry:
         self.activities: dict[str, Activity] = {}
         self.streams: dict[str, StreamRow] = {}
         self.locks = KeyedLocks()
+        # device id -> ids of activities it was sent, not known to be over (see `live_on`)
+        self._by_device: dict[str, dict[str, None]] = {}
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> Registry:
@@ -83,6 +85,9 @@ class Registry:
                 st.stream_key = act.row.stream_key
                 st.activity_id = act.row.activity_id
             reg.streams[st.stream_key] = st
+        for act in reg.activities.values():
+            if not act.row.ended:
+                reg.track(act)
         return reg
 
     def current_of_stream(self, stream_key: str) -> Activity | None:
@@ -113,11 +118,26 @@ class Registry:
         key = act.row.stream_key
         return "stream:" + key if key is not None else "id:" + act.row.activity_id
 
-    def live_count(self, device_id: str) -> int:
-        """Activities not ended that `device_id` receives (the per-device limit, apns.md §6)."""
-        return sum(
-            1 for a in self.activities.values() if not a.row.ended and device_id in a.recipients
-        )
+    def track(self, act: Activity) -> None:
+        """Index a new activity under each device it targets (for `live_on`)."""
+        for device_id in act.recipients:
+            self._by_device.setdefault(device_id, {})[act.row.activity_id] = None
+
+    def live_on(self, device_id: str) -> list[Activity]:
+        """The activities `device_id` may still show, oldest start first: not ended, its token
+        not dead (the per-device limit, apns.md §6). The index is pruned as it is read."""
+        ids = self._by_device.get(device_id)
+        if not ids:
+            return []
+        live = []
+        for activity_id in list(ids):
+            act = self.activities.get(activity_id)
+            rec = None if act is None else act.recipients.get(device_id)
+            if act is None or rec is None or act.row.ended or rec.row.dead:
+                del ids[activity_id]  # it never comes back: an end or a dead token is final
+                continue
+            live.append(act)
+        return live
 
     def pending(self) -> Iterable[tuple[Activity, Recipient]]:
         """Recipients that do not have their activity's newest version yet."""
