@@ -405,7 +405,8 @@ def open_stack(
             "state_dir": str(folder / "server"),
             "sim": sim_info,
             "delivery": delivery or {},
-            "live": live or {},
+            # The server's per-device limit is the simulated phones' own (the scenarios size it).
+            "live": {"device_limit": max_active, **(live or {})},
         }
         server = Child.spawn("server", server_main, cores.engine, server_opts)
         server_info = server.ready(START_TIMEOUT)

@@ -100,6 +100,10 @@ class Outbox:
         self._pacing = pacing_interval
         self._flush_interval = flush_interval
         self._dirty: dict[tuple[str, str], Recipient] = {}
+        # A previous run may have sent timestamps up to one pacing interval past its clock: every
+        # lane starts above this, so a push after a quick restart is never equal to one sent
+        # before it (the phone would ignore it, apns.md §6).
+        self._restart_floor = int(wall_clock()) + math.ceil(pacing_interval)
         self._wake = trio.Event()
         self.accepted = 0
         self.rejected = 0
@@ -145,7 +149,7 @@ class Outbox:
                 row.update_token,
                 prepared or prepare(latest_content(act)),
                 lane=row.device_id,
-                min_timestamp=min_timestamp,
+                min_timestamp=max(min_timestamp, self._restart_floor),
             )
         except LaneError as exc:
             # The engine has closed this activity's lane to the device (its end went out, or its
