@@ -1,0 +1,147 @@
+"""Token lifecycle through the real engine and the fake APNs: dead tokens stay dead (whoever said
+so: a 410, a BadDeviceToken, or the engine's own refusal), also after a restart on the same
+database, and a rotated update token gets the newest state at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from engine.server.contract import models
+from simulator.devices import TokenReport
+from tests.helpers.servicekit import Harness, open_harness
+from tests.helpers.simkit import Kit, make_kit
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+def start_req(step: int) -> models.StartRequest:
+    state = {"title": "Deploy", "type": "segmented_progress", "number_of_steps": 9}
+    body = {"content_state": {**state, "current_step": step}}
+    return models.decode(models.StartRequest, msgspec.json.encode(body))
+
+
+def update_req(activity_id: str, step: int) -> models.UpdateRequest:
+    state = {"title": "Deploy", "number_of_steps": 9, "current_step": step}
+    body = {"activity_id": activity_id, "content_state": state}
+    return models.decode(models.UpdateRequest, msgspec.json.encode(body))
+
+
+def stream_req(cpu: int) -> models.StreamRequest:
+    state = {"title": "Health", "type": "metrics", "metrics": [{"label": "CPU", "value": cpu}]}
+    return models.decode(models.StreamRequest, msgspec.json.encode({"content_state": state}))
+
+
+def pushes_to(kit: Kit, token: str) -> list[int]:
+    """The statuses APNs answered to every push that reached it for `token`."""
+    return [r.status for r in kit.apns.log if r.token == token]
+
+
+def report_of(h: Harness, device: str) -> TokenReport:
+    (report,) = [r for r in h.reports if r.device == device]
+    return report
+
+
+def step_shown(h: Harness, device: str, activity_id: str) -> int:
+    shown = h.shown(device, activity_id)
+    assert shown is not None
+    return int(shown["content_state"]["current_step"])
+
+
+async def test_a_dismissed_activity_is_marked_dead_once_and_never_pushed_again(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=2)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            act = str((await h.service.live.start(start_req(1))).activity_id)
+            await trio.sleep(5)
+            dead = report_of(h, "iphone-1")
+            before = pushes_to(kit, dead.activity_token)
+            assert 410 not in before
+            kit.apns.registry.dismiss("iphone-1", dead.activity_id, now=kit.now())
+            for step in (2, 3, 4):
+                await h.service.live.update(update_req(act, step))
+                await trio.sleep(5)
+            assert pushes_to(kit, dead.activity_token) == [*before, 410]
+            assert h.service.outbox.marked_dead == 1
+            assert h.service.stats()["recipients_dead"] == 1
+            assert step_shown(h, "iphone-2", act) == 4
+        # Restarted on the same database: nothing is re-queued for the dead recipient.
+        async with open_harness(kit, tmp_path / "db") as h2:
+            assert h2.service.recovered == 0
+            resp = await h2.service.live.update(update_req(act, 5))
+            assert resp.devices_queued == 0 and not resp.errors
+            await trio.sleep(5)
+            assert pushes_to(kit, dead.activity_token) == [*before, 410]
+            assert h2.service.outbox.marked_dead == 0  # it was dead already: not marked again
+            assert step_shown(h2, "iphone-2", act) == 5
+
+
+async def test_a_start_the_engine_refuses_as_dead_marks_the_recipient_dead(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """The engine remembers a push-to-start token APNs killed and refuses later starts to it
+    without a request; the service marks those recipients dead too instead of holding their
+    updates for a token report that never comes, and a restart does not retry them."""
+    kit = make_kit(devices=2)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            pts = kit.push_to_start_token("iphone-1")
+            kit.apns.registry.unregister(pts, int(kit.now() * 1000) - 1000)
+            first = await h.service.live.start(start_req(1))
+            await trio.sleep(5)
+            second = await h.service.live.start(start_req(1))  # refused by the engine itself
+            assert second.errors and "iphone-1" in second.errors[0]
+            await trio.sleep(5)
+            assert pushes_to(kit, pts) == [410]  # one request; the second start never left
+            assert h.service.outbox.marked_dead == 2
+            later = await h.service.live.update(update_req(str(second.activity_id), 2))
+            assert later.devices_queued == 0  # nothing held for iphone-1
+            await trio.sleep(5)
+        async with open_harness(kit, tmp_path / "db") as h2:
+            await trio.sleep(5)
+            for act in (first.activity_id, second.activity_id):
+                resp = await h2.service.live.update(update_req(str(act), 3))
+                assert resp.devices_queued == 0 and not resp.errors
+            await trio.sleep(5)
+            assert pushes_to(kit, pts) == [410]
+            assert h2.service.outbox.marked_dead == 0
+            assert step_shown(h2, "iphone-2", str(second.activity_id)) == 3
+
+
+async def test_a_rotated_update_token_replaces_the_old_one_and_gets_the_newest_state(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=1)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            live = h.service.live
+            act = str((await live.stream("web", stream_req(1))).activity_id)
+            await trio.sleep(5)
+            await live.stream("web", stream_req(2))
+            await trio.sleep(5)
+            old = report_of(h, "iphone-1")
+            before = pushes_to(kit, old.activity_token)
+            assert before and set(before) == {200}  # the newest state, on the old token
+            new = kit.apns.registry.rotate("iphone-1", old.activity_id, now=kit.now())
+            kit.apns.forward_token_reports()  # the app reports the new token
+            await trio.sleep(5)
+            # At once, with no new call: the newest state went to the new token.
+            assert pushes_to(kit, new) == [200]
+            rec = h.service.registry.activities[act].recipients["iphone-1"]
+            assert rec.row.update_token == new and rec.row.sent_version == 2
+            await live.stream("web", stream_req(3))
+            await trio.sleep(5)
+            assert pushes_to(kit, new) == [200, 200]
+            assert pushes_to(kit, old.activity_token) == before  # never used again
+            shown = h.shown("iphone-1", act)
+            assert shown is not None and shown["content_state"]["metrics"][0]["value"] == 3
