@@ -4,6 +4,7 @@ database, and a rotated update token gets the newest state at once."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ import trio
 import trio.testing
 
 from engine.server.contract import models
+from engine.server.service.live import DEAD_TOKEN_ERROR
 from simulator.devices import TokenReport
 from tests.helpers.servicekit import Harness, open_harness
 from tests.helpers.simkit import Kit, make_kit
+
+DEAD = [f"iphone-1: {DEAD_TOKEN_ERROR}"]
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def pushes_to(kit: Kit, token: str) -> list[int]:
 
 
 def report_of(h: Harness, device: str) -> TokenReport:
-    (report,) = [r for r in h.reports if r.device == device]
+    (report,) = [r for r in h.reports if r.device == device]  # one activity each here
     return report
 
 
@@ -79,7 +83,7 @@ async def test_a_dismissed_activity_is_marked_dead_once_and_never_pushed_again(
         async with open_harness(kit, tmp_path / "db") as h2:
             assert h2.service.recovered == 0
             resp = await h2.service.live.update(update_req(act, 5))
-            assert resp.devices_queued == 0 and not resp.errors
+            assert resp.devices_queued == 0 and resp.errors == DEAD
             await trio.sleep(5)
             assert pushes_to(kit, dead.activity_token) == [*before, 410]
             assert h2.service.outbox.marked_dead == 0  # it was dead already: not marked again
@@ -105,13 +109,14 @@ async def test_a_start_the_engine_refuses_as_dead_marks_the_recipient_dead(
             assert pushes_to(kit, pts) == [410]  # one request; the second start never left
             assert h.service.outbox.marked_dead == 2
             later = await h.service.live.update(update_req(str(second.activity_id), 2))
-            assert later.devices_queued == 0  # nothing held for iphone-1
+            assert later.devices_queued == 0  # nothing held for iphone-1: it is reported
+            assert later.errors == DEAD
             await trio.sleep(5)
         async with open_harness(kit, tmp_path / "db") as h2:
             await trio.sleep(5)
             for act in (first.activity_id, second.activity_id):
                 resp = await h2.service.live.update(update_req(str(act), 3))
-                assert resp.devices_queued == 0 and not resp.errors
+                assert resp.devices_queued == 0 and resp.errors == DEAD
             await trio.sleep(5)
             assert pushes_to(kit, pts) == [410]
             assert h2.service.outbox.marked_dead == 0
@@ -145,3 +150,72 @@ async def test_a_rotated_update_token_replaces_the_old_one_and_gets_the_newest_s
             assert pushes_to(kit, old.activity_token) == before  # never used again
             shown = h.shown("iphone-1", act)
             assert shown is not None and shown["content_state"]["metrics"][0]["value"] == 3
+
+
+async def test_a_stream_starts_afresh_for_a_device_that_came_back_with_a_new_token(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """A device whose tokens all died is reported on every call; once it registers a new
+    push-to-start token the stream's next call starts a fresh activity, which reaches it."""
+    kit = make_kit(devices=2)
+    forwarded = 0
+
+    async def app_reports(h: Harness) -> None:
+        # The reinstalled app is simulated by another phone registering as "iphone-1".
+        nonlocal forwarded
+        await trio.sleep(5)
+        for report in h.reports[forwarded:]:
+            if report.device == "iphone-1-new":
+                report = dataclasses.replace(report, device="iphone-1")
+            await h.forward(report)
+        forwarded = len(h.reports)
+
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db", forward_reports=False) as h:
+            live = h.service.live
+            first = await live.stream("web", stream_req(1))
+            await app_reports(h)
+            gone = report_of(h, "iphone-1")
+            at_ms = int(kit.now() * 1000) - 1000
+            kit.apns.registry.unregister(gone.activity_token, at_ms)  # the app is deleted:
+            kit.apns.registry.unregister(kit.push_to_start_token("iphone-1"), at_ms)  # all of it
+            await live.stream("web", stream_req(2))
+            await app_reports(h)
+            held = await live.stream("web", stream_req(3))
+            assert held.operation == "updated" and held.errors == DEAD
+            assert held.devices_notified == 1 and held.devices_queued == 0
+            await app_reports(h)
+            phone = kit.apns.registry.add_device("iphone-1-new", now=kit.now())
+            await h.service.devices.register(
+                "iphone-1",
+                models.DeviceRegistration(push_to_start_token=phone.push_to_start_token),
+            )
+            fresh = await live.stream("web", stream_req(4))
+            assert fresh.operation == "rotated" and not fresh.errors
+            assert fresh.previous_activity_id == first.activity_id
+            await app_reports(h)
+            for sim_name in ("iphone-1-new", "iphone-2"):
+                shown = h.shown(sim_name, str(fresh.activity_id))
+                assert shown is not None and shown["content_state"]["metrics"][0]["value"] == 4
+            later = await live.stream("web", stream_req(5))
+            assert later.operation == "updated" and not later.errors
+            assert later.devices_notified == 2
+
+
+async def test_a_dismissal_alone_is_reported_and_does_not_restart_the_stream(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=2)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            live = h.service.live
+            first = await live.stream("web", stream_req(1))
+            await trio.sleep(5)
+            kit.apns.registry.dismiss(
+                "iphone-1", report_of(h, "iphone-1").activity_id, now=kit.now()
+            )
+            await live.stream("web", stream_req(2))
+            await trio.sleep(5)
+            again = await live.stream("web", stream_req(3))
+            assert again.operation == "updated" and again.activity_id == first.activity_id
+            assert again.errors == DEAD
