@@ -16,6 +16,7 @@ import trio.testing
 from engine.server.contract import models
 from engine.server.service.live import DEAD_TOKEN_ERROR
 from simulator.devices import TokenReport
+from simulator.faults.plan import FaultPlan
 from tests.helpers.servicekit import Harness, open_harness
 from tests.helpers.simkit import Kit, make_kit
 
@@ -219,3 +220,34 @@ async def test_a_dismissal_alone_is_reported_and_does_not_restart_the_stream(
             again = await live.stream("web", stream_req(3))
             assert again.operation == "updated" and again.activity_id == first.activity_id
             assert again.errors == DEAD
+
+
+async def test_a_fault_soak_never_pushes_to_a_dead_token_again_even_after_a_restart(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """APNs turns tokens `Unregistered` at random (seeded): a token that answered 410 is never
+    asked again in that process (the engine refuses it, the service marks its recipient dead
+    once), and a restart on the same database re-queues nothing for a dead recipient."""
+    kit = make_kit(devices=3, plan=FaultPlan.from_flags("seed=7,unregister=0.15"))
+    streams = [f"s{n}" for n in range(4)]
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db") as h:
+            for cpu in range(8):
+                for key in streams:
+                    await h.service.live.stream(key, stream_req(cpu))
+                await trio.sleep(3)
+            await trio.sleep(10)
+            killed = {r.token for r in kit.apns.log if r.status == 410}
+            dead = h.service.stats()["recipients_dead"]
+            assert killed and dead
+            assert h.service.outbox.marked_dead == dead  # each recipient marked once
+            for token in killed:  # nothing reached APNs for a token after its 410
+                statuses = pushes_to(kit, token)
+                assert statuses[-1] == 410 and statuses.count(410) == 1
+        mark = len(kit.apns.log)
+        async with open_harness(kit, tmp_path / "db") as h2:
+            await trio.sleep(10)  # recovery runs: nothing for the dead
+            again = [r for r in list(kit.apns.log)[mark:] if r.token in killed]
+            assert again == []
+            assert h2.service.stats()["recipients_dead"] == dead
+            assert h2.service.outbox.marked_dead == 0
