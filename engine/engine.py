@@ -27,6 +27,7 @@ import trio
 
 from engine.apns.auth import SigningKey
 from engine.apns.pool import ApnsPool
+from engine.apns.reasons import Outcome
 from engine.apns.tokens import TokenSource
 from engine.apns.transport import Connector, tcp_connector
 from engine.config import EngineConfig
@@ -153,11 +154,14 @@ class Engine:
         handle = PushHandle(device_token, trio.current_time())
         dead = self._dispatcher.dead_tokens
         if device_token in dead:
+            # Refused here, in the same words as the 410 / BadDeviceToken that killed the token
+            # (apns.md §3): a caller that drops dead tokens on DROP_TOKEN drops this one too.
             handle.settle(
                 DeliveryResult(
                     DeliveryStatus.REJECTED,
                     device_token,
                     reason=dead[device_token],
+                    outcome=Outcome.DROP_TOKEN,
                     detail="the device token is dead (APNs said so before)",
                 )
             )

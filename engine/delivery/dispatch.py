@@ -141,6 +141,7 @@ class Dispatcher:
                 apns_id if answered is not None and s.item is answered.item else None,
                 status,
                 timestamp_ms,
+                dead=s.item.token in self.dead_tokens,
             )
             self.listener.settled(result)
             if isinstance(handle, PushHandle):
@@ -234,8 +235,19 @@ class Dispatcher:
 
 
 def _result_of(
-    settled: Settled, apns_id: str | None, status: int | None, timestamp_ms: int | None
+    settled: Settled,
+    apns_id: str | None,
+    status: int | None,
+    timestamp_ms: int | None,
+    *,
+    dead: bool = False,
 ) -> DeliveryResult:
+    """The caller's result for a settled item; `dead`: the engine holds its token dead.
+
+    `Outcome.DROP_TOKEN` is said of exactly the items addressed to a dead token: a bare 410
+    (no reason string) kills the token too (apns.md §3), while an item to another token that
+    its lane's dead start took down with it says nothing about its own token.
+    """
     device_token = settled.item.token
     if settled.status is DeliveryStatus.ACCEPTED:
         return DeliveryResult(
@@ -244,11 +256,16 @@ def _result_of(
     if settled.status is DeliveryStatus.SUPERSEDED:
         return DeliveryResult(settled.status, device_token, detail=settled.detail)
     reason = settled.reason
+    outcome = REASONS[reason].outcome if reason is not None else None
+    if dead:
+        outcome = Outcome.DROP_TOKEN
+    elif outcome is Outcome.DROP_TOKEN:
+        outcome = None
     return DeliveryResult(
         settled.status,  # REJECTED or FAILED, as the coalescer decided from the reason
         device_token,
         reason=reason,
-        outcome=REASONS[reason].outcome if reason is not None else None,
+        outcome=outcome,
         http_status=status,
         timestamp_ms=timestamp_ms,
         detail=settled.detail,

@@ -6,6 +6,7 @@ import pytest
 import trio
 import trio.testing
 
+from engine.apns.reasons import Outcome, Reason
 from engine.engine import open_engine
 from engine.metrics import EngineListener
 from engine.payload import Alert
@@ -147,3 +148,41 @@ async def test_the_engines_listener_hears_the_pools_connections(
                 assert listener.opened == 1
             nursery.cancel_scope.cancel()
     assert listener.closed == 1  # the engine closed its connection on the way out
+
+
+async def test_a_token_known_dead_is_refused_locally_in_the_same_words(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """APNs kills a token once; every later push to it is refused without a request, with the
+    same dead-token outcome and reason, so a caller needs one rule for both."""
+    kit = make_kit()
+    unknown = "0d" * 32  # no simulated iPhone holds it: BadDeviceToken (apns.md §3)
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            async with open_engine(
+                engine_config(kit),
+                connector=memory_connector(kit, nursery),
+                signing_key=kit.key,
+                wall_clock=kit.now,
+            ) as engine:
+                results = []
+                for n in range(2):
+                    handle = await engine.start(
+                        f"a-{n}",
+                        unknown,
+                        {"n": n},
+                        attributes_type="T",
+                        attributes={"activity_id": f"a-{n}"},
+                        alert=Alert("A", "go"),
+                        lane="iphone-9",
+                    )
+                    results.append(await handle.result())
+                sent = len(kit.apns.log)
+            nursery.cancel_scope.cancel()
+    answered, refused = results
+    assert answered.http_status == 400 and refused.http_status is None  # no second request
+    assert sent == 1
+    for result in results:
+        assert result.status is DeliveryStatus.REJECTED
+        assert result.reason is Reason.BAD_DEVICE_TOKEN
+        assert result.outcome is Outcome.DROP_TOKEN

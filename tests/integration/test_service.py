@@ -306,10 +306,10 @@ async def test_a_token_reported_after_a_failed_end_releases_nothing(
                 req = models.decode(models.ActivityTokenReport, msgspec.json.encode(body))
                 return await h.service.devices.report_token(req)
 
-            await report("00" * 8)  # a token APNs never issued: the end to it fails
-            await settle(h)
+            (reported,) = h.reports  # the app's token dies: the end to it fails for good
+            kit.apns.registry.unregister(reported.activity_token, int(kit.now() * 1000) - 1000)
             ended = await h.service.live.end_stream("web", delete_req(**metrics(2)))
-            assert ended.errors and "BadDeviceToken" in ended.errors[0]
+            assert ended.errors and "Unregistered" in ended.errors[0]
             await settle(h)
             # The engine closed the lane when the end failed; a later report is answered, not 500.
             with caplog.at_level("WARNING", logger="lockstep.service"):

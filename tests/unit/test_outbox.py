@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -100,6 +100,67 @@ def test_a_dead_start_token_spares_an_activity_the_device_runs() -> None:
     assert not rec.row.dead
     outbox._settled(act, rec, 1, False, gone("cd" * 32))  # its own update token dying does
     assert rec.row.dead
+
+
+def refused_locally(token: str) -> DeliveryResult:
+    """What the engine answers, without a request, for a token APNs killed before."""
+    return DeliveryResult(
+        DeliveryStatus.REJECTED,
+        token,
+        reason=Reason.UNREGISTERED,
+        outcome=Outcome.DROP_TOKEN,
+        detail="the device token is dead (APNs said so before)",
+    )
+
+
+def bad_device_token(token: str) -> DeliveryResult:
+    return DeliveryResult(
+        DeliveryStatus.REJECTED,
+        token,
+        reason=Reason.BAD_DEVICE_TOKEN,
+        outcome=Outcome.DROP_TOKEN,
+        http_status=400,
+    )
+
+
+@pytest.mark.parametrize("kill", [gone, bad_device_token, refused_locally])
+@pytest.mark.parametrize("start", [True, False])
+def test_every_dead_token_answer_marks_the_recipient_dead_once(
+    kill: Callable[[str], DeliveryResult], start: bool
+) -> None:
+    _, act, rec, outbox, _ = world(update_token=None if start else "cd" * 32)
+    token = TOKEN if start else "cd" * 32
+    outbox._settled(act, rec, 1, start, kill(token))
+    assert rec.row.dead and outbox.marked_dead == 1 and outbox.dirty == 1
+    assert rec.queued_version == 0  # not handed back for another try
+    outbox._dirty.clear()
+    # Later answers for the same token (the other two kinds included) change nothing more.
+    for again in (gone, bad_device_token, refused_locally):
+        outbox._settled(act, rec, 1, start, again(token))
+    assert outbox.marked_dead == 1 and outbox.dirty == 0 and outbox.failed == 0
+    assert outbox.rejected == 4
+
+
+@pytest.mark.trio
+async def test_a_dead_recipient_is_written_once_and_never_submitted_again() -> None:
+    reg, act, rec, outbox, store = world(update_token="cd" * 32)
+    outbox._settled(act, rec, 1, False, gone("cd" * 32))
+    outbox._settled(act, rec, 1, False, refused_locally("cd" * 32))
+    await outbox.flush()
+    assert [op.row.dead for op in store.ops] == [True]  # type: ignore[union-attr]
+    act.row.version = 2  # a newer state: the dead recipient is neither pending nor sent it
+    assert list(reg.pending()) == []
+    assert await outbox.send_latest(act, rec) is None  # NoEngine would raise on a submit
+    assert await outbox.recover() == 0
+
+
+def test_an_ordinary_failure_does_not_mark_dead() -> None:
+    _, act, rec, outbox, _ = world(update_token="cd" * 32)
+    rec.queued_version = 1
+    failed = DeliveryResult(DeliveryStatus.FAILED, "cd" * 32, detail="gave up after 3 attempts")
+    outbox._settled(act, rec, 1, False, failed)
+    assert not rec.row.dead and outbox.marked_dead == 0 and outbox.failed == 1
+    assert rec.queued_version == 0  # the next call (or restart) queues the newest state again
 
 
 def test_accepted_advances_and_superseded_changes_nothing() -> None:

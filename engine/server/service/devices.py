@@ -6,6 +6,8 @@
 - `report_token(report)`: after a push-to-start, iOS hands the app the new activity's update token
   (apns.md §6, "Tokens"); the app reports it here. Updates and the end that were held for that
   device are released at once: the newest state goes out, or the end if the activity has ended.
+  A later report with another token (iOS rotates them) replaces the old token, and the newest
+  state goes to the new one at once.
 """
 
 from __future__ import annotations
@@ -101,6 +103,11 @@ class Devices:
         async with self._reg.locks.hold(self._reg.lock_key(act)):
             token = report.activity_token.lower()
             changed = rec.row.update_token != token or rec.row.dead
+            if changed and rec.row.update_token not in (None, token) and not act.row.ended:
+                # A rotated token replaces the old one (apns.md §6, "Tokens"): what the old one
+                # was sent says nothing about the new one, so the newest state goes to it now,
+                # and stays owed across a restart until APNs accepts it.
+                rec.row.sent_version = min(rec.row.sent_version, act.row.version - 1)
             rec.row.update_token = token
             rec.row.dead = False  # a fresh token from the app: the device is reachable again
             rec.row.started = True  # iOS only hands out an update token for a started activity

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -49,6 +49,11 @@ IOS_ACTIVITY_LIMIT = 8 * 3600.0
 # The hosted service's throttling warning: more than 12 updates, more than one per 2 min on average.
 WARN_MIN_UPDATES = 12
 WARN_MEAN_INTERVAL = 120.0
+# The `errors` entry for a device skipped because its token for the activity is dead.
+DEAD_TOKEN_ERROR = (
+    "dead token: nothing more is sent to this device for this activity "
+    "(dismissed, or the app is gone; a stream starts afresh once the device registers again)"
+)
 
 END_OLDEST = "end_oldest"
 """Limit policy: a start on a full device ends that device's least recently updated activity."""
@@ -87,10 +92,12 @@ class LiveConfig:
 
 @dataclass(slots=True)
 class _Sent:
-    """What one call pushed: handles to wait for, and recipients held for their token."""
+    """What one call pushed: handles to wait for, recipients held for their token, and devices
+    skipped because their token for the activity is dead (reported in `errors`)."""
 
     handles: list[tuple[str, PushHandle]]
     held: int = 0
+    dead: list[str] = field(default_factory=list)
 
 
 class LiveActivities:
@@ -220,7 +227,7 @@ class LiveActivities:
         if act is not None and (
             type_ != act.row.type
             or now - act.row.started_at >= self._cfg.rotate_after
-            or _unreachable(act)
+            or _unreachable(act, self._reg)
         ):
             previous, act = act, None
         if act is not None:
@@ -488,6 +495,7 @@ class LiveActivities:
         sent = _Sent([])
         for device_id, rec in act.recipients.items():
             if rec.row.dead:
+                sent.dead.append(device_id)
                 continue
             handle = await self._outbox.send_latest(act, rec, prepared=prepared)
             if handle is not None:
@@ -501,7 +509,8 @@ class LiveActivities:
         with trio.move_on_after(self._cfg.notify_wait):
             for _, handle in sent.handles:
                 await handle.result()
-        notified, queued, errs = 0, sent.held, []
+        notified, queued = 0, sent.held
+        errs = [f"{device_id}: {DEAD_TOKEN_ERROR}" for device_id in sent.dead]
         for device_id, handle in sent.handles:
             result = handle.result_nowait()
             if result is None or result.status is DeliveryStatus.SUPERSEDED:
@@ -539,10 +548,26 @@ def _end_now(act: Activity, now: float) -> None:
     act.row.alert = None
 
 
-def _unreachable(act: Activity) -> bool:
-    """Every device's token for this activity is dead (410 / BadDeviceToken): it cannot be
-    updated any more, so a stream starts a fresh activity (push-to-start tokens still work)."""
-    return bool(act.recipients) and all(r.row.dead for r in act.recipients.values())
+def _unreachable(act: Activity, reg: Registry) -> bool:
+    """Whether a stream's next call starts a fresh activity instead of updating `act`.
+
+    When every device's token for it is dead (410 / BadDeviceToken / the engine's refusal), it
+    cannot be updated any more (push-to-start tokens may still work). When one device's tokens
+    died and it has since registered a new push-to-start token (the app was reinstalled, the
+    phone restored), only a fresh start reaches it again; updates would be held for a token
+    report that never comes. A device that merely dismissed the activity keeps its start token
+    and is left alone.
+    """
+    recs = act.recipients.values()
+    if not recs:
+        return False
+    if all(r.row.dead for r in recs):
+        return True
+    for r in recs:
+        device = reg.devices.get(r.row.device_id)
+        if r.row.dead and device is not None and device.push_to_start_token != r.row.start_token:
+            return True
+    return False
 
 
 def _check_whole(state: dict[str, Any], type_: str) -> None:

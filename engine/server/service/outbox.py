@@ -12,6 +12,10 @@ A start goes to the device's push-to-start token; updates and the end go to the 
 update token the device reports through the device API. Until that report arrives the recipient is
 *held*: nothing is sent, and the report releases the newest state (`release`).
 
+A recipient whose token is dead (a 410, BadDeviceToken, or the engine's own refusal of a token
+APNs killed before, all `Outcome.DROP_TOKEN`) is marked dead once and written once; nothing is
+submitted to it again, before or after a restart, until the app reports a fresh token.
+
 Results come back through `PushHandle.add_done_callback` (no task per push). Progress
 (`started`, `sent_version`, `dead`) is written behind in small batches by `run()`; losing the last
 few of those writes in a crash only means a state is pushed once more after the restart, with a
@@ -108,6 +112,7 @@ class Outbox:
         self.accepted = 0
         self.rejected = 0
         self.failed = 0
+        self.marked_dead = 0  # recipients this outbox marked dead (each once)
 
     @property
     def dirty(self) -> int:
@@ -210,12 +215,22 @@ class Outbox:
         elif result.status is DeliveryStatus.SUPERSEDED:
             return  # a newer state carries on in the same lane
         elif result.outcome is Outcome.DROP_TOKEN:
+            # A 410, a BadDeviceToken, or the engine refusing a token it already knows is dead:
+            # one outcome, one rule (apns.md §3).
             self.rejected += 1
             # A dead push-to-start token does not kill an activity the device already runs: a
             # retried start can meet a 410 after an earlier attempt got through and the app
             # reported the activity's own update token (apns.md §6, "Tokens").
-            if not (start and row.update_token is not None):
-                row.dead = True
+            if row.dead or (start and row.update_token is not None):
+                return  # nothing changes: marked once, written once
+            row.dead = True
+            self.marked_dead += 1
+            log.info(
+                "%s no longer reaches %s (%s): nothing more is sent to it for this activity",
+                row.device_id,
+                act.row.activity_id,
+                result.reason or result.detail,
+            )
         else:
             # Failed after every retry, or a request APNs refuses: allow a later call (or the next
             # restart) to queue the newest state again.

@@ -100,6 +100,8 @@ class Service:
             "activities_running": sum(1 for a in acts if not a.row.ended),
             "streams": len(self.registry.streams),
             "recipients_pending": sum(1 for _ in self.registry.pending()),
+            "recipients_dead": sum(1 for a in acts for r in a.recipients.values() if r.row.dead),
+            "recipients_marked_dead": self.outbox.marked_dead,
             "recipient_writes_pending": self.outbox.dirty,
             "recovered_pushes": self.recovered,
         }
