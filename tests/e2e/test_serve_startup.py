@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +199,49 @@ def test_a_served_run_keeps_its_files_private_and_its_banner_free_of_keys(
                 if pipe is not None:
                     pipe.close()
     assert code == 0
+
+
+def _as_unprivileged() -> list[str] | None:
+    """A command prefix that drops root (permissions do not stop root), or None if unavailable."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import engine.cli.serve"],
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    return prefix if probe.returncode == 0 else None  # e.g. a checkout only root can read
+
+
+def test_a_state_dir_this_user_cannot_read_is_one_line_naming_it() -> None:
+    prefix = _as_unprivileged()
+    if prefix is None:
+        pytest.skip("as root, a mode-000 directory needs setpriv and a checkout others can read")
+    # Not under pytest's tmp_path: that is private to the user running the tests.
+    place = Path(tempfile.mkdtemp(prefix="lockstep-locked-"))
+    try:
+        place.chmod(0o777)
+        (place / "sd").mkdir(mode=0o000)
+        (place / "sd").chmod(0o000)
+        done = subprocess.run(
+            [*prefix, *serve_command("--port", "0", *QUIET)],
+            cwd=place,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        (place / "sd").chmod(0o700)
+        shutil.rmtree(place)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == [
+        "lockstep serve: state dir sd: not readable and writable by this user"
+    ]

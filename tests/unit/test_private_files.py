@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,20 @@ def test_key_files_are_created_0600_and_an_open_one_is_tightened(tmp_path: Path)
     settings = ensure_keys(load_settings(None, env={}, state_dir=tmp_path))
     assert mode(tmp_path / "api-key") == 0o600 and mode(tmp_path / "device-key") == 0o600
     assert settings.device_keys == ("lsd_an-existing-device-key-0123",)
+
+
+async def test_rows_that_cannot_be_read_back_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "lockstep.db"
+    store = SqliteStore(path)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            await store.write([PutDevice(row())])
+            store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE devices SET channels = 'not json'")
+    conn.close()
+    again = SqliteStore(path)
+    with trio.fail_after(TIMEOUT), pytest.raises(StoreError, match=f"^cannot load store {path}: "):
+        await again.load()
+    again.close()

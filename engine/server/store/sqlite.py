@@ -506,7 +506,8 @@ class SqliteStore:
                     streams=_STREAMS.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
-                raise StoreError(f"cannot load store: {_describe(exc)}") from exc
+                where = ":memory:" if self.path is None else str(self.path)
+                raise StoreError(f"cannot load store {where}: {_describe(exc)}") from exc
 
     def _commit_sync(self, statements: list[Statement]) -> None:
         with self._conn_lock:
