@@ -4,6 +4,10 @@
                    [--record traffic.jsonl]
 
 The server itself is `engine.server.serve.open_server`; this module is only its command line.
+A start that fails on the setup (engine/server/startup.py: a port in use, a file that is not a
+database, a state directory that is not one) prints one line per failure naming the port or file
+and exits 2 for a configuration error, 1 otherwise; a failure after the banner, or one that is not
+a recognised start-up failure, keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ from pathlib import Path
 
 import trio
 
-from engine.config import ConfigError
 from engine.server.serve import banner, open_server
 from engine.server.settings import Settings, load_settings
+from engine.server.startup import failure_lines
 
 
-async def _serve_until_signal(settings: Settings) -> None:
+async def _serve_until_signal(settings: Settings, started: list[bool]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_server(settings) as running:
+            started.append(True)
             print(banner(running), flush=True)
             async for _ in signals:
                 print("stopping: draining pushes (Ctrl-C again to force)", flush=True)
@@ -36,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    started: list[bool] = []  # set once the server is up: later failures are not start-ups
     try:
         settings = load_settings(
             args.config,
@@ -52,13 +58,15 @@ def _run(args: argparse.Namespace) -> int:
         if args.sim_control_port is not None:
             port = None if args.sim_control_port < 0 else args.sim_control_port
             settings = replace(settings, simulate=replace(settings.simulate, control_port=port))
-        trio.run(_serve_until_signal, settings)
-    except ConfigError as exc:
-        print(f"lockstep serve: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"lockstep serve: {exc}", file=sys.stderr)
-        return 1
+        trio.run(_serve_until_signal, settings, started)
+    except Exception as exc:
+        failure = None if started else failure_lines(exc)
+        if failure is None:
+            raise
+        status, lines = failure
+        for line in lines:
+            print(f"lockstep serve: {line}", file=sys.stderr)
+        return status
     return 0
 
 

@@ -15,7 +15,8 @@ The HTTP front calls `TrafficRecorder.record` synchronously on its event loop; t
 the time and puts the raw bytes into a bounded queue (a full queue drops the call and counts it,
 rather than slow the API down). A small writer thread decodes, encodes and appends the lines,
 flushing after every batch, so a file being recorded can be read (or tailed) at any time.
-`traffic_line` is the pure part: raw call -> JSON line.
+`traffic_line` is the pure part: raw call -> JSON line. The file holds request bodies (device
+names, metadata, webhook bodies): it is written owner-only (0600), even when it existed before.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from types import TracebackType
 from typing import Any, Final
 
 import msgspec
+
+from engine.server.files import open_private
 
 __all__ = ["ID_ROUTES", "TrafficRecorder", "traffic_line"]
 
@@ -101,7 +104,7 @@ class TrafficRecorder:
     def start(self) -> TrafficRecorder:
         """Open (truncate) the file and start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("wb")
+        handle = open_private(self.path)
         self._thread = threading.Thread(
             target=self._write_loop, args=(handle,), name="lockstep-record", daemon=True
         )

@@ -9,10 +9,15 @@ configured credentials, or in simulate mode the simulator started in-process thr
 re-queues what devices are missing after a restart), and last the HTTP front. In simulate mode the
 simulated iPhones then register through the device API, exactly as an app would. Ctrl-C (or
 SIGTERM) stops the HTTP front, drains the engine (bounded) and closes the store.
+
+A start that fails on the user's setup (the port taken, the database file not a database, the
+state directory not a directory) raises a `StartupError` (engine/server/startup.py) or an error
+that names its file, never a bare "address already in use".
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +38,13 @@ from engine.server.http.server import bind_address, serve_http
 from engine.server.record import TrafficRecorder
 from engine.server.service import Service, ServiceConfig, open_service
 from engine.server.settings import Settings, ensure_keys
+from engine.server.startup import (
+    StartupError,
+    check_state_dir,
+    listen_failure,
+    os_reason,
+    sole_os_error,
+)
 from engine.server.store.sqlite import SqliteStore
 
 log = logging.getLogger("lockstep.serve")
@@ -79,6 +91,17 @@ async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, An
         if entered:
             raise
         raise ConfigError(f"[simulate]: {exc}") from None  # a bad profile, named by its field
+    except OSError as exc:
+        # The control API's is the one fixed port the simulator binds (APNs takes a free one).
+        if entered or exc.errno != errno.EADDRINUSE or sim_settings.control_port is None:
+            raise
+        address = bind_address("127.0.0.1", sim_settings.control_port)  # the simulator's host
+        raise listen_failure(
+            "the simulator's control API",
+            address,
+            exc,
+            hint="--sim-control-port 0 picks a free port, -1 turns it off",
+        ) from None
 
 
 @asynccontextmanager
@@ -89,13 +112,17 @@ async def open_server(
     import time
 
     clock = wall_clock or time.time
+    check_state_dir(settings.state_dir)
     settings = ensure_keys(settings)
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         # Entered first, closed last: every call the HTTP front accepts is written out.
         recorder = None
         if settings.record is not None:
-            recorder = stack.enter_context(TrafficRecorder(settings.record))
+            try:
+                recorder = stack.enter_context(TrafficRecorder(settings.record))
+            except OSError as exc:
+                raise StartupError(f"--record file {settings.record}: {os_reason(exc)}") from None
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
         store = SqliteStore(settings.db_path)
@@ -131,15 +158,24 @@ async def open_server(
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
-        port = await nursery.start(
-            lambda task_status: serve_http(
-                app,
-                settings.host,
-                settings.port,
-                task_status=task_status,
-                shutdown_trigger=shutdown.wait,
+        try:
+            port = await nursery.start(
+                lambda task_status: serve_http(
+                    app,
+                    settings.host,
+                    settings.port,
+                    task_status=task_status,
+                    shutdown_trigger=shutdown.wait,
+                )
             )
-        )
+        except (OSError, BaseExceptionGroup) as exc:
+            cause = sole_os_error(exc)
+            if cause is None:
+                raise
+            address = bind_address(settings.host, settings.port)
+            raise listen_failure(
+                "the HTTP API", address, cause, hint="choose one with --port"
+            ) from None
         api_base = f"http://{bind_address(settings.host, port)}/api"
         if sim is not None:
             await sim.attach(api_base, settings.device_keys[0])
@@ -154,11 +190,17 @@ async def open_server(
 
 
 def banner(running: Running) -> str:
-    """What `lockstep serve` prints once it is up (the API key included: it is the user's own)."""
+    """What `lockstep serve` prints once it is up: where the keys are, never a key itself.
+
+    Terminal output ends up in scrollback, screen shares and CI logs; the key files are 0600.
+    The `curl` example reads the key where it lives (`$(cat FILE)`), so it still pastes as is.
+    """
     s = running.settings
+    api_key = s.api_key_origin.shell()
     lines = [
         f"Lockstep is serving the HTTP API at {running.api_base}",
-        f"  API key ({s.state_dir / 'api-key'} unless configured): {s.api_keys[0]}",
+        f"  API key: {s.api_key_origin.describe()}",
+        f"  device key (the iOS app's): {s.device_key_origin.describe()}",
         f"  database: {s.db_path}",
     ]
     if running.simulator is not None:
@@ -174,10 +216,14 @@ def banner(running: Running) -> str:
         lines.append(f"  APNs: {s.endpoint.authority}")
     if s.record is not None:
         lines.append(f"  recording accepted calls to {s.record} (replay: lockstep replay FILE)")
+    if api_key is None:  # keys handed over in the config file: no file or variable to read
+        api_key = "$KEY"
+        lines.append("Try (with KEY set to your API key):")
+    else:
+        lines.append("Try:")
     lines += [
-        "Try:",
         f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
-        f"    -H 'Authorization: Bearer {s.api_keys[0]}' -H 'Content-Type: application/json' \\",
+        f"    -H \"Authorization: Bearer {api_key}\" -H 'Content-Type: application/json' \\",
         (
             '    -d \'{"content_state": {"title": "Server Health", "type": "metrics", '
             '"metrics": [{"label": "CPU", "value": 9, "unit": "%"}]}}\''

@@ -30,22 +30,53 @@
 Without `[apns]` the server runs in simulate mode: the simulator is started in-process as its
 APNs, with `simulate.devices` simulated iPhones registered through the device API. Keys that are
 not configured anywhere are generated once and kept (mode 0600) in the state directory, so a
-newcomer's `make run` prints a key that stays the same from run to run.
+newcomer's key stays the same from run to run. Each scope's `KeyOrigin` records where its keys
+came from, so that the start-up banner can name the file or variable instead of printing a key.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
+from engine.server.files import private_file
 from engine.server.service.live import LiveConfig
 
 DEFAULT_STATE_DIR = Path("lockstep-data")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOrigin:
+    """Where one scope's keys come from: a key `file`, an `env` variable or the `config` file.
+
+    `where` is the file's path, the variable's name or the config file's path ("" when the keys
+    were handed over in code).
+    """
+
+    kind: Literal["file", "env", "config"] = "config"
+    where: str = ""
+
+    def describe(self) -> str:
+        """Where the key is, in words, for the banner (never the key itself)."""
+        if self.kind == "file":
+            return f"in {self.where}"
+        if self.kind == "env":
+            return f"the first of ${self.where}"
+        return f"the first of [server] {self.where or 'keys configured'}"
+
+    def shell(self) -> str | None:
+        """A shell expression that yields the (first) key, or None when there is none."""
+        if self.kind == "file":
+            return f"$(cat {shlex.quote(self.where)})"
+        if self.kind == "env":
+            return f"${{{self.where}%%,*}}"  # the first of a comma-separated list
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +107,8 @@ class Settings:
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     max_body: int = 64 * 1024
     record: Path | None = None
+    api_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
+    device_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
 
     @property
     def db_path(self) -> Path:
@@ -122,6 +155,8 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         live=_section(LiveConfig, data.get("live", {}), "live"),
         simulate=_section(SimulateSettings, data.get("simulate", {}), "simulate"),
         max_body=int(server.get("max_body", 64 * 1024)),
+        api_key_origin=_origin(env, "LOCKSTEP_API_KEY", path, "api_keys"),
+        device_key_origin=_origin(env, "LOCKSTEP_DEVICE_KEY", path, "device_keys"),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
@@ -131,24 +166,43 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
 
 def ensure_keys(settings: Settings) -> Settings:
     """Fill in missing API / device keys from (or into) the state directory."""
-    api = settings.api_keys or (_stored_key(settings.state_dir / "api-key", "lsk_"),)
-    dev = settings.device_keys or (_stored_key(settings.state_dir / "device-key", "lsd_"),)
+    api, api_origin = settings.api_keys, settings.api_key_origin
+    if not api:
+        api, api_origin = _stored_key(settings.state_dir / "api-key", "lsk_")
+    dev, dev_origin = settings.device_keys, settings.device_key_origin
+    if not dev:
+        dev, dev_origin = _stored_key(settings.state_dir / "device-key", "lsd_")
     if set(api) & set(dev):
         raise ConfigError("an API key must not also be a device key (separate scopes)")
-    return replace(settings, api_keys=tuple(api), device_keys=tuple(dev))
+    return replace(
+        settings,
+        api_keys=tuple(api),
+        device_keys=tuple(dev),
+        api_key_origin=api_origin,
+        device_key_origin=dev_origin,
+    )
 
 
-def _stored_key(path: Path, prefix: str) -> str:
+def _stored_key(path: Path, prefix: str) -> tuple[tuple[str], KeyOrigin]:
+    origin = KeyOrigin("file", str(path))
     if path.exists():
+        private_file(path)  # a key file someone made readable to all is tightened (and logged)
         key = path.read_text().strip()
         if key:
-            return key
+            return (key,), origin
     path.parent.mkdir(parents=True, exist_ok=True)
     key = prefix + secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
-    return key
+    return (key,), origin
+
+
+def _origin(env: dict[str, str], var: str, config: Path | None, name: str) -> KeyOrigin:
+    """Where `_keys` takes a scope's keys from (the variable wins over the config file)."""
+    if env.get(var):
+        return KeyOrigin("env", var)
+    return KeyOrigin("config", f"{name} in {config}" if config is not None else name)
 
 
 _SERVER_KEYS = frozenset({"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body"})

@@ -28,6 +28,11 @@ the SQL; a lock serialises it, so `load()` never sees the writer's uncommitted t
 applies the missing ones in order, each in its own transaction with its version bump; a database
 from a newer release raises `StoreError` instead of being touched. The file is meant to be owned by
 one process. Lists and dicts are stored as JSON text (msgspec), booleans as 0/1.
+
+**Privacy.** The file holds device tokens and webhook bodies: it is created 0600 before SQLite
+opens it (SQLite gives the `-wal` and `-shm` files the database's mode), and an existing one
+readable by others is tightened with its `-wal` and `-shm`, with a warning, once SQLite has
+found it to be a database and before anything is written (engine/server/files.py).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 import msgspec
 import trio
 
+from engine.server.files import create_private, tighten_all
 from engine.server.store.base import StoreError
 from engine.server.store.records import (
     ActivityRow,
@@ -465,6 +471,7 @@ class SqliteStore:
         try:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)
             conn = sqlite3.connect(
                 where, timeout=5.0, isolation_level=None, check_same_thread=False
             )
@@ -475,9 +482,10 @@ class SqliteStore:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     log.warning("store %s: WAL unavailable, using journal mode %s", where, mode)
+                tighten_all(self.path, "-wal", "-shm")
             conn.execute("PRAGMA synchronous = FULL")
             migrate(conn)
-        except (sqlite3.Error, StoreError) as exc:
+        except (sqlite3.Error, StoreError, OSError) as exc:
             conn.close()
             raise StoreError(f"cannot open store {where}: {exc}") from exc
         return conn
@@ -498,7 +506,8 @@ class SqliteStore:
                     streams=_STREAMS.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
-                raise StoreError(f"cannot load store: {_describe(exc)}") from exc
+                where = ":memory:" if self.path is None else str(self.path)
+                raise StoreError(f"cannot load store {where}: {_describe(exc)}") from exc
 
     def _commit_sync(self, statements: list[Statement]) -> None:
         with self._conn_lock:
