@@ -138,6 +138,7 @@ async def open_server(
                 settings.port,
                 task_status=task_status,
                 shutdown_trigger=shutdown.wait,
+                limits=settings.http,
             )
         )
         api_base = f"http://{bind_address(settings.host, port)}/api"
