@@ -166,6 +166,7 @@ async def open_server(
                     settings.port,
                     task_status=task_status,
                     shutdown_trigger=shutdown.wait,
+                    limits=settings.http,
                 )
             )
         except (OSError, BaseExceptionGroup) as exc:

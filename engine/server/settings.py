@@ -6,6 +6,13 @@
     db = "lockstep-data/lockstep.db"
     api_keys = ["..."]            # or LOCKSTEP_API_KEY (comma-separated)
     device_keys = ["..."]         # or LOCKSTEP_DEVICE_KEY (comma-separated)
+    max_connections = 1024        # HTTP connections at once; when full, the longest-idle one
+                                  # is closed for a new client (never one being answered)
+    head_timeout = 10.0           # seconds for a whole request head (from its first byte;
+                                  # a new connection's first head: from the accept)
+    body_timeout = 30.0           # seconds for a whole request body, from the end of its head
+    idle_timeout = 60.0           # seconds a keep-alive connection may wait for its next request
+    send_timeout = 30.0           # seconds for the client to take an answer
 
     [apns]                        # leave out to run against the built-in simulator
     team_id = "ABCDE12345"
@@ -36,6 +43,7 @@ came from, so that the start-up banner can name the file or variable instead of 
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shlex
@@ -46,6 +54,7 @@ from typing import Any, Literal
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
 from engine.server.files import private_file
+from engine.server.http.h11server import H11Limits
 from engine.server.service.live import LiveConfig
 
 DEFAULT_STATE_DIR = Path("lockstep-data")
@@ -109,6 +118,7 @@ class Settings:
     record: Path | None = None
     api_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
     device_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
+    http: H11Limits = field(default_factory=H11Limits)  # the HTTP front's bounds ([server])
 
     @property
     def db_path(self) -> Path:
@@ -157,6 +167,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         max_body=int(server.get("max_body", 64 * 1024)),
         api_key_origin=_origin(env, "LOCKSTEP_API_KEY", path, "api_keys"),
         device_key_origin=_origin(env, "LOCKSTEP_DEVICE_KEY", path, "device_keys"),
+        http=_http_limits(server),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
@@ -205,7 +216,26 @@ def _origin(env: dict[str, str], var: str, config: Path | None, name: str) -> Ke
     return KeyOrigin("config", f"{name} in {config}" if config is not None else name)
 
 
-_SERVER_KEYS = frozenset({"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body"})
+_HTTP_KEYS = ("max_connections", "head_timeout", "body_timeout", "idle_timeout", "send_timeout")
+_SERVER_KEYS = frozenset(
+    {"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body", *_HTTP_KEYS}
+)
+
+
+def _http_limits(server: dict[str, Any]) -> H11Limits:
+    """The HTTP front's bounds from `[server]`: a positive count and positive finite seconds."""
+    values: dict[str, Any] = {}
+    for key in _HTTP_KEYS:
+        if key not in server:
+            continue
+        value = server[key]
+        integral = key == "max_connections"
+        kinds = (int,) if integral else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not 0 < value < math.inf:
+            kind = "a positive integer" if integral else "a positive number of seconds"
+            raise ConfigError(f"[server].{key}: must be {kind}, got {value!r}")
+        values[key] = value if integral else float(value)
+    return H11Limits(**values)
 
 
 def _keys(configured: Any, from_env: str | None, name: str) -> tuple[str, ...]:

@@ -7,126 +7,33 @@ Keep-alive, pipelining, bodies split over TCP segments, the app's 413, malformed
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import h11
 import pytest
 import trio
 
-from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
-from engine.server.http.app import ApiApp
+from engine.server.http import serve_http
 from engine.server.http.h11server import H11Limits, H11Server
-from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, STREAM_BODY, FakeService
+from tests.helpers.fakeservice import SEND_KEY, FakeService
 from tests.helpers.h2client import H2TestClient
-
-TIMEOUT = 20.0
-STREAM = json.dumps(STREAM_BODY).encode()
-DEFAULT_LIMITS = H11Limits()
-
-
-def _app(service: FakeService, max_body: int = 65536) -> ApiApp:
-    return create_app(
-        service,
-        api_keys=[SEND_KEY],
-        device_keys=[DEVICE_KEY],
-        metrics=PromMetrics(),
-        max_body=max_body,
-        openapi=build_openapi(),
-    )
-
-
-def put(key: str, body: bytes = STREAM, *, extra: str = "") -> bytes:
-    """A stream PUT as raw HTTP/1.1 bytes."""
-    return (
-        f"PUT /api/live-activity/stream/{key} HTTP/1.1\r\nHost: t\r\n"
-        f"Authorization: Bearer {SEND_KEY}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}\r\n"
-    ).encode() + body
-
-
-def get(path: str, *, extra: str = "") -> bytes:
-    """A GET as raw HTTP/1.1 bytes."""
-    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
-
-
-@dataclass
-class Answer:
-    """One response read off the wire."""
-
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body as JSON."""
-        return json.loads(self.body)
-
-
-@dataclass
-class Reader:
-    """Reads successive responses from one connection with an h11 client."""
-
-    stream: trio.SocketStream
-    conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
-
-    async def answer(self, method: bytes = b"GET") -> Answer:
-        """The next response (the client side is told a request of `method` went out)."""
-        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-            self.conn.start_next_cycle()
-        self.conn.send(h11.Request(method=method, target="/", headers=[("host", "t")]))
-        self.conn.send(h11.EndOfMessage())
-        status, headers, chunks = 0, {}, []
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(bytes(await self.stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status, headers = event.status_code, dict(event.headers)
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return Answer(status, headers, b"".join(chunks))
-            else:
-                raise AssertionError(f"unexpected {event!r}")
-
-
-async def read_to_eof(stream: trio.SocketStream) -> bytes:
-    """Everything until the server closes the connection."""
-    chunks = []
-    while chunk := await stream.receive_some(65536):
-        chunks.append(bytes(chunk))
-    return b"".join(chunks)
-
-
-@asynccontextmanager
-async def running(
-    app: Any, *, limits: H11Limits = DEFAULT_LIMITS, graceful_timeout: float = 5.0
-) -> AsyncIterator[tuple[int, trio.Event, trio.Nursery]]:
-    """An `H11Server` on 127.0.0.1 (port 0): (port, the shutdown event, the nursery)."""
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        server = H11Server(app, limits=limits)
-        port = await nursery.start(
-            partial(
-                server.serve,
-                "127.0.0.1",
-                0,
-                shutdown_trigger=stop.wait,
-                graceful_timeout=graceful_timeout,
-            )
-        )
-        yield port, stop, nursery
-        stop.set()
+from tests.helpers.h11kit import (
+    STREAM,
+    TIMEOUT,
+    Reader,
+    api_app,
+    get,
+    put,
+    read_to_eof,
+    running,
+)
 
 
 async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(_app(service)) as (port, _, _):
+        async with running(api_app(service)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             reader = Reader(stream)
             for i in range(5):
@@ -144,7 +51,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
 async def test_pipelined_requests_are_answered_in_order() -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(_app(service)) as (port, _, _):
+        async with running(api_app(service)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(put("p-1") + get("/nope") + put("p-2") + get("/healthz"))
             reader = Reader(stream)
@@ -160,7 +67,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
 async def test_body_split_over_several_tcp_segments() -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(_app(service)) as (port, _, _):
+        async with running(api_app(service)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             raw = put("split")
             pieces = [raw[:10], raw[10:60], raw[60:-7], raw[-7:-1], raw[-1:]]
@@ -175,7 +82,7 @@ async def test_body_split_over_several_tcp_segments() -> None:
 async def test_chunked_body_is_read() -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(_app(service)) as (port, _, _):
+        async with running(api_app(service)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             head = (
                 f"PUT /api/live-activity/stream/ch HTTP/1.1\r\nHost: t\r\n"
@@ -193,7 +100,7 @@ async def test_too_large_body_gets_the_apps_413_and_a_close(chunked: bool) -> No
     service = FakeService()
     big = b'{"content_state": {"title": "' + b"x" * 5000 + b'"}}'
     with trio.fail_after(TIMEOUT):
-        async with running(_app(service, max_body=4096)) as (port, _, _):
+        async with running(api_app(service, max_body=4096)) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             if chunked:
                 head = (
@@ -229,7 +136,7 @@ async def test_malformed_request_gets_json_error_and_close(
     raw: bytes, status: int, code: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService())) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(raw)
             reply = await read_to_eof(stream)
@@ -243,7 +150,7 @@ async def test_malformed_request_gets_json_error_and_close(
 
 async def test_connection_close_is_honoured() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService())) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(get("/healthz", extra="Connection: close\r\n"))
             ans = await Reader(stream).answer()
@@ -254,7 +161,7 @@ async def test_connection_close_is_honoured() -> None:
 
 async def test_http10_without_keep_alive_is_closed_after_the_answer() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService())) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(b"GET /healthz HTTP/1.0\r\n\r\n")
             reply = await read_to_eof(stream)
@@ -265,7 +172,7 @@ async def test_http10_without_keep_alive_is_closed_after_the_answer() -> None:
 
 async def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(_app(FakeService()), limits=H11Limits(idle_timeout=0.05)) as (
+        async with running(api_app(FakeService()), limits=H11Limits(idle_timeout=0.05)) as (
             port,
             _,
             _,
@@ -285,7 +192,7 @@ async def test_h2c_prior_knowledge_is_served_through_serve_http() -> None:
             port = await nursery.start(
                 partial(
                     serve_http,
-                    _app(service),
+                    api_app(service),
                     "127.0.0.1",
                     0,
                     shutdown_trigger=stop.wait,
@@ -317,7 +224,7 @@ async def test_h2c_prior_knowledge_is_served_through_serve_http() -> None:
 
 async def test_upgrade_h2c_is_answered_over_http11() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService())) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             upgrade = (
                 "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
@@ -419,4 +326,4 @@ async def test_app_failure_is_a_bare_500_and_a_close() -> None:
 
 async def test_unknown_server_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown HTTP server"):
-        await serve_http(_app(FakeService()), "127.0.0.1", 0, server="nginx")
+        await serve_http(api_app(FakeService()), "127.0.0.1", 0, server="nginx")

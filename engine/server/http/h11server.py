@@ -13,10 +13,16 @@ does the minimum the API needs, on one task per connection:
 - the response is collected from `http.response.start` / `http.response.body` and written with
   one socket write (head, body and end of message joined);
 - a malformed request gets a 400 (a request head over `max_head`: 431) with a JSON error body,
-  and the connection is closed; a connection that idles between requests longer than
-  `idle_timeout`, or stalls mid-request longer than `read_timeout`, is closed;
-- at most `max_connections` connections at a time: over that, new ones wait in the kernel's
-  accept backlog;
+  and the connection is closed;
+- every wait on the client is bounded as a whole, never per byte (a client that trickles a byte
+  at a time gains nothing): a request's head must arrive within `head_timeout` of its first byte
+  (a fresh connection's first head: of the accept), its body within `body_timeout` of the end of
+  the head, an answer must be taken within `send_timeout`, and a keep-alive connection waits at
+  most `idle_timeout` for its next request; past a bound the connection is closed;
+- at most `max_connections` connections at a time. When all are taken and a new client waits
+  in the accept backlog, the longest-idle connection is closed to make room (else the one whose
+  request began longest ago; never one whose request the app is working on): see
+  `engine.server.http.slots`. Slow or idle clients cannot keep the door shut;
 - a connection that opens with the HTTP/2 preface (h2c prior knowledge) is handed, bytes
   already read included, to hypercorn's trio connection handler (`h2c`, as
   `engine.apns.h2compat.hypercorn_h2c` builds it). `Upgrade: h2c` on an HTTP/1.1 request is
@@ -35,6 +41,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -47,6 +54,7 @@ import h11
 import trio
 
 from engine.apns.h2wire import PREFACE
+from engine.server.http.slots import Phase, Slot, SlotTable
 
 __all__ = ["H11Limits", "H11Server", "PrefacedStream"]
 
@@ -68,11 +76,19 @@ H2Handler = Callable[[trio.abc.HalfCloseableStream], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class H11Limits:
-    """Bounds of the server. `max_body=None`: the app's `max_body` + 1 (else 1 MiB)."""
+    """Bounds of the server, in seconds and bytes.
+
+    `max_body=None`: the app's `max_body` + 1 (else 1 MiB).
+
+    The timeouts bound whole waits, not single reads; see the module docstring. The defaults
+    are the `[server]` defaults of `engine.server.settings`.
+    """
 
     max_connections: int = 1024
-    idle_timeout: float = 75.0
-    read_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 30.0
     max_head: int = 16384
     max_body: int | None = None
 
@@ -114,17 +130,8 @@ class PrefacedStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
-class _Conn:
-    """What shutdown needs to know about one connection: the scope of its idle wait."""
-
-    __slots__ = ("idle_scope",)
-
-    def __init__(self) -> None:
-        self.idle_scope: trio.CancelScope | None = None
-
-
 class _Closed(Exception):
-    """The peer went away, or stalled past a timeout: close without answering."""
+    """The peer went away, stalled past a bound or was given up: close without answering."""
 
 
 class H11Server:
@@ -148,8 +155,8 @@ class H11Server:
             if limits.max_body is not None
             else (app_max + 1 if isinstance(app_max, int) else 1 << 20)
         )
-        self._slots = trio.Semaphore(limits.max_connections)
-        self._conns: set[_Conn] = set()
+        self._table = SlotTable(limits.max_connections)
+        self._changed = trio.lowlevel.ParkingLot()  # a slot freed, or one can be given up
         self._closing = False
         self._date_second = -1
         self._date = b""
@@ -185,51 +192,67 @@ class H11Server:
 
     async def _begin_shutdown(self) -> None:
         self._closing = True
-        for conn in self._conns:
-            if conn.idle_scope is not None:
-                conn.idle_scope.cancel()
+        for slot in self._table.idle():
+            _interrupt(slot)
         if self._on_shutdown is not None:
             await self._on_shutdown()
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
-            await self._slots.acquire()
+            await self._make_room(listener)
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                self._slots.release()
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
                 log.error("accept failed (%s); retrying in 100 ms", errno.errorcode[exc.errno])
                 await trio.sleep(0.1)
                 continue
-            except BaseException:
-                self._slots.release()
-                raise
-            nursery.start_soon(self._connection, stream)
+            # A fresh connection's first request head is bounded from the accept.
+            slot = self._table.open(trio.current_time() + self._limits.head_timeout)
+            nursery.start_soon(self._connection, stream, slot)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
-        conn = _Conn()
-        self._conns.add(conn)
+    async def _make_room(self, listener: trio.SocketListener) -> None:
+        """Return once a slot is free, giving one up while a client waits for it."""
+        while self._table.full:
+            await trio.lowlevel.wait_readable(listener.socket)  # a client is in the backlog
+            victim = self._table.victim()
+            if victim is not None:
+                log.debug("connection cap reached: closing the longest-idle connection")
+                _interrupt(victim)
+            await self._changed.park()
+
+    async def _connection(self, stream: trio.SocketStream, slot: Slot) -> None:
         try:
-            await self._serve_connection(stream, conn)
+            await self._serve_connection(stream, slot)
         except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             log.exception("HTTP connection failed")
         finally:
-            self._conns.discard(conn)
-            self._slots.release()
+            self._table.close(slot)
+            self._changed.unpark_all()
             await trio.aclose_forcefully(stream)
 
-    async def _serve_connection(self, stream: trio.SocketStream, conn: _Conn) -> None:
-        data = await self._receive(stream, conn, idle=True)
+    def _enter(self, slot: Slot, phase: Phase, deadline: float) -> None:
+        """`slot` starts `phase`, its reads bounded by `deadline` (an absolute trio time)."""
+        if phase is Phase.IDLE and self._closing:
+            raise _Closed
+        slot.deadline = deadline
+        self._table.enter(slot, phase)
+        if phase is not Phase.BUSY:
+            self._changed.unpark_all()  # it can be given up now
+
+    async def _serve_connection(self, stream: trio.SocketStream, slot: Slot) -> None:
+        data = await self._receive(stream, slot)
+        self._enter(slot, Phase.READING, slot.deadline)  # the accept's head bound goes on
         while len(data) < len(PREFACE) and data and PREFACE.startswith(data):
-            more = await self._receive(stream, conn, idle=False)
+            more = await self._receive(stream, slot)
             if not more:
                 return
             data += more
         if data.startswith(PREFACE) and self._h2c is not None:
+            self._enter(slot, Phase.BUSY, math.inf)  # hypercorn's own timeouts from here
             await self._h2c(PrefacedStream(stream, data))
             return
         peer = _address(stream.socket.getpeername())
@@ -240,36 +263,53 @@ class H11Server:
             try:
                 event = h11conn.next_event()
                 if event is h11.NEED_DATA:
-                    idle = h11conn.their_state is h11.IDLE and not h11conn.trailing_data[0]
-                    h11conn.receive_data(await self._receive(stream, conn, idle=idle))
+                    more = await self._receive(stream, slot)
+                    if more and slot.phase is Phase.IDLE:
+                        # A request begins: its head is bounded from now, whatever trickles.
+                        now = trio.current_time()
+                        self._enter(slot, Phase.READING, now + self._limits.head_timeout)
+                    h11conn.receive_data(more)
                     continue
                 if not isinstance(event, h11.Request):
                     return  # ConnectionClosed, or a state h11 will not go on from
-                if not await self._exchange(stream, conn, h11conn, event, peer, local):
+                if not await self._exchange(stream, slot, h11conn, event, peer, local):
                     return
+                now = trio.current_time()
+                if h11conn.trailing_data[0]:  # a pipelined request has begun already
+                    self._enter(slot, Phase.READING, now + self._limits.head_timeout)
+                else:
+                    self._enter(slot, Phase.IDLE, now + self._limits.idle_timeout)
             except h11.RemoteProtocolError as exc:
                 if h11conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await stream.send_all(self._reject(exc.error_status_hint, str(exc)))
+                    await self._send(stream, self._reject(exc.error_status_hint, str(exc)))
                 return
 
-    async def _receive(self, stream: trio.SocketStream, conn: _Conn, *, idle: bool) -> bytes:
-        """The next bytes (b"" at end of stream); `_Closed` on a timeout or a shutdown."""
-        if idle and self._closing:
+    async def _receive(self, stream: trio.SocketStream, slot: Slot) -> bytes:
+        """The next bytes (b"" at end of stream) before `slot.deadline`; else `_Closed`.
+
+        `_Closed` too once the connection was given up or (idle) a shutdown began.
+        """
+        if slot.evicted:
             raise _Closed
-        timeout = self._limits.idle_timeout if idle else self._limits.read_timeout
-        with trio.move_on_after(timeout) as scope:
-            if idle:
-                conn.idle_scope = scope
+        with trio.CancelScope(deadline=slot.deadline) as scope:
+            slot.scope = scope
             try:
                 return bytes(await stream.receive_some(RECEIVE_SIZE))
             finally:
-                conn.idle_scope = None
+                slot.scope = None
+        raise _Closed
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        """Write `data`, bounded by `send_timeout` (a client that reads nothing is let go)."""
+        with trio.move_on_after(self._limits.send_timeout):
+            await stream.send_all(data)
+            return
         raise _Closed
 
     async def _exchange(
         self,
         stream: trio.SocketStream,
-        conn: _Conn,
+        slot: Slot,
         h11conn: h11.Connection,
         request: h11.Request,
         peer: tuple[str, int] | None,
@@ -280,14 +320,16 @@ class H11Server:
         # h11 bounds only a head that arrives in pieces; one read can bring a whole big head.
         head_size = len(target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
         if head_size > self._limits.max_head:
-            await stream.send_all(self._reject(431, "the request head is too large"))
+            await self._send(stream, self._reject(431, "the request head is too large"))
             return False
-        body, complete = await self._read_body(stream, conn, h11conn)
+        self._enter(slot, Phase.READING, trio.current_time() + self._limits.body_timeout)
+        body, complete = await self._read_body(stream, slot, h11conn)
+        self._enter(slot, Phase.BUSY, math.inf)
         raw_path, _, query = target.partition(b"?")
         try:
             path = unquote(raw_path.decode("ascii"))
         except UnicodeDecodeError:
-            await stream.send_all(self._reject(400, "the request target is not ASCII"))
+            await self._send(stream, self._reject(400, "the request target is not ASCII"))
             return False
         scope: Scope = {
             "type": "http",
@@ -303,7 +345,7 @@ class H11Server:
             "client": peer,
             "server": local,
         }
-        await stream.send_all(await self._run_app(scope, body, h11conn, complete))
+        await self._send(stream, await self._run_app(scope, body, h11conn, complete))
         if not complete or self._closing:
             return False
         if h11conn.our_state is not h11.DONE or h11conn.their_state is not h11.DONE:
@@ -312,7 +354,7 @@ class H11Server:
         return True
 
     async def _read_body(
-        self, stream: trio.SocketStream, conn: _Conn, h11conn: h11.Connection
+        self, stream: trio.SocketStream, slot: Slot, h11conn: h11.Connection
     ) -> tuple[bytes, bool]:
         """The request body, up to the limit; whether it was read to its end."""
         chunks: list[bytes] = []
@@ -321,10 +363,11 @@ class H11Server:
             event = h11conn.next_event()
             if event is h11.NEED_DATA:
                 if h11conn.they_are_waiting_for_100_continue:
-                    await stream.send_all(
-                        h11conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                    await self._send(
+                        stream,
+                        h11conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"",
                     )
-                h11conn.receive_data(await self._receive(stream, conn, idle=False))
+                h11conn.receive_data(await self._receive(stream, slot))
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
                 size += len(event.data)
@@ -436,6 +479,13 @@ class H11Server:
             self._date_second = second
             self._date = formatdate(second, usegmt=True).encode()
         return self._date
+
+
+def _interrupt(slot: Slot) -> None:
+    """Stop `slot`'s connection waiting on its client (now, or at its next read)."""
+    slot.evicted = True
+    if slot.scope is not None:
+        slot.scope.cancel()
 
 
 def _address(addr: Any) -> tuple[str, int] | None:

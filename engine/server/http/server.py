@@ -24,7 +24,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from engine.apns.h2compat import hypercorn_h2c
-from engine.server.http.h11server import H11Server
+from engine.server.http.h11server import H11Limits, H11Server
 
 __all__ = ["SERVERS", "bind_address", "hypercorn_config", "serve_http"]
 
@@ -32,6 +32,7 @@ log = logging.getLogger("lockstep.http")
 
 SERVERS: Final = ("h11", "hypercorn")
 SERVER_ENV: Final = "LOCKSTEP_HTTP_SERVER"
+DEFAULT_LIMITS: Final = H11Limits()
 
 
 def bind_address(host: str, port: int) -> str:
@@ -41,9 +42,17 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
-    """The server's hypercorn configuration (no access log: requests are counted, not logged)."""
+def hypercorn_config(
+    host: str, port: int, *, graceful_timeout: float = 5.0, limits: H11Limits = DEFAULT_LIMITS
+) -> Config:
+    """The server's hypercorn configuration (no access log: requests are counted, not logged).
+
+    Of `limits`, hypercorn takes the idle keep-alive bound (for h2c connections too); the cap,
+    the whole-head and whole-body bounds and giving up the longest-idle connection are the h11
+    front's.
+    """
     config = Config()
+    config.keep_alive_timeout = limits.idle_timeout
     config.bind = [bind_address(host, port)]
     config.accesslog = None
     config.errorlog = log
@@ -60,21 +69,23 @@ async def serve_http(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     graceful_timeout: float = 5.0,
     server: str | None = None,
+    limits: H11Limits = DEFAULT_LIMITS,
 ) -> None:
     """Serve the ASGI `app` on host:port until `shutdown_trigger` returns (or cancelled).
 
     `task_status.started(port)` reports the bound port (useful with port 0). `server` is "h11"
     or "hypercorn" (None: `$LOCKSTEP_HTTP_SERVER`, else "h11"). On shutdown, accepting stops,
-    requests in flight get up to `graceful_timeout` seconds, idle connections close.
+    requests in flight get up to `graceful_timeout` seconds, idle connections close. `limits`
+    bounds connections and the waits on slow or idle clients (`H11Limits`).
     """
     choice = server or os.environ.get(SERVER_ENV) or "h11"
     if choice not in SERVERS:
         raise ValueError(f"unknown HTTP server {choice!r}; choose one of {', '.join(SERVERS)}")
-    config = hypercorn_config(host, port, graceful_timeout=graceful_timeout)
+    config = hypercorn_config(host, port, graceful_timeout=graceful_timeout, limits=limits)
     asgi: Any = app  # an ASGI callable; hypercorn's own type is narrower than it needs to be
     if choice == "h11":
         h2c, stop_h2c = hypercorn_h2c(asgi, config)
-        front = H11Server(asgi, h2c=h2c, on_shutdown=stop_h2c)
+        front = H11Server(asgi, limits=limits, h2c=h2c, on_shutdown=stop_h2c)
         await front.serve(
             host,
             port,
