@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_three_restarts_under_load_lose_no_accepted_state(tmp_path: Path) -> Non
         server = LiveServer.start(settings)
         load = Load(server, value)
         load.thread.start()
-        wait_until(lambda load=load: len(load.accepted), lambda n: n == len(STREAMS), timeout=30)
+        wait_until(partial(len, load.accepted), lambda n: n == len(STREAMS), timeout=30)
         time.sleep(1.0)  # a second of calls, then the restart cuts into them
         server.stop()
         load.stop.set()
