@@ -74,7 +74,7 @@ async def test_a_start_past_the_limit_ends_the_least_recently_updated_one(
                 )
                 assert limit_refusals(h, name) == 0  # every start was shown
             status = h.service.status.activity(ids[1])
-            assert status.ended and {d.state for d in status.devices} == {"ended"}
+            assert status.ended and {d.state for d in status.devices} == {"dismissed"}  # at once
 
 
 async def test_refuse_answers_429_and_changes_nothing(autojump_clock: Any, tmp_path: Path) -> None:

@@ -68,6 +68,18 @@ def test_each_row_has_one_state(rec: Recipient, ended: bool, state: str) -> None
     assert recipient_state(activity(ended=ended), rec) == state
 
 
+@pytest.mark.parametrize(
+    ("dismissal", "now", "state"),
+    [(None, 2e9, "ended"), (100, 99.0, "ended"), (100, 100.0, "dismissed"), (100, None, "ended")],
+)
+def test_an_ended_activity_is_dismissed_once_its_dismissal_time_passes(
+    dismissal: int | None, now: float | None, state: str
+) -> None:
+    act = activity(ended=True)
+    act.row.dismissal_date = dismissal
+    assert recipient_state(act, recipient(sent=2), now) == state
+
+
 def test_the_status_of_an_activity_and_of_its_stream() -> None:
     reg = Registry()
     act = activity()
@@ -75,7 +87,7 @@ def test_the_status_of_an_activity_and_of_its_stream() -> None:
     reg.activities["a1"] = act
     reg.streams["build-1"] = StreamRow(stream_key="build-1", activity_id="a1")
     reg.streams["idle"] = StreamRow(stream_key="idle", activity_id=None)
-    status = DeliveryStatus(reg)
+    status = DeliveryStatus(reg, lambda: 1_800_000_100.0)
     answer = status.activity("a1")
     assert [(d.device_id, d.state, d.current) for d in answer.devices] == [
         ("d1", "awaiting_token", False),
@@ -95,7 +107,7 @@ def test_pages_by_id_and_by_state() -> None:
         act.row.activity_id = f"a{n}"
         act.recipients = {"d1": recipient(token=None if n % 2 else "cd" * 32, sent=1)}
         reg.activities[f"a{n}"] = act
-    status = DeliveryStatus(reg)
+    status = DeliveryStatus(reg, lambda: 1_800_000_100.0)
     first = status.page(None, 2, None)
     assert [a.activity_id for a in first.activities] == ["a0", "a1"] and first.next == "a1"
     rest = status.page(None, 10, first.next)

@@ -62,6 +62,7 @@ from engine.server.contract.content import (
 )
 from engine.server.contract.errors import BadRequest
 from engine.server.contract.responses import (
+    RECIPIENT_STATES,
     ActivityStatus,
     ActivityStatusList,
     ActivityTokenAccepted,
@@ -81,6 +82,7 @@ __all__ = [
     "CONTENT_TYPES",
     "MAX_METRICS",
     "MAX_STEPS",
+    "RECIPIENT_STATES",
     "TITLE_MAX",
     "Action",
     "ActivityStatus",

@@ -10,12 +10,13 @@ do not know, so they are safe to send.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "RECIPIENT_STATES",
     "ActivityStatus",
     "ActivityStatusList",
     "ActivityTokenAccepted",
@@ -176,7 +177,9 @@ class ActivityTokenAccepted(_Reply, kw_only=True):
     released: int
 
 
-RecipientState = Literal["starting", "awaiting_token", "live", "ended", "dead"]
+RecipientState = Literal["starting", "awaiting_token", "live", "ended", "dismissed", "dead"]
+RECIPIENT_STATES: Final[tuple[RecipientState, ...]] = get_args(RecipientState)
+"""Every recipient state, in the order a device goes through them."""
 
 
 class RecipientStatus(_Reply, kw_only=True):
@@ -186,7 +189,8 @@ class RecipientStatus(_Reply, kw_only=True):
     it, but the device never reported the activity's update token (it may not show the activity:
     a spent push-to-start budget, the user not tapping Allow); `live`: the device has an update
     token (`confirmed_version` says which content it last had confirmed); `ended`: its end was
-    confirmed; `dead`: its token no longer works, nothing more is sent.
+    confirmed; `dismissed`: ended and past its dismissal time; `dead`: its token no longer works,
+    nothing more is sent.
     """
 
     device_id: str

@@ -204,7 +204,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
             QueryParam(
                 "state",
                 "Only activities with a device in this state.",
-                {"type": "string", "enum": ["starting", "awaiting_token", "live", "ended", "dead"]},
+                {"type": "string", "enum": list(models.RECIPIENT_STATES)},
             ),
             QueryParam(
                 "limit",

@@ -76,7 +76,7 @@ class Service:
             registry, store, self.outbox, config=config.live, wall_clock=wall_clock
         )
         self.devices = Devices(registry, store, self.outbox, wall_clock=wall_clock)
-        self.status = DeliveryStatus(registry)
+        self.status = DeliveryStatus(registry, wall_clock)
         self.recovered = 0
         self.started_at = wall_clock()
 

@@ -11,6 +11,7 @@ A recipient's state, from its durable row (engine/server/store/records.py):
     starting        the push-to-start is not confirmed by APNs yet
     awaiting_token  APNs accepted the push-to-start, but the device reported no update token
     ended           the activity ended and APNs accepted its end for this device
+    dismissed       ended, and its dismissal time has passed: it left the Lock Screen
     live            the device has an update token; `current` says if it has the newest content
 
 Read-only: it never changes a row and needs no lock (a row is read whole between awaits).
@@ -18,13 +19,14 @@ Read-only: it never changes a row and needs no lock (a row is read whole between
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from engine.server.contract import errors, models
 from engine.server.contract.responses import RecipientState, iso
 from engine.server.service.state import Activity, Recipient, Registry
 
-STATES: Final[tuple[RecipientState, ...]] = ("starting", "awaiting_token", "live", "ended", "dead")
+STATES: Final = models.RECIPIENT_STATES
 """Every recipient state, in the order a device goes through them."""
 
 MAX_PAGE: Final = 500
@@ -32,8 +34,9 @@ MAX_PAGE: Final = 500
 __all__ = ["MAX_PAGE", "STATES", "DeliveryStatus", "recipient_state"]
 
 
-def recipient_state(act: Activity, rec: Recipient) -> RecipientState:
-    """The state of one recipient (table in the module docstring)."""
+def recipient_state(act: Activity, rec: Recipient, now: float | None = None) -> RecipientState:
+    """The state of one recipient at `now` (table in the module docstring); without `now` an
+    ended one is never called dismissed."""
     row = rec.row
     if row.dead:
         return "dead"
@@ -42,6 +45,9 @@ def recipient_state(act: Activity, rec: Recipient) -> RecipientState:
     if row.update_token is None:
         return "awaiting_token"
     if act.row.ended and row.sent_version >= act.row.version:
+        dismissal = act.row.dismissal_date
+        if now is not None and dismissal is not None and dismissal <= now:
+            return "dismissed"
         return "ended"
     return "live"
 
@@ -49,16 +55,17 @@ def recipient_state(act: Activity, rec: Recipient) -> RecipientState:
 class DeliveryStatus:
     """The status calls of the API, over the service's registry."""
 
-    def __init__(self, registry: Registry) -> None:
-        """Answer from `registry` (the service's working copy)."""
+    def __init__(self, registry: Registry, wall_clock: Callable[[], float]) -> None:
+        """Answer from `registry` (the service's working copy) as of `wall_clock()`."""
         self._reg = registry
+        self._wall = wall_clock
 
     def activity(self, activity_id: str) -> models.ActivityStatus:
         """The status of one activity; 404 when there is none with that id."""
         act = self._reg.activities.get(activity_id)
         if act is None:
             raise errors.NotFound(f"no activity with id {activity_id!r}")
-        return _status(act)
+        return _status(act, self._wall())
 
     def stream(self, stream_key: str) -> models.ActivityStatus:
         """The status of a stream's current activity; 404 without such a stream or activity."""
@@ -66,7 +73,7 @@ class DeliveryStatus:
         act = None if stream is None else self._reg.activities.get(stream.activity_id or "")
         if act is None:
             raise errors.NotFound(f"no stream with key {stream_key!r}")
-        return _status(act)
+        return _status(act, self._wall())
 
     def page(
         self, state: str | None = None, limit: int = 100, after: str | None = None
@@ -78,20 +85,21 @@ class DeliveryStatus:
         if not 1 <= limit <= MAX_PAGE:
             raise errors.BadRequest(f"limit must be between 1 and {MAX_PAGE}", field="limit")
         found: list[models.ActivityStatus] = []
+        now = self._wall()
         for activity_id in sorted(self._reg.activities):
             if after is not None and activity_id <= after:
                 continue
             act = self._reg.activities[activity_id]
             if state is None or any(
-                recipient_state(act, rec) == state for rec in act.recipients.values()
+                recipient_state(act, rec, now) == state for rec in act.recipients.values()
             ):
                 if len(found) == limit:
                     return models.ActivityStatusList(activities=found, next=found[-1].activity_id)
-                found.append(_status(act))
+                found.append(_status(act, now))
         return models.ActivityStatusList(activities=found)
 
 
-def _status(act: Activity) -> models.ActivityStatus:
+def _status(act: Activity, now: float) -> models.ActivityStatus:
     row = act.row
     return models.ActivityStatus(
         activity_id=row.activity_id,
@@ -102,7 +110,7 @@ def _status(act: Activity) -> models.ActivityStatus:
         devices=[
             models.RecipientStatus(
                 device_id=device_id,
-                state=recipient_state(act, rec),
+                state=recipient_state(act, rec, now),
                 confirmed_version=rec.row.sent_version,
                 current=rec.row.sent_version >= row.version,
             )
