@@ -19,6 +19,9 @@ Rules (the delivery design; apns.md §6 for why timestamps matter):
 - One send per lane per `pacing_interval` (>= 1 s: timestamps have 1-second resolution). A retry
   waits for `max(pacing, backoff)`; immediate retries (refused streams, a first expired provider
   token) skip pacing because APNs never processed the push.
+- Each send attempt's `apns-priority` is the budget's pick when a `PriorityBudget` is given
+  (`engine.delivery.budget`: routine updates at 10 while plenty is left, else at 5), else the
+  item's own.
 - A retry keeps only the newest state: if a newer item of the same slot is pending, the failed one
   is SUPERSEDED and the newer goes next.
 
