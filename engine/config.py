@@ -89,6 +89,11 @@ class DeliveryConfig:
     request_timeout: float = 30.0  # no answer by then: transport failure, retried
     connect_timeout: float = 10.0
     expiration: int = 3600  # apns-expiration = now + this (s); 0 = one attempt, no storage
+    # Priority-10 pushes per lane (activity on one device) per hour before iOS throttles; Apple
+    # publishes no number (apns.md §1, Budget rules). 0: no budget, every push at its own priority.
+    hourly_budget: int = 30
+    # Routine (silent) updates go at 10 only while more than this many are left, else at 5.
+    budget_reserve: int = 10
 
     def __post_init__(self) -> None:
         _require(1 <= self.connections <= 64, "delivery.connections", "must be 1..64")
@@ -112,6 +117,12 @@ class DeliveryConfig:
         for name in ("idle_ping", "ping_timeout", "request_timeout", "connect_timeout"):
             _require(getattr(self, name) > 0, f"delivery.{name}", "must be > 0")
         _require(self.expiration >= 0, "delivery.expiration", "must be >= 0")
+        _require(self.hourly_budget >= 0, "delivery.hourly_budget", "must be >= 0 (0: off)")
+        _require(
+            0 <= self.budget_reserve <= max(self.hourly_budget, 0),
+            "delivery.budget_reserve",
+            f"must be within 0..hourly_budget ({self.hourly_budget})",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from engine.apns.reasons import Outcome
 from engine.apns.tokens import TokenSource
 from engine.apns.transport import Connector, tcp_connector
 from engine.config import EngineConfig
+from engine.delivery.budget import BudgetState, PriorityBudget
 from engine.delivery.coalescer import Coalescer
 from engine.delivery.dispatch import Dispatcher, PushHandle
 from engine.delivery.items import Busy, Item
@@ -189,6 +190,11 @@ class Engine:
         self._dispatcher.wake()
         return handle
 
+    def budget(self, activity_id: str, lane: str) -> BudgetState | None:
+        """Where the priority-10 budget of the lane's device stands now (None when
+        `hourly_budget` is 0)."""
+        return self._coalescer.budget((activity_id, lane), now=trio.current_time())
+
     def stats(self) -> dict[str, float]:
         """Queue depths and counters for metrics (`delivery_*`), plus free stream slots."""
         counts = self._coalescer.stats
@@ -228,11 +234,17 @@ async def open_engine(
         rng=rng,
         listener=listener,  # connections opened / closed / failed, GOAWAYs
     )
+    budget = None
+    if delivery.hourly_budget:
+        budget = PriorityBudget(
+            delivery.hourly_budget, delivery.budget_reserve, max_devices=delivery.max_lanes
+        )
     coalescer = Coalescer(
         pacing_interval=delivery.pacing_interval,
         max_lanes=delivery.max_lanes,
         max_attempts=delivery.max_attempts,
         rng=rng,
+        budget=budget,
     )
     dispatcher = Dispatcher(
         coalescer, pool, topic=creds.topic, wall_clock=wall_clock, listener=listener

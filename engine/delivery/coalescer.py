@@ -19,6 +19,9 @@ Rules (the delivery design; apns.md §6 for why timestamps matter):
 - One send per lane per `pacing_interval` (>= 1 s: timestamps have 1-second resolution). A retry
   waits for `max(pacing, backoff)`; immediate retries (refused streams, a first expired provider
   token) skip pacing because APNs never processed the push.
+- Each send attempt's `apns-priority` is the budget's pick when a `PriorityBudget` is given
+  (`engine.delivery.budget`: routine updates at 10 while plenty is left, else at 5), else the
+  item's own.
 - A retry keeps only the newest state: if a newer item of the same slot is pending, the failed one
   is SUPERSEDED and the newer goes next.
 
@@ -58,6 +61,7 @@ from collections import OrderedDict
 from typing import Final
 
 from engine.apns.reasons import Outcome, Reason
+from engine.delivery.budget import BudgetState, PriorityBudget
 from engine.delivery.items import (
     FREE_OUTCOMES,
     Busy,
@@ -150,6 +154,7 @@ class Coalescer:
         max_attempts: int = 10,
         max_closed: int = 100_000,
         rng: random.Random | None = None,
+        budget: PriorityBudget | None = None,
     ) -> None:
         if not (math.isfinite(pacing_interval) and pacing_interval >= 1.0):
             raise ValueError(
@@ -169,6 +174,8 @@ class Coalescer:
         self._max_closed = max_closed
         # Jitter only spreads retries; an unseeded default is fine, tests pass a seeded one.
         self._rng = rng if rng is not None else random.Random()
+        # Without a budget every push goes at its item's priority (apns.md §1 defaults).
+        self._budget = budget
         self._lanes: dict[LaneKey, _Lane] = {}
         self._closed: OrderedDict[LaneKey, str] = OrderedDict()
         # Idle open lanes (nothing pending or in flight) → monotonic time they went idle, oldest
@@ -312,7 +319,10 @@ class Coalescer:
         lane.sends += 1
         lane.last_ts = ts
         lane.ready_at = now + self._interval
-        dispatch = Dispatch(lane.key, item, ts, body, lane.sends)
+        priority = item.priority
+        if self._budget is not None:
+            priority = self._budget.pick(lane.key[1], priority, routine=item.routine, now=now)
+        dispatch = Dispatch(lane.key, item, ts, body, lane.sends, priority)
         lane.in_flight = dispatch
         self._pending -= 1
         self._in_flight += 1
@@ -533,6 +543,13 @@ class Coalescer:
             return False
         self._drop(state)
         return True
+
+    def budget(self, lane: LaneKey, *, now: float) -> BudgetState | None:
+        """Where the priority-10 budget of `lane`'s device stands at `now` (shared by every
+        activity on it); None when no budget is tracked."""
+        if self._budget is None:
+            return None
+        return self._budget.state(lane[1], now)
 
     def is_closed(self, lane: LaneKey) -> bool:
         """Whether `lane` is remembered as closed (ended, or its start or end failed)."""

@@ -188,7 +188,7 @@ class Dispatcher:
                 token=item.token,
                 topic=self.topic,
                 body=dispatch.body,
-                priority=item.priority,
+                priority=dispatch.priority,
                 expiration=item.expiration,
             )
             self.listener.dispatched(item.kind.value, dispatch.attempt)

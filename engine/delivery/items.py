@@ -66,6 +66,8 @@ class Item:
     expiration: int | None
     seq: int
     waiter: object | None = field(default=None, repr=False)
+    # A silent update whose priority the caller left to the engine: the budget picks 10 or 5.
+    routine: bool = False
 
     def __post_init__(self) -> None:
         if self.payload.event is not self.kind:
@@ -84,16 +86,22 @@ class Item:
         expiration: int | None = None,
         waiter: object | None = None,
     ) -> Item:
-        """An item of the payload's kind and default priority, unless `priority` is given."""
+        """An item of the payload's kind and default priority, unless `priority` is given.
+
+        Without an explicit `priority`, a payload whose default is 5 (a silent update) is routine:
+        the budget may send it at 10 while plenty is left (`engine.delivery.budget`).
+        """
         prio = payload.priority if priority is None else priority
-        return cls(payload.event, token, payload, prio, expiration, seq, waiter)
+        routine = priority is None and payload.priority == 5
+        return cls(payload.event, token, payload, prio, expiration, seq, waiter, routine)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Dispatch:
     """One send attempt: send `body` to `item.token`, then report it back with `complete`.
 
-    `attempt` is 1 for the item's first send and grows with every resend of the same item.
+    `attempt` is 1 for the item's first send and grows with every resend of the same item;
+    `priority` is the `apns-priority` this attempt goes with (the budget's pick, else the item's).
     """
 
     lane: LaneKey
@@ -101,6 +109,7 @@ class Dispatch:
     timestamp: int
     body: bytes = field(repr=False)
     attempt: int
+    priority: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,11 @@ _Queued = Annotated[
 ]
 _Errors = Annotated[list[str] | None, Meta(description="Per-device delivery errors.")]
 _Warning = Annotated[
-    str | None, Meta(description="Set when the activity updates so often that iOS may throttle it.")
+    str | None,
+    Meta(
+        description="Set when a targeted device's priority-10 budget is low (routine updates go "
+        "at priority 5) or spent (iOS may throttle further alerts)."
+    ),
 ]
 _Channels = Annotated[list[str] | None, Meta(description="The channels the recipients came from.")]
 

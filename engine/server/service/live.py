@@ -46,9 +46,6 @@ from engine.server.store.records import (
 
 # iOS ends a Live Activity after 8 hours (apns.md §6); a stream rotates a little before that.
 IOS_ACTIVITY_LIMIT = 8 * 3600.0
-# The hosted service's throttling warning: more than 12 updates, more than one per 2 min on average.
-WARN_MIN_UPDATES = 12
-WARN_MEAN_INTERVAL = 120.0
 # The `errors` entry for a device skipped because its token for the activity is dead.
 DEAD_TOKEN_ERROR = (
     "dead token: nothing more is sent to this device for this activity "
@@ -525,16 +522,29 @@ class LiveActivities:
         return notified, queued, errs
 
     def _warning(self, act: Activity) -> str | None:
-        row = act.row
-        if row.update_count <= WARN_MIN_UPDATES:
-            return None
-        mean = (row.updated_at - row.started_at) / row.update_count
-        if mean >= WARN_MEAN_INTERVAL:
-            return None
-        return (
-            f"this activity was updated {row.update_count} times, about every {mean:.0f} s; "
-            "iOS throttles Live Activities updated more than once per 2 minutes on average"
-        )
+        """Say when the activity's priority-10 budget runs low on a device, or is spent.
+
+        The engine counts each device's priority-10 pushes against `delivery.hourly_budget`
+        (apns.md §1, Budget rules): once low, routine updates go at priority 5 (shown after the
+        phone's short delay); once spent, a start, alert or end past it may be held by iOS.
+        """
+        low = spent = 0
+        for device_id in act.recipients:
+            state = self._outbox.engine.budget(act.row.activity_id, device_id)
+            if state is not None and state.low:
+                low += 1
+                spent += state.spent
+        if spent:
+            return (
+                f"priority-10 budget spent on {spent} device(s): iOS throttles further alerts "
+                "until it refills; routine updates go at priority 5 and are shown after a delay"
+            )
+        if low:
+            return (
+                f"priority-10 budget low on {low} device(s): routine updates now go at priority 5 "
+                "(shown after a short delay); alerts and the end keep priority 10"
+            )
+        return None
 
 
 _ACTION_KEYS = ("action", "secondary_action")

@@ -115,6 +115,11 @@ class Outbox:
         self.marked_dead = 0  # recipients this outbox marked dead (each once)
 
     @property
+    def engine(self) -> Engine:
+        """The engine pushes go through (its priority budget feeds the responses' warning)."""
+        return self._engine
+
+    @property
     def dirty(self) -> int:
         """Recipient rows waiting to be written."""
         return len(self._dirty)
