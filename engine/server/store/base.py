@@ -26,9 +26,25 @@ import trio
 
 from engine.server.store.records import Op, Snapshot
 
+DISK_FULL = "disk full"
+READ_ONLY = "read-only"
+IO_ERROR = "I/O error"
+BUSY = "busy"
+FAILED = "store error"
+"""The causes a `StoreError` names (`StoreError.cause`): what an operator has to fix."""
+
 
 class StoreError(Exception):
-    """A store operation failed; the message names the cause but never row contents."""
+    """A store operation failed; the message names the cause but never row contents.
+
+    `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY` or `FAILED` (anything else,
+    e.g. a closed store or a row that cannot be encoded): the service reports it in its 503
+    `storage_unavailable` answers and in `/healthz`.
+    """
+
+    def __init__(self, message: str, *, cause: str = FAILED) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class Store(Protocol):
@@ -55,4 +71,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["BUSY", "DISK_FULL", "FAILED", "IO_ERROR", "READ_ONLY", "Store", "StoreError"]
