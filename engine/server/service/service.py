@@ -7,7 +7,8 @@
 `open_service` loads the store's snapshot into memory, re-queues what devices are still missing
 (restart recovery), and runs the background tasks: the outbox's write-behind and a sweeper that
 forgets ended activities once every device has their end and `retention` has passed, so memory and
-the database stay bounded by the activities that matter.
+the database stay bounded by the activities that matter, and, while store writes fail, a probe
+that clears `/healthz` once they succeed again (`undo.StoreGuard`).
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ async def open_service(
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
         nursery.start_soon(service._sweep_forever)
+        nursery.start_soon(service.guard.heal_forever)
         try:
             yield service
         finally:

@@ -7,18 +7,27 @@ ops and, when the store fails, replays that record (newest change first) and ans
 So the identical retry after the disk is freed does the whole call again instead of answering
 `noop` for a state that was never stored or shown.
 
-`StoreGuard` also remembers the last write's failure for `/healthz`: set by a failed write,
-cleared by the next one that succeeds (a client's retry, or the outbox's write-behind retrying).
+`StoreGuard` also remembers the last write's failure for `/healthz`. A failed write sets it; only
+the store's probe (`Store.probe`: a write that needs new space) clears it, because a write that
+merely rewrites rows in place can succeed on a full disk while every new stream still fails.
+`heal_forever` probes every `retry_after` seconds while writes fail, and at once after any write
+succeeded, so a server a load balancer took out of rotation (no calls, no writes) comes back by
+itself.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, TypeVar
+
+import trio
 
 from engine.server.contract import errors
 from engine.server.store.base import Store, StoreError
 from engine.server.store.records import Op
+
+log = logging.getLogger("lockstep.service")
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -82,6 +91,7 @@ class StoreGuard:
         self.retry_after = retry_after
         self.failure: StoreError | None = None
         self.failed_writes = 0
+        self._nudge = trio.Event()  # a write succeeded while failing: probe now
 
     async def write(self, ops: Sequence[Op]) -> None:
         """`Store.write`, remembering its outcome; raises `StoreError` as the store does."""
@@ -91,8 +101,8 @@ class StoreGuard:
             self.failure = exc
             self.failed_writes += 1
             raise
-        if ops:
-            self.failure = None
+        if ops and self.failure is not None:
+            self._nudge.set()
 
     async def commit(self, ops: Sequence[Op], undo: Undo) -> None:
         """Write `ops`; when that fails, roll `undo` back and raise 503 `storage_unavailable`.
@@ -110,6 +120,27 @@ class StoreGuard:
                 cause=exc.cause,
                 retry_after=self.retry_after,
             ) from None
+
+    async def probe(self) -> bool:
+        """While writes fail, try the store's probe; True once writes succeed again."""
+        if self.failure is None:
+            return True
+        try:
+            await self._store.probe()
+        except StoreError as exc:
+            self.failure = exc
+            return False
+        self.failure = None
+        return True
+
+    async def heal_forever(self) -> None:
+        """While writes fail, probe every `retry_after` s, or at once after a write succeeded."""
+        while True:
+            with trio.move_on_after(self.retry_after):
+                await self._nudge.wait()
+            self._nudge = trio.Event()
+            if self.failure is not None and await self.probe():
+                log.info("store writes succeed again")
 
     def health(self) -> str | None:
         """Why writes fail right now (the last write's failure), or None when they succeed."""

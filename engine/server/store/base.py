@@ -15,6 +15,7 @@ Contract for every implementation:
   cancelled or `close()`d. `load()` also works before `run()` starts.
 - `close()` releases the resources; later calls raise `StoreError`.
 - `stats()` returns counters for metrics only; nothing may depend on them.
+- `probe()` commits a write that needs new space and leaves no row behind (see `probe`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class Store(Protocol):
 
     async def write(self, ops: Sequence[Op]) -> None:
         """Apply `ops` atomically; durable when it returns; raises `StoreError` otherwise."""
+        ...
+
+    async def probe(self) -> None:
+        """Commit a write that needs new space and leaves nothing behind; `StoreError` (with
+        its `cause`) when that fails. The service calls it while writes fail, to notice when
+        they succeed again."""
         ...
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

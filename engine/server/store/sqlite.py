@@ -273,6 +273,11 @@ _CAUSES: Final = (
     ("SQLITE_BUSY", BUSY),
     ("SQLITE_LOCKED", BUSY),
 )
+_PROBE_KEY: Final = "\x00probe"
+# The probe's row spans this many pages: more than one call's write needs (an activity, its
+# recipients and the stream, each maybe splitting a b-tree page), so a probe that succeeds means
+# such a write fits again.
+_PROBE_PAGES: Final = 16
 _OS_CAUSES: Final = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
 
 
@@ -367,6 +372,20 @@ class SqliteStore:
         await pending.done.wait()
         if pending.error is not None:
             raise StoreError(pending.error, cause=pending.kind) from pending.cause
+
+    async def probe(self) -> None:
+        """Whether a write that needs new space can be committed now; `StoreError` if not.
+
+        One transaction inserts a row `_PROBE_PAGES` pages long (so SQLite must find or allocate
+        pages, as a growing database does), deletes it and commits (so the WAL is written and
+        synced): a full disk or database, a read-only file or an I/O error fails it, and nothing
+        remains.
+        """
+        await self._ensure_open()
+        try:
+            await self._off_loop(self._probe_sync)
+        except sqlite3.Error as exc:
+            raise StoreError(_describe(exc), cause=cause_of(exc)) from exc
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer: opens the database, reports started, commits batches until cancelled."""
@@ -537,6 +556,16 @@ class SqliteStore:
             except (sqlite3.Error, msgspec.DecodeError) as exc:
                 where = ":memory:" if self.path is None else str(self.path)
                 raise StoreError(f"cannot load store {where}: {_describe(exc)}") from exc
+
+    def _probe_sync(self) -> None:
+        page = int(self._connection().execute("PRAGMA page_size").fetchone()[0])
+        key = _PROBE_KEY + "." * (page * _PROBE_PAGES)  # no stream key has a NUL
+        self._commit_sync(
+            [
+                ("INSERT INTO streams (stream_key, activity_id) VALUES (?, NULL)", (key,)),
+                ("DELETE FROM streams WHERE stream_key = ?", (key,)),
+            ]
+        )
 
     def _commit_sync(self, statements: list[Statement]) -> None:
         with self._conn_lock:
