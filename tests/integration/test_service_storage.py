@@ -102,6 +102,7 @@ async def attempt(h: Harness, call: Callable[[], Awaitable[Any]], cause: str) ->
     assert h.service.stats()["delivery_offered"] == offered
     health = h.service.health()
     assert health["ok"] is False and health["storage"].startswith(cause)
+    assert h.service.stats()["store_failing"] == 1.0
     return None
 
 

@@ -116,6 +116,7 @@ class Service:
             "recipient_writes_pending": self.outbox.dirty,
             "recovered_pushes": self.recovered,
             "store_write_failures": self.guard.failed_writes,
+            "store_failing": float(self.guard.failure is not None),  # what /healthz reports
         }
 
     async def sweep(self) -> int:
