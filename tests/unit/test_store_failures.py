@@ -5,17 +5,39 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-from engine.server.store import PutDevice, PutStream, SqliteStore, StoreError, StreamRow
+from engine.server.store import DeviceRow, PutDevice, PutStream, SqliteStore, StoreError, StreamRow
 from engine.server.store.base import BUSY, DISK_FULL, FAILED, IO_ERROR, READ_ONLY
 from engine.server.store.sqlite import cause_of
-from tests.unit.test_store import device, running
 
 TIMEOUT = 20.0
+
+
+def device(device_id: str) -> DeviceRow:
+    return DeviceRow(
+        device_id=device_id,
+        name="iPhone",
+        push_to_start_token="c0ffee" * 10,
+        channels=[],
+        registered_at=1_700_000_000.0,
+    )
+
+
+@asynccontextmanager
+async def running(store: SqliteStore) -> AsyncIterator[None]:
+    """The store with its writer running; closed (which stops the writer) on exit."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        try:
+            yield
+        finally:
+            store.close()
 
 
 def sqlite_error(name: str | None) -> sqlite3.Error:
