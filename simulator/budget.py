@@ -64,7 +64,14 @@ class Bucket:
         if self._level >= _ONE:
             return now
         at = self._at if self._at is not None else now
-        return max(at + (1.0 - self._level) * self.interval, math.nextafter(now, math.inf))
+        due = max(at + (1.0 - self._level) * self.interval, math.nextafter(now, math.inf))
+        # At wall-clock magnitudes (1e9 s) a time carries only ~0.1 µs, which can leave the refill
+        # computed at `due` a hair short of one push: step to the first time that gives it.
+        for _ in range(10_000):
+            if self._level + (due - at) / self.interval >= _ONE:
+                return due
+            due = math.nextafter(due, math.inf)
+        return due + self.interval  # pragma: no cover - unreachable: each step adds refill
 
     def is_full(self, now: float) -> bool:
         """True when the bucket has its whole capacity at `now` (nothing to remember)."""

@@ -539,6 +539,14 @@ async def test_client_gone_mid_body_gets_no_answer() -> None:
             None,
         ),
         (errors.Unavailable("draining", retry_after=0.1), 503, {}, ("retry-after", "1")),
+        (
+            errors.StorageUnavailable(
+                "storage unavailable (disk full)", cause="disk full", retry_after=5
+            ),
+            503,
+            {"error": "storage_unavailable", "cause": "disk full"},
+            ("retry-after", "5"),
+        ),
         (errors.BadRequest("content_state.type: changed"), 400, {"error": "bad_request"}, None),
     ],
 )

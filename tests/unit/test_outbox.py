@@ -28,6 +28,10 @@ class NullStore:
     async def write(self, ops: Sequence[Op]) -> None:
         self.ops.extend(ops)
 
+    async def commit(self, ops: Sequence[Op], undo: object) -> None:
+        """`StoreGuard.commit`: never fails here, so nothing is rolled back."""
+        await self.write(ops)
+
     def stats(self) -> dict[str, float]:
         return {}
 

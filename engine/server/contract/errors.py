@@ -20,6 +20,7 @@ __all__ = [
     "NoRecipients",
     "NotFound",
     "RateLimited",
+    "StorageUnavailable",
     "TooLarge",
     "Unauthorized",
     "Unavailable",
@@ -167,3 +168,15 @@ class Unavailable(ApiError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageUnavailable(Unavailable):
+    """503 `storage_unavailable`: the database refused a write (`cause`: disk full, read-only,
+    I/O error, ...); nothing of the call was changed or sent, so the same call may be retried
+    after `retry_after` seconds."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, cause: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.extra["cause"] = cause

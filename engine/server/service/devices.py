@@ -8,6 +8,8 @@
   device are released at once: the newest state goes out, or the end if the activity has ended.
   A later report with another token (iOS rotates them) replaces the old token, and the newest
   state goes to the new one at once.
+
+A call whose write fails changes nothing in memory (`undo`) and answers 503 `storage_unavailable`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from engine.server.contract import errors, models
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
-from engine.server.store.base import Store
+from engine.server.service.undo import StoreGuard, Undo
 from engine.server.store.records import DeleteDevice, DeviceRow, Op, PutDevice, PutRecipient
 
 _DEVICE_ID = re.compile(models.DEVICE_ID_PATTERN[1:-1])
@@ -47,7 +49,12 @@ class Devices:
     """register / unregister / report_token / list (see the module docstring)."""
 
     def __init__(
-        self, registry: Registry, store: Store, outbox: Outbox, *, wall_clock: Callable[[], float]
+        self,
+        registry: Registry,
+        store: StoreGuard,
+        outbox: Outbox,
+        *,
+        wall_clock: Callable[[], float],
     ) -> None:
         self._reg = registry
         self._store = store
@@ -68,12 +75,16 @@ class Devices:
             channels=sorted(set(registration.channels)),
             registered_at=old.registered_at if old is not None else self._wall(),
         )
+        undo = Undo()
+        undo.entry(self._reg.devices, device_id)
         self._reg.devices[device_id] = row
-        await self._store.write([PutDevice(row)])
+        await self._store.commit([PutDevice(row)], undo)
         return device_info(row)
 
     async def unregister(self, device_id: str) -> models.DeviceInfo:
         """Remove a device; 404 if unknown. Its recipients are marked dead (nothing more sent)."""
+        undo = Undo()
+        undo.entry(self._reg.devices, device_id)
         row = self._reg.devices.pop(device_id, None)
         if row is None:
             raise errors.NotFound(f"no device with id {device_id!r}")
@@ -81,9 +92,10 @@ class Devices:
         for act in self._reg.activities.values():
             rec = act.recipients.get(device_id)
             if rec is not None and not rec.row.dead:
+                undo.fields(rec.row, "dead")
                 rec.row.dead = True
                 ops.append(PutRecipient(rec.row))
-        await self._store.write(ops)
+        await self._store.commit(ops, undo)
         return device_info(row)
 
     async def report_token(
@@ -102,6 +114,9 @@ class Devices:
             )
         async with self._reg.locks.hold(self._reg.lock_key(act)):
             token = report.activity_token.lower()
+            undo = Undo()
+            undo.fields(rec.row, "update_token", "dead", "started", "sent_version")
+            undo.fields(rec, "queued_version")
             changed = rec.row.update_token != token or rec.row.dead
             if changed and rec.row.update_token not in (None, token) and not act.row.ended:
                 # A rotated token replaces the old one (apns.md §6, "Tokens"): what the old one
@@ -113,7 +128,7 @@ class Devices:
             rec.row.started = True  # iOS only hands out an update token for a started activity
             if changed:
                 rec.queued_version = min(rec.queued_version, rec.row.sent_version)
-                await self._store.write([PutRecipient(rec.row)])
+                await self._store.commit([PutRecipient(rec.row)], undo)
             handle = await self._outbox.send_latest(act, rec)
         return models.ActivityTokenAccepted(
             success=True,

@@ -8,7 +8,9 @@ Two lifecycles share one implementation:
 Every call follows the same steps: validate against the activity's type, build the exact APNs
 payload and check its size (413 before anything is stored or queued, architecture.md invariant 4),
 apply the change to the in-memory rows, make it durable (`Store.write`, group-committed), and only
-then hand it to the outbox, which submits what each recipient lacks. The reply waits a short,
+then hand it to the outbox, which submits what each recipient lacks. When the write fails, the
+in-memory changes are rolled back (`undo.Undo`) and the call answers 503 `storage_unavailable`:
+nothing changed, nothing pushed. The reply waits a short,
 configurable moment for APNs answers so that `devices_notified` is meaningful; what is not
 answered by then is reported in `devices_queued`.
 """
@@ -30,7 +32,7 @@ from engine.results import DeliveryStatus
 from engine.server.contract import errors, models
 from engine.server.service.outbox import Outbox, alert_of, latest_content, start_content
 from engine.server.service.state import Activity, Recipient, Registry
-from engine.server.store.base import Store
+from engine.server.service.undo import StoreGuard, Undo
 from engine.server.store.records import (
     ActivityRow,
     DeviceRow,
@@ -103,7 +105,7 @@ class LiveActivities:
     def __init__(
         self,
         registry: Registry,
-        store: Store,
+        store: StoreGuard,
         outbox: Outbox,
         *,
         config: LiveConfig,
@@ -125,8 +127,9 @@ class LiveActivities:
             raise errors.BadRequest("content_state.type is required to start an activity")
         channels = _channels(req)
         now = self._wall()
-        act, prepared, ops, ended = self._begin(req, state.type, channels, None, now)
-        await self._store.write(ops)
+        undo = Undo()
+        act, prepared, ops, ended = self._begin(req, state.type, channels, None, now, undo)
+        await self._store.commit(ops, undo)
         for old in ended:
             await self._push_all(old)
         sent = await self._launch(act, prepared)
@@ -152,8 +155,9 @@ class LiveActivities:
                     409, "activity_ended", f"activity {req.activity_id} has ended; start a new one"
                 )
             now = self._wall()
-            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, merge=True)
-            await self._store.write(ops)
+            undo = Undo()
+            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, merge=True)
+            await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.UpdateResponse(
@@ -180,8 +184,9 @@ class LiveActivities:
                     message="the activity had already ended",
                     timestamp=models.iso(now),
                 )
-            ops, prepared = self._apply(act, req, EventKind.END, now, merge=True)
-            await self._store.write(ops)
+            undo = Undo()
+            ops, prepared = self._apply(act, req, EventKind.END, now, undo, merge=True)
+            await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.EndResponse(
@@ -243,8 +248,9 @@ class LiveActivities:
                     message="content unchanged; nothing sent",
                     timestamp=models.iso(now),
                 )
-            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, type_=type_)
-            await self._store.write(ops)
+            undo = Undo()
+            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, type_=type_)
+            await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
             return sent, models.StreamPutResponse(
                 success=True,
@@ -255,12 +261,16 @@ class LiveActivities:
                 timestamp=models.iso(now),
             )
         channels = _channels(req)
-        new, prepared, ops, ended = self._begin(req, type_, channels, stream_key, now, previous)
+        undo = Undo()
+        new, prepared, ops, ended = self._begin(
+            req, type_, channels, stream_key, now, undo, previous
+        )
         if previous is not None:
             # Rotation: end the old activity at once with its last state, then start afresh.
+            undo.row(previous.row)
             _end_now(previous, now)
             ops.append(PutActivity(previous.row))
-        await self._store.write(ops)
+        await self._store.commit(ops, undo)
         for old in [previous, *ended] if previous is not None else ended:
             await self._push_all(old)
         started = await self._launch(new, prepared)
@@ -297,8 +307,9 @@ class LiveActivities:
                     message="the stream's activity had already ended",
                     timestamp=models.iso(now),
                 )
-            ops, prepared = self._apply(act, req, EventKind.END, now)
-            await self._store.write(ops)
+            undo = Undo()
+            ops, prepared = self._apply(act, req, EventKind.END, now, undo)
+            await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
         return models.StreamDeleteResponse(
@@ -326,11 +337,13 @@ class LiveActivities:
         channels: Sequence[str],
         stream_key: str | None,
         now: float,
+        undo: Undo,
         replacing: Activity | None = None,
     ) -> tuple[Activity, PreparedPayload, list[Op], list[Activity]]:
         """A new activity for the selected devices, its start payload (size-checked), ops, and
         the activities ended to make room for it (`_make_room`); `replacing` is a stream's
-        activity this one rotates out, which the caller ends."""
+        activity this one rotates out, which the caller ends. Every change is recorded in
+        `undo` (the index `Registry.track` fills forgets an activity that is not registered)."""
         ctype = models.as_content_type(type_)
         models.check_content(req.content_state, ctype)
         devices = self._reg.select_devices(channels)
@@ -364,6 +377,7 @@ class LiveActivities:
         prepared = _checked(lambda: prepare(start_content(act, self._cfg.attributes_type)))
         ops: list[Op] = [PutActivity(row)]
         for old in ended:  # to make room: ended now, with their last state (as a rotation)
+            undo.row(old.row)
             _end_now(old, now)
             ops.append(PutActivity(old.row))
         for device in devices:
@@ -378,10 +392,12 @@ class LiveActivities:
             )
             act.recipients[device.device_id] = Recipient(rec)
             ops.append(PutRecipient(rec))
+        undo.entry(self._reg.activities, row.activity_id)
         self._reg.activities[row.activity_id] = act
         self._reg.track(act)
         if stream_key is not None:
             stream = StreamRow(stream_key=stream_key, activity_id=row.activity_id)
+            undo.entry(self._reg.streams, stream_key)
             self._reg.streams[stream_key] = stream
             ops.append(PutStream(stream))
         return act, prepared, ops, ended
@@ -426,11 +442,12 @@ class LiveActivities:
         req: ChangeRequest | None,
         kind: EventKind,
         now: float,
+        undo: Undo,
         *,
         type_: str | None = None,
         merge: bool = False,
     ) -> tuple[list[Op], PreparedPayload]:
-        """Apply an update or end to `act` (size-checked first).
+        """Apply an update or end to `act` (size-checked first; the change recorded in `undo`).
 
         Returns the ops to persist and the encoded push, which every recipient then shares.
 
@@ -466,6 +483,7 @@ class LiveActivities:
             )
         )
         prepared = _checked(lambda: prepare(latest_content(probe)))
+        undo.row(row)
         row.state, row.alert, row.type = packed, alert, type_
         row.version += 1
         row.updated_at = now

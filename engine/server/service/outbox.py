@@ -19,7 +19,9 @@ submitted to it again, before or after a restart, until the app reports a fresh 
 Results come back through `PushHandle.add_done_callback` (no task per push). Progress
 (`started`, `sent_version`, `dead`) is written behind in small batches by `run()`; losing the last
 few of those writes in a crash only means a state is pushed once more after the restart, with a
-newer timestamp, which the device treats as a plain update.
+newer timestamp, which the device treats as a plain update. A batch the store refuses (disk
+full, read-only) stays dirty and is written again every `retry_interval` until the store takes it;
+that retry is also what clears `/healthz` once the disk is freed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from engine.engine import Engine
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.service.state import Activity, Recipient, Registry
-from engine.server.store.base import Store
+from engine.server.service.undo import StoreGuard
+from engine.server.store.base import StoreError
 from engine.server.store.records import DeviceRow, PutRecipient, unpack_state
 
 log = logging.getLogger("lockstep.service")
@@ -88,13 +91,14 @@ class Outbox:
     def __init__(
         self,
         engine: Engine,
-        store: Store,
+        store: StoreGuard,
         registry: Registry,
         *,
         attributes_type: str,
         wall_clock: Callable[[], float],
         pacing_interval: float = 1.0,
         flush_interval: float = 0.05,
+        retry_interval: float = 5.0,
     ) -> None:
         self._engine = engine
         self._store = store
@@ -103,6 +107,7 @@ class Outbox:
         self._wall = wall_clock
         self._pacing = pacing_interval
         self._flush_interval = flush_interval
+        self._retry_interval = retry_interval
         self._dirty: dict[tuple[str, str], Recipient] = {}
         # A previous run may have sent timestamps up to one pacing interval past its clock: every
         # lane starts above this, so a push after a quick restart is never equal to one sent
@@ -259,17 +264,25 @@ class Outbox:
             await self._wake.wait()
             self._wake = trio.Event()
             await trio.sleep(self._flush_interval)
-            await self.flush()
+            if not await self.flush():
+                await trio.sleep(self._retry_interval)
+                self._wake.set()
 
-    async def flush(self) -> None:
-        """Write every dirty recipient row now."""
+    async def flush(self) -> bool:
+        """Write every dirty recipient row now; False when the store refused them (they stay
+        dirty, behind any newer change of the same recipient)."""
         if not self._dirty:
-            return
+            return True
         batch, self._dirty = self._dirty, {}
         ops = [
             PutRecipient(rec.row)
             for rec in batch.values()
             if rec.row.activity_id in self._reg.activities
         ]
-        if ops:
+        try:
             await self._store.write(ops)
+        except StoreError as exc:
+            log.warning("recipient progress not written (%d rows), retrying: %s", len(ops), exc)
+            self._dirty = {**batch, **self._dirty}
+            return False
+        return True

@@ -7,7 +7,8 @@
 `open_service` loads the store's snapshot into memory, re-queues what devices are still missing
 (restart recovery), and runs the background tasks: the outbox's write-behind and a sweeper that
 forgets ended activities once every device has their end and `retention` has passed, so memory and
-the database stay bounded by the activities that matter.
+the database stay bounded by the activities that matter, and, while store writes fail, a probe
+that clears `/healthz` once they succeed again (`undo.StoreGuard`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from engine.server.service.live import LiveActivities, LiveConfig
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.status import DeliveryStatus
-from engine.server.store.base import Store
+from engine.server.service.undo import StoreGuard
+from engine.server.store.base import Store, StoreError
 from engine.server.store.records import DeleteActivity, Op
 
 log = logging.getLogger("lockstep.service")
@@ -41,6 +43,7 @@ class ServiceConfig:
     retention: float = 3600.0  # keep an ended, fully delivered activity this long (s)
     sweep_interval: float = 60.0
     pacing_interval: float = 1.0  # the engine's, for timestamps after a restart
+    storage_retry_after: float = 5.0  # `Retry-After` of a 503 `storage_unavailable` (s)
 
 
 class Service:
@@ -62,31 +65,39 @@ class Service:
         self.config = config
         self._engine = engine
         self.store = store
+        # Every write goes through the guard: a failure rolls the call back (503) and shows
+        # in /healthz until a write succeeds again.
+        self.guard = StoreGuard(store, retry_after=config.storage_retry_after)
         self.registry = registry
         self._wall = wall_clock
         self.outbox = Outbox(
             engine,
-            store,
+            self.guard,
             registry,
             attributes_type=config.live.attributes_type,
             wall_clock=wall_clock,
             pacing_interval=config.pacing_interval,
         )
         self.live = LiveActivities(
-            registry, store, self.outbox, config=config.live, wall_clock=wall_clock
+            registry, self.guard, self.outbox, config=config.live, wall_clock=wall_clock
         )
-        self.devices = Devices(registry, store, self.outbox, wall_clock=wall_clock)
+        self.devices = Devices(registry, self.guard, self.outbox, wall_clock=wall_clock)
         self.status = DeliveryStatus(registry, wall_clock)
         self.recovered = 0
         self.started_at = wall_clock()
 
     def health(self) -> dict[str, Any]:
-        """`/healthz`: alive, with a few counts."""
-        return {
-            "ok": True,
+        """`/healthz`: alive, with a few counts; `ok: false` (a 503) with the reason while
+        writes fail, until one succeeds again."""
+        failing = self.guard.health()
+        health: dict[str, Any] = {
+            "ok": failing is None,
             "devices": len(self.registry.devices),
             "activities": len(self.registry.activities),
         }
+        if failing is not None:
+            health["storage"] = failing
+        return health
 
     def stats(self) -> dict[str, float]:
         """Gauges for `/metrics`."""
@@ -104,6 +115,8 @@ class Service:
             "recipients_marked_dead": self.outbox.marked_dead,
             "recipient_writes_pending": self.outbox.dirty,
             "recovered_pushes": self.recovered,
+            "store_write_failures": self.guard.failed_writes,
+            "store_failing": float(self.guard.failure is not None),  # what /healthz reports
         }
 
     async def sweep(self) -> int:
@@ -117,15 +130,19 @@ class Service:
         if not gone:
             return 0
         ops: list[Op] = [DeleteActivity(a.row.activity_id) for a in gone]
+        await self.guard.write(ops)  # forgotten in memory only once the store forgot them
         for act in gone:
-            del self.registry.activities[act.row.activity_id]
-        await self.store.write(ops)
+            self.registry.activities.pop(act.row.activity_id, None)
         return len(gone)
 
     async def _sweep_forever(self) -> None:
         while True:
             await trio.sleep(self.config.sweep_interval)
-            removed = await self.sweep()
+            try:
+                removed = await self.sweep()
+            except StoreError as exc:  # kept in memory; the next sweep tries again
+                log.warning("sweep not written: %s", exc)
+                continue
             if removed:
                 log.info("forgot %d ended activities", removed)
 
@@ -153,6 +170,7 @@ async def open_service(
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
         nursery.start_soon(service._sweep_forever)
+        nursery.start_soon(service.guard.heal_forever)
         try:
             yield service
         finally:

@@ -15,6 +15,7 @@ Contract for every implementation:
   cancelled or `close()`d. `load()` also works before `run()` starts.
 - `close()` releases the resources; later calls raise `StoreError`.
 - `stats()` returns counters for metrics only; nothing may depend on them.
+- `probe()` commits a write that needs new space and leaves no row behind (see `probe`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,25 @@ import trio
 
 from engine.server.store.records import Op, Snapshot
 
+DISK_FULL = "disk full"
+READ_ONLY = "read-only"
+IO_ERROR = "I/O error"
+BUSY = "busy"
+FAILED = "store error"
+"""The causes a `StoreError` names (`StoreError.cause`): what an operator has to fix."""
+
 
 class StoreError(Exception):
-    """A store operation failed; the message names the cause but never row contents."""
+    """A store operation failed; the message names the cause but never row contents.
+
+    `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY` or `FAILED` (anything else,
+    e.g. a closed store or a row that cannot be encoded): the service reports it in its 503
+    `storage_unavailable` answers and in `/healthz`.
+    """
+
+    def __init__(self, message: str, *, cause: str = FAILED) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class Store(Protocol):
@@ -40,6 +57,12 @@ class Store(Protocol):
 
     async def write(self, ops: Sequence[Op]) -> None:
         """Apply `ops` atomically; durable when it returns; raises `StoreError` otherwise."""
+        ...
+
+    async def probe(self) -> None:
+        """Commit a write that needs new space and leaves nothing behind; `StoreError` (with
+        its `cause`) when that fails. The service calls it while writes fail, to notice when
+        they succeed again."""
         ...
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -55,4 +78,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["BUSY", "DISK_FULL", "FAILED", "IO_ERROR", "READ_ONLY", "Store", "StoreError"]

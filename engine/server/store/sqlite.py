@@ -38,6 +38,7 @@ found it to be a database and before anything is written (engine/server/files.py
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import sqlite3
@@ -51,7 +52,7 @@ import msgspec
 import trio
 
 from engine.server.files import create_private, tighten_all
-from engine.server.store.base import StoreError
+from engine.server.store.base import BUSY, DISK_FULL, FAILED, IO_ERROR, READ_ONLY, StoreError
 from engine.server.store.records import (
     ActivityRow,
     DeleteActivity,
@@ -264,10 +265,41 @@ def _describe(exc: BaseException) -> str:
     return f"store transaction failed: {type(exc).__name__}"
 
 
+# SQLite's primary result codes (extended ones share the prefix: SQLITE_IOERR_WRITE, ...).
+_CAUSES: Final = (
+    ("SQLITE_FULL", DISK_FULL),
+    ("SQLITE_READONLY", READ_ONLY),
+    ("SQLITE_IOERR", IO_ERROR),
+    ("SQLITE_BUSY", BUSY),
+    ("SQLITE_LOCKED", BUSY),
+)
+_PROBE_KEY: Final = "\x00probe"
+# The probe's row spans this many pages: more than one call's write needs (an activity, its
+# recipients and the stream, each maybe splitting a b-tree page), so a probe that succeeds means
+# such a write fits again.
+_PROBE_PAGES: Final = 16
+_OS_CAUSES: Final = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
+
+
+def cause_of(exc: BaseException) -> str:
+    """What an operator has to fix for a failed transaction (`StoreError.cause`)."""
+    if isinstance(exc, StoreError):
+        return exc.cause
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        for prefix, cause in _CAUSES:
+            if name.startswith(prefix):
+                return cause
+        return FAILED
+    if isinstance(exc, OSError):
+        return _OS_CAUSES.get(exc.errno or 0, IO_ERROR)
+    return FAILED
+
+
 class _Write:
     """One `write()` call waiting in the queue or in a batch."""
 
-    __slots__ = ("cause", "done", "error", "ops", "statements")
+    __slots__ = ("cause", "done", "error", "kind", "ops", "statements")
 
     def __init__(self, ops: Sequence[Op]) -> None:
         self.statements = compile_ops(ops)
@@ -275,9 +307,11 @@ class _Write:
         self.done = trio.Event()
         self.error: str | None = None
         self.cause: BaseException | None = None
+        self.kind = FAILED
 
     def fail(self, message: str, cause: BaseException | None = None) -> None:
         self.error, self.cause = message, cause
+        self.kind = FAILED if cause is None else cause_of(cause)
         self.done.set()
 
 
@@ -337,7 +371,21 @@ class SqliteStore:
             raise StoreError("store is closed") from None
         await pending.done.wait()
         if pending.error is not None:
-            raise StoreError(pending.error) from pending.cause
+            raise StoreError(pending.error, cause=pending.kind) from pending.cause
+
+    async def probe(self) -> None:
+        """Whether a write that needs new space can be committed now; `StoreError` if not.
+
+        One transaction inserts a row `_PROBE_PAGES` pages long (so SQLite must find or allocate
+        pages, as a growing database does), deletes it and commits (so the WAL is written and
+        synced): a full disk or database, a read-only file or an I/O error fails it, and nothing
+        remains.
+        """
+        await self._ensure_open()
+        try:
+            await self._off_loop(self._probe_sync)
+        except sqlite3.Error as exc:
+            raise StoreError(_describe(exc), cause=cause_of(exc)) from exc
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer: opens the database, reports started, commits batches until cancelled."""
@@ -509,6 +557,16 @@ class SqliteStore:
                 where = ":memory:" if self.path is None else str(self.path)
                 raise StoreError(f"cannot load store {where}: {_describe(exc)}") from exc
 
+    def _probe_sync(self) -> None:
+        page = int(self._connection().execute("PRAGMA page_size").fetchone()[0])
+        key = _PROBE_KEY + "." * (page * _PROBE_PAGES)  # no stream key has a NUL
+        self._commit_sync(
+            [
+                ("INSERT INTO streams (stream_key, activity_id) VALUES (?, NULL)", (key,)),
+                ("DELETE FROM streams WHERE stream_key = ?", (key,)),
+            ]
+        )
+
     def _commit_sync(self, statements: list[Statement]) -> None:
         with self._conn_lock:
             conn = self._connection()
@@ -525,4 +583,4 @@ class SqliteStore:
                 raise
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "compile_ops", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "cause_of", "compile_ops", "migrate"]
