@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.core import machine_info
+from bench.slowclients import free_port, wait_up
 
 API_KEY = "lsk_bench_send_key_0123456789abcdef"
 DEVICE_KEY = "lsd_bench_device_key_0123456789abcdef"
 HOST = "127.0.0.1"
 PHONES = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _call(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
@@ -104,19 +98,6 @@ def _start(folder: Path, port: int, control: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=log, stderr=log)
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}); see its log")
-        try:
-            with socket.create_connection((HOST, port), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the server did not start")
-
-
 def _verdict(control: int, load: Load) -> tuple[int, int, dict[str, Any]]:
     """(lost final states, order violations, what each phone shows per stream)."""
     with urllib.request.urlopen(f"http://{HOST}:{control}/devices", timeout=5.0) as answer:
@@ -147,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=float, default=4.0, help="seconds of load before each kill")
     p.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the phones")
     args = p.parse_args(argv)
-    port, control = _free_port(), _free_port()
+    port, control = free_port(), free_port()
     kills: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -155,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         load = Load(f"http://{HOST}:{port}/api", args.streams)
         thread = threading.Thread(target=load.run, daemon=True)
         try:
-            _wait_up(port, proc)
+            wait_up(port, proc)
             thread.start()
             for _ in range(args.kills):
                 time.sleep(args.run)
@@ -163,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.kill(proc.pid, signal.SIGKILL)  # mid-load: no drain, no last save
                 proc.wait(30)
                 proc = _start(folder, port, control)
-                _wait_up(port, proc)
+                wait_up(port, proc)
                 kills.append(
                     {"calls_before": before[0], "refused_while_down": load.cut - before[1]}
                 )

@@ -41,7 +41,8 @@ REPORT = json.dumps(
 ).encode()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bound, then released)."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
@@ -141,7 +142,7 @@ def _start_server(args: argparse.Namespace, folder: Path, port: int) -> subproce
     config = folder / "lockstep.toml"
     config.write_text(
         f'[server]\napi_keys = ["{API_KEY}"]\ndevice_keys = ["{DEVICE_KEY}"]\n{extra}'
-        f"[simulate]\ndevices = 1\nfresh = true\ncontrol_port = {_free_port()}\n"
+        f"[simulate]\ndevices = 1\nfresh = true\ncontrol_port = {free_port()}\n"
     )
     env = dict(os.environ)
     if args.source is not None:
@@ -152,7 +153,8 @@ def _start_server(args: argparse.Namespace, folder: Path, port: int) -> subproce
     return subprocess.Popen(cmd, cwd=args.source or None, env=env, stdout=log, stderr=log)
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Return once the server in `proc` accepts connections on `port`; exit if it dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -177,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=None, help="run the server from this checkout")
     p.add_argument("--set", action="append", default=[], help="[server] key=value (TOML value)")
     args = p.parse_args(argv)
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = _start_server(args, Path(tmp), port)
         try:
-            _wait_up(port, proc)
+            wait_up(port, proc)
             tally = trio.run(_attack, args, port)
         finally:
             proc.terminate()
