@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import h11
 import msgspec
 import trio
 
 from simulator.apns import SimulatorConfig
 from simulator.profile import parse_profile
-from simulator.reporting import REQUEST_TIMEOUT, check_http_url, send_json
+from simulator.reporting import REQUEST_TIMEOUT, TRANSIENT, check_http_url, send_json
 from simulator.runner import Simulator, SimulatorOptions
 
 __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
@@ -38,8 +37,6 @@ __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
 HOST = "127.0.0.1"
 _DRAIN_SECONDS = 5.0
 _MAX_DELAY = 2.0
-# What a server that is still starting (or briefly overloaded) looks like from here.
-_TRANSIENT = (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError)
 _encoder = msgspec.json.Encoder()
 
 
@@ -105,7 +102,7 @@ async def _put_with_retries(
         try:
             with trio.fail_after(REQUEST_TIMEOUT):
                 status = await send_json("PUT", url, body, bearer=bearer)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:
             if 200 <= status < 300:

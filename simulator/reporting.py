@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
 import h11
@@ -32,6 +32,14 @@ log = logging.getLogger("lockstep.simulator.reporting")
 
 _encoder = msgspec.json.Encoder()
 REQUEST_TIMEOUT = 5.0
+TRANSIENT: Final = (
+    OSError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,  # a reset mid-request (the server going down): trio's own type
+    h11.ProtocolError,
+    ConnectionError,
+)
+"""What a backend that is starting, stopping or briefly overloaded looks like from here."""
 """Seconds for one report POST, connecting included."""
 
 
@@ -146,7 +154,7 @@ class TokenReporter:
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
                     status = await send_json("POST", self.url, body, bearer=self._bearer)
-            except (OSError, trio.TooSlowError, h11.ProtocolError, ConnectionError) as exc:
+            except TRANSIENT as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
             else:
                 self.stats.last_status = status

@@ -270,3 +270,43 @@ def test_report_body_is_an_activity_token_report(
         "activity_id": activity_id,
         "activity_token": "cd" * 32,
     }
+
+
+async def test_a_backend_resetting_connections_fails_a_report_but_not_the_reporter() -> None:
+    """A backend going down resets connections mid-request (trio raises BrokenResourceError, not
+    an OSError): the report is retried, then counted as failed, and the reporter keeps running."""
+    import socket
+    import struct
+
+    from simulator.devices import TokenReport
+    from simulator.reporting import TokenReporter
+
+    async def reset(stream: trio.SocketStream) -> None:
+        await stream.receive_some(1)  # the request has started to arrive
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # SO_LINGER 0: the close is a reset
+
+    report = TokenReport("iphone-1", "ab" * 32, "a1", "cd" * 32, "T", {"activity_id": "a1"}, 0.0)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            [listener] = await nursery.start(partial(trio.serve_tcp, reset, 0, host="127.0.0.1"))
+            port = listener.socket.getsockname()[1]
+            reporter = TokenReporter(f"http://127.0.0.1:{port}/api/activity-tokens", attempts=2)
+            nursery.start_soon(reporter.run)
+            reporter.submit(report)
+            await _until(lambda: reporter.stats.failed == 1)
+            assert reporter.stats.delivered == 0
+            assert reporter.stats.last_error is not None
+            assert reporter.stats.last_error.startswith(("BrokenResourceError", "ConnectionError"))
+            reporter.submit(report)  # still running: the next report is tried too
+            await _until(lambda: reporter.stats.failed == 2)
+            nursery.cancel_scope.cancel()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll a counter another task moves (the reporter has no event to wait on)."""
+    for _ in range(600):
+        if condition():
+            return
+        await trio.sleep(0.1)
+    raise AssertionError("the condition did not happen within 60 s")
