@@ -79,6 +79,11 @@ async def test_a_dismissed_activity_is_marked_dead_once_and_never_pushed_again(
             assert pushes_to(kit, dead.activity_token) == [*before, 410]
             assert h.service.outbox.marked_dead == 1
             assert h.service.stats()["recipients_dead"] == 1
+            by_device = {d.device_id: d for d in h.service.status.activity(act).devices}
+            gone, fine = by_device["iphone-1"], by_device["iphone-2"]
+            assert (gone.state, gone.last_status, gone.last_reason) == ("dead", 410, "Unregistered")
+            assert (fine.state, fine.last_status, fine.last_reason) == ("live", 200, None)
+            assert gone.last_at is not None and gone.last_at.endswith("Z")
             assert step_shown(h, "iphone-2", act) == 4
         # Restarted on the same database: nothing is re-queued for the dead recipient.
         async with open_harness(kit, tmp_path / "db") as h2:

@@ -205,6 +205,14 @@ class RecipientStatus(_Reply, kw_only=True):
     current: Annotated[
         bool, Meta(description="True when the device has the newest accepted content.")
     ]
+    last_status: Annotated[
+        int | None, Meta(description="The HTTP status of APNs's last answer for this device.")
+    ] = None
+    last_reason: Annotated[
+        str | None,
+        Meta(description="APNs's reason with that answer, or why a push ended without one."),
+    ] = None
+    last_at: Annotated[str | None, Meta(description="When that answer came (ISO-8601 UTC).")] = None
 
 
 class ActivityStatus(_Reply, kw_only=True):

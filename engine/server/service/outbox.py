@@ -218,6 +218,12 @@ class Outbox:
         self, act: Activity, rec: Recipient, version: int, start: bool, result: DeliveryResult
     ) -> None:
         row = rec.row
+        if result.status is not DeliveryStatus.SUPERSEDED:  # the status reads the last answer
+            rec.last_status = result.http_status
+            rec.last_reason = None if result.reason is None else result.reason.value
+            if rec.last_reason is None and result.http_status is None:
+                rec.last_reason = result.detail or result.status.value
+            rec.last_at = self._wall()
         if result.status is DeliveryStatus.ACCEPTED:
             self.accepted += 1
             row.started = row.started or start

@@ -27,6 +27,10 @@ class Recipient:
 
     row: RecipientRow
     queued_version: int = 0  # the newest version handed to the engine for this device
+    # The last answer about a push to this device (in memory only: unknown after a restart).
+    last_status: int | None = None  # APNs's HTTP status; None: no answer (a local refusal)
+    last_reason: str | None = None  # APNs's reason, or what ended the push without one
+    last_at: float | None = None
 
 
 @dataclass(slots=True)

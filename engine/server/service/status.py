@@ -14,6 +14,9 @@ A recipient's state, from its durable row (engine/server/store/records.py):
     dismissed       ended, and its dismissal time has passed: it left the Lock Screen
     live            the device has an update token; `current` says if it has the newest content
 
+With each state, the last answer about a push to that device (`last_status`, `last_reason`,
+`last_at`), kept in memory since the server started.
+
 Read-only: it never changes a row and needs no lock (a row is read whole between awaits).
 """
 
@@ -113,6 +116,9 @@ def _status(act: Activity, now: float) -> models.ActivityStatus:
                 state=recipient_state(act, rec, now),
                 confirmed_version=rec.row.sent_version,
                 current=rec.row.sent_version >= row.version,
+                last_status=rec.last_status,
+                last_reason=rec.last_reason,
+                last_at=None if rec.last_at is None else iso(rec.last_at),
             )
             for device_id, rec in sorted(act.recipients.items())
         ],
