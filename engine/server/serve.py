@@ -143,7 +143,9 @@ async def open_server(
                 store,
                 wall_clock=clock,
                 config=ServiceConfig(
-                    live=settings.live, pacing_interval=settings.delivery.pacing_interval
+                    live=settings.live,
+                    pacing_interval=settings.delivery.pacing_interval,
+                    storage_retry_after=settings.storage_retry_after,
                 ),
             )
         )

@@ -13,6 +13,7 @@
     body_timeout = 30.0           # seconds for a whole request body, from the end of its head
     idle_timeout = 60.0           # seconds a keep-alive connection may wait for its next request
     send_timeout = 30.0           # seconds for the client to take an answer
+    storage_retry_after = 5       # `Retry-After` (s) of a 503 storage_unavailable
 
     [apns]                        # leave out to run against the built-in simulator
     team_id = "ABCDE12345"
@@ -119,6 +120,7 @@ class Settings:
     api_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
     device_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
     http: H11Limits = field(default_factory=H11Limits)  # the HTTP front's bounds ([server])
+    storage_retry_after: float = 5.0  # `Retry-After` of a 503 storage_unavailable (s)
 
     @property
     def db_path(self) -> Path:
@@ -168,6 +170,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         api_key_origin=_origin(env, "LOCKSTEP_API_KEY", path, "api_keys"),
         device_key_origin=_origin(env, "LOCKSTEP_DEVICE_KEY", path, "device_keys"),
         http=_http_limits(server),
+        storage_retry_after=_seconds(server, "storage_retry_after", 5.0),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
@@ -218,8 +221,26 @@ def _origin(env: dict[str, str], var: str, config: Path | None, name: str) -> Ke
 
 _HTTP_KEYS = ("max_connections", "head_timeout", "body_timeout", "idle_timeout", "send_timeout")
 _SERVER_KEYS = frozenset(
-    {"host", "port", "state_dir", "db", "api_keys", "device_keys", "max_body", *_HTTP_KEYS}
+    {
+        "host",
+        "port",
+        "state_dir",
+        "db",
+        "api_keys",
+        "device_keys",
+        "max_body",
+        "storage_retry_after",
+        *_HTTP_KEYS,
+    }
 )
+
+
+def _seconds(server: dict[str, Any], key: str, default: float) -> float:
+    """A `[server]` key that is a positive finite number of seconds."""
+    value = server.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"[server].{key}: must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _http_limits(server: dict[str, Any]) -> H11Limits:

@@ -54,7 +54,9 @@ def make_kit(*, devices: int = 2, plan: FaultPlan | None = None, **config: objec
     """A `Kit` whose wall clock follows trio's clock (so MockClock drives JWT and activity ages)."""
     key = SigningKey.generate("SIMKEY0001", "LOCKSTEP01")
     cfg = SimulatorConfig(**config)  # type: ignore[arg-type]
-    registry = DeviceRegistry(bundle_id=cfg.bundle_id, rng=random.Random(7))
+    registry = DeviceRegistry(
+        bundle_id=cfg.bundle_id, rng=random.Random(7), max_active=cfg.max_active_activities
+    )
     kit = Kit(key=key, apns=None, server=None)  # type: ignore[arg-type]
     apns = FakeApns(
         cfg,

@@ -55,6 +55,7 @@ async def test_a_stream_updated_every_second_for_ten_minutes_shows_its_last_stat
     put_at: dict[int, float] = {}
     seen_at: dict[str, dict[int, float]] = {name: {} for name in PHONES}
     warnings: list[str | None] = []
+    states: list[set[str]] = []
     lag: dict[str, list[float]] = {}
     done = trio.Event()
     with trio.fail_after(3600):
@@ -78,6 +79,8 @@ async def test_a_stream_updated_every_second_for_ten_minutes_shows_its_last_stat
                     await trio.sleep_until(t0 + n)
                     put_at[n] = trio.current_time()
                     warnings.append((await h.service.live.stream(key, put(n))).warning)
+                    status = h.service.status.activity(activity_id)
+                    states.append({d.state for d in status.devices})
                 await trio.sleep(BOUND + 2 * POLL)
                 done.set()
             for name in PHONES:
@@ -100,6 +103,13 @@ async def test_a_stream_updated_every_second_for_ten_minutes_shows_its_last_stat
             assert warnings[:first] == [None] * first and 15 <= first <= 25
             assert warnings[-1] is not None and "budget low" in warnings[-1]
             assert warnings[first:].count(None) <= (UPDATES - first) // 120 + 1
+            # The status agrees with each answer: throttled while the answer warns, else live.
+            disagree = [
+                (n, w, s)
+                for n, (w, s) in enumerate(zip(warnings, states, strict=True))
+                if (w is None) != (s == {"live"}) or (w is not None) != (s == {"throttled"})
+            ]
+            assert not disagree, disagree[:5]
             ended_at = kit.now()
             await h.service.live.end_stream(key, None)
             await trio.sleep(BOUND)
@@ -108,6 +118,8 @@ async def test_a_stream_updated_every_second_for_ten_minutes_shows_its_last_stat
                 assert act is not None and act["state"] == "ended"
                 assert act["content_state"]["value"] == UPDATES
                 assert act["ended_at"] - ended_at <= BOUND
+            end_states = {d.state for d in h.service.status.activity(activity_id).devices}
+            assert end_states == {"ended"}  # an ended activity is never called throttled
 
 
 async def test_alerts_keep_priority_10_past_the_budget_and_the_answers_say_so(

@@ -85,6 +85,9 @@ environment = "sandbox"
             "environment",
         ),
         ("not toml [", "not valid TOML"),
+        ("[server]\nstorage_retry_after = 0\n", "[server].storage_retry_after"),
+        ("[server]\nstorage_retry_after = 'soon'\n", "[server].storage_retry_after"),
+        ("[live]\ntoken_timeout = -1\n", "[live].token_timeout"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -120,3 +123,10 @@ def test_a_key_in_both_scopes_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="separate scopes"):
         ensure_keys(s)
+
+
+def test_storage_retry_after_and_token_timeout_are_read(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).storage_retry_after == 5.0
+    text = "[server]\nstorage_retry_after = 12\n[live]\ntoken_timeout = 30\n"
+    s = load_settings(write(tmp_path, text), env={})
+    assert (s.storage_retry_after, s.live.token_timeout) == (12.0, 30.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.delivery.budget import BudgetState
 from engine.server.contract import errors
 from engine.server.service.state import Activity, Recipient, Registry
 from engine.server.service.status import DeliveryStatus, recipient_state
@@ -118,3 +119,61 @@ def test_pages_by_id_and_by_state() -> None:
     for state, limit, field in (("asleep", 10, "state"), (None, 0, "limit"), (None, 501, "limit")):
         with pytest.raises(errors.BadRequest, match=field):
             status.page(state, limit, None)
+
+
+@pytest.mark.parametrize(
+    ("crowded", "answered_at", "now", "state", "is_overdue"),
+    [
+        (False, 1000.0, 1120.0, "awaiting_token", False),  # exactly the timeout: not yet
+        (False, 1000.0, 1120.5, "awaiting_token", True),  # Allow never tapped
+        (True, 1000.0, 1100.0, "awaiting_token", False),  # full device, still in time
+        (True, 1000.0, 1121.0, "refused_limit", True),  # full device: iOS ignored the start
+        (True, None, 121.0, "refused_limit", True),  # after a restart: from the start (t=0)
+        (True, None, 119.0, "awaiting_token", False),
+    ],
+)
+def test_a_missing_update_token_is_overdue_after_the_timeout(
+    crowded: bool, answered_at: float | None, now: float, state: str, is_overdue: bool
+) -> None:
+    reg = Registry()
+    act = activity()
+    rec = recipient(token=None, sent=1)
+    rec.crowded, rec.last_at = crowded, answered_at
+    act.recipients = {"d1": rec}
+    reg.activities["a1"] = act
+    status = DeliveryStatus(reg, lambda: now, token_timeout=120.0)
+    (device,) = status.activity("a1").devices
+    assert (device.state, device.overdue) == (state, is_overdue)
+    assert device.waiting_since is not None
+    assert [a.activity_id for a in status.page(state, 10, None).activities] == ["a1"]
+    # Without a timeout nothing is ever overdue.
+    assert recipient_state(act, rec, now) == "awaiting_token"
+
+
+@pytest.mark.parametrize(
+    ("budget", "ended", "state"),
+    [
+        (BudgetState(20, low=False, spent=False), False, "live"),
+        (BudgetState(5, low=True, spent=False), False, "throttled"),
+        (BudgetState(0, low=True, spent=True), False, "throttled"),
+        (None, False, "live"),  # budgets off
+        (BudgetState(0, low=True, spent=True), True, "live"),  # an end is never held back
+    ],
+)
+def test_a_live_device_with_a_low_budget_is_throttled(
+    budget: BudgetState | None, ended: bool, state: str
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def budgets(activity_id: str, device_id: str) -> BudgetState | None:
+        asked.append((activity_id, device_id))
+        return budget
+
+    act = activity(ended=ended)
+    rec = recipient(sent=1)
+    act.recipients = {"d1": rec}
+    assert recipient_state(act, rec, 1.0, budget=budgets) == state
+    assert asked == ([] if ended else [("a1", "d1")])
+    status = DeliveryStatus(Registry(), lambda: 1.0, budget=budgets)
+    (device,) = status._status(act, 1.0).devices
+    assert (device.state, device.waiting_since, device.overdue) == (state, None, False)

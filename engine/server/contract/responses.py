@@ -181,7 +181,16 @@ class ActivityTokenAccepted(_Reply, kw_only=True):
     released: int
 
 
-RecipientState = Literal["starting", "awaiting_token", "live", "ended", "dismissed", "dead"]
+RecipientState = Literal[
+    "starting",
+    "awaiting_token",
+    "refused_limit",
+    "live",
+    "throttled",
+    "ended",
+    "dismissed",
+    "dead",
+]
 RECIPIENT_STATES: Final[tuple[RecipientState, ...]] = get_args(RecipientState)
 """Every recipient state, in the order a device goes through them."""
 
@@ -191,10 +200,13 @@ class RecipientStatus(_Reply, kw_only=True):
 
     `starting`: the push-to-start is not confirmed by APNs yet; `awaiting_token`: APNs accepted
     it, but the device never reported the activity's update token (it may not show the activity:
-    a spent push-to-start budget, the user not tapping Allow); `live`: the device has an update
-    token (`confirmed_version` says which content it last had confirmed); `ended`: its end was
-    confirmed; `dismissed`: ended and past its dismissal time; `dead`: its token no longer works,
-    nothing more is sent.
+    a spent push-to-start budget, the user not tapping Allow; `overdue` once it waited past
+    `[live] token_timeout`); `refused_limit`: overdue, and the device was at its Live Activity
+    limit when the start went out (iOS ignores a start past the limit); `live`: the device has an
+    update token (`confirmed_version` says which content it last had confirmed); `throttled`:
+    live, but the device's priority-10 budget is low or spent, so routine updates go at priority 5
+    and iOS shows them late; `ended`: its end was confirmed; `dismissed`: ended and past its
+    dismissal time; `dead`: its token no longer works, nothing more is sent.
     """
 
     device_id: str
@@ -213,6 +225,14 @@ class RecipientStatus(_Reply, kw_only=True):
         Meta(description="APNs's reason with that answer, or why a push ended without one."),
     ] = None
     last_at: Annotated[str | None, Meta(description="When that answer came (ISO-8601 UTC).")] = None
+    waiting_since: Annotated[
+        str | None,
+        Meta(description="awaiting_token / refused_limit: since when (ISO-8601 UTC)."),
+    ] = None
+    overdue: Annotated[
+        bool,
+        Meta(description="The update token is later than `[live] token_timeout` allows."),
+    ] = False
 
 
 class ActivityStatus(_Reply, kw_only=True):

@@ -77,11 +77,19 @@ class LiveConfig:
     default_dismiss_minutes: int = 3  # the contract's default for `auto_dismiss_minutes`
     device_limit: int = 5  # Live Activities one iPhone shows at once (apns.md §6 simulator model)
     limit_policy: str = END_OLDEST  # or REFUSE: what a start does on a device at its limit
+    # How long a started activity may wait for its update token before the status calls it
+    # overdue and the server reports it (the user never tapped Allow, apns.md §6) (s).
+    token_timeout: float = 120.0
 
     def __post_init__(self) -> None:
-        """Refuse a limit or policy that cannot work, naming the key."""
+        """Refuse a limit, policy or timeout that cannot work, naming the key."""
         if self.device_limit < 1:
             raise ConfigError(f"[live].device_limit must be at least 1, not {self.device_limit}")
+        if not 0 < self.token_timeout < float("inf"):
+            raise ConfigError(
+                f"[live].token_timeout must be a positive number of seconds, "
+                f"not {self.token_timeout!r}"
+            )
         if self.limit_policy not in (END_OLDEST, REFUSE):
             raise ConfigError(
                 f"[live].limit_policy must be {END_OLDEST!r} or {REFUSE!r}, "
@@ -213,6 +221,10 @@ class LiveActivities:
             notified, queued, errs = await self._settle(sent)
             reply.devices_notified, reply.devices_queued = notified, queued
             reply.errors = errs or None
+            # As of the answer, like the counts (the push may have spent budget meanwhile).
+            act = self._reg.activities.get(reply.activity_id or "")
+            if act is not None:
+                reply.warning = self._warning(act)
         return reply
 
     async def _stream_locked(
@@ -257,7 +269,6 @@ class LiveActivities:
                 operation="updated",
                 stream_key=stream_key,
                 activity_id=act.row.activity_id,
-                warning=self._warning(act),
                 timestamp=models.iso(now),
             )
         channels = _channels(req)
@@ -353,7 +364,7 @@ class LiveActivities:
                 + (f" (channels: {', '.join(channels)})" if channels else ""),
                 effective_channel_slugs=list(channels) or self._reg.all_channels(),
             )
-        ended = self._make_room(devices, replacing)
+        ended, crowded = self._make_room(devices, replacing)
         row = ActivityRow(
             activity_id=self._new_id(),
             stream_key=stream_key,
@@ -380,6 +391,9 @@ class LiveActivities:
             undo.row(old.row)
             _end_now(old, now)
             ops.append(PutActivity(old.row))
+        # A device whose room was made by ending older activities may still show them when the
+        # start reaches it (their ends travel on other lanes): iOS then ignores the start
+        # (apns.md §6). Remembered so an update token that never comes reads `refused_limit`.
         for device in devices:
             rec = RecipientRow(
                 activity_id=row.activity_id,
@@ -390,7 +404,7 @@ class LiveActivities:
                 sent_version=0,
                 dead=False,
             )
-            act.recipients[device.device_id] = Recipient(rec)
+            act.recipients[device.device_id] = Recipient(rec, crowded=device.device_id in crowded)
             ops.append(PutRecipient(rec))
         undo.entry(self._reg.activities, row.activity_id)
         self._reg.activities[row.activity_id] = act
@@ -404,13 +418,13 @@ class LiveActivities:
 
     def _make_room(
         self, devices: Sequence[DeviceRow], replacing: Activity | None
-    ) -> list[Activity]:
+    ) -> tuple[list[Activity], set[str]]:
         """Apply the limit policy to the devices a start targets (iOS shows at most
         `device_limit` Live Activities per device and ignores a start past it, apns.md §6).
 
         `refuse`: 429 `live_activity_limit` before anything is stored. `end_oldest`: the
         activities to end, each full device's least recently updated ones, so that every device
-        shows the new one. Nothing is changed here.
+        shows the new one, and the devices that were full. Nothing is changed here.
         """
         limit = self._cfg.device_limit
         full: dict[str, list[Activity]] = {}
@@ -419,7 +433,7 @@ class LiveActivities:
             if len(live) >= limit:
                 full[device.device_id] = live
         if not full:
-            return []
+            return [], set()
         if self._cfg.limit_policy == REFUSE:
             raise errors.ActivityLimit(
                 f"{len(full)} of the {len(devices)} targeted devices already show {limit} Live "
@@ -434,7 +448,7 @@ class LiveActivities:
             oldest = sorted(live, key=lambda a: (a.row.updated_at, a.row.activity_id))
             for act in oldest[: len(live) - limit + 1]:
                 ended[act.row.activity_id] = act
-        return list(ended.values())
+        return list(ended.values()), set(full)
 
     def _apply(
         self,

@@ -27,7 +27,7 @@ from engine.server.service.devices import Devices
 from engine.server.service.live import LiveActivities, LiveConfig
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
-from engine.server.service.status import DeliveryStatus
+from engine.server.service.status import DeliveryStatus, overdue
 from engine.server.service.undo import StoreGuard
 from engine.server.store.base import Store, StoreError
 from engine.server.store.records import DeleteActivity, Op
@@ -82,8 +82,14 @@ class Service:
             registry, self.guard, self.outbox, config=config.live, wall_clock=wall_clock
         )
         self.devices = Devices(registry, self.guard, self.outbox, wall_clock=wall_clock)
-        self.status = DeliveryStatus(registry, wall_clock)
+        self.status = DeliveryStatus(
+            registry,
+            wall_clock,
+            token_timeout=config.live.token_timeout,
+            budget=engine.budget,
+        )
         self.recovered = 0
+        self.tokens_overdue = 0  # started activities reported without an update token in time
         self.started_at = wall_clock()
 
     def health(self) -> dict[str, Any]:
@@ -115,6 +121,7 @@ class Service:
             "recipients_marked_dead": self.outbox.marked_dead,
             "recipient_writes_pending": self.outbox.dirty,
             "recovered_pushes": self.recovered,
+            "update_tokens_overdue": self.tokens_overdue,
             "store_write_failures": self.guard.failed_writes,
             "store_failing": float(self.guard.failure is not None),  # what /healthz reports
         }
@@ -134,6 +141,39 @@ class Service:
         for act in gone:
             self.registry.activities.pop(act.row.activity_id, None)
         return len(gone)
+
+    def report_overdue(self) -> int:
+        """Log, once each, the started activities whose update token is later than
+        `[live] token_timeout` allows (the user never tapped Allow, or iOS ignored the start on
+        a full device); return how many were newly reported."""
+        now, timeout = self._wall(), self.config.live.token_timeout
+        found = 0
+        for act in self.registry.activities.values():
+            late = [
+                rec
+                for rec in act.recipients.values()
+                if not rec.overdue_reported and overdue(act, rec, now, timeout)
+            ]
+            for rec in late:
+                rec.overdue_reported = True
+            if late:
+                found += len(late)
+                devices = ", ".join(sorted(r.row.device_id for r in late))
+                log.warning(
+                    "activity %s: no update token from %s %.0f s after APNs accepted the start "
+                    "(the user may not have tapped Allow, or the device was at its Live Activity "
+                    "limit)",
+                    act.row.activity_id,
+                    devices,
+                    timeout,
+                )
+        self.tokens_overdue += found
+        return found
+
+    async def _report_overdue_forever(self) -> None:
+        while True:
+            await trio.sleep(min(self.config.live.token_timeout / 2, self.config.sweep_interval))
+            self.report_overdue()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -170,6 +210,7 @@ async def open_service(
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
         nursery.start_soon(service._sweep_forever)
+        nursery.start_soon(service._report_overdue_forever)
         nursery.start_soon(service.guard.heal_forever)
         try:
             yield service

@@ -31,6 +31,10 @@ class Recipient:
     last_status: int | None = None  # APNs's HTTP status; None: no answer (a local refusal)
     last_reason: str | None = None  # APNs's reason, or what ended the push without one
     last_at: float | None = None
+    # The device was at its Live Activity limit when this start was made (older activities were
+    # ended to make room, apns.md §6); in memory only, like the last answer.
+    crowded: bool = False
+    overdue_reported: bool = False  # the missing update token was reported once (the sweeper)
 
 
 @dataclass(slots=True)
