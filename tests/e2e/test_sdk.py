@@ -215,6 +215,29 @@ def assert_delivered(reply: Any) -> None:
     assert notified + queued == DEVICES, (notified, queued)
 
 
+_ALIVE = {"starting", "awaiting_token", "live", "throttled"}
+
+
+def check_status(server: LiveServer, reply: Any, *, after: int, ended: bool) -> int:
+    """The delivery status right after a call agrees with the call's answer: one entry per
+    phone, a newer version than `after`, every phone counted as notified already has that
+    version confirmed, none failed. Returns the version."""
+    status, body = http_json(
+        "GET", f"{server.api_base}/live-activity/{reply.activity_id}", key=API_KEY
+    )
+    assert status == 200, body
+    assert body["activity_id"] == reply.activity_id and body["ended"] is ended
+    assert body["version"] > after, (body["version"], after)
+    devices = body["devices"]
+    assert len(devices) == DEVICES, devices
+    allowed = _ALIVE | {"ended"} if ended else _ALIVE
+    assert all(d["state"] in allowed for d in devices), devices
+    current = sum(d["current"] and d["confirmed_version"] == body["version"] for d in devices)
+    assert current >= (reply.devices_notified or 0), (current, reply.devices_notified, devices)
+    version: int = body["version"]
+    return version
+
+
 def wait_ended(server: LiveServer, activity_id: str, expected: dict[str, Any]) -> None:
     """Poll the control API until every device shows `activity_id` ended with `expected`."""
 
@@ -270,28 +293,38 @@ def test_stream_and_id_lifecycles_reach_the_lock_screens(
     assert started.activity_id and started.tags == ["e2e"]
     assert_delivered(started)
     stream_id = started.activity_id
+    version = check_status(server, started, after=0, ended=False)
     updated = live.stream(key, content_state=second)
     assert (updated.operation, updated.activity_id) == ("updated", stream_id)
     assert_delivered(updated)
+    version = check_status(server, updated, after=version, ended=False)
     ended = live.end_stream(key, content_state=last)
     assert (ended.operation, ended.activity_id, ended.stream_key) == ("ended", stream_id, key)
     assert not ended.ignored
     assert_delivered(ended)
+    check_status(server, ended, after=version, ended=True)
 
     # By id: start, update with only what changes, end with only what changes.
     start = live.start(content_state={**case["start"], "type": type_}, action=action)
     assert_delivered(start)
     activity_id = start.activity_id
     assert activity_id and activity_id != stream_id
+    version = check_status(server, start, after=0, ended=False)
     update = live.update(activity_id=activity_id, content_state=case["update"])
     assert update.activity_id == activity_id
     assert_delivered(update)
+    version = check_status(server, update, after=version, ended=False)
     end = live.end(activity_id=activity_id, content_state=case["end"])
     assert end.activity_id == activity_id and not end.ignored
     assert_delivered(end)
+    check_status(server, end, after=version, ended=True)
 
     wait_ended(server, stream_id, shown_state(type_, last, None))
     wait_ended(server, activity_id, expected_by_id(type_))
+    for shown_id in (stream_id, activity_id):
+        status, body = http_json("GET", f"{server.api_base}/live-activity/{shown_id}", key=API_KEY)
+        assert status == 200, body
+        assert [(d["state"], d["current"]) for d in body["devices"]] == [("ended", True)] * DEVICES
 
 
 def test_server_side_fields_never_reach_the_device(
