@@ -39,7 +39,8 @@ HOST = "127.0.0.1"
 PHONES = 3
 
 
-def _call(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+def call(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """One API call with the bench key: (status, decoded JSON body or None)."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Authorization", f"Bearer {API_KEY}")
@@ -62,6 +63,7 @@ class Load:
         self.accepted: dict[str, int] = {}
         self.sent: dict[str, int] = {}
         self.calls = self.cut = 0
+        self.statuses: dict[int, int] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -74,7 +76,7 @@ class Load:
                 self.sent[key] = self.value
                 state = {"title": key, "type": "value", "value": self.value}
                 try:
-                    status, _ = _call(
+                    status, _ = call(
                         "PUT", f"{self.api}/live-activity/stream/{key}", {"content_state": state}
                     )
                 except (urllib.error.URLError, OSError):
@@ -82,24 +84,30 @@ class Load:
                     time.sleep(0.05)  # the server is down: keep trying until the restart
                     continue
                 self.calls += 1
+                self.statuses[status] = self.statuses.get(status, 0) + 1
                 if status == 200:
                     self.accepted[key] = self.value
 
 
-def _start(folder: Path, port: int, control: int) -> subprocess.Popen[bytes]:
+def start_server(
+    folder: Path, port: int, control: int, state: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`lockstep serve` in simulate mode on `port`, its state in `state` (default
+    `folder/state`), its output in `folder/server.log`."""
     config = folder / "lockstep.toml"
     config.write_text(
         f'[server]\napi_keys = ["{API_KEY}"]\ndevice_keys = ["{DEVICE_KEY}"]\n'
         f"[simulate]\ndevices = {PHONES}\ncontrol_port = {control}\n"
     )
     cmd = [sys.executable, "-m", "engine.cli.main", "serve", "--config", str(config)]
-    cmd += ["--port", str(port), "--state-dir", str(folder / "state")]
+    cmd += ["--port", str(port), "--state-dir", str(state or folder / "state")]
     log = (folder / "server.log").open("ab")  # a file, not a pipe nobody drains
     return subprocess.Popen(cmd, stdout=log, stderr=log)
 
 
-def _verdict(control: int, load: Load) -> tuple[int, int, dict[str, Any]]:
-    """(lost final states, order violations, what each phone shows per stream)."""
+def verdict(control: int, load: Load) -> tuple[int, int, dict[str, Any]]:
+    """(lost final states, order violations, what each phone shows per stream: the value, or
+    None when the phone does not show it)."""
     with urllib.request.urlopen(f"http://{HOST}:{control}/devices", timeout=5.0) as answer:
         devices = json.loads(answer.read())["devices"]
     shown: dict[str, Any] = {}
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     kills: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        proc = _start(folder, port, control)
+        proc = start_server(folder, port, control)
         load = Load(f"http://{HOST}:{port}/api", args.streams)
         thread = threading.Thread(target=load.run, daemon=True)
         try:
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 before = (load.calls, load.cut)
                 os.kill(proc.pid, signal.SIGKILL)  # mid-load: no drain, no last save
                 proc.wait(30)
-                proc = _start(folder, port, control)
+                proc = start_server(folder, port, control)
                 wait_up(port, proc)
                 kills.append(
                     {"calls_before": before[0], "refused_while_down": load.cut - before[1]}
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             thread.join(30)
             deadline = time.monotonic() + args.settle
             while True:
-                lost, violations, shown = _verdict(control, load)
+                lost, violations, shown = verdict(control, load)
                 if lost == 0 or time.monotonic() > deadline:
                     break
                 time.sleep(1.0)
