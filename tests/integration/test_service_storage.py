@@ -280,19 +280,20 @@ async def play(steps: list[Step]) -> None:
             phones = kit.apns.registry.snapshot(kit.now())
             ids: list[str] = []
             pending: list[TokenReport] = []
-            cause = "read-only"
+            full = read_only = False
             for n, (kind, i, v) in enumerate(steps):
                 value = n * 10 + v
                 call: Callable[[], Awaitable[Any]] | None = None
                 if kind == "full":
                     set_full(h.store, True)
-                    cause = "disk full"
+                    full = True
                 elif kind == "read_only":
                     set_read_only(h.store, True)
-                    cause = "read-only"
+                    read_only = True
                 elif kind == "heal":
                     set_full(h.store, False)
                     set_read_only(h.store, False)
+                    full = read_only = False
                 elif kind == "stream":
                     call = partial(live.stream, f"k{i}", req(models.StreamRequest, value))
                 elif kind == "end_stream":
@@ -320,6 +321,8 @@ async def play(steps: list[Step]) -> None:
                 elif kind == "wait":
                     await trio.sleep(v * 3)
                 if call is not None:
+                    # A read-only database refuses a write before it needs a page: that cause wins.
+                    cause = "read-only" if read_only or not full else "disk full"
                     try:
                         reply = await attempt(h, call, cause)
                     except errors.ApiError as exc:
