@@ -1,7 +1,7 @@
 """`lockstep serve`: parse the flags, load the settings, run the server until Ctrl-C or SIGTERM.
 
     lockstep serve [--config lockstep.toml] [--host 127.0.0.1] [--port 8787] [--db PATH]
-                   [--record traffic.jsonl]
+                   [--record traffic.jsonl] [--log-format text|json] [--no-access-log] [-v]
 
 The server itself is `engine.server.serve.open_server`; this module is only its command line.
 A start that fails on the setup (engine/server/startup.py: a port in use, a file that is not a
@@ -13,7 +13,6 @@ a recognised start-up failure, keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from dataclasses import replace
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from engine.server.logs import FORMATS, configure
 from engine.server.serve import banner, open_server
 from engine.server.settings import Settings, load_settings
 from engine.server.startup import failure_lines
@@ -37,10 +37,7 @@ async def _serve_until_signal(settings: Settings, started: list[bool]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(verbose=args.verbose, fmt=args.log_format or "text", access=False)
     started: list[bool] = []  # set once the server is up: later failures are not start-ups
     try:
         settings = load_settings(
@@ -51,6 +48,11 @@ def _run(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             record=args.record,
         )
+        if args.log_format is not None:
+            settings = replace(settings, log_format=args.log_format)
+        if args.no_access_log:
+            settings = replace(settings, access_log=False)
+        configure(verbose=args.verbose, fmt=settings.log_format, access=settings.access_log)
         if args.devices is not None:
             settings = replace(settings, simulate=replace(settings.simulate, devices=args.devices))
         if args.fresh_simulator:
@@ -97,6 +99,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="FILE",
         help="write every accepted send call to FILE as JSON lines (never the keys)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help="log lines as text (the default) or one JSON object each",
+    )
+    p.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request (default: one)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     p.set_defaults(handler=_run)

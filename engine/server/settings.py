@@ -14,6 +14,8 @@
     idle_timeout = 60.0           # seconds a keep-alive connection may wait for its next request
     send_timeout = 30.0           # seconds for the client to take an answer
     storage_retry_after = 5       # `Retry-After` (s) of a 503 storage_unavailable
+    access_log = true             # one log line per request (--no-access-log turns it off)
+    log_format = "text"           # or "json" (--log-format): one JSON object per log line
 
     [apns]                        # leave out to run against the built-in simulator
     team_id = "ABCDE12345"
@@ -56,6 +58,7 @@ from typing import Any, Literal
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
 from engine.server.files import private_file
 from engine.server.http.h11server import H11Limits
+from engine.server.logs import FORMATS, LogFormat
 from engine.server.service.live import LiveConfig
 
 DEFAULT_STATE_DIR = Path("lockstep-data")
@@ -121,6 +124,8 @@ class Settings:
     device_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
     http: H11Limits = field(default_factory=H11Limits)  # the HTTP front's bounds ([server])
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 storage_unavailable (s)
+    access_log: bool = True  # one `lockstep.access` line per request (engine.server.logs)
+    log_format: LogFormat = "text"
 
     @property
     def db_path(self) -> Path:
@@ -171,6 +176,8 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         device_key_origin=_origin(env, "LOCKSTEP_DEVICE_KEY", path, "device_keys"),
         http=_http_limits(server),
         storage_retry_after=_seconds(server, "storage_retry_after", 5.0),
+        access_log=_flag(server, "access_log", True),
+        log_format=_log_format(server.get("log_format", "text")),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
@@ -230,9 +237,27 @@ _SERVER_KEYS = frozenset(
         "device_keys",
         "max_body",
         "storage_retry_after",
+        "access_log",
+        "log_format",
         *_HTTP_KEYS,
     }
 )
+
+
+def _flag(server: dict[str, Any], key: str, default: bool) -> bool:
+    """A `[server]` key that is true or false."""
+    value = server.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"[server].{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _log_format(value: Any) -> LogFormat:
+    """`[server].log_format`: one of `FORMATS`."""
+    for fmt in FORMATS:
+        if value == fmt:
+            return fmt
+    raise ConfigError(f"[server].log_format: must be one of {', '.join(FORMATS)}, got {value!r}")
 
 
 def _seconds(server: dict[str, Any], key: str, default: float) -> float:

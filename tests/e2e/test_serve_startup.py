@@ -8,6 +8,8 @@ a non-zero status and no traceback.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
 import re
@@ -131,12 +133,22 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_a_served_run_keeps_its_files_private_and_its_banner_free_of_keys(
-    tmp_path: Path,
-) -> None:
+class Serving:
+    """A `lockstep serve` child process, past its banner."""
+
+    def __init__(self, proc: subprocess.Popen[str], banner: list[str]) -> None:
+        self.proc, self.banner = proc, banner
+        self.stderr = ""  # all of it, once the server stopped
+        self.code: int | None = None
+
+
+@contextlib.contextmanager
+def serving(cwd: Path, *args: str) -> Iterator[Serving]:
+    """Run `lockstep serve *args` in `cwd` under a umask of 0 until its banner is out; stop it
+    with SIGINT after the block (its exit status and stderr are then on the `Serving`)."""
     proc = subprocess.Popen(
-        serve_command("--port", "0", "--record", "traffic.jsonl", "--devices", "1"),
-        cwd=tmp_path,
+        serve_command(*args),
+        cwd=cwd,
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -146,12 +158,32 @@ def test_a_served_run_keeps_its_files_private_and_its_banner_free_of_keys(
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
     deadline = time.monotonic() + TIMEOUT
+    run = Serving(proc, [])
     try:
-        banner: list[str] = []
-        while not any(line.startswith("    -d ") for line in banner):
+        while not any(line.startswith("    -d ") for line in run.banner):
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             assert line is not None, f"serve exited: {proc.wait(TIMEOUT)} {proc.stderr}"
-            banner.append(line)
+            run.banner.append(line)
+        yield run
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            run.code = proc.wait(TIMEOUT)
+        finally:
+            proc.kill()
+            proc.wait(TIMEOUT)
+            if proc.stderr is not None:
+                run.stderr = proc.stderr.read()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+def test_a_served_run_keeps_its_files_private_and_its_banner_free_of_keys(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path, "--port", "0", "--record", "traffic.jsonl", "--devices", "1") as run:
+        banner = run.banner
         text = "".join(banner)
         key = (tmp_path / "sd" / "api-key").read_text().strip()
         device_key = (tmp_path / "sd" / "device-key").read_text().strip()
@@ -188,17 +220,37 @@ def test_a_served_run_keeps_its_files_private_and_its_banner_free_of_keys(
         for name in ("api-key", "device-key", "lockstep.db", "lockstep.db-wal", "lockstep.db-shm"):
             assert mode(data / name) == 0o600, name
         assert mode(tmp_path / "traffic.jsonl") == 0o600
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(TIMEOUT)
-        finally:
-            proc.kill()
-            proc.wait(TIMEOUT)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-    assert code == 0
+    assert run.code == 0
+
+
+def test_json_logs_have_one_access_line_per_request_and_no_key(tmp_path: Path) -> None:
+    with serving(tmp_path, "--port", "0", "--log-format", "json", *QUIET) as run:
+        base = re.search(r"http://127\.0\.0\.1:\d+/api", "".join(run.banner))
+        assert base is not None, run.banner
+        key = (tmp_path / "sd" / "api-key").read_text().strip()
+        assert http_json("GET", f"{base.group(0)}/devices", key=key)[0] == 200
+        assert http_json("GET", f"{base.group(0)}/devices", key="lsk_not_a_key")[0] == 403
+        status, _ = http_json("GET", f"{base.group(0)}/live-activity/secret-customer", key=key)
+        assert status == 404
+    assert run.code == 0
+    assert key not in run.stderr and "lsk_not_a_key" not in run.stderr
+    assert "secret-customer" not in run.stderr  # a route template, never the path
+    records = [json.loads(line) for line in run.stderr.splitlines()]
+    access = [r for r in records if r["logger"] == "lockstep.access"]
+    assert [(r["method"], r["route"], r["status"]) for r in access] == [
+        ("GET", "/api/devices", 200),
+        ("GET", "/api/devices", 403),
+        ("GET", "/api/live-activity/{activity_id}", 404),
+    ]
+    assert all(r["duration_ms"] >= 0 and len(r["request_id"]) == 16 for r in access)
+
+
+def test_no_access_log_means_no_line_per_request(tmp_path: Path) -> None:
+    with serving(tmp_path, "--port", "0", "--no-access-log", *QUIET) as run:
+        base = re.search(r"http://127\.0\.0\.1:\d+/api", "".join(run.banner))
+        assert base is not None, run.banner
+        assert http_json("GET", f"{base.group(0)}/openapi.json")[0] == 200
+    assert run.code == 0 and "lockstep.access" not in run.stderr, run.stderr
 
 
 def _as_unprivileged() -> list[str] | None:

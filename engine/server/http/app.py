@@ -13,6 +13,9 @@ A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without 
 -> decode and validate (`contract.models.decode`, 400) -> the service. Every error body is
 `{"error": <code>, "message": <sentence>, ...}`; an unexpected exception is logged and answered
 with a bare 500, never a stack trace. API keys are compared in constant time and never logged.
+Every answer carries `X-Request-Id` (the client's, when sane); while the `lockstep.access`
+logger is enabled each request is logged once (`engine.server.logs`: route template, status,
+duration, request id; never the path, a header or a body).
 
 The route table is `http.routes.ENDPOINTS` (its vocabulary: `http.endpoint`); the service is
 anything that satisfies `http.seam.ApiService`. Neither imports this module.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ from engine.server.http.endpoint import JSON, Access, Context, Endpoint, Reply
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
 from engine.server.http.seam import ApiService
+from engine.server.logs import ACCESS, access, request_id
 
 __all__ = [
     "UNMATCHED",
@@ -149,7 +154,9 @@ class ApiApp:
         record: Record | None,
         record_reply: RecordReply | None = None,
         endpoints: Sequence[Endpoint] = ENDPOINTS,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self._clock = clock  # the access log's durations
         self.context = Context(service, metrics, msgspec.json.encode(openapi))
         self.max_body = max_body
         self.record = record
@@ -169,12 +176,17 @@ class ApiApp:
             return
         if scope["type"] != "http":
             return
+        logged = ACCESS.isEnabledFor(logging.INFO)
+        started = self._clock() if logged else 0.0
+        rid = request_id(_header(scope, b"x-request-id"))
         label = UNMATCHED
         try:
             endpoint, params = self._route(scope["method"], scope["path"])
             label = endpoint.template
             reply = await self._handle(endpoint, params, scope, receive)
         except _Disconnected:
+            if logged:  # 499, as nginx logs a client that left before its answer
+                self._access(scope, label, 499, started, rid)
             return
         except ApiError as exc:
             reply = Reply(exc.status, msgspec.json.encode(exc.body()), headers=_error_headers(exc))
@@ -182,7 +194,12 @@ class ApiApp:
             log.exception("unexpected error on %s %s", scope["method"], label)
             reply = Reply(500, b'{"error":"internal","message":"internal error"}')
         self.context.metrics.api_request(label, reply.status)
-        await _respond(send, reply)
+        await _respond(send, reply, rid)
+        if logged:
+            self._access(scope, label, reply.status, started, rid)
+
+    def _access(self, scope: Scope, label: str, status: int, started: float, rid: str) -> None:
+        access(scope["method"], label, status, self._clock() - started, rid, _client(scope))
 
     def _route(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]]:
         parts = path.split("/")[1:]
@@ -316,6 +333,20 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return out
 
 
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first `name` header of the request (lower-case), without building a dict."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _client(scope: Scope) -> str | None:
+    """The peer's address as the server saw it (a reverse proxy's, behind one)."""
+    client = scope.get("client")
+    return None if not client else str(client[0])
+
+
 def _error_headers(exc: ApiError) -> tuple[tuple[bytes, bytes], ...]:
     if isinstance(exc, Unauthorized):
         return ((b"www-authenticate", b"Bearer"),)
@@ -345,11 +376,12 @@ def _check_content_type(header: bytes | None, body: bytes) -> None:
     )
 
 
-async def _respond(send: Send, reply: Reply) -> None:
+async def _respond(send: Send, reply: Reply, rid: str) -> None:
     headers = [
         (b"content-type", reply.content_type),
         (b"content-length", str(len(reply.body)).encode()),
         (b"cache-control", b"no-store"),
+        (b"x-request-id", rid.encode()),
         *reply.headers,
     ]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
