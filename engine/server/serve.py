@@ -37,7 +37,7 @@ from engine.server.http.prom import PromMetrics
 from engine.server.http.server import bind_address, serve_http
 from engine.server.record import TrafficRecorder
 from engine.server.service import Service, ServiceConfig, open_service
-from engine.server.settings import Settings, ensure_keys
+from engine.server.settings import KeyOrigin, Settings, ensure_keys
 from engine.server.startup import (
     StartupError,
     check_state_dir,
@@ -192,6 +192,21 @@ async def open_server(
             gc.unfreeze()
 
 
+# Where the `lockstep` client commands look when told nothing (engine.cli.client, simulator.view):
+# the banner says how to point them elsewhere only when this server is elsewhere.
+_CLI_API_URL = "http://127.0.0.1:8787/api"
+_CLI_KEY_FILE = "lockstep-data/api-key"
+_CLI_CONTROL_URL = "http://127.0.0.1:8790"
+
+
+def _cli_environment(api_base: str, key: KeyOrigin) -> str:
+    """`LOCKSTEP_URL=... LOCKSTEP_API_KEY=...` for what the CLI would not find by itself."""
+    parts = [] if api_base == _CLI_API_URL else [f"LOCKSTEP_URL={api_base}"]
+    if key.kind == "file" and key.where != _CLI_KEY_FILE:
+        parts.append(f"LOCKSTEP_API_KEY={key.shell()}")
+    return " ".join(parts)
+
+
 def banner(running: Running) -> str:
     """What `lockstep serve` prints once it is up: where the keys are, never a key itself.
 
@@ -200,6 +215,7 @@ def banner(running: Running) -> str:
     """
     s = running.settings
     api_key = s.api_key_origin.shell()
+    control = running.simulator.control_url if running.simulator is not None else None
     lines = [
         f"Lockstep is serving the HTTP API at {running.api_base}",
         f"  API key: {s.api_key_origin.describe()}",
@@ -213,10 +229,14 @@ def banner(running: Running) -> str:
                 f"{s.simulate.devices} simulated iPhones"
             ),
             f"  simulator control API: {running.simulator.control_url}",
-            "  watch the lock screens: lockstep devices --watch",
+            "  watch the lock screens: lockstep devices --watch"
+            + ("" if control == _CLI_CONTROL_URL else f" --url {control}"),
         ]
     else:
         lines.append(f"  APNs: {s.endpoint.authority}")
+    cli = _cli_environment(running.api_base, s.api_key_origin)
+    if cli:
+        lines.append(f"  the CLI: export {cli}")
     if s.record is not None:
         lines.append(f"  recording accepted calls to {s.record} (replay: lockstep replay FILE)")
     if api_key is None:  # keys handed over in the config file: no file or variable to read

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -194,6 +195,34 @@ def test_the_banner_names_the_key_files_and_reads_the_key_from_them(tmp_path: Pa
     assert f"  device key (the iOS app's): in {state}/device-key\n" in text
     assert f"-H \"Authorization: Bearer $(cat '{state}/api-key')\"" in text
     assert "Try:\n" in text
+
+
+def test_on_other_ports_and_key_files_the_banner_points_the_cli_and_the_viewer_there(
+    tmp_path: Path,
+) -> None:
+    settings = ensure_keys(load_settings(None, env={}, state_dir=tmp_path / "sd"))
+    moved = replace(
+        running(settings),
+        api_base="http://127.0.0.1:9000/api",
+        simulator=SimpleNamespace(control_url="http://127.0.0.1:9001"),
+    )
+    text = banner(moved)
+    assert (
+        "  watch the lock screens: lockstep devices --watch --url http://127.0.0.1:9001\n" in text
+    )
+    assert (
+        "  the CLI: export LOCKSTEP_URL=http://127.0.0.1:9000/api "
+        f"LOCKSTEP_API_KEY=$(cat {tmp_path}/sd/api-key)\n"
+    ) in text
+    assert API_KEY not in text
+
+
+def test_on_the_defaults_the_banner_needs_no_cli_hint(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = ensure_keys(load_settings(None, env={}))
+    text = banner(running(settings))
+    assert "the CLI:" not in text
+    assert "  watch the lock screens: lockstep devices --watch\n" in text
 
 
 def test_keys_from_the_environment_are_named_by_variable(tmp_path: Path) -> None:
