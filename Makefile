@@ -21,8 +21,19 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(SERVE_STAMP)
 
+# `make run PORT=9000 HOST=0.0.0.0 CONFIG=lockstep.toml STATE_DIR=/var/lib/lockstep DEVICES=5
+# LOG_FORMAT=json`: each variable set becomes the `lockstep serve` flag of the same name;
+# ARGS="..." passes any other flags.
+RUN_FLAGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(HOST),--host $(HOST)) \
+	$(if $(PORT),--port $(PORT)) $(if $(STATE_DIR),--state-dir $(STATE_DIR)) \
+	$(if $(DB),--db $(DB)) $(if $(DEVICES),--devices $(DEVICES)) \
+	$(if $(SIM_CONTROL_PORT),--sim-control-port $(SIM_CONTROL_PORT)) \
+	$(if $(LOG_FORMAT),--log-format $(LOG_FORMAT)) $(ARGS)
+
 run: $(SERVE_STAMP)
-	$(BIN)/lockstep serve
+	@echo "lockstep is installed in $(BIN); to run its commands from this shell:"
+	@echo "    source $(VENV)/bin/activate"
+	$(BIN)/lockstep serve $(strip $(RUN_FLAGS))
 
 simulator: $(SERVE_STAMP)
 	$(BIN)/lockstep simulator --devices 3 --apns-dir ./apns-out

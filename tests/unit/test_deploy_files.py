@@ -1,0 +1,57 @@
+"""The files an operator copies (`deploy/`): the example `lockstep.toml` names every setting
+with its true default and loads as is; the systemd unit runs a command line that parses."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+from engine.cli.main import build_parser
+from engine.config import DeliveryConfig
+from engine.server.service.live import LiveConfig
+from engine.server.settings import _SERVER_KEYS, SimulateSettings, load_settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+APNS_KEYS = ("team_id", "key_id", "key_path", "bundle_id", "environment", "port")
+
+
+def _keys_in(text: str, section: str) -> set[str]:
+    """The keys written (set or commented out) under `[section]` of the example."""
+    block = re.split(r"^#? ?\[", text, flags=re.MULTILINE)
+    body = next(b for b in block if b.startswith(section + "]"))
+    return set(re.findall(r"^#? ?(\w+) =", body, flags=re.MULTILINE))
+
+
+def test_the_example_config_names_every_setting() -> None:
+    text = (DEPLOY / "lockstep.toml").read_text()
+    expected = {
+        "server": set(_SERVER_KEYS),
+        "apns": set(APNS_KEYS),
+        "delivery": {f.name for f in dataclasses.fields(DeliveryConfig)},
+        "live": {f.name for f in dataclasses.fields(LiveConfig)},
+        "simulate": {f.name for f in dataclasses.fields(SimulateSettings)},
+    }
+    for section, keys in expected.items():
+        assert _keys_in(text, section) == keys, section
+
+
+def test_the_example_config_loads_and_holds_the_defaults(tmp_path: Path) -> None:
+    loaded = load_settings(DEPLOY / "lockstep.toml", env={})
+    default = load_settings(None, env={})
+    assert loaded.simulated  # [apns] is commented out: simulate mode
+    for name in ("delivery", "live", "simulate", "http", "host", "port", "state_dir", "db"):
+        assert getattr(loaded, name) == getattr(default, name), name
+    for name in ("max_body", "storage_retry_after", "access_log", "log_format"):
+        assert getattr(loaded, name) == getattr(default, name), name
+
+
+def test_the_systemd_unit_runs_a_command_line_lockstep_accepts() -> None:
+    unit = (DEPLOY / "lockstep.service").read_text()
+    [line] = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    argv = shlex.split(line.removeprefix("ExecStart="))
+    assert argv[0].endswith("/bin/lockstep")
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "serve" and args.config == Path("/etc/lockstep/lockstep.toml")
+    assert "UMask=0077" in unit  # files it creates stay private
