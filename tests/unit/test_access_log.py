@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from engine.server.logs import ACCESS, JsonFormatter, TextFormatter, configure, request_id
+from tests.helpers.asgikit import make, must
 from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, STREAM_BODY
-from tests.unit.test_http_app import make, must
 
 
 class Keep(logging.Handler):
