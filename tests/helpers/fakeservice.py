@@ -2,7 +2,8 @@
 
 `FakeService` satisfies `engine.server.http.seam.ApiService` (mypy checks it wherever a test
 hands one to `create_app`): it records every call as `(name, *arguments)` and answers with fixed
-contract models, or raises `fail` when a test sets it. The tests of the ASGI app, of the lean
+contract models, or raises `fail` when a test sets it. The calling key's scope of each Live
+Activities call goes to `scopes`, in the same order. The tests of the ASGI app, of the lean
 HTTP/1.1 server and of hypercorn share it with the keys and bodies below.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.server.contract import errors, models
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = [
     "ACTIVITY_BODY",
@@ -58,6 +60,7 @@ class FakeService:
     """Records every call; raises `fail` (if set) instead of answering."""
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
+    scopes: list[KeyScope] = field(default_factory=list)  # the key scope of each live call
     fail: BaseException | None = None
     healthy: bool = True
     # Set in `__post_init__`; they point back here, so they stay out of repr and ==.
@@ -91,34 +94,47 @@ class FakeLive:
 
     svc: FakeService
 
-    async def stream(self, key: str, req: models.StreamRequest) -> models.StreamPutResponse:
+    async def stream(
+        self, key: str, req: models.StreamRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.StreamPutResponse:
         """Always `started`."""
+        self.svc.scopes.append(scope)
         self.svc.called("stream", key, req)
         return models.StreamPutResponse(
             success=True, operation="started", stream_key=key, activity_id="act-1", timestamp=TS
         )
 
     async def end_stream(
-        self, key: str, req: models.StreamDeleteRequest | None
+        self, key: str, req: models.StreamDeleteRequest | None, scope: KeyScope = FULL_ACCESS, /
     ) -> models.StreamDeleteResponse:
         """Always `ended`."""
+        self.svc.scopes.append(scope)
         self.svc.called("end_stream", key, req)
         return models.StreamDeleteResponse(
             success=True, operation="ended", stream_key=key, timestamp=TS
         )
 
-    async def start(self, req: models.StartRequest) -> models.StartResponse:
+    async def start(
+        self, req: models.StartRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.StartResponse:
         """Started as `act-1`."""
+        self.svc.scopes.append(scope)
         self.svc.called("start", req)
         return models.StartResponse(success=True, activity_id="act-1", timestamp=TS)
 
-    async def update(self, req: models.UpdateRequest) -> models.UpdateResponse:
+    async def update(
+        self, req: models.UpdateRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.UpdateResponse:
         """Updated."""
+        self.svc.scopes.append(scope)
         self.svc.called("update", req)
         return models.UpdateResponse(success=True, activity_id=req.activity_id, timestamp=TS)
 
-    async def end(self, req: models.EndRequest) -> models.EndResponse:
+    async def end(
+        self, req: models.EndRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.EndResponse:
         """Ended."""
+        self.svc.scopes.append(scope)
         self.svc.called("end", req)
         return models.EndResponse(success=True, activity_id=req.activity_id, timestamp=TS)
 

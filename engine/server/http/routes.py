@@ -3,7 +3,8 @@
 `http.app` routes requests with it and `http.openapi` documents it, so the served routes and the
 OpenAPI document cannot drift apart. Handlers decode the body with `contract.models.decode`
 (400 on any violation) and call the service through the typed seam (`http.seam.ApiService`,
-reached as `ctx.service`); errors are `ApiError`s that the app turns into JSON answers.
+reached as `ctx.service`); errors are `ApiError`s that the app turns into JSON answers. Every
+send hands the service `ctx.key`, the calling key's scope (see `http.endpoint`).
 """
 
 from __future__ import annotations
@@ -37,26 +38,29 @@ async def _stream_put(ctx: Context, params: Mapping[str, str], body: bytes) -> R
     key = params["stream_key"]
     models.check_stream_key(key)
     req = models.decode(models.StreamRequest, body)
-    return _json(await ctx.service.live.stream(key, req))
+    return _json(await ctx.service.live.stream(key, req, ctx.key))
 
 
 async def _stream_delete(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     key = params["stream_key"]
     models.check_stream_key(key)
     req = models.decode(models.StreamDeleteRequest, body) if body.strip() else None
-    return _json(await ctx.service.live.end_stream(key, req))
+    return _json(await ctx.service.live.end_stream(key, req, ctx.key))
 
 
 async def _start(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await ctx.service.live.start(models.decode(models.StartRequest, body)))
+    req = models.decode(models.StartRequest, body)
+    return _json(await ctx.service.live.start(req, ctx.key))
 
 
 async def _update(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await ctx.service.live.update(models.decode(models.UpdateRequest, body)))
+    req = models.decode(models.UpdateRequest, body)
+    return _json(await ctx.service.live.update(req, ctx.key))
 
 
 async def _end(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await ctx.service.live.end(models.decode(models.EndRequest, body)))
+    req = models.decode(models.EndRequest, body)
+    return _json(await ctx.service.live.end(req, ctx.key))
 
 
 async def _status(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:

@@ -8,7 +8,8 @@ structurally (mypy checks that where `create_app` is called). Tests hand it a fa
 Every argument and answer is a contract model (`engine.server.contract.models`): requests are
 decoded and validated before a route calls the service, and answers are encoded as they are.
 Parameters are positional-only because the routes pass them positionally: an implementation
-may name them as it likes.
+may name them as it likes. Every call that sends takes the calling key's `KeyScope` last
+(`Context.key`, see `http.endpoint`); it defaults to scope `all` for in-process callers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from engine.server.contract import models
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = ["ApiService", "DeviceApi", "LiveApi", "StatusApi"]
 
@@ -25,26 +27,36 @@ class LiveApi(Protocol):
     """The Live Activities calls of the send routes (`/api/live-activity/...`)."""
 
     async def stream(
-        self, stream_key: str, req: models.StreamRequest, /
+        self, stream_key: str, req: models.StreamRequest, scope: KeyScope = FULL_ACCESS, /
     ) -> models.StreamPutResponse:
         """`PUT /api/live-activity/stream/{stream_key}`: start, update, skip or rotate."""
         ...
 
     async def end_stream(
-        self, stream_key: str, req: models.StreamDeleteRequest | None, /
+        self,
+        stream_key: str,
+        req: models.StreamDeleteRequest | None,
+        scope: KeyScope = FULL_ACCESS,
+        /,
     ) -> models.StreamDeleteResponse:
         """`DELETE /api/live-activity/stream/{stream_key}`; `req` is None without a body."""
         ...
 
-    async def start(self, req: models.StartRequest, /) -> models.StartResponse:
+    async def start(
+        self, req: models.StartRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.StartResponse:
         """`POST /api/live-activity/start`."""
         ...
 
-    async def update(self, req: models.UpdateRequest, /) -> models.UpdateResponse:
+    async def update(
+        self, req: models.UpdateRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.UpdateResponse:
         """`POST /api/live-activity/update`."""
         ...
 
-    async def end(self, req: models.EndRequest, /) -> models.EndResponse:
+    async def end(
+        self, req: models.EndRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.EndResponse:
         """`POST /api/live-activity/end`."""
         ...
 
