@@ -257,7 +257,7 @@ class KeyFile:
         with self.locked():
             keys = self.read()
             if name in reserved or any(k.name == name for k in keys):
-                where = "lockstep.toml" if name in reserved else str(self.path)
+                where = "the config file" if name in reserved else str(self.path)
                 raise ConfigError(f"a key named {name!r} already exists (in {where})")
             key = new_key()
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -279,12 +279,16 @@ class KeyFile:
 # -- the server's view -----------------------------------------------------------------------------
 
 
-def _identity(path: Path) -> tuple[int, int, int, int] | None:
+_Identity = tuple[int, int, int, int, int]
+
+
+def _identity(path: Path) -> _Identity | None:
+    """What changes whenever the file is replaced or written (a rename changes the ctime)."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class KeyRing:
@@ -306,7 +310,7 @@ class KeyRing:
         self._fixed = tuple(fixed + [(k.digest.encode(), k.scope) for k in named])
         self._reserved = frozenset(k.name for k in named)
         self._file = file
-        self._seen: tuple[int, int, int, int] | None = None
+        self._seen: _Identity | None = None
         self._from_file: tuple[tuple[bytes, KeyScope], ...] = ()
         if file is not None:
             tighten_all(file.path)  # a key file someone opened up is made private (and logged)
@@ -332,7 +336,7 @@ class KeyRing:
         if seen != self._seen:
             self._load(self._file, seen, strict=False)
 
-    def _load(self, file: KeyFile, seen: tuple[int, int, int, int] | None, *, strict: bool) -> None:
+    def _load(self, file: KeyFile, seen: _Identity | None, *, strict: bool) -> None:
         self._seen = seen
         try:
             keys = file.read()
