@@ -21,9 +21,9 @@ from engine.server.http.app import ApiApp, create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
 from engine.server.keys import KeyFile, KeyRing, NamedKey, hash_key
+from tests.helpers.asgicall import Reply, call
 from tests.helpers.servicekit import Harness, open_harness
 from tests.helpers.simkit import make_kit
-from tests.unit.test_http_app import Reply, call
 
 ALL_KEY = "lsk_all_key_0123456789abcdef"
 OPS_KEY = "lsk_ops_key_0123456789abcdef"

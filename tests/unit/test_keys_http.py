@@ -17,6 +17,7 @@ from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
 from engine.server.keys import KeyFile, KeyRing, NamedKey, hash_key
+from tests.helpers.asgicall import call
 from tests.helpers.fakeservice import (
     ACTIVITY_BODY,
     DEVICE_BODY,
@@ -26,7 +27,6 @@ from tests.helpers.fakeservice import (
     STREAM_BODY,
     FakeService,
 )
-from tests.unit.test_http_app import call
 
 OPS_KEY = "lsk_ops_key_0123456789abcdef"
 OPS = KeyScope.restricted_to("ops-bot", ["ops"])
