@@ -148,6 +148,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"lockstep keys: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the state directory or key file cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"lockstep keys: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -65,6 +65,7 @@ KEY_FILE_NAME: Final = "api-keys.json"
 """The key file `lockstep keys` edits, in the server's state directory."""
 DEFAULT_NAME: Final = "default"
 """The name of the default API key(s); no named key may take it."""
+_STATE_DIR_MODE: Final = 0o700  # a state directory the CLI creates is as private as serve's
 _PREFIX: Final = "sha256:"
 _DOMAIN: Final = b"lockstep-api-key\x00"  # a digest of a key is never a digest of anything else
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -220,7 +221,7 @@ class KeyFile:
 
     def write(self, keys: Sequence[NamedKey]) -> None:
         """Replace the file's content atomically (0600 temporary, fsync, rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=_STATE_DIR_MODE)
         data = json.dumps({"keys": [k.to_json() for k in keys]}, indent=2) + "\n"
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
@@ -239,7 +240,7 @@ class KeyFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the key file's lock (`api-keys.json.lock`) so two edits never lose one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=_STATE_DIR_MODE)
         lock = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
         try:

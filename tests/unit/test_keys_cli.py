@@ -118,3 +118,17 @@ def test_scope_of_reads_the_channels_flag() -> None:
 def test_keys_without_an_action_prints_usage(capsys: Capture) -> None:
     assert keys() == 2
     assert "create" in capsys.readouterr().out
+
+
+def test_a_new_state_dir_is_private_and_an_unwritable_one_is_one_line(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    state = tmp_path / "new" / "data"
+    assert keys("create", "ci", "--state-dir", str(state)) == 0
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    capsys.readouterr()
+    assert keys("create", "ci", "--state-dir", str(blocker / "data")) == 1
+    _, err = capsys.readouterr()
+    assert err.startswith("lockstep keys: ") and "Not a directory" in err
