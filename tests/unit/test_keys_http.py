@@ -6,6 +6,7 @@ Activities call; the scope rules themselves are the real service's (tests/integr
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,23 @@ def test_keys_stay_out_of_the_apps_repr(tmp_path: Path) -> None:
     app, _, _ = make(tmp_path)
     text = repr(app)
     assert SEND_KEY not in text and OPS_KEY not in text and hash_key(OPS_KEY) not in text
+
+
+async def test_keys_never_reach_the_log_or_an_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _, file = make(tmp_path)
+    created = file.create("ci", KeyScope.restricted_to("ci", ["deploys"]))
+    answers = []
+    with caplog.at_level(logging.DEBUG):
+        for key in (OPS_KEY, created, SEND_KEY, "lsk_wrong_key_0123456789", DEVICE_KEY):
+            for method, path, body in SENDS:
+                reply = await call(app, method, path, body, key=key)
+                assert reply is not None
+                answers.append(reply.body.decode())
+        file.path.write_text("{broken")  # a key file gone bad is logged, by its path only
+        await call(app, "POST", "/api/live-activity/start", START_BODY, key=created)
+    assert "not valid JSON" in caplog.text
+    seen = caplog.text + "".join(answers)
+    for secret in (OPS_KEY, created, SEND_KEY, DEVICE_KEY, hash_key(OPS_KEY), hash_key(created)):
+        assert secret not in seen
