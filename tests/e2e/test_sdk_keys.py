@@ -150,6 +150,11 @@ def test_an_untargeted_call_reaches_only_the_keys_channels(server: LiveServer) -
     assert "was sent to every device" in forbidden(caught.value)
     with pytest.raises(ForbiddenException):
         live.end(activity_id=everyone.activity_id, content_state={"title": "Over"})
+    # Reads show it only what it reaches.
+    url = f"{server.api_base}/live-activity/{everyone.activity_id}"
+    assert http_json("GET", url, key=OPS_KEY)[0] == 403
+    status, body = http_json("GET", f"{server.api_base}/devices", key=OPS_KEY)
+    assert status == 200 and [d["device_id"] for d in body["devices"]] == [by_channel["ops"]]
     assert live.end_stream("keys-ops").operation == "ended"
 
 

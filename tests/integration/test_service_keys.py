@@ -136,6 +136,38 @@ async def test_a_restricted_key_reaches_only_its_channels(
             assert ok(await call(app, "POST", "/api/live-activity/end", mine, key=OPS_KEY))
 
 
+async def test_reads_show_a_restricted_key_only_what_it_reaches(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=3)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db", register=False) as h:
+            await register(h)
+            app = app_over(h, KeyFile(tmp_path / "api-keys.json"))
+            start = "/api/live-activity/start"
+            mine = ok(await call(app, "POST", start, {"content_state": state("Ops")}, key=OPS_KEY))
+            body = {"content_state": state("All")}
+            other = ok(await call(app, "POST", start, body, key=ALL_KEY))
+            put = {"content_state": state("Fleet")}
+            ok(await call(app, "PUT", "/api/live-activity/stream/fleet", put, key=ALL_KEY))
+
+            path = f"/api/live-activity/{mine['activity_id']}"
+            assert (
+                ok(await call(app, "GET", path, key=OPS_KEY))["activity_id"] == mine["activity_id"]
+            )
+            path = f"/api/live-activity/{other['activity_id']}"
+            forbidden(await call(app, "GET", path, key=OPS_KEY))
+            forbidden(await call(app, "GET", "/api/live-activity/stream/fleet", key=OPS_KEY))
+            page = ok(await call(app, "GET", "/api/live-activities", key=OPS_KEY))
+            assert [a["activity_id"] for a in page["activities"]] == [mine["activity_id"]]
+            page = ok(await call(app, "GET", "/api/live-activities", key=ALL_KEY))
+            assert len(page["activities"]) == 3
+            devices = ok(await call(app, "GET", "/api/devices", key=OPS_KEY))["devices"]
+            assert [d["device_id"] for d in devices] == ["iphone-1"]
+            devices = ok(await call(app, "GET", "/api/devices", key=ALL_KEY))["devices"]
+            assert [d["device_id"] for d in devices] == list(PHONES)
+
+
 async def test_streams_of_other_keys_are_out_of_reach(autojump_clock: Any, tmp_path: Path) -> None:
     kit = make_kit(devices=3)
     with trio.fail_after(600):

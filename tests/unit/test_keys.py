@@ -68,6 +68,12 @@ def test_restricted_scope_reaches_only_what_it_could_have_sent() -> None:
         OPS.check_reach(["ops", "billing"], "stream 's'")
 
 
+def test_reads_see_only_what_a_restricted_key_reaches() -> None:
+    assert OPS.reaches(["ops"]) and not OPS.reaches([]) and not OPS.reaches(["ops", "billing"])
+    assert OPS.sees(["billing", "ops"]) and not OPS.sees(["billing"]) and not OPS.sees([])
+    assert FULL_ACCESS.reaches([]) and FULL_ACCESS.sees([])
+
+
 def test_a_restricted_scope_needs_a_channel() -> None:
     with pytest.raises(ValueError, match="at least one channel"):
         KeyScope.restricted_to("x", [])

@@ -78,6 +78,23 @@ async def test_send_routes_get_the_calling_keys_scope(
     assert service.scopes == [OPS, FULL_ACCESS]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/live-activity/act-1",
+        "/api/live-activity/stream/s1",
+        "/api/live-activities?limit=5",
+        "/api/devices",
+    ],
+)
+async def test_reads_get_the_calling_keys_scope(tmp_path: Path, path: str) -> None:
+    app, service, _ = make(tmp_path)
+    for key in (OPS_KEY, SEND_KEY):
+        reply = await call(app, "GET", path, key=key)
+        assert reply is not None and reply.status == 200, reply
+    assert service.scopes == [OPS, FULL_ACCESS]
+
+
 async def test_created_and_revoked_keys_apply_from_the_next_request(tmp_path: Path) -> None:
     app, service, file = make(tmp_path)
     key = file.create("ci", KeyScope.restricted_to("ci", ["deploys"]))

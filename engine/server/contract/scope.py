@@ -9,7 +9,9 @@ service, which applies it where the recipients are chosen, under the same lock a
   all means the key's own channels (never "every device");
 - a call that changes something already sent (update, end, a stream's later PUT or DELETE) asks
   `check_reach(...)` with the channels that activity was sent to: a restricted key may only
-  touch what it could have sent itself.
+  touch what it could have sent itself;
+- a read (delivery status, the device list) shows a restricted key only what it reaches:
+  `reaches(...)` for an activity, `sees(...)` for a device.
 
 The errors name the key by its name, never by the key itself.
 """
@@ -65,12 +67,21 @@ class KeyScope:
             )
         return list(requested) if requested else sorted(self.channels)
 
-    def check_reach(self, sent_to: Sequence[str], what: str) -> None:
-        """403 unless this key could have sent `what` itself: `sent_to` are the channels it was
-        sent to ([] = every device, which only a scope-`all` key reaches)."""
+    def reaches(self, sent_to: Sequence[str]) -> bool:
+        """Whether this key could have sent something that went to `sent_to` ([] = every
+        device, which only a scope-`all` key reaches)."""
         if self.channels is None:
-            return
-        if not sent_to or not self.channels.issuperset(sent_to):
+            return True
+        return bool(sent_to) and self.channels.issuperset(sent_to)
+
+    def sees(self, device_channels: Sequence[str]) -> bool:
+        """Whether a device subscribed to `device_channels` is within this key's reach."""
+        return self.channels is None or not self.channels.isdisjoint(device_channels)
+
+    def check_reach(self, sent_to: Sequence[str], what: str) -> None:
+        """403 unless this key could have sent `what` itself (`reaches`): `sent_to` are the
+        channels it was sent to."""
+        if not self.reaches(sent_to):
             reach = "every device" if not sent_to else "channels " + ", ".join(sorted(sent_to))
             raise Forbidden(
                 f"{what} was sent to {reach}; API key {self.name!r} may only reach channels "

@@ -11,7 +11,8 @@ whose `key` is that key's `KeyScope` (engine/server/contract/scope.py): scope `a
 channels. A handler that sends anything passes `ctx.key` to the service, which resolves the
 recipients with it (`KeyScope.targets`: 403 for a channel outside a restricted key's list, the
 key's channels when the call names none) and checks changes to what was already sent
-(`KeyScope.check_reach`). Public and device routes see `FULL_ACCESS`, which they never use.
+(`KeyScope.check_reach`); a read shows only what the key reaches. Public and device routes
+see `FULL_ACCESS`, which they never use.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ structurally (mypy checks that where `create_app` is called). Tests hand it a fa
 Every argument and answer is a contract model (`engine.server.contract.models`): requests are
 decoded and validated before a route calls the service, and answers are encoded as they are.
 Parameters are positional-only because the routes pass them positionally: an implementation
-may name them as it likes. Every call that sends takes the calling key's `KeyScope` last
-(`Context.key`, see `http.endpoint`); it defaults to scope `all` for in-process callers.
+may name them as it likes. Every call of a send route (what sends, and the reads of delivery
+status and devices) takes the calling key's `KeyScope` last (`Context.key`, see
+`http.endpoint`); it defaults to scope `all` for in-process callers.
 """
 
 from __future__ import annotations
@@ -80,24 +81,24 @@ class DeviceApi(Protocol):
         """`POST /api/activity-tokens`: an activity's update token (apns.md §6, "Tokens")."""
         ...
 
-    def list(self) -> Sequence[models.DeviceInfo]:
-        """`GET /api/devices` (a send key): every registered device."""
+    def list(self, scope: KeyScope = FULL_ACCESS, /) -> Sequence[models.DeviceInfo]:
+        """`GET /api/devices` (a send key): every registered device the key reaches."""
         ...
 
 
 class StatusApi(Protocol):
     """The delivery-status reads (`GET /api/live-activity/...`, a send key)."""
 
-    def activity(self, activity_id: str, /) -> models.ActivityStatus:
+    def activity(self, activity_id: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """`GET /api/live-activity/{activity_id}`."""
         ...
 
-    def stream(self, stream_key: str, /) -> models.ActivityStatus:
+    def stream(self, stream_key: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """`GET /api/live-activity/stream/{stream_key}`."""
         ...
 
     def page(
-        self, state: str | None, limit: int, after: str | None, /
+        self, state: str | None, limit: int, after: str | None, scope: KeyScope = FULL_ACCESS, /
     ) -> models.ActivityStatusList:
         """`GET /api/live-activities?state=&limit=&after=`."""
         ...
