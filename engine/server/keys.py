@@ -141,7 +141,8 @@ class NamedKey:
 
 def _entry(name: str, table: Mapping[str, Any], where: str, source: Source) -> NamedKey:
     """One key from a `[keys.NAME]` table or a key file entry."""
-    unknown = set(table) - {"hash", "scope", "created_at", "name"}
+    known = {"hash", "scope"} | ({"name", "created_at"} if source == "file" else set())
+    unknown = set(table) - known
     if "key" in table:
         raise ConfigError(
             f"{where}: put the key's hash here, never the key itself "

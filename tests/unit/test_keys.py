@@ -149,6 +149,7 @@ def test_a_plain_key_in_the_config_is_refused_without_echoing_it(tmp_path: Path)
     [
         ('[keys.ci]\nhash = "md5:abc"\nscope = "all"\n', 'hash must be "sha256:"'),
         ('[keys.ci]\nhash = "{h}"\nscope = "all"\ncolour = 1\n', "unknown field(s) colour"),
+        ('[keys.ci]\nhash = "{h}"\nscope = "all"\nname = "x"\n', "unknown field(s) name"),
         ('[keys.default]\nhash = "{h}"\nscope = "all"\n', "names the server's default API key"),
         ('[keys."a b"]\nhash = "{h}"\nscope = "all"\n', "a key name is 1-64"),
         ('[keys]\nci = "x"\n', "must be a table"),
