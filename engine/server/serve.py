@@ -35,6 +35,7 @@ from engine.server.http.app import create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
 from engine.server.http.server import bind_address, serve_http
+from engine.server.keys import KeyFile, KeyRing
 from engine.server.record import TrafficRecorder
 from engine.server.service import Service, ServiceConfig, open_service
 from engine.server.settings import KeyOrigin, Settings, ensure_keys
@@ -114,6 +115,9 @@ async def open_server(
     clock = wall_clock or time.time
     check_state_dir(settings.state_dir)
     settings = ensure_keys(settings)
+    # The named keys: `[keys.NAME]` and the key file `lockstep keys` edits (read before anything
+    # starts, so a broken key file is a configuration error naming it).
+    named_keys = KeyRing(named=settings.named_keys, file=KeyFile(settings.key_file))
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         # Entered first, closed last: every call the HTTP front accepts is written out.
@@ -153,6 +157,7 @@ async def open_server(
             service,  # a `Service` is an `http.seam.ApiService`: mypy checks it here
             api_keys=settings.api_keys,
             device_keys=settings.device_keys,
+            named_keys=named_keys,
             metrics=metrics,
             max_body=settings.max_body,
             openapi=build_openapi(),
@@ -220,6 +225,10 @@ def banner(running: Running) -> str:
         f"Lockstep is serving the HTTP API at {running.api_base}",
         f"  API key: {s.api_key_origin.describe()}",
         f"  device key (the iOS app's): {s.device_key_origin.describe()}",
+        (
+            f"  named API keys: {len(s.named_keys)} in the config file, created ones in "
+            f"{s.key_file} (lockstep keys list)"
+        ),
         f"  database: {s.db_path}",
     ]
     if running.simulator is not None:

@@ -32,6 +32,10 @@
     device_limit = 5              # Live Activities a device shows at once
     limit_policy = "end_oldest"   # or "refuse" (429 live_activity_limit)
 
+    [keys.ci]                     # named API keys (engine/server/keys.py), any number
+    hash = "sha256:..."           # the key's hash, never the key (`lockstep keys create --toml`)
+    scope = ["deploys"]           # or "all"; a restricted key reaches only these channels
+
     [simulate]                    # simulate mode only
     devices = 3
     fresh = false                 # true: new phones instead of the ones kept in the state dir
@@ -42,6 +46,10 @@ APNs, with `simulate.devices` simulated iPhones registered through the device AP
 not configured anywhere are generated once and kept (mode 0600) in the state directory, so a
 newcomer's key stays the same from run to run. Each scope's `KeyOrigin` records where its keys
 came from, so that the start-up banner can name the file or variable instead of printing a key.
+
+Those default API keys have scope `all`. Named keys with a scope come from `[keys.NAME]` tables
+here and from the key file `<state_dir>/api-keys.json` that `lockstep keys` edits
+(`Settings.key_file`); both hold only hashes.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from typing import Any, Literal
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
 from engine.server.files import private_file
 from engine.server.http.h11server import H11Limits
+from engine.server.keys import KEY_FILE_NAME, NamedKey, parse_config_keys
 from engine.server.logs import FORMATS, LogFormat
 from engine.server.service.live import LiveConfig
 
@@ -126,6 +135,12 @@ class Settings:
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 storage_unavailable (s)
     access_log: bool = True  # one `lockstep.access` line per request (engine.server.logs)
     log_format: LogFormat = "text"
+    named_keys: tuple[NamedKey, ...] = ()  # `[keys.NAME]` of lockstep.toml (hashes and scopes)
+
+    @property
+    def key_file(self) -> Path:
+        """The key file `lockstep keys` edits and the server reads (`engine.server.keys`)."""
+        return self.state_dir / KEY_FILE_NAME
 
     @property
     def db_path(self) -> Path:
@@ -149,7 +164,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"server", "apns", "delivery", "live", "simulate"}
+    unknown = set(data) - {"server", "apns", "delivery", "live", "simulate", "keys"}
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     server = data.get("server", {})
@@ -178,6 +193,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         storage_retry_after=_seconds(server, "storage_retry_after", 5.0),
         access_log=_flag(server, "access_log", True),
         log_format=_log_format(server.get("log_format", "text")),
+        named_keys=parse_config_keys(data["keys"]) if "keys" in data else (),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())

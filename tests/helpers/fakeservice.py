@@ -2,8 +2,10 @@
 
 `FakeService` satisfies `engine.server.http.seam.ApiService` (mypy checks it wherever a test
 hands one to `create_app`): it records every call as `(name, *arguments)` and answers with fixed
-contract models, or raises `fail` when a test sets it. The tests of the ASGI app, of the lean
-HTTP/1.1 server and of hypercorn share it with the keys and bodies below.
+contract models, or raises `fail` when a test sets it. The calling key's scope of each send
+route's call (Live Activities, status, device list) goes to `scopes`, in the same order. The
+tests of the ASGI app, of the lean HTTP/1.1 server and of hypercorn share it with the keys and
+bodies below.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.server.contract import errors, models
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = [
     "ACTIVITY_BODY",
@@ -58,6 +61,7 @@ class FakeService:
     """Records every call; raises `fail` (if set) instead of answering."""
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
+    scopes: list[KeyScope] = field(default_factory=list)  # the key scope of each send-route call
     fail: BaseException | None = None
     healthy: bool = True
     # Set in `__post_init__`; they point back here, so they stay out of repr and ==.
@@ -91,34 +95,47 @@ class FakeLive:
 
     svc: FakeService
 
-    async def stream(self, key: str, req: models.StreamRequest) -> models.StreamPutResponse:
+    async def stream(
+        self, key: str, req: models.StreamRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.StreamPutResponse:
         """Always `started`."""
+        self.svc.scopes.append(scope)
         self.svc.called("stream", key, req)
         return models.StreamPutResponse(
             success=True, operation="started", stream_key=key, activity_id="act-1", timestamp=TS
         )
 
     async def end_stream(
-        self, key: str, req: models.StreamDeleteRequest | None
+        self, key: str, req: models.StreamDeleteRequest | None, scope: KeyScope = FULL_ACCESS, /
     ) -> models.StreamDeleteResponse:
         """Always `ended`."""
+        self.svc.scopes.append(scope)
         self.svc.called("end_stream", key, req)
         return models.StreamDeleteResponse(
             success=True, operation="ended", stream_key=key, timestamp=TS
         )
 
-    async def start(self, req: models.StartRequest) -> models.StartResponse:
+    async def start(
+        self, req: models.StartRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.StartResponse:
         """Started as `act-1`."""
+        self.svc.scopes.append(scope)
         self.svc.called("start", req)
         return models.StartResponse(success=True, activity_id="act-1", timestamp=TS)
 
-    async def update(self, req: models.UpdateRequest) -> models.UpdateResponse:
+    async def update(
+        self, req: models.UpdateRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.UpdateResponse:
         """Updated."""
+        self.svc.scopes.append(scope)
         self.svc.called("update", req)
         return models.UpdateResponse(success=True, activity_id=req.activity_id, timestamp=TS)
 
-    async def end(self, req: models.EndRequest) -> models.EndResponse:
+    async def end(
+        self, req: models.EndRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.EndResponse:
         """Ended."""
+        self.svc.scopes.append(scope)
         self.svc.called("end", req)
         return models.EndResponse(success=True, activity_id=req.activity_id, timestamp=TS)
 
@@ -148,8 +165,9 @@ class FakeDevices:
             success=True, activity_id=report.activity_id, device_id=report.device_id, released=1
         )
 
-    def list(self) -> list[models.DeviceInfo]:
+    def list(self, scope: KeyScope = FULL_ACCESS, /) -> list[models.DeviceInfo]:
         """`iphone-1`."""
+        self.svc.scopes.append(scope)
         self.svc.called("list")
         return [device_info("iphone-1")]
 
@@ -160,22 +178,27 @@ class FakeStatus:
 
     svc: FakeService
 
-    def activity(self, activity_id: str) -> models.ActivityStatus:
+    def activity(self, activity_id: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """`act-1`, or 404."""
+        self.svc.scopes.append(scope)
         self.svc.called("status", activity_id)
         if activity_id != "act-1":
             raise errors.NotFound(f"no activity with id {activity_id!r}")
         return _status()
 
-    def stream(self, stream_key: str) -> models.ActivityStatus:
+    def stream(self, stream_key: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """Stream `s1`, or 404."""
+        self.svc.scopes.append(scope)
         self.svc.called("stream_status", stream_key)
         if stream_key != "s1":
             raise errors.NotFound(f"no stream with key {stream_key!r}")
         return _status(stream_key)
 
-    def page(self, state: str | None, limit: int, after: str | None) -> models.ActivityStatusList:
+    def page(
+        self, state: str | None, limit: int, after: str | None, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.ActivityStatusList:
         """One page holding `act-1`; the arguments are recorded."""
+        self.svc.scopes.append(scope)
         self.svc.called("status_page", state, limit, after)
         return models.ActivityStatusList(activities=[_status()], next="act-1")
 

@@ -20,7 +20,8 @@ from engine.server.http.endpoint import Access
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import CONTENT_TYPE, LATENCY_BUCKETS, PromMetrics
 from engine.server.http.routes import ENDPOINTS
-from tests.helpers.asgikit import Reply, call, make, must
+from tests.helpers.asgicall import Reply, call
+from tests.helpers.asgikit import make, must
 from tests.helpers.fakeservice import (
     ACTIVITY_BODY,
     DEVICE_BODY,

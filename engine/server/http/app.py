@@ -17,12 +17,17 @@ Every answer carries `X-Request-Id` (the client's, when sane); while the `lockst
 logger is enabled each request is logged once (`engine.server.logs`: route template, status,
 duration, request id; never the path, a header or a body).
 
+Send keys are a `keys.KeyRing`: the default keys (scope `all`) and the named keys of
+`lockstep.toml` and of the key file, each with its scope. The key's scope is handed to the
+route's handler as `Context.key` (http.endpoint explains how handlers use it).
+
 The route table is `http.routes.ENDPOINTS` (its vocabulary: `http.endpoint`); the service is
 anything that satisfies `http.seam.ApiService`. Neither imports this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import math
@@ -44,10 +49,12 @@ from engine.server.contract.errors import (
     Unauthorized,
     Unavailable,
 )
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.http.endpoint import JSON, Access, Context, Endpoint, Reply
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
 from engine.server.http.seam import ApiService
+from engine.server.keys import KeyRing
 from engine.server.logs import ACCESS, access, request_id
 
 __all__ = [
@@ -155,6 +162,7 @@ class ApiApp:
         record_reply: RecordReply | None = None,
         endpoints: Sequence[Endpoint] = ENDPOINTS,
         clock: Callable[[], float] = time.perf_counter,
+        named_keys: KeyRing | None = None,
     ) -> None:
         self._clock = clock  # the access log's durations
         self.context = Context(service, metrics, msgspec.json.encode(openapi))
@@ -162,12 +170,13 @@ class ApiApp:
         self.record = record
         self.record_reply = record_reply
         # Empty keys would let "Bearer " through: they are configuration mistakes, never keys.
-        self._send_keys = tuple(k.encode() for k in api_keys if k)
+        self._send_keys = KeyRing(plain=api_keys)
+        self._named_keys = named_keys or KeyRing()
         self._device_keys = tuple(k.encode() for k in device_keys if k)
         self._routes = _routes(endpoints)
 
     def __repr__(self) -> str:  # keys stay out of reprs
-        return f"ApiApp(send_keys={len(self._send_keys)}, device_keys={len(self._device_keys)})"
+        return f"ApiApp(send_keys={self._send_keys!r}, device_keys={len(self._device_keys)})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -220,26 +229,33 @@ class ApiApp:
         self, endpoint: Endpoint, params: dict[str, str], scope: Scope, receive: Receive
     ) -> Reply:
         headers = _headers(scope)
+        ctx = self.context
         if endpoint.access is not Access.PUBLIC:
-            self._authorize(endpoint.access, headers.get(b"authorization"))
+            key = self._authorize(endpoint.access, headers.get(b"authorization"))
+            if key is not FULL_ACCESS:
+                ctx = dataclasses.replace(ctx, key=key)
         body = b""
         if endpoint.request is not None:
             body = await self._read_body(headers, receive)
             _check_content_type(headers.get(b"content-type"), body)
         if endpoint.query:
             params = {**_query(scope, endpoint), **params}
-        reply = await endpoint.handler(self.context, params, body)
+        reply = await endpoint.handler(ctx, params, body)
         if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
             self._record(scope, body, reply)  # the calls that change something, for replays
         return reply
 
-    def _authorize(self, access: Access, header: bytes | None) -> None:
+    def _authorize(self, access: Access, header: bytes | None) -> KeyScope:
+        """The send key's scope (`FULL_ACCESS` on a device route), or 401 / 403."""
         scheme, _, token = (header or b"").strip().partition(b" ")
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <key>)")
         # Compare with every key, without stopping early, so timing says nothing about them.
-        is_send = _any_equal(token, self._send_keys)
+        default = self._send_keys.find(token)
+        named = self._named_keys.find(token)
+        send = default or named
+        is_send = send is not None
         is_device = _any_equal(token, self._device_keys)
         if not (is_send or is_device):
             raise Forbidden("unknown API key")
@@ -247,6 +263,7 @@ class ApiApp:
             raise Forbidden("a device key cannot call this route")
         if access is Access.DEVICE and not is_device:
             raise Forbidden("this route needs a device key")
+        return send if access is Access.SEND and send is not None else FULL_ACCESS
 
     async def _read_body(self, headers: Mapping[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length")
@@ -300,6 +317,7 @@ def create_app(
     openapi: Mapping[str, Any],
     record: Record | None = None,
     record_reply: RecordReply | None = None,
+    named_keys: KeyRing | None = None,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
     `engine.server.http.seam.ApiService`).
@@ -308,7 +326,8 @@ def create_app(
     `record(method, path, body)` hears about every accepted send-route call that carries a
     body (the calls that change something); it never sees the key. `record_reply` hears about
     the same calls with the answer's body as a fourth argument (a traffic recorder keeps the
-    `activity_id` a start was given, see `engine.server.record`).
+    `activity_id` a start was given, see `engine.server.record`). `api_keys` have scope `all`;
+    `named_keys` holds the keys with a name and a scope (`engine.server.keys`).
     """
     return ApiApp(
         service,
@@ -319,6 +338,7 @@ def create_app(
         openapi=openapi,
         record=record,
         record_reply=record_reply,
+        named_keys=named_keys,
     )
 
 

@@ -4,6 +4,15 @@ Three modules share it and none of them imports another for it: `http.routes` bu
 (`ENDPOINTS`), `http.app` serves it, `http.openapi` documents it. A handler is handed a `Context`
 (the service behind the seam, the metrics, the OpenAPI document), never the app itself, so the
 dependencies run one way: app -> routes -> endpoint -> seam.
+
+The calling key's scope reaches a handler in one way only: `Context.key`. For every send route
+(`Access.SEND`) the app authenticates the bearer key and hands the handler a copy of its context
+whose `key` is that key's `KeyScope` (engine/server/contract/scope.py): scope `all`, or a list of
+channels. A handler that sends anything passes `ctx.key` to the service, which resolves the
+recipients with it (`KeyScope.targets`: 403 for a channel outside a restricted key's list, the
+key's channels when the call names none) and checks changes to what was already sent
+(`KeyScope.check_reach`); a read shows only what the key reaches. Public and device routes
+see `FULL_ACCESS`, which they never use.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.http.prom import PromMetrics
 from engine.server.http.seam import ApiService
 
@@ -42,11 +52,13 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a handler may use besides the request: fixed for the life of the app."""
+    """What a handler may use besides the request: fixed for the life of the app, but for `key`,
+    the calling key's scope on a send route (see the module docstring)."""
 
     service: ApiService
     metrics: PromMetrics
     openapi_body: bytes  # the OpenAPI document, encoded once
+    key: KeyScope = FULL_ACCESS  # the send key's scope: pass it to the service on every send
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]

@@ -92,7 +92,7 @@ _ERROR_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
 _ERRORS: Final[dict[int, tuple[str, str]]] = {
     400: ("The request is invalid; the message names the field.", "Error"),
     401: ("No bearer token.", "Error"),
-    403: ("Unknown key, or a key of the other kind.", "Error"),
+    403: ("Unknown key, a key of the other kind, or outside the key's channels.", "Error"),
     404: ("Not found (activity, stream, device).", "Error"),
     409: ("The activity has ended: start a new one.", "Error"),
     413: ("The body is over the limit.", "PayloadTooLargeError"),

@@ -3,7 +3,9 @@
 `http.app` routes requests with it and `http.openapi` documents it, so the served routes and the
 OpenAPI document cannot drift apart. Handlers decode the body with `contract.models.decode`
 (400 on any violation) and call the service through the typed seam (`http.seam.ApiService`,
-reached as `ctx.service`); errors are `ApiError`s that the app turns into JSON answers.
+reached as `ctx.service`); errors are `ApiError`s that the app turns into JSON answers. Every
+send route (what sends, and the status and device reads) hands the service `ctx.key`, the
+calling key's scope (see `http.endpoint`).
 """
 
 from __future__ import annotations
@@ -37,36 +39,39 @@ async def _stream_put(ctx: Context, params: Mapping[str, str], body: bytes) -> R
     key = params["stream_key"]
     models.check_stream_key(key)
     req = models.decode(models.StreamRequest, body)
-    return _json(await ctx.service.live.stream(key, req))
+    return _json(await ctx.service.live.stream(key, req, ctx.key))
 
 
 async def _stream_delete(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     key = params["stream_key"]
     models.check_stream_key(key)
     req = models.decode(models.StreamDeleteRequest, body) if body.strip() else None
-    return _json(await ctx.service.live.end_stream(key, req))
+    return _json(await ctx.service.live.end_stream(key, req, ctx.key))
 
 
 async def _start(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await ctx.service.live.start(models.decode(models.StartRequest, body)))
+    req = models.decode(models.StartRequest, body)
+    return _json(await ctx.service.live.start(req, ctx.key))
 
 
 async def _update(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await ctx.service.live.update(models.decode(models.UpdateRequest, body)))
+    req = models.decode(models.UpdateRequest, body)
+    return _json(await ctx.service.live.update(req, ctx.key))
 
 
 async def _end(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(await ctx.service.live.end(models.decode(models.EndRequest, body)))
+    req = models.decode(models.EndRequest, body)
+    return _json(await ctx.service.live.end(req, ctx.key))
 
 
 async def _status(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(ctx.service.status.activity(params["activity_id"]))
+    return _json(ctx.service.status.activity(params["activity_id"], ctx.key))
 
 
 async def _stream_status(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     key = params["stream_key"]
     models.check_stream_key(key)
-    return _json(ctx.service.status.stream(key))
+    return _json(ctx.service.status.stream(key, ctx.key))
 
 
 async def _status_page(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -74,12 +79,12 @@ async def _status_page(ctx: Context, params: Mapping[str, str], body: bytes) -> 
         limit = int(params.get("limit", "100"))
     except ValueError:
         raise errors.BadRequest("limit must be an integer", field="limit") from None
-    page = ctx.service.status.page(params.get("state"), limit, params.get("after"))
+    page = ctx.service.status.page(params.get("state"), limit, params.get("after"), ctx.key)
     return _json(page)
 
 
 async def _devices_list(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    return _json(DeviceList(devices=list(ctx.service.devices.list())))
+    return _json(DeviceList(devices=list(ctx.service.devices.list(ctx.key))))
 
 
 async def _device_put(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:

@@ -8,7 +8,9 @@ structurally (mypy checks that where `create_app` is called). Tests hand it a fa
 Every argument and answer is a contract model (`engine.server.contract.models`): requests are
 decoded and validated before a route calls the service, and answers are encoded as they are.
 Parameters are positional-only because the routes pass them positionally: an implementation
-may name them as it likes.
+may name them as it likes. Every call of a send route (what sends, and the reads of delivery
+status and devices) takes the calling key's `KeyScope` last (`Context.key`, see
+`http.endpoint`); it defaults to scope `all` for in-process callers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from engine.server.contract import models
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = ["ApiService", "DeviceApi", "LiveApi", "StatusApi"]
 
@@ -25,26 +28,36 @@ class LiveApi(Protocol):
     """The Live Activities calls of the send routes (`/api/live-activity/...`)."""
 
     async def stream(
-        self, stream_key: str, req: models.StreamRequest, /
+        self, stream_key: str, req: models.StreamRequest, scope: KeyScope = FULL_ACCESS, /
     ) -> models.StreamPutResponse:
         """`PUT /api/live-activity/stream/{stream_key}`: start, update, skip or rotate."""
         ...
 
     async def end_stream(
-        self, stream_key: str, req: models.StreamDeleteRequest | None, /
+        self,
+        stream_key: str,
+        req: models.StreamDeleteRequest | None,
+        scope: KeyScope = FULL_ACCESS,
+        /,
     ) -> models.StreamDeleteResponse:
         """`DELETE /api/live-activity/stream/{stream_key}`; `req` is None without a body."""
         ...
 
-    async def start(self, req: models.StartRequest, /) -> models.StartResponse:
+    async def start(
+        self, req: models.StartRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.StartResponse:
         """`POST /api/live-activity/start`."""
         ...
 
-    async def update(self, req: models.UpdateRequest, /) -> models.UpdateResponse:
+    async def update(
+        self, req: models.UpdateRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.UpdateResponse:
         """`POST /api/live-activity/update`."""
         ...
 
-    async def end(self, req: models.EndRequest, /) -> models.EndResponse:
+    async def end(
+        self, req: models.EndRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> models.EndResponse:
         """`POST /api/live-activity/end`."""
         ...
 
@@ -68,24 +81,24 @@ class DeviceApi(Protocol):
         """`POST /api/activity-tokens`: an activity's update token (apns.md §6, "Tokens")."""
         ...
 
-    def list(self) -> Sequence[models.DeviceInfo]:
-        """`GET /api/devices` (a send key): every registered device."""
+    def list(self, scope: KeyScope = FULL_ACCESS, /) -> Sequence[models.DeviceInfo]:
+        """`GET /api/devices` (a send key): every registered device the key reaches."""
         ...
 
 
 class StatusApi(Protocol):
     """The delivery-status reads (`GET /api/live-activity/...`, a send key)."""
 
-    def activity(self, activity_id: str, /) -> models.ActivityStatus:
+    def activity(self, activity_id: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """`GET /api/live-activity/{activity_id}`."""
         ...
 
-    def stream(self, stream_key: str, /) -> models.ActivityStatus:
+    def stream(self, stream_key: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """`GET /api/live-activity/stream/{stream_key}`."""
         ...
 
     def page(
-        self, state: str | None, limit: int, after: str | None, /
+        self, state: str | None, limit: int, after: str | None, scope: KeyScope = FULL_ACCESS, /
     ) -> models.ActivityStatusList:
         """`GET /api/live-activities?state=&limit=&after=`."""
         ...

@@ -3,6 +3,7 @@
 - `register(device_id, registration)`: create or update a device with its push-to-start token,
   name and channels. A start reaches every registered device its target selects.
 - `unregister(device_id)`: forget the device; activities it was receiving stop sending to it.
+- `list(scope)`: the registered devices a send key reaches (all of them for scope `all`).
 - `report_token(report)`: after a push-to-start, iOS hands the app the new activity's update token
   (apns.md §6, "Tokens"); the app reports it here. Updates and the end that were held for that
   device are released at once: the newest state goes out, or the end if the activity has ended.
@@ -18,6 +19,7 @@ import re
 from collections.abc import Callable
 
 from engine.server.contract import errors, models
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.undo import StoreGuard, Undo
@@ -137,6 +139,8 @@ class Devices:
             released=0 if handle is None else 1,
         )
 
-    def list(self) -> list[models.DeviceInfo]:
-        """Every registered device, by id."""
-        return [device_info(row) for _, row in sorted(self._reg.devices.items())]
+    def list(self, scope: KeyScope = FULL_ACCESS) -> list[models.DeviceInfo]:
+        """Every registered device the key reaches, by id (a restricted key: those subscribed to
+        one of its channels)."""
+        rows = sorted(self._reg.devices.items())
+        return [device_info(row) for _, row in rows if scope.sees(row.channels)]

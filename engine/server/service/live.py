@@ -10,7 +10,11 @@ payload and check its size (413 before anything is stored or queued, architectur
 apply the change to the in-memory rows, make it durable (`Store.write`, group-committed), and only
 then hand it to the outbox, which submits what each recipient lacks. When the write fails, the
 in-memory changes are rolled back (`undo.Undo`) and the call answers 503 `storage_unavailable`:
-nothing changed, nothing pushed. The reply waits a short,
+nothing changed, nothing pushed. Every call takes the calling API key's `KeyScope` (default
+scope `all`, contract/scope.py): a call that picks recipients resolves its channels with it (403
+for a channel outside a restricted key's list; no target means the key's channels), and a call
+that changes an activity first checks, under the activity's lock, that the key reaches every
+channel it was sent to. The reply waits a short,
 configurable moment for APNs answers so that `devices_notified` is meaningful; what is not
 answered by then is reported in `devices_queued`.
 """
@@ -30,6 +34,7 @@ from engine.delivery.dispatch import PushHandle
 from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
 from engine.results import DeliveryStatus
 from engine.server.contract import errors, models
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.outbox import Outbox, alert_of, latest_content, start_content
 from engine.server.service.state import Activity, Recipient, Registry
 from engine.server.service.undo import StoreGuard, Undo
@@ -128,12 +133,14 @@ class LiveActivities:
         self._new_id = new_id or (lambda: "la_" + uuid.uuid4().hex)
 
     # -- by id -----------------------------------------------------------------------------------
-    async def start(self, req: models.StartRequest) -> models.StartResponse:
+    async def start(
+        self, req: models.StartRequest, scope: KeyScope = FULL_ACCESS
+    ) -> models.StartResponse:
         """Start an activity on the targeted devices (push-to-start)."""
+        channels = scope.targets(_channels(req))
         state = req.content_state
         if state.type is None:
             raise errors.BadRequest("content_state.type is required to start an activity")
-        channels = _channels(req)
         now = self._wall()
         undo = Undo()
         act, prepared, ops, ended = self._begin(req, state.type, channels, None, now, undo)
@@ -154,10 +161,13 @@ class LiveActivities:
             errors=errs or None,
         )
 
-    async def update(self, req: models.UpdateRequest) -> models.UpdateResponse:
+    async def update(
+        self, req: models.UpdateRequest, scope: KeyScope = FULL_ACCESS
+    ) -> models.UpdateResponse:
         """Replace an activity's state (latest wins per device)."""
         act = self._find(req.activity_id)
         async with self._reg.locks.hold(self._reg.lock_key(act)):
+            scope.check_reach(act.row.channels, f"activity {req.activity_id}")
             if act.row.ended:
                 raise errors.ApiError(
                     409, "activity_ended", f"activity {req.activity_id} has ended; start a new one"
@@ -179,10 +189,13 @@ class LiveActivities:
             errors=errs or None,
         )
 
-    async def end(self, req: models.EndRequest) -> models.EndResponse:
+    async def end(
+        self, req: models.EndRequest, scope: KeyScope = FULL_ACCESS
+    ) -> models.EndResponse:
         """End an activity with its final state (never coalesced away)."""
         act = self._find(req.activity_id)
         async with self._reg.locks.hold(self._reg.lock_key(act)):
+            scope.check_reach(act.row.channels, f"activity {req.activity_id}")
             now = self._wall()
             if act.row.ended:
                 return models.EndResponse(
@@ -207,7 +220,9 @@ class LiveActivities:
         )
 
     # -- by stream key ---------------------------------------------------------------------------
-    async def stream(self, stream_key: str, req: models.StreamRequest) -> models.StreamPutResponse:
+    async def stream(
+        self, stream_key: str, req: models.StreamRequest, scope: KeyScope = FULL_ACCESS
+    ) -> models.StreamPutResponse:
         """Start, update, skip or rotate the stream's activity (http-api.md, stream semantics).
 
         The stream's lock covers validation, the durable write and the hand-off to the engine;
@@ -216,7 +231,7 @@ class LiveActivities:
         """
         models.check_stream_key(stream_key)
         async with self._reg.locks.hold("stream:" + stream_key):
-            sent, reply = await self._stream_locked(stream_key, req)
+            sent, reply = await self._stream_locked(stream_key, req, scope)
         if sent is not None:
             notified, queued, errs = await self._settle(sent)
             reply.devices_notified, reply.devices_queued = notified, queued
@@ -228,10 +243,13 @@ class LiveActivities:
         return reply
 
     async def _stream_locked(
-        self, stream_key: str, req: models.StreamRequest
+        self, stream_key: str, req: models.StreamRequest, scope: KeyScope
     ) -> tuple[_Sent | None, models.StreamPutResponse]:
+        channels = scope.targets(_channels(req))  # 403 before anything else for a foreign target
         now = self._wall()
         act = self._reg.current_of_stream(stream_key)
+        if act is not None:
+            scope.check_reach(act.row.channels, f"stream {stream_key!r}")
         type_ = req.content_state.type or (act.row.type if act is not None else None)
         if type_ is None:
             raise errors.BadRequest(
@@ -271,7 +289,6 @@ class LiveActivities:
                 activity_id=act.row.activity_id,
                 timestamp=models.iso(now),
             )
-        channels = _channels(req)
         undo = Undo()
         new, prepared, ops, ended = self._begin(
             req, type_, channels, stream_key, now, undo, previous
@@ -298,7 +315,10 @@ class LiveActivities:
         )
 
     async def end_stream(
-        self, stream_key: str, req: models.StreamDeleteRequest | None
+        self,
+        stream_key: str,
+        req: models.StreamDeleteRequest | None,
+        scope: KeyScope = FULL_ACCESS,
     ) -> models.StreamDeleteResponse:
         """End the stream's activity; ignored when it has already ended; 404 for an unknown key."""
         models.check_stream_key(stream_key)
@@ -307,6 +327,9 @@ class LiveActivities:
             stream = self._reg.streams.get(stream_key)
             if stream is None:
                 raise errors.NotFound(f"no stream with key {stream_key!r}")
+            last = self._reg.activities.get(stream.activity_id or "")
+            if last is not None:
+                scope.check_reach(last.row.channels, f"stream {stream_key!r}")
             act = self._reg.current_of_stream(stream_key)
             if act is None:
                 return models.StreamDeleteResponse(

@@ -26,6 +26,8 @@ With each state, the last answer about a push to that device (`last_status`, `la
 APNs's acceptance of the start (after a restart, from the activity's start).
 
 Read-only: it never changes a row and needs no lock (a row is read whole between awaits).
+A restricted API key (contract/scope.py) reads only what it reaches: another activity is 403,
+and a page leaves it out.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Final
 from engine.delivery.budget import BudgetState
 from engine.server.contract import errors, models
 from engine.server.contract.responses import RecipientState, iso
+from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.state import Activity, Recipient, Registry
 
 STATES: Final = models.RECIPIENT_STATES
@@ -124,23 +127,30 @@ class DeliveryStatus:
         """One recipient's state at `now`, with this status's timeout and budgets."""
         return recipient_state(act, rec, now, token_timeout=self._timeout, budget=self._budget)
 
-    def activity(self, activity_id: str) -> models.ActivityStatus:
-        """The status of one activity; 404 when there is none with that id."""
+    def activity(self, activity_id: str, scope: KeyScope = FULL_ACCESS) -> models.ActivityStatus:
+        """The status of one activity; 404 when there is none with that id, 403 out of reach."""
         act = self._reg.activities.get(activity_id)
         if act is None:
             raise errors.NotFound(f"no activity with id {activity_id!r}")
+        scope.check_reach(act.row.channels, f"activity {activity_id}")
         return self._status(act, self._wall())
 
-    def stream(self, stream_key: str) -> models.ActivityStatus:
-        """The status of a stream's current activity; 404 without such a stream or activity."""
+    def stream(self, stream_key: str, scope: KeyScope = FULL_ACCESS) -> models.ActivityStatus:
+        """The status of a stream's current activity; 404 without such a stream or activity,
+        403 out of reach."""
         stream = self._reg.streams.get(stream_key)
         act = None if stream is None else self._reg.activities.get(stream.activity_id or "")
         if act is None:
             raise errors.NotFound(f"no stream with key {stream_key!r}")
+        scope.check_reach(act.row.channels, f"stream {stream_key!r}")
         return self._status(act, self._wall())
 
     def page(
-        self, state: str | None = None, limit: int = 100, after: str | None = None
+        self,
+        state: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        scope: KeyScope = FULL_ACCESS,
     ) -> models.ActivityStatusList:
         """Activities by id, those after `after`, with a device in `state` if given; 400 on a
         state or limit it does not know."""
@@ -154,6 +164,8 @@ class DeliveryStatus:
             if after is not None and activity_id <= after:
                 continue
             act = self._reg.activities[activity_id]
+            if not scope.reaches(act.row.channels):
+                continue
             if state is None or any(
                 self.state(act, rec, now) == state for rec in act.recipients.values()
             ):
