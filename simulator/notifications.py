@@ -32,7 +32,8 @@ as `wrong-push-type`.
 - `widgets` on the widget token (iOS 26): only the exact body `{"aps":{"content-changed":true}}`
   reloads the app's widgets, at most `DeviceProfile.widget_reload_budget` times per day (WidgetKit's
   reload budget); anything else is ignored (`not-content-changed`), and a reload over the budget is
-  dropped (`widget-budget`).
+  dropped (`widget-budget`). A reload is counted (`widget_reloads`) and its time kept
+  (`widget_reloaded_at`): that is when the widget would read the server's current values.
 
 A malformed known `aps` key (an alert that is neither a string nor an object, a badge that is not
 a non-negative integer, a sound that is neither a string nor an object, a non-string
@@ -167,6 +168,7 @@ class AppSide:
         "notifications_dropped",
         "notifications_replaced",
         "notifications_silent",
+        "widget_reloaded_at",
         "widget_reloads",
     )
 
@@ -185,6 +187,7 @@ class AppSide:
         self.calls_dropped = 0
         self.background_wakes = 0
         self.widget_reloads = 0
+        self.widget_reloaded_at: float | None = None  # device time of the last reload
         self.log = EventLog(limit)
 
     def receive(
@@ -212,6 +215,7 @@ class AppSide:
             "notifications_silent": self.notifications_silent,
             "background_wakes": self.background_wakes,
             "widget_reloads": self.widget_reloads,
+            "widget_reloaded_at": self.widget_reloaded_at,
             "calls": [dict(c) for c in self.calls],
             "calls_dropped": self.calls_dropped,
             "app_events": self.log.entries(),
@@ -236,6 +240,7 @@ class AppSide:
         state["log"] = self.log.to_state()
         state["wake_budget"] = self._wake_budget.to_json()
         state["reload_budget"] = self._reload_budget.to_json()
+        state["widget_reloaded_at"] = self.widget_reloaded_at
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -249,6 +254,8 @@ class AppSide:
         self.log.restore(state["log"])
         self._wake_budget.restore(state["wake_budget"])
         self._reload_budget.restore(state["reload_budget"])
+        reloaded_at = state.get("widget_reloaded_at")  # absent from older state files
+        self.widget_reloaded_at = None if reloaded_at is None else float(reloaded_at)
 
     # -- per push type ----------------------------------------------------------------------------
 
@@ -329,6 +336,7 @@ class AppSide:
         if not self._reload_budget.take(push.now):
             return self._ignore(AppDetail.WIDGET_BUDGET, push)
         self.widget_reloads += 1
+        self.widget_reloaded_at = push.now
         return AppResult(True, AppDetail.RELOADED)
 
     def _ignore(self, detail: str, push: PushFacts) -> AppResult:

@@ -488,6 +488,7 @@ DEVICE_KEYS = {
     "notifications_silent",
     "background_wakes",
     "widget_reloads",
+    "widget_reloaded_at",
     "calls",
     "calls_dropped",
     "app_events",

@@ -80,7 +80,7 @@ class WidgetConfig:
         if self.priority not in (1, 5, 10):
             problems.append(f"priority must be 1, 5 or 10, got {self.priority!r}")
         if problems:
-            raise ValueError("widgets: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)
