@@ -356,6 +356,21 @@ def test_widget_reload_budget_is_per_day() -> None:
     assert side.snapshot()["widget_reloads"] == 41
 
 
+def test_a_reload_records_when_it_happened_and_a_restart_keeps_it() -> None:
+    side = app()
+    assert side.snapshot()["widget_reloaded_at"] is None
+    push(side, {"content-changed": True}, kind=TokenKind.WIDGETS, push_type="widgets", now=T0 + 5)
+    push(side, {"content-changed": 1}, kind=TokenKind.WIDGETS, push_type="widgets", now=T0 + 9)
+    assert side.snapshot()["widget_reloaded_at"] == T0 + 5  # an ignored push reloads nothing
+    copy = app()
+    copy.restore(side.to_state())
+    assert copy.snapshot()["widget_reloaded_at"] == T0 + 5
+    older = side.to_state()
+    del older["widget_reloaded_at"]  # a state file from before the field existed
+    copy.restore(older)
+    assert copy.snapshot()["widget_reloaded_at"] is None
+
+
 # -- routing, buckets, bounds ---------------------------------------------------------------------
 
 
