@@ -12,6 +12,7 @@ reaches the SDK as the `MetricError` it documents.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,6 +23,7 @@ from activitysmith import ActivitySmith
 from activitysmith_openapi.exceptions import BadRequestException, ForbiddenException
 from activitysmith_openapi.models.metric_error import MetricError
 
+from engine.cli.main import main as lockstep
 from engine.server.service.widgets import WidgetConfig
 from tests.helpers.serverkit import (
     API_KEY,
@@ -195,3 +197,17 @@ def test_keys_are_kept_apart(server: LiveServer, client: ActivitySmith) -> None:
     other.metrics._api.api_client.configuration.host = server.api_base
     with pytest.raises(ForbiddenException):
         other.metrics.update("revenue.today", 1)
+
+
+def test_the_cli_sets_a_value(server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["--url", server.api_base, "--key", API_KEY]
+    assert lockstep(["metrics", "set", "cli.value", "3 of 5", *where]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["stored"] is True and answer["devices_targeted"] == DEVICES
+    assert device_values(server, server.devices()[0]["name"])["cli.value"] == "3 of 5"
+    old = ["--timestamp", "2020-01-01T00:00:00Z"]
+    assert lockstep(["metrics", "set", "cli.value", "1", *old, *where]) == 0
+    assert json.loads(capsys.readouterr().out)["stored"] is False
+    assert lockstep(["metrics", "set", "cli.value", "1", "--key", "wrong", "--url",
+                     server.api_base]) == 1  # fmt: skip
+    assert "HTTP 403" in capsys.readouterr().err
