@@ -33,7 +33,10 @@ as `wrong-push-type`.
   reloads the app's widgets, at most `DeviceProfile.widget_reload_budget` times per day (WidgetKit's
   reload budget); anything else is ignored (`not-content-changed`), and a reload over the budget is
   dropped (`widget-budget`). A reload is counted (`widget_reloads`) and its time kept
-  (`widget_reloaded_at`): that is when the widget would read the server's current values.
+  (`widget_reloaded_at`); the simulated widget extension then reads the server's current values
+  (`simulator.widgets`) and the widget shows them (`show_widget`: `widget` in the snapshot, at
+  most `WIDGET_METRICS` of them, by key; `widget_failed` keeps the values shown before and says
+  why the read failed).
 
 A malformed known `aps` key (an alert that is neither a string nor an object, a badge that is not
 a non-negative integer, a sound that is neither a string nor an object, a non-string
@@ -73,6 +76,9 @@ DEFAULT_INTERRUPTION_LEVEL: Final = "active"
 
 WIDGETS_BODY: Final = {"aps": {"content-changed": True}}
 """The one body a `widgets` push may carry (iOS 26 widget push updates)."""
+
+WIDGET_METRICS: Final = 64
+"""The most metric values a simulated widget keeps (a real widget shows a handful)."""
 
 
 class AppDetail(enum.StrEnum):
@@ -168,6 +174,7 @@ class AppSide:
         "notifications_dropped",
         "notifications_replaced",
         "notifications_silent",
+        "widget",
         "widget_reloaded_at",
         "widget_reloads",
     )
@@ -188,6 +195,8 @@ class AppSide:
         self.background_wakes = 0
         self.widget_reloads = 0
         self.widget_reloaded_at: float | None = None  # device time of the last reload
+        # What the widget shows: {"metrics": {key: value}, "shown_at", "error"} (show_widget).
+        self.widget: dict[str, Any] = {"metrics": {}, "shown_at": None, "error": None}
         self.log = EventLog(limit)
 
     def receive(
@@ -216,6 +225,7 @@ class AppSide:
             "background_wakes": self.background_wakes,
             "widget_reloads": self.widget_reloads,
             "widget_reloaded_at": self.widget_reloaded_at,
+            "widget": {**self.widget, "metrics": dict(self.widget["metrics"])},
             "calls": [dict(c) for c in self.calls],
             "calls_dropped": self.calls_dropped,
             "app_events": self.log.entries(),
@@ -256,6 +266,15 @@ class AppSide:
         self._reload_budget.restore(state["reload_budget"])
         reloaded_at = state.get("widget_reloaded_at")  # absent from older state files
         self.widget_reloaded_at = None if reloaded_at is None else float(reloaded_at)
+
+    def show_widget(self, metrics: Mapping[str, Any], now: float) -> None:
+        """The widget extension read these values (key -> value) after a reload: show them."""
+        keys = sorted(metrics)[:WIDGET_METRICS]
+        self.widget = {"metrics": {k: metrics[k] for k in keys}, "shown_at": now, "error": None}
+
+    def widget_failed(self, error: str, now: float) -> None:
+        """The read after a reload failed: the widget keeps what it showed, and says why."""
+        self.widget = {**self.widget, "error": f"{error} (at {now:.3f})"}
 
     # -- per push type ----------------------------------------------------------------------------
 

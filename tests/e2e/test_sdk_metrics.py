@@ -3,10 +3,11 @@
 The server runs in simulate mode: two simulated iPhones register their push-to-start and widget
 tokens through the device API. `client.metrics.update(key, value, timestamp=...)` must store the
 value, the phones' widgets must get a `widgets` push (the simulator counts a reload only for the
-exact `{"aps":{"content-changed":true}}` body on the widget token and topic), and the device route
-the widget reads must return the current values. An older timestamp never replaces a newer value,
-a burst of changes costs each phone at most two reloads (one now, one coalesced), and bad input
-reaches the SDK as the `MetricError` it documents.
+exact `{"aps":{"content-changed":true}}` body on the widget token and topic), the device route
+the widget reads must return the current values, and each phone's simulated widget extension,
+which reads that route after a reload, must show them. An older timestamp never replaces a newer
+value, a burst of changes costs each phone at most two reloads (one now, one coalesced), bad input
+reaches the SDK as the `MetricError` it documents, and `lockstep metrics set` works the same.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ def test_a_value_reaches_the_widgets(server: LiveServer, client: ActivitySmith) 
         dropped = [e for e in device["app_events"] if "widget" in e["detail"]]
         assert dropped == [], dropped  # no push the phone refused or dropped
         assert device_values(server, device["name"])["revenue.today"] == 1234.5
+    # Each phone's widget extension read the values after the reload, and shows them.
+    shown = wait_until(
+        lambda: {d["name"]: d["widget"] for d in server.devices()},
+        lambda widgets: all(w["metrics"].get("revenue.today") == 1234.5 for w in widgets.values()),
+        timeout=PUSH_TIMEOUT,
+        what="the widgets showing the value",
+    )
+    assert all(w["error"] is None and w["shown_at"] is not None for w in shown.values())
 
 
 def test_an_older_timestamp_never_overwrites(server: LiveServer, client: ActivitySmith) -> None:
@@ -165,6 +174,12 @@ def test_a_burst_costs_each_phone_at_most_two_reloads(
     for device, count in before.items():
         assert 1 <= after[device] - count <= 2, (before, after)
         assert device_values(server, device)["burst"] == 9
+    wait_until(
+        lambda: [d["widget"]["metrics"].get("burst") for d in server.devices()],
+        lambda shown: shown == [9] * DEVICES,
+        timeout=PUSH_TIMEOUT,
+        what="the widgets showing the last value of the burst",
+    )
 
 
 def test_bad_input_is_a_metric_error(server: LiveServer, client: ActivitySmith) -> None:

@@ -173,11 +173,17 @@ class FakeMetrics:
         )
 
     def for_device(self, device_id: str) -> metrics.DeviceMetrics:
-        """No metric yet; 404 for any device but `iphone-1`."""
+        """Two metrics; 404 for any device but `iphone-1`."""
         self.svc.called("device_metrics", device_id)
         if device_id != "iphone-1":
             raise errors.NotFound(f"no device with id {device_id!r}")
-        return metrics.DeviceMetrics(device_id=device_id, metrics=[])
+        return metrics.DeviceMetrics(
+            device_id=device_id,
+            metrics=[
+                metrics.MetricInfo(key="revenue", value=12.5, timestamp=TS, updated_at=TS),
+                metrics.MetricInfo(key="status", value="green", timestamp=TS, updated_at=TS),
+            ],
+        )
 
 
 @dataclass

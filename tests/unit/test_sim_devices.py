@@ -489,6 +489,7 @@ DEVICE_KEYS = {
     "background_wakes",
     "widget_reloads",
     "widget_reloaded_at",
+    "widget",
     "calls",
     "calls_dropped",
     "app_events",
