@@ -212,12 +212,20 @@ class Engine:
             expiration=expiration,
         )
         self._listener.submitted(push_type)
-        return await send_app_push(
+        sent_at = trio.current_time()
+        result = await send_app_push(
             self._dispatcher.pool,
             request,
             dead=self._dispatcher.dead_tokens,
             mark_dead=self._dispatcher.mark_dead,
         )
+        if result.http_status is not None:  # the same metrics as a Live Activity push's answer
+            self._listener.answered(
+                result.http_status, result.reason, trio.current_time() - sent_at
+            )
+        elif result.outcome in (Outcome.TRANSPORT, Outcome.UNPROCESSED):
+            self._listener.unanswered(result.outcome.value, result.detail)
+        return result
 
     def budget(self, activity_id: str, lane: str) -> BudgetState | None:
         """Where the priority-10 budget of the lane's device stands now (None when
