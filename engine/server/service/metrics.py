@@ -114,7 +114,3 @@ class Metrics:
             raise errors.NotFound(f"no device with id {device_id!r}")
         rows = sorted(self._reg.metrics.values(), key=lambda r: r.key)
         return DeviceMetrics(device_id=device_id, metrics=[metric_info(r) for r in rows])
-
-    def list(self) -> list[MetricInfo]:
-        """Every metric's current value, by key."""
-        return [metric_info(r) for r in sorted(self._reg.metrics.values(), key=lambda r: r.key)]
