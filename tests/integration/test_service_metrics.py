@@ -68,9 +68,12 @@ async def test_a_value_is_stored_and_reloads_every_widget(
             stored = {m.key: m.value for m in (await h.store.load()).metrics}
             assert stored == {"revenue": 1234.5, "status": "3 of 5", "count": 7}
             assert isinstance(stored["count"], int)  # a number keeps its JSON type
-        # A restart reads them back.
+        # A restart reads them back, and reloads every widget once (whether the last change's
+        # reloads went out before it is not stored).
         async with open_harness(make_kit(devices=2), tmp_path / "db") as h:
             assert shown(h, "iphone-2") == {"count": 7, "revenue": 1234.5, "status": "3 of 5"}
+            await trio.sleep(5)
+            assert reloads(h) == {"iphone-1": 1, "iphone-2": 1}
 
 
 async def test_an_older_timestamp_never_overwrites_a_newer_value(

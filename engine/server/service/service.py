@@ -6,8 +6,9 @@
         await service.metrics.set_value("revenue", MetricValueRequest(value=1234))
 
 `open_service` loads the store's snapshot into memory, re-queues what devices are still missing
-(restart recovery), and runs the background tasks: the outbox's write-behind, the widget reload
-pushes of metric changes (`widgets.WidgetPusher`), and a sweeper that
+(restart recovery: also one widget reload per device when metrics are stored), and runs the
+background tasks: the outbox's write-behind, the widget reload pushes of metric changes
+(`widgets.WidgetPusher`), and a sweeper that
 forgets ended activities once every device has their end and `retention` has passed, so memory and
 the database stay bounded by the activities that matter, and, while store writes fail, a probe
 that clears `/healthz` once they succeed again (`undo.StoreGuard`).
@@ -219,10 +220,14 @@ async def open_service(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)
-        await nursery.start(service.widgets.run)
         service.recovered = await service.outbox.recover()
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
+        await nursery.start(service.widgets.run)
+        if service.registry.metrics:
+            # Whether the last change's reloads went out before the restart is not stored: one
+            # reload per widget now, so every widget reads the values the store has.
+            service.widgets.notify(service.registry.devices.values())
         nursery.start_soon(service._sweep_forever)
         nursery.start_soon(service._report_overdue_forever)
         nursery.start_soon(service.guard.heal_forever)
