@@ -205,3 +205,20 @@ def test_the_widgets_topic() -> None:
     assert app_topic("com.example.app", "alert") == "com.example.app"
     with pytest.raises(ValueError, match="unknown apns-push-type"):
         app_topic("com.example.app", "widget")
+
+
+def test_a_reload_owed_to_an_old_token_goes_to_the_new_one() -> None:
+    p = plan(min_interval=60)
+    p.want("a", "old", now=0.0)
+    (send,) = p.take_ready(0.0, 1)
+    p.done(send, OK, now=0.0)
+    p.want("a", "old", now=1.0)  # owed, paced until 60
+    p.retoken("a", "new", now=2.0)
+    assert p.next_at() == 60.0  # same pacing, same budget
+    assert p.take_ready(60.0, 5) == [WidgetSend("a", "new")]
+    p.retoken("a", "newer", now=61.0)  # nothing owed: no push, the token is just replaced
+    assert p.next_at() is None
+    p.want("a", "newer", now=200.0)
+    assert p.take_ready(200.0, 5) == [] and p.in_flight == 1  # the earlier push is in flight
+    p.retoken("b", "x", now=200.0)  # unknown device: nothing happens
+    assert len(p) == 1

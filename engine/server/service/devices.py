@@ -87,8 +87,11 @@ class Devices:
         undo.entry(self._reg.devices, device_id)
         self._reg.devices[device_id] = row
         await self._store.commit([PutDevice(row)], undo)
-        if self._widgets is not None and row.widget_token is None:
-            self._widgets.forget(device_id)  # no token, no widget pushes (a new one is a new plan)
+        if self._widgets is not None:
+            if row.widget_token is None:
+                self._widgets.forget(device_id)  # no token, no widget pushes
+            else:
+                self._widgets.retoken(device_id, row.widget_token)
         return device_info(row)
 
     async def unregister(self, device_id: str) -> models.DeviceInfo:

@@ -160,6 +160,17 @@ class WidgetPlan:
             self._schedule(device_id, dev, now)
         return True
 
+    def retoken(self, device_id: str, token: str, now: float) -> None:
+        """The app registered another widget token: a reload the old one was owed goes to it."""
+        dev = self._devices.get(device_id)
+        if dev is None or dev.token == token:
+            return
+        if dev.pending:
+            dev.pending = False
+            self.want(device_id, token, now)  # the new token's record owes the same reload
+        else:
+            dev.token = token  # an answer for the old token now reads as stale
+
     def forget(self, device_id: str) -> None:
         """The device is gone, or has no widget token any more: nothing more for it."""
         dev = self._devices.pop(device_id, None)
@@ -274,6 +285,11 @@ class WidgetPusher:
     def forget(self, device_id: str) -> None:
         """The device left, or dropped its widget token."""
         self.plan.forget(device_id)
+
+    def retoken(self, device_id: str, token: str) -> None:
+        """The device registered another widget token."""
+        self.plan.retoken(device_id, token, trio.current_time())
+        self._wake.set()
 
     def stats(self) -> dict[str, float]:
         """Gauges and counters for `/metrics` (`widget_*`)."""
