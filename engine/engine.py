@@ -27,9 +27,11 @@ import trio
 
 from engine.apns.auth import SigningKey
 from engine.apns.pool import ApnsPool
+from engine.apns.protocol import PushRequest
 from engine.apns.reasons import Outcome
 from engine.apns.tokens import TokenSource
 from engine.apns.transport import Connector, tcp_connector
+from engine.apppush import AppPushResult, app_topic, send_app_push
 from engine.config import EngineConfig
 from engine.delivery.budget import BudgetState, PriorityBudget
 from engine.delivery.coalescer import Coalescer
@@ -189,6 +191,41 @@ class Engine:
         self._dispatcher.settle_all(superseded)
         self._dispatcher.wake()
         return handle
+
+    async def send_app_push(
+        self,
+        device_token: str,
+        body: bytes,
+        *,
+        push_type: str,
+        priority: int = 10,
+        expiration: int | None = None,
+    ) -> AppPushResult:
+        """Send one app push (not a Live Activity: e.g. `widgets`) once, on the push type's
+        topic, and return what APNs said; retries are the caller's (`engine.apppush`)."""
+        request = PushRequest(
+            token=device_token,
+            topic=app_topic(self.config.credentials.bundle_id, push_type),
+            body=body,
+            push_type=push_type,
+            priority=priority,
+            expiration=expiration,
+        )
+        self._listener.submitted(push_type)
+        sent_at = trio.current_time()
+        result = await send_app_push(
+            self._dispatcher.pool,
+            request,
+            dead=self._dispatcher.dead_tokens,
+            mark_dead=self._dispatcher.mark_dead,
+        )
+        if result.http_status is not None:  # the same metrics as a Live Activity push's answer
+            self._listener.answered(
+                result.http_status, result.reason, trio.current_time() - sent_at
+            )
+        elif result.outcome in (Outcome.TRANSPORT, Outcome.UNPROCESSED):
+            self._listener.unanswered(result.outcome.value, result.detail)
+        return result
 
     def budget(self, activity_id: str, lane: str) -> BudgetState | None:
         """Where the priority-10 budget of the lane's device stands now (None when

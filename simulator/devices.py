@@ -52,6 +52,9 @@ to the same device object:
      "notifications_replaced": int,               # replaced by a push with their collapse id
      "notifications_silent": int,                 # alert pushes with no alert text
      "background_wakes": int, "widget_reloads": int,
+     "widget_reloaded_at": number | null,         # device time of the last widget reload
+     "widget": {"metrics": {key: value}, "shown_at": number | null, "error": str | null},
+                                                  # what the widget shows (simulator/widgets.py)
      "calls": [{"at": number, "apns_id": str, "payload": {...}}], "calls_dropped": int,
      "app_events": [event], "app_events_dropped": int}   # app pushes ignored or dropped, and why
 

@@ -9,9 +9,12 @@ in the caller's trio context for the duration of the `async with`, and drains it
         await sim.attach("http://127.0.0.1:8787/api", device_key)
 
 `attach` makes the simulated iPhones behave as installed apps would: each one registers its
-push-to-start token with the server's device API (`PUT {api_base}/devices/{name}`, a
+push-to-start token and its widget token (iOS 26 `widgets` pushes, so the server can tell its
+widgets to reload) with the server's device API (`PUT {api_base}/devices/{name}`, a
 `DeviceRegistration` body), and every update token a push-to-start issues is reported to
-`POST {api_base}/activity-tokens` (apns.md §6, "Tokens"). The server learns the devices only
+`POST {api_base}/activity-tokens` (apns.md §6, "Tokens"), and each reload of a phone's widgets (a
+`widgets` push) reads the current metric values from `GET {api_base}/devices/{name}/metrics`, as
+the app's widget extension would (simulator/widgets.py). The server learns the devices only
 through that API; nothing here imports the engine's service.
 """
 
@@ -85,11 +88,13 @@ class EmbeddedSimulator:
                     "push_to_start_token": device["push_to_start_token"],
                     "name": name,
                     "channels": list(device["channels"]),
+                    "widget_token": device["tokens"]["widgets"],
                 }
             )
             url = f"{base}/devices/{quote(name, safe='')}"
             await _put_with_retries(url, body, device_key, attempts=attempts, backoff=backoff)
         self.simulator.set_reporter(f"{base}/activity-tokens", bearer=device_key)
+        self.simulator.set_widget_reader(base, bearer=device_key)
 
 
 async def _put_with_retries(

@@ -32,7 +32,11 @@ as `wrong-push-type`.
 - `widgets` on the widget token (iOS 26): only the exact body `{"aps":{"content-changed":true}}`
   reloads the app's widgets, at most `DeviceProfile.widget_reload_budget` times per day (WidgetKit's
   reload budget); anything else is ignored (`not-content-changed`), and a reload over the budget is
-  dropped (`widget-budget`).
+  dropped (`widget-budget`). A reload is counted (`widget_reloads`) and its time kept
+  (`widget_reloaded_at`); the simulated widget extension then reads the server's current values
+  (`simulator.widgets`) and the widget shows them (`show_widget`: `widget` in the snapshot, at
+  most `WIDGET_METRICS` of them, by key; `widget_failed` keeps the values shown before and says
+  why the read failed).
 
 A malformed known `aps` key (an alert that is neither a string nor an object, a badge that is not
 a non-negative integer, a sound that is neither a string nor an object, a non-string
@@ -72,6 +76,9 @@ DEFAULT_INTERRUPTION_LEVEL: Final = "active"
 
 WIDGETS_BODY: Final = {"aps": {"content-changed": True}}
 """The one body a `widgets` push may carry (iOS 26 widget push updates)."""
+
+WIDGET_METRICS: Final = 64
+"""The most metric values a simulated widget keeps (a real widget shows a handful)."""
 
 
 class AppDetail(enum.StrEnum):
@@ -167,6 +174,8 @@ class AppSide:
         "notifications_dropped",
         "notifications_replaced",
         "notifications_silent",
+        "widget",
+        "widget_reloaded_at",
         "widget_reloads",
     )
 
@@ -185,6 +194,9 @@ class AppSide:
         self.calls_dropped = 0
         self.background_wakes = 0
         self.widget_reloads = 0
+        self.widget_reloaded_at: float | None = None  # device time of the last reload
+        # What the widget shows: {"metrics": {key: value}, "shown_at", "error"} (show_widget).
+        self.widget: dict[str, Any] = {"metrics": {}, "shown_at": None, "error": None}
         self.log = EventLog(limit)
 
     def receive(
@@ -212,6 +224,8 @@ class AppSide:
             "notifications_silent": self.notifications_silent,
             "background_wakes": self.background_wakes,
             "widget_reloads": self.widget_reloads,
+            "widget_reloaded_at": self.widget_reloaded_at,
+            "widget": {**self.widget, "metrics": dict(self.widget["metrics"])},
             "calls": [dict(c) for c in self.calls],
             "calls_dropped": self.calls_dropped,
             "app_events": self.log.entries(),
@@ -236,6 +250,7 @@ class AppSide:
         state["log"] = self.log.to_state()
         state["wake_budget"] = self._wake_budget.to_json()
         state["reload_budget"] = self._reload_budget.to_json()
+        state["widget_reloaded_at"] = self.widget_reloaded_at
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -249,6 +264,17 @@ class AppSide:
         self.log.restore(state["log"])
         self._wake_budget.restore(state["wake_budget"])
         self._reload_budget.restore(state["reload_budget"])
+        reloaded_at = state.get("widget_reloaded_at")  # absent from older state files
+        self.widget_reloaded_at = None if reloaded_at is None else float(reloaded_at)
+
+    def show_widget(self, metrics: Mapping[str, Any], now: float) -> None:
+        """The widget extension read these values (key -> value) after a reload: show them."""
+        keys = sorted(metrics)[:WIDGET_METRICS]
+        self.widget = {"metrics": {k: metrics[k] for k in keys}, "shown_at": now, "error": None}
+
+    def widget_failed(self, error: str, now: float) -> None:
+        """The read after a reload failed: the widget keeps what it showed, and says why."""
+        self.widget = {**self.widget, "error": f"{error} (at {now:.3f})"}
 
     # -- per push type ----------------------------------------------------------------------------
 
@@ -329,6 +355,7 @@ class AppSide:
         if not self._reload_budget.take(push.now):
             return self._ignore(AppDetail.WIDGET_BUDGET, push)
         self.widget_reloads += 1
+        self.widget_reloaded_at = push.now
         return AppResult(True, AppDetail.RELOADED)
 
     def _ignore(self, detail: str, push: PushFacts) -> AppResult:

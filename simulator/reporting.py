@@ -113,6 +113,43 @@ async def send_json(method: str, url: str, body: bytes, *, bearer: str | None) -
                 raise ConnectionError("server closed the connection without answering")
 
 
+MAX_ANSWER = 1 << 20
+"""Bytes of an answer body `get_json` reads at most (a widget's metrics are far smaller)."""
+
+
+async def get_json(url: str, *, bearer: str | None) -> tuple[int, bytes]:
+    """GET an `http://` URL; return the status code and the body (at most `MAX_ANSWER` bytes).
+
+    Same transport as `send_json` (trio + h11, one connection); callers bound it with
+    `trio.fail_after`. The bearer credential goes only into the Authorization header.
+    """
+    parts = check_http_url(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = [("host", parts.netloc), ("accept", "application/json"), ("connection", "close")]
+    if bearer:
+        headers.append(("authorization", f"Bearer {bearer}"))
+    conn = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
+    async with stream:
+        request = h11.Request(method="GET", target=target, headers=headers)
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        status, body = 0, bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = int(event.status_code)
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_ANSWER:
+                    raise h11.ProtocolError(f"answer over {MAX_ANSWER} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                return status, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("server closed the connection before the answer ended")
+
+
 class TokenReporter:
     """Sends `TokenReport`s to the engine's device API in the background."""
 

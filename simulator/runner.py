@@ -41,6 +41,7 @@ from simulator.record import PushRecorder
 from simulator.reporting import TokenReporter
 from simulator.server import ApnsServer
 from simulator.state import STATE_FILE, StateKeeper, load
+from simulator.widgets import WidgetReader
 
 log = logging.getLogger("lockstep.simulator")
 
@@ -111,6 +112,12 @@ def _stats(reporter: TokenReporter) -> dict[str, Any]:
     return {"delivered": s.delivered, "failed": s.failed, "dropped": s.dropped}
 
 
+def _reads(reader: WidgetReader) -> dict[str, Any]:
+    """The widget reader's counters, JSON-ready."""
+    s = reader.stats
+    return {"url": reader.api_base, "read": s.read, "failed": s.failed, "dropped": s.dropped}
+
+
 class Simulator:
     """A fake APNs with simulated iPhones, ready to run."""
 
@@ -145,6 +152,7 @@ class Simulator:
         self.push_recorder: PushRecorder | None = None
         self.apns_files: ApnsFileWriter | None = None
         self.state_keeper: StateKeeper | None = None
+        self.widget_reader: WidgetReader | None = None  # the widget extensions' reads
         self._control_shutdown = trio.Event()
         self._nursery: trio.Nursery | None = None  # run()'s nursery, while it runs
 
@@ -238,6 +246,7 @@ class Simulator:
             "record_pushes": str(o.record_pushes.resolve()) if o.record_pushes else None,
             "token_report_url": self.reporter.url if self.reporter else None,
             "token_reports": None if self.reporter is None else _stats(self.reporter),
+            "widget_reads": None if self.widget_reader is None else _reads(self.widget_reader),
             "state_file": str(self.state_keeper.path.resolve()) if self.state_keeper else None,
         }
 
@@ -260,6 +269,8 @@ class Simulator:
             try:
                 if self.reporter is not None:
                     nursery.start_soon(self.reporter.run)
+                if self.widget_reader is not None:
+                    nursery.start_soon(self.widget_reader.run)
                 if self.state_keeper is not None:
                     nursery.start_soon(self.state_keeper.run)
                 nursery.start_soon(self._tick)
@@ -279,6 +290,21 @@ class Simulator:
         while True:
             await trio.sleep(TICK_SECONDS)
             self.apns.tick(self.apns.wall_clock())
+
+    def set_widget_reader(self, api_base: str, *, bearer: str | None = None) -> WidgetReader:
+        """After a widgets push reloads a phone's widgets, read the values from `api_base`'s
+        device route with `bearer` (simulator/widgets.py); retargets an existing reader."""
+        if self.widget_reader is not None:
+            self.widget_reader.retarget(api_base, bearer=bearer)
+            return self.widget_reader
+        reader = WidgetReader(
+            self.apns.registry, api_base, bearer=bearer, wall_clock=self.apns.wall_clock
+        )
+        self.widget_reader = reader
+        self.apns.listeners.append(reader)
+        if self._nursery is not None:
+            self._nursery.start_soon(reader.run)
+        return reader
 
     def set_reporter(self, url: str, *, bearer: str | None = None) -> TokenReporter:
         """Report new update tokens to `url` from now on, with `bearer` as the credential.

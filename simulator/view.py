@@ -424,7 +424,28 @@ def render_app(device: Mapping[str, Any], *, now: float) -> RenderableType | Non
         lines.append(text)
     if len(notes) > NOTIFICATIONS_SHOWN:
         lines.append(Text(f"+{len(notes) - NOTIFICATIONS_SHOWN} older notifications", style="dim"))
+    widget = render_widget(device.get("widget"), now=now)
+    if widget is not None:
+        lines.append(widget)
     return Group(*lines)
+
+
+def render_widget(widget: object, *, now: float) -> Text | None:
+    """The values the app's widget shows (read from the server after its last reload)."""
+    if not isinstance(widget, dict):
+        return None
+    metrics = widget.get("metrics")
+    values = metrics if isinstance(metrics, dict) else {}
+    if not values and not widget.get("error"):
+        return None
+    text = Text("widget  ")
+    text.append("  ".join(f"{k} {v}" for k, v in values.items()) or "(nothing yet)")
+    at = _num(widget.get("shown_at"))
+    if at is not None:
+        text.append("  " + format_when(at, now), style="dim")
+    if widget.get("error"):
+        text.append(f"  read failed: {widget['error']}", style="red")
+    return text
 
 
 def render_device(device: Mapping[str, Any], *, now: float) -> Panel:

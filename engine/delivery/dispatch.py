@@ -222,6 +222,10 @@ class Dispatcher:
             self._capacity.set()
         self._wake.set()
 
+    def mark_dead(self, device_token: str, reason: Reason | None) -> None:
+        """Remember a token APNs killed (410, BadDeviceToken): nothing more is sent to it."""
+        self._mark_dead(device_token, reason)
+
     def _mark_dead(self, device_token: str, reason: Reason | None) -> None:
         # 410 / BadDeviceToken: stop sending to it (bounded memory of dead tokens).
         self.dead_tokens[device_token] = reason

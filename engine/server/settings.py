@@ -40,6 +40,9 @@
     devices = 3
     fresh = false                 # true: new phones instead of the ones kept in the state dir
     profile = { low_power = true }  # the simulated iPhones' profile (README, "Device profiles")
+    [widgets]                     # widget reload pushes (engine.server.service.widgets)
+    daily_budget = 40             # pushes per device per day (WidgetKit's reload budget)
+    min_interval = 60             # seconds between two pushes to one device
 
 Without `[apns]` the server runs in simulate mode: the simulator is started in-process as its
 APNs, with `simulate.devices` simulated iPhones registered through the device API. Keys that are
@@ -69,6 +72,7 @@ from engine.server.http.h11server import H11Limits
 from engine.server.keys import KEY_FILE_NAME, NamedKey, parse_config_keys
 from engine.server.logs import FORMATS, LogFormat
 from engine.server.service.live import LiveConfig
+from engine.server.service.widgets import WidgetConfig
 
 DEFAULT_STATE_DIR = Path("lockstep-data")
 
@@ -127,6 +131,7 @@ class Settings:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
+    widgets: WidgetConfig = field(default_factory=WidgetConfig)
     max_body: int = 64 * 1024
     record: Path | None = None
     api_key_origin: KeyOrigin = field(default_factory=KeyOrigin)
@@ -164,7 +169,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"server", "apns", "delivery", "live", "simulate", "keys"}
+    unknown = set(data) - {"server", "apns", "delivery", "live", "simulate", "keys", "widgets"}
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     server = data.get("server", {})
@@ -186,6 +191,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         delivery=_section(DeliveryConfig, data.get("delivery", {}), "delivery"),
         live=_section(LiveConfig, data.get("live", {}), "live"),
         simulate=_section(SimulateSettings, data.get("simulate", {}), "simulate"),
+        widgets=_widgets(data.get("widgets", {})),
         max_body=int(server.get("max_body", 64 * 1024)),
         api_key_origin=_origin(env, "LOCKSTEP_API_KEY", path, "api_keys"),
         device_key_origin=_origin(env, "LOCKSTEP_DEVICE_KEY", path, "device_keys"),
@@ -324,6 +330,16 @@ def _section(cls: Any, values: dict[str, Any], name: str) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def _widgets(values: dict[str, Any]) -> WidgetConfig:
+    try:
+        config: WidgetConfig = _section(WidgetConfig, values, "widgets")
+    except ConfigError:
+        raise
+    except ValueError as exc:  # WidgetConfig checks its own bounds
+        raise ConfigError(f"[widgets]: {exc}") from None
+    return config
 
 
 def _with_apns(settings: Settings, apns: dict[str, Any], *, base: Path) -> Settings:

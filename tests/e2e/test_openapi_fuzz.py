@@ -6,8 +6,10 @@ operation in it gets a bounded number of generated requests:
 - positive cases (what the schema allows) and negative cases (wrong types, missing fields,
   values out of range, missing credentials);
 - positive cases steered past the first checks (`reaching_the_service`): content states get a
-  type and what it needs, and update, end and token reports name an activity that exists, so
-  that the service itself, the store and the engine see fuzzed input too.
+  type and what it needs, update, end and token reports name an activity that exists, and a
+  device's widget metrics are read for a registered device, so that the service itself, the
+  store and the engine see fuzzed input too (metric values reach the store and the widget
+  pushes unsteered: any key the pattern allows is a metric).
 
 Each request carries the key its route needs, read from the operation's own `security` entry
 (send key, device key or none). Whatever is sent, the server must never answer with a 5xx, and
@@ -94,7 +96,10 @@ def start_activity(server: LiveServer) -> str:
 def reaching_the_service(case: Any, *, activity_id: str, device_id: str) -> Any:
     """Steer a positive case past the first checks: a content state gets a type and what the
     type needs, buttons with made-up URLs and unknown channels go, and requests about an
-    activity name one that exists (and a device that receives it)."""
+    activity name one that exists (and a device that receives it); a device's metrics are read
+    for a registered device."""
+    if case.operation.path == "/devices/{device_id}/metrics":
+        case.path_parameters = {**(case.path_parameters or {}), "device_id": device_id}
     body = case.body
     if not isinstance(body, dict):
         return case

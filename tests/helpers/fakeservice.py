@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.server.contract import errors, models
+from engine.server.contract import errors, metrics, models
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TS",
     "FakeDevices",
     "FakeLive",
+    "FakeMetrics",
     "FakeService",
     "device_info",
 ]
@@ -68,11 +69,13 @@ class FakeService:
     live: FakeLive = field(init=False, repr=False, compare=False)
     devices: FakeDevices = field(init=False, repr=False, compare=False)
     status: FakeStatus = field(init=False, repr=False, compare=False)
+    metrics: FakeMetrics = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.live = FakeLive(self)
         self.devices = FakeDevices(self)
         self.status = FakeStatus(self)
+        self.metrics = FakeMetrics(self)
 
     def called(self, *call: Any) -> None:
         """Record `call`, then raise `fail` if a test set one."""
@@ -170,6 +173,35 @@ class FakeDevices:
         self.svc.scopes.append(scope)
         self.svc.called("list")
         return [device_info("iphone-1")]
+
+
+@dataclass
+class FakeMetrics:
+    """The widget metrics calls: every value is stored; `iphone-1` is the one device."""
+
+    svc: FakeService
+
+    async def set_value(
+        self, key: str, req: metrics.MetricValueRequest
+    ) -> metrics.MetricValueResponse:
+        """Stored, one device told."""
+        self.svc.called("set_metric", key, req)
+        return metrics.MetricValueResponse(
+            success=True, key=key, value=req.value, timestamp=TS, stored=True, devices_targeted=1
+        )
+
+    def for_device(self, device_id: str) -> metrics.DeviceMetrics:
+        """Two metrics; 404 for any device but `iphone-1`."""
+        self.svc.called("device_metrics", device_id)
+        if device_id != "iphone-1":
+            raise errors.NotFound(f"no device with id {device_id!r}")
+        return metrics.DeviceMetrics(
+            device_id=device_id,
+            metrics=[
+                metrics.MetricInfo(key="revenue", value=12.5, timestamp=TS, updated_at=TS),
+                metrics.MetricInfo(key="status", value="green", timestamp=TS, updated_at=TS),
+            ],
+        )
 
 
 @dataclass

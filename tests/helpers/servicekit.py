@@ -2,7 +2,8 @@
 
 `open_harness` runs: a SQLite store (a file under tmp_path, so a second harness on the same path
 is a restart), the engine over memory streams to the simulator kit, and the service, with the
-simulated devices registered through `service.devices` and their token reports forwarded to
+simulated devices registered through `service.devices` (push-to-start and widget tokens) and
+their token reports forwarded to
 `service.devices.report_token` as an app would (or captured, when `forward_reports` is False).
 """
 
@@ -19,6 +20,7 @@ import trio
 from engine.engine import open_engine
 from engine.server.contract import models
 from engine.server.service import LiveConfig, Service, ServiceConfig, open_service
+from engine.server.service.widgets import WidgetConfig
 from engine.server.store.sqlite import SqliteStore
 from simulator.devices import TokenReport
 from tests.helpers.simkit import Kit, engine_config, memory_connector
@@ -64,6 +66,7 @@ async def register_devices(kit: Kit, service: Service) -> None:
                 push_to_start_token=device["push_to_start_token"],
                 name=device["name"],
                 channels=list(device.get("channels") or []),
+                widget_token=device["tokens"]["widgets"],
             ),
         )
 
@@ -78,6 +81,7 @@ async def open_harness(
     connector: Callable[[Kit, trio.Nursery], Any] = memory_connector,
     register: bool = True,
     drain_timeout: float = 10.0,
+    widgets: WidgetConfig | None = None,
 ) -> AsyncIterator[Harness]:
     """Run store + engine + service over `kit` for the block (see the module docstring)."""
     async with trio.open_nursery() as nursery:
@@ -95,7 +99,9 @@ async def open_harness(
                 engine,
                 store,
                 wall_clock=kit.now,
-                config=ServiceConfig(live=live or LiveConfig(notify_wait=0.5)),
+                config=ServiceConfig(
+                    live=live or LiveConfig(notify_wait=0.5), widgets=widgets or WidgetConfig()
+                ),
             ) as service,
         ):
             harness = Harness(kit, service, store)

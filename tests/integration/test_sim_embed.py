@@ -140,15 +140,27 @@ async def test_attach_registers_devices_and_reports_the_update_token(tmp_path: P
 
             await emb.attach(api_base + "/", DEVICE_KEY)  # a trailing slash is harmless
             tokens = push_to_start_tokens(emb)
+            now = emb.simulator.apns.wall_clock()
+            widgets = {
+                d["name"]: d["tokens"]["widgets"] for d in emb.simulator.apns.registry.snapshot(now)
+            }
             assert [(s.method, s.path, s.authorization, s.body) for s in api.seen] == [
                 (
                     "PUT",
                     f"/api/devices/{name}",
                     f"Bearer {DEVICE_KEY}",
-                    {"push_to_start_token": tokens[name], "name": name, "channels": []},
+                    {
+                        "push_to_start_token": tokens[name],
+                        "name": name,
+                        "channels": [],
+                        "widget_token": widgets[name],
+                    },
                 )
                 for name in ("iphone-1", "iphone-2")
             ]
+            reader = emb.simulator.widget_reader
+            assert reader is not None and reader.api_base == api_base
+            assert DEVICE_KEY not in repr(reader)
             reporter = emb.simulator.reporter
             assert reporter is not None and reporter.url == api_base + "/activity-tokens"
             assert DEVICE_KEY not in repr(reporter) and DEVICE_KEY not in repr(emb)

@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.cli.main import build_parser
 from engine.config import DeliveryConfig
 from engine.server.service.live import LiveConfig
+from engine.server.service.widgets import WidgetConfig
 from engine.server.settings import _SERVER_KEYS, SimulateSettings, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -32,6 +33,7 @@ def test_the_example_config_names_every_setting() -> None:
         "delivery": {f.name for f in dataclasses.fields(DeliveryConfig)},
         "live": {f.name for f in dataclasses.fields(LiveConfig)},
         "simulate": {f.name for f in dataclasses.fields(SimulateSettings)},
+        "widgets": {f.name for f in dataclasses.fields(WidgetConfig)},
     }
     for section, keys in expected.items():
         assert _keys_in(text, section) == keys, section
@@ -41,9 +43,9 @@ def test_the_example_config_loads_and_holds_the_defaults(tmp_path: Path) -> None
     loaded = load_settings(DEPLOY / "lockstep.toml", env={})
     default = load_settings(None, env={})
     assert loaded.simulated  # [apns] is commented out: simulate mode
-    for name in ("delivery", "live", "simulate", "http", "host", "port", "state_dir", "db"):
+    for name in ("delivery", "live", "simulate", "widgets", "http", "host", "port", "state_dir"):
         assert getattr(loaded, name) == getattr(default, name), name
-    for name in ("max_body", "storage_retry_after", "access_log", "log_format"):
+    for name in ("db", "max_body", "storage_retry_after", "access_log", "log_format"):
         assert getattr(loaded, name) == getattr(default, name), name
 
 

@@ -58,6 +58,8 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("PUT", "/api/devices/iphone-1", DEVICE_BODY, Access.DEVICE, "register"),
     ("DELETE", "/api/devices/iphone-1", None, Access.DEVICE, "unregister"),
     ("POST", "/api/activity-tokens", REPORT_BODY, Access.DEVICE, "report_token"),
+    ("POST", "/api/metrics/revenue.eu/value", {"value": 12.5}, Access.SEND, "set_metric"),
+    ("GET", "/api/devices/iphone-1/metrics", None, Access.DEVICE, "device_metrics"),
 ]
 KEY_OF = {Access.SEND: SEND_KEY, Access.DEVICE: DEVICE_KEY}
 OTHER_KEY = {Access.SEND: DEVICE_KEY, Access.DEVICE: SEND_KEY}

@@ -130,3 +130,16 @@ def test_storage_retry_after_and_token_timeout_are_read(tmp_path: Path) -> None:
     text = "[server]\nstorage_retry_after = 12\n[live]\ntoken_timeout = 30\n"
     s = load_settings(write(tmp_path, text), env={})
     assert (s.storage_retry_after, s.live.token_timeout) == (12.0, 30.0)
+
+
+def test_widgets_section_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "lockstep.toml"
+    path.write_text("[widgets]\ndaily_budget = 70\nmin_interval = 5\n")
+    widgets = load_settings(path, env={}).widgets
+    assert (widgets.daily_budget, widgets.min_interval, widgets.priority) == (70, 5, 5)
+    path.write_text("[widgets]\ndaily_budget = 0\n")
+    with pytest.raises(ConfigError, match=r"^\[widgets\]: daily_budget must be at least 1"):
+        load_settings(path, env={})
+    path.write_text("[widgets]\nbudget = 3\n")
+    with pytest.raises(ConfigError, match=r"^\[widgets\]: unknown key\(s\) budget"):
+        load_settings(path, env={})

@@ -488,6 +488,8 @@ DEVICE_KEYS = {
     "notifications_silent",
     "background_wakes",
     "widget_reloads",
+    "widget_reloaded_at",
+    "widget",
     "calls",
     "calls_dropped",
     "app_events",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from simulator.activity import PushFacts
 from simulator.devices import ActivityOutcome, DeviceRegistry
-from simulator.notifications import DAY, HOUR, AppDetail, AppResult, AppSide
+from simulator.notifications import DAY, HOUR, WIDGET_METRICS, AppDetail, AppResult, AppSide
 from simulator.profile import DeviceProfile, parse_profile
 from simulator.validation import TokenKind
 
@@ -354,6 +354,35 @@ def test_widget_reload_budget_is_per_day() -> None:
     assert not reload(T0 + DAY / 40 - 1)
     assert reload(T0 + DAY / 40)
     assert side.snapshot()["widget_reloads"] == 41
+
+
+def test_the_widget_shows_what_its_extension_read() -> None:
+    side = app()
+    assert side.snapshot()["widget"] == {"metrics": {}, "shown_at": None, "error": None}
+    side.show_widget({"b": "green", "a": 1.5}, T0 + 1)
+    side.widget_failed("HTTP 503", T0 + 2)  # a later read fails: the values stay
+    widget = side.snapshot()["widget"]
+    assert widget["metrics"] == {"a": 1.5, "b": "green"} and widget["shown_at"] == T0 + 1
+    assert widget["error"].startswith("HTTP 503")
+    side.show_widget({f"k{n:03}": n for n in range(100)}, T0 + 3)
+    assert len(side.snapshot()["widget"]["metrics"]) == WIDGET_METRICS  # bounded
+    side.snapshot()["widget"]["metrics"].clear()  # a snapshot is a copy
+    assert side.snapshot()["widget"]["error"] is None and side.snapshot()["widget"]["metrics"]
+
+
+def test_a_reload_records_when_it_happened_and_a_restart_keeps_it() -> None:
+    side = app()
+    assert side.snapshot()["widget_reloaded_at"] is None
+    push(side, {"content-changed": True}, kind=TokenKind.WIDGETS, push_type="widgets", now=T0 + 5)
+    push(side, {"content-changed": 1}, kind=TokenKind.WIDGETS, push_type="widgets", now=T0 + 9)
+    assert side.snapshot()["widget_reloaded_at"] == T0 + 5  # an ignored push reloads nothing
+    copy = app()
+    copy.restore(side.to_state())
+    assert copy.snapshot()["widget_reloaded_at"] == T0 + 5
+    older = side.to_state()
+    del older["widget_reloaded_at"]  # a state file from before the field existed
+    copy.restore(older)
+    assert copy.snapshot()["widget_reloaded_at"] is None
 
 
 # -- routing, buckets, bounds ---------------------------------------------------------------------

@@ -420,3 +420,14 @@ def test_app_counters_and_loc_keys() -> None:
     assert "• GAME [A, 2]" in text
     device.update(notifications=[{"body": None, "interruption_level": "critical"}], calls=None)
     assert "‼ (no text)" in draw(view.render_device(device, now=T0))
+
+
+def test_the_widget_shows_its_values() -> None:
+    device = app_device(0)
+    device.update(widget_reloads=2, widget={"metrics": {}, "shown_at": None, "error": None})
+    assert "widget" not in draw(view.render_device(device, now=T0)).replace("widget reloads", "")
+    device["widget"] = {"metrics": {"revenue": 1234.5, "status": "green"}, "shown_at": T0 - 5,
+                        "error": "HTTP 503"}  # fmt: skip
+    text = draw(view.render_device(device, now=T0))
+    assert "widget  revenue 1234.5  status green" in text
+    assert "(5s ago)" in text and "read failed: HTTP 503" in text

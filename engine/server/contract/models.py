@@ -258,6 +258,13 @@ class DeviceRegistration(Model, kw_only=True, frozen=True):
         list[_Slug],
         Meta(max_length=MAX_CHANNELS, description="Channels the device subscribes to."),
     ] = msgspec.field(default_factory=list)
+    widget_token: Annotated[
+        _Token | None,
+        Meta(
+            description="The app's widget push token (iOS 26 `widgets` pushes, hex); "
+            "left out: the device gets no widget pushes."
+        ),
+    ] = None
 
 
 class ActivityTokenReport(Model, kw_only=True, frozen=True):
@@ -375,6 +382,8 @@ def _check_activity(req: _ActivityRequest) -> None:
 
 def _check_registration(req: DeviceRegistration) -> None:
     _check_token(req.push_to_start_token, "push_to_start_token")
+    if req.widget_token is not None:
+        _check_token(req.widget_token, "widget_token")
     check_channels(req.channels, "channels")
 
 

@@ -169,6 +169,9 @@ class DeviceInfo(_Reply, kw_only=True):
     name: str | None = None
     channels: list[str]
     push_to_start_token_suffix: str
+    widget_token_suffix: Annotated[
+        str | None, Meta(description="The widget push token's last 8 characters, if any.")
+    ] = None
     registered_at: _Timestamp
 
 

@@ -2,9 +2,9 @@
 
 Routes (the contract is the hosted ActivitySmith API, see `engine.server.contract.models`):
 - send keys: `PUT|DELETE /api/live-activity/stream/{stream_key}`,
-  `POST /api/live-activity/start|update|end`, `GET /api/devices`;
+  `POST /api/live-activity/start|update|end`, `GET /api/devices`, `POST /api/metrics/{key}/value`;
 - device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
-  `POST /api/activity-tokens`;
+  `POST /api/activity-tokens`, `GET /api/devices/{device_id}/metrics`;
 - no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`.
 
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
+from engine.server.contract.metrics import METRIC_KEY_PATTERN
 from engine.server.contract.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
 from engine.server.http.endpoint import Access, Endpoint
 from engine.server.http.routes import ENDPOINTS
@@ -41,6 +42,10 @@ _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "activity_id": {
         "description": "The activity_id a start or stream call answered with.",
         "schema": {"type": "string", "minLength": 1},
+    },
+    "key": {
+        "description": "The metric's key: lowercase letters, digits, . _ and -.",
+        "schema": {"type": "string", "pattern": METRIC_KEY_PATTERN},
     },
 }
 
@@ -107,6 +112,7 @@ _TAGS: Final[dict[str, str]] = {
     "/api/live-activity": "Live Activities",
     "/api/devices": "Devices",
     "/api/activity-tokens": "Devices",
+    "/api/metrics": "Widget metrics",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from engine.server.contract import errors, models
+from engine.server.contract import errors, metrics, models
 from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 
@@ -99,6 +99,16 @@ async def _device_delete(ctx: Context, params: Mapping[str, str], body: bytes) -
 async def _token_report(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     report = models.decode(models.ActivityTokenReport, body)
     return _json(await ctx.service.devices.report_token(report))
+
+
+async def _metric_value(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    key = metrics.check_metric_key(params["key"])
+    req = models.decode(metrics.MetricValueRequest, body)
+    return _json(await ctx.service.metrics.set_value(key, req))
+
+
+async def _device_metrics(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(ctx.service.metrics.for_device(params["device_id"]))
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -259,6 +269,27 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         request=models.ActivityTokenReport,
         response=models.ActivityTokenAccepted,
         errors=(404, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/metrics/{key}/value",
+        access=Access.SEND,
+        handler=_metric_value,
+        operation_id="updateMetricValue",
+        summary="Set a widget metric's latest value; the devices' widgets are told to reload",
+        request=metrics.MetricValueRequest,
+        response=metrics.MetricValueResponse,
+        errors=(503,),
+    ),
+    Endpoint(
+        method="GET",
+        template=_DEVICE + "/metrics",
+        access=Access.DEVICE,
+        handler=_device_metrics,
+        operation_id="getDeviceMetrics",
+        summary="Every widget metric's current value, for the device's widgets",
+        response=metrics.DeviceMetrics,
+        errors=(404,),
     ),
     Endpoint(
         method="GET",

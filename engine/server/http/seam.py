@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from engine.server.contract import models
+from engine.server.contract import metrics, models
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi", "StatusApi"]
+__all__ = ["ApiService", "DeviceApi", "LiveApi", "MetricsApi", "StatusApi"]
 
 
 class LiveApi(Protocol):
@@ -86,6 +86,20 @@ class DeviceApi(Protocol):
         ...
 
 
+class MetricsApi(Protocol):
+    """Widget metrics: a send key writes values, a device key reads them."""
+
+    async def set_value(
+        self, key: str, req: metrics.MetricValueRequest, /
+    ) -> metrics.MetricValueResponse:
+        """`POST /api/metrics/{key}/value` (a send key)."""
+        ...
+
+    def for_device(self, device_id: str, /) -> metrics.DeviceMetrics:
+        """`GET /api/devices/{device_id}/metrics` (a device key): every current value."""
+        ...
+
+
 class StatusApi(Protocol):
     """The delivery-status reads (`GET /api/live-activity/...`, a send key)."""
 
@@ -120,6 +134,11 @@ class ApiService(Protocol):
     @property
     def devices(self) -> DeviceApi:
         """The device calls."""
+        ...
+
+    @property
+    def metrics(self) -> MetricsApi:
+        """The widget metrics calls."""
         ...
 
     @property

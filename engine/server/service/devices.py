@@ -1,7 +1,9 @@
 """Devices: what the iOS app (or a simulated iPhone) tells the server.
 
 - `register(device_id, registration)`: create or update a device with its push-to-start token,
-  name and channels. A start reaches every registered device its target selects.
+  name, channels and, optionally, its widget token (iOS 26 `widgets` pushes: the device's widgets
+  are told to reload when a metric changes, `widgets`). A start reaches every registered device
+  its target selects.
 - `unregister(device_id)`: forget the device; activities it was receiving stop sending to it.
 - `list(scope)`: the registered devices a send key reaches (all of them for scope `all`).
 - `report_token(report)`: after a push-to-start, iOS hands the app the new activity's update token
@@ -23,6 +25,7 @@ from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.undo import StoreGuard, Undo
+from engine.server.service.widgets import WidgetPusher
 from engine.server.store.records import DeleteDevice, DeviceRow, Op, PutDevice, PutRecipient
 
 _DEVICE_ID = re.compile(models.DEVICE_ID_PATTERN[1:-1])
@@ -43,6 +46,7 @@ def device_info(row: DeviceRow) -> models.DeviceInfo:
         name=row.name,
         channels=list(row.channels),
         push_to_start_token_suffix=row.push_to_start_token[-8:],
+        widget_token_suffix=None if row.widget_token is None else row.widget_token[-8:],
         registered_at=models.iso(row.registered_at),
     )
 
@@ -57,11 +61,13 @@ class Devices:
         outbox: Outbox,
         *,
         wall_clock: Callable[[], float],
+        widgets: WidgetPusher | None = None,
     ) -> None:
         self._reg = registry
         self._store = store
         self._outbox = outbox
         self._wall = wall_clock
+        self._widgets = widgets
 
     async def register(
         self, device_id: str, registration: models.DeviceRegistration
@@ -70,17 +76,24 @@ class Devices:
         check_device_id(device_id)
         models.check_channels(registration.channels, "channels")
         old = self._reg.devices.get(device_id)
+        widget = registration.widget_token
         row = DeviceRow(
             device_id=device_id,
             name=registration.name if registration.name is not None else device_id,
             push_to_start_token=registration.push_to_start_token.lower(),
             channels=sorted(set(registration.channels)),
             registered_at=old.registered_at if old is not None else self._wall(),
+            widget_token=None if widget is None else widget.lower(),
         )
         undo = Undo()
         undo.entry(self._reg.devices, device_id)
         self._reg.devices[device_id] = row
         await self._store.commit([PutDevice(row)], undo)
+        if self._widgets is not None:
+            if row.widget_token is None:
+                self._widgets.forget(device_id)  # no token, no widget pushes
+            else:
+                self._widgets.retoken(device_id, row.widget_token)
         return device_info(row)
 
     async def unregister(self, device_id: str) -> models.DeviceInfo:
@@ -98,6 +111,8 @@ class Devices:
                 rec.row.dead = True
                 ops.append(PutRecipient(rec.row))
         await self._store.commit(ops, undo)
+        if self._widgets is not None:
+            self._widgets.forget(device_id)
         return device_info(row)
 
     async def report_token(

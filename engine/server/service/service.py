@@ -3,9 +3,12 @@
     async with open_service(engine, store) as service:
         await service.live.stream("prod-web-1", request)
         await service.devices.register("iphone-1", registration)
+        await service.metrics.set_value("revenue", MetricValueRequest(value=1234))
 
 `open_service` loads the store's snapshot into memory, re-queues what devices are still missing
-(restart recovery), and runs the background tasks: the outbox's write-behind and a sweeper that
+(restart recovery: also one widget reload per device when metrics are stored), and runs the
+background tasks: the outbox's write-behind, the widget reload pushes of metric changes
+(`widgets.WidgetPusher`), and a sweeper that
 forgets ended activities once every device has their end and `retention` has passed, so memory and
 the database stay bounded by the activities that matter, and, while store writes fail, a probe
 that clears `/healthz` once they succeed again (`undo.StoreGuard`).
@@ -25,10 +28,12 @@ import trio
 from engine.engine import Engine
 from engine.server.service.devices import Devices
 from engine.server.service.live import LiveActivities, LiveConfig
+from engine.server.service.metrics import Metrics
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.status import DeliveryStatus, overdue
 from engine.server.service.undo import StoreGuard
+from engine.server.service.widgets import WidgetConfig, WidgetPusher
 from engine.server.store.base import Store, StoreError
 from engine.server.store.records import DeleteActivity, Op
 
@@ -44,10 +49,12 @@ class ServiceConfig:
     sweep_interval: float = 60.0
     pacing_interval: float = 1.0  # the engine's, for timestamps after a restart
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 `storage_unavailable` (s)
+    widgets: WidgetConfig = field(default_factory=WidgetConfig)  # widget reload pushes
 
 
 class Service:
-    """`live` (Live Activities) and `devices`, over one registry, store and outbox.
+    """`live` (Live Activities), `devices` and `metrics` (widget metrics), over one registry,
+    store and outbox.
 
     The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
     class satisfies structurally: the service never imports the HTTP layer.
@@ -81,7 +88,11 @@ class Service:
         self.live = LiveActivities(
             registry, self.guard, self.outbox, config=config.live, wall_clock=wall_clock
         )
-        self.devices = Devices(registry, self.guard, self.outbox, wall_clock=wall_clock)
+        self.widgets = WidgetPusher(engine, config.widgets, wall_clock=wall_clock)
+        self.devices = Devices(
+            registry, self.guard, self.outbox, wall_clock=wall_clock, widgets=self.widgets
+        )
+        self.metrics = Metrics(registry, self.guard, self.widgets, wall_clock=wall_clock)
         self.status = DeliveryStatus(
             registry,
             wall_clock,
@@ -100,6 +111,7 @@ class Service:
             "ok": failing is None,
             "devices": len(self.registry.devices),
             "activities": len(self.registry.activities),
+            "metrics": len(self.registry.metrics),
         }
         if failing is not None:
             health["storage"] = failing
@@ -112,6 +124,8 @@ class Service:
         return {
             **store,
             **self._engine.stats(),
+            **self.widgets.stats(),
+            "widget_metrics": len(self.registry.metrics),
             "devices": len(self.registry.devices),
             "activities": len(self.registry.activities),
             "activities_running": sum(1 for a in acts if not a.row.ended),
@@ -209,6 +223,11 @@ async def open_service(
         service.recovered = await service.outbox.recover()
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
+        await nursery.start(service.widgets.run)
+        if service.registry.metrics:
+            # Whether the last change's reloads went out before the restart is not stored: one
+            # reload per widget now, so every widget reads the values the store has.
+            service.widgets.notify(service.registry.devices.values())
         nursery.start_soon(service._sweep_forever)
         nursery.start_soon(service._report_overdue_forever)
         nursery.start_soon(service.guard.heal_forever)

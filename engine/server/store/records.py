@@ -1,12 +1,13 @@
 """The rows the store keeps, the write operations on them, and a snapshot of all of them.
 
-Four tables, one row type each:
+Five tables, one row type each:
 
-- `DeviceRow`: a registered device and its push-to-start token.
+- `DeviceRow`: a registered device, its push-to-start token and its widget push token.
 - `ActivityRow`: a Live Activity and its latest pushed content-state (apns.md §6).
 - `RecipientRow`: one activity on one device, keyed `(activity_id, device_id)`: the start token
   used, the update token the device reported, and how far delivery got.
 - `StreamRow`: a stream key and the activity currently shown for it (`None` once ended).
+- `MetricRow`: a widget metric's latest value and the time it was measured.
 
 Rows are mutable: the service keeps them in memory and edits them in place; a write copies the
 row's values when it is called, so later edits never leak into an earlier write.
@@ -14,7 +15,8 @@ Rows hold only plain data (str, numbers, lists, dicts), never references back to
 they cannot form reference cycles and are created with `gc=False` (cheaper to allocate, invisible to
 the cycle collector).
 
-Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream` insert or
+Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream`, `PutMetric`
+insert or
 replace a whole row; `DeleteDevice` removes a device; `DeleteActivity` removes an activity and all
 its recipients. There is no delete for a stream: an idle stream is `StreamRow(key, None)`.
 """
@@ -34,6 +36,8 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     push_to_start_token: str
     channels: list[str]
     registered_at: float
+    # The app's widget token (iOS 26 `widgets` pushes); None until the app registers one.
+    widget_token: str | None = None
 
 
 class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
@@ -102,6 +106,17 @@ class StreamRow(msgspec.Struct, kw_only=True, gc=False):
     activity_id: str | None
 
 
+class MetricRow(msgspec.Struct, kw_only=True, gc=False):
+    """A widget metric (table `metrics`, key `key`): its latest value, as the sender gave it (a
+    number or a string), `timestamp` when it was measured and `updated_at` when it was stored
+    (unix seconds)."""
+
+    key: str
+    value: int | float | str
+    timestamp: float
+    updated_at: float
+
+
 class PutDevice(msgspec.Struct, frozen=True, gc=False):
     """Insert or replace a device row."""
 
@@ -138,7 +153,15 @@ class PutStream(msgspec.Struct, frozen=True, gc=False):
     row: StreamRow
 
 
-Op: TypeAlias = PutDevice | DeleteDevice | PutActivity | DeleteActivity | PutRecipient | PutStream
+class PutMetric(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a metric row."""
+
+    row: MetricRow
+
+
+Op: TypeAlias = (
+    PutDevice | DeleteDevice | PutActivity | DeleteActivity | PutRecipient | PutStream | PutMetric
+)
 """One write operation; `Store.write` applies a sequence of them atomically."""
 
 
@@ -149,6 +172,7 @@ class Snapshot(msgspec.Struct, kw_only=True, gc=False):
     activities: list[ActivityRow] = msgspec.field(default_factory=list)
     recipients: list[RecipientRow] = msgspec.field(default_factory=list)
     streams: list[StreamRow] = msgspec.field(default_factory=list)
+    metrics: list[MetricRow] = msgspec.field(default_factory=list)
 
 
 __all__ = [
@@ -156,9 +180,11 @@ __all__ = [
     "DeleteActivity",
     "DeleteDevice",
     "DeviceRow",
+    "MetricRow",
     "Op",
     "PutActivity",
     "PutDevice",
+    "PutMetric",
     "PutRecipient",
     "PutStream",
     "RecipientRow",

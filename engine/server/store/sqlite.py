@@ -58,9 +58,11 @@ from engine.server.store.records import (
     DeleteActivity,
     DeleteDevice,
     DeviceRow,
+    MetricRow,
     Op,
     PutActivity,
     PutDevice,
+    PutMetric,
     PutRecipient,
     PutStream,
     RecipientRow,
@@ -117,6 +119,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX activities_by_stream ON activities (stream_key);
     """,
+    # 3: widget metrics, and each device's widget push token (iOS 26 `widgets` pushes).
+    """
+    ALTER TABLE devices ADD COLUMN widget_token TEXT;
+    CREATE TABLE metrics (
+        key TEXT NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
 
@@ -124,7 +136,7 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code reads and writes."""
 
 Statement: TypeAlias = tuple[str, tuple[Any, ...]]
-Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow
+Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow | MetricRow
 
 _json = msgspec.json.Encoder()
 
@@ -205,6 +217,8 @@ _RECIPIENTS: Final = _Table(
     "recipients", RecipientRow, ("activity_id", "device_id"), flags=frozenset({"started", "dead"})
 )
 _STREAMS: Final = _Table("streams", StreamRow, ("stream_key",))
+# A metric's value is a number or a string: stored as JSON text, so it loads as the same type.
+_METRICS: Final = _Table("metrics", MetricRow, ("key",), json=frozenset({"value"}))
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
@@ -224,6 +238,8 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
                 out.append(_RECIPIENTS.upsert(row))
             case PutStream(row=row):
                 out.append(_STREAMS.upsert(row))
+            case PutMetric(row=row):
+                out.append(_METRICS.upsert(row))
             case DeleteDevice(device_id=device_id):
                 out.append((_DELETE_DEVICE, (device_id,)))
             case DeleteActivity(activity_id=activity_id):
@@ -552,6 +568,7 @@ class SqliteStore:
                     activities=_ACTIVITIES.load(conn),
                     recipients=_RECIPIENTS.load(conn),
                     streams=_STREAMS.load(conn),
+                    metrics=_METRICS.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
                 where = ":memory:" if self.path is None else str(self.path)
