@@ -146,6 +146,7 @@ async def open_server(
                     live=settings.live,
                     pacing_interval=settings.delivery.pacing_interval,
                     storage_retry_after=settings.storage_retry_after,
+                    webhooks=settings.webhooks,
                 ),
             )
         )

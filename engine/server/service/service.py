@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +29,10 @@ from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.status import DeliveryStatus, overdue
 from engine.server.service.undo import StoreGuard
+from engine.server.service.webhooks import Webhooks
 from engine.server.store.base import Store, StoreError
-from engine.server.store.records import DeleteActivity, Op
+from engine.server.store.records import DeleteActivity, DeliveryRow, Op
+from engine.server.webhooks.config import WebhookConfig
 
 log = logging.getLogger("lockstep.service")
 
@@ -44,10 +46,12 @@ class ServiceConfig:
     sweep_interval: float = 60.0
     pacing_interval: float = 1.0  # the engine's, for timestamps after a restart
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 `storage_unavailable` (s)
+    webhooks: tuple[WebhookConfig, ...] = ()  # the inbound webhooks (`[[webhooks]]`)
 
 
 class Service:
-    """`live` (Live Activities) and `devices`, over one registry, store and outbox.
+    """`live` (Live Activities), `devices`, `status` and `webhooks`, over one registry, store
+    and outbox.
 
     The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
     class satisfies structurally: the service never imports the HTTP layer.
@@ -61,6 +65,7 @@ class Service:
         *,
         config: ServiceConfig,
         wall_clock: Callable[[], float],
+        deliveries: Sequence[DeliveryRow] = (),
     ) -> None:
         self.config = config
         self._engine = engine
@@ -87,6 +92,9 @@ class Service:
             wall_clock,
             token_timeout=config.live.token_timeout,
             budget=engine.budget,
+        )
+        self.webhooks = Webhooks(
+            config.webhooks, self.live, self.guard, deliveries, wall_clock=wall_clock
         )
         self.recovered = 0
         self.tokens_overdue = 0  # started activities reported without an update token in time
@@ -203,6 +211,7 @@ async def open_service(
         Registry.from_snapshot(snapshot),
         config=config or ServiceConfig(),
         wall_clock=wall_clock,
+        deliveries=snapshot.deliveries,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)

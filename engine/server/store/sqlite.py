@@ -56,10 +56,13 @@ from engine.server.store.base import BUSY, DISK_FULL, FAILED, IO_ERROR, READ_ONL
 from engine.server.store.records import (
     ActivityRow,
     DeleteActivity,
+    DeleteDelivery,
     DeleteDevice,
+    DeliveryRow,
     DeviceRow,
     Op,
     PutActivity,
+    PutDelivery,
     PutDevice,
     PutRecipient,
     PutStream,
@@ -117,6 +120,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX activities_by_stream ON activities (stream_key);
     """,
+    # 3: inbound webhooks' delivery logs (redeliveries are checked against them, replays read them).
+    """
+    CREATE TABLE deliveries (
+        webhook TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        event TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        message TEXT NOT NULL,
+        streams TEXT NOT NULL,
+        body TEXT NOT NULL,
+        replays INTEGER NOT NULL,
+        PRIMARY KEY (webhook, delivery_id)
+    );
+    """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
 
@@ -124,7 +143,7 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code reads and writes."""
 
 Statement: TypeAlias = tuple[str, tuple[Any, ...]]
-Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow
+Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow | DeliveryRow
 
 _json = msgspec.json.Encoder()
 
@@ -205,6 +224,10 @@ _RECIPIENTS: Final = _Table(
     "recipients", RecipientRow, ("activity_id", "device_id"), flags=frozenset({"started", "dead"})
 )
 _STREAMS: Final = _Table("streams", StreamRow, ("stream_key",))
+_DELIVERIES: Final = _Table(
+    "deliveries", DeliveryRow, ("webhook", "delivery_id"), json=frozenset({"streams"})
+)
+_DELETE_DELIVERY: Final = "DELETE FROM deliveries WHERE webhook = ? AND delivery_id = ?"
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
@@ -229,6 +252,10 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
             case DeleteActivity(activity_id=activity_id):
                 out.append((_DELETE_RECIPIENTS_OF, (activity_id,)))
                 out.append((_DELETE_ACTIVITY, (activity_id,)))
+            case PutDelivery(row=row):
+                out.append(_DELIVERIES.upsert(row))
+            case DeleteDelivery(webhook=webhook, delivery_id=delivery_id):
+                out.append((_DELETE_DELIVERY, (webhook, delivery_id)))
             case _:
                 raise StoreError(f"not a store op: {type(op).__name__}")
     return out
@@ -552,6 +579,7 @@ class SqliteStore:
                     activities=_ACTIVITIES.load(conn),
                     recipients=_RECIPIENTS.load(conn),
                     streams=_STREAMS.load(conn),
+                    deliveries=_DELIVERIES.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
                 where = ":memory:" if self.path is None else str(self.path)
