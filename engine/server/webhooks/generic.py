@@ -81,7 +81,8 @@ def _is_end(value: Any, end_values: tuple[Any, ...]) -> bool:
 
 def _named(problem: errors.ApiError, cfg: WebhookConfig) -> errors.ApiError:
     """`problem` with the pointer the offending field was mapped from, when it was mapped."""
-    field = str(problem.extra.get("field", ""))
+    # Messages start with the dotted field path: "content_state.color: invalid enum value ...".
+    field = str(problem.extra.get("field") or problem.message.split(":", 1)[0])
     name = field.removeprefix("content_state.").split(".", 1)[0].split("[", 1)[0]
     where = cfg.map.get(name)
     if where is None:
