@@ -20,6 +20,7 @@ from engine.engine import open_engine
 from engine.server.contract import models
 from engine.server.service import LiveConfig, Service, ServiceConfig, open_service
 from engine.server.store.sqlite import SqliteStore
+from engine.server.webhooks.config import WebhookConfig
 from simulator.devices import TokenReport
 from tests.helpers.simkit import Kit, engine_config, memory_connector
 
@@ -78,6 +79,7 @@ async def open_harness(
     connector: Callable[[Kit, trio.Nursery], Any] = memory_connector,
     register: bool = True,
     drain_timeout: float = 10.0,
+    webhooks: tuple[WebhookConfig, ...] = (),
 ) -> AsyncIterator[Harness]:
     """Run store + engine + service over `kit` for the block (see the module docstring)."""
     async with trio.open_nursery() as nursery:
@@ -95,7 +97,7 @@ async def open_harness(
                 engine,
                 store,
                 wall_clock=kit.now,
-                config=ServiceConfig(live=live or LiveConfig(notify_wait=0.5)),
+                config=ServiceConfig(live=live or LiveConfig(notify_wait=0.5), webhooks=webhooks),
             ) as service,
         ):
             harness = Harness(kit, service, store)

@@ -18,6 +18,7 @@ def delivery(delivery_id: str, webhook: str = "gh", **changes: object) -> Delive
     values: dict[str, object] = {
         "webhook": webhook,
         "delivery_id": delivery_id,
+        "seq": 1,
         "received_at": 1700000000.5,
         "event": "workflow_job",
         "status": 200,

@@ -81,7 +81,7 @@ class Webhooks:
         self._locks = {name: trio.Lock() for name in self._configs}
         # Per webhook, oldest first; rows of webhooks no longer configured stay in the store only.
         self._log: dict[str, dict[str, DeliveryRow]] = {name: {} for name in self._configs}
-        for row in sorted(logged, key=lambda r: r.received_at):
+        for row in sorted(logged, key=lambda r: r.seq):
             if row.webhook in self._log:
                 self._log[row.webhook][row.delivery_id] = row
 
@@ -116,6 +116,7 @@ class Webhooks:
             row = DeliveryRow(
                 webhook=name,
                 delivery_id=delivery_id,
+                seq=self._next_seq(name),
                 received_at=self._wall(),
                 event=event[:100],
                 status=0,
@@ -195,10 +196,16 @@ class Webhooks:
             ) from None
         for key in drop:
             del entries[key]
-        entries.pop(row.delivery_id, None)  # re-inserted: the newest
-        entries[row.delivery_id] = row
+        old = entries.get(row.delivery_id)
+        if old is not None and old.seq != row.seq:
+            del entries[row.delivery_id]  # a redelivery of a rejected one: now the newest
+        entries[row.delivery_id] = row  # a replay keeps its place
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _next_seq(self, name: str) -> int:
+        entries = self._log[name]
+        return max((r.seq for r in entries.values()), default=0) + 1
+
     def _config(self, name: str) -> WebhookConfig:
         cfg = self._configs.get(name)
         if cfg is None:

@@ -112,11 +112,13 @@ class DeliveryRow(msgspec.Struct, kw_only=True, gc=False):
     `delivery_id` is GitHub's `X-GitHub-Delivery` (or a generic sender's `X-Delivery-Id`, else one
     made up); `status` and `outcome` are the latest answer (`applied`, `ignored`, `rejected`);
     `streams` the stream keys it changed; `body` the raw body as received (UTF-8 text), so a replay
-    runs exactly what came in; `replays` how often it was replayed.
+    runs exactly what came in; `replays` how often it was replayed; `seq` orders a webhook's log
+    (it grows with each new delivery; a replay keeps its place).
     """
 
     webhook: str
     delivery_id: str
+    seq: int
     received_at: float
     event: str
     status: int

@@ -125,6 +125,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE deliveries (
         webhook TEXT NOT NULL,
         delivery_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
         received_at REAL NOT NULL,
         event TEXT NOT NULL,
         status INTEGER NOT NULL,
