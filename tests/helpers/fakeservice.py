@@ -205,7 +205,7 @@ class FakeWebhooks:
             raise errors.NotFound(f"no webhook named {name!r} is configured")
         entry = hooks.WebhookDelivery(
             delivery_id="d-1", event="ping", received_at=TS, status=200, outcome="ignored",
-            message="pong",
+            message="pong", streams=[], replays=0,
         )  # fmt: skip
         return hooks.WebhookDeliveryList(webhook=name, deliveries=[entry])
 
@@ -218,7 +218,7 @@ class FakeWebhooks:
 def _hook_reply(name: str, delivery_id: str) -> hooks.WebhookReply:
     return hooks.WebhookReply(
         success=True, webhook=name, delivery_id=delivery_id, event="ping", outcome="ignored",
-        message="pong", timestamp=TS,
+        message="pong", streams=[], timestamp=TS,
     )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ class WebhookReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     event: Annotated[str, Meta(description="The GitHub event, or `delivery` (generic).")]
     outcome: Outcome
     message: str
-    streams: Annotated[list[str], Meta(description="The stream keys it changed.")] = []
+    streams: Annotated[list[str], Meta(description="The stream keys it changed.")]
     timestamp: _Timestamp
 
 
@@ -53,8 +53,8 @@ class WebhookDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: Annotated[int, Meta(description="The HTTP status of its latest answer.")]
     outcome: Outcome
     message: str
-    streams: list[str] = []
-    replays: Annotated[int, Meta(description="How often it was replayed.")] = 0
+    streams: list[str]
+    replays: Annotated[int, Meta(description="How often it was replayed.")]
 
 
 class WebhookDeliveryList(msgspec.Struct, kw_only=True):
