@@ -242,3 +242,20 @@ async def test_a_failed_log_write_changes_nothing_in_memory(
             ]
             conn.execute("PRAGMA query_only = OFF")
             assert (await deliver(h, "ping", payload("ping"), "p-2")).outcome == "ignored"
+
+
+async def test_concurrent_copies_of_one_delivery_apply_once(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    outcomes: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with open_harness(make_kit(devices=1), tmp_path / "db", webhooks=HOOKS) as h:
+
+            async def send() -> None:
+                outcomes.append((await deliver(h, "workflow_job", running_job(), "d-1")).outcome)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(send)
+            assert sorted(outcomes) == ["applied", "duplicate", "duplicate"]
+            assert h.service.status.stream(JOB_KEY).version == 1
