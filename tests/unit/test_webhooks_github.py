@@ -230,3 +230,11 @@ def test_the_shared_secret_header() -> None:
         with pytest.raises(errors.Unauthorized) as caught:
             auth.check_secret(SECRET, wrong)
         assert SECRET not in caught.value.message
+
+
+def test_a_secret_beyond_ascii_matches_the_bytes_that_were_sent() -> None:
+    secret = "clé-secrète-0123456789"
+    sent = secret.encode().decode("latin-1")  # how the HTTP layer hands a header over
+    auth.check_secret(secret, sent)
+    with pytest.raises(errors.Unauthorized):
+        auth.check_secret(secret, secret)  # the same text, but not the bytes of a UTF-8 header

@@ -4,7 +4,9 @@
 - A generic webhook sends the secret itself in `X-Webhook-Secret`.
 
 Failures are 401s that say what is wrong with the header, never what was expected: the secret
-and the expected signature appear in no message.
+and the expected signature appear in no message. Header values arrive decoded as Latin-1 (the
+HTTP layer's convention), so encoding them back as Latin-1 gives the bytes that were sent, which
+are compared with the secret's UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def check_signature(secret: str, body: bytes, header: str | None) -> None:
     if not header.startswith("sha256="):
         raise Unauthorized("X-Hub-Signature-256 must be 'sha256=<hex digest>'")
     # compare_digest over equal-type ASCII: the time does not depend on where they differ.
-    given = header.encode("ascii", "replace")
+    given = header.encode("latin-1", "replace")
     if not hmac.compare_digest(given, sign(secret, body).encode()):
         raise Unauthorized("X-Hub-Signature-256 does not match the body and the webhook's secret")
 
@@ -44,5 +46,5 @@ def check_secret(secret: str, header: str | None) -> None:
     """401 unless `header` is `secret`."""
     if not header:
         raise Unauthorized("missing X-Webhook-Secret header (the webhook's secret)")
-    if not hmac.compare_digest(header.encode("utf-8", "replace"), secret.encode()):
+    if not hmac.compare_digest(header.encode("latin-1", "replace"), secret.encode()):
         raise Unauthorized("X-Webhook-Secret does not match the webhook's secret")
