@@ -151,6 +151,7 @@ async def open_server(
                     pacing_interval=settings.delivery.pacing_interval,
                     storage_retry_after=settings.storage_retry_after,
                     widgets=settings.widgets,
+                    webhooks=settings.webhooks,
                 ),
             )
         )
@@ -244,6 +245,10 @@ def banner(running: Running) -> str:
         ]
     else:
         lines.append(f"  APNs: {s.endpoint.authority}")
+    for hook in s.webhooks:  # where to point GitHub (or curl); the secret stays in the config
+        lines.append(
+            f"  webhook {hook.name} ({hook.kind}): POST {running.api_base}/webhooks/{hook.name}"
+        )
     cli = _cli_environment(running.api_base, s.api_key_origin)
     if cli:
         lines.append(f"  the CLI: export {cli}")

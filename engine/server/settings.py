@@ -44,6 +44,12 @@
     daily_budget = 40             # pushes per device per day (WidgetKit's reload budget)
     min_interval = 60             # seconds between two pushes to one device
 
+    [[webhooks]]                  # inbound webhooks (engine.server.webhooks.config), any number
+    name = "github"               # POST /api/webhooks/github
+    kind = "github"               # or "generic" (JSON pointers: stream_key, [webhooks.map], ...)
+    secret = "..."                # at least 16 characters; or secret_env = "VARIABLE"
+    channels = ["ops"]
+
 Without `[apns]` the server runs in simulate mode: the simulator is started in-process as its
 APNs, with `simulate.devices` simulated iPhones registered through the device API. Keys that are
 not configured anywhere are generated once and kept (mode 0600) in the state directory, so a
@@ -73,6 +79,7 @@ from engine.server.keys import KEY_FILE_NAME, NamedKey, parse_config_keys
 from engine.server.logs import FORMATS, LogFormat
 from engine.server.service.live import LiveConfig
 from engine.server.service.widgets import WidgetConfig
+from engine.server.webhooks.config import WebhookConfig
 
 DEFAULT_STATE_DIR = Path("lockstep-data")
 
@@ -147,6 +154,8 @@ class Settings:
         """The key file `lockstep keys` edits and the server reads (`engine.server.keys`)."""
         return self.state_dir / KEY_FILE_NAME
 
+    webhooks: tuple[WebhookConfig, ...] = ()  # inbound webhooks ([[webhooks]]; secrets not in repr)
+
     @property
     def db_path(self) -> Path:
         """Where the SQLite database lives."""
@@ -169,7 +178,16 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"server", "apns", "delivery", "live", "simulate", "keys", "widgets"}
+    unknown = set(data) - {
+        "server",
+        "apns",
+        "delivery",
+        "live",
+        "simulate",
+        "keys",
+        "widgets",
+        "webhooks",
+    }
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     server = data.get("server", {})
@@ -200,6 +218,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         access_log=_flag(server, "access_log", True),
         log_format=_log_format(server.get("log_format", "text")),
         named_keys=parse_config_keys(data["keys"]) if "keys" in data else (),
+        webhooks=_webhooks(data.get("webhooks", []), env),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
@@ -248,6 +267,9 @@ def _origin(env: dict[str, str], var: str, config: Path | None, name: str) -> Ke
     return KeyOrigin("config", f"{name} in {config}" if config is not None else name)
 
 
+_SECTIONS = frozenset(
+    {"server", "apns", "delivery", "live", "simulate", "keys", "widgets", "webhooks"}
+)
 _HTTP_KEYS = ("max_connections", "head_timeout", "body_timeout", "idle_timeout", "send_timeout")
 _SERVER_KEYS = frozenset(
     {
@@ -316,6 +338,70 @@ def _keys(configured: Any, from_env: str | None, name: str) -> tuple[str, ...]:
     if any(len(k) < 16 for k in configured):
         raise ConfigError(f"{name}: keys must be at least 16 characters")
     return tuple(configured)
+
+
+WEBHOOK_KEYS = frozenset(
+    {
+        "name",
+        "kind",
+        "secret",
+        "secret_env",
+        "channels",
+        "auto_dismiss_minutes",
+        "keep",
+        "stream_key",
+        "map",
+        "set",
+        "end",
+        "end_values",
+    }
+)
+"""The keys of a `[[webhooks]]` entry."""
+
+
+def _webhooks(entries: Any, env: dict[str, str]) -> tuple[WebhookConfig, ...]:
+    """`[[webhooks]]`: each entry checked (`WebhookConfig`), names unique. The secret comes from
+    `secret` or from the variable `secret_env` names; no message ever shows it."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError("webhooks: must be an array of tables ([[webhooks]] entries)")
+    out: list[WebhookConfig] = []
+    for index, entry in enumerate(entries):
+        where = f"[[webhooks]] #{index + 1} ({entry.get('name', 'no name')!r})"
+        unknown = set(entry) - WEBHOOK_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(WEBHOOK_KEYS))}"
+            )
+        for key in ("name", "kind"):
+            if not isinstance(entry.get(key), str):
+                raise ConfigError(f"{where}.{key}: required, a string")
+        values = dict(entry)
+        variable = values.pop("secret_env", None)
+        if variable is not None:
+            if "secret" in values:
+                raise ConfigError(f"{where}: give secret or secret_env, not both")
+            if not isinstance(variable, str) or not env.get(variable):
+                raise ConfigError(f"{where}.secret_env: the variable {variable!r} is not set")
+            values["secret"] = env[variable]
+        if "secret" not in values:
+            raise ConfigError(f"{where}.secret: required (or secret_env)")
+        for key in ("channels", "end_values"):
+            if key in values:
+                if not isinstance(values[key], list):
+                    raise ConfigError(f"{where}.{key}: must be an array")
+                values[key] = tuple(values[key])
+        for key in ("map", "set"):
+            if key in values and not isinstance(values[key], dict):
+                raise ConfigError(f"{where}.{key}: must be a table ([webhooks.{key}])")
+        try:
+            cfg = WebhookConfig(**values)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if any(c.name == cfg.name for c in out):
+            raise ConfigError(f"[[webhooks]]: the name {cfg.name!r} is used twice")
+        out.append(cfg)
+    return tuple(out)
 
 
 def _section(cls: Any, values: dict[str, Any], name: str) -> Any:

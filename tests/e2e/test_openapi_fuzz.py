@@ -39,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from engine.server.http.openapi import build_openapi
+from engine.server.webhooks.config import WebhookConfig
 from tests.helpers.serverkit import API_KEY, DEVICE_KEY, LiveServer, http_json, server_fixture
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,17 @@ CHECKS = [
     response_schema_conformance,
 ]
 
-server = server_fixture(seed=4102)
+FUZZ_SECRET = "fuzz-webhook-secret-0123456789"
+FUZZ_HOOK = WebhookConfig(
+    name="fuzz",
+    kind="generic",
+    secret=FUZZ_SECRET,
+    stream_key="/id",
+    map={"title": "/title", "value": "/value", "color": "/color"},
+    set={"type": "value", "value": "fuzz"},
+    end="/done",
+)
+server = server_fixture(seed=4102, webhooks=(FUZZ_HOOK,))
 
 _KEYS = {"apiKey": API_KEY, "deviceKey": DEVICE_KEY}
 _DOCUMENT = build_openapi()
@@ -95,11 +106,19 @@ def start_activity(server: LiveServer) -> str:
 
 def reaching_the_service(case: Any, *, activity_id: str, device_id: str) -> Any:
     """Steer a positive case past the first checks: a content state gets a type and what the
-    type needs, buttons with made-up URLs and unknown channels go, and requests about an
-    activity name one that exists (and a device that receives it); a device's metrics are read
-    for a registered device."""
+    type needs, buttons with made-up URLs and unknown channels go, requests about an
+    activity name one that exists (and a device that receives it), a device's metrics are read
+    for a registered device, and webhook deliveries go to the configured generic webhook with
+    its secret, with a stream id and a title."""
     if case.operation.path == "/devices/{device_id}/metrics":
         case.path_parameters = {**(case.path_parameters or {}), "device_id": device_id}
+    if case.operation.path.startswith("/webhooks/"):
+        case.path_parameters = {**(case.path_parameters or {}), "name": FUZZ_HOOK.name}
+        case.headers = {**(case.headers or {}), "x-webhook-secret": FUZZ_SECRET}
+        if isinstance(case.body, dict):
+            case.body.setdefault("id", "f1")
+            case.body.setdefault("title", "Fuzz")
+        return case
     body = case.body
     if not isinstance(body, dict):
         return case

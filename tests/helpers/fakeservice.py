@@ -10,10 +10,12 @@ bodies below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.server.contract import errors, metrics, models
+from engine.server.contract import webhooks as hooks
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "FakeLive",
     "FakeMetrics",
     "FakeService",
+    "FakeWebhooks",
     "device_info",
 ]
 
@@ -70,12 +73,14 @@ class FakeService:
     devices: FakeDevices = field(init=False, repr=False, compare=False)
     status: FakeStatus = field(init=False, repr=False, compare=False)
     metrics: FakeMetrics = field(init=False, repr=False, compare=False)
+    webhooks: FakeWebhooks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.live = FakeLive(self)
         self.devices = FakeDevices(self)
         self.status = FakeStatus(self)
         self.metrics = FakeMetrics(self)
+        self.webhooks = FakeWebhooks(self)
 
     def called(self, *call: Any) -> None:
         """Record `call`, then raise `fail` if a test set one."""
@@ -233,6 +238,43 @@ class FakeStatus:
         self.svc.scopes.append(scope)
         self.svc.called("status_page", state, limit, after)
         return models.ActivityStatusList(activities=[_status()], next="act-1")
+
+
+@dataclass
+class FakeWebhooks:
+    """The inbound webhooks: one, `gh`, whose log holds delivery `d-1`; any delivery applies."""
+
+    svc: FakeService
+
+    async def receive(
+        self, name: str, headers: Mapping[str, str], body: bytes
+    ) -> hooks.WebhookReply:
+        """Applied (the headers and body are recorded as given)."""
+        self.svc.called("webhook", name, dict(headers), body)
+        return _hook_reply(name, headers.get("x-github-delivery", "d-1"))
+
+    def deliveries(self, name: str) -> hooks.WebhookDeliveryList:
+        """`d-1`, or 404 for another webhook."""
+        self.svc.called("webhook_deliveries", name)
+        if name != "gh":
+            raise errors.NotFound(f"no webhook named {name!r} is configured")
+        entry = hooks.WebhookDelivery(
+            delivery_id="d-1", event="ping", received_at=TS, status=200, outcome="ignored",
+            message="pong", streams=[], replays=0,
+        )  # fmt: skip
+        return hooks.WebhookDeliveryList(webhook=name, deliveries=[entry])
+
+    async def replay(self, name: str, delivery_id: str) -> hooks.WebhookReply:
+        """Applied again."""
+        self.svc.called("webhook_replay", name, delivery_id)
+        return _hook_reply(name, delivery_id)
+
+
+def _hook_reply(name: str, delivery_id: str) -> hooks.WebhookReply:
+    return hooks.WebhookReply(
+        success=True, webhook=name, delivery_id=delivery_id, event="ping", outcome="ignored",
+        message="pong", streams=[], timestamp=TS,
+    )  # fmt: skip
 
 
 def _status(stream_key: str | None = None) -> models.ActivityStatus:

@@ -34,12 +34,14 @@ import trio
 
 from engine.server.serve import Running, open_server
 from engine.server.settings import Settings, SimulateSettings
+from engine.server.webhooks.config import WebhookConfig
 
 __all__ = [
     "API_KEY",
     "DEVICE_KEY",
     "LiveServer",
     "http_json",
+    "http_raw",
     "server_fixture",
     "simulate_settings",
     "wait_until",
@@ -57,10 +59,16 @@ T = TypeVar("T")
 
 
 def simulate_settings(
-    state_dir: Path, *, devices: int = 2, seed: int = 0, profile: dict[str, Any] | None = None
+    state_dir: Path,
+    *,
+    devices: int = 2,
+    seed: int = 0,
+    profile: dict[str, Any] | None = None,
+    webhooks: tuple[WebhookConfig, ...] = (),
 ) -> Settings:
     """Settings for a simulate-mode server on free ports with the known test keys."""
     return Settings(
+        webhooks=webhooks,
         host="127.0.0.1",
         port=0,
         state_dir=state_dir,
@@ -189,15 +197,19 @@ def server_fixture(
     devices: int = 2,
     hard_timeout: float = 180.0,
     profile: dict[str, Any] | None = None,
+    webhooks: tuple[WebhookConfig, ...] = (),
 ) -> Any:
     """A module-scoped pytest fixture yielding a started `LiveServer` (stopped at teardown);
-    `profile`: the simulated iPhones' profile (simulator/profile.py fields)."""
+    `profile`: the simulated iPhones' profile (simulator/profile.py fields); `webhooks`: the
+    inbound webhooks it serves."""
 
     @pytest.fixture(scope="module")
     def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         state_dir = tmp_path_factory.mktemp("lockstep")
         live = LiveServer.start(
-            simulate_settings(state_dir, devices=devices, seed=seed, profile=profile),
+            simulate_settings(
+                state_dir, devices=devices, seed=seed, profile=profile, webhooks=webhooks
+            ),
             hard_timeout=hard_timeout,
         )
         try:
@@ -218,6 +230,18 @@ def http_json(
         req.add_header("Content-Type", "application/json")
     if key is not None:
         req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            status, raw = err.code, err.read()
+    return status, json.loads(raw) if raw else None
+
+
+def http_raw(method: str, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    """One blocking request with a raw body and exactly `headers`: (status, parsed JSON body)."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
             status, raw = resp.status, resp.read()

@@ -22,6 +22,7 @@ from engine.server.contract import models
 from engine.server.service import LiveConfig, Service, ServiceConfig, open_service
 from engine.server.service.widgets import WidgetConfig
 from engine.server.store.sqlite import SqliteStore
+from engine.server.webhooks.config import WebhookConfig
 from simulator.devices import TokenReport
 from tests.helpers.simkit import Kit, engine_config, memory_connector
 
@@ -82,6 +83,7 @@ async def open_harness(
     register: bool = True,
     drain_timeout: float = 10.0,
     widgets: WidgetConfig | None = None,
+    webhooks: tuple[WebhookConfig, ...] = (),
 ) -> AsyncIterator[Harness]:
     """Run store + engine + service over `kit` for the block (see the module docstring)."""
     async with trio.open_nursery() as nursery:
@@ -100,7 +102,9 @@ async def open_harness(
                 store,
                 wall_clock=kit.now,
                 config=ServiceConfig(
-                    live=live or LiveConfig(notify_wait=0.5), widgets=widgets or WidgetConfig()
+                    live=live or LiveConfig(notify_wait=0.5),
+                    widgets=widgets or WidgetConfig(),
+                    webhooks=webhooks,
                 ),
             ) as service,
         ):

@@ -12,7 +12,7 @@ from engine.cli.main import build_parser
 from engine.config import DeliveryConfig
 from engine.server.service.live import LiveConfig
 from engine.server.service.widgets import WidgetConfig
-from engine.server.settings import _SERVER_KEYS, SimulateSettings, load_settings
+from engine.server.settings import _SERVER_KEYS, WEBHOOK_KEYS, SimulateSettings, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 APNS_KEYS = ("team_id", "key_id", "key_path", "bundle_id", "environment", "port")
@@ -47,6 +47,25 @@ def test_the_example_config_loads_and_holds_the_defaults(tmp_path: Path) -> None
         assert getattr(loaded, name) == getattr(default, name), name
     for name in ("db", "max_body", "storage_retry_after", "access_log", "log_format"):
         assert getattr(loaded, name) == getattr(default, name), name
+
+
+def _webhooks_example(text: str) -> str:
+    """The commented-out `[[webhooks]]` entries of the example, uncommented."""
+    start = text.index("# [[webhooks]]")
+    return "\n".join(line.removeprefix("#").removeprefix(" ") for line in text[start:].splitlines())
+
+
+def test_the_example_config_names_every_webhook_setting(tmp_path: Path) -> None:
+    example = _webhooks_example((DEPLOY / "lockstep.toml").read_text())
+    named = set(re.findall(r"^(\w+) =", example, flags=re.MULTILINE))
+    tables = set(re.findall(r"^\[webhooks\.(\w+)\]", example, flags=re.MULTILINE))
+    assert named | tables >= WEBHOOK_KEYS
+    # Uncommented (without `secret_env`, which stands in for `secret`), the example loads as is.
+    path = tmp_path / "lockstep.toml"
+    path.write_text(re.sub(r"^secret_env = .*$", "", example, flags=re.MULTILINE))
+    github, deploys = load_settings(path, env={}).webhooks
+    assert (github.kind, deploys.kind) == ("github", "generic")
+    assert deploys.map == {"title": "/deploy/name", "percentage": "/deploy/progress"}
 
 
 def test_the_systemd_unit_runs_a_command_line_lockstep_accepts() -> None:

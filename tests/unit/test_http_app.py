@@ -60,6 +60,8 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("POST", "/api/activity-tokens", REPORT_BODY, Access.DEVICE, "report_token"),
     ("POST", "/api/metrics/revenue.eu/value", {"value": 12.5}, Access.SEND, "set_metric"),
     ("GET", "/api/devices/iphone-1/metrics", None, Access.DEVICE, "device_metrics"),
+    ("GET", "/api/webhooks/gh/deliveries", None, Access.SEND, "webhook_deliveries"),
+    ("POST", "/api/webhooks/gh/deliveries/d-1/replay", None, Access.SEND, "webhook_replay"),
 ]
 KEY_OF = {Access.SEND: SEND_KEY, Access.DEVICE: DEVICE_KEY}
 OTHER_KEY = {Access.SEND: DEVICE_KEY, Access.DEVICE: SEND_KEY}
@@ -67,7 +69,7 @@ OTHER_KEY = {Access.SEND: DEVICE_KEY, Access.DEVICE: SEND_KEY}
 
 def test_route_table_covers_every_authenticated_endpoint() -> None:
     table = {(m, p) for m, p, _, _, _ in ROUTES}
-    secured = [e for e in ENDPOINTS if e.access is not Access.PUBLIC]
+    secured = [e for e in ENDPOINTS if e.access in (Access.SEND, Access.DEVICE)]
     assert len(secured) == len(ROUTES)
     for ep in secured:
         assert any(m == ep.method and re.fullmatch(_regex(ep.template), p) for m, p in table)
@@ -582,16 +584,21 @@ async def test_openapi_document_is_served_without_auth_and_covers_every_route() 
         op = doc["paths"][path][ep.method.lower()]
         operation_ids.add(op["operationId"])
         assert "200" in op["responses"]
-        if ep.access is Access.PUBLIC:
+        if ep.access in (Access.PUBLIC, Access.WEBHOOK):
             assert op["security"] == []
+            if ep.access is Access.WEBHOOK:  # its own signature or secret, declared as headers
+                assert {"401", "500"} <= set(op["responses"]) and "403" not in op["responses"]
+                declared = {p["name"] for p in op["parameters"] if p["in"] == "header"}
+                assert {"x-hub-signature-256", "x-webhook-secret"} <= declared
         else:
             assert op["security"] == [{"apiKey" if ep.access is Access.SEND else "deviceKey": []}]
             assert {"401", "403", "500"} <= set(op["responses"])
         if ep.request is not None:
             assert {"400", "413", "415"} <= set(op["responses"])
             assert "requestBody" in op
-        for name in re.findall(r"\{([a-z_]+)\}", ep.template):
-            assert [p["name"] for p in op["parameters"]] == [name]
+        names = re.findall(r"\{([a-z_]+)\}", ep.template)
+        if names:
+            assert [p["name"] for p in op["parameters"] if p["in"] == "path"] == names
     assert len(operation_ids) == len(ENDPOINTS)
     assert doc["paths"]["/healthz"]["servers"] == [{"url": "/"}]
     schemas = doc["components"]["schemas"]
@@ -751,3 +758,29 @@ async def test_raw_paths_never_become_labels(paths: list[str]) -> None:
         await call(h.app, "PUT", "/api/live-activity/stream/" + path, STREAM_BODY, key=SEND_KEY)
     routes = {route for route, _ in h.metrics.api_requests_total.values}
     assert routes <= {UNMATCHED, "/api/live-activity/stream/{stream_key}", "/healthz", "/metrics"}
+
+
+# -- inbound webhooks -----------------------------------------------------------------------------
+
+
+async def test_a_webhook_route_takes_no_key_and_hands_over_its_declared_headers_and_raw_body() -> (
+    None
+):
+    h = make()
+    raw = b'{"zen": "Keep it logically awesome."}'
+    headers = [
+        ("X-Hub-Signature-256", "sha256=00"),
+        ("X-GitHub-Event", "ping"),
+        ("X-GitHub-Delivery", "d-7"),
+        ("X-Other", "not handed over"),
+    ]
+    reply = await must(h.app, "POST", "/api/webhooks/gh", raw, headers=headers)
+    assert reply.status == 200, reply.body
+    [(op, name, given, body)] = h.service.calls
+    assert (op, name, body) == ("webhook", "gh", raw)
+    assert given == {"x-hub-signature-256": "sha256=00", "x-github-event": "ping",
+                     "x-github-delivery": "d-7"}  # fmt: skip
+    assert h.recorded == []  # webhook deliveries are not API-key traffic: never recorded
+    # An API key is neither needed nor looked at: the service checks the webhook's own secret.
+    reply = await must(h.app, "POST", "/api/webhooks/gh", raw, key="not-a-key")
+    assert reply.status == 200

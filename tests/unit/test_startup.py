@@ -29,6 +29,7 @@ from engine.server.startup import (
     sole_os_error,
 )
 from engine.server.store import StoreError
+from engine.server.webhooks.config import WebhookConfig
 
 API_KEY = "lsk_secret-api-key-0123456789"
 DEVICE_KEY = "lsd_secret-device-key-0123456789"
@@ -253,3 +254,12 @@ def test_keys_from_the_config_file_are_named_by_file_and_the_example_uses_key(
 def test_keys_handed_over_in_code_are_described_generically() -> None:
     origin = KeyOrigin()
     assert (origin.describe(), origin.shell()) == ("the first of [server] keys configured", None)
+
+
+def test_the_banner_lists_each_webhooks_url_never_its_secret(tmp_path: Path) -> None:
+    secret = "banner-webhook-secret-0123456789"
+    hook = WebhookConfig(name="github", kind="github", secret=secret)
+    settings = ensure_keys(load_settings(None, env={}, state_dir=tmp_path, webhooks=(hook,)))
+    text = banner(running(settings))
+    assert "  webhook github (github): POST http://127.0.0.1:8787/api/webhooks/github\n" in text
+    assert secret not in text

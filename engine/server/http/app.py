@@ -5,7 +5,8 @@ Routes (the contract is the hosted ActivitySmith API, see `engine.server.contrac
   `POST /api/live-activity/start|update|end`, `GET /api/devices`, `POST /api/metrics/{key}/value`;
 - device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
   `POST /api/activity-tokens`, `GET /api/devices/{device_id}/metrics`;
-- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`.
+- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`;
+- a webhook's own signature or secret, checked by the service: `POST /api/webhooks/{name}`.
 
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,
 403 for an unknown key or a key of the other kind) -> body (413 over `max_body`, judged from
@@ -230,7 +231,7 @@ class ApiApp:
     ) -> Reply:
         headers = _headers(scope)
         ctx = self.context
-        if endpoint.access is not Access.PUBLIC:
+        if endpoint.access not in (Access.PUBLIC, Access.WEBHOOK):
             key = self._authorize(endpoint.access, headers.get(b"authorization"))
             if key is not FULL_ACCESS:
                 ctx = dataclasses.replace(ctx, key=key)
@@ -240,6 +241,10 @@ class ApiApp:
             _check_content_type(headers.get(b"content-type"), body)
         if endpoint.query:
             params = {**_query(scope, endpoint), **params}
+        for declared in endpoint.headers:
+            value = headers.get(declared.name.encode())
+            if value is not None:
+                params = {**params, declared.name: value.decode("latin-1")}
         reply = await endpoint.handler(ctx, params, body)
         if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
             self._record(scope, body, reply)  # the calls that change something, for replays

@@ -26,7 +26,7 @@ from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.http.prom import PromMetrics
 from engine.server.http.seam import ApiService
 
-__all__ = ["JSON", "Access", "Context", "Endpoint", "Handler", "Reply"]
+__all__ = ["JSON", "Access", "Context", "Endpoint", "Handler", "HeaderParam", "QueryParam", "Reply"]
 
 JSON: Final = b"application/json"
 """The media type of every body the API reads and of every answer but `/metrics`."""
@@ -38,6 +38,7 @@ class Access(enum.Enum):
     PUBLIC = "public"
     SEND = "send"  # API keys: the backends that send Live Activities
     DEVICE = "device"  # device keys: the iOS app (or a simulated iPhone)
+    WEBHOOK = "webhook"  # no key: the service checks the webhook's own signature or secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,9 @@ class Context:
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]
-"""`handler(context, params, body)`: the path parameters and the declared query parameters that
-were given (first value of each); the body is read and size-checked, not decoded."""
+"""`handler(context, params, body)`: the path parameters, the declared query parameters that
+were given (first value of each) and the declared headers that were given (by lower-case name,
+first value, decoded as Latin-1); the body is read and size-checked, not decoded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,14 @@ class QueryParam:
     name: str
     description: str
     schema: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderParam:
+    """One request header handed to the handler with the path parameters (lower-case name)."""
+
+    name: str
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +101,4 @@ class Endpoint:
     media: str = "application/json"
     errors: tuple[int, ...] = ()  # error statuses beyond the ones every route of its kind has
     query: tuple[QueryParam, ...] = ()  # the query parameters it reads (others are ignored)
+    headers: tuple[HeaderParam, ...] = ()  # the request headers it reads

@@ -47,6 +47,14 @@ _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
         "description": "The metric's key: lowercase letters, digits, . _ and -.",
         "schema": {"type": "string", "pattern": METRIC_KEY_PATTERN},
     },
+    "name": {
+        "description": "An inbound webhook's name (`[[webhooks]]` in lockstep.toml).",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    "delivery_id": {
+        "description": "A delivery's id, as the delivery log lists it.",
+        "schema": {"type": "string", "minLength": 1},
+    },
 }
 
 _ERROR_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
@@ -113,6 +121,7 @@ _TAGS: Final[dict[str, str]] = {
     "/api/devices": "Devices",
     "/api/activity-tokens": "Devices",
     "/api/metrics": "Widget metrics",
+    "/api/webhooks": "Webhooks",
 }
 
 
@@ -142,7 +151,7 @@ def build_openapi(
             "contract, self-hosted, plus the device API an iOS app calls.",
         },
         "servers": [{"url": API_PREFIX}],
-        "tags": [{"name": n} for n in ("Live Activities", "Devices", "Operations")],
+        "tags": [{"name": n} for n in ("Live Activities", "Devices", "Webhooks", "Operations")],
         "paths": paths,
         "components": {
             "schemas": {**components, **_ERROR_SCHEMAS},
@@ -183,7 +192,7 @@ def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str,
         "operationId": ep.operation_id,
         "summary": ep.summary,
         "tags": [_tag(ep.template)],
-        "security": [] if ep.access is Access.PUBLIC else [{SCHEMES[ep.access]: []}],
+        "security": [{SCHEMES[ep.access]: []}] if ep.access in SCHEMES else [],
     }
     params = [
         {"name": seg[1:-1], "in": "path", "required": True, **_PARAMETERS[seg[1:-1]]}
@@ -194,6 +203,11 @@ def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str,
         {"name": q.name, "in": "query", "required": False, "description": q.description,
          "schema": dict(q.schema)}
         for q in ep.query
+    ]  # fmt: skip
+    params += [
+        {"name": h.name, "in": "header", "required": False, "description": h.description,
+         "schema": {"type": "string"}}
+        for h in ep.headers
     ]  # fmt: skip
     if params:
         op["parameters"] = params
@@ -218,8 +232,10 @@ def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str,
 
 def _error_statuses(ep: Endpoint) -> list[int]:
     statuses = set(ep.errors)
-    if ep.access is not Access.PUBLIC:
+    if ep.access in SCHEMES:
         statuses |= {401, 403, 500}
+    elif ep.access is Access.WEBHOOK:  # its own signature or secret: no key, so no 403
+        statuses |= {401, 500}
     if ep.request is not None:
         statuses |= {400, 413, 415}
     return sorted(statuses)

@@ -16,7 +16,8 @@ from typing import Final
 import msgspec
 
 from engine.server.contract import errors, metrics, models
-from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
+from engine.server.contract import webhooks as hooks
+from engine.server.http.endpoint import Access, Context, Endpoint, HeaderParam, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 
 __all__ = ["ENDPOINTS", "DeviceList"]
@@ -111,6 +112,19 @@ async def _device_metrics(ctx: Context, params: Mapping[str, str], body: bytes) 
     return _json(ctx.service.metrics.for_device(params["device_id"]))
 
 
+async def _webhook(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    headers = {h.name: params[h.name] for h in _WEBHOOK_HEADERS if h.name in params}
+    return _json(await ctx.service.webhooks.receive(params["name"], headers, body))
+
+
+async def _webhook_deliveries(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(ctx.service.webhooks.deliveries(params["name"]))
+
+
+async def _webhook_replay(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    return _json(await ctx.service.webhooks.replay(params["name"], params["delivery_id"]))
+
+
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     return Reply(200, ctx.openapi_body)
 
@@ -125,6 +139,14 @@ async def _metrics(ctx: Context, params: Mapping[str, str], body: bytes) -> Repl
     text = ctx.metrics.render(ctx.service.stats())
     return Reply(200, text, PROM_CONTENT_TYPE.encode())
 
+
+_WEBHOOK_HEADERS: Final = (
+    HeaderParam("x-hub-signature-256", "GitHub: `sha256=` and the body's HMAC-SHA256 (hex)."),
+    HeaderParam("x-github-event", "GitHub: the event, e.g. `workflow_job`."),
+    HeaderParam("x-github-delivery", "GitHub: the delivery's id (a redelivery repeats it)."),
+    HeaderParam("x-webhook-secret", "Generic: the webhook's secret."),
+    HeaderParam("x-delivery-id", "Generic, optional: an id that makes a resend a no-op."),
+)
 
 _STREAM = "/api/live-activity/stream/{stream_key}"
 _DEVICE = "/api/devices/{device_id}"
@@ -290,6 +312,39 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         summary="Every widget metric's current value, for the device's widgets",
         response=metrics.DeviceMetrics,
         errors=(404,),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/webhooks/{name}",
+        access=Access.WEBHOOK,
+        handler=_webhook,
+        operation_id="receiveWebhook",
+        summary="A delivery to an inbound webhook (GitHub or generic), authenticated by its "
+        "signature or secret",
+        request=dict,
+        response=hooks.WebhookReply,
+        errors=(401, 404, 422, 429, 503),
+        headers=_WEBHOOK_HEADERS,
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/webhooks/{name}/deliveries",
+        access=Access.SEND,
+        handler=_webhook_deliveries,
+        operation_id="listWebhookDeliveries",
+        summary="An inbound webhook's delivery log, newest first",
+        response=hooks.WebhookDeliveryList,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/webhooks/{name}/deliveries/{delivery_id}/replay",
+        access=Access.SEND,
+        handler=_webhook_replay,
+        operation_id="replayWebhookDelivery",
+        summary="Run a logged delivery again",
+        response=hooks.WebhookReply,
+        errors=(400, 404, 422, 429, 503),
     ),
     Endpoint(
         method="GET",

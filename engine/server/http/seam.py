@@ -19,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from engine.server.contract import metrics, models
+from engine.server.contract import webhooks as hooks
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi", "MetricsApi", "StatusApi"]
+__all__ = ["ApiService", "DeviceApi", "LiveApi", "MetricsApi", "StatusApi", "WebhookApi"]
 
 
 class LiveApi(Protocol):
@@ -118,6 +119,25 @@ class StatusApi(Protocol):
         ...
 
 
+class WebhookApi(Protocol):
+    """The inbound webhook routes' calls (`/api/webhooks/...`)."""
+
+    async def receive(
+        self, name: str, headers: Mapping[str, str], body: bytes, /
+    ) -> hooks.WebhookReply:
+        """`POST /api/webhooks/{name}` (authenticated by the webhook's secret, which the
+        implementation checks): `headers` by lower-case name, `body` as received."""
+        ...
+
+    def deliveries(self, name: str, /) -> hooks.WebhookDeliveryList:
+        """`GET /api/webhooks/{name}/deliveries` (a send key): the delivery log."""
+        ...
+
+    async def replay(self, name: str, delivery_id: str, /) -> hooks.WebhookReply:
+        """`POST /api/webhooks/{name}/deliveries/{delivery_id}/replay` (a send key)."""
+        ...
+
+
 class ApiService(Protocol):
     """Everything the HTTP API calls on the service.
 
@@ -144,6 +164,11 @@ class ApiService(Protocol):
     @property
     def status(self) -> StatusApi:
         """The delivery-status reads."""
+        ...
+
+    @property
+    def webhooks(self) -> WebhookApi:
+        """The inbound webhooks."""
         ...
 
     def health(self) -> Mapping[str, object]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +33,11 @@ from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.status import DeliveryStatus, overdue
 from engine.server.service.undo import StoreGuard
+from engine.server.service.webhooks import Webhooks
 from engine.server.service.widgets import WidgetConfig, WidgetPusher
 from engine.server.store.base import Store, StoreError
-from engine.server.store.records import DeleteActivity, Op
+from engine.server.store.records import DeleteActivity, DeliveryRow, Op
+from engine.server.webhooks.config import WebhookConfig
 
 log = logging.getLogger("lockstep.service")
 
@@ -50,11 +52,12 @@ class ServiceConfig:
     pacing_interval: float = 1.0  # the engine's, for timestamps after a restart
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 `storage_unavailable` (s)
     widgets: WidgetConfig = field(default_factory=WidgetConfig)  # widget reload pushes
+    webhooks: tuple[WebhookConfig, ...] = ()  # the inbound webhooks (`[[webhooks]]`)
 
 
 class Service:
-    """`live` (Live Activities), `devices` and `metrics` (widget metrics), over one registry,
-    store and outbox.
+    """`live` (Live Activities), `devices`, `status`, `metrics` (widget metrics) and `webhooks`,
+    over one registry, store and outbox.
 
     The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
     class satisfies structurally: the service never imports the HTTP layer.
@@ -68,6 +71,7 @@ class Service:
         *,
         config: ServiceConfig,
         wall_clock: Callable[[], float],
+        deliveries: Sequence[DeliveryRow] = (),
     ) -> None:
         self.config = config
         self._engine = engine
@@ -98,6 +102,9 @@ class Service:
             wall_clock,
             token_timeout=config.live.token_timeout,
             budget=engine.budget,
+        )
+        self.webhooks = Webhooks(
+            config.webhooks, self.live, self.guard, deliveries, wall_clock=wall_clock
         )
         self.recovered = 0
         self.tokens_overdue = 0  # started activities reported without an update token in time
@@ -217,6 +224,7 @@ async def open_service(
         Registry.from_snapshot(snapshot),
         config=config or ServiceConfig(),
         wall_clock=wall_clock,
+        deliveries=snapshot.deliveries,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)

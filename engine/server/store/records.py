@@ -8,6 +8,9 @@ Five tables, one row type each:
   used, the update token the device reported, and how far delivery got.
 - `StreamRow`: a stream key and the activity currently shown for it (`None` once ended).
 - `MetricRow`: a widget metric's latest value and the time it was measured.
+- `DeliveryRow`: one delivery to an inbound webhook, keyed `(webhook, delivery_id)`: the log
+  `GET /api/webhooks/{name}/deliveries` shows, what a redelivery is checked against, and the body
+  a replay runs again.
 
 Rows are mutable: the service keeps them in memory and edits them in place; a write copies the
 row's values when it is called, so later edits never leak into an earlier write.
@@ -18,7 +21,8 @@ the cycle collector).
 Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream`, `PutMetric`
 insert or
 replace a whole row; `DeleteDevice` removes a device; `DeleteActivity` removes an activity and all
-its recipients. There is no delete for a stream: an idle stream is `StreamRow(key, None)`.
+its recipients; `PutDelivery` and `DeleteDelivery` keep a webhook's delivery log. There is no
+delete for a stream: an idle stream is `StreamRow(key, None)`.
 """
 
 from __future__ import annotations
@@ -117,6 +121,29 @@ class MetricRow(msgspec.Struct, kw_only=True, gc=False):
     updated_at: float
 
 
+class DeliveryRow(msgspec.Struct, kw_only=True, gc=False):
+    """One delivery to an inbound webhook (table `deliveries`, key `(webhook, delivery_id)`).
+
+    `delivery_id` is GitHub's `X-GitHub-Delivery` (or a generic sender's `X-Delivery-Id`, else one
+    made up); `status` and `outcome` are the latest answer (`applied`, `ignored`, `rejected`);
+    `streams` the stream keys it changed; `body` the raw body as received (UTF-8 text), so a replay
+    runs exactly what came in; `replays` how often it was replayed; `seq` orders a webhook's log
+    (it grows with each new delivery; a replay keeps its place).
+    """
+
+    webhook: str
+    delivery_id: str
+    seq: int
+    received_at: float
+    event: str
+    status: int
+    outcome: str
+    message: str
+    streams: list[str]
+    body: str
+    replays: int
+
+
 class PutDevice(msgspec.Struct, frozen=True, gc=False):
     """Insert or replace a device row."""
 
@@ -159,8 +186,29 @@ class PutMetric(msgspec.Struct, frozen=True, gc=False):
     row: MetricRow
 
 
+class PutDelivery(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a webhook delivery row."""
+
+    row: DeliveryRow
+
+
+class DeleteDelivery(msgspec.Struct, frozen=True, gc=False):
+    """Remove a webhook delivery row (the log keeps the newest deliveries only)."""
+
+    webhook: str
+    delivery_id: str
+
+
 Op: TypeAlias = (
-    PutDevice | DeleteDevice | PutActivity | DeleteActivity | PutRecipient | PutStream | PutMetric
+    PutDevice
+    | DeleteDevice
+    | PutActivity
+    | DeleteActivity
+    | PutRecipient
+    | PutStream
+    | PutMetric
+    | PutDelivery
+    | DeleteDelivery
 )
 """One write operation; `Store.write` applies a sequence of them atomically."""
 
@@ -173,16 +221,20 @@ class Snapshot(msgspec.Struct, kw_only=True, gc=False):
     recipients: list[RecipientRow] = msgspec.field(default_factory=list)
     streams: list[StreamRow] = msgspec.field(default_factory=list)
     metrics: list[MetricRow] = msgspec.field(default_factory=list)
+    deliveries: list[DeliveryRow] = msgspec.field(default_factory=list)
 
 
 __all__ = [
     "ActivityRow",
     "DeleteActivity",
+    "DeleteDelivery",
     "DeleteDevice",
+    "DeliveryRow",
     "DeviceRow",
     "MetricRow",
     "Op",
     "PutActivity",
+    "PutDelivery",
     "PutDevice",
     "PutMetric",
     "PutRecipient",

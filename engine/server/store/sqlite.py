@@ -56,11 +56,14 @@ from engine.server.store.base import BUSY, DISK_FULL, FAILED, IO_ERROR, READ_ONL
 from engine.server.store.records import (
     ActivityRow,
     DeleteActivity,
+    DeleteDelivery,
     DeleteDevice,
+    DeliveryRow,
     DeviceRow,
     MetricRow,
     Op,
     PutActivity,
+    PutDelivery,
     PutDevice,
     PutMetric,
     PutRecipient,
@@ -129,6 +132,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4: inbound webhooks' delivery logs (redeliveries are checked against them, replays read them).
+    """
+    CREATE TABLE deliveries (
+        webhook TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        event TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        message TEXT NOT NULL,
+        streams TEXT NOT NULL,
+        body TEXT NOT NULL,
+        replays INTEGER NOT NULL,
+        PRIMARY KEY (webhook, delivery_id)
+    );
+    """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
 
@@ -136,7 +156,7 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code reads and writes."""
 
 Statement: TypeAlias = tuple[str, tuple[Any, ...]]
-Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow | MetricRow
+Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow | MetricRow | DeliveryRow
 
 _json = msgspec.json.Encoder()
 
@@ -220,6 +240,11 @@ _STREAMS: Final = _Table("streams", StreamRow, ("stream_key",))
 # A metric's value is a number or a string: stored as JSON text, so it loads as the same type.
 _METRICS: Final = _Table("metrics", MetricRow, ("key",), json=frozenset({"value"}))
 
+_DELIVERIES: Final = _Table(
+    "deliveries", DeliveryRow, ("webhook", "delivery_id"), json=frozenset({"streams"})
+)
+_DELETE_DELIVERY: Final = "DELETE FROM deliveries WHERE webhook = ? AND delivery_id = ?"
+
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
 _DELETE_ACTIVITY: Final = "DELETE FROM activities WHERE activity_id = ?"
@@ -245,6 +270,10 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
             case DeleteActivity(activity_id=activity_id):
                 out.append((_DELETE_RECIPIENTS_OF, (activity_id,)))
                 out.append((_DELETE_ACTIVITY, (activity_id,)))
+            case PutDelivery(row=row):
+                out.append(_DELIVERIES.upsert(row))
+            case DeleteDelivery(webhook=webhook, delivery_id=delivery_id):
+                out.append((_DELETE_DELIVERY, (webhook, delivery_id)))
             case _:
                 raise StoreError(f"not a store op: {type(op).__name__}")
     return out
@@ -569,6 +598,7 @@ class SqliteStore:
                     recipients=_RECIPIENTS.load(conn),
                     streams=_STREAMS.load(conn),
                     metrics=_METRICS.load(conn),
+                    deliveries=_DELIVERIES.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
                 where = ":memory:" if self.path is None else str(self.path)
