@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.helpers.actionkit import ActionRun, parse_command_file, run_action
 from tests.helpers.serverkit import API_KEY, LiveServer, http_json, server_fixture, wait_until
@@ -198,3 +199,27 @@ def test_an_unreachable_server_fails_the_step(tmp_path: Path) -> None:
 def test_command_files_are_read_as_the_runner_reads_them() -> None:
     text = 'a=1\nresponse<<EOF_1\n{\n  "x": 1\n}\nEOF_1\nempty=\n'
     assert parse_command_file(text) == {"a": "1", "response": '{\n  "x": 1\n}', "empty": ""}
+
+
+def readme_block(heading: str, fence: str) -> str:
+    """The first ```fence block under `heading` in README.md."""
+    text = (ACTION.parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(f"\n{heading}\n") :]
+    start = section.index(f"```{fence}\n") + len(fence) + 4
+    return section[start : section.index("```", start)]
+
+
+def test_the_readme_workflow_uses_only_declared_inputs() -> None:
+    workflow = yaml.safe_load(readme_block("### GitHub Action", "yaml"))
+    declared = yaml.safe_load((ACTION / "action.yml").read_text(encoding="utf-8"))
+    inputs = declared["inputs"]
+    required = {name for name, spec in inputs.items() if spec.get("required")}
+    (job,) = workflow["jobs"].values()
+    uses = [step for step in job["steps"] if step.get("uses") == "./.github/actions/live-activity"]
+    assert len(uses) == 3
+    for step in uses:
+        assert set(step["with"]) <= set(inputs), set(step["with"]) - set(inputs)
+        assert required <= set(step["with"])
+    state = json.loads(job["env"]["LIVE_STATE"])  # the shared content-state is valid JSON
+    assert state["type"] == "segmented_progress"
+    assert set(declared["outputs"]) == {"activity_id", "response"}

@@ -258,3 +258,14 @@ def test_without_the_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "needs the `mcp` extra" in done.stderr
     assert "pip install 'lockstep[mcp]'" in done.stderr
+
+
+def test_the_readme_client_configuration_runs_lockstep_mcp() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n### MCP server for AI agents\n") :]
+    start = section.index("```json\n") + len("```json\n")
+    config = json.loads(section[start : section.index("```", start)])
+    entry = config["mcpServers"]["lockstep"]
+    assert entry["command"].endswith("lockstep") and entry["args"] == ["mcp"]
+    assert set(entry["env"]) == {"LOCKSTEP_URL", "LOCKSTEP_API_KEY"}
+    assert entry["env"]["LOCKSTEP_URL"].endswith("/api")
