@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import mcp_types as types
+import mcp.types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult, TextContent
+from mcp.types import CallToolResult, TextContent
 
 from tests.helpers.serverkit import API_KEY, LiveServer, server_fixture, wait_until
 
@@ -43,15 +43,19 @@ TOOLS = {
 
 
 @asynccontextmanager
-async def mcp_client(live: LiveServer, cwd: Path) -> AsyncIterator[Client]:
-    """The SDK's client connected to a freshly spawned `lockstep mcp` for `live`."""
+async def mcp_client(
+    live: LiveServer, cwd: Path, *, mode: str = "auto", env: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """The SDK's client connected to a freshly spawned `lockstep mcp` for `live`; `mode`:
+    "auto" (the newest protocol, found by probing) or "legacy" (the `initialize` handshake
+    that most MCP clients in use still speak)."""
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "engine.cli", "mcp"],
-        env={"LOCKSTEP_URL": live.api_base, "LOCKSTEP_API_KEY": API_KEY},
+        env={"LOCKSTEP_URL": live.api_base, "LOCKSTEP_API_KEY": API_KEY} if env is None else env,
         cwd=cwd,
     )
-    async with Client(params, read_timeout_seconds=30.0) as client:
+    async with Client(params, read_timeout_seconds=30.0, mode=mode) as client:
         yield client
 
 
@@ -101,12 +105,17 @@ async def shown_everywhere(
     )
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_tools_are_listed_with_schemas_from_the_contract(
-    server: LiveServer, tmp_path: Path
+    server: LiveServer, tmp_path: Path, mode: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with mcp_client(server, tmp_path) as client:
+        async with mcp_client(server, tmp_path, mode=mode) as client:
             listed = await client.list_tools()
+            # legacy: an `initialize` handshake version (2025-11-25 and older)
+            assert (client.protocol_version < "2026") is (mode == "legacy")
+            text = failed(await client.call_tool("get_live_activity", {"activity_id": "none"}))
+            assert "HTTP 404" in text, text
     tools = {tool.name: tool for tool in listed.tools}
     assert set(tools) == TOOLS
     stream = tools["stream"].input_schema
@@ -212,6 +221,17 @@ async def test_errors_are_tool_errors_with_the_servers_message(
             assert "HTTP 404" in text, text
             state = {"type": "value", "title": "Still here", "value": 1}
             ok(await client.call_tool("stream", {"stream_key": "x2", "content_state": state}))
+
+
+async def test_the_key_file_in_the_working_directory_is_used(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    (tmp_path / "lockstep-data").mkdir()
+    (tmp_path / "lockstep-data" / "api-key").write_text(API_KEY + "\n", encoding="utf-8")
+    with trio.fail_after(TIMEOUT):
+        async with mcp_client(server, tmp_path, env={"LOCKSTEP_URL": server.api_base}) as client:
+            page = ok(await client.call_tool("list_live_activities", {"limit": 1}))
+    assert "activities" in page
 
 
 async def test_an_unreachable_server_is_a_tool_error(tmp_path: Path) -> None:
