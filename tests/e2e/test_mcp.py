@@ -21,6 +21,8 @@ import trio
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
+from engine.cli.main import main
+from engine.cli.mcp_server import Connection, build_server
 from tests.helpers.serverkit import API_KEY, LiveServer, server_fixture, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -289,3 +291,36 @@ def test_the_readme_client_configuration_runs_lockstep_mcp() -> None:
     assert entry["command"].endswith("lockstep") and entry["args"] == ["mcp"]
     assert set(entry["env"]) == {"LOCKSTEP_URL", "LOCKSTEP_API_KEY"}
     assert entry["env"]["LOCKSTEP_URL"].endswith("/api")
+
+
+async def test_in_process_the_same_server_answers_the_same(server: LiveServer) -> None:
+    # The server object `lockstep mcp` serves, connected in-process (no stdio, same handlers).
+    connection = Connection(url=server.api_base, key=API_KEY, timeout=10.0)
+    assert API_KEY not in repr(connection)
+    state = {"type": "value", "title": "In process", "value": 7}
+    with trio.fail_after(TIMEOUT):
+        async with Client(build_server(connection)) as client:
+            assert len((await client.list_tools()).tools) == len(TOOLS)
+            put = ok(
+                await client.call_tool("stream", {"stream_key": "in-proc", "content_state": state})
+            )
+            await shown_everywhere(server, put["activity_id"], "active", state)
+            assert "unknown tool 'x'" in failed(await client.call_tool("x", {}))
+            assert "unknown argument y" in failed(await client.call_tool("stream", {"y": 1}))
+            text = failed(await client.call_tool("get_stream", {"stream_key": "bad key"}))
+            assert "stream_key" in text and "HTTP 400" in text, text
+
+
+def test_the_command_in_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOCKSTEP_API_KEY", raising=False)
+    assert main(["mcp", "--url", "http://127.0.0.1:1/api"]) == 2  # no key anywhere
+    assert "lockstep mcp: error: no API key" in capsys.readouterr().err
+    assert main(["mcp", "--url", "ftp://x", "--key", "k"]) == 2
+    assert "--url must be an http:// or https:// URL" in capsys.readouterr().err
+    # The SDK missing: `import` of the module that needs it fails as if it were not installed.
+    monkeypatch.setitem(sys.modules, "engine.cli.mcp_server", None)
+    assert main(["mcp", "--key", "k"]) == 2
+    assert "needs the `mcp` extra" in capsys.readouterr().err

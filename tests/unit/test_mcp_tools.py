@@ -88,6 +88,20 @@ def test_a_table_naming_an_unknown_route_is_refused() -> None:
         make_tools((ToolSpec("x", "nope", "?"),))
     with pytest.raises(ValueError, match="listed twice"):
         make_tools((TOOLS[0], replace(TOOLS[1], name=TOOLS[0].name)))
+    with pytest.raises(ValueError, match="/healthz is not under /api"):
+        make_tools((ToolSpec("health", "getHealth", "?"),))
+
+
+def test_a_body_field_shadowing_a_parameter_is_refused() -> None:
+    class Clash(msgspec.Struct):
+        stream_key: str
+
+    async def handler(ctx: Context, params: Any, body: bytes) -> Reply:
+        raise AssertionError("not called")
+
+    route = Endpoint("PUT", "/api/x/{stream_key}", Access.SEND, handler, "x", "X", request=Clash)
+    with pytest.raises(ValueError, match="'stream_key' is a parameter and a field"):
+        make_tools((ToolSpec("x", "x", "?"),), (route,))
 
 
 def test_calls_become_requests() -> None:
