@@ -3,6 +3,7 @@ arguments (pure; `tests/e2e/test_mcp.py` drives the real server over stdio)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from engine.cli.mcp_tools import (
 )
 from engine.server.contract import models
 from engine.server.http.endpoint import Access, Context, Endpoint, Reply
+from engine.server.http.openapi import build_openapi
 from engine.server.http.routes import ENDPOINTS
 
 TABLE = make_tools()
@@ -151,3 +153,29 @@ def test_outcomes() -> None:
     assert bad.is_error and bad.data is None
     assert bad.text == "content_state.type: nope (HTTP 400, bad_request)"
     assert outcome(ApiResponse(502, "<html>bad gateway</html>")).text.startswith("HTTP 502: <html>")
+
+
+def test_tool_schemas_agree_with_the_openapi_document() -> None:
+    document = build_openapi()
+    components = document["components"]["schemas"]
+
+    def local(value: Any) -> Any:  # the document's refs, spelled as a tool schema spells them
+        text = json.dumps(value).replace("#/components/schemas/", "#/$defs/")
+        return json.loads(text)
+
+    for tool in TABLE.values():
+        operation = document["paths"][tool.endpoint.template.removeprefix("/api")][
+            tool.endpoint.method.lower()
+        ]
+        params = {p["name"]: p for p in operation.get("parameters", [])}
+        props = tool.schema["properties"]
+        for name, param in params.items():
+            assert {k: v for k, v in props[name].items() if k != "description"} == param["schema"]
+        fields: dict[str, Any] = {}
+        if "requestBody" in operation:
+            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            fields = components[ref.rpartition("/")[2]]["properties"]
+            assert {k: props[k] for k in fields} == local(fields)
+            for name, schema in tool.schema["$defs"].items():
+                assert schema == local(components[name])
+        assert set(props) == set(params) | set(fields)
