@@ -77,13 +77,28 @@ def _result(result: Outcome) -> types.CallToolResult:
     )
 
 
+def _listed(tool: Tool) -> types.Tool:
+    method = tool.endpoint.method
+    return types.Tool(
+        name=tool.name,
+        title=tool.endpoint.summary,
+        description=tool.spec.description,
+        input_schema=tool.schema,
+        output_schema=tool.output_schema,
+        # GETs only read; a stream PUT or DELETE repeated changes nothing more (a noop).
+        annotations=types.ToolAnnotations(
+            read_only_hint=method == "GET",
+            destructive_hint=False,
+            idempotent_hint=method in ("GET", "PUT", "DELETE"),
+            open_world_hint=False,
+        ),
+    )
+
+
 def build_server(connection: Connection, tools: dict[str, Tool] | None = None) -> Server[Any]:
     """The MCP server offering `tools` (default: the whole table) against `connection`."""
     table = make_tools() if tools is None else tools
-    listed = [
-        types.Tool(name=t.name, description=t.spec.description, input_schema=t.schema)
-        for t in table.values()
-    ]
+    listed = [_listed(tool) for tool in table.values()]
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None

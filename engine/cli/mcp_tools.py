@@ -2,7 +2,8 @@
 
 Each tool names one route of `engine.server.http.routes.ENDPOINTS` by its operation id, so its
 method, path, query parameters and body type come from the very table the server routes with.
-A tool's input schema is one flat JSON object: the route's path parameters (with the OpenAPI
+A tool's output schema is the route's answer model's. A tool's input schema is one flat JSON
+object: the route's path parameters (with the OpenAPI
 document's schemas, `openapi.PATH_PARAMETERS`), its query parameters, and the fields of its
 request body, whose schemas are msgspec's JSON schema of the contract's request types — the same
 machinery that builds the OpenAPI document — with the nested types under `$defs`.
@@ -39,6 +40,7 @@ __all__ = [
     "input_schema",
     "make_tools",
     "outcome",
+    "output_schema",
 ]
 
 _REF: Final = "#/$defs/{name}"
@@ -114,6 +116,7 @@ class Tool:
     spec: ToolSpec
     endpoint: Endpoint
     schema: dict[str, Any]
+    output_schema: dict[str, Any] | None  # the route's JSON answer (None: not a model)
 
     @property
     def name(self) -> str:
@@ -154,7 +157,7 @@ def make_tools(
             raise ValueError(f"tool {spec.name!r}: {endpoint.template} is not under {API_PREFIX}")
         if spec.name in tools:
             raise ValueError(f"tool {spec.name!r} is listed twice")
-        tools[spec.name] = Tool(spec, endpoint, input_schema(endpoint))
+        tools[spec.name] = Tool(spec, endpoint, input_schema(endpoint), output_schema(endpoint))
     return tools
 
 
@@ -187,6 +190,17 @@ def input_schema(endpoint: Endpoint) -> dict[str, Any]:
         schema["required"] = required
     schema["additionalProperties"] = False
     return schema
+
+
+def output_schema(endpoint: Endpoint) -> dict[str, Any] | None:
+    """The schema of a route's 200 answer, when it is a contract model (an object)."""
+    if endpoint.response is None or not isinstance(endpoint.response, type):
+        return None
+    if not issubclass(endpoint.response, msgspec.Struct):
+        return None
+    (ref,), defs = msgspec.json.schema_components([endpoint.response], ref_template=_REF)
+    schema: dict[str, Any] = defs.pop(ref["$ref"].rpartition("/")[2])
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def build_call(tool: Tool, arguments: Mapping[str, Any] | None) -> ApiRequest:

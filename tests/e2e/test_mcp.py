@@ -120,6 +120,10 @@ async def test_tools_are_listed_with_schemas_from_the_contract(
             assert "HTTP 404" in text, text
     tools = {tool.name: tool for tool in listed.tools}
     assert set(tools) == TOOLS
+    for tool in tools.values():  # the answers are checked against these by the SDK's client
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+        assert tool.annotations is not None
+        assert tool.annotations.read_only_hint is tool.name.startswith(("get_", "list_"))
     stream = tools["stream"].input_schema
     assert stream["required"] == ["stream_key", "content_state"]
     assert stream["properties"]["stream_key"]["pattern"] == "^[A-Za-z0-9_-]{1,128}$"

@@ -179,3 +179,7 @@ def test_tool_schemas_agree_with_the_openapi_document() -> None:
             for name, schema in tool.schema["$defs"].items():
                 assert schema == local(components[name])
         assert set(props) == set(params) | set(fields)
+        answer = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert tool.output_schema is not None
+        output = {k: v for k, v in tool.output_schema.items() if k != "$defs"}
+        assert output == local(components[answer.rpartition("/")[2]])
