@@ -84,6 +84,9 @@ def test_a_deploy_starts_updates_and_ends(server: LiveServer, tmp_path: Path) ->
     answer = json.loads(run.outputs["response"])
     assert answer["activity_id"] == activity_id and answer["stream_key"] == "deploy-101"
     assert answer["operation"] == "started"
+    assert run.summary.startswith(
+        f"Lockstep: stream `deploy-101` started, Live Activity `{activity_id}`"
+    )
     wait_shown(
         server,
         activity_id,
@@ -131,7 +134,7 @@ def test_metrics_and_channels(server: LiveServer, tmp_path: Path) -> None:
 def failed_with(run: ActionRun) -> str:
     """The failing step's error annotation (the step must have failed, and been the last)."""
     assert not run.ok and run.steps[-1].returncode == 1, run.log
-    assert run.outputs == {} and run.steps[-1].outputs == {}
+    assert run.outputs == {} and run.steps[-1].outputs == {} and run.summary == ""
     errors = [line for line in run.log.splitlines() if line.startswith("::error")]
     assert len(errors) == 1, run.log
     return errors[0]

@@ -55,6 +55,7 @@ class ActionRun:
     outputs: dict[str, str] = field(default_factory=dict)
     masks: list[str] = field(default_factory=list)
     raw_stdout: str = ""  # unmasked, as the runner reads it (workflow commands included)
+    summary: str = ""  # what the steps appended to GITHUB_STEP_SUMMARY
 
     @property
     def ok(self) -> bool:
@@ -131,6 +132,7 @@ def run_action(
             steps[step["id"]] = result.outputs
         if result.returncode != 0:
             break
+    run.summary = files["summary"].read_text(encoding="utf-8")
     if run.ok:
         for name, spec in (meta.get("outputs") or {}).items():
             run.outputs[name] = _substitute(str(spec["value"]), context)

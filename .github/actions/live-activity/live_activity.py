@@ -9,8 +9,9 @@ Reads the action's inputs from the environment (`INPUT_*`, `LOCKSTEP_URL`, `LOCK
   any input gives one.
 
 On a 2xx answer it writes the outputs `activity_id` and `response` (the compact JSON answer) to
-`$GITHUB_OUTPUT`; on anything else it prints a `::error::` line with the server's message and
-exits 1, which fails the step. The API key goes only into the Authorization header.
+`$GITHUB_OUTPUT` and a line to the job's summary (`$GITHUB_STEP_SUMMARY`); on anything else it
+prints a `::error::` line with the server's message and exits 1, which fails the step. The API
+key goes only into the Authorization header.
 
 Standard library only, so that it runs on any runner with python3.
 """
@@ -186,6 +187,18 @@ def write_outputs(path: str, outputs: Mapping[str, str]) -> None:
         out.writelines(f"{name}={value}\n" for name, value in outputs.items())
 
 
+def write_summary(path: str, answer: Mapping[str, Any]) -> None:
+    """One line for the job's summary page: the stream, what happened, on how many devices."""
+    what = answer.get("operation") or ("ok" if answer.get("success") else "answered")
+    line = f"Lockstep: stream `{answer.get('stream_key', '?')}` {what}"
+    if answer.get("activity_id"):
+        line += f", Live Activity `{answer['activity_id']}`"
+    counts = [f"{answer[k]} {k.replace('_', ' ')}" for k in ("devices_notified", "devices_queued")
+              if isinstance(answer.get(k), int)]  # fmt: skip
+    with Path(path).open("a", encoding="utf-8") as out:
+        out.write(line + (f" ({', '.join(counts)})" if counts else "") + "\n")
+
+
 def main(env: Mapping[str, str]) -> int:
     """Run the step; the exit status."""
     url = env.get("LOCKSTEP_URL", "").strip().rstrip("/")
@@ -210,6 +223,8 @@ def main(env: Mapping[str, str]) -> int:
     response = json.dumps(answer, separators=(",", ":"), ensure_ascii=False)
     activity_id = answer.get("activity_id") if isinstance(answer, dict) else None
     print(f"Lockstep: {method} {path} -> HTTP {status}: {response}")
+    if env.get("GITHUB_STEP_SUMMARY") and isinstance(answer, dict):
+        write_summary(env["GITHUB_STEP_SUMMARY"], answer)
     if env.get("GITHUB_OUTPUT"):
         write_outputs(
             env["GITHUB_OUTPUT"], {"activity_id": activity_id or "", "response": response}
