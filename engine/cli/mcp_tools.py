@@ -2,11 +2,11 @@
 
 Each tool names one route of `engine.server.http.routes.ENDPOINTS` by its operation id, so its
 method, path, query parameters and body type come from the very table the server routes with.
-A tool's output schema is the route's answer model's. A tool's input schema is one flat JSON
-object: the route's path parameters (with the OpenAPI
+A tool's input schema is one flat JSON object: the route's path parameters (with the OpenAPI
 document's schemas, `openapi.PATH_PARAMETERS`), its query parameters, and the fields of its
 request body, whose schemas are msgspec's JSON schema of the contract's request types — the same
-machinery that builds the OpenAPI document — with the nested types under `$defs`.
+machinery that builds the OpenAPI document — with the nested types under `$defs`. Its output
+schema is, the same way, that of the route's answer model.
 
 Adding a tool for a new route (a push notification, say) is one `ToolSpec` entry in `TOOLS`.
 
