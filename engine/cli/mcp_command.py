@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print(MISSING_EXTRA.format(detail=exc), file=sys.stderr)
         return 2
     connection = Connection(url=url, key=key, timeout=args.timeout)
-    anyio.run(serve_stdio, connection, backend="trio")
+    try:
+        anyio.run(serve_stdio, connection, backend="trio")
+    except KeyboardInterrupt:  # Ctrl-C in a terminal: a normal way to stop it, no traceback
+        return 130
     return 0
 
 
