@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 # `make run` installs what serving needs; `make test` adds the test tools.
 SERVE_STAMP := $(VENV)/.installed-server
 TEST_STAMP  := $(VENV)/.installed-test
-SOURCES := engine simulator bench tests
+# The GitHub Action's step script is checked like the rest.
+SOURCES := engine simulator bench tests .github/actions/live-activity/live_activity.py
 
 .PHONY: run test lint unit bench bench-micro simulator clean
 

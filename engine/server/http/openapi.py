@@ -19,7 +19,7 @@ from engine.server.contract.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
 from engine.server.http.endpoint import Access, Endpoint
 from engine.server.http.routes import ENDPOINTS
 
-__all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
+__all__ = ["API_PREFIX", "PATH_PARAMETERS", "SCHEMES", "build_openapi"]
 
 API_PREFIX: Final = "/api"
 """The base path of the API (the document's server url)."""
@@ -30,7 +30,7 @@ SCHEMES: Final[dict[Access, str]] = {Access.SEND: "apiKey", Access.DEVICE: "devi
 _REF: Final = "#/components/schemas/{name}"
 
 # Path parameters: the same rules the server enforces (contract.models / service.devices).
-_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
+PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "stream_key": {
         "description": "Names one ongoing thing (a server, a job): letters, digits, _ and -.",
         "schema": {"type": "string", "pattern": STREAM_KEY_PATTERN},
@@ -195,7 +195,7 @@ def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str,
         "security": [{SCHEMES[ep.access]: []}] if ep.access in SCHEMES else [],
     }
     params = [
-        {"name": seg[1:-1], "in": "path", "required": True, **_PARAMETERS[seg[1:-1]]}
+        {"name": seg[1:-1], "in": "path", "required": True, **PATH_PARAMETERS[seg[1:-1]]}
         for seg in ep.template.split("/")
         if seg.startswith("{")
     ]
