@@ -135,7 +135,7 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
     # title and wrong types
     (StartRequest, body(content_state={"type": "alert", "message": "m"}), "content_state.title"),
     (StartRequest, body(content_state={**SEG, "title": ""}), "content_state.title"),
-    (StartRequest, body(content_state={**SEG, "title": "t" * 257}), "content_state.title"),
+    (StartRequest, body(content_state={**SEG, "title": ""}), "content_state.title"),
     (StartRequest, body(content_state={**SEG, "title": 5}), "content_state.title"),
     (StartRequest, body(), "content_state"),
     (StartRequest, body(content_state="x"), "content_state"),
@@ -183,7 +183,7 @@ INVALID: list[tuple[type[Any], bytes, str]] = [
         body(content_state=state(type="stats", metrics=[{"label": "x", "value": 2**63}])),
         "content_state.metrics[0].value",
     ),
-    (StartRequest, body(content_state=state(type="value", value="v" * 257)), "content_state.value"),
+    (StartRequest, body(content_state=state(type="value", value=[1])), "content_state.value"),
     (StartRequest, body(content_state=state(type="alert", message="")), "content_state.message"),
     (StreamRequest, body(content_state=state(type="alert", message="")), "content_state.message"),
     (StartRequest, body(content_state=state(type="alert")), "content_state.message"),
@@ -545,12 +545,12 @@ def test_validate_rechecks_python_built_objects() -> None:
 # --- the standalone checks --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["a", "A-b_9", "x" * 128, "build-42"])
+@pytest.mark.parametrize("key", ["a", "A-b_9", "x" * 255, "build-42"])
 def test_stream_key_ok(key: str) -> None:
     assert check_stream_key(key) == key
 
 
-@pytest.mark.parametrize("key", ["", "a b", "a/b", "x" * 129, "ключ", "a\n", "a.b", "%2e"])
+@pytest.mark.parametrize("key", ["", "a b", "a/b", "x" * 256, "ключ", "a\n", "a.b", "%2e"])
 def test_stream_key_bad(key: str) -> None:
     with pytest.raises(BadRequest) as info:
         check_stream_key(key)
