@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from engine.cli import client as cli
-from engine.cli.client import ApiRequest, UsageError
+from engine.cli import common, content
+from engine.cli.common import ApiRequest, UsageError
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -28,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
 
 def request(*argv: str) -> ApiRequest:
     args = parser().parse_args(list(argv))
-    return cli.build_request(args.client_command, args)
+    return cli.build_request(args.command, args)
 
 
 # -- argument parsing ------------------------------------------------------------------------------
@@ -55,13 +56,13 @@ def request(*argv: str) -> ApiRequest:
     ],
 )
 def test_parse_metric(text: str, expected: dict[str, Any]) -> None:
-    assert cli.parse_metric(text) == expected
+    assert content.parse_metric(text) == expected
 
 
 @pytest.mark.parametrize("text", ["CPU", "=5", "CPU=", "CPU=  ", ""])
 def test_parse_metric_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_metric(text)
+        content.parse_metric(text)
 
 
 @pytest.mark.parametrize(
@@ -80,14 +81,14 @@ def test_parse_metric_rejects(text: str) -> None:
     ],
 )
 def test_parse_scalar(text: str, expected: object) -> None:
-    value = cli.parse_scalar(text)
+    value = content.parse_scalar(text)
     assert value == expected and type(value) is type(expected)
 
 
 @pytest.mark.parametrize("text", ["x", "1e3", "inf", "", "1.2.3"])
 def test_parse_number_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_number(text)
+        content.parse_number(text)
 
 
 # -- request building ------------------------------------------------------------------------------
@@ -406,7 +407,7 @@ def test_json_is_the_base_and_flags_win() -> None:
     req = request(
         "stream",
         "k",
-        "--json",
+        "--content-state",
         '{"title": "raw", "type": "value", "value": "007"}',
         "--title",
         "flag",
@@ -415,7 +416,7 @@ def test_json_is_the_base_and_flags_win() -> None:
 
 
 def test_json_alone_can_carry_the_title() -> None:
-    req = request("update", "a1", "--json", '{"title": "t", "percentage": 5}')
+    req = request("update", "a1", "--content-state", '{"title": "t", "percentage": 5}')
     assert req.body == {"activity_id": "a1", "content_state": {"title": "t", "percentage": 5}}
 
 
@@ -427,7 +428,13 @@ def test_json_alone_can_carry_the_title() -> None:
         (["start", "--title", "t"], "--type is required"),
         (["stream", "bad key", "--title", "t"], "invalid stream key"),
         (["end", "a/b"], "invalid stream key"),
-        (["stream", "x" * 129, "--title", "t"], "invalid stream key"),
+        (["stream", "x" * 256, "--title", "t"], "invalid stream key"),
+        (["stream", "k", "--title", "t", "--content-state", "[1]"], "must be a JSON object"),
+        (["stream", "k", "--title", "t", "--content-state", "{"], "not valid JSON"),
+        (["stream", "k", "--title", "t", "--tags", "a", "--clear-tags"], "cannot be used together"),
+        (["stream", "k", "--title", "t", "--metadata", "{}", "--metadata-file", "m"], "together"),
+        (["stream", "k", "--title", "t", "--metadata", "[]"], "--metadata must be a JSON object"),
+        (["stream", "k", "--title", "t", "--action", "x"], "--action is not valid JSON"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str) -> None:
@@ -441,8 +448,6 @@ def test_usage_errors(argv: list[str], message: str) -> None:
         ["stream", "k", "--title", "t", "--metric", "CPU"],
         ["stream", "k", "--title", "t", "--color", "pink"],
         ["stream", "k", "--title", "t", "--type", "chart"],
-        ["stream", "k", "--title", "t", "--json", "[1]"],
-        ["stream", "k", "--title", "t", "--json", "{"],
         ["stream", "k", "--title", "t", "--steps", "-1"],
         ["stream", "k", "--title", "t", "--percentage", "9%"],
         ["update", "a1", "--title", "t", "--channel", "ops"],  # update has no recipients
@@ -467,7 +472,7 @@ def test_every_subcommand_is_registered() -> None:
     ):
         args = parser().parse_args(argv)
         assert args.handler is cli.run
-        assert args.client_command == argv[0]
+        assert args.command == argv[0]
 
 
 # -- URL and key -----------------------------------------------------------------------------------
@@ -482,12 +487,12 @@ def test_every_subcommand_is_registered() -> None:
     ],
 )
 def test_resolve_url(flag: str | None, env: dict[str, str], expected: str) -> None:
-    assert cli.resolve_url(flag, env) == expected
+    assert common.resolve_url(flag, None, env) == expected
 
 
 def test_resolve_url_rejects_other_schemes() -> None:
     with pytest.raises(UsageError):
-        cli.resolve_url("ftp://h/api", {})
+        common.resolve_url("ftp://h/api", None, {})
 
 
 def write_key_file(root: Path, text: str) -> None:
@@ -498,10 +503,10 @@ def write_key_file(root: Path, text: str) -> None:
 def test_key_resolution_order(tmp_path: Path) -> None:
     write_key_file(tmp_path, "\n  from-file  \nsecond\n")
     env = {"LOCKSTEP_API_KEY": "from-env"}
-    assert cli.resolve_key("from-flag", env, tmp_path) == "from-flag"
-    assert cli.resolve_key(None, env, tmp_path) == "from-env"
-    assert cli.resolve_key(None, {"LOCKSTEP_API_KEY": "  "}, tmp_path) == "from-file"
-    assert cli.resolve_key(None, {}, tmp_path) == "from-file"
+    assert common.resolve_key("from-flag", env, tmp_path) == "from-flag"
+    assert common.resolve_key(None, env, tmp_path) == "from-env"
+    assert common.resolve_key(None, {"LOCKSTEP_API_KEY": "  "}, tmp_path) == "from-file"
+    assert common.resolve_key(None, {}, tmp_path) == "from-file"
 
 
 @pytest.mark.parametrize("content", [None, "", "\n  \n"])
@@ -509,7 +514,7 @@ def test_missing_key_is_a_clear_error(tmp_path: Path, content: str | None) -> No
     if content is not None:
         write_key_file(tmp_path, content)
     with pytest.raises(UsageError, match="no API key: pass --key, set LOCKSTEP_API_KEY"):
-        cli.resolve_key(None, {}, tmp_path)
+        common.resolve_key(None, {}, tmp_path)
 
 
 # -- against a local server ------------------------------------------------------------------------
@@ -584,6 +589,7 @@ def test_success_prints_pretty_json(
     status = run(
         "stream",
         "web-1",
+        "--json",
         "--url",
         url,
         "--key",

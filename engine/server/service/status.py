@@ -37,6 +37,7 @@ from engine.delivery.budget import BudgetState
 from engine.server.contract import errors, models
 from engine.server.contract.responses import RecipientState, iso
 from engine.server.service.state import Activity, Recipient, Registry
+from engine.server.store.records import unpack_state
 
 STATES: Final = models.RECIPIENT_STATES
 """Every recipient state, in the order a device goes through them."""
@@ -171,6 +172,7 @@ class DeliveryStatus:
             ended=row.ended,
             updated_at=iso(row.updated_at),
             devices=[self._device(act, d, rec, now) for d, rec in sorted(act.recipients.items())],
+            content_state=unpack_state(row.state),
         )
 
     def _device(
