@@ -930,3 +930,48 @@ def test_schema_components_describe_the_contract() -> None:
     assert "description" in content["properties"]["current_step"]
     assert content["properties"]["color"]["anyOf"][0]["enum"] == sorted(models.COLORS)
     assert "StreamPutResponse" in components and "ErrorBody" in components
+
+
+# -- only the SDK models' limits ---------------------------------------------------------------
+
+
+def test_text_has_no_length_rule_the_sdk_does_not_have() -> None:
+    long_url = "https://example.com/" + "p" * 3000
+    raw = body(
+        content_state=state(
+            type="alert",
+            title="T" * 5000,
+            subtitle="S" * 5000,
+            message="m" * 5000,
+            icon={"symbol": "s" * 500},
+            badge={"title": "b" * 500},
+        ),
+        action={"title": "a" * 500, "type": "open_url", "url": long_url},
+        alert={"title": "t" * 5000, "body": "b" * 5000},
+    )
+    req = models.decode(StartRequest, raw)
+    assert req.content_state.message == "m" * 5000  # the APNs size check decides (413)
+    metrics = [{"label": "L" * 500, "value": 1, "unit": "u" * 500}]
+    models.decode(StartRequest, body(content_state=state(type="metrics", metrics=metrics)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (
+            body(content_state=state(type="metrics", metrics=[{"label": "x", "value": "v" * 65}])),
+            "metrics[0].value",
+        ),
+        (body(content_state=SEG, tags=["t" * 65]), "tags[0]"),
+        (body(content_state=SEG, tags=["t"] * 21), "tags"),
+        (body(content_state=SEG, metadata={"k": "v" * 4001}), "metadata"),
+    ],
+)
+def test_the_sdk_models_limits_stay(raw: bytes, field: str) -> None:
+    with pytest.raises(BadRequest, match=field.replace("[", r"\[").replace("]", r"\]")):
+        models.decode(StartRequest, raw)
+
+
+def test_an_unknown_activity_id_of_any_length_decodes() -> None:
+    raw = msgspec.json.encode({"activity_id": "x" * 1000, "content_state": {"title": "t"}})
+    assert models.decode(models.UpdateRequest, raw).activity_id == "x" * 1000  # then 404
