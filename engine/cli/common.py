@@ -12,6 +12,20 @@ into the exit status and output:
   stdout too), or a server that cannot be reached;
 - 2: a usage error (bad option, no key, unreadable file), before any request is sent.
 
+A new subcommand is one module and one entry point, touching no other command:
+
+    # engine/cli/badge.py
+    def register(sub):
+        p = sub.add_parser("badge", help="set the app icon badge")
+        p.add_argument("count", type=int)
+        add_connection(p)
+        add_channels(p)
+        p.set_defaults(handler=lambda args: run(args, lambda s: s.call(
+            ApiRequest("POST", "/badge", {"badge": args.count})), summarize_fields))
+
+    # pyproject.toml, [project.entry-points."lockstep.commands"]
+    badge = "engine.cli.badge:register"
+
 Server and key (`Session.resolve`): `--url`, else the `[server]` host and port of `--config
 lockstep.toml` (or `$LOCKSTEP_CONFIG`), else `$LOCKSTEP_URL`, else http://127.0.0.1:8787/api. Key:
 `--key`, else `$LOCKSTEP_API_KEY`, else the config's first `[server].api_keys` entry, else the
@@ -59,6 +73,7 @@ __all__ = [
     "run",
     "send",
     "split_list",
+    "summarize_fields",
     "tags_of",
 ]
 
@@ -331,6 +346,16 @@ def error_text(response: ApiResponse) -> str:
         return text + (f" {json.dumps(extra, sort_keys=True)}" if extra else "")
     snippet = str(body).strip()[:200] if body else ""
     return f"HTTP {response.status}" + (f": {snippet}" if snippet else "")
+
+
+def summarize_fields(body: Any) -> str:
+    """A generic summary: one `name: value` line per top-level field of a JSON answer."""
+    if not isinstance(body, dict):
+        return str(body)
+    return "\n".join(
+        f"{name}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
+        for name, value in body.items()
+    )
 
 
 Perform = Callable[[Session], ApiResponse]

@@ -1102,3 +1102,10 @@ def test_config_finds_server_and_key(
     assert run("end", "k") == 0
     assert [seen["headers"]["Authorization"] for seen in canned.seen] == [f"Bearer {SECRET}"] * 2
     assert run("end", "k", "--config", str(tmp_path / "nope.toml")) == 2
+
+
+def test_summarize_fields_is_one_line_per_field() -> None:
+    assert common.summarize_fields({"success": True, "badge": 3, "note": "ok"}) == (
+        "success: true\nbadge: 3\nnote: ok"
+    )
+    assert common.summarize_fields("plain") == "plain"
