@@ -649,8 +649,13 @@ def _completed(req: _R, row: ActivityRow, type_: str | None) -> _R:
     carried = carry_needed(fields, unpack_state(row.state), type_ or row.type)
     if carried == fields:
         return req
-    # The carried values were accepted before and came from a checked state: they convert.
-    return msgspec.structs.replace(req, content_state=msgspec.convert(carried, models.ContentState))
+    try:
+        completed = msgspec.convert(carried, models.ContentState)
+    except msgspec.ValidationError:
+        # A stored state from before a rule changed: the call is then checked as it came, and
+        # its 400 names what it lacks.
+        return req
+    return msgspec.structs.replace(req, content_state=completed)
 
 
 def _freezes(state: models.ContentState | None) -> bool:
