@@ -12,12 +12,13 @@ Each command sends one request to the HTTP API (http-api.md: `PUT`/`DELETE
 answer (`--json`: the answer itself; `--id-only`: the activity id). Server, key, output and exit
 status are `engine.cli.common`'s.
 
-The contract needs a `title` in every content state. When `end`, `update` or `end-activity` is
-given content flags but no title, the command first reads the activity's last state (`GET
+The contract needs a `title` in every content state. When `stream`, `end`, `update` or
+`end-activity` is given no title, the command first reads the activity's last state (`GET
 /live-activity/stream/{key}` or `/live-activity/{id}`) and reuses it: its title for an update or
 end by id (the server keeps every field such a call leaves out), its whole state under the given
-flags for a stream's end (a stream's end carries the stream's whole state). `lockstep end KEY`
-with no content flags at all sends no content state: the stream ends with its last state.
+flags for a stream call (which carries the stream's whole state), so `lockstep stream deploy-42
+--step 3` moves one step. `lockstep end KEY` with no content flags at all sends no content state:
+the stream ends with its last state.
 
 Request building is pure (`build_request`, `fill_from`); only `perform` talks to the server.
 """
@@ -40,9 +41,9 @@ _STREAM_KEY: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
 # Request-level options, by subcommand: which ones each route accepts (http-api.md).
 _CHANNELS: Final = frozenset({"stream", "start"})
 _DISMISS: Final = frozenset({"end", "end-activity"})
-_NEEDS_TITLE: Final = frozenset({"stream", "start"})
 _CLEARABLE: Final = frozenset({"stream", "end", "update", "end-activity"})
-_REUSES: Final = frozenset({"end", "update", "end-activity"})
+_REUSES: Final = frozenset({"stream", "end", "update", "end-activity"})
+_BY_KEY: Final = frozenset({"stream", "end"})
 _BUTTONS: Final = ("action", "secondary_action")
 
 
@@ -55,10 +56,11 @@ def build_request(
     state = content_state(args)
     if last is not None:
         state = fill_from(command, state, last)
-    if command in _NEEDS_TITLE and not state.get("title"):
-        raise UsageError('--title is required (or a "title" in --content-state)')
-    if command in _REUSES and state and not state.get("title"):
-        raise UsageError("--title is required (and the activity's last state has none)")
+    if not state.get("title"):
+        if command == "start" or (command == "stream" and last is None):
+            raise UsageError('--title is required (or a "title" in --content-state)')
+        if command in _REUSES and (state or command == "stream"):
+            raise UsageError("--title is required (and the activity's last state has none)")
     if command == "start" and not state.get("type"):
         raise UsageError("--type is required to start an activity")
     body = _request_fields(command, args)
@@ -133,7 +135,7 @@ def needs_last_state(command: str, args: argparse.Namespace) -> ApiRequest | Non
     state = content_state(args)
     if not state or state.get("title"):
         return None
-    if command == "end":
+    if command in _BY_KEY:
         return ApiRequest("GET", _stream_path(args.key_or_id), None)
     return ApiRequest("GET", _activity_path(args.key_or_id), None)
 
@@ -141,12 +143,13 @@ def needs_last_state(command: str, args: argparse.Namespace) -> ApiRequest | Non
 def fill_from(command: str, state: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
     """`state` completed from the activity's `last` state (as the status call shows it).
 
-    By id only the title is needed: the server keeps what an update or end leaves out. A stream's
-    end replaces the stream's state, so it gets the whole last state under `state`, less the
+    By id only the title is needed: the server keeps what an update or end leaves out. A stream
+    call replaces the stream's state, so it gets the whole last state under `state`, less the
     buttons (request fields, sent as title/type/url only) and a countdown's window (the server
-    keeps it, and an end without one freezes the timer where it stands).
+    keeps it; sending it again would restart the timer, and an end without one freezes the timer
+    where it stands).
     """
-    if command != "end":
+    if command not in _BY_KEY:
         return {"title": last.get("title"), **state} if last.get("title") else state
     base = {k: v for k, v in last.items() if k not in _BUTTONS}
     if base.get("counts_down") is not False:
@@ -160,6 +163,8 @@ def perform(args: argparse.Namespace, session: Session) -> ApiResponse:
     lookup = needs_last_state(args.command, args)
     if lookup is not None:
         found = session.call(lookup)
+        if found.status == 404 and args.command == "stream":
+            raise UsageError("--title and --type are required: the stream has no activity yet")
         if not found.ok:
             return found  # an unknown stream or activity: its 404 is the answer
         body = found.body if isinstance(found.body, dict) else {}

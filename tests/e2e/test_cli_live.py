@@ -130,6 +130,11 @@ def test_a_stream_ended_with_some_fields_keeps_the_rest(server: LiveServer, cli:
     assert status == 0, err
     activity_id = out.strip()
     assert activity_id.startswith("la_")
+    status, out, err = cli("stream", "cli-deploy", "--step", "2")  # no title: the rest is kept
+    assert status == 0 and out.startswith(f"stream cli-deploy: updated, activity {activity_id}")
+    status, out, _ = cli("status", "cli-deploy", "--json")
+    shown = json.loads(out)["content_state"]
+    assert (shown["current_step"], shown["badge"]) == (2, {"title": "prod"})
     status, _, err = cli("end", "cli-deploy", "--step", "4", "--auto-dismiss-minutes", "30")
     assert status == 0, err
     expected = {

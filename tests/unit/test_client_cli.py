@@ -1109,3 +1109,42 @@ def test_summarize_fields_is_one_line_per_field() -> None:
         "success: true\nbadge: 3\nnote: ok"
     )
     assert common.summarize_fields("plain") == "plain"
+
+
+def test_stream_without_title_moves_the_streams_last_state(server: tuple[str, Canned]) -> None:
+    url, canned = server
+    last = {
+        "type": "segmented_progress",
+        "title": "Deploy",
+        "number_of_steps": 5,
+        "current_step": 2,
+        "badge": {"title": "prod"},
+        "action": {"title": "Open", "type": "open_url", "url": "https://e.com"},
+    }
+    status = {"activity_id": "la_1", "version": 2, "devices": [], "content_state": last}
+    canned.first = [(200, json.dumps(status).encode())]
+    assert run("stream", "deploy-42", "--url", url, "--key", SECRET, "--step", "3") == 0
+    lookup, put = canned.seen
+    assert (lookup["method"], lookup["path"]) == ("GET", "/api/live-activity/stream/deploy-42")
+    assert put["method"] == "PUT"
+    assert json.loads(put["body"]) == {
+        "content_state": {
+            "type": "segmented_progress",
+            "title": "Deploy",
+            "number_of_steps": 5,
+            "current_step": 3,
+            "badge": {"title": "prod"},
+        }
+    }
+
+
+def test_stream_without_title_on_a_new_key_is_a_usage_error(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, canned = server
+    canned.first = [(404, b'{"error": "not_found", "message": "no stream with key \'new\'"}')]
+    assert run("stream", "new", "--url", url, "--key", SECRET, "--step", "3") == 2
+    assert len(canned.seen) == 1
+    assert "--title and --type are required: the stream has no activity yet" in (
+        capsys.readouterr().err
+    )
