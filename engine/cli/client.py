@@ -234,6 +234,7 @@ examples:
   lockstep stream build-42 --type segmented_progress --title Deploy --steps 5 --step 2
   lockstep stream web-1 --type metrics --title web-1 --metric CPU=9% --metric MEM=45% \\
       --channels ops,web --tags infra --metadata '{"host": "web-1"}'
+  lockstep stream build-42 --step 3         (no --title: the stream's last state, one step on)
   lockstep end build-42                     (ends with the stream's last state)
   lockstep end build-42 --step 5 --auto-dismiss-seconds 30
   lockstep start --type progress --title Backup --percentage 10 --id-only
