@@ -102,7 +102,7 @@ _MAX_DEPTH: Final = 32  # deeper nesting is certainly a mistake, and keeps recur
 
 
 class EventKind(enum.StrEnum):
-    """The `aps.event` of a Live Activity push (apns.md §6)."""
+    """The `aps.event` of a Live Activity push."""
 
     START = "start"
     UPDATE = "update"
@@ -122,7 +122,7 @@ class InvalidContent(PayloadError):
 
 
 class PayloadTooLarge(PayloadError):
-    """The encoded body is over the APNs limit (apns.md §5); nothing is ever truncated."""
+    """The encoded body is over the APNs limit; nothing is ever truncated."""
 
     def __init__(self, size: int, limit: int, event: EventKind) -> None:
         self.size = size
@@ -136,7 +136,7 @@ class PayloadTooLarge(PayloadError):
             scope = ""
         super().__init__(
             f"{event.value} payload is {size} bytes encoded ({size - limit} over); "
-            f"APNs accepts at most {limit} bytes{scope} (apns.md §5)"
+            f"APNs accepts at most {limit} bytes{scope}"
         )
 
 
@@ -145,7 +145,7 @@ class TimestampWidthError(PayloadError):
 
 
 class LocalizedText(msgspec.Struct, frozen=True, omit_defaults=True, rename="kebab"):
-    """An alert string the device localizes: `{"loc-key":..,"loc-args":[..]}` (apns.md §6)."""
+    """An alert string the device localizes: `{"loc-key":..,"loc-args":[..]}`."""
 
     loc_key: str
     loc_args: tuple[str, ...] = ()
@@ -160,7 +160,7 @@ class LocalizedText(msgspec.Struct, frozen=True, omit_defaults=True, rename="keb
 
 
 class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The `aps.alert` of a Live Activity push: lights the screen or shows a banner (apns.md §6)."""
+    """The `aps.alert` of a Live Activity push: lights the screen or shows a banner."""
 
     title: str | LocalizedText
     body: str | LocalizedText
@@ -177,7 +177,7 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class LiveActivityContent(msgspec.Struct, frozen=True):
-    """One Live Activity push to send, minus its timestamp (apns.md §6).
+    """One Live Activity push to send, minus its timestamp.
 
     Validated on construction (and when decoded with msgspec). `extra` holds custom keys placed
     next to `aps`, never inside it. `input_push_token` / `input_push_channel` choose how a remotely
@@ -367,7 +367,7 @@ def _validate(content: LiveActivityContent) -> None:
 def _validate_alert(content: LiveActivityContent) -> None:
     if content.alert is None:
         if content.event is EventKind.START:
-            raise InvalidContent("alert", "alert is required on start (apns.md §6)")
+            raise InvalidContent("alert", "alert is required on start")
     elif not isinstance(content.alert, Alert):
         raise InvalidContent("alert", "alert must be an Alert or None")
 
@@ -377,21 +377,15 @@ def _validate_start_only(content: LiveActivityContent) -> None:
         raise InvalidContent("input_push_token", "input_push_token must be a bool")
     if content.event is EventKind.START:
         if not isinstance(content.attributes_type, str) or not content.attributes_type:
-            raise InvalidContent(
-                "attributes_type", "attributes_type is required on start (apns.md §6)"
-            )
+            raise InvalidContent("attributes_type", "attributes_type is required on start")
         if not isinstance(content.attributes, dict):
-            raise InvalidContent(
-                "attributes", "attributes (a dict) is required on start (apns.md §6)"
-            )
+            raise InvalidContent("attributes", "attributes (a dict) is required on start")
     else:
         for name in ("attributes_type", "attributes", "input_push_channel"):
             if getattr(content, name) is not None:
-                raise InvalidContent(name, f"{name} is only valid on start (apns.md §6)")
+                raise InvalidContent(name, f"{name} is only valid on start")
         if content.input_push_token:
-            raise InvalidContent(
-                "input_push_token", "input_push_token is only valid on start (apns.md §6)"
-            )
+            raise InvalidContent("input_push_token", "input_push_token is only valid on start")
     channel = content.input_push_channel
     if channel is not None:
         if not isinstance(channel, str) or not channel:
@@ -403,7 +397,7 @@ def _validate_start_only(content: LiveActivityContent) -> None:
                 "receives pushes either through its own token or through one channel",
             )
     if content.dismissal_date is not None and content.event is not EventKind.END:
-        raise InvalidContent("dismissal_date", "dismissal_date is only valid on end (apns.md §6)")
+        raise InvalidContent("dismissal_date", "dismissal_date is only valid on end")
 
 
 def _validate_numbers(content: LiveActivityContent) -> None:

@@ -119,7 +119,7 @@ async def _with_progress(
 
 
 def _run_traffic(args: argparse.Namespace) -> int:
-    from engine.cli.client import UsageError, resolve_key
+    from engine.cli.common import UsageError, resolve_key
 
     key = None
     if args.target:

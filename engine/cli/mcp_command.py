@@ -6,8 +6,9 @@ An MCP client (Claude Desktop, an IDE, an agent framework) starts this command a
 over stdin/stdout; its tools stream, start, update and end Live Activities and list their
 delivery status, through the HTTP API of the Lockstep server named here (`engine.cli.mcp_tools`
 has the table). The server and the key are found as the other client commands find them
-(`engine.cli.client`: `--url`/`$LOCKSTEP_URL`, `--key`/`$LOCKSTEP_API_KEY`/`./lockstep-data/
-api-key`), once at start: a missing key is a usage error before any MCP traffic.
+(`engine.cli.common`: `--url`, `--config`, `$LOCKSTEP_URL`; `--key`, `$LOCKSTEP_API_KEY`,
+the config's key, `./lockstep-data/api-key`), once at start: a missing key is a usage error
+before any MCP traffic.
 
 The SDK is the optional `mcp` extra; this module imports it only when the command runs, so
 `lockstep` works without it and `lockstep mcp` says how to install it (exit status 2).
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from engine.cli.client import DEFAULT_URL, KEY_FILE, UsageError, resolve_key, resolve_url
+from engine.cli.common import DEFAULT_URL, KEY_FILE, Session, UsageError
 
 __all__ = ["register", "run"]
 
@@ -43,8 +44,7 @@ client configuration (e.g. Claude Desktop's claude_desktop_config.json):
 def run(args: argparse.Namespace) -> int:
     """Handler of `lockstep mcp`: resolve the server and key, then serve until stdin closes."""
     try:
-        url = resolve_url(args.url, os.environ)
-        key = resolve_key(args.key, os.environ, Path.cwd())
+        session = Session.resolve(args, os.environ, Path.cwd())
     except UsageError as exc:
         print(f"lockstep mcp: error: {exc}", file=sys.stderr)
         return 2
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(MISSING_EXTRA.format(detail=exc), file=sys.stderr)
         return 2
-    connection = Connection(url=url, key=key, timeout=args.timeout)
+    connection = Connection(url=session.url, key=session.key, timeout=session.timeout)
     try:
         anyio.run(serve_stdio, connection, backend="trio")
     except KeyboardInterrupt:  # Ctrl-C in a terminal: a normal way to stop it, no traceback
@@ -73,7 +73,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     g = p.add_argument_group("server")
     g.add_argument("--url", help=f"API base URL (default $LOCKSTEP_URL or {DEFAULT_URL})")
-    g.add_argument("--key", help=f"API key (default $LOCKSTEP_API_KEY, else the file ./{KEY_FILE})")
+    g.add_argument(
+        "--key",
+        "--api-key",
+        dest="key",
+        help=f"API key (default $LOCKSTEP_API_KEY, else the file ./{KEY_FILE})",
+    )
+    g.add_argument(
+        "--config",
+        metavar="LOCKSTEP_TOML",
+        help="find the server and key in this lockstep.toml (default $LOCKSTEP_CONFIG)",
+    )
     g.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per API request (default 30)"
     )

@@ -23,7 +23,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from engine.cli.client import ApiRequest, ApiResponse, ClientError, send
+from engine.cli.common import ApiRequest, ApiResponse, ClientError, send
 from engine.cli.mcp_tools import Outcome, Tool, ToolInputError, build_call, make_tools, outcome
 
 __all__ = ["Connection", "build_server", "call", "serve_stdio"]

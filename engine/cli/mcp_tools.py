@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.cli.client import ApiRequest, ApiResponse, error_text
+from engine.cli.common import ApiRequest, ApiResponse, error_text
 from engine.server.http.endpoint import Endpoint
 from engine.server.http.openapi import API_PREFIX, PATH_PARAMETERS
 from engine.server.http.routes import ENDPOINTS

@@ -6,13 +6,11 @@
 
 One `POST /metrics/{key}/value` (the ActivitySmith contract's `MetricValueUpdateRequest`): VALUE
 is sent as a number when it is a plain decimal number, else as a string (`--text` always sends
-the string). The JSON answer is printed: whether the value was stored (an older timestamp never
-overwrites a newer value) and how many devices' widgets are told to reload.
+the string). The answer is summed up on one line (`--json`: the JSON answer): whether the value
+was stored (an older timestamp never overwrites a newer value) and how many devices' widgets are
+told to reload.
 
-Server, key and exit status as for the other client commands (`engine.cli.client`): `--url`, else
-`$LOCKSTEP_URL`, else the local default; `--key`, else `$LOCKSTEP_API_KEY`, else
-./lockstep-data/api-key; 0 on a 2xx answer, 1 on an error answer or an unreachable server (the
-server's message on stderr), 2 for usage errors.
+Server, key, `--config` and exit status as for the other client commands (`engine.cli.common`).
 """
 
 from __future__ import annotations
@@ -20,27 +18,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
 import sys
 import urllib.parse
-from pathlib import Path
 from typing import Any, Final
 
-from engine.cli.client import (
-    DEFAULT_URL,
-    KEY_FILE,
+from engine.cli.common import (
+    CONNECTION_HELP,
     ApiRequest,
-    ClientError,
+    Session,
     UsageError,
-    error_text,
-    parse_scalar,
-    resolve_key,
-    resolve_url,
-    send,
+    add_connection,
+    run,
 )
+from engine.cli.content import parse_scalar
 
-__all__ = ["build_request", "register", "run"]
+__all__ = ["build_request", "register", "set_value"]
 
 _KEY: Final = re.compile(r"[a-z0-9._-]{1,64}")
 
@@ -68,39 +61,43 @@ def _timestamp(text: str) -> str:
     return moment.isoformat()
 
 
-def run(args: argparse.Namespace) -> int:
+def set_value(args: argparse.Namespace) -> int:
     """Handler of `lockstep metrics set`: build, send, print; returns the exit status."""
-    prog = "lockstep metrics set"
+    request = None
     try:
         request = build_request(args)
-        url = resolve_url(args.url, os.environ)
-        key = resolve_key(args.key, os.environ, Path.cwd())
     except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"lockstep metrics set: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        response = send(request, url=url, key=key, timeout=args.timeout)
-    except ClientError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    if not response.ok:
-        print(f"{prog}: {error_text(response)}", file=sys.stderr)
-        return 1
-    if response.body is not None:
-        print(json.dumps(response.body, indent=2, ensure_ascii=False))
-    return 0
+    return run(args, lambda session: _call(session, request), _summary)
 
 
-_EPILOG: Final = """\
+def _call(session: Session, request: ApiRequest) -> Any:
+    return session.call(request)
+
+
+def _summary(body: Any) -> str:
+    """`revenue.today = 1234.5 (stored; 3 devices' widgets told to reload)`."""
+    if not isinstance(body, dict) or "key" not in body:
+        return json.dumps(body, ensure_ascii=False)
+    stored = "stored" if body.get("stored", True) else f"not stored: {body.get('message', '')}"
+    devices = body.get("devices_targeted", 0)
+    return (
+        f"{body['key']} = {json.dumps(body.get('value'), ensure_ascii=False)} "
+        f"({stored}; {devices} devices' widgets told to reload)"
+    )
+
+
+_EPILOG: Final = (
+    """\
 examples:
   lockstep metrics set revenue.today 1234.5
   lockstep metrics set build.status "3 of 5" --timestamp 2027-01-15T08:00:00Z
   lockstep metrics set build.number 007 --text
 
-server: --url, else $LOCKSTEP_URL, else http://127.0.0.1:8787/api
-API key: --key, else $LOCKSTEP_API_KEY, else the first line of ./lockstep-data/api-key
-exit status: 0 success (JSON answer on stdout), 1 server error or unreachable, 2 usage error
 """
+    + CONNECTION_HELP
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -123,8 +120,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--timestamp", help="when the value was measured, ISO-8601 (default: when it arrives)"
     )
-    g = p.add_argument_group("server")
-    g.add_argument("--url", help=f"API base URL (default $LOCKSTEP_URL or {DEFAULT_URL})")
-    g.add_argument("--key", help=f"API key (default $LOCKSTEP_API_KEY, else the file ./{KEY_FILE})")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
-    p.set_defaults(handler=run)
+    add_connection(p)
+    p.set_defaults(handler=set_value)

@@ -126,7 +126,7 @@ async def test_tools_are_listed_with_schemas_from_the_contract(
         assert tool.annotations.read_only_hint is tool.name.startswith(("get_", "list_"))
     stream = tools["stream"].input_schema
     assert stream["required"] == ["stream_key", "content_state"]
-    assert stream["properties"]["stream_key"]["pattern"] == "^[A-Za-z0-9_-]{1,128}$"
+    assert stream["properties"]["stream_key"]["pattern"] == "^[A-Za-z0-9_-]{1,255}$"
     content = stream["$defs"]["ContentState"]["properties"]
     assert {"title", "type", "percentage", "number_of_steps", "metrics"} <= set(content)
     assert set(tools["list_live_activities"].input_schema["properties"]) == {

@@ -215,7 +215,10 @@ def test_keys_are_kept_apart(server: LiveServer, client: ActivitySmith) -> None:
 
 
 def test_the_cli_sets_a_value(server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
-    where = ["--url", server.api_base, "--key", API_KEY]
+    where = ["--url", server.api_base, "--key", API_KEY, "--json"]
+    assert lockstep(["metrics", "set", "cli.value", "3 of 5", *where[:4]]) == 0
+    summary = capsys.readouterr().out
+    assert summary == f'cli.value = "3 of 5" (stored; {DEVICES} devices\' widgets told to reload)\n'
     assert lockstep(["metrics", "set", "cli.value", "3 of 5", *where]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["stored"] is True and answer["devices_targeted"] == DEVICES

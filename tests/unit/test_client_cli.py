@@ -6,6 +6,7 @@ import argparse
 import json
 import socket
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 
 from engine.cli import client as cli
-from engine.cli.client import ApiRequest, UsageError
+from engine.cli import common, content
+from engine.cli.common import ApiRequest, UsageError
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -28,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 
 def request(*argv: str) -> ApiRequest:
     args = parser().parse_args(list(argv))
-    return cli.build_request(args.client_command, args)
+    return cli.build_request(args.command, args)
 
 
 # -- argument parsing ------------------------------------------------------------------------------
@@ -55,13 +57,13 @@ def request(*argv: str) -> ApiRequest:
     ],
 )
 def test_parse_metric(text: str, expected: dict[str, Any]) -> None:
-    assert cli.parse_metric(text) == expected
+    assert content.parse_metric(text) == expected
 
 
 @pytest.mark.parametrize("text", ["CPU", "=5", "CPU=", "CPU=  ", ""])
 def test_parse_metric_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_metric(text)
+        content.parse_metric(text)
 
 
 @pytest.mark.parametrize(
@@ -80,14 +82,14 @@ def test_parse_metric_rejects(text: str) -> None:
     ],
 )
 def test_parse_scalar(text: str, expected: object) -> None:
-    value = cli.parse_scalar(text)
+    value = content.parse_scalar(text)
     assert value == expected and type(value) is type(expected)
 
 
 @pytest.mark.parametrize("text", ["x", "1e3", "inf", "", "1.2.3"])
 def test_parse_number_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_number(text)
+        content.parse_number(text)
 
 
 # -- request building ------------------------------------------------------------------------------
@@ -406,7 +408,7 @@ def test_json_is_the_base_and_flags_win() -> None:
     req = request(
         "stream",
         "k",
-        "--json",
+        "--content-state",
         '{"title": "raw", "type": "value", "value": "007"}',
         "--title",
         "flag",
@@ -415,7 +417,7 @@ def test_json_is_the_base_and_flags_win() -> None:
 
 
 def test_json_alone_can_carry_the_title() -> None:
-    req = request("update", "a1", "--json", '{"title": "t", "percentage": 5}')
+    req = request("update", "a1", "--content-state", '{"title": "t", "percentage": 5}')
     assert req.body == {"activity_id": "a1", "content_state": {"title": "t", "percentage": 5}}
 
 
@@ -427,7 +429,13 @@ def test_json_alone_can_carry_the_title() -> None:
         (["start", "--title", "t"], "--type is required"),
         (["stream", "bad key", "--title", "t"], "invalid stream key"),
         (["end", "a/b"], "invalid stream key"),
-        (["stream", "x" * 129, "--title", "t"], "invalid stream key"),
+        (["stream", "x" * 256, "--title", "t"], "invalid stream key"),
+        (["stream", "k", "--title", "t", "--content-state", "[1]"], "must be a JSON object"),
+        (["stream", "k", "--title", "t", "--content-state", "{"], "not valid JSON"),
+        (["stream", "k", "--title", "t", "--tags", "a", "--clear-tags"], "cannot be used together"),
+        (["stream", "k", "--title", "t", "--metadata", "{}", "--metadata-file", "m"], "together"),
+        (["stream", "k", "--title", "t", "--metadata", "[]"], "--metadata must be a JSON object"),
+        (["stream", "k", "--title", "t", "--action", "x"], "--action is not valid JSON"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str) -> None:
@@ -441,8 +449,6 @@ def test_usage_errors(argv: list[str], message: str) -> None:
         ["stream", "k", "--title", "t", "--metric", "CPU"],
         ["stream", "k", "--title", "t", "--color", "pink"],
         ["stream", "k", "--title", "t", "--type", "chart"],
-        ["stream", "k", "--title", "t", "--json", "[1]"],
-        ["stream", "k", "--title", "t", "--json", "{"],
         ["stream", "k", "--title", "t", "--steps", "-1"],
         ["stream", "k", "--title", "t", "--percentage", "9%"],
         ["update", "a1", "--title", "t", "--channel", "ops"],  # update has no recipients
@@ -467,7 +473,7 @@ def test_every_subcommand_is_registered() -> None:
     ):
         args = parser().parse_args(argv)
         assert args.handler is cli.run
-        assert args.client_command == argv[0]
+        assert args.command == argv[0]
 
 
 # -- URL and key -----------------------------------------------------------------------------------
@@ -482,12 +488,12 @@ def test_every_subcommand_is_registered() -> None:
     ],
 )
 def test_resolve_url(flag: str | None, env: dict[str, str], expected: str) -> None:
-    assert cli.resolve_url(flag, env) == expected
+    assert common.resolve_url(flag, None, env) == expected
 
 
 def test_resolve_url_rejects_other_schemes() -> None:
     with pytest.raises(UsageError):
-        cli.resolve_url("ftp://h/api", {})
+        common.resolve_url("ftp://h/api", None, {})
 
 
 def write_key_file(root: Path, text: str) -> None:
@@ -498,10 +504,10 @@ def write_key_file(root: Path, text: str) -> None:
 def test_key_resolution_order(tmp_path: Path) -> None:
     write_key_file(tmp_path, "\n  from-file  \nsecond\n")
     env = {"LOCKSTEP_API_KEY": "from-env"}
-    assert cli.resolve_key("from-flag", env, tmp_path) == "from-flag"
-    assert cli.resolve_key(None, env, tmp_path) == "from-env"
-    assert cli.resolve_key(None, {"LOCKSTEP_API_KEY": "  "}, tmp_path) == "from-file"
-    assert cli.resolve_key(None, {}, tmp_path) == "from-file"
+    assert common.resolve_key("from-flag", env, tmp_path) == "from-flag"
+    assert common.resolve_key(None, env, tmp_path) == "from-env"
+    assert common.resolve_key(None, {"LOCKSTEP_API_KEY": "  "}, tmp_path) == "from-file"
+    assert common.resolve_key(None, {}, tmp_path) == "from-file"
 
 
 @pytest.mark.parametrize("content", [None, "", "\n  \n"])
@@ -509,7 +515,7 @@ def test_missing_key_is_a_clear_error(tmp_path: Path, content: str | None) -> No
     if content is not None:
         write_key_file(tmp_path, content)
     with pytest.raises(UsageError, match="no API key: pass --key, set LOCKSTEP_API_KEY"):
-        cli.resolve_key(None, {}, tmp_path)
+        common.resolve_key(None, {}, tmp_path)
 
 
 # -- against a local server ------------------------------------------------------------------------
@@ -523,6 +529,8 @@ class Canned:
     body: bytes = b'{"success": true, "operation": "started", "activity_id": "act-1"}'
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     seen: list[dict[str, Any]] = field(default_factory=list)
+    # Answers for the first requests, in order, before `status` and `body` take over.
+    first: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -538,12 +546,17 @@ class _Handler(BaseHTTPRequestHandler):
                 "body": self.rfile.read(size) if size else b"",
             }
         )
-        self.send_response(self.canned.status)
+        status, body = (
+            self.canned.first.pop(0)
+            if self.canned.first
+            else (self.canned.status, self.canned.body)
+        )
+        self.send_response(status)
         for name, value in self.canned.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(self.canned.body)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(self.canned.body)
+        self.wfile.write(body)
 
     do_GET = do_PUT = do_POST = do_DELETE = _answer  # noqa: N815 - names http.server dispatches to
 
@@ -584,6 +597,7 @@ def test_success_prints_pretty_json(
     status = run(
         "stream",
         "web-1",
+        "--json",
         "--url",
         url,
         "--key",
@@ -737,3 +751,400 @@ def test_silent_server_times_out(capsys: pytest.CaptureFixture[str]) -> None:
         )
         assert cli.run(args) == 1
     assert "timed out" in capsys.readouterr().err
+
+
+# -- options shared with the hosted service's CLI --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["stream", "k", "--title", "t", "--channels", "ops,web", "--channels", "db"],
+            {"content_state": {"title": "t"}, "channels": ["ops", "web", "db"]},
+        ),
+        (
+            ["start", "--type", "alert", "--title", "t", "--message", "m", "--channel", "ops"],
+            {
+                "content_state": {"title": "t", "type": "alert", "message": "m"},
+                "target": {"channels": ["ops"]},
+            },
+        ),
+        (
+            ["stream", "k", "--title", "t", "--tags", "user:382,billing", "--tag", "x"],
+            {"content_state": {"title": "t"}, "tags": ["user:382", "billing", "x"]},
+        ),
+        (
+            ["update", "a1", "--title", "t", "--clear-tags", "--metadata", "{}"],
+            {"activity_id": "a1", "content_state": {"title": "t"}, "tags": [], "metadata": {}},
+        ),
+        (["end", "k", "--clear-tags"], {"tags": []}),
+        (
+            ["end", "k", "--metadata", '{"job": "import-382", "records": 1200, "ok": true}'],
+            {"metadata": {"job": "import-382", "records": 1200, "ok": True}},
+        ),
+        (
+            [
+                "stream",
+                "k",
+                "--content-state",
+                (
+                    '{"title": "Deploy", "type": "segmented_progress", "numberOfSteps": 4, '
+                    '"currentStep": 1, "autoDismissSeconds": 5, "step_color": "lime"}'
+                ),
+            ],
+            {
+                "content_state": {
+                    "title": "Deploy",
+                    "type": "segmented_progress",
+                    "number_of_steps": 4,
+                    "current_step": 1,
+                    "auto_dismiss_seconds": 5,
+                    "step_color": "lime",
+                }
+            },
+        ),
+        (
+            [
+                "stream",
+                "k",
+                "--title",
+                "t",
+                "--action",
+                '{"title": "Open", "type": "open_url", "url": "https://e.com"}',
+            ],
+            {
+                "content_state": {"title": "t"},
+                "action": {"title": "Open", "type": "open_url", "url": "https://e.com"},
+            },
+        ),
+    ],
+)
+def test_request_level_options(argv: list[str], expected: dict[str, Any]) -> None:
+    assert request(*argv).body == expected
+
+
+def test_metadata_and_content_state_from_files(tmp_path: Path) -> None:
+    (tmp_path / "meta.json").write_text('{"customer_id": "382", "amount": 29}')
+    (tmp_path / "state.json").write_text('{"title": "Sales", "type": "stats", "metrics": []}')
+    req = request(
+        "stream",
+        "k",
+        "--metadata-file",
+        str(tmp_path / "meta.json"),
+        "--content-state-file",
+        str(tmp_path / "state.json"),
+        "--metric",
+        "orders=3",
+    )
+    assert req.body == {
+        "content_state": {
+            "title": "Sales",
+            "type": "stats",
+            "metrics": [{"label": "orders", "value": 3}],
+        },
+        "metadata": {"customer_id": "382", "amount": 29},
+    }
+    with pytest.raises(UsageError, match="cannot read"):
+        request("end", "k", "--metadata-file", str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["start", "--type", "value", "--title", "t", "--clear-tags"],  # nothing to clear yet
+        ["update", "a1", "--title", "t", "--id-only"],
+        ["end", "k", "--channels", "ops"],
+    ],
+)
+def test_options_only_where_the_route_takes_them(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(argv)
+    assert exc.value.code == 2
+
+
+# -- reusing the last state ------------------------------------------------------------------------
+
+LAST = {
+    "type": "timer",
+    "title": "Pizza",
+    "subtitle": "oven 2",
+    "duration_seconds": 600.0,
+    "counts_down": True,
+    "is_running": True,
+    "action": {"title": "Open", "type": "open_url", "url": "https://e.com"},
+}
+
+
+def test_fill_from_a_stream_end_keeps_the_whole_state_but_buttons_and_window() -> None:
+    assert cli.fill_from("end", {"auto_dismiss_seconds": 30}, LAST) == {
+        "type": "timer",
+        "title": "Pizza",
+        "subtitle": "oven 2",
+        "counts_down": True,
+        "is_running": True,
+        "auto_dismiss_seconds": 30,
+    }
+    elapsed = {**LAST, "counts_down": False}
+    assert cli.fill_from("end", {"title": "t"}, elapsed)["duration_seconds"] == 600.0
+
+
+def test_fill_from_by_id_takes_only_the_title() -> None:
+    assert cli.fill_from("update", {"percentage": 5}, LAST) == {"title": "Pizza", "percentage": 5}
+    assert cli.fill_from("end-activity", {"title": "Mine"}, LAST) == {"title": "Mine"}
+
+
+def test_end_without_content_flags_sends_no_state(server: tuple[str, Canned]) -> None:
+    url, canned = server
+    assert run("end", "build-42", "--url", url, "--key", SECRET, "--tags", "done") == 0
+    [seen] = canned.seen  # no lookup: the server ends the stream with its last state
+    assert (seen["method"], json.loads(seen["body"])) == ("DELETE", {"tags": ["done"]})
+
+
+def test_end_with_some_fields_reuses_the_streams_last_state(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, canned = server
+    status = {"activity_id": "la_1", "version": 3, "devices": [], "content_state": LAST}
+    canned.first = [(200, json.dumps(status).encode())]
+    canned.body = (
+        b'{"success": true, "operation": "ended", "stream_key": "oven", "activity_id": "la_1"}'
+    )
+    assert run("end", "oven", "--url", url, "--key", SECRET, "--paused") == 0
+    lookup, delete = canned.seen
+    assert (lookup["method"], lookup["path"]) == ("GET", "/api/live-activity/stream/oven")
+    assert delete["method"] == "DELETE"
+    assert json.loads(delete["body"])["content_state"] == {
+        "type": "timer",
+        "title": "Pizza",
+        "subtitle": "oven 2",
+        "counts_down": True,
+        "is_running": False,
+    }
+    assert capsys.readouterr().out == "stream oven: ended, activity la_1\n"
+
+
+def test_update_without_title_reads_the_activity(server: tuple[str, Canned]) -> None:
+    url, canned = server
+    status = {"activity_id": "la/1", "version": 1, "devices": [], "content_state": LAST}
+    canned.first = [(200, json.dumps(status).encode())]
+    assert run("update", "la/1", "--url", url, "--key", SECRET, "--subtitle", "oven 3") == 0
+    lookup, update = canned.seen
+    assert lookup["path"] == "/api/live-activity/la%2F1"
+    assert json.loads(update["body"]) == {
+        "activity_id": "la/1",
+        "content_state": {"title": "Pizza", "subtitle": "oven 3"},
+    }
+
+
+def test_a_failed_lookup_is_the_answer(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, canned = server
+    canned.first = [(404, b'{"error": "not_found", "message": "no stream with key \'k\'"}')]
+    assert run("end", "k", "--url", url, "--key", SECRET, "--step", "3") == 1
+    assert len(canned.seen) == 1
+    assert "no stream with key 'k' (HTTP 404, not_found)" in capsys.readouterr().err
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def test_id_only_prints_just_the_activity_id(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = server
+    argv = ["start", "--url", url, "--key", SECRET, "--type", "value", "--title", "t"]
+    assert run(*argv, "--value", "1", "--id-only") == 0
+    assert capsys.readouterr().out == "act-1\n"
+
+
+def test_errors_with_json_print_the_body_on_stdout(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, canned = server
+    canned.status = 413
+    canned.body = (
+        b'{"error": "payload_too_large", "message": "too big", "size": 5000, "limit": 4096}'
+    )
+    assert run("end", "k", "--url", url, "--key", SECRET, "--json") == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "error": "payload_too_large",
+        "message": "too big",
+        "size": 5000,
+        "limit": 4096,
+    }
+    assert err.startswith("lockstep end: too big (HTTP 413, payload_too_large)")
+
+
+def test_summaries() -> None:
+    assert cli.summarize(
+        {
+            "success": True,
+            "operation": "rotated",
+            "stream_key": "job",
+            "activity_id": "la_2",
+            "previous_activity_id": "la_1",
+            "devices_notified": 2,
+            "devices_queued": 1,
+            "warning": "budget low",
+            "errors": ["iphone-3: dead token"],
+        }
+    ) == (
+        "stream job: rotated, activity la_2 (replaces la_1)\n"
+        "  devices: 2 notified, 1 queued\n"
+        "  warning: budget low\n"
+        "  error: iphone-3: dead token"
+    )
+    status = {
+        "activity_id": "la_1",
+        "stream_key": "job",
+        "version": 3,
+        "ended": False,
+        "devices": [
+            {"device_id": "iphone-1", "state": "live", "confirmed_version": 3, "last_status": 200},
+            {
+                "device_id": "iphone-2",
+                "state": "awaiting_token",
+                "confirmed_version": 0,
+                "overdue": True,
+            },
+        ],
+    }
+    assert cli.summarize(status) == (
+        "activity la_1 (stream job): version 3, live\n"
+        "  iphone-1: live, confirmed v3, last APNs answer 200\n"
+        "  iphone-2: awaiting_token, confirmed v0 (overdue)"
+    )
+
+
+# -- --config lockstep.toml ------------------------------------------------------------------------
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("server_table", "url"),
+    [
+        ('host = "0.0.0.0"\nport = 9001', "http://127.0.0.1:9001/api"),
+        ('host = "::"\nport = 9002', "http://[::1]:9002/api"),
+        ('host = "::1"', "http://[::1]:8787/api"),
+        ('host = "push.internal"\nport = 80', "http://push.internal:80/api"),
+        ("", "http://127.0.0.1:8787/api"),
+    ],
+)
+def test_config_gives_the_server(tmp_path: Path, server_table: str, url: str) -> None:
+    path = write_config(tmp_path / "lockstep.toml", f"[server]\n{server_table}\n")
+    assert common.load_config(path, tmp_path).url == url
+
+
+def test_config_key_order(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "api-key").write_text("from-state-dir\n")
+    bare = common.load_config(
+        write_config(tmp_path / "a.toml", '[server]\nstate_dir = "data"\n'), tmp_path
+    )
+    keyed = common.load_config(
+        write_config(tmp_path / "b.toml", '[server]\napi_keys = ["from-config", "second"]\n'),
+        tmp_path,
+    )
+    assert common.resolve_key(None, {}, tmp_path, bare) == "from-state-dir"
+    assert common.resolve_key(None, {}, tmp_path, keyed) == "from-config"
+    assert common.resolve_key(None, {"LOCKSTEP_API_KEY": "env"}, tmp_path, keyed) == "env"
+    assert common.resolve_key("flag", {"LOCKSTEP_API_KEY": "env"}, tmp_path, keyed) == "flag"
+    assert common.resolve_url(None, keyed, {"LOCKSTEP_URL": "http://other/api"}) == (
+        "http://127.0.0.1:8787/api"
+    )
+    assert common.resolve_url("http://flag/api", keyed, {}) == "http://flag/api"
+
+
+def test_config_state_dir_beside_the_config(tmp_path: Path) -> None:
+    home = tmp_path / "etc"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "api-key").write_text("beside\n")
+    config = common.load_config(
+        write_config(home / "lockstep.toml", '[server]\nstate_dir = "data"\n'), tmp_path
+    )
+    assert common.resolve_key(None, {}, tmp_path, config) == "beside"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "does not exist"),
+        ("[server\n", "not valid TOML"),
+        ('[server]\nport = "80"\n', "port an integer"),
+        ("server = 1\n", "must be a table"),
+    ],
+)
+def test_bad_configs_are_usage_errors(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "lockstep.toml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        common.load_config(path, tmp_path)
+
+
+def test_config_finds_server_and_key(
+    server: tuple[str, Canned], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, canned = server
+    port = urllib.parse.urlsplit(url).port
+    path = write_config(
+        tmp_path / "lockstep.toml", f'[server]\nport = {port}\napi_keys = ["{SECRET}"]\n'
+    )
+    assert run("end", "k", "--config", str(path)) == 0
+    monkeypatch.setenv("LOCKSTEP_CONFIG", str(path))
+    assert run("end", "k") == 0
+    assert [seen["headers"]["Authorization"] for seen in canned.seen] == [f"Bearer {SECRET}"] * 2
+    assert run("end", "k", "--config", str(tmp_path / "nope.toml")) == 2
+
+
+def test_summarize_fields_is_one_line_per_field() -> None:
+    assert common.summarize_fields({"success": True, "badge": 3, "note": "ok"}) == (
+        "success: true\nbadge: 3\nnote: ok"
+    )
+    assert common.summarize_fields("plain") == "plain"
+
+
+def test_stream_without_title_moves_the_streams_last_state(server: tuple[str, Canned]) -> None:
+    url, canned = server
+    last = {
+        "type": "segmented_progress",
+        "title": "Deploy",
+        "number_of_steps": 5,
+        "current_step": 2,
+        "badge": {"title": "prod"},
+        "action": {"title": "Open", "type": "open_url", "url": "https://e.com"},
+    }
+    status = {"activity_id": "la_1", "version": 2, "devices": [], "content_state": last}
+    canned.first = [(200, json.dumps(status).encode())]
+    assert run("stream", "deploy-42", "--url", url, "--key", SECRET, "--step", "3") == 0
+    lookup, put = canned.seen
+    assert (lookup["method"], lookup["path"]) == ("GET", "/api/live-activity/stream/deploy-42")
+    assert put["method"] == "PUT"
+    assert json.loads(put["body"]) == {
+        "content_state": {
+            "type": "segmented_progress",
+            "title": "Deploy",
+            "number_of_steps": 5,
+            "current_step": 3,
+            "badge": {"title": "prod"},
+        }
+    }
+
+
+def test_stream_without_title_on_a_new_key_is_a_usage_error(
+    server: tuple[str, Canned], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, canned = server
+    canned.first = [(404, b'{"error": "not_found", "message": "no stream with key \'new\'"}')]
+    assert run("stream", "new", "--url", url, "--key", SECRET, "--step", "3") == 2
+    assert len(canned.seen) == 1
+    assert "--title and --type are required: the stream has no activity yet" in (
+        capsys.readouterr().err
+    )

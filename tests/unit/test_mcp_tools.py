@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.cli.client import ApiResponse
+from engine.cli.common import ApiResponse
 from engine.cli.mcp_tools import (
     TOOLS,
     ToolInputError,

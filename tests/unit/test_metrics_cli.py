@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.cli import metrics as cli
-from engine.cli.client import ApiRequest, UsageError
+from engine.cli.common import ApiRequest, UsageError
 from engine.cli.main import build_parser
 
 
@@ -50,7 +50,7 @@ def test_usage_errors(argv: list[str], message: str) -> None:
 
 def test_metrics_set_is_registered() -> None:
     args = build_parser().parse_args(["metrics", "set", "k", "1"])
-    assert args.handler is cli.run
+    assert args.handler is cli.set_value
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["metrics"])  # an action is required
     assert exited.value.code == 2

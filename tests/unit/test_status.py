@@ -95,6 +95,7 @@ def test_the_status_of_an_activity_and_of_its_stream() -> None:
         ("d2", "live", False),
     ]
     assert (answer.version, answer.updated_at) == (2, "2027-01-15T08:00:00.000Z")
+    assert answer.content_state == {"title": "t"}  # the latest accepted state, as pushed
     assert status.stream("build-1") == answer
     for call, name in ((status.activity, "nope"), (status.stream, "nope"), (status.stream, "idle")):
         with pytest.raises(errors.NotFound, match=name):

@@ -38,7 +38,6 @@ __all__ = [
     "INT_MIN",
     "MAX_METRICS",
     "MAX_STEPS",
-    "TITLE_MAX",
     "Action",
     "Badge",
     "Color",
@@ -53,6 +52,7 @@ __all__ = [
     "check_content",
     "join",
     "push_state",
+    "timer_defaults",
 ]
 
 Color = Literal[
@@ -68,26 +68,19 @@ ContentType = Literal[
 COLORS: Final[tuple[str, ...]] = get_args(Color)
 CONTENT_TYPES: Final[tuple[str, ...]] = get_args(ContentType)
 
-TITLE_MAX: Final = 256
-"""Titles, subtitles and alert titles: at most this many characters."""
-TEXT_MAX: Final = 1024
-"""Alert messages and alert bodies (the APNs size check still applies to the whole push)."""
-LABEL_MAX: Final = 128
-"""Short labels: metric labels and units, badge and button titles, SF Symbol names."""
-VALUE_MAX: Final = 256
-"""A `value` given as a string (formatted readouts such as "$1,200")."""
 METRIC_VALUE_MAX: Final = 64
-"""A metric value given as a string (the SDK's limit)."""
-URL_MAX: Final = 2048
-MAX_STEPS: Final = 1000
+"""A metric value given as a string (the SDK's `ActivityMetricValue` limit)."""
 MAX_METRICS: Final = 8
-MAX_DURATION: Final = 366 * 86_400
-"""Timer durations above a year are refused as nonsense."""
+MAX_STEPS: Final = 2**31 - 1
+"""`number_of_steps` is an integer >= 1 in the contract; 32 bits is what the device decodes."""
 MAX_DISMISS_SECONDS: Final = 366 * 86_400
-"""Dismissal delays are accepted up to a year; iOS removes an ended activity after 4 h anyway."""
+"""Dismissal delays longer than a year are shortened to a year (iOS removes an ended activity
+after 4 hours anyway, apns.md §6); the contract itself has no upper bound."""
 
-_Title = Annotated[str, Meta(min_length=1, max_length=TITLE_MAX)]
-_Label = Annotated[str, Meta(min_length=1, max_length=LABEL_MAX)]
+# The SDK models cap no string but a metric's string value: a content state too large for APNs is
+# refused 413 naming its encoded size (apns.md §5), not by a per-field rule.
+_Title = Annotated[str, Meta(min_length=1)]
+_Label = Annotated[str, Meta(min_length=1)]
 _Steps = Annotated[int, Meta(ge=1, le=MAX_STEPS)]
 _Step = Annotated[int, Meta(ge=0, le=MAX_STEPS)]
 _Percent = Annotated[float, Meta(ge=0, le=100)]
@@ -95,16 +88,16 @@ INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**63 - 1
 """Integers outside int64 are refused: the device and the store both read 64-bit integers."""
 Int64 = Annotated[int, Meta(ge=INT_MIN, le=INT_MAX)]
-_Value = Int64 | float | Annotated[str, Meta(max_length=VALUE_MAX)]
+_Value = Int64 | float | str
 _MetricValue = (
     Annotated[int, Meta(ge=0, le=INT_MAX)]
     | Annotated[float, Meta(ge=0)]
     | Annotated[str, Meta(min_length=1, max_length=METRIC_VALUE_MAX)]
 )
-_Duration = Annotated[float, Meta(ge=0, le=MAX_DURATION)]
-_Seconds = Annotated[int, Meta(ge=0, le=MAX_DISMISS_SECONDS)]
-_Minutes = Annotated[int, Meta(ge=0, le=MAX_DISMISS_SECONDS // 60)]
-_Url = Annotated[str, Meta(min_length=1, max_length=URL_MAX)]
+_Duration = Annotated[float, Meta(ge=0)]
+_Seconds = Annotated[int, Meta(ge=0, le=INT_MAX)]
+_Minutes = Annotated[int, Meta(ge=0, le=INT_MAX)]
+_Url = Annotated[str, Meta(min_length=1)]
 
 
 def _doc(text: str) -> Meta:
@@ -138,7 +131,7 @@ class Metric(Model, kw_only=True, frozen=True):
 
     label: _Label
     value: Annotated[_MetricValue, _doc("A number >= 0, or a string shown as is (1-64 chars).")]
-    unit: Annotated[str, Meta(max_length=LABEL_MAX)] | None = None
+    unit: str | None = None
     color: Color | None = None
 
 
@@ -174,8 +167,8 @@ class ContentState(Model, kw_only=True, frozen=True):
     upper_limit; metrics and stats: metrics; value: value; alert: message; timer: duration_seconds
     (unless counts_down is false)."""
 
-    title: Annotated[_Title, _doc("Headline of the activity (1-256 characters).")]
-    subtitle: Annotated[str, Meta(max_length=TITLE_MAX)] | None = None
+    title: Annotated[_Title, _doc("Headline of the activity.")]
+    subtitle: str | None = None
     type: Annotated[
         ContentType | None,
         _doc("Layout. Required to start; omit on updates to keep the activity's type."),
@@ -210,7 +203,7 @@ class ContentState(Model, kw_only=True, frozen=True):
         None
     )
     step_colors: Annotated[
-        Annotated[list[Color], Meta(max_length=MAX_STEPS)] | None,
+        list[Color] | None,
         _doc("segmented_progress: colors of the completed steps (at most number_of_steps)."),
     ] = None
     metrics: Annotated[
@@ -218,7 +211,7 @@ class ContentState(Model, kw_only=True, frozen=True):
         _doc("metrics and stats: 1 to 8 labelled values."),
     ] = None
     message: Annotated[
-        Annotated[str, Meta(min_length=1, max_length=TEXT_MAX)] | None,
+        Annotated[str, Meta(min_length=1)] | None,
         _doc("alert: the message (required for alert)."),
     ] = None
     icon: Annotated[Icon | None, _doc("Optional SF Symbol icon (all types).")] = None
@@ -260,8 +253,8 @@ def _check_finite(field: str, value: object) -> None:
 
 def _check_common(state: ContentState, field: str) -> None:
     """The rules that hold whatever the type is (run for every content state)."""
-    if not isinstance(state.title, str) or not 1 <= len(state.title) <= TITLE_MAX:
-        raise _fail(join(field, "title"), f"must be 1 to {TITLE_MAX} characters")
+    if not isinstance(state.title, str) or not state.title:
+        raise _fail(join(field, "title"), "must be a non-empty string")
     for name in ("percentage", "value", "upper_limit", "duration_seconds"):
         _check_finite(join(field, name), getattr(state, name))
     for i, metric in enumerate(state.metrics or ()):
@@ -385,20 +378,23 @@ def push_state(
     type_: ContentType,
     action: Action | None = None,
     secondary_action: Action | None = None,
+    *,
+    defaults: bool = True,
 ) -> dict[str, Any]:
     """The APNs `content-state` dict for `state` shown as `type_`.
 
     `type` comes first and is always `type_`; None fields are left out; auto_dismiss_* (which
     become the push's `dismissal-date`) are dropped; counts_down and is_running are kept for
-    timers only (the SDK sends them on every request) and default to true there; actions carry
+    timers only (the SDK sends them on every request) and default to true there (`timer_defaults`;
+    `defaults=False` leaves them out for a caller that completes the state first); actions carry
     title, type and url only. Metadata, tags and webhook method/body never appear.
     """
     fields: dict[str, Any] = msgspec.to_builtins(state)
     for name in _NOT_CONTENT:
         fields.pop(name, None)
     if type_ == "timer":
-        fields.setdefault("counts_down", True)
-        fields.setdefault("is_running", True)
+        if defaults:
+            timer_defaults(fields)
     else:
         for name in _TIMER_ONLY:
             fields.pop(name, None)
@@ -408,3 +404,10 @@ def push_state(
     if secondary_action is not None:
         out["secondary_action"] = secondary_action.push()
     return out
+
+
+def timer_defaults(fields: dict[str, Any]) -> dict[str, Any]:
+    """Give a timer's content-state dict the contract's defaults: counting down, running."""
+    fields.setdefault("counts_down", True)
+    fields.setdefault("is_running", True)
+    return fields

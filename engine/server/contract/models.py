@@ -42,9 +42,9 @@ from engine.server.contract.content import (
     CONTENT_TYPES,
     INT_MAX,
     INT_MIN,
+    MAX_DISMISS_SECONDS,
     MAX_METRICS,
     MAX_STEPS,
-    TITLE_MAX,
     Action,
     Badge,
     Color,
@@ -80,10 +80,10 @@ from engine.server.contract.responses import (
 __all__ = [
     "COLORS",
     "CONTENT_TYPES",
+    "MAX_DISMISS_SECONDS",
     "MAX_METRICS",
     "MAX_STEPS",
     "RECIPIENT_STATES",
-    "TITLE_MAX",
     "Action",
     "ActivityStatus",
     "ActivityStatusList",
@@ -125,7 +125,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-STREAM_KEY_PATTERN: Final = "^[A-Za-z0-9_-]{1,128}$"
+STREAM_KEY_PATTERN: Final = "^[A-Za-z0-9_-]{1,255}$"
+"""The SDK's `stream_key`: letters, digits, `_` and `-`, at most 255 characters."""
 DEVICE_ID_PATTERN: Final = "^[A-Za-z0-9_.:-]{1,128}$"
 CHANNEL_PATTERN: Final = "^[a-z0-9][a-z0-9_-]{0,63}$"
 HEX_PATTERN: Final = "^[0-9A-Fa-f]+$"
@@ -155,14 +156,16 @@ _Tags = Annotated[
     list[Annotated[str, Meta(min_length=1, max_length=TAG_MAX)]], Meta(max_length=MAX_TAGS)
 ]
 _Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX)]
+# The SDK caps no activity id: one that is not ours is simply unknown (404).
+_ActivityId = Annotated[str, Meta(min_length=1)]
 _Token = Annotated[str, Meta(min_length=TOKEN_MIN, max_length=TOKEN_MAX, pattern=HEX_PATTERN)]
 
 
 class AlertPayload(Model, kw_only=True, frozen=True):
     """A visible alert delivered with the push (lights the screen)."""
 
-    title: Annotated[str, Meta(max_length=TITLE_MAX)] | None = None
-    body: Annotated[str, Meta(max_length=1024)] | None = None
+    title: str | None = None
+    body: str | None = None
 
 
 class ChannelTarget(Model, kw_only=True, frozen=True):
@@ -235,7 +238,7 @@ class StartRequest(_Extras, kw_only=True, frozen=True):
 
 
 class _ActivityRequest(_Extras, kw_only=True, frozen=True):
-    activity_id: Annotated[_Id, Meta(description="The id returned by start.")]
+    activity_id: Annotated[_ActivityId, Meta(description="The id returned by start.")]
     content_state: ContentState
 
 
@@ -284,9 +287,9 @@ def _requested(channels: list[str] | None, target: ChannelTarget | None) -> list
 
 
 def check_stream_key(key: str) -> str:
-    """Return `key` if it is 1-128 of `A-Z a-z 0-9 _ -`; else raise BadRequest (`stream_key`)."""
+    """Return `key` if it is 1-255 of `A-Z a-z 0-9 _ -`; else raise BadRequest (`stream_key`)."""
     if not isinstance(key, str) or _STREAM_KEY.fullmatch(key) is None:
-        raise _fail("stream_key", "must be 1 to 128 letters, digits, '_' or '-'")
+        raise _fail("stream_key", "must be 1 to 255 letters, digits, '_' or '-'")
     return key
 
 

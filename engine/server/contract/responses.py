@@ -10,7 +10,7 @@ do not know, so they are safe to send.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -248,6 +248,13 @@ class ActivityStatus(_Reply, kw_only=True):
     ended: bool
     updated_at: _Timestamp
     devices: list[RecipientStatus]
+    content_state: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="The latest accepted content state as the devices are sent it (`type` "
+            "included, buttons as title/type/url); `lockstep end KEY` reuses it."
+        ),
+    ] = None
 
 
 class ActivityStatusList(_Reply, kw_only=True):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -34,6 +34,8 @@ from engine.delivery.dispatch import PushHandle
 from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
 from engine.results import DeliveryStatus
 from engine.server.contract import errors, models
+from engine.server.contract.carry import carry_all, carry_needed
+from engine.server.contract.content import timer_defaults
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.outbox import Outbox, alert_of, latest_content, start_content
 from engine.server.service.state import Activity, Recipient, Registry
@@ -174,7 +176,7 @@ class LiveActivities:
                 )
             now = self._wall()
             undo = Undo()
-            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, merge=True)
+            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, carry=True)
             await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
@@ -206,7 +208,10 @@ class LiveActivities:
                     timestamp=models.iso(now),
                 )
             undo = Undo()
-            ops, prepared = self._apply(act, req, EventKind.END, now, undo, merge=True)
+            freeze = _freezes(req.content_state)
+            ops, prepared = self._apply(
+                act, req, EventKind.END, now, undo, carry=True, freeze=freeze
+            )
             await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
@@ -255,6 +260,8 @@ class LiveActivities:
             raise errors.BadRequest(
                 f"content_state.type is required: stream {stream_key!r} has no running activity"
             )
+        if act is not None:
+            req = _completed(req, act.row, type_)
         previous: Activity | None = None
         if act is not None and (
             type_ != act.row.type
@@ -341,8 +348,11 @@ class LiveActivities:
                     message="the stream's activity had already ended",
                     timestamp=models.iso(now),
                 )
+            freeze = req is None or _freezes(req.content_state)
+            if req is not None and req.content_state is not None:
+                req = _completed(req, act.row, req.content_state.type)
             undo = Undo()
-            ops, prepared = self._apply(act, req, EventKind.END, now, undo)
+            ops, prepared = self._apply(act, req, EventKind.END, now, undo, freeze=freeze)
             await self._store.commit(ops, undo)
             sent = await self._push_all(act, prepared)
         notified, queued, errs = await self._settle(sent)
@@ -482,16 +492,20 @@ class LiveActivities:
         undo: Undo,
         *,
         type_: str | None = None,
-        merge: bool = False,
+        carry: bool = False,
+        freeze: bool = False,
     ) -> tuple[list[Op], PreparedPayload]:
         """Apply an update or end to `act` (size-checked first; the change recorded in `undo`).
 
         Returns the ops to persist and the encoded push, which every recipient then shares.
 
-        A stream PUT carries the whole state (`merge=False`); an update or end by id may carry
-        only what changed, and the fields it leaves out keep their values (`merge=True`). Either
-        way the resulting state is checked in full against the activity's type. `req` is None
-        for a stream DELETE without a body: the activity ends with its latest state.
+        A stream PUT or DELETE carries the stream's whole state, completed beforehand with what
+        its type needs (`_completed`); an update or end by id may carry only what changed, and the
+        fields it leaves out keep their values (`carry=True`, `carry.carry_all`). Either way the
+        resulting state is checked in full against the activity's type. `req` is None for a
+        stream DELETE without a body: the activity ends with its latest state. Metadata and tags
+        left out are kept; `{}` and `[]` clear them (the SDK models' descriptions). `freeze`: an
+        end that gave no new timer window stops a timer where it stands (`_freezes`).
         """
         row = act.row
         state_in = req.content_state if req is not None else None
@@ -500,11 +514,19 @@ class LiveActivities:
             state = unpack_state(row.state)
         else:
             state = models.push_state(
-                state_in, models.as_content_type(type_), req.action, req.secondary_action
+                state_in,
+                models.as_content_type(type_),
+                req.action,
+                req.secondary_action,
+                defaults=not carry,
             )
-            if merge and type_ == row.type:
-                state = {**unpack_state(row.state), **state}
+            if carry:
+                state = carry_all(state, unpack_state(row.state), type_)
+                if type_ == "timer":
+                    timer_defaults(state)
             _check_whole(state, type_)
+        if freeze and type_ == "timer":
+            state = {**state, "is_running": False}
         alert = _alert_dict(req.alert if req is not None else None)
         dismissal = None
         if kind is EventKind.END:
@@ -528,9 +550,10 @@ class LiveActivities:
             row.ended, row.ended_at, row.dismissal_date = True, now, dismissal
         else:
             row.update_count += 1
-        if req is not None:
-            row.metadata = _metadata(req) or row.metadata
-            row.tags = req.tags or row.tags
+        if req is not None and req.metadata is not None:
+            row.metadata = dict(req.metadata) or None
+        if req is not None and req.tags is not None:
+            row.tags = list(req.tags) or None
         return [PutActivity(row)], prepared
 
     async def _launch(self, act: Activity, prepared: PreparedPayload) -> _Sent:
@@ -635,6 +658,36 @@ def _unreachable(act: Activity, reg: Registry) -> bool:
     return False
 
 
+_R = TypeVar("_R", models.StreamRequest, models.StreamDeleteRequest)
+
+
+def _completed(req: _R, row: ActivityRow, type_: str | None) -> _R:
+    """`req` with the fields its type needs and its state leaves out taken from `row`'s last
+    accepted state (`carry.carry_needed`): a timer paused without `duration_seconds`, a
+    segmented_progress ended without `number_of_steps`. Unchanged when it has no state."""
+    state = req.content_state
+    if state is None:
+        return req
+    fields = msgspec.to_builtins(state)
+    carried = carry_needed(fields, unpack_state(row.state), type_ or row.type)
+    if carried == fields:
+        return req
+    try:
+        completed = msgspec.convert(carried, models.ContentState)
+    except msgspec.ValidationError:
+        # A stored state from before a rule changed: the call is then checked as it came, and
+        # its 400 names what it lacks.
+        return req
+    return msgspec.structs.replace(req, content_state=completed)
+
+
+def _freezes(state: models.ContentState | None) -> bool:
+    """Whether an end stops its timer: the SDK's end "omits duration_seconds to preserve and
+    freeze the latest timer state" (its `ContentStateEnd`). Without that, an ended activity's
+    timer would keep counting on the lock screen until iOS removes it. Only timers are frozen."""
+    return state is None or state.duration_seconds is None
+
+
 def _check_whole(state: dict[str, Any], type_: str) -> None:
     """Check a complete pushed state against its type (after merging an update into it)."""
     fields = {k: v for k, v in state.items() if k not in _ACTION_KEYS}
@@ -675,9 +728,12 @@ def _dismiss_after(state: models.ContentState | None, default_minutes: int) -> f
     if state is None:
         return 60.0 * default_minutes
     if state.auto_dismiss_seconds is not None:
-        return float(state.auto_dismiss_seconds)
-    minutes = state.auto_dismiss_minutes
-    return 60.0 * (default_minutes if minutes is None else minutes)
+        seconds = float(state.auto_dismiss_seconds)
+    else:
+        minutes = state.auto_dismiss_minutes
+        seconds = 60.0 * (default_minutes if minutes is None else minutes)
+    # The contract has no upper bound; iOS removes an ended activity after 4 h anyway (apns.md §6).
+    return min(seconds, float(models.MAX_DISMISS_SECONDS))
 
 
 __all__ = ["ChangeRequest", "LiveActivities", "LiveConfig", "NewRequest", "alert_of"]

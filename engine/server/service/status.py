@@ -40,6 +40,7 @@ from engine.server.contract import errors, models
 from engine.server.contract.responses import RecipientState, iso
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.state import Activity, Recipient, Registry
+from engine.server.store.records import unpack_state
 
 STATES: Final = models.RECIPIENT_STATES
 """Every recipient state, in the order a device goes through them."""
@@ -183,6 +184,7 @@ class DeliveryStatus:
             ended=row.ended,
             updated_at=iso(row.updated_at),
             devices=[self._device(act, d, rec, now) for d, rec in sorted(act.recipients.items())],
+            content_state=unpack_state(row.state),
         )
 
     def _device(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from engine.server.contract import models
-from engine.server.contract.content import TITLE_MAX, Color
+from engine.server.contract.content import Color
 from engine.server.webhooks.plan import Finish, Plan, Put, UnsupportedEvent, malformed
 
 __all__ = ["SUPPORTED", "Target", "plan"]
@@ -47,6 +47,9 @@ _DONE: Final = {
 }
 _WAITING: Final = frozenset({"queued", "requested", "waiting", "pending"})
 _DEPLOY_FINAL: Final = frozenset({"success", "failure", "error", "inactive"})
+
+# GitHub names (workflows, commit messages) can be long: a lock screen shows a line or two.
+_TITLE_MAX: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,4 +241,4 @@ def _join(*parts: str | None) -> str:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= TITLE_MAX else text[: TITLE_MAX - 1] + "…"
+    return text if len(text) <= _TITLE_MAX else text[: _TITLE_MAX - 1] + "…"
