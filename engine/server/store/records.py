@@ -1,12 +1,13 @@
 """The rows the store keeps, the write operations on them, and a snapshot of all of them.
 
-Four tables, one row type each:
+Five tables, one row type each:
 
-- `DeviceRow`: a registered device and its push-to-start token.
+- `DeviceRow`: a registered device, its push-to-start token and its app (notification) token.
 - `ActivityRow`: a Live Activity and its latest pushed content-state (apns.md §6).
 - `RecipientRow`: one activity on one device, keyed `(activity_id, device_id)`: the start token
   used, the update token the device reported, and how far delivery got.
 - `StreamRow`: a stream key and the activity currently shown for it (`None` once ended).
+- `NotificationRow`: a push notification as last sent (or replaced), and the devices it went to.
 
 Rows are mutable: the service keeps them in memory and edits them in place; a write copies the
 row's values when it is called, so later edits never leak into an earlier write.
@@ -14,9 +15,10 @@ Rows hold only plain data (str, numbers, lists, dicts), never references back to
 they cannot form reference cycles and are created with `gc=False` (cheaper to allocate, invisible to
 the cycle collector).
 
-Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream` insert or
-replace a whole row; `DeleteDevice` removes a device; `DeleteActivity` removes an activity and all
-its recipients. There is no delete for a stream: an idle stream is `StreamRow(key, None)`.
+Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream`,
+`PutNotification` insert or replace a whole row; `DeleteDevice` removes a device;
+`DeleteActivity` removes an activity and all its recipients; `DeleteNotification` a
+notification. There is no delete for a stream: an idle stream is `StreamRow(key, None)`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     push_to_start_token: str
     channels: list[str]
     registered_at: float
+    app_token: str | None = None  # the app's device token, for notifications and the badge
 
 
 class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
@@ -102,6 +105,26 @@ class StreamRow(msgspec.Struct, kw_only=True, gc=False):
     activity_id: str | None
 
 
+class NotificationRow(msgspec.Struct, kw_only=True, gc=False):
+    """A push notification (table `notifications`, key `notification_id`).
+
+    `content` holds the request's visible fields as last sent (title, message, subtitle, icon,
+    media, redirection, actions, payload, badge, sound, interruption_level); `devices` the ids of
+    the devices it was sent to, which a replacement goes to again; `version` grows by one on every
+    replacement. `metadata` and `tags` are server-side only.
+    """
+
+    notification_id: str
+    content: dict[str, Any]
+    channels: list[str]
+    devices: list[str]
+    metadata: dict[str, Any] | None
+    tags: list[str] | None
+    version: int
+    created_at: float
+    updated_at: float
+
+
 class PutDevice(msgspec.Struct, frozen=True, gc=False):
     """Insert or replace a device row."""
 
@@ -138,7 +161,28 @@ class PutStream(msgspec.Struct, frozen=True, gc=False):
     row: StreamRow
 
 
-Op: TypeAlias = PutDevice | DeleteDevice | PutActivity | DeleteActivity | PutRecipient | PutStream
+class PutNotification(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a notification row."""
+
+    row: NotificationRow
+
+
+class DeleteNotification(msgspec.Struct, frozen=True, gc=False):
+    """Remove a notification row."""
+
+    notification_id: str
+
+
+Op: TypeAlias = (
+    PutDevice
+    | DeleteDevice
+    | PutActivity
+    | DeleteActivity
+    | PutRecipient
+    | PutStream
+    | PutNotification
+    | DeleteNotification
+)
 """One write operation; `Store.write` applies a sequence of them atomically."""
 
 
@@ -149,16 +193,20 @@ class Snapshot(msgspec.Struct, kw_only=True, gc=False):
     activities: list[ActivityRow] = msgspec.field(default_factory=list)
     recipients: list[RecipientRow] = msgspec.field(default_factory=list)
     streams: list[StreamRow] = msgspec.field(default_factory=list)
+    notifications: list[NotificationRow] = msgspec.field(default_factory=list)
 
 
 __all__ = [
     "ActivityRow",
     "DeleteActivity",
     "DeleteDevice",
+    "DeleteNotification",
     "DeviceRow",
+    "NotificationRow",
     "Op",
     "PutActivity",
     "PutDevice",
+    "PutNotification",
     "PutRecipient",
     "PutStream",
     "RecipientRow",

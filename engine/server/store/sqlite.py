@@ -57,10 +57,13 @@ from engine.server.store.records import (
     ActivityRow,
     DeleteActivity,
     DeleteDevice,
+    DeleteNotification,
     DeviceRow,
+    NotificationRow,
     Op,
     PutActivity,
     PutDevice,
+    PutNotification,
     PutRecipient,
     PutStream,
     RecipientRow,
@@ -117,6 +120,21 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX activities_by_stream ON activities (stream_key);
     """,
+    # 3: push notifications (replaceable across restarts) and each device's app token for them.
+    """
+    ALTER TABLE devices ADD COLUMN app_token TEXT;
+    CREATE TABLE notifications (
+        notification_id TEXT NOT NULL PRIMARY KEY,
+        content TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        metadata TEXT,
+        tags TEXT,
+        version INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
 
@@ -124,7 +142,7 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code reads and writes."""
 
 Statement: TypeAlias = tuple[str, tuple[Any, ...]]
-Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow
+Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow | NotificationRow
 
 _json = msgspec.json.Encoder()
 
@@ -205,10 +223,17 @@ _RECIPIENTS: Final = _Table(
     "recipients", RecipientRow, ("activity_id", "device_id"), flags=frozenset({"started", "dead"})
 )
 _STREAMS: Final = _Table("streams", StreamRow, ("stream_key",))
+_NOTIFICATIONS: Final = _Table(
+    "notifications",
+    NotificationRow,
+    ("notification_id",),
+    json=frozenset({"content", "channels", "devices", "metadata", "tags"}),
+)
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
 _DELETE_ACTIVITY: Final = "DELETE FROM activities WHERE activity_id = ?"
+_DELETE_NOTIFICATION: Final = "DELETE FROM notifications WHERE notification_id = ?"
 
 
 def compile_ops(ops: Sequence[Op]) -> list[Statement]:
@@ -224,6 +249,10 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
                 out.append(_RECIPIENTS.upsert(row))
             case PutStream(row=row):
                 out.append(_STREAMS.upsert(row))
+            case PutNotification(row=row):
+                out.append(_NOTIFICATIONS.upsert(row))
+            case DeleteNotification(notification_id=notification_id):
+                out.append((_DELETE_NOTIFICATION, (notification_id,)))
             case DeleteDevice(device_id=device_id):
                 out.append((_DELETE_DEVICE, (device_id,)))
             case DeleteActivity(activity_id=activity_id):
@@ -552,6 +581,7 @@ class SqliteStore:
                     activities=_ACTIVITIES.load(conn),
                     recipients=_RECIPIENTS.load(conn),
                     streams=_STREAMS.load(conn),
+                    notifications=_NOTIFICATIONS.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
                 where = ":memory:" if self.path is None else str(self.path)
