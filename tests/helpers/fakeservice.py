@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.server.contract import errors, models
+from engine.server.contract import errors, models, push
 
 __all__ = [
     "ACTIVITY_BODY",
@@ -25,6 +25,7 @@ __all__ = [
     "TS",
     "FakeDevices",
     "FakeLive",
+    "FakeNotifications",
     "FakeService",
     "device_info",
 ]
@@ -64,11 +65,13 @@ class FakeService:
     live: FakeLive = field(init=False, repr=False, compare=False)
     devices: FakeDevices = field(init=False, repr=False, compare=False)
     status: FakeStatus = field(init=False, repr=False, compare=False)
+    notifications: FakeNotifications = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.live = FakeLive(self)
         self.devices = FakeDevices(self)
         self.status = FakeStatus(self)
+        self.notifications = FakeNotifications(self)
 
     def called(self, *call: Any) -> None:
         """Record `call`, then raise `fail` if a test set one."""
@@ -152,6 +155,41 @@ class FakeDevices:
         """`iphone-1`."""
         self.svc.called("list")
         return [device_info("iphone-1")]
+
+
+@dataclass
+class FakeNotifications:
+    """The notification calls: every notification is `pn_1`, every device is reached."""
+
+    svc: FakeService
+
+    async def send(self, req: push.PushRequest) -> push.PushResponse:
+        """Sent to one device."""
+        self.svc.called("push", req)
+        return push.PushResponse(
+            success=True, notification_id="pn_1", devices_notified=1, timestamp=TS
+        )
+
+    async def replace(
+        self, notification_id: str, req: push.PushReplaceRequest
+    ) -> push.PushReplaceResponse:
+        """Replaced on one device."""
+        self.svc.called("replace", notification_id, req)
+        return push.PushReplaceResponse(
+            success=True, notification_id=notification_id, devices_notified=1, timestamp=TS
+        )
+
+    async def badge(self, req: push.BadgeRequest) -> push.BadgeResponse:
+        """Set on one device."""
+        self.svc.called("badge", req)
+        return push.BadgeResponse(
+            success=True,
+            badge=req.badge,
+            devices_updated=1,
+            users_updated=1,
+            effective_channel_slugs=[],
+            timestamp=TS,
+        )
 
 
 @dataclass

@@ -148,6 +148,9 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("PUT", "/api/devices/iphone-1", DEVICE_BODY, Access.DEVICE, "register"),
     ("DELETE", "/api/devices/iphone-1", None, Access.DEVICE, "unregister"),
     ("POST", "/api/activity-tokens", REPORT_BODY, Access.DEVICE, "report_token"),
+    ("POST", "/api/push-notification", {"title": "Deploy"}, Access.SEND, "push"),
+    ("PUT", "/api/push-notification/pn_1", {"title": "Deployed"}, Access.SEND, "replace"),
+    ("POST", "/api/badge", {"badge": 3}, Access.SEND, "badge"),
 ]
 KEY_OF = {Access.SEND: SEND_KEY, Access.DEVICE: DEVICE_KEY}
 OTHER_KEY = {Access.SEND: DEVICE_KEY, Access.DEVICE: SEND_KEY}
@@ -795,6 +798,7 @@ def test_listener_events_land_in_bounded_series() -> None:
     m.goaway("Shutdown")
     samples = parse_exposition(m.render({"queue": 1.5, "odd key!": 2}).decode())
     assert dict(samples["lockstep_pushes_submitted_total"]) == {
+        'kind="alert"': "0",
         'kind="end"': "0",
         'kind="other"': "1",
         'kind="start"': "1",

@@ -170,6 +170,9 @@ class DeviceInfo(_Reply, kw_only=True):
     channels: list[str]
     push_to_start_token_suffix: str
     registered_at: _Timestamp
+    app_token_suffix: Annotated[
+        str | None, Meta(description="The app token's last 8 digits, when one is registered.")
+    ] = None
 
 
 class ActivityTokenAccepted(_Reply, kw_only=True):

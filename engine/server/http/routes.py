@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from engine.server.contract import errors, models
+from engine.server.contract import errors, models, push
 from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 
@@ -94,6 +94,21 @@ async def _device_delete(ctx: Context, params: Mapping[str, str], body: bytes) -
 async def _token_report(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     report = models.decode(models.ActivityTokenReport, body)
     return _json(await ctx.service.devices.report_token(report))
+
+
+async def _push_send(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    req = models.decode(push.PushRequest, body)
+    return _json(await ctx.service.notifications.send(req))
+
+
+async def _push_replace(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    req = models.decode(push.PushReplaceRequest, body)
+    return _json(await ctx.service.notifications.replace(params["notification_id"], req))
+
+
+async def _badge(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    req = models.decode(push.BadgeRequest, body)
+    return _json(await ctx.service.notifications.badge(req))
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -213,6 +228,40 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
             ),
             QueryParam("after", "The `next` of the previous page.", {"type": "string"}),
         ),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/push-notification",
+        access=Access.SEND,
+        handler=_push_send,
+        operation_id="sendPushNotification",
+        summary="Send a push notification to the targeted devices' apps",
+        request=push.PushRequest,
+        response=push.PushResponse,
+        errors=(422, 503),
+    ),
+    Endpoint(
+        method="PUT",
+        template="/api/push-notification/{notification_id}",
+        access=Access.SEND,
+        handler=_push_replace,
+        operation_id="replacePushNotification",
+        summary="Replace a sent push notification in place (same apns-collapse-id)",
+        request=push.PushReplaceRequest,
+        response=push.PushReplaceResponse,
+        errors=(404, 409, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/badge",
+        access=Access.SEND,
+        handler=_badge,
+        operation_id="updateAppIconBadgeCount",
+        summary="Set the app icon badge count on the targeted devices (0 clears it)",
+        request=push.BadgeRequest,
+        response=push.BadgeResponse,
+        errors=(422, 502),
+        error_schemas=((422, "NoRecipientsError|AppIconBadgeCountUpdateError"),),
     ),
     Endpoint(
         method="GET",

@@ -5,7 +5,8 @@ protocols, and `engine.server.serve` hands it the real `Service`, which satisfie
 structurally (mypy checks that where `create_app` is called). Tests hand it a fake
 (`tests/helpers/fakeservice.py`) that satisfies them too.
 
-Every argument and answer is a contract model (`engine.server.contract.models`): requests are
+Every argument and answer is a contract model (`engine.server.contract.models`, and
+`contract.push` for notifications and the badge): requests are
 decoded and validated before a route calls the service, and answers are encoded as they are.
 Parameters are positional-only because the routes pass them positionally: an implementation
 may name them as it likes.
@@ -16,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from engine.server.contract import models
+from engine.server.contract import models, push
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi", "StatusApi"]
+__all__ = ["ApiService", "DeviceApi", "LiveApi", "NotificationApi", "StatusApi"]
 
 
 class LiveApi(Protocol):
@@ -91,6 +92,24 @@ class StatusApi(Protocol):
         ...
 
 
+class NotificationApi(Protocol):
+    """The push notification and badge calls (`/api/push-notification`, `/api/badge`)."""
+
+    async def send(self, req: push.PushRequest, /) -> push.PushResponse:
+        """`POST /api/push-notification`."""
+        ...
+
+    async def replace(
+        self, notification_id: str, req: push.PushReplaceRequest, /
+    ) -> push.PushReplaceResponse:
+        """`PUT /api/push-notification/{notification_id}`."""
+        ...
+
+    async def badge(self, req: push.BadgeRequest, /) -> push.BadgeResponse:
+        """`POST /api/badge`."""
+        ...
+
+
 class ApiService(Protocol):
     """Everything the HTTP API calls on the service.
 
@@ -107,6 +126,11 @@ class ApiService(Protocol):
     @property
     def devices(self) -> DeviceApi:
         """The device calls."""
+        ...
+
+    @property
+    def notifications(self) -> NotificationApi:
+        """The push notification and badge calls."""
         ...
 
     @property

@@ -1,7 +1,8 @@
 """Devices: what the iOS app (or a simulated iPhone) tells the server.
 
 - `register(device_id, registration)`: create or update a device with its push-to-start token,
-  name and channels. A start reaches every registered device its target selects.
+  app token (for notifications and the badge; left out when the app has none), name and
+  channels. A start reaches every registered device its target selects.
 - `unregister(device_id)`: forget the device; activities it was receiving stop sending to it.
 - `report_token(report)`: after a push-to-start, iOS hands the app the new activity's update token
   (apns.md §6, "Tokens"); the app reports it here. Updates and the end that were held for that
@@ -42,6 +43,7 @@ def device_info(row: DeviceRow) -> models.DeviceInfo:
         channels=list(row.channels),
         push_to_start_token_suffix=row.push_to_start_token[-8:],
         registered_at=models.iso(row.registered_at),
+        app_token_suffix=None if row.app_token is None else row.app_token[-8:],
     )
 
 
@@ -74,6 +76,7 @@ class Devices:
             push_to_start_token=registration.push_to_start_token.lower(),
             channels=sorted(set(registration.channels)),
             registered_at=old.registered_at if old is not None else self._wall(),
+            app_token=None if registration.app_token is None else registration.app_token.lower(),
         )
         undo = Undo()
         undo.entry(self._reg.devices, device_id)

@@ -6,8 +6,9 @@
 
 `open_service` loads the store's snapshot into memory, re-queues what devices are still missing
 (restart recovery), and runs the background tasks: the outbox's write-behind and a sweeper that
-forgets ended activities once every device has their end and `retention` has passed, so memory and
-the database stay bounded by the activities that matter, and, while store writes fail, a probe
+forgets ended activities once every device has their end and `retention` has passed (and
+notifications after `notification_retention`), so memory and the database stay bounded by the
+activities that matter, and, while store writes fail, a probe
 that clears `/healthz` once they succeed again (`undo.StoreGuard`).
 """
 
@@ -25,6 +26,7 @@ import trio
 from engine.engine import Engine
 from engine.server.service.devices import Devices
 from engine.server.service.live import LiveActivities, LiveConfig
+from engine.server.service.notifications import Notifications
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.status import DeliveryStatus, overdue
@@ -44,10 +46,12 @@ class ServiceConfig:
     sweep_interval: float = 60.0
     pacing_interval: float = 1.0  # the engine's, for timestamps after a restart
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 `storage_unavailable` (s)
+    notification_retention: float = 7 * 86400.0  # a notification stays replaceable this long (s)
 
 
 class Service:
-    """`live` (Live Activities) and `devices`, over one registry, store and outbox.
+    """`live` (Live Activities), `devices` and `notifications` (push notifications and the
+    badge), over one registry, store and outbox.
 
     The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
     class satisfies structurally: the service never imports the HTTP layer.
@@ -82,6 +86,13 @@ class Service:
             registry, self.guard, self.outbox, config=config.live, wall_clock=wall_clock
         )
         self.devices = Devices(registry, self.guard, self.outbox, wall_clock=wall_clock)
+        self.notifications = Notifications(
+            registry,
+            self.guard,
+            engine,
+            notify_wait=config.live.notify_wait,
+            wall_clock=wall_clock,
+        )
         self.status = DeliveryStatus(
             registry,
             wall_clock,
@@ -116,6 +127,7 @@ class Service:
             "activities": len(self.registry.activities),
             "activities_running": sum(1 for a in acts if not a.row.ended),
             "streams": len(self.registry.streams),
+            "notifications": len(self.registry.notifications),
             "recipients_pending": sum(1 for _ in self.registry.pending()),
             "recipients_dead": sum(1 for a in acts for r in a.recipients.values() if r.row.dead),
             "recipients_marked_dead": self.outbox.marked_dead,
@@ -127,7 +139,9 @@ class Service:
         }
 
     async def sweep(self) -> int:
-        """Forget ended activities every device has (or cannot get) after `retention`."""
+        """Forget ended activities every device has (or cannot get) after `retention`, and
+        notifications older than `notification_retention`; returns the activities forgotten."""
+        await self.notifications.sweep(self._wall() - self.config.notification_retention)
         cutoff = self._wall() - self.config.retention
         gone = [
             a

@@ -1,4 +1,4 @@
-"""The service's in-memory view of devices, activities, streams and recipients.
+"""The service's in-memory view of devices, activities, streams, recipients and notifications.
 
 The store (engine/server/store) is the durable copy; this is the working copy every request reads,
 so a request never waits on a database read. Both hold the same rows
@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from engine.server.store.records import ActivityRow, DeviceRow, RecipientRow, Snapshot, StreamRow
+from engine.server.store.records import (
+    ActivityRow,
+    DeviceRow,
+    NotificationRow,
+    RecipientRow,
+    Snapshot,
+    StreamRow,
+)
 
 
 @dataclass(slots=True)
@@ -58,6 +65,7 @@ class Registry:
         self.devices: dict[str, DeviceRow] = {}
         self.activities: dict[str, Activity] = {}
         self.streams: dict[str, StreamRow] = {}
+        self.notifications: dict[str, NotificationRow] = {}
         self.locks = KeyedLocks()
         # device id -> ids of activities it was sent, not known to be over (see `live_on`)
         self._by_device: dict[str, dict[str, None]] = {}
@@ -67,6 +75,7 @@ class Registry:
         """Index a loaded snapshot; recipients of unknown activities are ignored."""
         reg = cls()
         reg.devices = {d.device_id: d for d in snapshot.devices}
+        reg.notifications = {n.notification_id: n for n in snapshot.notifications}
         types: dict[str, str] = {}
         channel_lists: dict[tuple[str, ...], list[str]] = {}
         for a in snapshot.activities:

@@ -1,0 +1,398 @@
+"""Push notifications and the app badge: the use cases behind `/push-notification` and `/badge`.
+
+Both go to each targeted device's *app token* (the one its app registers with the device API,
+`DeviceRegistration.app_token`) as `alert` pushes through the same engine as Live Activities
+(`engine.notification`). Every notification gets its own lane per device,
+`(notification_id, device_id)`, so two notifications are never merged; a replacement is offered
+on the same lanes and supersedes the original if that is still pending (latest wins), and it
+carries the same `apns-collapse-id` (the notification id), so a phone that already shows the
+original shows the replacement in its place (apns.md §1).
+
+- `send(req)`: select the devices (`channels` / `target.channels`, else every device), keep those
+  with an app token, build the push and check its size (413 before anything is stored), store
+  the notification (`PutNotification`, durable before the reply: a replacement works after a
+  restart), then push. 422 `no_recipients` when no device matches or none has an app token.
+- `replace(notification_id, req)`: the visible fields are replaced whole, `metadata` and `tags`
+  kept when left out; the replacement is silent (no sound) and goes to the devices the original
+  went to that still have an app token. 404 for an unknown id, 409 when none of its devices can
+  be reached any more.
+- `badge(req)`: a badge-only push (`aps.badge`, 0 clears) to each targeted device, on the lane
+  `("badge", device_id)`, so a newer count supersedes a pending one. Nothing is stored: the
+  badge is the newest count. 422 `badge_device_disconnected` when no targeted device has an app
+  token, 502 `badge_update_failed` when APNs refused every push.
+
+Replies wait up to `notify_wait` for APNs answers, like the Live Activity calls: `devices_notified`
+counts the accepted pushes, `devices_queued` those not answered yet. An app token APNs reports
+dead (410, BadDeviceToken) is dropped from its device (`devices_deactivated`) until the app
+registers again. A call whose write fails changes nothing and pushes nothing (503
+`storage_unavailable`, `undo`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import trio
+
+from engine.apns.reasons import Outcome, Reason
+from engine.delivery.dispatch import PushHandle
+from engine.engine import Engine
+from engine.notification import Notification, prepare_notification
+from engine.payload import InvalidContent, PayloadTooLarge, PreparedPayload
+from engine.results import DeliveryStatus
+from engine.server.contract import errors, models, push
+from engine.server.service.state import Registry
+from engine.server.service.undo import StoreGuard, Undo
+from engine.server.store.base import StoreError
+from engine.server.store.records import (
+    DeleteNotification,
+    DeviceRow,
+    NotificationRow,
+    PutDevice,
+    PutNotification,
+)
+
+log = logging.getLogger("lockstep.service")
+
+BADGE_LANE: Final = "badge"
+"""The first half of a badge push's lane key (notification ids start with `pn_`)."""
+
+ACTIONS_CATEGORY: Final = "lockstep.actions"
+"""The `aps.category` of a notification with buttons: the app registers it to show them."""
+
+# The request fields a notification shows (and a replacement replaces whole).
+_VISIBLE: Final = (
+    "title",
+    "message",
+    "subtitle",
+    "icon",
+    "media",
+    "redirection",
+    "actions",
+    "payload",
+    "badge",
+)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the pushes of one call came to after `notify_wait`."""
+
+    notified: int = 0
+    queued: int = 0
+    deactivated: int = 0
+    unregistered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Notifications:
+    """send / replace / badge (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: StoreGuard,
+        engine: Engine,
+        *,
+        notify_wait: float,
+        wall_clock: Callable[[], float],
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self._reg = registry
+        self._store = store
+        self._engine = engine
+        self._wait = notify_wait
+        self._wall = wall_clock
+        self._new_id = new_id or (lambda: "pn_" + uuid.uuid4().hex)
+
+    async def send(self, req: push.PushRequest) -> push.PushResponse:
+        """Store and push a new notification (see the module docstring)."""
+        channels = push.requested_channels(req)
+        devices = self._reachable(channels, self._reg.select_devices(channels))
+        now = self._wall()
+        content = _visible(req)
+        content["interruption_level"] = req.interruption_level
+        content["sound"] = req.sound
+        row = NotificationRow(
+            notification_id=self._new_id(),
+            content=content,
+            channels=channels,
+            devices=[d.device_id for d in devices],
+            metadata=dict(req.metadata) if req.metadata else None,
+            tags=list(req.tags) if req.tags else None,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        prepared = _prepare(row)
+        undo = Undo()
+        undo.entry(self._reg.notifications, row.notification_id)
+        self._reg.notifications[row.notification_id] = row
+        await self._store.commit([PutNotification(row)], undo)
+        handles = await self._submit(row.notification_id, devices, prepared)
+        out = await self._settle(handles)
+        return push.PushResponse(
+            success=out.notified > 0 or out.queued > 0,
+            notification_id=row.notification_id,
+            devices_notified=out.notified,
+            users_notified=1 if out.notified else 0,
+            effective_channel_slugs=channels or None,
+            tags=row.tags,
+            timestamp=models.iso(now),
+            devices_targeted=len(devices),
+            devices_deactivated=out.deactivated,
+            devices_unregistered=out.unregistered,
+            devices_queued=out.queued,
+            errors=out.errors or None,
+        )
+
+    async def replace(
+        self, notification_id: str, req: push.PushReplaceRequest
+    ) -> push.PushReplaceResponse:
+        """Replace a sent notification in place on the devices it went to."""
+        row = self._reg.notifications.get(notification_id)
+        if row is None:
+            raise errors.NotFound(f"no notification with id {notification_id!r}")
+        async with self._reg.locks.hold("notification:" + notification_id):
+            devices = [
+                d
+                for d in (self._reg.devices.get(i) for i in row.devices)
+                if d is not None and d.app_token is not None
+            ]
+            if not devices:
+                raise errors.ApiError(
+                    409,
+                    "not_replaceable",
+                    f"notification {notification_id!r} can no longer be replaced: none of the "
+                    "devices it went to is registered with an app token; send a new one",
+                )
+            now = self._wall()
+            content = _visible(req)
+            # A replacement is silent (the SDK's "silently replace"): no sound, same urgency.
+            content["interruption_level"] = row.content.get("interruption_level")
+            content["sound"] = None
+            undo = Undo()
+            undo.row(row)
+            row.content = content
+            row.version += 1
+            row.updated_at = now
+            if req.metadata is not None:
+                row.metadata = dict(req.metadata) or None
+            if req.tags is not None:
+                row.tags = list(req.tags) or None
+            try:
+                prepared = _prepare(row)
+            except errors.ApiError:
+                undo.rollback()
+                raise
+            await self._store.commit([PutNotification(row)], undo)
+            handles = await self._submit(notification_id, devices, prepared)
+        out = await self._settle(handles)
+        return push.PushReplaceResponse(
+            success=out.notified > 0 or out.queued > 0,
+            notification_id=notification_id,
+            devices_notified=out.notified,
+            users_notified=1 if out.notified else 0,
+            effective_channel_slugs=row.channels or None,
+            tags=row.tags,
+            timestamp=models.iso(now),
+            devices_targeted=len(devices),
+            devices_queued=out.queued,
+            errors=out.errors or None,
+        )
+
+    async def badge(self, req: push.BadgeRequest) -> push.BadgeResponse:
+        """Set the app badge on the targeted devices (0 clears it)."""
+        channels = push.requested_channels(req)
+        selected = self._reg.select_devices(channels)
+        if not selected:
+            raise _no_recipients(channels, self._reg.all_channels())
+        slugs = channels or self._reg.all_channels()
+        devices = [d for d in selected if d.app_token is not None]
+        if not devices:
+            raise push.BadgeUpdateError(
+                "badge_device_disconnected",
+                f"none of the {len(selected)} targeted device(s) registered an app token, so "
+                "the badge cannot reach them; the app registers one with PUT /devices/{id}",
+                badge=req.badge,
+                devices_targeted=len(selected),
+                devices_updated=0,
+                effective_channel_slugs=slugs,
+            )
+        prepared = _checked(lambda: prepare_notification(Notification(badge=req.badge)))
+        handles = [
+            (
+                d,
+                await self._engine.submit(
+                    BADGE_LANE, d.app_token or "", prepared, lane=d.device_id
+                ),
+            )
+            for d in devices
+        ]
+        out = await self._settle(handles)
+        if out.notified == 0 and out.queued == 0:
+            raise push.BadgeUpdateError(
+                "badge_update_failed",
+                "APNs refused the badge for every targeted device: " + "; ".join(out.errors),
+                badge=req.badge,
+                devices_targeted=len(devices),
+                devices_updated=0,
+                effective_channel_slugs=slugs,
+            )
+        return push.BadgeResponse(
+            success=True,
+            badge=req.badge,
+            devices_updated=out.notified,
+            users_updated=1 if out.notified else 0,
+            devices_notified=out.notified,
+            users_notified=1 if out.notified else 0,
+            effective_channel_slugs=slugs,
+            timestamp=models.iso(self._wall()),
+            devices_targeted=len(devices),
+            devices_deactivated=out.deactivated,
+            devices_unregistered=out.unregistered,
+            devices_queued=out.queued,
+            errors=out.errors or None,
+        )
+
+    async def sweep(self, cutoff: float) -> int:
+        """Forget the notifications last sent or replaced at or before `cutoff` (a replace of
+        one then answers 404); returns how many. Raises `StoreError` when the delete fails."""
+        gone = [
+            n.notification_id for n in self._reg.notifications.values() if n.updated_at <= cutoff
+        ]
+        if gone:
+            await self._store.write([DeleteNotification(i) for i in gone])
+            for notification_id in gone:
+                self._reg.notifications.pop(notification_id, None)
+        return len(gone)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _reachable(self, channels: list[str], selected: Sequence[DeviceRow]) -> list[DeviceRow]:
+        """The selected devices with an app token; 422 `no_recipients` when there are none."""
+        devices = [d for d in selected if d.app_token is not None]
+        if not devices:
+            known = self._reg.all_channels()
+            if selected:
+                raise errors.NoRecipients(
+                    f"none of the {len(selected)} targeted device(s) registered an app token for "
+                    "notifications (PUT /devices/{id} with app_token)",
+                    effective_channel_slugs=channels or known,
+                )
+            raise _no_recipients(channels, known)
+        return devices
+
+    async def _submit(
+        self, notification_id: str, devices: Sequence[DeviceRow], prepared: PreparedPayload
+    ) -> list[tuple[DeviceRow, PushHandle]]:
+        return [
+            (
+                d,
+                await self._engine.submit(
+                    notification_id, d.app_token or "", prepared, lane=d.device_id
+                ),
+            )
+            for d in devices
+        ]
+
+    async def _settle(self, handles: list[tuple[DeviceRow, PushHandle]]) -> _Outcome:
+        """Count the answers that came within `notify_wait`; drop dead app tokens."""
+        with trio.move_on_after(self._wait):
+            for _, handle in handles:
+                await handle.result()
+        out = _Outcome()
+        for device, handle in handles:
+            result = handle.result_nowait()
+            if result is None or result.status is DeliveryStatus.SUPERSEDED:
+                out.queued += 1
+            elif result.status is DeliveryStatus.ACCEPTED:
+                out.notified += 1
+            else:
+                out.errors.append(
+                    f"{device.device_id}: {result.reason or result.status.value}"
+                    + (f" ({result.detail})" if result.detail else "")
+                )
+                if result.outcome is Outcome.DROP_TOKEN:
+                    out.deactivated += 1
+                    if result.http_status == 410 or result.reason is Reason.UNREGISTERED:
+                        out.unregistered += 1
+                    await self._drop_app_token(device.device_id, handle.device_token)
+        return out
+
+    async def _drop_app_token(self, device_id: str, token: str) -> None:
+        """Forget a dead app token (nothing more is sent to it until the app registers again)."""
+        row = self._reg.devices.get(device_id)
+        if row is None or row.app_token != token:
+            return  # unregistered, or re-registered with a fresh token meanwhile
+        new = msgspec.structs.replace(row, app_token=None)
+        try:
+            await self._store.write([PutDevice(new)])
+        except StoreError as exc:  # kept: the engine refuses the dead token anyway
+            log.warning("dead app token of %s not forgotten: %s", device_id, exc)
+            return
+        if self._reg.devices.get(device_id) is row:
+            self._reg.devices[device_id] = new
+        log.info("%s: APNs says its app token is dead; dropped until it registers again", device_id)
+
+
+def _no_recipients(channels: list[str], known: list[str]) -> errors.NoRecipients:
+    return errors.NoRecipients(
+        "no registered device matches the target"
+        + (f" (channels: {', '.join(channels)})" if channels else ""),
+        effective_channel_slugs=channels or known,
+    )
+
+
+def _visible(req: push.PushRequest | push.PushReplaceRequest) -> dict[str, Any]:
+    """The request's visible fields as stored (None for the ones left out)."""
+    fields: dict[str, Any] = msgspec.to_builtins(req)
+    return {name: fields.get(name) for name in _VISIBLE}
+
+
+def _prepare(row: NotificationRow) -> PreparedPayload:
+    """The notification's push as APNs gets it: 413 when too big, 400 when it cannot be sent."""
+    c = row.content
+    actions = [{k: a[k] for k in ("title", "type", "url")} for a in c.get("actions") or ()]
+    ours = {
+        "notification_id": row.notification_id,
+        "redirection": c.get("redirection"),
+        "media": c.get("media"),
+        "icon": c.get("icon"),
+        "actions": actions or None,
+    }
+    extra: dict[str, Any] = dict(c.get("payload") or {})
+    extra["lockstep"] = {k: v for k, v in ours.items() if v is not None}
+    return _checked(
+        lambda: prepare_notification(
+            Notification(
+                title=c.get("title"),
+                subtitle=c.get("subtitle"),
+                body=c.get("message"),
+                badge=c.get("badge"),
+                sound=c.get("sound"),
+                interruption_level=c.get("interruption_level"),
+                category=ACTIONS_CATEGORY if actions else None,
+                # The app's notification service extension fetches the icon or media.
+                mutable_content=bool(c.get("icon") or c.get("media")),
+                extra=extra,
+                collapse_id=row.notification_id,
+            )
+        )
+    )
+
+
+def _checked(build: Callable[[], PreparedPayload]) -> PreparedPayload:
+    try:
+        return build()
+    except PayloadTooLarge as exc:
+        raise errors.TooLarge(str(exc), size=exc.size, limit=exc.limit) from None
+    except InvalidContent as exc:
+        raise errors.BadRequest(f"{exc.field}: {exc}", field=exc.field) from None
+
+
+__all__ = ["ACTIONS_CATEGORY", "BADGE_LANE", "Notifications"]
