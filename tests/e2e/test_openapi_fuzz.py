@@ -6,8 +6,9 @@ operation in it gets a bounded number of generated requests:
 - positive cases (what the schema allows) and negative cases (wrong types, missing fields,
   values out of range, missing credentials);
 - positive cases steered past the first checks (`reaching_the_service`): content states get a
-  type and what it needs, and update, end and token reports name an activity that exists, so
-  that the service itself, the store and the engine see fuzzed input too.
+  type and what it needs, update, end and token reports name an activity that exists, and a
+  notification replace names a notification that exists, so that the service itself, the store
+  and the engine see fuzzed input too.
 
 Each request carries the key its route needs, read from the operation's own `security` entry
 (send key, device key or none). Whatever is sent, the server must never answer with a 5xx, and
@@ -61,6 +62,7 @@ OPERATIONS = [
     if method in {"get", "put", "post", "delete", "patch"}
 ]
 _BY_ID = {"/live-activity/update", "/live-activity/end", "/activity-tokens"}
+_NOTIFICATIONS = {"/push-notification", "/push-notification/{notification_id}", "/badge"}
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +93,29 @@ def start_activity(server: LiveServer) -> str:
     return str(body["activity_id"])
 
 
-def reaching_the_service(case: Any, *, activity_id: str, device_id: str) -> Any:
+def send_notification(server: LiveServer) -> str:
+    """A notification on the simulated devices, for the replace route."""
+    status, body = http_json(
+        "POST", server.api_base + "/push-notification", {"title": "Fuzz target"}, key=API_KEY
+    )
+    assert status == 200, body
+    return str(body["notification_id"])
+
+
+def reaching_the_service(
+    case: Any, *, activity_id: str, device_id: str, notification_id: str = ""
+) -> Any:
     """Steer a positive case past the first checks: a content state gets a type and what the
     type needs, buttons with made-up URLs and unknown channels go, and requests about an
-    activity name one that exists (and a device that receives it)."""
+    activity (or a notification) name one that exists (and a device that receives it)."""
+    if case.operation.path == "/push-notification/{notification_id}" and notification_id:
+        case.path_parameters = {"notification_id": notification_id}
     body = case.body
     if not isinstance(body, dict):
         return case
+    if case.operation.path in _NOTIFICATIONS:
+        for name in ("channels", "target", "actions", "icon", "media", "redirection", "payload"):
+            body.pop(name, None)
     if isinstance(body.get("content_state"), dict):
         body["content_state"].update(type="alert", message="fuzz")
         for name in ("channels", "target", "action", "secondary_action"):
@@ -120,7 +138,11 @@ def test_served_document_is_the_built_one(server: LiveServer) -> None:
 def test_no_server_errors(server: LiveServer, api_schema: Any, path: str, method: str) -> None:
     operation = api_schema[path][method]
     headers = auth_headers(operation)
-    steer = partial(reaching_the_service, device_id=server.devices()[0]["name"])
+    steer = partial(
+        reaching_the_service,
+        device_id=server.devices()[0]["name"],
+        notification_id=send_notification(server),
+    )
     ended = start_activity(server)
     status, body = http_json(
         "POST",
