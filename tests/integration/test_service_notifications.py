@@ -14,10 +14,11 @@ import pytest
 import trio
 import trio.testing
 
+from engine.apns.transport import ConnectError
 from engine.server.contract import errors, models, push
 from engine.server.store.base import DISK_FULL, StoreError
 from tests.helpers.servicekit import Harness, open_harness
-from tests.helpers.simkit import make_kit
+from tests.helpers.simkit import Kit, make_kit
 
 DEVICES = ("iphone-1", "iphone-2")
 
@@ -264,6 +265,52 @@ async def test_too_big_is_413_before_anything_is_stored(
                 await h.service.notifications.send(push_req(title="t", message="x" * 5000))
             assert info.value.extra["size"] > 4096 and info.value.extra["limit"] == 4096
             assert h.service.registry.notifications == {}
+
+
+def _dead_connector(kit: Kit, nursery: trio.Nursery) -> Any:
+    async def connect() -> trio.abc.Stream:
+        raise ConnectError("APNs unreachable (test)")
+
+    return connect
+
+
+async def test_a_notification_never_sent_goes_out_after_a_restart(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=2)
+    db = tmp_path / "db"
+    with trio.fail_after(600):
+        async with open_harness(kit, db, connector=_dead_connector, drain_timeout=1.0) as h:
+            sent = await h.service.notifications.send(push_req(title="Nightly", message="ok"))
+            assert sent.devices_queued == 2 and sent.devices_notified == 0
+            assert sent.notification_id is not None
+        async with open_harness(kit, db, register=False) as h2:
+            assert h2.service.recovered == 2
+            await trio.sleep(2)
+            for name in DEVICES:
+                assert [n["body"] for n in shown(h2, name)] == ["ok"]
+            await trio.sleep(1)  # the progress is written behind
+        async with open_harness(kit, db, register=False) as h3:
+            assert h3.service.recovered == 0  # delivered: nothing to send again
+            row = h3.service.registry.notifications[sent.notification_id]
+            assert row.settled == dict.fromkeys(DEVICES, 1)
+
+
+async def test_old_notifications_are_swept(autojump_clock: Any, tmp_path: Path) -> None:
+    kit = make_kit(devices=1)
+    db = tmp_path / "db"
+    with trio.fail_after(8 * 86400):  # mock time: a week passes
+        async with open_harness(kit, db) as h:
+            sent = await h.service.notifications.send(push_req(title="old"))
+            assert sent.notification_id is not None
+            await trio.sleep(2)
+            autojump_clock.jump(h.service.config.notification_retention)
+            await h.service.sweep()
+            assert h.service.registry.notifications == {}
+            with pytest.raises(errors.NotFound):
+                await h.service.notifications.replace(sent.notification_id, replace_req(title="x"))
+        async with open_harness(kit, db, register=False) as h2:
+            assert h2.service.registry.notifications == {}
 
 
 async def _error_of(call: Any) -> errors.ApiError:

@@ -38,6 +38,7 @@ def note(notification_id: str = "pn_1", **kw: Any) -> NotificationRow:
         version=1,
         created_at=1_700_000_000.5,
         updated_at=1_700_000_000.5,
+        settled={"d1": 1},
     )
     return NotificationRow(**(fields | kw))
 

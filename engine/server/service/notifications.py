@@ -21,6 +21,13 @@ original shows the replacement in its place (apns.md §1).
   badge is the newest count. 422 `badge_device_disconnected` when no targeted device has an app
   token, 502 `badge_update_failed` when APNs refused every push.
 
+Delivery progress is durable: each notification row keeps, per device, the newest version whose
+push settled for good (`settled`: APNs accepted it, or refused it so that no retry helps), written
+behind in small batches by `run()`. After a restart, `recover()` pushes again what a device still
+lacks (the newest text, with the same collapse id) for the notifications of the last
+`RECOVER_WINDOW` (APNs keeps an alert for a device that is offline for about as long), so a
+notification the server acknowledged is not lost to a crash before APNs took it.
+
 Replies wait up to `notify_wait` for APNs answers, like the Live Activity calls: `devices_notified`
 counts the accepted pushes, `devices_queued` those not answered yet. An app token APNs reports
 dead (410, BadDeviceToken) is dropped from its device (`devices_deactivated`) until the app
@@ -44,7 +51,7 @@ from engine.delivery.dispatch import PushHandle
 from engine.engine import Engine
 from engine.notification import Notification, prepare_notification
 from engine.payload import InvalidContent, PayloadTooLarge, PreparedPayload
-from engine.results import DeliveryStatus
+from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.contract import errors, models, push
 from engine.server.service.state import Registry
 from engine.server.service.undo import StoreGuard, Undo
@@ -62,8 +69,14 @@ log = logging.getLogger("lockstep.service")
 BADGE_LANE: Final = "badge"
 """The first half of a badge push's lane key (notification ids start with `pn_`)."""
 
+RECOVER_WINDOW: Final = 86_400.0
+"""After a restart, notifications last changed longer ago than this (s) are not pushed again."""
+
 ACTIONS_CATEGORY: Final = "lockstep.actions"
 """The `aps.category` of a notification with buttons: the app registers it to show them."""
+
+# Outcomes after which no retry of the same push helps: it is settled for good (apns.md §3).
+_FINAL: Final = frozenset({Outcome.DROP_TOKEN, Outcome.FIX_REQUEST})
 
 # The request fields a notification shows (and a replacement replaces whole).
 _VISIBLE: Final = (
@@ -102,6 +115,8 @@ class Notifications:
         notify_wait: float,
         wall_clock: Callable[[], float],
         new_id: Callable[[], str] | None = None,
+        flush_interval: float = 0.05,
+        retry_interval: float = 5.0,
     ) -> None:
         self._reg = registry
         self._store = store
@@ -109,6 +124,15 @@ class Notifications:
         self._wait = notify_wait
         self._wall = wall_clock
         self._new_id = new_id or (lambda: "pn_" + uuid.uuid4().hex)
+        self._flush_interval = flush_interval
+        self._retry_interval = retry_interval
+        self._dirty: dict[str, NotificationRow] = {}
+        self._wake = trio.Event()
+
+    @property
+    def dirty(self) -> int:
+        """Notification rows whose delivery progress waits to be written."""
+        return len(self._dirty)
 
     async def send(self, req: push.PushRequest) -> push.PushResponse:
         """Store and push a new notification (see the module docstring)."""
@@ -134,7 +158,7 @@ class Notifications:
         undo.entry(self._reg.notifications, row.notification_id)
         self._reg.notifications[row.notification_id] = row
         await self._store.commit([PutNotification(row)], undo)
-        handles = await self._submit(row.notification_id, devices, prepared)
+        handles = await self._submit(row.notification_id, devices, prepared, row)
         out = await self._settle(handles)
         return push.PushResponse(
             success=out.notified > 0 or out.queued > 0,
@@ -191,7 +215,7 @@ class Notifications:
                 undo.rollback()
                 raise
             await self._store.commit([PutNotification(row)], undo)
-            handles = await self._submit(notification_id, devices, prepared)
+            handles = await self._submit(notification_id, devices, prepared, row)
         out = await self._settle(handles)
         return push.PushReplaceResponse(
             success=out.notified > 0 or out.queued > 0,
@@ -288,17 +312,92 @@ class Notifications:
         return devices
 
     async def _submit(
-        self, notification_id: str, devices: Sequence[DeviceRow], prepared: PreparedPayload
+        self,
+        lane: str,
+        devices: Sequence[DeviceRow],
+        prepared: PreparedPayload,
+        row: NotificationRow | None = None,
     ) -> list[tuple[DeviceRow, PushHandle]]:
-        return [
-            (
-                d,
-                await self._engine.submit(
-                    notification_id, d.app_token or "", prepared, lane=d.device_id
-                ),
-            )
-            for d in devices
+        """Queue `prepared` for each device's app token on the lane `(lane, device_id)`; with a
+        `row`, record on it what each push settles at."""
+        handles = []
+        for device in devices:
+            token = device.app_token or ""  # the callers only pass devices with an app token
+            handle = await self._engine.submit(lane, token, prepared, lane=device.device_id)
+            if row is not None:
+                self._follow(handle, row, device.device_id, row.version)
+            handles.append((device, handle))
+        return handles
+
+    # -- delivery progress ----------------------------------------------------------------------
+    def _follow(
+        self, handle: PushHandle, row: NotificationRow, device_id: str, version: int
+    ) -> None:
+        def done(result: DeliveryResult) -> None:
+            final = result.status is DeliveryStatus.ACCEPTED or result.outcome in _FINAL
+            if not final or row.settled.get(device_id, 0) >= version:
+                return  # superseded (the newer push carries on), or failed for now
+            # Replaced, never mutated: an `Undo` of a concurrent call holds the old dict.
+            row.settled = {**row.settled, device_id: version}
+            self._dirty[row.notification_id] = row
+            self._wake.set()
+
+        handle.add_done_callback(done)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write delivery progress in batches until cancelled."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(self._flush_interval)
+            if not await self.flush():
+                await trio.sleep(self._retry_interval)
+                self._wake.set()
+
+    async def flush(self) -> bool:
+        """Write every dirty row now; False when the store refused them (they stay dirty)."""
+        if not self._dirty:
+            return True
+        batch, self._dirty = self._dirty, {}
+        # A notification swept meanwhile stays deleted.
+        ops = [
+            PutNotification(row)
+            for key, row in batch.items()
+            if self._reg.notifications.get(key) is row
         ]
+        try:
+            await self._store.write(ops)
+        except StoreError as exc:
+            log.warning("notification progress not written (%d rows), retrying: %s", len(ops), exc)
+            self._dirty = {**batch, **self._dirty}
+            return False
+        return True
+
+    async def recover(self) -> int:
+        """After a restart: push each notification of the last `RECOVER_WINDOW` again to the
+        devices whose newest version never settled; returns the pushes queued."""
+        cutoff = self._wall() - RECOVER_WINDOW
+        queued = 0
+        for row in list(self._reg.notifications.values()):
+            if row.updated_at < cutoff:
+                continue
+            devices = [
+                d
+                for d in (self._reg.devices.get(i) for i in row.devices)
+                if d is not None
+                and d.app_token is not None
+                and row.settled.get(d.device_id, 0) < row.version
+            ]
+            if not devices:
+                continue
+            try:
+                prepared = _prepare(row)
+            except errors.ApiError as exc:  # cannot happen for a row this code stored
+                log.warning("notification %s not re-sent: %s", row.notification_id, exc)
+                continue
+            queued += len(await self._submit(row.notification_id, devices, prepared, row))
+        return queued
 
     async def _settle(self, handles: list[tuple[DeviceRow, PushHandle]]) -> _Outcome:
         """Count the answers that came within `notify_wait`; drop dead app tokens."""

@@ -132,6 +132,7 @@ class Service:
             "recipients_dead": sum(1 for a in acts for r in a.recipients.values() if r.row.dead),
             "recipients_marked_dead": self.outbox.marked_dead,
             "recipient_writes_pending": self.outbox.dirty,
+            "notification_writes_pending": self.notifications.dirty,
             "recovered_pushes": self.recovered,
             "update_tokens_overdue": self.tokens_overdue,
             "store_write_failures": self.guard.failed_writes,
@@ -220,7 +221,9 @@ async def open_service(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)
+        await nursery.start(service.notifications.run)
         service.recovered = await service.outbox.recover()
+        service.recovered += await service.notifications.recover()
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
         nursery.start_soon(service._sweep_forever)
@@ -231,4 +234,5 @@ async def open_service(
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await service.outbox.flush()
+                await service.notifications.flush()
             nursery.cancel_scope.cancel()

@@ -111,7 +111,9 @@ class NotificationRow(msgspec.Struct, kw_only=True, gc=False):
     `content` holds the request's visible fields as last sent (title, message, subtitle, icon,
     media, redirection, actions, payload, badge, sound, interruption_level); `devices` the ids of
     the devices it was sent to, which a replacement goes to again; `version` grows by one on every
-    replacement. `metadata` and `tags` are server-side only.
+    replacement; `settled` maps a device id to the newest version whose push to it settled for
+    good (APNs accepted it, or refused it in a way no retry changes): what is behind is pushed
+    again after a restart. `metadata` and `tags` are server-side only.
     """
 
     notification_id: str
@@ -123,6 +125,7 @@ class NotificationRow(msgspec.Struct, kw_only=True, gc=False):
     version: int
     created_at: float
     updated_at: float
+    settled: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class PutDevice(msgspec.Struct, frozen=True, gc=False):

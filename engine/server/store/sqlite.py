@@ -132,7 +132,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         tags TEXT,
         version INTEGER NOT NULL,
         created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        settled TEXT NOT NULL
     );
     """,
 )
@@ -227,7 +228,7 @@ _NOTIFICATIONS: Final = _Table(
     "notifications",
     NotificationRow,
     ("notification_id",),
-    json=frozenset({"content", "channels", "devices", "metadata", "tags"}),
+    json=frozenset({"content", "channels", "devices", "metadata", "tags", "settled"}),
 )
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
