@@ -167,3 +167,13 @@ def test_badge_errors_are_the_sdk_error_body(code: Any, status: int) -> None:
     assert err.status == status
     parsed = AppIconBadgeCountUpdateError.from_json(msgspec.json.encode(err.body()).decode())
     assert parsed is not None and parsed.code == code and parsed.badge == 3
+
+
+def test_a_device_registers_its_app_token() -> None:
+    token = "ab" * 32
+    reg = decode(models.DeviceRegistration, {"push_to_start_token": token, "app_token": token})
+    assert reg.app_token == token
+    assert decode(models.DeviceRegistration, {"push_to_start_token": token}).app_token is None
+    with pytest.raises(errors.BadRequest) as info:
+        decode(models.DeviceRegistration, {"push_to_start_token": token, "app_token": "zz"})
+    assert info.value.field == "app_token"
