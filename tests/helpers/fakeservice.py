@@ -23,6 +23,7 @@ __all__ = [
     "STREAM_BODY",
     "TOKEN",
     "TS",
+    "FakeBadge",
     "FakeDevices",
     "FakeLive",
     "FakeNotifications",
@@ -66,12 +67,14 @@ class FakeService:
     devices: FakeDevices = field(init=False, repr=False, compare=False)
     status: FakeStatus = field(init=False, repr=False, compare=False)
     notifications: FakeNotifications = field(init=False, repr=False, compare=False)
+    badge: FakeBadge = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.live = FakeLive(self)
         self.devices = FakeDevices(self)
         self.status = FakeStatus(self)
         self.notifications = FakeNotifications(self)
+        self.badge = FakeBadge(self)
 
     def called(self, *call: Any) -> None:
         """Record `call`, then raise `fail` if a test set one."""
@@ -159,7 +162,7 @@ class FakeDevices:
 
 @dataclass
 class FakeNotifications:
-    """The notification calls: every notification is `pn_1`, every device is reached."""
+    """The notification calls: every notification is `pn_1`, one device is reached."""
 
     svc: FakeService
 
@@ -179,7 +182,14 @@ class FakeNotifications:
             success=True, notification_id=notification_id, devices_notified=1, timestamp=TS
         )
 
-    async def badge(self, req: push.BadgeRequest) -> push.BadgeResponse:
+
+@dataclass
+class FakeBadge:
+    """The badge call: set on one device."""
+
+    svc: FakeService
+
+    async def update(self, req: push.BadgeRequest) -> push.BadgeResponse:
         """Set on one device."""
         self.svc.called("badge", req)
         return push.BadgeResponse(

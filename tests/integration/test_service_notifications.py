@@ -187,13 +187,13 @@ async def test_badge_sets_and_clears(autojump_clock: Any, tmp_path: Path) -> Non
     kit = make_kit(devices=2)
     with trio.fail_after(600):
         async with open_harness(kit, tmp_path / "db") as h:
-            out = await h.service.notifications.badge(badge_req(badge=7))
+            out = await h.service.badge.update(badge_req(badge=7))
             assert out.success and out.badge == 7 and out.devices_updated == 2
             assert out.users_updated == 1 and out.devices_notified == 2
             assert [h.device(n)["badge"] for n in DEVICES] == [7, 7]
             assert all(shown(h, n) == [] for n in DEVICES)  # a badge shows no entry
             await trio.sleep(2)
-            await h.service.notifications.badge(badge_req(badge=0))
+            await h.service.badge.update(badge_req(badge=0))
             assert [h.device(n)["badge"] for n in DEVICES] == [0, 0]
 
 
@@ -202,13 +202,13 @@ async def test_badge_errors(autojump_clock: Any, tmp_path: Path) -> None:
     with trio.fail_after(600):
         async with open_harness(kit, tmp_path / "db") as h:
             with pytest.raises(errors.NoRecipients):
-                await h.service.notifications.badge(badge_req(badge=1, channels=["nobody"]))
+                await h.service.badge.update(badge_req(badge=1, channels=["nobody"]))
             app_token = h.device("iphone-1")["tokens"]["device"]
             kit.apns.registry.unregister(app_token, int(kit.now() * 1000))
-            failed = await _error_of(h.service.notifications.badge(badge_req(badge=2)))
+            failed = await _error_of(h.service.badge.update(badge_req(badge=2)))
             assert failed.status == 502 and failed.body()["code"] == "badge_update_failed"
             assert h.service.registry.devices["iphone-1"].app_token is None  # dropped
-            disconnected = await _error_of(h.service.notifications.badge(badge_req(badge=2)))
+            disconnected = await _error_of(h.service.badge.update(badge_req(badge=2)))
             assert disconnected.status == 422
             assert disconnected.body()["error"] == "badge_device_disconnected"
             assert disconnected.body()["devices_targeted"] == 1

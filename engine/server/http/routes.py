@@ -108,7 +108,7 @@ async def _push_replace(ctx: Context, params: Mapping[str, str], body: bytes) ->
 
 async def _badge(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     req = models.decode(push.BadgeRequest, body)
-    return _json(await ctx.service.notifications.badge(req))
+    return _json(await ctx.service.badge.update(req))
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:

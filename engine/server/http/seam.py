@@ -19,7 +19,7 @@ from typing import Protocol
 
 from engine.server.contract import models, push
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi", "NotificationApi", "StatusApi"]
+__all__ = ["ApiService", "BadgeApi", "DeviceApi", "LiveApi", "NotificationApi", "StatusApi"]
 
 
 class LiveApi(Protocol):
@@ -93,7 +93,7 @@ class StatusApi(Protocol):
 
 
 class NotificationApi(Protocol):
-    """The push notification and badge calls (`/api/push-notification`, `/api/badge`)."""
+    """The push notification calls (`/api/push-notification`)."""
 
     async def send(self, req: push.PushRequest, /) -> push.PushResponse:
         """`POST /api/push-notification`."""
@@ -105,7 +105,11 @@ class NotificationApi(Protocol):
         """`PUT /api/push-notification/{notification_id}`."""
         ...
 
-    async def badge(self, req: push.BadgeRequest, /) -> push.BadgeResponse:
+
+class BadgeApi(Protocol):
+    """The app icon badge call (`/api/badge`)."""
+
+    async def update(self, req: push.BadgeRequest, /) -> push.BadgeResponse:
         """`POST /api/badge`."""
         ...
 
@@ -130,7 +134,12 @@ class ApiService(Protocol):
 
     @property
     def notifications(self) -> NotificationApi:
-        """The push notification and badge calls."""
+        """The push notification calls."""
+        ...
+
+    @property
+    def badge(self) -> BadgeApi:
+        """The app icon badge call."""
         ...
 
     @property

@@ -1,8 +1,8 @@
-"""Push notifications and the app badge: the use cases behind `/push-notification` and `/badge`.
+"""Push notifications: the use cases behind `/push-notification` (the badge is `badge`).
 
-Both go to each targeted device's *app token* (the one its app registers with the device API,
+They go to each targeted device's *app token* (the one its app registers with the device API,
 `DeviceRegistration.app_token`) as `alert` pushes through the same engine as Live Activities
-(`engine.notification`). Every notification gets its own lane per device,
+(`engine.notification`, `apppush`). Every notification gets its own lane per device,
 `(notification_id, device_id)`, so two notifications are never merged; a replacement is offered
 on the same lanes and supersedes the original if that is still pending (latest wins), and it
 carries the same `apns-collapse-id` (the notification id), so a phone that already shows the
@@ -16,10 +16,8 @@ original shows the replacement in its place (apns.md §1).
   kept when left out; the replacement is silent (no sound) and goes to the devices the original
   went to that still have an app token. 404 for an unknown id, 409 when none of its devices can
   be reached any more.
-- `badge(req)`: a badge-only push (`aps.badge`, 0 clears) to each targeted device, on the lane
-  `("badge", device_id)`, so a newer count supersedes a pending one. Nothing is stored: the
-  badge is the newest count. 422 `badge_device_disconnected` when no targeted device has an app
-  token, 502 `badge_update_failed` when APNs refused every push.
+- `sweep(cutoff)`: forget the notifications last changed before `cutoff` (the service's
+  sweeper, after `ServiceConfig.notification_retention`); a replace of one then answers 404.
 
 Delivery progress is durable: each notification row keeps, per device, the newest version whose
 push settled for good (`settled`: APNs accepted it, or refused it so that no retry helps), written
@@ -40,19 +38,24 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 import trio
 
-from engine.apns.reasons import Outcome, Reason
+from engine.apns.reasons import Outcome
 from engine.delivery.dispatch import PushHandle
-from engine.engine import Engine
 from engine.notification import Notification, prepare_notification
-from engine.payload import InvalidContent, PayloadTooLarge, PreparedPayload
+from engine.payload import PreparedPayload
 from engine.results import DeliveryResult, DeliveryStatus
 from engine.server.contract import errors, models, push
+from engine.server.service.apppush import (
+    AppPushes,
+    Handles,
+    checked,
+    no_recipients,
+    with_app_token,
+)
 from engine.server.service.state import Registry
 from engine.server.service.undo import StoreGuard, Undo
 from engine.server.store.base import StoreError
@@ -60,14 +63,10 @@ from engine.server.store.records import (
     DeleteNotification,
     DeviceRow,
     NotificationRow,
-    PutDevice,
     PutNotification,
 )
 
 log = logging.getLogger("lockstep.service")
-
-BADGE_LANE: Final = "badge"
-"""The first half of a badge push's lane key (notification ids start with `pn_`)."""
 
 RECOVER_WINDOW: Final = 86_400.0
 """After a restart, notifications last changed longer ago than this (s) are not pushed again."""
@@ -92,17 +91,6 @@ _VISIBLE: Final = (
 )
 
 
-@dataclass(slots=True)
-class _Outcome:
-    """What the pushes of one call came to after `notify_wait`."""
-
-    notified: int = 0
-    queued: int = 0
-    deactivated: int = 0
-    unregistered: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
 class Notifications:
     """send / replace / badge (see the module docstring)."""
 
@@ -110,9 +98,8 @@ class Notifications:
         self,
         registry: Registry,
         store: StoreGuard,
-        engine: Engine,
+        pushes: AppPushes,
         *,
-        notify_wait: float,
         wall_clock: Callable[[], float],
         new_id: Callable[[], str] | None = None,
         flush_interval: float = 0.05,
@@ -120,8 +107,7 @@ class Notifications:
     ) -> None:
         self._reg = registry
         self._store = store
-        self._engine = engine
-        self._wait = notify_wait
+        self._pushes = pushes
         self._wall = wall_clock
         self._new_id = new_id or (lambda: "pn_" + uuid.uuid4().hex)
         self._flush_interval = flush_interval
@@ -158,8 +144,8 @@ class Notifications:
         undo.entry(self._reg.notifications, row.notification_id)
         self._reg.notifications[row.notification_id] = row
         await self._store.commit([PutNotification(row)], undo)
-        handles = await self._submit(row.notification_id, devices, prepared, row)
-        out = await self._settle(handles)
+        handles = await self._submit(devices, prepared, row)
+        out = await self._pushes.settle(handles)
         return push.PushResponse(
             success=out.notified > 0 or out.queued > 0,
             notification_id=row.notification_id,
@@ -183,11 +169,7 @@ class Notifications:
         if row is None:
             raise errors.NotFound(f"no notification with id {notification_id!r}")
         async with self._reg.locks.hold("notification:" + notification_id):
-            devices = [
-                d
-                for d in (self._reg.devices.get(i) for i in row.devices)
-                if d is not None and d.app_token is not None
-            ]
+            devices = self._still_reachable(row)
             if not devices:
                 raise errors.ApiError(
                     409,
@@ -215,8 +197,8 @@ class Notifications:
                 undo.rollback()
                 raise
             await self._store.commit([PutNotification(row)], undo)
-            handles = await self._submit(notification_id, devices, prepared, row)
-        out = await self._settle(handles)
+            handles = await self._submit(devices, prepared, row)
+        out = await self._pushes.settle(handles)
         return push.PushReplaceResponse(
             success=out.notified > 0 or out.queued > 0,
             notification_id=notification_id,
@@ -226,60 +208,6 @@ class Notifications:
             tags=row.tags,
             timestamp=models.iso(now),
             devices_targeted=len(devices),
-            devices_queued=out.queued,
-            errors=out.errors or None,
-        )
-
-    async def badge(self, req: push.BadgeRequest) -> push.BadgeResponse:
-        """Set the app badge on the targeted devices (0 clears it)."""
-        channels = push.requested_channels(req)
-        selected = self._reg.select_devices(channels)
-        if not selected:
-            raise _no_recipients(channels, self._reg.all_channels())
-        slugs = channels or self._reg.all_channels()
-        devices = [d for d in selected if d.app_token is not None]
-        if not devices:
-            raise push.BadgeUpdateError(
-                "badge_device_disconnected",
-                f"none of the {len(selected)} targeted device(s) registered an app token, so "
-                "the badge cannot reach them; the app registers one with PUT /devices/{id}",
-                badge=req.badge,
-                devices_targeted=len(selected),
-                devices_updated=0,
-                effective_channel_slugs=slugs,
-            )
-        prepared = _checked(lambda: prepare_notification(Notification(badge=req.badge)))
-        handles = [
-            (
-                d,
-                await self._engine.submit(
-                    BADGE_LANE, d.app_token or "", prepared, lane=d.device_id
-                ),
-            )
-            for d in devices
-        ]
-        out = await self._settle(handles)
-        if out.notified == 0 and out.queued == 0:
-            raise push.BadgeUpdateError(
-                "badge_update_failed",
-                "APNs refused the badge for every targeted device: " + "; ".join(out.errors),
-                badge=req.badge,
-                devices_targeted=len(devices),
-                devices_updated=0,
-                effective_channel_slugs=slugs,
-            )
-        return push.BadgeResponse(
-            success=True,
-            badge=req.badge,
-            devices_updated=out.notified,
-            users_updated=1 if out.notified else 0,
-            devices_notified=out.notified,
-            users_notified=1 if out.notified else 0,
-            effective_channel_slugs=slugs,
-            timestamp=models.iso(self._wall()),
-            devices_targeted=len(devices),
-            devices_deactivated=out.deactivated,
-            devices_unregistered=out.unregistered,
             devices_queued=out.queued,
             errors=out.errors or None,
         )
@@ -299,7 +227,7 @@ class Notifications:
     # -- helpers ---------------------------------------------------------------------------------
     def _reachable(self, channels: list[str], selected: Sequence[DeviceRow]) -> list[DeviceRow]:
         """The selected devices with an app token; 422 `no_recipients` when there are none."""
-        devices = [d for d in selected if d.app_token is not None]
+        devices = with_app_token(selected)
         if not devices:
             known = self._reg.all_channels()
             if selected:
@@ -308,25 +236,22 @@ class Notifications:
                     "notifications (PUT /devices/{id} with app_token)",
                     effective_channel_slugs=channels or known,
                 )
-            raise _no_recipients(channels, known)
+            raise no_recipients(channels, known)
         return devices
 
+    def _still_reachable(self, row: NotificationRow) -> list[DeviceRow]:
+        """The devices `row` went to that are still registered with an app token."""
+        devices = (self._reg.devices.get(device_id) for device_id in row.devices)
+        return with_app_token([d for d in devices if d is not None])
+
     async def _submit(
-        self,
-        lane: str,
-        devices: Sequence[DeviceRow],
-        prepared: PreparedPayload,
-        row: NotificationRow | None = None,
-    ) -> list[tuple[DeviceRow, PushHandle]]:
-        """Queue `prepared` for each device's app token on the lane `(lane, device_id)`; with a
-        `row`, record on it what each push settles at."""
-        handles = []
-        for device in devices:
-            token = device.app_token or ""  # the callers only pass devices with an app token
-            handle = await self._engine.submit(lane, token, prepared, lane=device.device_id)
-            if row is not None:
-                self._follow(handle, row, device.device_id, row.version)
-            handles.append((device, handle))
+        self, devices: Sequence[DeviceRow], prepared: PreparedPayload, row: NotificationRow
+    ) -> Handles:
+        """Queue the notification for each device and record on `row` what each push settles
+        at (its delivery progress)."""
+        handles = await self._pushes.submit(row.notification_id, devices, prepared)
+        for device, handle in handles:
+            self._follow(handle, row, device.device_id, row.version)
         return handles
 
     # -- delivery progress ----------------------------------------------------------------------
@@ -384,10 +309,8 @@ class Notifications:
                 continue
             devices = [
                 d
-                for d in (self._reg.devices.get(i) for i in row.devices)
-                if d is not None
-                and d.app_token is not None
-                and row.settled.get(d.device_id, 0) < row.version
+                for d in self._still_reachable(row)
+                if row.settled.get(d.device_id, 0) < row.version
             ]
             if not devices:
                 continue
@@ -396,55 +319,8 @@ class Notifications:
             except errors.ApiError as exc:  # cannot happen for a row this code stored
                 log.warning("notification %s not re-sent: %s", row.notification_id, exc)
                 continue
-            queued += len(await self._submit(row.notification_id, devices, prepared, row))
+            queued += len(await self._submit(devices, prepared, row))
         return queued
-
-    async def _settle(self, handles: list[tuple[DeviceRow, PushHandle]]) -> _Outcome:
-        """Count the answers that came within `notify_wait`; drop dead app tokens."""
-        with trio.move_on_after(self._wait):
-            for _, handle in handles:
-                await handle.result()
-        out = _Outcome()
-        for device, handle in handles:
-            result = handle.result_nowait()
-            if result is None or result.status is DeliveryStatus.SUPERSEDED:
-                out.queued += 1
-            elif result.status is DeliveryStatus.ACCEPTED:
-                out.notified += 1
-            else:
-                out.errors.append(
-                    f"{device.device_id}: {result.reason or result.status.value}"
-                    + (f" ({result.detail})" if result.detail else "")
-                )
-                if result.outcome is Outcome.DROP_TOKEN:
-                    out.deactivated += 1
-                    if result.http_status == 410 or result.reason is Reason.UNREGISTERED:
-                        out.unregistered += 1
-                    await self._drop_app_token(device.device_id, handle.device_token)
-        return out
-
-    async def _drop_app_token(self, device_id: str, token: str) -> None:
-        """Forget a dead app token (nothing more is sent to it until the app registers again)."""
-        row = self._reg.devices.get(device_id)
-        if row is None or row.app_token != token:
-            return  # unregistered, or re-registered with a fresh token meanwhile
-        new = msgspec.structs.replace(row, app_token=None)
-        try:
-            await self._store.write([PutDevice(new)])
-        except StoreError as exc:  # kept: the engine refuses the dead token anyway
-            log.warning("dead app token of %s not forgotten: %s", device_id, exc)
-            return
-        if self._reg.devices.get(device_id) is row:
-            self._reg.devices[device_id] = new
-        log.info("%s: APNs says its app token is dead; dropped until it registers again", device_id)
-
-
-def _no_recipients(channels: list[str], known: list[str]) -> errors.NoRecipients:
-    return errors.NoRecipients(
-        "no registered device matches the target"
-        + (f" (channels: {', '.join(channels)})" if channels else ""),
-        effective_channel_slugs=channels or known,
-    )
 
 
 def _visible(req: push.PushRequest | push.PushReplaceRequest) -> dict[str, Any]:
@@ -466,7 +342,7 @@ def _prepare(row: NotificationRow) -> PreparedPayload:
     }
     extra: dict[str, Any] = dict(c.get("payload") or {})
     extra["lockstep"] = {k: v for k, v in ours.items() if v is not None}
-    return _checked(
+    return checked(
         lambda: prepare_notification(
             Notification(
                 title=c.get("title"),
@@ -485,13 +361,4 @@ def _prepare(row: NotificationRow) -> PreparedPayload:
     )
 
 
-def _checked(build: Callable[[], PreparedPayload]) -> PreparedPayload:
-    try:
-        return build()
-    except PayloadTooLarge as exc:
-        raise errors.TooLarge(str(exc), size=exc.size, limit=exc.limit) from None
-    except InvalidContent as exc:
-        raise errors.BadRequest(f"{exc.field}: {exc}", field=exc.field) from None
-
-
-__all__ = ["ACTIONS_CATEGORY", "BADGE_LANE", "Notifications"]
+__all__ = ["ACTIONS_CATEGORY", "RECOVER_WINDOW", "Notifications"]

@@ -24,6 +24,8 @@ from typing import Any
 import trio
 
 from engine.engine import Engine
+from engine.server.service.apppush import AppPushes
+from engine.server.service.badge import Badges
 from engine.server.service.devices import Devices
 from engine.server.service.live import LiveActivities, LiveConfig
 from engine.server.service.notifications import Notifications
@@ -50,8 +52,8 @@ class ServiceConfig:
 
 
 class Service:
-    """`live` (Live Activities), `devices` and `notifications` (push notifications and the
-    badge), over one registry, store and outbox.
+    """`live` (Live Activities), `devices`, `notifications` (push notifications) and `badge`
+    (the app icon badge), over one registry, store and outbox.
 
     The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
     class satisfies structurally: the service never imports the HTTP layer.
@@ -86,13 +88,9 @@ class Service:
             registry, self.guard, self.outbox, config=config.live, wall_clock=wall_clock
         )
         self.devices = Devices(registry, self.guard, self.outbox, wall_clock=wall_clock)
-        self.notifications = Notifications(
-            registry,
-            self.guard,
-            engine,
-            notify_wait=config.live.notify_wait,
-            wall_clock=wall_clock,
-        )
+        pushes = AppPushes(registry, self.guard, engine, notify_wait=config.live.notify_wait)
+        self.notifications = Notifications(registry, self.guard, pushes, wall_clock=wall_clock)
+        self.badge = Badges(registry, pushes, wall_clock=wall_clock)
         self.status = DeliveryStatus(
             registry,
             wall_clock,
