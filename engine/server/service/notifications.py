@@ -23,7 +23,7 @@ Delivery progress is durable: each notification row keeps, per device, the newes
 push settled for good (`settled`: APNs accepted it, or refused it so that no retry helps), written
 behind in small batches by `run()`. After a restart, `recover()` pushes again what a device still
 lacks (the newest text, with the same collapse id) for the notifications of the last
-`RECOVER_WINDOW` (APNs keeps an alert for a device that is offline for about as long), so a
+`RECOVER_WINDOW` (24 h: the contract keeps an alert eligible for delivery that long), so a
 notification the server acknowledged is not lost to a crash before APNs took it.
 
 Replies wait up to `notify_wait` for APNs answers, like the Live Activity calls: `devices_notified`
