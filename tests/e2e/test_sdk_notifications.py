@@ -139,9 +139,8 @@ def test_error_answers_reach_the_sdk(server: LiveServer, client: ActivitySmith) 
     with pytest.raises(ApiException) as nobody_push:
         client.notifications.send(title="x", channels=["nobody-here"])
     assert nobody_push.value.status == 422
-    status, body = http_json(
-        "POST", server.api_base + "/push-notification", {"title": "x", "icon": "http://e.com/i"}
-    , key=API_KEY)  # fmt: skip
+    bad_icon = {"title": "x", "icon": "http://e.com/i"}  # the SDK itself refuses to send it
+    status, body = http_json("POST", server.api_base + "/push-notification", bad_icon, key=API_KEY)
     assert status == 400 and body["message"].startswith("icon:")
 
 

@@ -58,27 +58,26 @@ _SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # RFC 3986 §3.1
 _BLOCKED_SCHEMES: Final = frozenset({"javascript", "vbscript", "data", "file", "about", "blob"})
 
 _Badge = Annotated[int, Meta(ge=0, le=BADGE_MAX)]
-_Doc = Meta
 
 
 class PushAction(Model, kw_only=True, frozen=True):
     """A button shown when the notification is expanded. Only `title`, `type` and `url` reach
     the device; a webhook's `method` and `body` stay on the server."""
 
-    title: Annotated[str, _Doc(description="Button title.")]
+    title: Annotated[str, Meta(description="Button title.")]
     type: Literal["open_url", "webhook"]
     url: Annotated[
         str,
-        _Doc(
+        Meta(
             description="open_url: the URL the device opens (http, https, shortcuts or an "
             "installed app's scheme). webhook: the https URL called when the button is tapped."
         ),
     ]
     method: Annotated[
-        Literal["GET", "POST"] | None, _Doc(description="Webhook HTTP method (default POST).")
+        Literal["GET", "POST"] | None, Meta(description="Webhook HTTP method (default POST).")
     ] = None
     body: Annotated[
-        dict[str, Any] | None, _Doc(description="Webhook JSON body. Server-side only.")
+        dict[str, Any] | None, Meta(description="Webhook JSON body. Server-side only.")
     ] = None
 
     def push(self) -> dict[str, str]:
@@ -94,34 +93,34 @@ _Actions = Annotated[list[PushAction], Meta(max_length=MAX_ACTIONS)]
 class _Visible(Model, kw_only=True, frozen=True):
     """The fields a replacement replaces whole (and `badge`)."""
 
-    title: Annotated[str, _Doc(description="The notification's title.")]
-    message: Annotated[str | None, _Doc(description="The body text.")] = None
+    title: Annotated[str, Meta(description="The notification's title.")]
+    message: Annotated[str | None, Meta(description="The body text.")] = None
     subtitle: str | None = None
     icon: Annotated[
         _HttpsUrl | None,
-        _Doc(description="An https image URL without credentials: the notification's icon."),
+        Meta(description="An https image URL without credentials: the notification's icon."),
     ] = None
     media: Annotated[
         _HttpsUrl | None,
-        _Doc(description="An https URL of an image, audio or video; not with `actions`."),
+        Meta(description="An https URL of an image, audio or video; not with `actions`."),
     ] = None
     redirection: Annotated[
         _Redirection | None,
-        _Doc(description="The URL opened when the notification is tapped (at most 2048)."),
+        Meta(description="The URL opened when the notification is tapped (at most 2048)."),
     ] = None
     actions: Annotated[
-        _Actions | None, _Doc(description="At most 4 buttons; not with `media`.")
+        _Actions | None, Meta(description="At most 4 buttons; not with `media`.")
     ] = None
     payload: Annotated[
-        dict[str, Any] | None, _Doc(description="Custom data for the app, sent with the push.")
+        dict[str, Any] | None, Meta(description="Custom data for the app, sent with the push.")
     ] = None
     badge: Annotated[
-        _Badge | None, _Doc(description="The app badge count to set with it (0 clears it).")
+        _Badge | None, Meta(description="The app badge count to set with it (0 clears it).")
     ] = None
     metadata: Annotated[
-        models.MetadataField | None, _Doc(description="Server-side only, never pushed.")
+        models.MetadataField | None, Meta(description="Server-side only, never pushed.")
     ] = None
-    tags: Annotated[models.TagsField | None, _Doc(description="Server-side only.")] = None
+    tags: Annotated[models.TagsField | None, Meta(description="Server-side only.")] = None
 
 
 class PushRequest(_Visible, kw_only=True, frozen=True):
@@ -129,14 +128,14 @@ class PushRequest(_Visible, kw_only=True, frozen=True):
 
     interruption_level: Annotated[
         Literal["passive", "active", "time-sensitive"] | None,
-        _Doc(description="How urgently iOS presents it (default active)."),
+        Meta(description="How urgently iOS presents it (default active)."),
     ] = None
-    sound: Annotated[str | None, _Doc(description="A sound name, e.g. default.")] = None
+    sound: Annotated[str | None, Meta(description="A sound name, e.g. default.")] = None
     target: Annotated[
-        models.ChannelTarget | None, _Doc(description="Recipients; default: every device.")
+        models.ChannelTarget | None, Meta(description="Recipients; default: every device.")
     ] = None
     channels: Annotated[
-        models.ChannelsField | None, _Doc(description="Same as target.channels; both must match.")
+        models.ChannelsField | None, Meta(description="Same as target.channels; both must match.")
     ] = None
 
 
@@ -147,12 +146,12 @@ class PushReplaceRequest(_Visible, kw_only=True, frozen=True):
 class BadgeRequest(Model, kw_only=True, frozen=True):
     """POST /badge: set the app badge count on the targeted devices (0 clears it)."""
 
-    badge: Annotated[_Badge, _Doc(description="The count to show; 0 clears it.")]
+    badge: Annotated[_Badge, Meta(description="The count to show; 0 clears it.")]
     target: Annotated[
-        models.ChannelTarget | None, _Doc(description="Recipients; default: every device.")
+        models.ChannelTarget | None, Meta(description="Recipients; default: every device.")
     ] = None
     channels: Annotated[
-        models.ChannelsField | None, _Doc(description="Same as target.channels; both must match.")
+        models.ChannelsField | None, Meta(description="Same as target.channels; both must match.")
     ] = None
 
 
