@@ -178,6 +178,7 @@ async def test_channels_pick_the_devices_and_a_device_without_app_token_is_skipp
                 await h.service.notifications.send(push_req(title="x", target={"channels": ["x"]}))
             everyone = await h.service.notifications.send(push_req(title="all"))
             assert everyone.devices_targeted == 1
+            assert everyone.message is not None and everyone.message.startswith("1 targeted")
             await trio.sleep(2)
             assert [n["title"] for n in shown(h, "iphone-1")] == ["all"]
             assert shown(h, "iphone-2") == []

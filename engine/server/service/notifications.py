@@ -123,7 +123,9 @@ class Notifications:
     async def send(self, req: push.PushRequest) -> push.PushResponse:
         """Store and push a new notification (see the module docstring)."""
         channels = push.requested_channels(req)
-        devices = self._reachable(channels, self._reg.select_devices(channels))
+        selected = self._reg.select_devices(channels)
+        devices = self._reachable(channels, selected)
+        skipped = len(selected) - len(devices)
         now = self._wall()
         content = _visible(req)
         content["interruption_level"] = req.interruption_level
@@ -159,6 +161,11 @@ class Notifications:
             devices_unregistered=out.unregistered,
             devices_queued=out.queued,
             errors=out.errors or None,
+            message=(
+                f"{skipped} targeted device(s) have no app token registered and were skipped"
+                if skipped
+                else None
+            ),
         )
 
     async def replace(
