@@ -122,3 +122,12 @@ def test_notifications_do_not_spend_the_activity_budget() -> None:
     assert len(sent) == 5 and all(d.priority == 10 for d in sent)
     state = co.budget(("pn_0", "dev"), now=0)
     assert state is None or not state.low
+
+
+def test_values_that_cannot_be_sent_are_refused() -> None:
+    with pytest.raises(InvalidContent) as info:
+        Notification(title=3)  # type: ignore[arg-type]
+    assert info.value.field == "title"
+    with pytest.raises(InvalidContent) as info:
+        prepare_notification(Notification(title="t", extra={"when": object()}))
+    assert info.value.field == "extra"
