@@ -314,6 +314,44 @@ async def test_old_notifications_are_swept(autojump_clock: Any, tmp_path: Path) 
             assert h2.service.registry.notifications == {}
 
 
+async def test_a_replace_waiting_behind_the_sweep_finds_it_gone(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=1)
+    db = tmp_path / "db"
+    with trio.fail_after(8 * 86400):
+        async with open_harness(kit, db) as h:
+            sent = await h.service.notifications.send(push_req(title="old"))
+            assert sent.notification_id is not None
+            await trio.sleep(2)
+            autojump_clock.jump(h.service.config.notification_retention)
+            gate, real_write = trio.Event(), h.store.write
+
+            async def held(ops: Any) -> None:
+                await gate.wait()
+                await real_write(ops)
+
+            h.store.write = held  # type: ignore[method-assign]
+            outcome: list[Any] = []
+
+            async def replace() -> None:
+                outcome.append(await _error_of(h.service.notifications.replace(
+                    sent.notification_id or "", replace_req(title="new")
+                )))  # fmt: skip
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(h.service.sweep)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(replace)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.set()
+            h.store.write = real_write  # type: ignore[method-assign]
+            assert isinstance(outcome[0], errors.NotFound)
+            assert h.service.registry.notifications == {}
+        async with open_harness(kit, db, register=False) as h2:
+            assert h2.service.registry.notifications == {}  # not written back by the replace
+
+
 async def _error_of(call: Any) -> errors.ApiError:
     try:
         await call

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Final
 
 import msgspec
@@ -172,10 +173,10 @@ class Notifications:
         self, notification_id: str, req: push.PushReplaceRequest
     ) -> push.PushReplaceResponse:
         """Replace a sent notification in place on the devices it went to."""
-        row = self._reg.notifications.get(notification_id)
-        if row is None:
-            raise errors.NotFound(f"no notification with id {notification_id!r}")
-        async with self._reg.locks.hold("notification:" + notification_id):
+        async with self._lock(notification_id):
+            row = self._reg.notifications.get(notification_id)
+            if row is None:
+                raise errors.NotFound(f"no notification with id {notification_id!r}")
             devices = self._still_reachable(row)
             if not devices:
                 raise errors.ApiError(
@@ -222,14 +223,30 @@ class Notifications:
     async def sweep(self, cutoff: float) -> int:
         """Forget the notifications last sent or replaced at or before `cutoff` (a replace of
         one then answers 404); returns how many. Raises `StoreError` when the delete fails."""
-        gone = [
+        old = [
             n.notification_id for n in self._reg.notifications.values() if n.updated_at <= cutoff
         ]
-        if gone:
-            await self._store.write([DeleteNotification(i) for i in gone])
+        if not old:
+            return 0
+        async with AsyncExitStack() as locks:
+            # A replace in flight finishes first (it makes its notification new again); one
+            # waiting behind the sweep finds it gone (404).
+            for notification_id in old:
+                await locks.enter_async_context(self._lock(notification_id))
+            gone = [
+                i
+                for i in old
+                if (row := self._reg.notifications.get(i)) is not None and row.updated_at <= cutoff
+            ]
+            if gone:
+                await self._store.write([DeleteNotification(i) for i in gone])
             for notification_id in gone:
                 self._reg.notifications.pop(notification_id, None)
         return len(gone)
+
+    def _lock(self, notification_id: str) -> AbstractAsyncContextManager[None]:
+        """The lock a notification's replace (and the sweep) holds."""
+        return self._reg.locks.hold("notification:" + notification_id)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _reachable(self, channels: list[str], selected: Sequence[DeviceRow]) -> list[DeviceRow]:
