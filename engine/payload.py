@@ -59,7 +59,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.apns.wire import MAX_BROADCAST_PAYLOAD, MAX_DEVICE_PAYLOAD
+from engine.apns.wire import LIVE_ACTIVITY_PUSH_TYPE, MAX_BROADCAST_PAYLOAD, MAX_DEVICE_PAYLOAD
 
 __all__ = [
     "MAX_TIMESTAMP",
@@ -102,11 +102,13 @@ _MAX_DEPTH: Final = 32  # deeper nesting is certainly a mistake, and keeps recur
 
 
 class EventKind(enum.StrEnum):
-    """The `aps.event` of a Live Activity push."""
+    """The `aps.event` of a Live Activity push (apns.md §6), or `ALERT`: a notification for the
+    app's own device token (`engine.notification`), which has no `aps.event`."""
 
     START = "start"
     UPDATE = "update"
     END = "end"
+    ALERT = "alert"
 
 
 class PayloadError(ValueError):
@@ -206,7 +208,9 @@ class PreparedPayload:
     """An encoded, size-checked body waiting for its timestamp.
 
     `size` is the exact length `render` returns. The bytes are left out of the repr because a
-    content state may carry user data.
+    content state may carry user data. `push_type` and `collapse_id` are the push's
+    `apns-push-type` and `apns-collapse-id` (apns.md §1). A notification (`stamped` False) has no
+    `aps.timestamp`: its whole body is `prefix` and `render` only checks the timestamp's width.
     """
 
     event: EventKind
@@ -214,6 +218,9 @@ class PreparedPayload:
     priority: int
     prefix: bytes = field(repr=False)
     suffix: bytes = field(repr=False)
+    push_type: str = LIVE_ACTIVITY_PUSH_TYPE
+    collapse_id: str | None = None
+    stamped: bool = True
 
     def render(self, timestamp: int) -> bytes:
         """The body with `aps.timestamp` set; `timestamp` must be a 10-digit unix-second integer."""
@@ -227,6 +234,8 @@ class PreparedPayload:
                 f"({MIN_TIMESTAMP}..{MAX_TIMESTAMP}), got {timestamp!r}; the payload size was "
                 f"checked for that width"
             )
+        if not self.stamped:
+            return self.prefix
         return self.prefix + b"%d" % timestamp + self.suffix
 
 

@@ -9,13 +9,14 @@ in the caller's trio context for the duration of the `async with`, and drains it
         await sim.attach("http://127.0.0.1:8787/api", device_key)
 
 `attach` makes the simulated iPhones behave as installed apps would: each one registers its
-push-to-start token and its widget token (iOS 26 `widgets` pushes, so the server can tell its
-widgets to reload) with the server's device API (`PUT {api_base}/devices/{name}`, a
-`DeviceRegistration` body), and every update token a push-to-start issues is reported to
-`POST {api_base}/activity-tokens` (apns.md §6, "Tokens"), and each reload of a phone's widgets (a
-`widgets` push) reads the current metric values from `GET {api_base}/devices/{name}/metrics`, as
-the app's widget extension would (simulator/widgets.py). The server learns the devices only
-through that API; nothing here imports the engine's service.
+push-to-start token, its app token (for notifications and the badge) and its widget token (iOS 26
+`widgets` pushes, so the server can tell its widgets to reload) with the server's device API
+(`PUT {api_base}/devices/{name}`, a `DeviceRegistration` body,
+`simulator.reporting.registration_body`), and every update token a push-to-start issues is
+reported to `POST {api_base}/activity-tokens` (apns.md §6, "Tokens"), and each reload of a phone's
+widgets (a `widgets` push) reads the current metric values from `GET
+{api_base}/devices/{name}/metrics`, as the app's widget extension would (simulator/widgets.py).
+The server learns the devices only through that API; nothing here imports the engine's service.
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 import trio
 
 from simulator.apns import SimulatorConfig
 from simulator.profile import parse_profile
-from simulator.reporting import REQUEST_TIMEOUT, TRANSIENT, check_http_url, send_json
+from simulator.reporting import (
+    REQUEST_TIMEOUT,
+    TRANSIENT,
+    check_http_url,
+    registration_body,
+    send_json,
+)
 from simulator.runner import Simulator, SimulatorOptions
 
 __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
@@ -40,7 +46,6 @@ __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
 HOST = "127.0.0.1"
 _DRAIN_SECONDS = 5.0
 _MAX_DELAY = 2.0
-_encoder = msgspec.json.Encoder()
 
 
 class AttachError(Exception):
@@ -83,14 +88,7 @@ class EmbeddedSimulator:
         now = self.simulator.apns.wall_clock()
         for device in self.simulator.apns.registry.snapshot(now):
             name = str(device["name"])
-            body = _encoder.encode(
-                {
-                    "push_to_start_token": device["push_to_start_token"],
-                    "name": name,
-                    "channels": list(device["channels"]),
-                    "widget_token": device["tokens"]["widgets"],
-                }
-            )
+            body = registration_body(device)
             url = f"{base}/devices/{quote(name, safe='')}"
             await _put_with_retries(url, body, device_key, attempts=attempts, backoff=backoff)
         self.simulator.set_reporter(f"{base}/activity-tokens", bearer=device_key)

@@ -1,5 +1,8 @@
 """Simulated apps reporting their Live Activity update tokens, as an iOS app does.
 
+(`registration_body` is the other thing an app tells its server: the device registration with
+its push-to-start token and its app token, which `simulator.embed` PUTs at attach time.)
+
 After a push-to-start, iOS wakes the app and hands it the new activity's update token; the app
 then sends it to its server (apns.md §6, "Tokens"). The simulated devices do the same: each
 `TokenReport` is POSTed to a configured URL (the engine's device API, `POST /activity-tokens`),
@@ -18,6 +21,7 @@ a server that starts after it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
@@ -27,6 +31,7 @@ import msgspec
 import trio
 
 from simulator.devices import TokenReport
+from simulator.validation import TokenKind
 
 log = logging.getLogger("lockstep.simulator.reporting")
 
@@ -70,6 +75,28 @@ def report_body(report: TokenReport) -> bytes:
             "activity_token": report.activity_token,
         }
     )
+
+
+def registration_body(device: Mapping[str, Any]) -> bytes:
+    """The JSON body a simulated app registers its device with (a `DeviceRegistration`).
+
+    `device` is the device's snapshot: its push-to-start token, name and channels, its app token
+    (the `device` token, which takes `alert` pushes: notifications and the badge) and its widget
+    token (`widgets` pushes), so the server can send the simulated iPhone push notifications and
+    widget reloads as well as Live Activities.
+    """
+    body: dict[str, Any] = {
+        "push_to_start_token": device["push_to_start_token"],
+        "name": str(device["name"]),
+        "channels": list(device["channels"]),
+    }
+    app_token = (device.get("tokens") or {}).get(TokenKind.DEVICE.value)
+    if app_token:
+        body["app_token"] = app_token
+    widget_token = (device.get("tokens") or {}).get(TokenKind.WIDGETS.value)
+    if widget_token:
+        body["widget_token"] = widget_token
+    return _encoder.encode(body)
 
 
 def check_http_url(url: str) -> SplitResult:

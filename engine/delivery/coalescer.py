@@ -8,7 +8,10 @@ nothing.
 
 Rules (the delivery design; apns.md §6 for why timestamps matter):
 
-- An UPDATE replaces a pending UPDATE; an END replaces a pending UPDATE or END. Replaced items are
+- An UPDATE replaces a pending UPDATE; an ALERT (a notification, `engine.notification`) takes the
+  same slot: a newer one replaces a pending one on its lane (the service gives each notification
+  its own lane, so two different notifications are never merged, and a replacement supersedes
+  the pending original); an END replaces a pending UPDATE or END. Replaced items are
   settled SUPERSEDED. A START is never coalesced away; it must be the first item ever offered on a
   lane. After an END is offered (pending or in flight), updates are refused; an END offered while
   another END is in flight waits in the end slot. After a lane closes, everything is refused.
@@ -91,8 +94,9 @@ MAX_FREE_RETRIES: Final = 20
 _MAX_EXPONENT: Final = 16  # 2**16 s is far above the cap; keeps the float power small
 
 _START: Final = EventKind.START
-_UPDATE: Final = EventKind.UPDATE
 _END: Final = EventKind.END
+_ALERT: Final = EventKind.ALERT
+_LATEST: Final = frozenset({EventKind.UPDATE, EventKind.ALERT})  # kinds of the update slot
 
 
 class _Lane:
@@ -222,7 +226,7 @@ class Coalescer:
                 f"{_describe(lane)} is already in use: a start must be its first push "
                 "(an activity starts once per lane)"
             )
-        elif item.kind is _UPDATE and state.ending():
+        elif item.kind in _LATEST and state.ending():
             raise LaneError(f"{_describe(lane)} is ending: no update after the end")
         else:
             self._idle.pop(lane, None)
@@ -241,7 +245,7 @@ class Coalescer:
         if item.kind is _START:
             state.start = item
             return []
-        if item.kind is _UPDATE:
+        if item.kind in _LATEST:
             old, state.update = state.update, item
             detail = "replaced by a newer update"
         elif state.update is not None:
@@ -320,7 +324,8 @@ class Coalescer:
         lane.last_ts = ts
         lane.ready_at = now + self._interval
         priority = item.priority
-        if self._budget is not None:
+        # The budget is ActivityKit's (apns.md §1): a notification does not spend it.
+        if self._budget is not None and item.kind is not _ALERT:
             priority = self._budget.pick(lane.key[1], priority, routine=item.routine, now=now)
         dispatch = Dispatch(lane.key, item, ts, body, lane.sends, priority)
         lane.in_flight = dispatch
@@ -414,7 +419,7 @@ class Coalescer:
         else:
             lane.ready_at = now  # APNs never processed it: not paced, not counted
         newer = lane.end if item.kind is _END else None
-        if item.kind is _UPDATE:
+        if item.kind in _LATEST:
             newer = lane.update or lane.end
         if newer is not None:
             lane.retrying = None
@@ -427,7 +432,7 @@ class Coalescer:
                 return self._give_up(lane, item, reason, detail)
         if item.kind is _START:
             lane.start = item
-        elif item.kind is _UPDATE:
+        elif item.kind in _LATEST:
             lane.update = item
         else:
             lane.end = item

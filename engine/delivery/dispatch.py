@@ -23,6 +23,7 @@ from engine.apns.connection import Answered, NoAnswer, StreamResult
 from engine.apns.pool import ApnsPool, PoolClosedError
 from engine.apns.protocol import PushRequest
 from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
+from engine.apns.wire import LIVE_ACTIVITY_PUSH_TYPE, LIVE_ACTIVITY_TOPIC_SUFFIX
 from engine.delivery.coalescer import Coalescer
 from engine.delivery.items import Dispatch, Settled
 from engine.metrics import EngineListener
@@ -111,6 +112,9 @@ class Dispatcher:
         self.coalescer = coalescer
         self.pool = pool
         self.topic = topic
+        # Notifications go to the app's own topic, the bare bundle id (apns.md §1); `topic` is
+        # the Live Activity one, `<bundle id>.push-type.liveactivity`.
+        self.app_topic = topic.removesuffix(LIVE_ACTIVITY_TOPIC_SUFFIX)
         self.wall_clock = wall_clock
         self.listener = listener
         self.dead_tokens: OrderedDict[str, Reason | None] = OrderedDict()
@@ -184,12 +188,16 @@ class Dispatcher:
     def _send_batch(self, now: float, limit: int) -> None:
         for dispatch in self.coalescer.take_ready(now=now, wall_now=self.wall_clock(), limit=limit):
             item = dispatch.item
+            payload = item.payload
+            live = payload.push_type == LIVE_ACTIVITY_PUSH_TYPE
             request = PushRequest(
                 token=item.token,
-                topic=self.topic,
+                topic=self.topic if live else self.app_topic,
                 body=dispatch.body,
+                push_type=payload.push_type,
                 priority=dispatch.priority,
                 expiration=item.expiration,
+                collapse_id=payload.collapse_id,
             )
             self.listener.dispatched(item.kind.value, dispatch.attempt)
             if self.pool.try_send(request, partial(self._on_done, dispatch, now)):

@@ -7,9 +7,10 @@ operation in it gets a bounded number of generated requests:
   values out of range, missing credentials);
 - positive cases steered past the first checks (`reaching_the_service`): content states get a
   type and what it needs, update, end and token reports name an activity that exists, and a
-  device's widget metrics are read for a registered device, so that the service itself, the
-  store and the engine see fuzzed input too (metric values reach the store and the widget
-  pushes unsteered: any key the pattern allows is a metric).
+  device's widget metrics are read for a registered device, and a notification replace names a
+  notification that exists, so that the service itself, the store and the engine see fuzzed
+  input too (metric values reach the store and the widget pushes unsteered: any key the pattern
+  allows is a metric).
 
 Each request carries the key its route needs, read from the operation's own `security` entry
 (send key, device key or none). Whatever is sent, the server must never answer with a 5xx, and
@@ -74,6 +75,7 @@ OPERATIONS = [
     if method in {"get", "put", "post", "delete", "patch"}
 ]
 _BY_ID = {"/live-activity/update", "/live-activity/end", "/activity-tokens"}
+_NOTIFICATIONS = {"/push-notification", "/push-notification/{notification_id}", "/badge"}
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +106,25 @@ def start_activity(server: LiveServer) -> str:
     return str(body["activity_id"])
 
 
-def reaching_the_service(case: Any, *, activity_id: str, device_id: str) -> Any:
+def send_notification(server: LiveServer) -> str:
+    """A notification on the simulated devices, for the replace route."""
+    status, body = http_json(
+        "POST", server.api_base + "/push-notification", {"title": "Fuzz target"}, key=API_KEY
+    )
+    assert status == 200, body
+    return str(body["notification_id"])
+
+
+def reaching_the_service(
+    case: Any, *, activity_id: str, device_id: str, notification_id: str = ""
+) -> Any:
     """Steer a positive case past the first checks: a content state gets a type and what the
     type needs, buttons with made-up URLs and unknown channels go, requests about an
-    activity name one that exists (and a device that receives it), a device's metrics are read
-    for a registered device, and webhook deliveries go to the configured generic webhook with
-    its secret, with a stream id and a title."""
+    activity (or a notification) name one that exists (and a device that receives it), a
+    device's metrics are read for a registered device, and webhook deliveries go to the
+    configured generic webhook with its secret, with a stream id and a title."""
+    if case.operation.path == "/push-notification/{notification_id}" and notification_id:
+        case.path_parameters = {"notification_id": notification_id}
     if case.operation.path == "/devices/{device_id}/metrics":
         case.path_parameters = {**(case.path_parameters or {}), "device_id": device_id}
     if case.operation.path.startswith("/webhooks/"):
@@ -122,6 +137,9 @@ def reaching_the_service(case: Any, *, activity_id: str, device_id: str) -> Any:
     body = case.body
     if not isinstance(body, dict):
         return case
+    if case.operation.path in _NOTIFICATIONS:
+        for name in ("channels", "target", "actions", "icon", "media", "redirection", "payload"):
+            body.pop(name, None)
     if isinstance(body.get("content_state"), dict):
         body["content_state"].update(type="alert", message="fuzz")
         for name in ("channels", "target", "action", "secondary_action"):
@@ -144,7 +162,11 @@ def test_served_document_is_the_built_one(server: LiveServer) -> None:
 def test_no_server_errors(server: LiveServer, api_schema: Any, path: str, method: str) -> None:
     operation = api_schema[path][method]
     headers = auth_headers(operation)
-    steer = partial(reaching_the_service, device_id=server.devices()[0]["name"])
+    steer = partial(
+        reaching_the_service,
+        device_id=server.devices()[0]["name"],
+        notification_id=send_notification(server),
+    )
     ended = start_activity(server)
     status, body = http_json(
         "POST",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.server.contract import errors, metrics, models
+from engine.server.contract import errors, metrics, models, push
 from engine.server.contract import webhooks as hooks
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
@@ -28,9 +28,11 @@ __all__ = [
     "STREAM_BODY",
     "TOKEN",
     "TS",
+    "FakeBadge",
     "FakeDevices",
     "FakeLive",
     "FakeMetrics",
+    "FakeNotifications",
     "FakeService",
     "FakeWebhooks",
     "device_info",
@@ -74,6 +76,8 @@ class FakeService:
     status: FakeStatus = field(init=False, repr=False, compare=False)
     metrics: FakeMetrics = field(init=False, repr=False, compare=False)
     webhooks: FakeWebhooks = field(init=False, repr=False, compare=False)
+    notifications: FakeNotifications = field(init=False, repr=False, compare=False)
+    badge: FakeBadge = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.live = FakeLive(self)
@@ -81,6 +85,8 @@ class FakeService:
         self.status = FakeStatus(self)
         self.metrics = FakeMetrics(self)
         self.webhooks = FakeWebhooks(self)
+        self.notifications = FakeNotifications(self)
+        self.badge = FakeBadge(self)
 
     def called(self, *call: Any) -> None:
         """Record `call`, then raise `fail` if a test set one."""
@@ -206,6 +212,55 @@ class FakeMetrics:
                 metrics.MetricInfo(key="revenue", value=12.5, timestamp=TS, updated_at=TS),
                 metrics.MetricInfo(key="status", value="green", timestamp=TS, updated_at=TS),
             ],
+        )
+
+
+@dataclass
+class FakeNotifications:
+    """The notification calls: every notification is `pn_1`, one device is reached."""
+
+    svc: FakeService
+
+    async def send(
+        self, req: push.PushRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> push.PushResponse:
+        """Sent to one device."""
+        self.svc.scopes.append(scope)
+        self.svc.called("push", req)
+        return push.PushResponse(
+            success=True, notification_id="pn_1", devices_notified=1, timestamp=TS
+        )
+
+    async def replace(
+        self, notification_id: str, req: push.PushReplaceRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> push.PushReplaceResponse:
+        """Replaced on one device."""
+        self.svc.scopes.append(scope)
+        self.svc.called("replace", notification_id, req)
+        return push.PushReplaceResponse(
+            success=True, notification_id=notification_id, devices_notified=1, timestamp=TS
+        )
+
+
+@dataclass
+class FakeBadge:
+    """The badge call: set on one device."""
+
+    svc: FakeService
+
+    async def update(
+        self, req: push.BadgeRequest, scope: KeyScope = FULL_ACCESS, /
+    ) -> push.BadgeResponse:
+        """Set on one device."""
+        self.svc.scopes.append(scope)
+        self.svc.called("badge", req)
+        return push.BadgeResponse(
+            success=True,
+            badge=req.badge,
+            devices_updated=1,
+            users_updated=1,
+            effective_channel_slugs=[],
+            timestamp=TS,
         )
 
 

@@ -59,12 +59,14 @@ class Harness:
 
 
 async def register_devices(kit: Kit, service: Service) -> None:
-    """Register every simulated device through the device API's use case."""
+    """Register every simulated device through the device API's use case, with its app token
+    (for notifications and the badge), as the simulated apps do."""
     for device in kit.apns.registry.snapshot(kit.now()):
         await service.devices.register(
             device["name"],
             models.DeviceRegistration(
                 push_to_start_token=device["push_to_start_token"],
+                app_token=device["tokens"]["device"],
                 name=device["name"],
                 channels=list(device.get("channels") or []),
                 widget_token=device["tokens"]["widgets"],

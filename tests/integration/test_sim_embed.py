@@ -114,6 +114,12 @@ def push_to_start_tokens(emb: EmbeddedSimulator) -> dict[str, str]:
     return {d["name"]: d["push_to_start_token"] for d in devices}
 
 
+def app_tokens(emb: EmbeddedSimulator) -> dict[str, str]:
+    """Each simulated device's app token (the `device` token: notifications), by device name."""
+    devices = emb.simulator.apns.registry.snapshot(emb.simulator.apns.wall_clock())
+    return {d["name"]: d["tokens"]["device"] for d in devices}
+
+
 def engine_config(emb: EmbeddedSimulator) -> EngineConfig:
     """An engine configured only from what the embedded simulator exposes."""
     creds = Credentials(
@@ -144,6 +150,7 @@ async def test_attach_registers_devices_and_reports_the_update_token(tmp_path: P
             widgets = {
                 d["name"]: d["tokens"]["widgets"] for d in emb.simulator.apns.registry.snapshot(now)
             }
+            apps = app_tokens(emb)
             assert [(s.method, s.path, s.authorization, s.body) for s in api.seen] == [
                 (
                     "PUT",
@@ -153,6 +160,7 @@ async def test_attach_registers_devices_and_reports_the_update_token(tmp_path: P
                         "push_to_start_token": tokens[name],
                         "name": name,
                         "channels": [],
+                        "app_token": apps[name],
                         "widget_token": widgets[name],
                     },
                 )
@@ -161,6 +169,7 @@ async def test_attach_registers_devices_and_reports_the_update_token(tmp_path: P
             reader = emb.simulator.widget_reader
             assert reader is not None and reader.api_base == api_base
             assert DEVICE_KEY not in repr(reader)
+            assert apps["iphone-1"] != tokens["iphone-1"]
             reporter = emb.simulator.reporter
             assert reporter is not None and reporter.url == api_base + "/activity-tokens"
             assert DEVICE_KEY not in repr(reporter) and DEVICE_KEY not in repr(emb)

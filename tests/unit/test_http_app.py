@@ -62,6 +62,9 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("GET", "/api/devices/iphone-1/metrics", None, Access.DEVICE, "device_metrics"),
     ("GET", "/api/webhooks/gh/deliveries", None, Access.SEND, "webhook_deliveries"),
     ("POST", "/api/webhooks/gh/deliveries/d-1/replay", None, Access.SEND, "webhook_replay"),
+    ("POST", "/api/push-notification", {"title": "Deploy"}, Access.SEND, "push"),
+    ("PUT", "/api/push-notification/pn_1", {"title": "Deployed"}, Access.SEND, "replace"),
+    ("POST", "/api/badge", {"badge": 3}, Access.SEND, "badge"),
 ]
 KEY_OF = {Access.SEND: SEND_KEY, Access.DEVICE: DEVICE_KEY}
 OTHER_KEY = {Access.SEND: DEVICE_KEY, Access.DEVICE: SEND_KEY}
@@ -714,6 +717,7 @@ def test_listener_events_land_in_bounded_series() -> None:
     m.goaway("Shutdown")
     samples = parse_exposition(m.render({"queue": 1.5, "odd key!": 2}).decode())
     assert dict(samples["lockstep_pushes_submitted_total"]) == {
+        'kind="alert"': "0",
         'kind="end"': "0",
         'kind="other"': "1",
         'kind="start"': "1",

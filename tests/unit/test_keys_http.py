@@ -32,13 +32,23 @@ from tests.helpers.fakeservice import (
 OPS_KEY = "lsk_ops_key_0123456789abcdef"
 OPS = KeyScope.restricted_to("ops-bot", ["ops"])
 
-# Every Live Activities send route, with a body it accepts.
+# Every send route that chooses or changes recipients, with a body it accepts: each hands the
+# service the calling key's scope.
 SENDS = [
     ("PUT", "/api/live-activity/stream/web-1", STREAM_BODY),
     ("DELETE", "/api/live-activity/stream/web-1", None),
     ("POST", "/api/live-activity/start", START_BODY),
     ("POST", "/api/live-activity/update", ACTIVITY_BODY),
     ("POST", "/api/live-activity/end", ACTIVITY_BODY),
+    ("POST", "/api/push-notification", {"title": "Deploy"}),
+    ("PUT", "/api/push-notification/pn_1", {"title": "Deployed"}),
+    ("POST", "/api/badge", {"badge": 3}),
+]
+# Send routes whose effect is not confined to channels: a restricted key gets 403.
+SCOPE_ALL = [
+    ("POST", "/api/metrics/revenue/value", {"value": 1}),
+    ("GET", "/api/webhooks/gh/deliveries", None),
+    ("POST", "/api/webhooks/gh/deliveries/d-1/replay", None),
 ]
 
 
@@ -57,13 +67,28 @@ def make(tmp_path: Path) -> tuple[ApiApp, FakeService, KeyFile]:
     return app, service, file
 
 
-def test_every_live_activity_send_route_is_checked_here() -> None:
-    sends = {
+def test_every_send_route_that_changes_something_is_checked_here() -> None:
+    changing = {
         (e.method, e.template)
         for e in ENDPOINTS
-        if e.access is Access.SEND and e.request and e.template.startswith("/api/live-activity")
+        if e.access is Access.SEND and (e.request or e.method in ("POST", "PUT", "DELETE"))
     }
-    assert len(sends) == len(SENDS)  # a new one must be added to SENDS (and take the scope)
+    checked = [m for m, _, _ in SENDS + SCOPE_ALL if m != "GET"]
+    # A new one must be added to SENDS (and take the scope) or to SCOPE_ALL (and refuse it).
+    assert len(changing) == len(checked), sorted(changing)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SCOPE_ALL)
+async def test_routes_beyond_channels_need_a_key_of_scope_all(
+    tmp_path: Path, method: str, path: str, body: object
+) -> None:
+    app, service, _ = make(tmp_path)
+    reply = await call(app, method, path, body, key=OPS_KEY)
+    assert reply is not None and reply.status == 403, reply
+    assert "scope all" in reply.json()["message"] and OPS_KEY not in reply.json()["message"]
+    assert service.calls == []
+    reply = await call(app, method, path, body, key=SEND_KEY)
+    assert reply is not None and reply.status == 200, reply
 
 
 @pytest.mark.parametrize(("method", "path", "body"), SENDS)

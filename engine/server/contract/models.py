@@ -120,6 +120,7 @@ __all__ = [
     "decode",
     "iso",
     "push_state",
+    "register_check",
     "validate",
 ]
 
@@ -159,6 +160,10 @@ _Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX)]
 # The SDK caps no activity id: one that is not ours is simply unknown (404).
 _ActivityId = Annotated[str, Meta(min_length=1)]
 _Token = Annotated[str, Meta(min_length=TOKEN_MIN, max_length=TOKEN_MAX, pattern=HEX_PATTERN)]
+# The shared field types under public names, for the contract's other request modules.
+MetadataField = _Metadata
+TagsField = _Tags
+ChannelsField = _Channels
 
 
 class AlertPayload(Model, kw_only=True, frozen=True):
@@ -256,6 +261,10 @@ class DeviceRegistration(Model, kw_only=True, frozen=True):
     push_to_start_token: Annotated[
         _Token, Meta(description="The device's push-to-start token (16-200 hex digits).")
     ]
+    app_token: Annotated[
+        _Token | None,
+        Meta(description="The app's device token, for push notifications and the badge."),
+    ] = None
     name: Annotated[str, Meta(max_length=ID_MAX)] | None = None
     channels: Annotated[
         list[_Slug],
@@ -387,6 +396,8 @@ def _check_registration(req: DeviceRegistration) -> None:
     _check_token(req.push_to_start_token, "push_to_start_token")
     if req.widget_token is not None:
         _check_token(req.widget_token, "widget_token")
+    if req.app_token is not None:
+        _check_token(req.app_token, "app_token")
     check_channels(req.channels, "channels")
 
 
@@ -408,6 +419,13 @@ _CHECKS: Final[dict[type[Any], Callable[[Any], None]]] = {
     DeviceRegistration: _check_registration,
     ActivityTokenReport: _check_report,
 }
+
+
+def register_check(type_: type[T], check: Callable[[T], None]) -> None:
+    """Run `check` after msgspec's own checks whenever `decode` or `validate` makes a `type_`
+    (how the contract's other request modules, e.g. `contract.push`, add their rules)."""
+    _CHECKS[type_] = check
+
 
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 

@@ -173,6 +173,9 @@ class DeviceInfo(_Reply, kw_only=True):
         str | None, Meta(description="The widget push token's last 8 characters, if any.")
     ] = None
     registered_at: _Timestamp
+    app_token_suffix: Annotated[
+        str | None, Meta(description="The app token's last 8 digits, when one is registered.")
+    ] = None
 
 
 class ActivityTokenAccepted(_Reply, kw_only=True):

@@ -100,5 +100,8 @@ class Endpoint:
     response: type | None = None  # the 200 body's type (None: not JSON, described by `media`)
     media: str = "application/json"
     errors: tuple[int, ...] = ()  # error statuses beyond the ones every route of its kind has
+    # (status, schema name) where this route's error body differs from the usual one;
+    # "A|B" documents a body that is either.
+    error_schemas: tuple[tuple[int, str], ...] = ()
     query: tuple[QueryParam, ...] = ()  # the query parameters it reads (others are ignored)
     headers: tuple[HeaderParam, ...] = ()  # the request headers it reads

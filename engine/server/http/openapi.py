@@ -55,6 +55,10 @@ PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
         "description": "A delivery's id, as the delivery log lists it.",
         "schema": {"type": "string", "minLength": 1},
     },
+    "notification_id": {
+        "description": "The notification_id POST /push-notification answered with.",
+        "schema": {"type": "string", "minLength": 1},
+    },
 }
 
 _ERROR_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
@@ -89,6 +93,28 @@ _ERROR_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
         "required": ["error", "message"],
         "additionalProperties": True,
     },
+    "AppIconBadgeCountUpdateError": {
+        "title": "AppIconBadgeCountUpdateError",
+        "description": "The badge reached no device: 422 badge_device_disconnected (no app "
+        "token registered), 502 badge_update_failed (APNs refused every push).",
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "code": {
+                "type": "string",
+                "enum": ["badge_device_disconnected", "badge_update_failed"],
+            },
+            "message": {"type": "string"},
+            "badge": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+            "devices_targeted": {"type": "integer"},
+            "devices_updated": {"type": "integer"},
+            "users_updated": {"type": "integer"},
+            "devices_notified": {"type": "integer"},
+            "effective_channel_slugs": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["error", "code", "message", "badge", "devices_updated"],
+        "additionalProperties": True,
+    },
     "RateLimitError": {
         "title": "RateLimitError",
         "type": "object",
@@ -106,13 +132,14 @@ _ERRORS: Final[dict[int, tuple[str, str]]] = {
     400: ("The request is invalid; the message names the field.", "Error"),
     401: ("No bearer token.", "Error"),
     403: ("Unknown key, a key of the other kind, or outside the key's channels.", "Error"),
-    404: ("Not found (activity, stream, device).", "Error"),
-    409: ("The activity has ended: start a new one.", "Error"),
+    404: ("Not found (activity, stream, device, notification).", "Error"),
+    409: ("The activity has ended, or the notification can no longer be replaced.", "Error"),
     413: ("The body is over the limit.", "PayloadTooLargeError"),
     415: ("The body is not JSON.", "Error"),
     422: ("No registered device matches the request's channels.", "NoRecipientsError"),
     429: ("Too many requests, or too many Live Activities on the devices.", "RateLimitError"),
     500: ("Internal error.", "Error"),
+    502: ("APNs refused every push.", "AppIconBadgeCountUpdateError"),
     503: ("Not available right now (shutting down, store unavailable).", "Error"),
 }
 
@@ -122,6 +149,8 @@ _TAGS: Final[dict[str, str]] = {
     "/api/activity-tokens": "Devices",
     "/api/metrics": "Widget metrics",
     "/api/webhooks": "Webhooks",
+    "/api/push-notification": "Notifications",
+    "/api/badge": "Notifications",
 }
 
 
@@ -151,7 +180,17 @@ def build_openapi(
             "contract, self-hosted, plus the device API an iOS app calls.",
         },
         "servers": [{"url": API_PREFIX}],
-        "tags": [{"name": n} for n in ("Live Activities", "Devices", "Webhooks", "Operations")],
+        "tags": [
+            {"name": n}
+            for n in (
+                "Live Activities",
+                "Notifications",
+                "Widget metrics",
+                "Devices",
+                "Webhooks",
+                "Operations",
+            )
+        ],
         "paths": paths,
         "components": {
             "schemas": {**components, **_ERROR_SCHEMAS},
@@ -220,11 +259,14 @@ def _operation(ep: Endpoint, schema_of: dict[type, dict[str, Any]]) -> dict[str,
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {ep.media: {"schema": ok_schema}}}
     }
+    overrides = dict(ep.error_schemas)
     for status in _error_statuses(ep):
         description, name = _ERRORS[status]
+        refs = [{"$ref": _REF.format(name=n)} for n in overrides.get(status, name).split("|")]
+        schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
         responses[str(status)] = {
             "description": description,
-            "content": {"application/json": {"schema": {"$ref": _REF.format(name=name)}}},
+            "content": {"application/json": {"schema": schema}},
         }
     op["responses"] = responses
     return op

@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from engine.server.contract import errors, metrics, models
+from engine.server.contract import errors, metrics, models, push
 from engine.server.contract import webhooks as hooks
 from engine.server.http.endpoint import Access, Context, Endpoint, HeaderParam, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
@@ -102,7 +102,17 @@ async def _token_report(ctx: Context, params: Mapping[str, str], body: bytes) ->
     return _json(await ctx.service.devices.report_token(report))
 
 
+def _scope_all(ctx: Context, what: str) -> None:
+    """403 for a channel-restricted key: `what` is not confined to channels."""
+    if ctx.key.restricted:
+        raise errors.Forbidden(
+            f"{what} needs an API key of scope all; API key {ctx.key.name!r} may only reach "
+            f"channels {ctx.key.describe()}"
+        )
+
+
 async def _metric_value(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    _scope_all(ctx, "a widget metric reaches every device's widgets: it")
     key = metrics.check_metric_key(params["key"])
     req = models.decode(metrics.MetricValueRequest, body)
     return _json(await ctx.service.metrics.set_value(key, req))
@@ -118,11 +128,29 @@ async def _webhook(ctx: Context, params: Mapping[str, str], body: bytes) -> Repl
 
 
 async def _webhook_deliveries(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    _scope_all(ctx, "a webhook's delivery log")
     return _json(ctx.service.webhooks.deliveries(params["name"]))
 
 
 async def _webhook_replay(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    _scope_all(ctx, "a webhook replay")
     return _json(await ctx.service.webhooks.replay(params["name"], params["delivery_id"]))
+
+
+async def _push_send(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    req = models.decode(push.PushRequest, body)
+    return _json(await ctx.service.notifications.send(req, ctx.key))
+
+
+async def _push_replace(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    req = models.decode(push.PushReplaceRequest, body)
+    notification_id = params["notification_id"]
+    return _json(await ctx.service.notifications.replace(notification_id, req, ctx.key))
+
+
+async def _badge(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    req = models.decode(push.BadgeRequest, body)
+    return _json(await ctx.service.badge.update(req, ctx.key))
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -250,6 +278,40 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
             ),
             QueryParam("after", "The `next` of the previous page.", {"type": "string"}),
         ),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/push-notification",
+        access=Access.SEND,
+        handler=_push_send,
+        operation_id="sendPushNotification",
+        summary="Send a push notification to the targeted devices' apps",
+        request=push.PushRequest,
+        response=push.PushResponse,
+        errors=(422, 503),
+    ),
+    Endpoint(
+        method="PUT",
+        template="/api/push-notification/{notification_id}",
+        access=Access.SEND,
+        handler=_push_replace,
+        operation_id="replacePushNotification",
+        summary="Replace a sent push notification in place (same apns-collapse-id)",
+        request=push.PushReplaceRequest,
+        response=push.PushReplaceResponse,
+        errors=(404, 409, 503),
+    ),
+    Endpoint(
+        method="POST",
+        template="/api/badge",
+        access=Access.SEND,
+        handler=_badge,
+        operation_id="updateAppIconBadgeCount",
+        summary="Set the app icon badge count on the targeted devices (0 clears it)",
+        request=push.BadgeRequest,
+        response=push.BadgeResponse,
+        errors=(422, 502),
+        error_schemas=((422, "NoRecipientsError|AppIconBadgeCountUpdateError"),),
     ),
     Endpoint(
         method="GET",

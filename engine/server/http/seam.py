@@ -5,7 +5,8 @@ protocols, and `engine.server.serve` hands it the real `Service`, which satisfie
 structurally (mypy checks that where `create_app` is called). Tests hand it a fake
 (`tests/helpers/fakeservice.py`) that satisfies them too.
 
-Every argument and answer is a contract model (`engine.server.contract.models`): requests are
+Every argument and answer is a contract model (`engine.server.contract.models`, and
+`contract.push` for notifications and the badge): requests are
 decoded and validated before a route calls the service, and answers are encoded as they are.
 Parameters are positional-only because the routes pass them positionally: an implementation
 may name them as it likes. Every call of a send route (what sends, and the reads of delivery
@@ -18,11 +19,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from engine.server.contract import metrics, models
+from engine.server.contract import metrics, models, push
 from engine.server.contract import webhooks as hooks
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi", "MetricsApi", "StatusApi", "WebhookApi"]
+__all__ = [
+    "ApiService",
+    "BadgeApi",
+    "DeviceApi",
+    "LiveApi",
+    "MetricsApi",
+    "NotificationApi",
+    "StatusApi",
+    "WebhookApi",
+]
 
 
 class LiveApi(Protocol):
@@ -138,6 +148,32 @@ class WebhookApi(Protocol):
         ...
 
 
+class NotificationApi(Protocol):
+    """The push notification calls (`/api/push-notification`)."""
+
+    async def send(
+        self, req: push.PushRequest, key: KeyScope = FULL_ACCESS, /
+    ) -> push.PushResponse:
+        """`POST /api/push-notification`; `key` is the calling key's scope."""
+        ...
+
+    async def replace(
+        self, notification_id: str, req: push.PushReplaceRequest, key: KeyScope = FULL_ACCESS, /
+    ) -> push.PushReplaceResponse:
+        """`PUT /api/push-notification/{notification_id}`; `key` is the calling key's scope."""
+        ...
+
+
+class BadgeApi(Protocol):
+    """The app icon badge call (`/api/badge`)."""
+
+    async def update(
+        self, req: push.BadgeRequest, key: KeyScope = FULL_ACCESS, /
+    ) -> push.BadgeResponse:
+        """`POST /api/badge`; `key` is the calling key's scope."""
+        ...
+
+
 class ApiService(Protocol):
     """Everything the HTTP API calls on the service.
 
@@ -159,6 +195,16 @@ class ApiService(Protocol):
     @property
     def metrics(self) -> MetricsApi:
         """The widget metrics calls."""
+        ...
+
+    @property
+    def notifications(self) -> NotificationApi:
+        """The push notification calls."""
+        ...
+
+    @property
+    def badge(self) -> BadgeApi:
+        """The app icon badge call."""
         ...
 
     @property

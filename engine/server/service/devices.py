@@ -1,9 +1,10 @@
 """Devices: what the iOS app (or a simulated iPhone) tells the server.
 
 - `register(device_id, registration)`: create or update a device with its push-to-start token,
-  name, channels and, optionally, its widget token (iOS 26 `widgets` pushes: the device's widgets
-  are told to reload when a metric changes, `widgets`). A start reaches every registered device
-  its target selects.
+  app token (for notifications and the badge; left out when the app has none), name, channels
+  and, optionally, its widget token (iOS 26 `widgets` pushes: the device's widgets are told to
+  reload when a metric changes, `widgets`). A start reaches every registered device its target
+  selects.
 - `unregister(device_id)`: forget the device; activities it was receiving stop sending to it.
 - `list(scope)`: the registered devices a send key reaches (all of them for scope `all`).
 - `report_token(report)`: after a push-to-start, iOS hands the app the new activity's update token
@@ -48,6 +49,7 @@ def device_info(row: DeviceRow) -> models.DeviceInfo:
         push_to_start_token_suffix=row.push_to_start_token[-8:],
         widget_token_suffix=None if row.widget_token is None else row.widget_token[-8:],
         registered_at=models.iso(row.registered_at),
+        app_token_suffix=None if row.app_token is None else row.app_token[-8:],
     )
 
 
@@ -84,6 +86,7 @@ class Devices:
             channels=sorted(set(registration.channels)),
             registered_at=old.registered_at if old is not None else self._wall(),
             widget_token=None if widget is None else widget.lower(),
+            app_token=None if registration.app_token is None else registration.app_token.lower(),
         )
         undo = Undo()
         undo.entry(self._reg.devices, device_id)

@@ -8,8 +8,8 @@
 `open_service` loads the store's snapshot into memory, re-queues what devices are still missing
 (restart recovery: also one widget reload per device when metrics are stored), and runs the
 background tasks: the outbox's write-behind, the widget reload pushes of metric changes
-(`widgets.WidgetPusher`), and a sweeper that
-forgets ended activities once every device has their end and `retention` has passed, so memory and
+(`widgets.WidgetPusher`), and a sweeper that forgets ended activities once every device has their
+end and `retention` has passed (and notifications after `notification_retention`), so memory and
 the database stay bounded by the activities that matter, and, while store writes fail, a probe
 that clears `/healthz` once they succeed again (`undo.StoreGuard`).
 """
@@ -26,9 +26,12 @@ from typing import Any
 import trio
 
 from engine.engine import Engine
+from engine.server.service.apppush import AppPushes
+from engine.server.service.badge import Badges
 from engine.server.service.devices import Devices
 from engine.server.service.live import LiveActivities, LiveConfig
 from engine.server.service.metrics import Metrics
+from engine.server.service.notifications import Notifications
 from engine.server.service.outbox import Outbox
 from engine.server.service.state import Registry
 from engine.server.service.status import DeliveryStatus, overdue
@@ -53,11 +56,13 @@ class ServiceConfig:
     storage_retry_after: float = 5.0  # `Retry-After` of a 503 `storage_unavailable` (s)
     widgets: WidgetConfig = field(default_factory=WidgetConfig)  # widget reload pushes
     webhooks: tuple[WebhookConfig, ...] = ()  # the inbound webhooks (`[[webhooks]]`)
+    notification_retention: float = 7 * 86400.0  # a notification stays replaceable this long (s)
 
 
 class Service:
-    """`live` (Live Activities), `devices`, `status`, `metrics` (widget metrics) and `webhooks`,
-    over one registry, store and outbox.
+    """`live` (Live Activities), `devices`, `status`, `notifications` (push notifications),
+    `badge` (the app icon badge), `metrics` (widget metrics) and `webhooks`, over one registry,
+    store and outbox.
 
     The HTTP front calls it through its seam, `engine.server.http.seam.ApiService`, which this
     class satisfies structurally: the service never imports the HTTP layer.
@@ -97,6 +102,9 @@ class Service:
             registry, self.guard, self.outbox, wall_clock=wall_clock, widgets=self.widgets
         )
         self.metrics = Metrics(registry, self.guard, self.widgets, wall_clock=wall_clock)
+        pushes = AppPushes(registry, self.guard, engine, notify_wait=config.live.notify_wait)
+        self.notifications = Notifications(registry, self.guard, pushes, wall_clock=wall_clock)
+        self.badge = Badges(registry, pushes, wall_clock=wall_clock)
         self.status = DeliveryStatus(
             registry,
             wall_clock,
@@ -137,10 +145,12 @@ class Service:
             "activities": len(self.registry.activities),
             "activities_running": sum(1 for a in acts if not a.row.ended),
             "streams": len(self.registry.streams),
+            "notifications": len(self.registry.notifications),
             "recipients_pending": sum(1 for _ in self.registry.pending()),
             "recipients_dead": sum(1 for a in acts for r in a.recipients.values() if r.row.dead),
             "recipients_marked_dead": self.outbox.marked_dead,
             "recipient_writes_pending": self.outbox.dirty,
+            "notification_writes_pending": self.notifications.dirty,
             "recovered_pushes": self.recovered,
             "update_tokens_overdue": self.tokens_overdue,
             "store_write_failures": self.guard.failed_writes,
@@ -148,7 +158,9 @@ class Service:
         }
 
     async def sweep(self) -> int:
-        """Forget ended activities every device has (or cannot get) after `retention`."""
+        """Forget ended activities every device has (or cannot get) after `retention`, and
+        notifications older than `notification_retention`; returns the activities forgotten."""
+        await self.notifications.sweep(self._wall() - self.config.notification_retention)
         cutoff = self._wall() - self.config.retention
         gone = [
             a
@@ -228,7 +240,9 @@ async def open_service(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)
+        await nursery.start(service.notifications.run)
         service.recovered = await service.outbox.recover()
+        service.recovered += await service.notifications.recover()
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
         await nursery.start(service.widgets.run)
@@ -244,4 +258,5 @@ async def open_service(
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await service.outbox.flush()
+                await service.notifications.flush()
             nursery.cancel_scope.cancel()

@@ -1,4 +1,5 @@
-"""The service's in-memory view of devices, activities, streams, recipients and widget metrics.
+"""The service's in-memory view of devices, activities, streams, recipients, widget metrics and
+notifications.
 
 The store (engine/server/store) is the durable copy; this is the working copy every request reads,
 so a request never waits on a database read. Both hold the same rows
@@ -22,6 +23,7 @@ from engine.server.store.records import (
     ActivityRow,
     DeviceRow,
     MetricRow,
+    NotificationRow,
     RecipientRow,
     Snapshot,
     StreamRow,
@@ -66,6 +68,7 @@ class Registry:
         self.activities: dict[str, Activity] = {}
         self.streams: dict[str, StreamRow] = {}
         self.metrics: dict[str, MetricRow] = {}  # widget metrics by key
+        self.notifications: dict[str, NotificationRow] = {}
         self.locks = KeyedLocks()
         # device id -> ids of activities it was sent, not known to be over (see `live_on`)
         self._by_device: dict[str, dict[str, None]] = {}
@@ -76,6 +79,7 @@ class Registry:
         reg = cls()
         reg.devices = {d.device_id: d for d in snapshot.devices}
         reg.metrics = {m.key: m for m in snapshot.metrics}
+        reg.notifications = {n.notification_id: n for n in snapshot.notifications}
         types: dict[str, str] = {}
         channel_lists: dict[tuple[str, ...], list[str]] = {}
         for a in snapshot.activities:

@@ -2,7 +2,8 @@
 
 Five tables, one row type each:
 
-- `DeviceRow`: a registered device, its push-to-start token and its widget push token.
+- `DeviceRow`: a registered device, its push-to-start token, its app (notification) token and its
+  widget push token.
 - `ActivityRow`: a Live Activity and its latest pushed content-state (apns.md §6).
 - `RecipientRow`: one activity on one device, keyed `(activity_id, device_id)`: the start token
   used, the update token the device reported, and how far delivery got.
@@ -11,6 +12,7 @@ Five tables, one row type each:
 - `DeliveryRow`: one delivery to an inbound webhook, keyed `(webhook, delivery_id)`: the log
   `GET /api/webhooks/{name}/deliveries` shows, what a redelivery is checked against, and the body
   a replay runs again.
+- `NotificationRow`: a push notification as last sent (or replaced), and the devices it went to.
 
 Rows are mutable: the service keeps them in memory and edits them in place; a write copies the
 row's values when it is called, so later edits never leak into an earlier write.
@@ -18,10 +20,10 @@ Rows hold only plain data (str, numbers, lists, dicts), never references back to
 they cannot form reference cycles and are created with `gc=False` (cheaper to allocate, invisible to
 the cycle collector).
 
-Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream`, `PutMetric`
-insert or
-replace a whole row; `DeleteDevice` removes a device; `DeleteActivity` removes an activity and all
-its recipients; `PutDelivery` and `DeleteDelivery` keep a webhook's delivery log. There is no
+Writes are expressed as ops: `PutDevice`, `PutActivity`, `PutRecipient`, `PutStream`, `PutMetric`,
+`PutNotification` insert or replace a whole row; `DeleteDevice` removes a device;
+`DeleteActivity` removes an activity and all its recipients; `DeleteNotification` a
+notification; `PutDelivery` and `DeleteDelivery` keep a webhook's delivery log. There is no
 delete for a stream: an idle stream is `StreamRow(key, None)`.
 """
 
@@ -42,6 +44,7 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     registered_at: float
     # The app's widget token (iOS 26 `widgets` pushes); None until the app registers one.
     widget_token: str | None = None
+    app_token: str | None = None  # the app's device token, for notifications and the badge
 
 
 class ActivityRow(msgspec.Struct, kw_only=True, gc=False):
@@ -144,6 +147,29 @@ class DeliveryRow(msgspec.Struct, kw_only=True, gc=False):
     replays: int
 
 
+class NotificationRow(msgspec.Struct, kw_only=True, gc=False):
+    """A push notification (table `notifications`, key `notification_id`).
+
+    `content` holds the request's visible fields as last sent (title, message, subtitle, icon,
+    media, redirection, actions, payload, badge, sound, interruption_level); `devices` the ids of
+    the devices it was sent to, which a replacement goes to again; `version` grows by one on every
+    replacement; `settled` maps a device id to the newest version whose push to it settled for
+    good (APNs accepted it, or refused it in a way no retry changes): what is behind is pushed
+    again after a restart. `metadata` and `tags` are server-side only.
+    """
+
+    notification_id: str
+    content: dict[str, Any]
+    channels: list[str]
+    devices: list[str]
+    metadata: dict[str, Any] | None
+    tags: list[str] | None
+    version: int
+    created_at: float
+    updated_at: float
+    settled: dict[str, int] = msgspec.field(default_factory=dict)
+
+
 class PutDevice(msgspec.Struct, frozen=True, gc=False):
     """Insert or replace a device row."""
 
@@ -199,6 +225,18 @@ class DeleteDelivery(msgspec.Struct, frozen=True, gc=False):
     delivery_id: str
 
 
+class PutNotification(msgspec.Struct, frozen=True, gc=False):
+    """Insert or replace a notification row."""
+
+    row: NotificationRow
+
+
+class DeleteNotification(msgspec.Struct, frozen=True, gc=False):
+    """Remove a notification row."""
+
+    notification_id: str
+
+
 Op: TypeAlias = (
     PutDevice
     | DeleteDevice
@@ -209,6 +247,8 @@ Op: TypeAlias = (
     | PutMetric
     | PutDelivery
     | DeleteDelivery
+    | PutNotification
+    | DeleteNotification
 )
 """One write operation; `Store.write` applies a sequence of them atomically."""
 
@@ -222,6 +262,7 @@ class Snapshot(msgspec.Struct, kw_only=True, gc=False):
     streams: list[StreamRow] = msgspec.field(default_factory=list)
     metrics: list[MetricRow] = msgspec.field(default_factory=list)
     deliveries: list[DeliveryRow] = msgspec.field(default_factory=list)
+    notifications: list[NotificationRow] = msgspec.field(default_factory=list)
 
 
 __all__ = [
@@ -229,14 +270,17 @@ __all__ = [
     "DeleteActivity",
     "DeleteDelivery",
     "DeleteDevice",
+    "DeleteNotification",
     "DeliveryRow",
     "DeviceRow",
     "MetricRow",
+    "NotificationRow",
     "Op",
     "PutActivity",
     "PutDelivery",
     "PutDevice",
     "PutMetric",
+    "PutNotification",
     "PutRecipient",
     "PutStream",
     "RecipientRow",

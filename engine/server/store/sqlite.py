@@ -58,14 +58,17 @@ from engine.server.store.records import (
     DeleteActivity,
     DeleteDelivery,
     DeleteDevice,
+    DeleteNotification,
     DeliveryRow,
     DeviceRow,
     MetricRow,
+    NotificationRow,
     Op,
     PutActivity,
     PutDelivery,
     PutDevice,
     PutMetric,
+    PutNotification,
     PutRecipient,
     PutStream,
     RecipientRow,
@@ -149,6 +152,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (webhook, delivery_id)
     );
     """,
+    # 5: push notifications (replaceable across restarts) and each device's app token for them.
+    """
+    ALTER TABLE devices ADD COLUMN app_token TEXT;
+    CREATE TABLE notifications (
+        notification_id TEXT NOT NULL PRIMARY KEY,
+        content TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        metadata TEXT,
+        tags TEXT,
+        version INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        settled TEXT NOT NULL
+    );
+    """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
 
@@ -156,7 +175,9 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code reads and writes."""
 
 Statement: TypeAlias = tuple[str, tuple[Any, ...]]
-Row: TypeAlias = DeviceRow | ActivityRow | RecipientRow | StreamRow | MetricRow | DeliveryRow
+Row: TypeAlias = (
+    DeviceRow | ActivityRow | RecipientRow | StreamRow | MetricRow | DeliveryRow | NotificationRow
+)
 
 _json = msgspec.json.Encoder()
 
@@ -245,9 +266,17 @@ _DELIVERIES: Final = _Table(
 )
 _DELETE_DELIVERY: Final = "DELETE FROM deliveries WHERE webhook = ? AND delivery_id = ?"
 
+_NOTIFICATIONS: Final = _Table(
+    "notifications",
+    NotificationRow,
+    ("notification_id",),
+    json=frozenset({"content", "channels", "devices", "metadata", "tags", "settled"}),
+)
+
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
 _DELETE_ACTIVITY: Final = "DELETE FROM activities WHERE activity_id = ?"
+_DELETE_NOTIFICATION: Final = "DELETE FROM notifications WHERE notification_id = ?"
 
 
 def compile_ops(ops: Sequence[Op]) -> list[Statement]:
@@ -265,6 +294,10 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
                 out.append(_STREAMS.upsert(row))
             case PutMetric(row=row):
                 out.append(_METRICS.upsert(row))
+            case PutNotification(row=row):
+                out.append(_NOTIFICATIONS.upsert(row))
+            case DeleteNotification(notification_id=notification_id):
+                out.append((_DELETE_NOTIFICATION, (notification_id,)))
             case DeleteDevice(device_id=device_id):
                 out.append((_DELETE_DEVICE, (device_id,)))
             case DeleteActivity(activity_id=activity_id):
@@ -599,6 +632,7 @@ class SqliteStore:
                     streams=_STREAMS.load(conn),
                     metrics=_METRICS.load(conn),
                     deliveries=_DELIVERIES.load(conn),
+                    notifications=_NOTIFICATIONS.load(conn),
                 )
             except (sqlite3.Error, msgspec.DecodeError) as exc:
                 where = ":memory:" if self.path is None else str(self.path)
