@@ -31,6 +31,7 @@ from simulator.apns import SimulatorConfig
 from simulator.profile import parse_profile
 from simulator.reporting import REQUEST_TIMEOUT, TRANSIENT, check_http_url, send_json
 from simulator.runner import Simulator, SimulatorOptions
+from simulator.webview import page_state
 
 __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
 
@@ -57,6 +58,11 @@ class EmbeddedSimulator:
     bundle_id: str
     control_url: str | None  # None when the control API is off
     simulator: Simulator = field(repr=False)
+
+    def page_state(self) -> dict[str, Any]:
+        """The phones and the push log for the server's lock screens page (simulator/webview.py)."""
+        apns = self.simulator.apns
+        return page_state(apns, apns.wall_clock())
 
     async def attach(
         self,

@@ -157,6 +157,7 @@ async def open_server(
             max_body=settings.max_body,
             openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
+            phones=sim,  # the simulated iPhones the lock screens page draws (simulate mode)
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
@@ -202,6 +203,7 @@ def banner(running: Running) -> str:
     api_key = s.api_key_origin.shell()
     lines = [
         f"Lockstep is serving the HTTP API at {running.api_base}",
+        f"  lock screens in the browser: {running.api_base.removesuffix('/api')}/",
         f"  API key: {s.api_key_origin.describe()}",
         f"  device key (the iOS app's): {s.device_key_origin.describe()}",
         f"  database: {s.db_path}",

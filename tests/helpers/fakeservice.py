@@ -179,6 +179,11 @@ class FakeStatus:
         self.svc.called("status_page", state, limit, after)
         return models.ActivityStatusList(activities=[_status()], next="act-1")
 
+    def recent(self, limit: int) -> list[models.ActivityStatus]:
+        """`act-1` alone; the limit is recorded."""
+        self.svc.called("status_recent", limit)
+        return [_status()]
+
 
 def _status(stream_key: str | None = None) -> models.ActivityStatus:
     device = models.RecipientStatus(device_id="d1", state="live", confirmed_version=1, current=True)

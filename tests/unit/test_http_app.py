@@ -145,6 +145,7 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("POST", "/api/live-activity/update", ACTIVITY_BODY, Access.SEND, "update"),
     ("POST", "/api/live-activity/end", ACTIVITY_BODY, Access.SEND, "end"),
     ("GET", "/api/devices", None, Access.SEND, "list"),
+    ("GET", "/api/dashboard", None, Access.SEND, "status_recent"),
     ("PUT", "/api/devices/iphone-1", DEVICE_BODY, Access.DEVICE, "register"),
     ("DELETE", "/api/devices/iphone-1", None, Access.DEVICE, "unregister"),
     ("POST", "/api/activity-tokens", REPORT_BODY, Access.DEVICE, "report_token"),
@@ -252,7 +253,6 @@ def test_app_repr_hides_keys() -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
         "/api",
         "/api/",
         "/api/nope",
@@ -261,14 +261,17 @@ def test_app_repr_hides_keys() -> None:
         "/api/devices/",
         "/healthz/",
         "/API/devices",
+        "/ui/",
+        "/ui/nope.js",
     ],
 )
 async def test_unknown_routes_are_404_before_auth(path: str) -> None:
     h = make()
     reply = await must(h.app, "GET", path)
     body = assert_error(reply, 404, "not_found")
-    assert path in body["message"]
-    assert h.metrics.api_requests_total.get(UNMATCHED, "404") == 1
+    assert path.removeprefix("/ui/") in body["message"]
+    label = "/ui/{file}" if path == "/ui/nope.js" else UNMATCHED  # a route, not a file of it
+    assert h.metrics.api_requests_total.get(label, "404") == 1
 
 
 @pytest.mark.parametrize(
@@ -700,6 +703,7 @@ async def test_openapi_paths_match_the_routes_the_app_serves() -> None:
     for path, item in doc["paths"].items():
         base = "" if "servers" in item else "/api"
         concrete = base + path.replace("{stream_key}", "k").replace("{device_id}", "d")
+        concrete = concrete.replace("{file}", "app.js")
         for method in item.keys() - {"servers"}:
             reply = await must(h.app, method.upper(), concrete)
             assert reply.status not in (404, 405), (method, concrete)

@@ -5,7 +5,9 @@ Routes (the contract is the hosted ActivitySmith API, see `engine.server.contrac
   `POST /api/live-activity/start|update|end`, `GET /api/devices`;
 - device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
   `POST /api/activity-tokens`;
-- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`.
+- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`, and the lock screens page
+  (`GET /`, `GET /ui/{file}`: static files, no data; what they draw comes from
+  `GET /api/dashboard`, a send key).
 
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,
 403 for an unknown key or a key of the other kind) -> body (413 over `max_body`, judged from
@@ -43,7 +45,7 @@ from engine.server.contract.errors import (
 from engine.server.http.endpoint import JSON, Access, Context, Endpoint, Reply
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
-from engine.server.http.seam import ApiService
+from engine.server.http.seam import ApiService, PhonesView
 
 __all__ = [
     "UNMATCHED",
@@ -149,8 +151,9 @@ class ApiApp:
         record: Record | None,
         record_reply: RecordReply | None = None,
         endpoints: Sequence[Endpoint] = ENDPOINTS,
+        phones: PhonesView | None = None,
     ) -> None:
-        self.context = Context(service, metrics, msgspec.json.encode(openapi))
+        self.context = Context(service, metrics, msgspec.json.encode(openapi), phones)
         self.max_body = max_body
         self.record = record
         self.record_reply = record_reply
@@ -283,6 +286,7 @@ def create_app(
     openapi: Mapping[str, Any],
     record: Record | None = None,
     record_reply: RecordReply | None = None,
+    phones: PhonesView | None = None,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
     `engine.server.http.seam.ApiService`).
@@ -291,7 +295,8 @@ def create_app(
     `record(method, path, body)` hears about every accepted send-route call that carries a
     body (the calls that change something); it never sees the key. `record_reply` hears about
     the same calls with the answer's body as a fourth argument (a traffic recorder keeps the
-    `activity_id` a start was given, see `engine.server.record`).
+    `activity_id` a start was given, see `engine.server.record`). `phones` are the simulated
+    iPhones the lock screens page draws (`GET /api/dashboard`), in simulate mode.
     """
     return ApiApp(
         service,
@@ -302,6 +307,7 @@ def create_app(
         openapi=openapi,
         record=record,
         record_reply=record_reply,
+        phones=phones,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from engine.server.http.prom import PromMetrics
-from engine.server.http.seam import ApiService
+from engine.server.http.seam import ApiService, PhonesView
 
 __all__ = ["JSON", "Access", "Context", "Endpoint", "Handler", "Reply"]
 
@@ -47,6 +47,7 @@ class Context:
     service: ApiService
     metrics: PromMetrics
     openapi_body: bytes  # the OpenAPI document, encoded once
+    phones: PhonesView | None = None  # simulated iPhones for the page (simulate mode only)
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]

@@ -8,22 +8,37 @@ reached as `ctx.service`); errors are `ApiError`s that the app turns into JSON a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from engine.server.contract import errors, models
 from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
+from engine.server.web import asset, page_headers
 
-__all__ = ["ENDPOINTS", "DeviceList"]
+__all__ = ["DASHBOARD_ACTIVITIES", "ENDPOINTS", "Dashboard", "DeviceList"]
+
+DASHBOARD_ACTIVITIES: Final = 50
+"""How many of the most recently updated activities `GET /api/dashboard` carries."""
 
 
 class DeviceList(msgspec.Struct):
     """`GET /api/devices`: every registered device."""
 
     devices: list[models.DeviceInfo]
+
+
+class Dashboard(msgspec.Struct):
+    """`GET /api/dashboard`: what the lock screens page draws (a Lockstep addition)."""
+
+    now: float  # the server's wall time (unix seconds): the page's timers count from it
+    source: str  # "server" here; "simulator" on the simulator's control port
+    devices: list[dict[str, Any]]  # the simulated iPhones (simulate mode; else empty)
+    pushes: list[dict[str, Any]]  # the simulator's newest pushes, oldest first
+    activities: list[models.ActivityStatus] | None  # newest first; null on the simulator
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -94,6 +109,27 @@ async def _device_delete(ctx: Context, params: Mapping[str, str], body: bytes) -
 async def _token_report(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     report = models.decode(models.ActivityTokenReport, body)
     return _json(await ctx.service.devices.report_token(report))
+
+
+async def _dashboard(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    phones = dict(ctx.phones.page_state()) if ctx.phones is not None else {}
+    return _json(
+        Dashboard(
+            now=float(phones.get("now", time.time())),
+            source="server",
+            devices=list(phones.get("devices", ())),
+            pushes=list(phones.get("pushes", ())),
+            activities=ctx.service.status.recent(DASHBOARD_ACTIVITIES),
+        )
+    )
+
+
+async def _page(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    name = params.get("file", "")  # "" is the page itself, at `/`
+    found = asset(name)
+    if found is None:
+        raise errors.NotFound(f"the page has no file {name[:100]!r}")
+    return Reply(200, found.body, found.content_type, page_headers())
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -254,6 +290,34 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         request=models.ActivityTokenReport,
         response=models.ActivityTokenAccepted,
         errors=(404, 503),
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/dashboard",
+        access=Access.SEND,
+        handler=_dashboard,
+        operation_id="getDashboard",
+        summary="What the lock screens page draws: simulated iPhones, pushes, delivery status",
+        response=Dashboard,
+    ),
+    Endpoint(
+        method="GET",
+        template="/",
+        access=Access.PUBLIC,
+        handler=_page,
+        operation_id="getLockScreensPage",
+        summary="The lock screens page (HTML; its data comes from /api/dashboard)",
+        media="text/html",
+    ),
+    Endpoint(
+        method="GET",
+        template="/ui/{file}",
+        access=Access.PUBLIC,
+        handler=_page,
+        operation_id="getLockScreensPageFile",
+        summary="The page's stylesheet and script (app.css, app.js)",
+        media="text/plain",
+        errors=(404,),
     ),
     Endpoint(
         method="GET",

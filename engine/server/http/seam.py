@@ -14,11 +14,11 @@ may name them as it likes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.server.contract import models
 
-__all__ = ["ApiService", "DeviceApi", "LiveApi", "StatusApi"]
+__all__ = ["ApiService", "DeviceApi", "LiveApi", "PhonesView", "StatusApi"]
 
 
 class LiveApi(Protocol):
@@ -88,6 +88,18 @@ class StatusApi(Protocol):
         self, state: str | None, limit: int, after: str | None, /
     ) -> models.ActivityStatusList:
         """`GET /api/live-activities?state=&limit=&after=`."""
+        ...
+
+    def recent(self, limit: int, /) -> list[models.ActivityStatus]:
+        """The `limit` most recently updated activities, newest first (`GET /api/dashboard`)."""
+        ...
+
+
+class PhonesView(Protocol):
+    """Simulated iPhones to draw on the lock screens page (simulate mode's embedded simulator)."""
+
+    def page_state(self) -> Mapping[str, Any]:
+        """`{"now", "devices", "pushes"}`: the phones and the push log (simulator/webview.py)."""
         ...
 
 

@@ -1,0 +1,62 @@
+"""The lock screens page: plain HTML, CSS and JavaScript shipped in the package, no build step.
+
+`lockstep serve` serves it at `/` on the API port and `lockstep simulator` on its control port.
+The page polls `GET /api/dashboard` about once a second (a JSON `Dashboard`: the simulated
+iPhones, the simulator's push log and, on the server, the delivery status of the most recently
+updated activities) and draws every phone as a lock screen beside the server's view. It loads
+nothing from the network but its own origin (`CONTENT_SECURITY_POLICY`).
+
+`asset(name)` is the whole interface: `""` (or `index.html`) is the page, `app.css` and `app.js`
+what it loads; anything else is None, so a request for it answers 404.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+__all__ = ["ASSET_NAMES", "CONTENT_SECURITY_POLICY", "Asset", "asset", "page_headers"]
+
+_TYPES: Final = {
+    "index.html": b"text/html; charset=utf-8",
+    "app.css": b"text/css; charset=utf-8",
+    "app.js": b"text/javascript; charset=utf-8",
+}
+ASSET_NAMES: Final = tuple(_TYPES)
+"""The files of the page, as served under `/ui/` (the page itself also at `/`)."""
+
+CONTENT_SECURITY_POLICY: Final = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""Only the page's own files and its own API: no inline script, no third party, no framing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """One file of the page and its media type."""
+
+    body: bytes
+    content_type: bytes
+
+
+@functools.cache
+def asset(name: str) -> Asset | None:
+    """The page's file `name` (`""` is `index.html`), or None for a name it does not have."""
+    name = name or "index.html"
+    content_type = _TYPES.get(name)
+    if content_type is None:
+        return None
+    body = resources.files(__package__).joinpath(name).read_bytes()
+    return Asset(body, content_type)
+
+
+def page_headers() -> tuple[tuple[bytes, bytes], ...]:
+    """Headers for every file of the page: the CSP, no MIME sniffing, no referrer."""
+    return (
+        (b"content-security-policy", CONTENT_SECURITY_POLICY),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    )

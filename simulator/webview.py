@@ -1,0 +1,51 @@
+"""What the lock screens page (engine/server/web) reads from a simulator: phones and push log.
+
+`page_state(apns, now)` is the simulator's half of `GET /api/dashboard`, on the control port of
+`lockstep simulator` and, through the embedded simulator, on the API port of `lockstep serve`:
+
+    {"now": number,                  # the simulator's wall time (unix seconds)
+     "devices": [device snapshot],   # simulator/devices.py's shape, without the event logs
+     "pushes": [push record]}        # the newest PUSHES_SHOWN of the push log, oldest first
+
+The per-activity and per-device event logs are left out: the page polls about once a second and
+draws the push timeline from the push log instead (`GET /devices` still has the logs).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Final
+
+from simulator.apns import FakeApns
+
+__all__ = ["PUSHES_SHOWN", "page_state"]
+
+PUSHES_SHOWN: Final = 200
+"""How many of the newest pushes the page gets (it groups them by device)."""
+
+_HEAVY: Final = frozenset({"events", "app_events", "calls", "stored"})
+
+
+def _light(item: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot without its logs (their lengths stay, as `<key>_count`)."""
+    out = {k: v for k, v in item.items() if k not in _HEAVY}
+    for key in _HEAVY & item.keys():
+        value = item[key]
+        out[key + "_count"] = len(value) if isinstance(value, list) else 0
+    return out
+
+
+def page_state(apns: FakeApns, now: float, *, pushes: int = PUSHES_SHOWN) -> dict[str, Any]:
+    """The simulator's part of the page's view as of `now` (time-based transitions applied)."""
+    apns.tick(now)
+    devices = []
+    for device in apns.registry.snapshot(now):
+        light = _light(device)
+        light["activities"] = [_light(a) for a in device.get("activities", ())]
+        devices.append(light)
+    newest = list(itertools.islice(reversed(apns.log), pushes))
+    return {
+        "now": now,
+        "devices": devices,
+        "pushes": [record.to_json() for record in reversed(newest)],
+    }
