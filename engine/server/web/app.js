@@ -24,6 +24,7 @@ const SYMBOLS = [
 ];
 
 let offset = 0; // server clock minus this browser's, in seconds
+let drawn = ""; // the last view drawn, without its clock: an unchanged view is not redrawn
 let polling = false; // a poll loop is running (it stops while the page asks for a key)
 const openFolds = new Set(); // devices whose "ended" fold the user opened
 
@@ -460,6 +461,9 @@ function setStatus(text, state) {
 
 function render(data) {
   const now = data.now;
+  const view = JSON.stringify({ ...data, now: 0 });
+  if (view === drawn) return; // timers and "ago" labels still move (tickTimers)
+  drawn = view;
   const statuses = new Map((data.activities || []).map((a) => [a.activity_id, a]));
   const phones = document.getElementById("phones");
   const devices = Array.isArray(data.devices) ? data.devices : [];
@@ -473,6 +477,7 @@ function render(data) {
 }
 
 function showLogin(message) {
+  drawn = "";
   const form = document.getElementById("login");
   form.hidden = false;
   document.getElementById("login-error").textContent = message;
