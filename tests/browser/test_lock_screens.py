@@ -63,8 +63,8 @@ def wait_for_width(page: Page, activity_id: str, want: float) -> None:
     page.wait_for_function(
         """([id, want]) => {
             const bars = document.querySelectorAll(`[data-server-activity='${id}'] .bar`);
-            return bars.length > 0 && [...bars].every(
-                (b) => Math.abs(b.querySelector('.fill').offsetWidth / b.clientWidth - want) < 0.02);
+            const width = (b) => b.querySelector('.fill').offsetWidth / b.clientWidth;
+            return bars.length > 0 && [...bars].every((b) => Math.abs(width(b) - want) < 0.02);
         }""",
         arg=[activity_id, want],
     )
