@@ -20,9 +20,7 @@ so a missing or mistyped field is left out (or shown raw), never an error.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import math
 import os
 import sys
 import time
@@ -41,109 +39,41 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from simulator.viewfmt import (
+    DEFAULT_ACCENT,
+    RICH_COLORS,
+    format_clock,
+    format_span,
+    format_when,
+    rich_color,
+    timer_reading,
+)
+from simulator.viewfmt import EMPTY as _EMPTY
+from simulator.viewfmt import lifecycle as _lifecycle
+from simulator.viewfmt import num as _num
+from simulator.viewfmt import scalar as _scalar
+from simulator.viewfmt import text as _str
+from simulator.viewfmt import waiting as _waiting
+
+__all__ = [
+    "DEFAULT_ACCENT",
+    "DEFAULT_CONTROL_URL",
+    "RICH_COLORS",
+    "format_clock",
+    "format_span",
+    "format_when",
+    "register",
+    "render_activity",
+    "render_app",
+    "render_device",
+    "render_devices",
+    "rich_color",
+    "run",
+    "timer_reading",
+]
+
 DEFAULT_CONTROL_URL: Final = "http://127.0.0.1:8790"
 """Where `lockstep simulator` serves its control API by default."""
-
-RICH_COLORS: Final[Mapping[str, str]] = {
-    "lime": "chartreuse1",
-    "green": "green3",
-    "cyan": "cyan",
-    "blue": "dodger_blue1",
-    "purple": "purple",
-    "magenta": "magenta",
-    "red": "red",
-    "orange": "dark_orange",
-    "yellow": "yellow",
-    "gray": "grey62",
-}
-"""The contract's ten colors (http-api.md) as rich color names."""
-
-DEFAULT_ACCENT: Final = "white"
-"""Accent of an activity without a (known) color."""
-
-_STATE_STYLES: Final[Mapping[str, str]] = {
-    "active": "bold green3",
-    "stale": "bold yellow",
-    "ended": "bold red",
-    "dismissed": "dim",
-}
-_EMPTY: Final = "grey35"
-
-
-def rich_color(name: object, default: str = DEFAULT_ACCENT) -> str:
-    """The rich color of a contract color name; `default` for anything else."""
-    return RICH_COLORS.get(name, default) if isinstance(name, str) else default
-
-
-# -- small readers and formatters ------------------------------------------------------------------
-
-
-def _num(value: object) -> float | None:
-    """A finite JSON number as float; None for anything else (booleans included)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _scalar(value: object) -> str:
-    """A metric or value readout: ints without ".0", strings as they are."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def format_clock(seconds: float) -> str:
-    """`mm:ss`, or `h:mm:ss` from one hour on; negative values count as zero."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-def format_span(seconds: float) -> str:
-    """A short human duration: `45s`, `2m 58s`, `3h 5m`."""
-    total = max(0, round(seconds))
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m {total % 60}s"
-    return f"{total // 3600}h {total % 3600 // 60}m"
-
-
-def format_when(at: float, now: float) -> str:
-    """`12:03:00Z (in 2m 58s)` or `12:03:00Z (5s ago)`: a UTC time of day relative to `now`."""
-    clock = _dt.datetime.fromtimestamp(at, tz=_dt.UTC).strftime("%H:%M:%SZ")
-    delta = at - now
-    return (
-        f"{clock} (in {format_span(delta)})"
-        if delta > 0
-        else f"{clock} ({format_span(-delta)} ago)"
-    )
-
-
-def timer_reading(state: Mapping[str, Any], *, started_at: float, until: float) -> str:
-    """The timer text of a `timer` content state, as shown at `until`.
-
-    The timer runs from the activity's start: a countdown (`counts_down`, the default) shows what
-    is left of `duration_seconds`, an elapsed timer shows the time since the start. A paused timer
-    (`is_running` false) shows its full duration (countdown) or zero, as its pause point is not
-    in the content state.
-    """
-    duration = _num(state.get("duration_seconds"))
-    counts_down = state.get("counts_down") is not False
-    running = state.get("is_running") is not False
-    elapsed = max(0.0, until - started_at) if running else 0.0
-    if counts_down and duration is not None:
-        left = max(0.0, duration - elapsed)
-        label = "paused" if not running else ("done" if left == 0 else "left")
-        return f"{format_clock(math.ceil(left))} {label}"
-    return f"{format_clock(elapsed)} {'elapsed' if running else 'paused'}"
 
 
 # -- type bodies -----------------------------------------------------------------------------------
@@ -297,42 +227,6 @@ def _header(state: Mapping[str, Any], accent: str) -> Text:
             f" {badge['title']} ", style="reverse " + rich_color(badge.get("color"), accent)
         )
     return text
-
-
-def _lifecycle(activity: Mapping[str, Any], now: float) -> Text:
-    """State label plus the dates that matter for it (stale, ended, dismissal)."""
-    state = str(activity.get("state", "?"))
-    text = Text(state, style=_STATE_STYLES.get(state, "bold"))
-    stale, ended = _num(activity.get("stale_date")), _num(activity.get("ended_at"))
-    dismissal = _num(activity.get("dismissal_at"))
-    parts: list[str] = []
-    if state in ("active", "stale") and stale is not None:
-        parts.append(
-            ("stale since " if state == "stale" else "stale at ") + format_when(stale, now)
-        )
-    if state in ("ended", "dismissed") and ended is not None:
-        parts.append("ended " + format_when(ended, now))
-    if dismissal is not None:
-        verb = "dismissed " if state == "dismissed" else "dismisses "
-        parts.append(verb + format_when(dismissal, now))
-    for part in parts:
-        text.append(" · " + part, style="dim")
-    return text
-
-
-def _waiting(activity: Mapping[str, Any], now: float) -> Text | None:
-    """What the device holds back: the Allow prompt, or a throttled / delayed update."""
-    if activity.get("awaiting_allow"):
-        return Text("⏸ awaiting Allow: no update token yet", style="bold yellow")
-    held = activity.get("held")
-    if not isinstance(held, dict):
-        return None
-    reason = (
-        "throttled (budget spent)" if held.get("reason") == "throttled" else "delayed (priority 5)"
-    )
-    due = _num(held.get("due_at"))
-    when = "" if due is None else " · shows " + format_when(due, now)
-    return Text(f"⏳ newer update {reason}{when}", style="yellow")
 
 
 def _footer(activity: Mapping[str, Any], now: float) -> Text:
