@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from simulator import view
+from simulator import view, viewcli
 from simulator.devices import ActivityOutcome, DeviceRegistry
 from simulator.profile import AllowPrompt, DeviceProfile
 from simulator.validation import TokenKind
@@ -146,7 +146,7 @@ def test_ended_activity_shows_its_dismissal_time_and_frozen_timer() -> None:
     assert "dismisses 22:17:20Z (in 2m 20s)" in text
     assert "timer 09:00 left" in text  # frozen at the end, 60 s in
 
-    later = draw(view.render_devices({"devices": reg.snapshot(T0 + 300)}, now=T0 + 300))
+    later = draw(view.render_devices({"devices": reg.snapshot(T0 + 300)}, now=T0 + 300), width=120)
     assert "dismissed 22:17:20Z (1m 0s ago)" in later
 
 
@@ -324,23 +324,33 @@ def control() -> Iterator[tuple[str, type[_Control]]]:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lockstep")
-    view.register(parser.add_subparsers(dest="command"))
+    viewcli.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(["devices", "--timeout", "5", *argv])
 
 
 def test_command_draws_once(control: tuple[str, type[_Control]]) -> None:
     url, handler = control
     console = Console(record=True, width=100)
-    assert view.run(parse("--url", url), console) == 0
+    assert viewcli.run(parse("--url", url), console) == 0
     assert handler.hits == ["/devices"]
     assert "web-1" in console.export_text()
+
+
+def test_command_draws_compact_or_full_as_asked(control: tuple[str, type[_Control]]) -> None:
+    url, _ = control
+    for flag, expected in (("--compact", "● web-1  CPU 9% · MEM 45.5%"), ("--full", "╭─ metrics")):
+        console = Console(record=True, width=80, height=24, force_terminal=True)
+        assert viewcli.run(parse("--url", url, flag), console) == 0
+        assert expected in console.export_text(), flag
+    with pytest.raises(SystemExit):
+        parse("--compact", "--full")
 
 
 def test_command_watch_stops_after_count(control: tuple[str, type[_Control]]) -> None:
     url, handler = control
     console = Console(record=True, width=100)
     args = parse("--url", url, "--watch", "--count", "3", "--interval", "0")
-    assert view.run(args, console) == 0
+    assert viewcli.run(args, console) == 0
     assert handler.hits == ["/devices"] * 3
     assert "web-1" in console.export_text()
 
@@ -350,12 +360,12 @@ def test_command_errors(
 ) -> None:
     url, handler = control
     console = Console(record=True, width=100)
-    assert view.run(parse("--url", url, "--device", "nope"), console) == 1
+    assert viewcli.run(parse("--url", url, "--device", "nope"), console) == 1
     assert "no simulated device named 'nope'" in capsys.readouterr().err
     handler.status = 500
-    assert view.run(parse("--url", url), console) == 1
+    assert viewcli.run(parse("--url", url), console) == 1
     assert "HTTP 500" in capsys.readouterr().err
-    assert view.run(parse("--url", url, "--count", "0"), console) == 2
+    assert viewcli.run(parse("--url", url, "--count", "0"), console) == 2
 
 
 def test_watch_keeps_going_when_the_control_api_fails(
@@ -364,7 +374,9 @@ def test_watch_keeps_going_when_the_control_api_fails(
     url, handler = control
     handler.status = 503
     console = Console(record=True, width=100)
-    assert view.run(parse("--url", url, "--watch", "--count", "2", "--interval", "0"), console) == 0
+    assert (
+        viewcli.run(parse("--url", url, "--watch", "--count", "2", "--interval", "0"), console) == 0
+    )
     assert handler.hits == ["/devices"] * 2
     assert "control API unavailable" in console.export_text()
 
@@ -374,7 +386,7 @@ def test_url_comes_from_the_environment(
 ) -> None:
     url, handler = control
     monkeypatch.setenv("LOCKSTEP_SIM_URL", url)
-    assert view.run(parse(), Console(record=True, width=100)) == 0
+    assert viewcli.run(parse(), Console(record=True, width=100)) == 0
     assert handler.hits == ["/devices"]
 
 
