@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # `make run` installs what serving needs; `make test` adds the test tools.
 SERVE_STAMP := $(VENV)/.installed-server
 TEST_STAMP  := $(VENV)/.installed-test
-SOURCES := engine simulator bench tests
+SOURCES := engine simulator bench webui tests
 
 .PHONY: run test lint unit bench bench-micro simulator clean
 

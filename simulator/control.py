@@ -13,7 +13,7 @@ Routes (shapes in the README):
                                  "token"?}`; answers
                                  `{"action", "device", "activity_id"?, "token"?, "delivered"?}`
 - `GET  /pushes?limit=N&token=T` → the newest received pushes with their outcome, oldest first
-- `GET  /`, `GET /ui/{file}`   → the lock screens page (engine/server/web), read-only
+- `GET  /`, `GET /ui/{file}`   → the lock screens page (webui), read-only
 - `GET  /api/dashboard`        → what that page draws (simulator/webview.py), `"activities": null`
                                  (the server's view is on `lockstep serve`'s own page)
 
@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from engine.server.web import asset, page_headers
+from webui import asset, page_headers
 from simulator.apns import FakeApns
 from simulator.profile import DeviceProfile
 from simulator.webview import page_state

@@ -1,4 +1,4 @@
-"""What the lock screens page (engine/server/web) reads from a simulator: phones and push log.
+"""What the lock screens page (webui) reads from a simulator: phones and push log.
 
 `page_state(apns, now)` is the simulator's half of `GET /api/dashboard`, on the control port of
 `lockstep simulator` and, through the embedded simulator, on the API port of `lockstep serve`:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from engine.server.http.endpoint import Access
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import CONTENT_TYPE, LATENCY_BUCKETS, PromMetrics
 from engine.server.http.routes import ENDPOINTS
+from tests.helpers.asgikit import assert_error, call, must
 from tests.helpers.fakeservice import (
     ACTIVITY_BODY,
     DEVICE_BODY,
@@ -36,16 +36,6 @@ from tests.helpers.fakeservice import (
 )
 
 # -- driving the app ----------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -69,69 +59,6 @@ def make(max_body: int = 65536, *, record: bool = True) -> Harness:
         record=(lambda m, p, b: recorded.append((m, p, b))) if record else None,
     )
     return Harness(app, service, metrics, recorded)
-
-
-async def call(
-    app: ApiApp,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    key: str | None = None,
-    headers: Sequence[tuple[str, str]] = (),
-    chunks: Sequence[bytes] | None = None,
-    disconnect: bool = False,
-) -> Reply | None:
-    raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
-    hs = [(k.lower().encode(), v.encode()) for k, v in headers]
-    if key is not None:
-        hs.append((b"authorization", f"Bearer {key}".encode()))
-    parts = list(chunks) if chunks is not None else [raw]
-    messages: list[dict[str, Any]] = [
-        {"type": "http.request", "body": c, "more_body": i < len(parts) - 1}
-        for i, c in enumerate(parts)
-    ]
-    if disconnect:
-        messages = [{**messages[0], "more_body": True}, {"type": "http.disconnect"}]
-    path, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": hs,
-        "query_string": query.encode(),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    if not sent:
-        return None
-    start = sent[0]
-    assert start["type"] == "http.response.start"
-    out = {k.decode(): v.decode() for k, v in start["headers"]}
-    data = b"".join(m.get("body", b"") for m in sent[1:])
-    assert int(out["content-length"]) == len(data)
-    return Reply(start["status"], out, data)
-
-
-async def must(app: ApiApp, *args: Any, **kw: Any) -> Reply:
-    reply = await call(app, *args, **kw)
-    assert reply is not None
-    return reply
-
-
-def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    assert reply.headers["content-type"] == "application/json"
-    body = reply.json()
-    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
-    return dict(body)
 
 
 # (method, path, body, key kind that may call it, the service call it makes)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-PACKAGES: Final = ("engine", "simulator", "bench")
+PACKAGES: Final = ("engine", "simulator", "bench", "webui")
 
 Graph = Mapping[str, Mapping[str, "Edge"]]
 """module -> (imported module -> the edge); every module of the tree is a key."""
@@ -306,6 +306,18 @@ def test_the_simulator_imports_only_the_engines_wire_vocabulary() -> None:
         if within(e.target, "engine", "bench") and not within(e.target, *vocabulary)
     ]
     _assert_none(bad, "the simulator imports beyond the engine's wire vocabulary")
+
+
+def test_the_page_imports_nothing_of_the_project() -> None:
+    # The lock screens page (webui) is served by the server and by the simulator alike: a leaf
+    # both may import, so it must import neither (nor the engine or the benchmarks).
+    bad = [
+        e
+        for e in edges_from(project(), lambda module: within(module, "webui"))
+        if within(e.target, "engine", "simulator", "bench")
+    ]
+    _assert_none(bad, "the page's package imports the project")
+    assert "webui" in project()
 
 
 # What `import engine` must not load: the server's stack, the contract models, the tools.

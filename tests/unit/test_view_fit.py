@@ -9,7 +9,7 @@ from rich.console import Console
 
 from simulator import view, viewfit, viewline
 from simulator.devices import ActivityOutcome, DeviceRegistry
-from tests.unit.test_view import STATES, T0, deliver, draw, start_aps
+from tests.helpers.viewkit import STATES, T0, deliver, draw, start_aps
 
 BUTTONS = {
     "action": {"title": "Open", "type": "open_url", "url": "https://example.com"},

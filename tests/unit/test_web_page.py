@@ -8,9 +8,9 @@ from engine.server.http.app import create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import DASHBOARD_ACTIVITIES
-from engine.server.web import ASSET_NAMES, CONTENT_SECURITY_POLICY, asset
+from tests.helpers.asgikit import assert_error, must
 from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, FakeService
-from tests.unit.test_http_app import assert_error, must
+from webui import ASSET_NAMES, CONTENT_SECURITY_POLICY, asset
 
 
 class FakePhones:

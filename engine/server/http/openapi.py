@@ -17,7 +17,7 @@ import msgspec
 from engine.server.contract.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
 from engine.server.http.endpoint import Access, Endpoint
 from engine.server.http.routes import ENDPOINTS
-from engine.server.web import ASSET_NAMES
+from webui import ASSET_NAMES
 
 __all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
 

@@ -17,7 +17,7 @@ import msgspec
 from engine.server.contract import errors, models
 from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
-from engine.server.web import asset, page_headers
+from webui import asset, page_headers
 
 __all__ = ["DASHBOARD_ACTIVITIES", "ENDPOINTS", "Dashboard", "DeviceList"]
 

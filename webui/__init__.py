@@ -1,6 +1,9 @@
 """The lock screens page: plain HTML, CSS and JavaScript shipped in the package, no build step.
 
-`lockstep serve` serves it at `/` on the API port and `lockstep simulator` on its control port.
+`lockstep serve` serves it at `/` on the API port and `lockstep simulator` on its control port:
+it belongs to neither, so it lives beside them (the simulator never leans on the server, and the
+engine never on the simulator).
+
 The page polls `GET /api/dashboard` about once a second (a JSON `Dashboard`: the simulated
 iPhones, the simulator's push log and, on the server, the delivery status of the most recently
 updated activities) and draws every phone as a lock screen beside the server's view. It loads

@@ -1,0 +1,91 @@
+"""Driving an ASGI app in memory (no sockets): one request in, the whole answer out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.server.http.app import ApiApp
+
+__all__ = ["Reply", "assert_error", "call", "must"]
+
+
+@dataclass
+class Reply:
+    """A whole answer: status, headers (decoded, last wins) and body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def call(
+    app: ApiApp,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    chunks: Sequence[bytes] | None = None,
+    disconnect: bool = False,
+) -> Reply | None:
+    """One request through `app` (`chunks`: the body in pieces; `disconnect`: the client leaves
+    mid-body); None when the app answered nothing."""
+    raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+    hs = [(k.lower().encode(), v.encode()) for k, v in headers]
+    if key is not None:
+        hs.append((b"authorization", f"Bearer {key}".encode()))
+    parts = list(chunks) if chunks is not None else [raw]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": c, "more_body": i < len(parts) - 1}
+        for i, c in enumerate(parts)
+    ]
+    if disconnect:
+        messages = [{**messages[0], "more_body": True}, {"type": "http.disconnect"}]
+    path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": hs,
+        "query_string": query.encode(),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    if not sent:
+        return None
+    start = sent[0]
+    assert start["type"] == "http.response.start"
+    out = {k.decode(): v.decode() for k, v in start["headers"]}
+    data = b"".join(m.get("body", b"") for m in sent[1:])
+    assert int(out["content-length"]) == len(data)
+    return Reply(start["status"], out, data)
+
+
+async def must(app: ApiApp, *args: Any, **kw: Any) -> Reply:
+    """`call`, which must answer."""
+    reply = await call(app, *args, **kw)
+    assert reply is not None
+    return reply
+
+
+def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
+    """The reply is a JSON error with this status and code and a message; its body."""
+    assert reply.status == status, reply.body
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
+    return dict(body)
