@@ -28,10 +28,10 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from webui import asset, page_headers
 from simulator.apns import FakeApns
 from simulator.profile import DeviceProfile
 from simulator.webview import page_state
+from webui import asset, page_headers
 
 _T = TypeVar("_T")
 
