@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.server.http.app import ApiApp
+__all__ = ["Asgi", "Reply", "assert_error", "call", "must"]
 
-__all__ = ["Reply", "assert_error", "call", "must"]
+Asgi = Callable[[Any, Any, Any], Awaitable[None]]
+"""An ASGI application: the API's `ApiApp`, the simulator's `ControlApp`."""
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Reply:
 
 
 async def call(
-    app: ApiApp,
+    app: Asgi,
     method: str,
     path: str,
     body: Any = None,
@@ -75,7 +76,7 @@ async def call(
     return Reply(start["status"], out, data)
 
 
-async def must(app: ApiApp, *args: Any, **kw: Any) -> Reply:
+async def must(app: Asgi, *args: Any, **kw: Any) -> Reply:
     """`call`, which must answer."""
     reply = await call(app, *args, **kw)
     assert reply is not None
