@@ -44,8 +44,9 @@ def _record(seq: int, *, device: str | None) -> PushRecord:
 
 async def test_page_state_has_the_phones_without_their_logs_and_the_newest_pushes() -> None:
     kit = started_kit()
-    state = page_state(kit.apns, kit.apns.wall_clock(), pushes=3)
-    assert state["now"] == kit.apns.wall_clock()
+    now = kit.apns.wall_clock()
+    state = page_state(kit.apns, now, pushes=3)
+    assert state["now"] == now
     phone = state["devices"][0]
     assert [d["name"] for d in state["devices"]] == ["iphone-1", "iphone-2"]
     assert "events" not in phone and phone["events_count"] >= 1
