@@ -13,7 +13,7 @@ Routes (shapes in the README):
                                  "token"?}`; answers
                                  `{"action", "device", "activity_id"?, "token"?, "delivered"?}`
 - `GET  /pushes?limit=N&token=T` → the newest received pushes with their outcome, oldest first
-- `GET  /`, `GET /ui/{file}`   → the lock screens page (webui), read-only
+- `GET  /`, `GET /ui/app.css`, `GET /ui/app.js` → the lock screens page (webui), read-only
 - `GET  /api/dashboard`        → what that page draws (simulator/webview.py), `"activities": null`
                                  (the server's view is on `lockstep serve`'s own page)
 
@@ -31,7 +31,7 @@ import msgspec
 from simulator.apns import FakeApns
 from simulator.profile import DeviceProfile
 from simulator.webview import page_state
-from webui import asset, page_headers
+from webui import asset_at, page_headers
 
 _T = TypeVar("_T")
 
@@ -227,14 +227,8 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _page_file(path: str, send: Send) -> bool:
-    """Serve `/` or `/ui/{file}` (the lock screens page); False for any other path."""
-    if path == "/":
-        name = ""
-    elif path.startswith("/ui/"):
-        name = path.removeprefix("/ui/")
-    else:
-        return False
-    found = asset(name) if name != "" or path == "/" else None
+    """Serve a file of the lock screens page (`webui.PATHS`); False for any other path."""
+    found = asset_at(path)
     if found is None:
         return False  # answered by `route`: 404 naming the path
     headers = [

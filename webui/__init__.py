@@ -9,8 +9,8 @@ iPhones, the simulator's push log and, on the server, the delivery status of the
 updated activities) and draws every phone as a lock screen beside the server's view. It loads
 nothing from the network but its own origin (`CONTENT_SECURITY_POLICY`).
 
-`asset(name)` is the whole interface: `""` (or `index.html`) is the page, `app.css` and `app.js`
-what it loads; anything else is None, so a request for it answers 404.
+`PATHS` says where each file is served (`/`, `/ui/app.css`, `/ui/app.js`); `asset(name)` or
+`asset_at(path)` is the file (None for anything else: a request for it answers 404).
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
-__all__ = ["ASSET_NAMES", "CONTENT_SECURITY_POLICY", "Asset", "asset", "page_headers"]
+__all__ = [
+    "ASSET_NAMES",
+    "CONTENT_SECURITY_POLICY",
+    "PATHS",
+    "Asset",
+    "asset",
+    "asset_at",
+    "page_headers",
+]
 
 _TYPES: Final = {
     "index.html": b"text/html; charset=utf-8",
@@ -28,7 +36,10 @@ _TYPES: Final = {
     "app.js": b"text/javascript; charset=utf-8",
 }
 ASSET_NAMES: Final = tuple(_TYPES)
-"""The files of the page, as served under `/ui/` (the page itself also at `/`)."""
+"""The files of the page."""
+
+PATHS: Final = {"/": "index.html", "/ui/app.css": "app.css", "/ui/app.js": "app.js"}
+"""Where each file is served (the page loads the other two from there)."""
 
 CONTENT_SECURITY_POLICY: Final = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -54,6 +65,12 @@ def asset(name: str) -> Asset | None:
         return None
     body = resources.files(__package__).joinpath(name).read_bytes()
     return Asset(body, content_type)
+
+
+def asset_at(path: str) -> Asset | None:
+    """The file served at `path` (see `PATHS`), or None."""
+    name = PATHS.get(path)
+    return None if name is None else asset(name)
 
 
 def page_headers() -> tuple[tuple[bytes, bytes], ...]:

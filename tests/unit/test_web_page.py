@@ -10,7 +10,7 @@ from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import DASHBOARD_ACTIVITIES
 from tests.helpers.asgikit import assert_error, must
 from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, FakeService
-from webui import ASSET_NAMES, CONTENT_SECURITY_POLICY, asset
+from webui import ASSET_NAMES, CONTENT_SECURITY_POLICY, PATHS, asset
 
 
 class FakePhones:
@@ -51,10 +51,12 @@ async def test_the_page_is_served_at_the_root_without_a_key() -> None:
 
 async def test_every_file_of_the_page_is_served_with_its_media_type() -> None:
     types = {"index.html": "text/html", "app.css": "text/css", "app.js": "text/javascript"}
-    for name in ASSET_NAMES:
-        reply = await must(_app(), "GET", f"/ui/{name}")
+    assert set(PATHS.values()) == set(ASSET_NAMES)
+    for path, name in PATHS.items():
+        reply = await must(_app(), "GET", path)
         assert reply.status == 200, name
         assert reply.headers["content-type"].startswith(types[name])
+        assert reply.headers["content-security-policy"] == CONTENT_SECURITY_POLICY.decode()
         found = asset(name)
         assert found is not None and reply.body == found.body
 
@@ -68,8 +70,9 @@ async def test_the_page_loads_nothing_from_another_origin() -> None:
 
 
 async def test_an_unknown_file_is_404_naming_it() -> None:
-    body = assert_error(await must(_app(), "GET", "/ui/secrets.txt"), 404, "not_found")
-    assert "secrets.txt" in body["message"]
+    for path in ("/ui/secrets.txt", "/ui/index.html", "/ui/"):
+        body = assert_error(await must(_app(), "GET", path), 404, "not_found")
+        assert path in body["message"]
 
 
 async def test_the_dashboard_needs_a_send_key() -> None:

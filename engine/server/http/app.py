@@ -6,7 +6,7 @@ Routes (the contract is the hosted ActivitySmith API, see `engine.server.contrac
 - device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
   `POST /api/activity-tokens`;
 - no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`, and the lock screens page
-  (`GET /`, `GET /ui/{file}`: static files, no data; what they draw comes from
+  (`GET /`, `GET /ui/app.css`, `GET /ui/app.js`: static files, no data; what they draw comes from
   `GET /api/dashboard`, a send key).
 
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,

@@ -17,7 +17,6 @@ import msgspec
 from engine.server.contract.models import DEVICE_ID_PATTERN, STREAM_KEY_PATTERN
 from engine.server.http.endpoint import Access, Endpoint
 from engine.server.http.routes import ENDPOINTS
-from webui import ASSET_NAMES
 
 __all__ = ["API_PREFIX", "SCHEMES", "build_openapi"]
 
@@ -42,10 +41,6 @@ _PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "activity_id": {
         "description": "The activity_id a start or stream call answered with.",
         "schema": {"type": "string", "minLength": 1},
-    },
-    "file": {
-        "description": "A file of the lock screens page.",
-        "schema": {"type": "string", "enum": list(ASSET_NAMES)},
     },
 }
 

@@ -15,9 +15,9 @@ from typing import Any, Final
 import msgspec
 
 from engine.server.contract import errors, models
-from engine.server.http.endpoint import Access, Context, Endpoint, QueryParam, Reply
+from engine.server.http.endpoint import Access, Context, Endpoint, Handler, QueryParam, Reply
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
-from webui import asset, page_headers
+from webui import asset_at, page_headers
 
 __all__ = ["DASHBOARD_ACTIVITIES", "ENDPOINTS", "Dashboard", "DeviceList"]
 
@@ -124,12 +124,15 @@ async def _dashboard(ctx: Context, params: Mapping[str, str], body: bytes) -> Re
     )
 
 
-async def _page(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
-    name = params.get("file", "")  # "" is the page itself, at `/`
-    found = asset(name)
-    if found is None:
-        raise errors.NotFound(f"the page has no file {name[:100]!r}")
-    return Reply(200, found.body, found.content_type, page_headers())
+def _page_file(path: str) -> Handler:
+    """The handler that serves the lock screens page's file at `path` (`webui.PATHS`)."""
+    found = asset_at(path)
+    assert found is not None, path  # the route table names only files the page has
+
+    async def handler(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+        return Reply(200, found.body, found.content_type, page_headers())
+
+    return handler
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -304,20 +307,28 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         method="GET",
         template="/",
         access=Access.PUBLIC,
-        handler=_page,
+        handler=_page_file("/"),
         operation_id="getLockScreensPage",
-        summary="The lock screens page (HTML; its data comes from /api/dashboard)",
+        summary="The lock screens page (HTML; what it draws comes from /api/dashboard)",
         media="text/html",
     ),
     Endpoint(
         method="GET",
-        template="/ui/{file}",
+        template="/ui/app.css",
         access=Access.PUBLIC,
-        handler=_page,
-        operation_id="getLockScreensPageFile",
-        summary="The page's stylesheet and script (app.css, app.js)",
-        media="text/plain",
-        errors=(404,),
+        handler=_page_file("/ui/app.css"),
+        operation_id="getLockScreensStyle",
+        summary="The lock screens page's stylesheet",
+        media="text/css",
+    ),
+    Endpoint(
+        method="GET",
+        template="/ui/app.js",
+        access=Access.PUBLIC,
+        handler=_page_file("/ui/app.js"),
+        operation_id="getLockScreensScript",
+        summary="The lock screens page's script",
+        media="text/javascript",
     ),
     Endpoint(
         method="GET",
