@@ -75,7 +75,7 @@ async def test_the_control_api_serves_the_page_and_its_dashboard() -> None:
 
 async def test_the_control_api_refuses_what_the_page_does_not_have() -> None:
     app = ControlApp(make_kit().apns)
-    for path in ("/ui/", "/ui/secrets.txt", "/api/nope"):
+    for path in ("/ui/", "/ui/secrets.txt", "/ui/index.html", "/api/nope"):
         reply = await must(app, "GET", path)
         assert reply.status in (404, 405), path
     body = assert_error(await must(app, "GET", "/ui/secrets.txt"), 404, "not_found")
