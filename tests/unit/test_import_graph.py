@@ -329,7 +329,7 @@ def test_no_test_module_imports_another() -> None:
     # What tests share lives in tests/helpers; a test module importing another runs the other's
     # module-level code and couples the two (and hides which tests a helper serves).
     graph = build_graph(ROOT, ("tests",))
-    suites = ("tests.unit", "tests.integration", "tests.e2e", "tests.micro")
+    suites = ("tests.unit", "tests.integration", "tests.e2e", "tests.browser", "tests.micro")
     bad = [
         edge
         for edge in edges_from(graph, lambda module: True)
