@@ -491,7 +491,7 @@ async function poll() {
   const headers = key ? { Authorization: `Bearer ${key}` } : {};
   let again = true;
   try {
-    const answer = await fetch("/api/dashboard", { headers, cache: "no-store" });
+    const answer = await fetch("api/dashboard", { headers, cache: "no-store" });
     if (answer.status === 401 || answer.status === 403) {
       if (key) sessionStorage.removeItem(KEY_ITEM);
       showLogin(key ? "That key was refused." : "");
