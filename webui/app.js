@@ -487,6 +487,10 @@ function showLogin(message) {
 }
 
 async function poll() {
+  if (document.hidden) { // a background tab asks nothing; it catches up when shown again
+    setTimeout(poll, POLL_MS);
+    return;
+  }
   const key = sessionStorage.getItem(KEY_ITEM);
   const headers = key ? { Authorization: `Bearer ${key}` } : {};
   let again = true;
