@@ -135,3 +135,73 @@ def test_off_a_terminal_auto_is_full_and_compact_is_not_cut() -> None:
 def test_the_app_line_shows_the_badge() -> None:
     text = draw(viewfit.render_compact(phones(1, ["value"], note=True), now=T0 + 60))
     assert "app · badge 2" in text
+
+
+def _act(activity_id: str, state: str, content: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "activity_id": activity_id,
+        "state": state,
+        "content_state": content,
+        "started_at": T0 + int(activity_id[1:]),
+        **extra,
+    }
+
+
+HAND_MADE = {
+    "devices": [
+        {
+            "name": "hand",
+            "online": False,
+            "stored_count": 4,
+            "badge": 5,
+            "notifications": [{"title": "Backup", "body": "done", "interruption_level": "active"}],
+            "activities": [
+                _act("a1", "active", {"title": "Steps", "type": "segmented_progress"}),
+                _act(
+                    "a2", "active",
+                    {"title": "Pct", "type": "progress", "value": 5, "upper_limit": 20},
+                    awaiting_allow=True,
+                ),
+                _act(
+                    "a3", "stale", {"title": "Bare", "type": "progress"},
+                    held={"reason": "low-priority"},
+                ),
+                _act("a4", "active", {"title": "Odd", "type": "sparkline"}),
+                *(
+                    _act(f"a{n}", "ended", {"title": f"Old {n}", "type": "value", "value": n},
+                         ended_at=T0 + 50)
+                    for n in range(5, 10)
+                ),
+            ],
+        },
+        {"name": "empty", "activities": "not a list"},
+    ]
+}  # fmt: skip
+
+
+def test_lenient_and_rare_cases_are_drawn_in_every_form() -> None:
+    compact = draw(viewfit.render_compact(HAND_MADE, now=T0 + 60), width=120)
+    for fragment in (
+        "● Steps  no steps",
+        "● Pct  ██░░░░░░░░ 25%  ⏸ Allow?",
+        "◐ Bare  no percentage  ⏳ delayed",
+        "● Odd  sparkline",
+        "○ 5 ended: Old 9, Old 8, Old 7, Old 6, Old 5",
+        "app · badge 5 · Backup — done",
+        "OFFLINE · APNs keeps 4",
+        "no Live Activities",
+    ):
+        assert fragment in compact, f"{fragment!r} missing from:\n{compact}"
+    full = draw(view.render_devices(HAND_MADE, now=T0 + 60), width=120)
+    assert "5 ended" in full and "+2 more ended" in full and "Old 9" in full
+    assert "Old 6" not in full  # only the newest three ended ones get a line
+    only = draw(viewfit.render_compact(HAND_MADE, now=T0 + 60, device="empty"))
+    assert "empty" in only and "hand" not in only
+    none = draw(viewfit.render_compact(HAND_MADE, now=T0 + 60, device="nope"))
+    assert "no simulated device named 'nope'" in none
+
+
+def test_a_phone_on_one_line_says_offline_and_its_newest_activity() -> None:
+    line = viewfit.phone_line(HAND_MADE["devices"][0], now=T0 + 60).plain
+    assert line.startswith("hand  4 live · 5 ended  OFFLINE  Odd sparkline")
+    assert viewfit.phone_line({"name": "x"}, now=T0).plain == "x  0 live · 0 ended"
