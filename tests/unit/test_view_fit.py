@@ -147,7 +147,7 @@ def _act(activity_id: str, state: str, content: dict[str, Any], **extra: Any) ->
     }
 
 
-HAND_MADE = {
+HAND_MADE: dict[str, list[dict[str, Any]]] = {
     "devices": [
         {
             "name": "hand",
