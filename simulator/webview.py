@@ -4,11 +4,13 @@
 `lockstep simulator` and, through the embedded simulator, on the API port of `lockstep serve`:
 
     {"now": number,                  # the simulator's wall time (unix seconds)
-     "devices": [device snapshot],   # simulator/devices.py's shape, without the event logs
-     "pushes": [push record]}        # the newest PUSHES_SHOWN of the push log, oldest first
+     "devices": [device snapshot],   # simulator/devices.py's shape, without logs and tokens
+     "pushes": [push record]}        # the newest PUSHES_SHOWN of the push log, oldest first,
+                                     # without their tokens
 
 The per-activity and per-device event logs are left out: the page polls about once a second and
-draws the push timeline from the push log instead (`GET /devices` still has the logs).
+draws the push timeline from the push log instead (`GET /devices` still has the logs). So are the
+device tokens: the page draws none, and what it is not given cannot leak from a browser.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ PUSHES_SHOWN: Final = 200
 """How many of the newest pushes the page gets (it groups them by device)."""
 
 _HEAVY: Final = frozenset({"events", "app_events", "calls", "stored"})
+_TOKENS: Final = frozenset({"token", "push_to_start_token", "tokens"})
 
 
 def _light(item: dict[str, Any]) -> dict[str, Any]:
-    """A snapshot without its logs (their lengths stay, as `<key>_count`)."""
-    out = {k: v for k, v in item.items() if k not in _HEAVY}
+    """A snapshot without its logs (their lengths stay, as `<key>_count`) and tokens."""
+    out = {k: v for k, v in item.items() if k not in _HEAVY and k not in _TOKENS}
     for key in _HEAVY & item.keys():
         value = item[key]
         out[key + "_count"] = len(value) if isinstance(value, list) else 0
@@ -47,5 +50,5 @@ def page_state(apns: FakeApns, now: float, *, pushes: int = PUSHES_SHOWN) -> dic
     return {
         "now": now,
         "devices": devices,
-        "pushes": [record.to_json() for record in reversed(newest)],
+        "pushes": [_light(record.to_json()) for record in reversed(newest)],
     }

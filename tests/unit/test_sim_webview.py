@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from simulator.apns import PushRecord
@@ -55,6 +56,14 @@ async def test_page_state_has_the_phones_without_their_logs_and_the_newest_pushe
     assert "events" not in activity and activity["events_count"] == 1
     assert [p["seq"] for p in state["pushes"]] == [2, 3, 4]  # the newest, oldest first
     assert state["pushes"][0]["reason"] == "BadDeviceToken"
+    tokens = {kit.push_to_start_token(name) for name in ("iphone-1", "iphone-2")}
+    tokens |= {
+        "ab" * 32,
+        *(t for d in kit.apns.registry.snapshot(now) for t in d["tokens"].values()),
+    }
+    tokens |= {a["token"] for a in kit.device("iphone-1")["activities"] if a["token"]}
+    assert len(tokens) >= 9
+    assert not any(token in json.dumps(state) for token in tokens)  # the page gets no token
 
 
 async def test_the_control_api_serves_the_page_and_its_dashboard() -> None:
