@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-server
 TEST_STAMP  := $(VENV)/.installed-test
 # The GitHub Action's step script is checked like the rest.
-SOURCES := engine simulator bench tests .github/actions/live-activity/live_activity.py
+SOURCES := engine simulator bench webui tests .github/actions/live-activity/live_activity.py
 
 .PHONY: run test lint unit bench bench-micro simulator clean
 

@@ -284,6 +284,8 @@ def _print_banner(info: dict[str, Any], simulator: Simulator) -> None:
     ):
         if info.get(key):
             print(f"  {label:<22} {info[key]}")
+    if info.get("control_url"):
+        print(f"  {'lock screens page':<22} {info['control_url']}/  (in a browser)")
     for environment, path in info["client_certificates"].items():
         print(f"  {'client cert ' + environment:<22} {path}  (certificate and key, PEM)")
     profile = simulator.apns.registry.default_profile  # the environment is the listener's

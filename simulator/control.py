@@ -13,6 +13,9 @@ Routes (shapes in the README):
                                  "token"?}`; answers
                                  `{"action", "device", "activity_id"?, "token"?, "delivered"?}`
 - `GET  /pushes?limit=N&token=T` → the newest received pushes with their outcome, oldest first
+- `GET  /`, `GET /ui/app.css`, `GET /ui/app.js` → the lock screens page (webui), read-only
+- `GET  /api/dashboard`        → what that page draws (simulator/webview.py), `"activities": null`
+                                 (the server's view is on `lockstep serve`'s own page)
 
 Errors are always `{"error": "<code>", "message": "<sentence>"}`.
 """
@@ -27,6 +30,8 @@ import msgspec
 
 from simulator.apns import FakeApns
 from simulator.profile import DeviceProfile
+from simulator.webview import page_state
+from webui import asset_at, page_headers
 
 _T = TypeVar("_T")
 
@@ -81,6 +86,8 @@ class ControlApp:
             return
         if scope["type"] != "http":
             return
+        if scope["method"] == "GET" and await _page_file(scope["path"], send):
+            return
         try:
             body = await _read_body(receive)
             status, payload = self.route(
@@ -115,7 +122,9 @@ class ControlApp:
             return 200, device
         if parts == ["pushes"] and method == "GET":
             return 200, {"pushes": self._pushes(query)}
-        if parts and parts[0] in {"healthz", "info", "devices", "pushes"}:
+        if parts == ["api", "dashboard"] and method == "GET":
+            return 200, {**page_state(self.apns, now), "source": "simulator", "activities": None}
+        if parts and parts[0] in {"healthz", "info", "devices", "pushes", "api"}:
             raise ControlError(405, "method_not_allowed", f"{method} is not allowed on {path}")
         raise ControlError(404, "not_found", f"no route for {path}")
 
@@ -215,6 +224,22 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _page_file(path: str, send: Send) -> bool:
+    """Serve a file of the lock screens page (`webui.PATHS`); False for any other path."""
+    found = asset_at(path)
+    if found is None:
+        return False  # answered by `route`: 404 naming the path
+    headers = [
+        (b"content-type", found.content_type),
+        (b"content-length", str(len(found.body)).encode()),
+        (b"cache-control", b"no-store"),
+        *page_headers(),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": found.body})
+    return True
 
 
 async def _respond(send: Send, status: int, payload: Any) -> None:

@@ -40,6 +40,7 @@ from simulator.reporting import (
     send_json,
 )
 from simulator.runner import Simulator, SimulatorOptions
+from simulator.webview import page_state
 
 __all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
 
@@ -65,6 +66,11 @@ class EmbeddedSimulator:
     bundle_id: str
     control_url: str | None  # None when the control API is off
     simulator: Simulator = field(repr=False)
+
+    def page_state(self) -> dict[str, Any]:
+        """The phones and the push log for the server's lock screens page (simulator/webview.py)."""
+        apns = self.simulator.apns
+        return page_state(apns, apns.wall_clock())
 
     async def attach(
         self,

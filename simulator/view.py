@@ -1,17 +1,17 @@
-"""`lockstep devices`: the simulated iPhones' Lock Screens, drawn in the terminal with rich.
+"""The simulated iPhones' Lock Screens in full, drawn in a terminal with rich (`lockstep devices`).
 
-    lockstep devices [--url http://127.0.0.1:8790] [--device NAME] [--watch [--interval 1.0]]
-
-It reads the simulator control API's `GET /devices` (shape in simulator/devices.py) and draws one
-panel per device with one panel per Live Activity: title, subtitle, icon, badge, the body of its
-type (segments, progress bar, metrics table, stats, big value, alert message, timer), its accent
-color as the border, its state (active / stale / ended / dismissed) and dismissal time. Below
-them, `render_app` draws the app's own pushes: its badge, wake, reload and call counts, and its
-newest notifications (newest on top, with their interruption level).
+From the simulator control API's `GET /devices` (shape in simulator/devices.py) it draws one panel
+per device with one panel per live Live Activity, newest first: title, subtitle, icon, badge, the
+body of its type (segments, progress bar, metrics table, stats, big value, alert message, timer),
+its buttons, its accent color as the border, its state (active / stale) and dates. Ended and
+dismissed activities are folded below them, one line each (simulator/viewline.py). Below those,
+`render_app` draws the app's own pushes: its badge, wake, reload and call counts, and its newest
+notifications (newest on top, with their interruption level).
 
 `render_devices(devices_json, now=...)` is pure: it takes the decoded JSON and the wall time (unix
 seconds, for timers and "in 2m" labels) and returns a rich renderable, so tests can draw it on a
-recording console. Fetching and the `--watch` loop are separate.
+recording console. The compact form for small terminals is simulator/viewfit.py; fetching, the
+command and the `--watch` loop are simulator/viewcli.py.
 
 Content-state fields are read leniently: the simulator accepts any JSON object as content-state,
 so a missing or mistyped field is left out (or shown raw), never an error.
@@ -19,131 +19,57 @@ so a missing or mistyped field is left out (or shown raw), never an error.
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
-import math
-import os
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from rich import box
 from rich.align import Align
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-DEFAULT_CONTROL_URL: Final = "http://127.0.0.1:8790"
-"""Where `lockstep simulator` serves its control API by default."""
+from simulator.viewfmt import (
+    DEFAULT_ACCENT,
+    RICH_COLORS,
+    format_clock,
+    format_span,
+    format_when,
+    rich_color,
+    timer_reading,
+)
+from simulator.viewfmt import EMPTY as _EMPTY
+from simulator.viewfmt import lifecycle as _lifecycle
+from simulator.viewfmt import num as _num
+from simulator.viewfmt import scalar as _scalar
+from simulator.viewfmt import text as _str
+from simulator.viewfmt import waiting as _waiting
+from simulator.viewline import activity_line, buttons, is_live
 
-RICH_COLORS: Final[Mapping[str, str]] = {
-    "lime": "chartreuse1",
-    "green": "green3",
-    "cyan": "cyan",
-    "blue": "dodger_blue1",
-    "purple": "purple",
-    "magenta": "magenta",
-    "red": "red",
-    "orange": "dark_orange",
-    "yellow": "yellow",
-    "gray": "grey62",
-}
-"""The contract's ten colors (http-api.md) as rich color names."""
+__all__ = [
+    "DEFAULT_ACCENT",
+    "FOLDED_SHOWN",
+    "RICH_COLORS",
+    "device_info",
+    "device_list",
+    "format_clock",
+    "format_span",
+    "format_when",
+    "newest_first",
+    "render_activity",
+    "render_app",
+    "render_device",
+    "render_devices",
+    "render_error",
+    "rich_color",
+    "timer_reading",
+]
 
-DEFAULT_ACCENT: Final = "white"
-"""Accent of an activity without a (known) color."""
-
-_STATE_STYLES: Final[Mapping[str, str]] = {
-    "active": "bold green3",
-    "stale": "bold yellow",
-    "ended": "bold red",
-    "dismissed": "dim",
-}
-_EMPTY: Final = "grey35"
-
-
-def rich_color(name: object, default: str = DEFAULT_ACCENT) -> str:
-    """The rich color of a contract color name; `default` for anything else."""
-    return RICH_COLORS.get(name, default) if isinstance(name, str) else default
-
-
-# -- small readers and formatters ------------------------------------------------------------------
-
-
-def _num(value: object) -> float | None:
-    """A finite JSON number as float; None for anything else (booleans included)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _scalar(value: object) -> str:
-    """A metric or value readout: ints without ".0", strings as they are."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def format_clock(seconds: float) -> str:
-    """`mm:ss`, or `h:mm:ss` from one hour on; negative values count as zero."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-def format_span(seconds: float) -> str:
-    """A short human duration: `45s`, `2m 58s`, `3h 5m`."""
-    total = max(0, round(seconds))
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m {total % 60}s"
-    return f"{total // 3600}h {total % 3600 // 60}m"
-
-
-def format_when(at: float, now: float) -> str:
-    """`12:03:00Z (in 2m 58s)` or `12:03:00Z (5s ago)`: a UTC time of day relative to `now`."""
-    clock = _dt.datetime.fromtimestamp(at, tz=_dt.UTC).strftime("%H:%M:%SZ")
-    delta = at - now
-    return (
-        f"{clock} (in {format_span(delta)})"
-        if delta > 0
-        else f"{clock} ({format_span(-delta)} ago)"
-    )
-
-
-def timer_reading(state: Mapping[str, Any], *, started_at: float, until: float) -> str:
-    """The timer text of a `timer` content state, as shown at `until`.
-
-    The timer runs from the activity's start: a countdown (`counts_down`, the default) shows what
-    is left of `duration_seconds`, an elapsed timer shows the time since the start. A paused timer
-    (`is_running` false) shows its full duration (countdown) or zero, as its pause point is not
-    in the content state.
-    """
-    duration = _num(state.get("duration_seconds"))
-    counts_down = state.get("counts_down") is not False
-    running = state.get("is_running") is not False
-    elapsed = max(0.0, until - started_at) if running else 0.0
-    if counts_down and duration is not None:
-        left = max(0.0, duration - elapsed)
-        label = "paused" if not running else ("done" if left == 0 else "left")
-        return f"{format_clock(math.ceil(left))} {label}"
-    return f"{format_clock(elapsed)} {'elapsed' if running else 'paused'}"
+FOLDED_SHOWN: Final = 3
+"""How many ended or dismissed activities a phone lists (the newest), one line each."""
 
 
 # -- type bodies -----------------------------------------------------------------------------------
@@ -299,42 +225,6 @@ def _header(state: Mapping[str, Any], accent: str) -> Text:
     return text
 
 
-def _lifecycle(activity: Mapping[str, Any], now: float) -> Text:
-    """State label plus the dates that matter for it (stale, ended, dismissal)."""
-    state = str(activity.get("state", "?"))
-    text = Text(state, style=_STATE_STYLES.get(state, "bold"))
-    stale, ended = _num(activity.get("stale_date")), _num(activity.get("ended_at"))
-    dismissal = _num(activity.get("dismissal_at"))
-    parts: list[str] = []
-    if state in ("active", "stale") and stale is not None:
-        parts.append(
-            ("stale since " if state == "stale" else "stale at ") + format_when(stale, now)
-        )
-    if state in ("ended", "dismissed") and ended is not None:
-        parts.append("ended " + format_when(ended, now))
-    if dismissal is not None:
-        verb = "dismissed " if state == "dismissed" else "dismisses "
-        parts.append(verb + format_when(dismissal, now))
-    for part in parts:
-        text.append(" · " + part, style="dim")
-    return text
-
-
-def _waiting(activity: Mapping[str, Any], now: float) -> Text | None:
-    """What the device holds back: the Allow prompt, or a throttled / delayed update."""
-    if activity.get("awaiting_allow"):
-        return Text("⏸ awaiting Allow: no update token yet", style="bold yellow")
-    held = activity.get("held")
-    if not isinstance(held, dict):
-        return None
-    reason = (
-        "throttled (budget spent)" if held.get("reason") == "throttled" else "delayed (priority 5)"
-    )
-    due = _num(held.get("due_at"))
-    when = "" if due is None else " · shows " + format_when(due, now)
-    return Text(f"⏳ newer update {reason}{when}", style="yellow")
-
-
 def _footer(activity: Mapping[str, Any], now: float) -> Text:
     started = _num(activity.get("started_at"))
     bits = [f"id {activity.get('activity_id', '?')}"]
@@ -359,6 +249,9 @@ def render_activity(activity: Mapping[str, Any], *, now: float) -> Panel:
     if _str(state.get("subtitle")):
         parts.append(Text(state["subtitle"], style="italic"))
     parts.append(_render_body(state, _Ctx(accent, started, until)))
+    shown = buttons(state)
+    if shown is not None:
+        parts.append(shown)
     alert = activity.get("last_alert")
     if isinstance(alert, dict) and (_str(alert.get("title")) or _str(alert.get("body"))):
         line = " — ".join(s for s in (_str(alert.get("title")), _str(alert.get("body"))) if s)
@@ -448,19 +341,31 @@ def render_widget(widget: object, *, now: float) -> Text | None:
     return text
 
 
-def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
-    """One simulated iPhone: its Lock Screen with every activity it still knows, in start order."""
+def newest_first(device: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A device's activities, the most recently started first."""
     raw = device.get("activities")
     activities = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
-    live = sum(1 for a in activities if a.get("state") in ("active", "stale"))
-    body: RenderableType = (
-        Group(*(render_activity(a, now=now) for a in activities))
-        if activities
-        else Text("no Live Activities", style="dim")
-    )
-    app = render_app(device, now=now)  # notifications and badge, below the Live Activities
-    if app is not None:
-        body = Group(body, app)
+    return sorted(activities, key=lambda a: -(_num(a.get("started_at")) or 0.0))
+
+
+def folded(gone: list[Mapping[str, Any]], *, now: float, shown: int = FOLDED_SHOWN) -> Group:
+    """Ended and dismissed activities, newest first: a line each (wrapped, never cut) for the
+    first `shown`, and how many more there are."""
+    lines: list[Text] = [Text(f"{len(gone)} ended", style="dim")]
+    for activity in gone[:shown]:
+        line = activity_line(activity, now=now, dates=True)
+        line.no_wrap, line.overflow = False, "fold"
+        lines.append(line)
+    if len(gone) > shown:
+        lines.append(Text(f"+{len(gone) - shown} more ended", style="dim"))
+    return Group(*lines)
+
+
+def device_info(device: Mapping[str, Any]) -> tuple[str, bool]:
+    """The line under a phone (live and known activities, channels, budget, outage) and whether
+    the phone is offline."""
+    activities = newest_first(device)
+    live = sum(1 for a in activities if is_live(a))
     channels = device.get("channels") or []
     info = [f"{live} live / {len(activities)} shown"]
     if channels:
@@ -473,12 +378,31 @@ def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
     offline = device.get("online") is False
     if offline:
         stored = device.get("stored")
-        info.append(f"OFFLINE · APNs keeps {len(stored) if isinstance(stored, list) else 0}")
+        count = len(stored) if isinstance(stored, list) else device.get("stored_count", 0)
+        info.append(f"OFFLINE · APNs keeps {count}")
+    return " · ".join(info), offline
+
+
+def render_device(device: Mapping[str, Any], *, now: float) -> Panel:
+    """One simulated iPhone: its live activities as cards, newest first, then the ended ones
+    folded, one line each."""
+    activities = newest_first(device)
+    live = [a for a in activities if is_live(a)]
+    gone = [a for a in activities if not is_live(a)]
+    parts: list[RenderableType] = [render_activity(a, now=now) for a in live]
+    if not activities:
+        parts.append(Text("no Live Activities", style="dim"))
+    if gone:
+        parts.append(folded(gone, now=now))
+    app = render_app(device, now=now)  # notifications and badge, below the Live Activities
+    if app is not None:
+        parts.append(app)
+    info, offline = device_info(device)
     return Panel(
-        body,
+        Group(*parts),
         title=Text(str(device.get("name", "?")), style="bold"),
         title_align="left",
-        subtitle=Text(" · ".join(info), style="dim"),
+        subtitle=Text(info, style="dim"),
         subtitle_align="right",
         box=box.HEAVY,
         border_style="red" if offline else "bright_white",
@@ -511,88 +435,3 @@ def render_devices(devices_json: Any, *, now: float, device: str | None = None) 
 def render_error(message: str) -> RenderableType:
     """What `--watch` shows while the control API cannot be read."""
     return Panel(Text(message), title="control API unavailable", border_style="red")
-
-
-# -- fetching and the command --------------------------------------------------------------------
-
-
-class FetchError(Exception):
-    """The control API could not be read."""
-
-
-def fetch_devices(url: str, *, timeout: float) -> Any:
-    """`GET {url}/devices`, decoded; raises `FetchError` with a one-line reason."""
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/devices", timeout=timeout) as answer:
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            raise FetchError(f"{url}/devices answered HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise FetchError(f"cannot reach {url}: {exc.reason}") from None
-    except (OSError, ValueError) as exc:
-        raise FetchError(f"reading {url}/devices failed: {exc}") from None
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `devices` subcommand to the `lockstep` parser."""
-    p = sub.add_parser(
-        "devices",
-        help="show the simulated iPhones' Lock Screens",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    p.add_argument(
-        "--url",
-        help=f"simulator control API (default $LOCKSTEP_SIM_URL or {DEFAULT_CONTROL_URL})",
-    )
-    p.add_argument("--device", metavar="NAME", help="show only this device")
-    p.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between redraws (1.0)")
-    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N redraws")
-    p.add_argument("--timeout", type=float, default=5.0, help="request timeout in seconds (5)")
-    p.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace, console: Console | None = None) -> int:
-    """Handler of `lockstep devices`: draw once, or keep redrawing with `--watch`."""
-    console = console or Console()
-    args.url = args.url or os.environ.get("LOCKSTEP_SIM_URL") or DEFAULT_CONTROL_URL
-    if args.interval < 0 or (args.count is not None and args.count < 1):
-        print("lockstep devices: error: --interval must be >= 0 and --count >= 1", file=sys.stderr)
-        return 2
-    if args.watch:
-        try:
-            return _watch(args, console)
-        except KeyboardInterrupt:
-            return 0
-    try:
-        devices = fetch_devices(args.url, timeout=args.timeout)
-    except FetchError as exc:
-        print(f"lockstep devices: {exc}", file=sys.stderr)
-        return 1
-    if args.device is not None and not any(
-        d.get("name") == args.device for d in device_list(devices)
-    ):
-        print(f"lockstep devices: no simulated device named {args.device!r}", file=sys.stderr)
-        return 1
-    console.print(render_devices(devices, now=time.time(), device=args.device))
-    return 0
-
-
-def _frame(args: argparse.Namespace) -> RenderableType:
-    try:
-        devices = fetch_devices(args.url, timeout=args.timeout)
-    except FetchError as exc:
-        return render_error(str(exc))  # keep watching: the simulator may be restarting
-    return render_devices(devices, now=time.time(), device=args.device)
-
-
-def _watch(args: argparse.Namespace, console: Console) -> int:
-    with Live(console=console, auto_refresh=False) as live:
-        shown = 0
-        while True:
-            live.update(_frame(args), refresh=True)
-            shown += 1
-            if args.count is not None and shown >= args.count:
-                return 0
-            time.sleep(args.interval)

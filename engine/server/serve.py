@@ -164,6 +164,7 @@ async def open_server(
             max_body=settings.max_body,
             openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
+            phones=sim,  # the simulated iPhones the lock screens page draws (simulate mode)
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
@@ -225,6 +226,7 @@ def banner(running: Running) -> str:
     control = running.simulator.control_url if running.simulator is not None else None
     lines = [
         f"Lockstep is serving the HTTP API at {running.api_base}",
+        f"  lock screens in the browser: {running.api_base.removesuffix('/api')}/",
         f"  API key: {s.api_key_origin.describe()}",
         f"  device key (the iOS app's): {s.device_key_origin.describe()}",
         (

@@ -9,13 +9,14 @@ the API app and of the key scopes over the real service share it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.server.http.app import ApiApp
+__all__ = ["Asgi", "Reply", "call"]
 
-__all__ = ["Reply", "call"]
+Asgi = Callable[[Any, Any, Any], Awaitable[None]]
+"""An ASGI application: the API's `ApiApp`, the simulator's `ControlApp`."""
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Reply:
 
 
 async def call(
-    app: ApiApp,
+    app: Asgi,
     method: str,
     path: str,
     body: Any = None,

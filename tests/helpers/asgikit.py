@@ -8,10 +8,10 @@ from typing import Any
 from engine.server.http.app import ApiApp, create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
-from tests.helpers.asgicall import Reply, call
+from tests.helpers.asgicall import Asgi, Reply, call
 from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, FakeService
 
-__all__ = ["Harness", "make", "must"]
+__all__ = ["Harness", "assert_error", "make", "must"]
 
 
 @dataclass
@@ -40,8 +40,17 @@ def make(max_body: int = 65536, *, record: bool = True) -> Harness:
     return Harness(app, service, metrics, recorded)
 
 
-async def must(app: ApiApp, *args: Any, **kw: Any) -> Reply:
+async def must(app: Asgi, *args: Any, **kw: Any) -> Reply:
     """`call`, which must be answered."""
     reply = await call(app, *args, **kw)
     assert reply is not None
     return reply
+
+
+def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
+    """The reply is a JSON error with this status and code and a message; its body."""
+    assert reply.status == status, reply.body
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
+    return dict(body)

@@ -294,6 +294,11 @@ class FakeStatus:
         self.svc.called("status_page", state, limit, after)
         return models.ActivityStatusList(activities=[_status()], next="act-1")
 
+    def recent(self, limit: int) -> list[models.ActivityStatus]:
+        """`act-1` alone; the limit is recorded."""
+        self.svc.called("status_recent", limit)
+        return [_status()]
+
 
 @dataclass
 class FakeWebhooks:

@@ -98,6 +98,11 @@ def test_a_production_simulator_builds_production_devices_and_says_so(
     for environment in ("sandbox", "production"):
         assert str(sim.client_certificates[environment].resolve()) in out
         assert f"client cert {environment}" in out
+    assert "lock screens page" not in out  # no control port, no page
+    _print_banner({**info, "control_url": "http://127.0.0.1:8790"}, sim)
+    assert (
+        "lock screens page      http://127.0.0.1:8790/  (in a browser)" in capsys.readouterr().out
+    )
 
 
 def test_plain_http_has_no_client_certificates(tmp_path: Path) -> None:

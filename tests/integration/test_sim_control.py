@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,25 @@ def test_cli_options_and_errors(tmp_path: Path) -> None:
         options_from_args(_parse("--devices", "-1"))
     with pytest.raises(ValueError, match="drop"):
         options_from_args(_parse("--faults", "drop=2"))
+
+
+async def test_the_standalone_simulator_serves_the_lock_screens_page(tmp_path: Path) -> None:
+    options = SimulatorOptions(port=0, control_port=0, devices=1, state_dir=tmp_path, tls=False)
+    sim = Simulator.build(options)
+
+    def fetch(url: str) -> tuple[str, bytes]:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.headers["content-type"], answer.read()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            ends = await nursery.start(sim.run)
+            base = f"http://127.0.0.1:{ends.control_port}"
+            kind, html = await trio.to_thread.run_sync(fetch, base + "/")
+            assert kind.startswith("text/html") and b'src="ui/app.js"' in html
+            kind, script = await trio.to_thread.run_sync(fetch, base + "/ui/app.js")
+            assert kind.startswith("text/javascript") and b"api/dashboard" in script
+            status, body = await request_json("GET", base + "/api/dashboard")
+            assert status == 200 and body["source"] == "simulator"
+            assert [d["name"] for d in body["devices"]] == ["iphone-1"]
+            nursery.cancel_scope.cancel()

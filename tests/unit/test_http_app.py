@@ -20,8 +20,8 @@ from engine.server.http.endpoint import Access
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import CONTENT_TYPE, LATENCY_BUCKETS, PromMetrics
 from engine.server.http.routes import ENDPOINTS
-from tests.helpers.asgicall import Reply, call
-from tests.helpers.asgikit import make, must
+from tests.helpers.asgicall import call
+from tests.helpers.asgikit import assert_error, make, must
 from tests.helpers.fakeservice import (
     ACTIVITY_BODY,
     DEVICE_BODY,
@@ -35,15 +35,6 @@ from tests.helpers.fakeservice import (
     FakeService,
 )
 
-
-def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    assert reply.headers["content-type"] == "application/json"
-    body = reply.json()
-    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
-    return dict(body)
-
-
 # (method, path, body, key kind that may call it, the service call it makes)
 ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("PUT", "/api/live-activity/stream/prod-web_1", STREAM_BODY, Access.SEND, "stream"),
@@ -55,6 +46,7 @@ ROUTES: list[tuple[str, str, Any, Access, str]] = [
     ("POST", "/api/live-activity/update", ACTIVITY_BODY, Access.SEND, "update"),
     ("POST", "/api/live-activity/end", ACTIVITY_BODY, Access.SEND, "end"),
     ("GET", "/api/devices", None, Access.SEND, "list"),
+    ("GET", "/api/dashboard", None, Access.SEND, "status_recent"),
     ("PUT", "/api/devices/iphone-1", DEVICE_BODY, Access.DEVICE, "register"),
     ("DELETE", "/api/devices/iphone-1", None, Access.DEVICE, "unregister"),
     ("POST", "/api/activity-tokens", REPORT_BODY, Access.DEVICE, "report_token"),
@@ -169,7 +161,6 @@ def test_app_repr_hides_keys() -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
         "/api",
         "/api/",
         "/api/nope",
@@ -178,6 +169,8 @@ def test_app_repr_hides_keys() -> None:
         "/api/devices/",
         "/healthz/",
         "/API/devices",
+        "/ui/",
+        "/ui/nope.js",
     ],
 )
 async def test_unknown_routes_are_404_before_auth(path: str) -> None:

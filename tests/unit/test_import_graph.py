@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-PACKAGES: Final = ("engine", "simulator", "bench")
+PACKAGES: Final = ("engine", "simulator", "bench", "webui")
 
 Graph = Mapping[str, Mapping[str, "Edge"]]
 """module -> (imported module -> the edge); every module of the tree is a key."""
@@ -308,6 +308,18 @@ def test_the_simulator_imports_only_the_engines_wire_vocabulary() -> None:
     _assert_none(bad, "the simulator imports beyond the engine's wire vocabulary")
 
 
+def test_the_page_imports_nothing_of_the_project() -> None:
+    # The lock screens page (webui) is served by the server and by the simulator alike: a leaf
+    # both may import, so it must import neither (nor the engine or the benchmarks).
+    bad = [
+        e
+        for e in edges_from(project(), lambda module: within(module, "webui"))
+        if within(e.target, "engine", "simulator", "bench")
+    ]
+    _assert_none(bad, "the page's package imports the project")
+    assert "webui" in project()
+
+
 # What `import engine` must not load: the server's stack, the contract models, the tools.
 _HEAVY: Final = ("hypercorn", "h11", "rich", "sqlite3", "_sqlite3", "simulator", "bench")
 _HEAVY_ENGINE: Final = ("engine.server", "engine.cli")
@@ -317,7 +329,7 @@ def test_no_test_module_imports_another() -> None:
     # What tests share lives in tests/helpers; a test module importing another runs the other's
     # module-level code and couples the two (and hides which tests a helper serves).
     graph = build_graph(ROOT, ("tests",))
-    suites = ("tests.unit", "tests.integration", "tests.e2e", "tests.micro")
+    suites = ("tests.unit", "tests.integration", "tests.e2e", "tests.browser", "tests.micro")
     bad = [
         edge
         for edge in edges_from(graph, lambda module: True)

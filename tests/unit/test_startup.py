@@ -192,6 +192,7 @@ def test_the_banner_names_the_key_files_and_reads_the_key_from_them(tmp_path: Pa
     settings = ensure_keys(load_settings(None, env={}, state_dir=state))
     text = banner(running(settings))
     assert API_KEY not in text and DEVICE_KEY not in text
+    assert "  lock screens in the browser: http://127.0.0.1:8787/\n" in text
     assert f"  API key: in {state}/api-key\n" in text
     assert f"  device key (the iOS app's): in {state}/device-key\n" in text
     assert f"-H \"Authorization: Bearer $(cat '{state}/api-key')\"" in text

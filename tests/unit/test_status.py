@@ -122,6 +122,22 @@ def test_pages_by_id_and_by_state() -> None:
             status.page(state, limit, None)
 
 
+def test_the_most_recently_updated_come_first_for_the_page() -> None:
+    reg = Registry()
+    for n, updated in enumerate((30.0, 10.0, 50.0, 30.0, 20.0)):
+        act = activity()
+        act.row.activity_id, act.row.updated_at = f"a{n}", 1_800_000_000.0 + updated
+        act.recipients = {"d1": recipient()}
+        reg.activities[f"a{n}"] = act
+    status = DeliveryStatus(reg, lambda: 1_800_000_100.0)
+    newest = status.recent(3)
+    assert [a.activity_id for a in newest] == ["a2", "a0", "a3"]  # a tie goes by id
+    assert newest[0].devices[0].state == "live"
+    assert [a.activity_id for a in status.recent(100)] == ["a2", "a0", "a3", "a4", "a1"]
+    assert len(status.recent(0)) == 1  # clamped to 1..500
+    assert DeliveryStatus(Registry(), lambda: 0.0).recent(50) == []
+
+
 @pytest.mark.parametrize(
     ("crowded", "answered_at", "now", "state", "is_overdue"),
     [

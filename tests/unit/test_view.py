@@ -13,81 +13,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from simulator import view
+from simulator import view, viewcli
 from simulator.devices import ActivityOutcome, DeviceRegistry
 from simulator.profile import AllowPrompt, DeviceProfile
 from simulator.validation import TokenKind
-
-T0 = 1_700_000_000.0  # 22:13:20Z
-ATTRIBUTES = "LockstepAttributes"
-
-# One content state per contract type, as the engine pushes them (http-api.md, content state).
-STATES: dict[str, dict[str, Any]] = {
-    "segmented_progress": {
-        "title": "Deploy",
-        "type": "segmented_progress",
-        "number_of_steps": 5,
-        "current_step": 3,
-        "color": "blue",
-        "subtitle": "build 42",
-    },
-    "progress": {"title": "Backup", "type": "progress", "percentage": 42, "color": "green"},
-    "metrics": {
-        "title": "web-1",
-        "type": "metrics",
-        "color": "cyan",
-        "metrics": [
-            {"label": "CPU", "value": 9, "unit": "%"},
-            {"label": "MEM", "value": 45.5, "unit": "%", "color": "red"},
-        ],
-    },
-    "stats": {
-        "title": "Sales",
-        "type": "stats",
-        "metrics": [{"label": "orders", "value": 128}, {"label": "revenue", "value": "$4.2k"}],
-    },
-    "value": {"title": "Queue depth", "type": "value", "value": "1,024", "color": "orange"},
-    "alert": {
-        "title": "Disk",
-        "type": "alert",
-        "message": "disk almost full",
-        "color": "red",
-        "icon": {"symbol": "externaldrive", "color": "yellow"},
-        "badge": {"title": "P1"},
-    },
-    "timer": {"title": "Pizza", "type": "timer", "duration_seconds": 600, "color": "purple"},
-}
-
-
-def start_aps(state: dict[str, Any], ts: float, activity_id: str) -> dict[str, Any]:
-    return {
-        "event": "start",
-        "timestamp": ts,
-        "attributes-type": ATTRIBUTES,
-        "attributes": {"activity_id": activity_id},
-        "content-state": state,
-        "alert": {"title": state["title"], "body": "started"},
-    }
-
-
-def deliver(reg: DeviceRegistry, token: str, aps: dict[str, Any], now: float) -> Any:
-    return reg.deliver(token, {"aps": aps}, now=now, priority=10, apns_id="a")
-
-
-def simulated(types: list[str], *, now: float = T0 + 75) -> dict[str, Any]:
-    """`GET /devices` JSON from a real registry: one device per type, started at T0."""
-    reg = DeviceRegistry(bundle_id="com.example.app", rng=random.Random(3), max_active=8)
-    for i, type_ in enumerate(types):
-        device = reg.add_device(f"phone-{i}", now=T0)
-        result = deliver(reg, device.push_to_start_token, start_aps(STATES[type_], T0, f"a{i}"), T0)
-        assert result.outcome is ActivityOutcome.STARTED
-    return {"devices": reg.snapshot(now)}
-
-
-def draw(renderable: Any, width: int = 100) -> str:
-    console = Console(record=True, width=width, color_system="truecolor", force_terminal=True)
-    console.print(renderable)
-    return console.export_text()
+from tests.helpers.viewkit import STATES, T0, deliver, draw, simulated, start_aps
 
 
 def rendered(type_: str, now: float = T0 + 75) -> str:
@@ -146,7 +76,7 @@ def test_ended_activity_shows_its_dismissal_time_and_frozen_timer() -> None:
     assert "dismisses 22:17:20Z (in 2m 20s)" in text
     assert "timer 09:00 left" in text  # frozen at the end, 60 s in
 
-    later = draw(view.render_devices({"devices": reg.snapshot(T0 + 300)}, now=T0 + 300))
+    later = draw(view.render_devices({"devices": reg.snapshot(T0 + 300)}, now=T0 + 300), width=120)
     assert "dismissed 22:17:20Z (1m 0s ago)" in later
 
 
@@ -324,23 +254,33 @@ def control() -> Iterator[tuple[str, type[_Control]]]:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lockstep")
-    view.register(parser.add_subparsers(dest="command"))
+    viewcli.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(["devices", "--timeout", "5", *argv])
 
 
 def test_command_draws_once(control: tuple[str, type[_Control]]) -> None:
     url, handler = control
     console = Console(record=True, width=100)
-    assert view.run(parse("--url", url), console) == 0
+    assert viewcli.run(parse("--url", url), console) == 0
     assert handler.hits == ["/devices"]
     assert "web-1" in console.export_text()
+
+
+def test_command_draws_compact_or_full_as_asked(control: tuple[str, type[_Control]]) -> None:
+    url, _ = control
+    for flag, expected in (("--compact", "● web-1  CPU 9% · MEM 45.5%"), ("--full", "╭─ metrics")):
+        console = Console(record=True, width=80, height=24, force_terminal=True)
+        assert viewcli.run(parse("--url", url, flag), console) == 0
+        assert expected in console.export_text(), flag
+    with pytest.raises(SystemExit):
+        parse("--compact", "--full")
 
 
 def test_command_watch_stops_after_count(control: tuple[str, type[_Control]]) -> None:
     url, handler = control
     console = Console(record=True, width=100)
     args = parse("--url", url, "--watch", "--count", "3", "--interval", "0")
-    assert view.run(args, console) == 0
+    assert viewcli.run(args, console) == 0
     assert handler.hits == ["/devices"] * 3
     assert "web-1" in console.export_text()
 
@@ -350,12 +290,12 @@ def test_command_errors(
 ) -> None:
     url, handler = control
     console = Console(record=True, width=100)
-    assert view.run(parse("--url", url, "--device", "nope"), console) == 1
+    assert viewcli.run(parse("--url", url, "--device", "nope"), console) == 1
     assert "no simulated device named 'nope'" in capsys.readouterr().err
     handler.status = 500
-    assert view.run(parse("--url", url), console) == 1
+    assert viewcli.run(parse("--url", url), console) == 1
     assert "HTTP 500" in capsys.readouterr().err
-    assert view.run(parse("--url", url, "--count", "0"), console) == 2
+    assert viewcli.run(parse("--url", url, "--count", "0"), console) == 2
 
 
 def test_watch_keeps_going_when_the_control_api_fails(
@@ -364,7 +304,9 @@ def test_watch_keeps_going_when_the_control_api_fails(
     url, handler = control
     handler.status = 503
     console = Console(record=True, width=100)
-    assert view.run(parse("--url", url, "--watch", "--count", "2", "--interval", "0"), console) == 0
+    assert (
+        viewcli.run(parse("--url", url, "--watch", "--count", "2", "--interval", "0"), console) == 0
+    )
     assert handler.hits == ["/devices"] * 2
     assert "control API unavailable" in console.export_text()
 
@@ -374,7 +316,7 @@ def test_url_comes_from_the_environment(
 ) -> None:
     url, handler = control
     monkeypatch.setenv("LOCKSTEP_SIM_URL", url)
-    assert view.run(parse(), Console(record=True, width=100)) == 0
+    assert viewcli.run(parse(), Console(record=True, width=100)) == 0
     assert handler.hits == ["/devices"]
 
 

@@ -5,7 +5,9 @@ Routes (the contract is the hosted ActivitySmith API, see `engine.server.contrac
   `POST /api/live-activity/start|update|end`, `GET /api/devices`, `POST /api/metrics/{key}/value`;
 - device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
   `POST /api/activity-tokens`, `GET /api/devices/{device_id}/metrics`;
-- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`;
+- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`, and the lock screens page
+  (`GET /`, `GET /ui/app.css`, `GET /ui/app.js`: static files, no data; what they draw comes from
+  `GET /api/dashboard`, a send key of scope all);
 - a webhook's own signature or secret, checked by the service: `POST /api/webhooks/{name}`.
 
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,
@@ -54,7 +56,7 @@ from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.http.endpoint import JSON, Access, Context, Endpoint, Reply
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
-from engine.server.http.seam import ApiService
+from engine.server.http.seam import ApiService, PhonesView
 from engine.server.keys import KeyRing
 from engine.server.logs import ACCESS, access, request_id
 
@@ -164,9 +166,10 @@ class ApiApp:
         endpoints: Sequence[Endpoint] = ENDPOINTS,
         clock: Callable[[], float] = time.perf_counter,
         named_keys: KeyRing | None = None,
+        phones: PhonesView | None = None,
     ) -> None:
         self._clock = clock  # the access log's durations
-        self.context = Context(service, metrics, msgspec.json.encode(openapi))
+        self.context = Context(service, metrics, msgspec.json.encode(openapi), phones=phones)
         self.max_body = max_body
         self.record = record
         self.record_reply = record_reply
@@ -323,6 +326,7 @@ def create_app(
     record: Record | None = None,
     record_reply: RecordReply | None = None,
     named_keys: KeyRing | None = None,
+    phones: PhonesView | None = None,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
     `engine.server.http.seam.ApiService`).
@@ -332,7 +336,8 @@ def create_app(
     body (the calls that change something); it never sees the key. `record_reply` hears about
     the same calls with the answer's body as a fourth argument (a traffic recorder keeps the
     `activity_id` a start was given, see `engine.server.record`). `api_keys` have scope `all`;
-    `named_keys` holds the keys with a name and a scope (`engine.server.keys`).
+    `named_keys` holds the keys with a name and a scope (`engine.server.keys`). `phones` are the
+    simulated iPhones the lock screens page draws (`GET /api/dashboard`), in simulate mode.
     """
     return ApiApp(
         service,
@@ -344,6 +349,7 @@ def create_app(
         record=record,
         record_reply=record_reply,
         named_keys=named_keys,
+        phones=phones,
     )
 
 

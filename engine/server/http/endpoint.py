@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.http.prom import PromMetrics
-from engine.server.http.seam import ApiService
+from engine.server.http.seam import ApiService, PhonesView
 
 __all__ = ["JSON", "Access", "Context", "Endpoint", "Handler", "HeaderParam", "QueryParam", "Reply"]
 
@@ -60,6 +60,7 @@ class Context:
     metrics: PromMetrics
     openapi_body: bytes  # the OpenAPI document, encoded once
     key: KeyScope = FULL_ACCESS  # the send key's scope: pass it to the service on every send
+    phones: PhonesView | None = None  # simulated iPhones for the page (simulate mode only)
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]

@@ -10,23 +10,46 @@ calling key's scope (see `http.endpoint`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from engine.server.contract import errors, metrics, models, push
 from engine.server.contract import webhooks as hooks
-from engine.server.http.endpoint import Access, Context, Endpoint, HeaderParam, QueryParam, Reply
+from engine.server.http.endpoint import (
+    Access,
+    Context,
+    Endpoint,
+    Handler,
+    HeaderParam,
+    QueryParam,
+    Reply,
+)
 from engine.server.http.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
+from webui import asset_at, page_headers
 
-__all__ = ["ENDPOINTS", "DeviceList"]
+__all__ = ["DASHBOARD_ACTIVITIES", "ENDPOINTS", "Dashboard", "DeviceList"]
+
+DASHBOARD_ACTIVITIES: Final = 50
+"""How many of the most recently updated activities `GET /api/dashboard` carries."""
 
 
 class DeviceList(msgspec.Struct):
     """`GET /api/devices`: every registered device."""
 
     devices: list[models.DeviceInfo]
+
+
+class Dashboard(msgspec.Struct):
+    """`GET /api/dashboard`: what the lock screens page draws (a Lockstep addition)."""
+
+    now: float  # the server's wall time (unix seconds): the page's timers count from it
+    source: str  # "server" here; "simulator" on the simulator's control port
+    devices: list[dict[str, Any]]  # the simulated iPhones (simulate mode; else empty)
+    pushes: list[dict[str, Any]]  # the simulator's newest pushes, oldest first
+    activities: list[models.ActivityStatus] | None  # newest first; null on the simulator
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -151,6 +174,31 @@ async def _push_replace(ctx: Context, params: Mapping[str, str], body: bytes) ->
 async def _badge(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     req = models.decode(push.BadgeRequest, body)
     return _json(await ctx.service.badge.update(req, ctx.key))
+
+
+async def _dashboard(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+    _scope_all(ctx, "the lock screens page (every phone, every activity)")
+    phones = dict(ctx.phones.page_state()) if ctx.phones is not None else {}
+    return _json(
+        Dashboard(
+            now=float(phones.get("now", time.time())),
+            source="server",
+            devices=list(phones.get("devices", ())),
+            pushes=list(phones.get("pushes", ())),
+            activities=ctx.service.status.recent(DASHBOARD_ACTIVITIES),
+        )
+    )
+
+
+def _page_file(path: str) -> Handler:
+    """The handler that serves the lock screens page's file at `path` (`webui.PATHS`)."""
+    found = asset_at(path)
+    assert found is not None, path  # the route table names only files the page has
+
+    async def handler(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
+        return Reply(200, found.body, found.content_type, page_headers())
+
+    return handler
 
 
 async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -407,6 +455,42 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         summary="Run a logged delivery again",
         response=hooks.WebhookReply,
         errors=(400, 404, 422, 429, 503),
+    ),
+    Endpoint(
+        method="GET",
+        template="/api/dashboard",
+        access=Access.SEND,
+        handler=_dashboard,
+        operation_id="getDashboard",
+        summary="What the lock screens page draws: simulated iPhones, pushes, delivery status",
+        response=Dashboard,
+    ),
+    Endpoint(
+        method="GET",
+        template="/",
+        access=Access.PUBLIC,
+        handler=_page_file("/"),
+        operation_id="getLockScreensPage",
+        summary="The lock screens page (HTML; what it draws comes from /api/dashboard)",
+        media="text/html",
+    ),
+    Endpoint(
+        method="GET",
+        template="/ui/app.css",
+        access=Access.PUBLIC,
+        handler=_page_file("/ui/app.css"),
+        operation_id="getLockScreensStyle",
+        summary="The lock screens page's stylesheet",
+        media="text/css",
+    ),
+    Endpoint(
+        method="GET",
+        template="/ui/app.js",
+        access=Access.PUBLIC,
+        handler=_page_file("/ui/app.js"),
+        operation_id="getLockScreensScript",
+        summary="The lock screens page's script",
+        media="text/javascript",
     ),
     Endpoint(
         method="GET",

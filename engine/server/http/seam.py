@@ -17,7 +17,7 @@ status and devices) takes the calling key's `KeyScope` last (`Context.key`, see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.server.contract import metrics, models, push
 from engine.server.contract import webhooks as hooks
@@ -30,6 +30,7 @@ __all__ = [
     "LiveApi",
     "MetricsApi",
     "NotificationApi",
+    "PhonesView",
     "StatusApi",
     "WebhookApi",
 ]
@@ -126,6 +127,18 @@ class StatusApi(Protocol):
         self, state: str | None, limit: int, after: str | None, scope: KeyScope = FULL_ACCESS, /
     ) -> models.ActivityStatusList:
         """`GET /api/live-activities?state=&limit=&after=`."""
+        ...
+
+    def recent(self, limit: int, /) -> list[models.ActivityStatus]:
+        """The `limit` most recently updated activities, newest first (`GET /api/dashboard`)."""
+        ...
+
+
+class PhonesView(Protocol):
+    """Simulated iPhones to draw on the lock screens page (simulate mode's embedded simulator)."""
+
+    def page_state(self) -> Mapping[str, Any]:
+        """`{"now", "devices", "pushes"}`: the phones and the push log (simulator/webview.py)."""
         ...
 
 

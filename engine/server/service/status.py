@@ -32,6 +32,7 @@ and a page leaves it out.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Final
 
@@ -174,6 +175,18 @@ class DeliveryStatus:
                     return models.ActivityStatusList(activities=found, next=found[-1].activity_id)
                 found.append(self._status(act, now))
         return models.ActivityStatusList(activities=found)
+
+    def recent(self, limit: int) -> list[models.ActivityStatus]:
+        """The `limit` most recently updated activities, newest first (ties by id), for the
+        lock screens page; `limit` is clamped to 1..MAX_PAGE."""
+        limit = max(1, min(limit, MAX_PAGE))
+        now = self._wall()
+        newest = heapq.nsmallest(
+            limit,
+            self._reg.activities.values(),
+            key=lambda act: (-act.row.updated_at, act.row.activity_id),
+        )
+        return [self._status(act, now) for act in newest]
 
     def _status(self, act: Activity, now: float) -> models.ActivityStatus:
         row = act.row
