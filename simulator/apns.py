@@ -166,6 +166,9 @@ class FakeApns:
         self.log: deque[PushRecord] = deque(maxlen=config.push_log_size)
         self.listeners: list[PushListener] = []
         self.token_sinks: list[Callable[[TokenReport], None]] = []
+        # Told about every device the control API creates (its snapshot), so an embedding
+        # server learns it as it learns the devices it started with (simulator/embed.py).
+        self.device_sinks: list[Callable[[dict[str, Any]], None]] = []
         self.counters = Counters()
         self.token_limit = (
             None

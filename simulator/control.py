@@ -142,6 +142,8 @@ class ControlApp:
             raise ControlError(409, "conflict", str(exc)) from None
         snapshot = self.apns.registry.device_snapshot(new.name, now)
         assert snapshot is not None
+        for sink in self.apns.device_sinks:
+            sink(snapshot)
         return snapshot
 
     def _act(self, name: str, body: bytes, now: float) -> dict[str, Any]:

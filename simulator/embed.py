@@ -21,6 +21,7 @@ The server learns the devices only through that API; nothing here imports the en
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ from simulator.reporting import (
 from simulator.runner import Simulator, SimulatorOptions
 from simulator.webview import page_state
 
-__all__ = ["AttachError", "EmbeddedSimulator", "open_embedded"]
+__all__ = ["AttachError", "EmbeddedSimulator", "Registrar", "open_embedded"]
+
+log = logging.getLogger("lockstep.simulator.embed")
 
 HOST = "127.0.0.1"
 _DRAIN_SECONDS = 5.0
@@ -51,6 +54,57 @@ _MAX_DELAY = 2.0
 
 class AttachError(Exception):
     """The server's device API refused, or never answered, a device registration."""
+
+
+class Registrar:
+    """Registers devices created after `attach` (the control API's `POST /devices`) with the
+    server, in the background, as the app on a new phone would.
+
+    Created devices wait in a bounded queue (dropped, counted and logged when it is full); until
+    `attach` names the server they wait there, so a device created before it is registered by
+    `attach` itself and again here, which the device API takes as an update.
+    """
+
+    def __init__(self, capacity: int = 100) -> None:
+        self._send, self._receive = trio.open_memory_channel[dict[str, Any]](capacity)
+        self._target: tuple[str, str] | None = None  # (api base, device key)
+        self._ready = trio.Event()
+        self.registered = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def __repr__(self) -> str:  # never the device key
+        return f"Registrar(registered={self.registered}, failed={self.failed})"
+
+    def submit(self, device: dict[str, Any]) -> None:
+        """Queue a new device's snapshot (a `FakeApns.device_sinks` entry)."""
+        try:
+            self._send.send_nowait(device)
+        except trio.WouldBlock:
+            self.dropped += 1
+            log.warning("device %s not registered with the server: queue full", device["name"])
+
+    def target(self, api_base: str, device_key: str) -> None:
+        """Register devices with `api_base` from now on."""
+        self._target = (api_base, device_key)
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Register queued devices until cancelled (waiting for `target` first)."""
+        await self._ready.wait()
+        async for device in self._receive:
+            assert self._target is not None
+            base, key = self._target
+            url = f"{base}/devices/{quote(str(device['name']), safe='')}"
+            try:
+                await _put_with_retries(
+                    url, registration_body(device), key, attempts=3, backoff=0.2
+                )
+            except AttachError as exc:
+                self.failed += 1
+                log.warning("%s", exc)
+            else:
+                self.registered += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +120,7 @@ class EmbeddedSimulator:
     bundle_id: str
     control_url: str | None  # None when the control API is off
     simulator: Simulator = field(repr=False)
+    registrar: Registrar = field(default_factory=Registrar, repr=False)
 
     def page_state(self) -> dict[str, Any]:
         """The phones and the push log for the server's lock screens page (simulator/webview.py)."""
@@ -97,6 +152,7 @@ class EmbeddedSimulator:
             body = registration_body(device)
             url = f"{base}/devices/{quote(name, safe='')}"
             await _put_with_retries(url, body, device_key, attempts=attempts, backoff=backoff)
+        self.registrar.target(base, device_key)  # devices created from now on
         self.simulator.set_reporter(f"{base}/activity-tokens", bearer=device_key)
         self.simulator.set_widget_reader(base, bearer=device_key)
 
@@ -170,6 +226,9 @@ async def open_embedded(
         async with trio.open_nursery() as nursery:
             ends = await nursery.start(simulator.run)
             config = options.config
+            registrar = Registrar()
+            simulator.apns.device_sinks.append(registrar.submit)
+            nursery.start_soon(registrar.run)
             yield EmbeddedSimulator(
                 host=HOST,
                 port=ends.apns_port,
@@ -180,6 +239,7 @@ async def open_embedded(
                 bundle_id=config.bundle_id,
                 control_url=f"http://{HOST}:{ends.control_port}" if ends.control_port else None,
                 simulator=simulator,
+                registrar=registrar,
             )
             # Reached only on a normal exit: drain politely, bounded (stop() waits at most
             # drain_seconds for connections; the extra second covers the control API).
