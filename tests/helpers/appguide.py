@@ -26,7 +26,7 @@ from typing import Any, Final
 import trio
 import trio.testing
 
-from engine.server.contract import models
+from engine.server.contract import metrics, models, push
 from simulator.validation import DevicePush
 from tests.helpers.servicekit import open_harness
 from tests.helpers.simkit import make_kit
@@ -112,6 +112,7 @@ EXAMPLES: Final[dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
     ),
 }
 ACTION: Final = {"title": "Open", "type": "open_url", "url": "https://example.com/deploys/42"}
+DEEP_LINK: Final = "https://example.com/deploys/42"
 
 
 def _decode(cls: type[Any], body: dict[str, Any]) -> Any:
@@ -152,6 +153,15 @@ async def _record() -> dict[str, list[DevicePush]]:
                 await trio.sleep(5)
                 got[type_] = catch.pushes[:]
                 catch.pushes.clear()
+            note = {"title": "Deploy web", "message": "v42 is live", "redirection": DEEP_LINK}
+            await h.service.notifications.send(_decode(push.PushRequest, note))
+            await trio.sleep(5)
+            await h.service.badge.update(_decode(push.BadgeRequest, {"badge": 3}))
+            await trio.sleep(5)
+            metric = _decode(metrics.MetricValueRequest, {"value": 1234.5})
+            await h.service.metrics.set_value("revenue.today", metric)
+            await trio.sleep(65)  # widget reloads are paced (`[widgets] min_interval`)
+            got["app"] = catch.pushes[:]
     return got
 
 
@@ -161,8 +171,9 @@ def _placeholders(value: Any, ids: dict[str, str]) -> Any:
         return {k: _placeholders(v, ids) for k, v in value.items()}
     if isinstance(value, list):
         return [_placeholders(v, ids) for v in value]
-    if isinstance(value, str) and value.startswith("la_"):
-        return ids.setdefault(value, f"la_EXAMPLE{len(ids) + 1}")
+    if isinstance(value, str) and value[:3] in ("la_", "pn_"):
+        same = sum(1 for made in ids.values() if made.startswith(value[:3]))
+        return ids.setdefault(value, f"{value[:3]}EXAMPLE{same + 1}")
     return value
 
 
@@ -180,6 +191,18 @@ def _push(push: DevicePush, ids: dict[str, str]) -> str:
     return head + _dump(_placeholders(push.payload, ids))
 
 
+def _app_push(push: DevicePush, ids: dict[str, str]) -> str:
+    """One push to an app token or widget token, as the request APNs gets (ids as placeholders)."""
+    token = "widget token" if push.push_type == "widgets" else "app token"
+    head = (
+        f"POST /3/device/<{token}>\napns-push-type: {push.push_type}\n"
+        f"apns-topic: {push.topic}\napns-priority: {push.priority}\n"
+    )
+    if push.collapse_id:
+        head += f"apns-collapse-id: {_placeholders(push.collapse_id, ids)}\n"
+    return head + "\n" + _dump(_placeholders(push.payload, ids))
+
+
 def blocks() -> dict[str, str]:
     """Every generated block of the guide, by name (fenced, ending in a newline)."""
     recorded = trio.run(_record, clock=trio.testing.MockClock(autojump_threshold=0))
@@ -189,9 +212,15 @@ def blocks() -> dict[str, str]:
     events = [p.payload["aps"]["event"] for p in lifecycle]
     assert events[0] == "start" and events[-1] == "end", events
     parts = []
-    for n, push in enumerate(lifecycle, 1):
-        parts.append(f"{n}. `{push.payload['aps']['event']}`\n\n```http\n{_push(push, ids)}\n```\n")
+    for n, one in enumerate(lifecycle, 1):
+        parts.append(f"{n}. `{one.payload['aps']['event']}`\n\n```http\n{_push(one, ids)}\n```\n")
     out["lifecycle"] = "\n".join(parts)
+    app = recorded.pop("app")
+    kinds = [(p.push_type, "badge" in p.payload.get("aps", {})) for p in app]
+    assert [k for k, _ in kinds] == ["alert", "alert", "widgets"], kinds
+    names = ("notification", "badge", "widgets")
+    for name, one in zip(names, app, strict=True):
+        out[name] = f"```http\n{_app_push(one, ids)}\n```\n"
     states = []
     for type_, pushes in recorded.items():
         shown: list[Any] = []
