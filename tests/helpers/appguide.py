@@ -224,8 +224,8 @@ def blocks() -> dict[str, str]:
     states = []
     for type_, pushes in recorded.items():
         shown: list[Any] = []
-        for push in pushes:  # the state re-sent to a new update token is shown once
-            state = _placeholders(push.payload["aps"]["content-state"], ids)
+        for one in pushes:  # the state re-sent to a new update token is shown once
+            state = _placeholders(one.payload["aps"]["content-state"], ids)
             if not shown or shown[-1] != state:
                 shown.append(state)
         states.append(f"// {type_}: start, update, end\n" + "\n".join(map(_compact, shown)))
