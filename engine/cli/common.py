@@ -61,6 +61,7 @@ __all__ = [
     "add_channels",
     "add_connection",
     "add_metadata",
+    "add_server",
     "add_tags",
     "channels_of",
     "error_text",
@@ -405,6 +406,15 @@ exit status: 0 success, 1 error answer (any non-2xx) or server unreachable, 2 us
 
 def add_connection(p: argparse.ArgumentParser) -> None:
     """--url, --key (--api-key), --config, --timeout and --json."""
+    g = add_server(p)
+    g.add_argument(
+        "--json", action="store_true", help="print the server's JSON answer (errors too)"
+    )
+
+
+def add_server(p: argparse.ArgumentParser) -> Options:
+    """--url, --key (--api-key), --config and --timeout (what `Session.resolve` reads), in a
+    `server` group, which it returns."""
     g = p.add_argument_group("server")
     g.add_argument("--url", help=f"API base URL (default $LOCKSTEP_URL or {DEFAULT_URL})")
     g.add_argument(
@@ -418,10 +428,8 @@ def add_connection(p: argparse.ArgumentParser) -> None:
         metavar="LOCKSTEP_TOML",
         help="find the server and key in this lockstep.toml (default $LOCKSTEP_CONFIG)",
     )
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
-    g.add_argument(
-        "--json", action="store_true", help="print the server's JSON answer (errors too)"
-    )
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    return g
 
 
 def add_channels(p: Options) -> None:

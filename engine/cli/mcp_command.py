@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from engine.cli.common import DEFAULT_URL, KEY_FILE, Session, UsageError
+from engine.cli.common import Session, UsageError, add_server
 
 __all__ = ["register", "run"]
 
@@ -71,20 +71,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g = p.add_argument_group("server")
-    g.add_argument("--url", help=f"API base URL (default $LOCKSTEP_URL or {DEFAULT_URL})")
-    g.add_argument(
-        "--key",
-        "--api-key",
-        dest="key",
-        help=f"API key (default $LOCKSTEP_API_KEY, else the file ./{KEY_FILE})",
-    )
-    g.add_argument(
-        "--config",
-        metavar="LOCKSTEP_TOML",
-        help="find the server and key in this lockstep.toml (default $LOCKSTEP_CONFIG)",
-    )
-    g.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per API request (default 30)"
-    )
+    add_server(p)
     p.set_defaults(handler=run)
