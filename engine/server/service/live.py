@@ -11,8 +11,11 @@ apply the change to the in-memory rows, make it durable (`Store.write`, group-co
 then hand it to the outbox, which submits what each recipient lacks. When the write fails, the
 in-memory changes are rolled back (`undo.Undo`) and the call answers 503 `storage_unavailable`:
 nothing changed, nothing pushed. The reply waits a short,
-configurable moment for APNs answers so that `devices_notified` is meaningful; what is not
-answered by then is reported in `devices_queued`.
+configurable moment (`notify_wait`) for APNs answers so that `devices_notified` is meaningful;
+what is not answered by then is reported in `devices_queued`. It waits only while an answer can
+still come: a push the engine already holds past that moment (its lane's pacing, a push of the
+lane in flight, a backoff) or a recipient waiting for its update token is counted in
+`devices_queued` at once, so a call whose pushes are all held is answered without waiting.
 """
 
 from __future__ import annotations
@@ -534,10 +537,16 @@ class LiveActivities:
         return sent
 
     async def _settle(self, sent: _Sent) -> tuple[int, int, list[str]]:
-        """(notified, queued, errors) after waiting up to `notify_wait` for APNs answers."""
-        with trio.move_on_after(self._cfg.notify_wait):
+        """(notified, queued, errors) after waiting up to `notify_wait` for APNs answers.
+
+        Only for answers that can still come in time: a push the engine holds past the window
+        (paced, behind another push of its lane, backing off) is counted in `queued` without
+        waiting, so a call whose pushes are all held is answered at once.
+        """
+        deadline = trio.current_time() + self._cfg.notify_wait
+        with trio.move_on_at(deadline):
             for _, handle in sent.handles:
-                await handle.result()
+                await handle.answered_within(deadline)
         notified, queued = 0, sent.held
         errs = [f"{device_id}: {DEAD_TOKEN_ERROR}" for device_id in sent.dead]
         for device_id, handle in sent.handles:
