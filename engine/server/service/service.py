@@ -87,6 +87,7 @@ class Service:
             wall_clock,
             token_timeout=config.live.token_timeout,
             budget=engine.budget,
+            holds=engine.hold,
         )
         self.recovered = 0
         self.tokens_overdue = 0  # started activities reported without an update token in time
