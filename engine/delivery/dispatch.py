@@ -43,7 +43,7 @@ class PushHandle:
     While it waits to be sent, `held` says why and until when at the earliest (a `Hold`: paced,
     behind another push of its lane, backing off), as of the last change the engine knows of:
     set when it is submitted, updated when a push of its lane completes, cleared when it is sent.
-    `answered_within(deadline)` waits only while an answer before `deadline` is still possible.
+    `answered_unless_held()` waits for the result only while the push is not held.
     """
 
     __slots__ = ("_callbacks", "_event", "_result", "device_token", "held", "submitted_at")
@@ -77,20 +77,15 @@ class PushHandle:
             await trio.lowlevel.checkpoint()  # what waiting on a set Event does
         return self._result
 
-    def held_past(self, deadline: float) -> bool:
-        """Whether the push is known to be held until `deadline` or later (unsettled)."""
-        held = self.held
-        return self._result is None and held is not None and held.until >= deadline
-
-    async def answered_within(self, deadline: float) -> bool:
-        """Wait for the result while it can still come before `deadline` (monotonic); True
-        when it is known, False as soon as the push is held past `deadline`. The caller bounds
-        the wait (e.g. `trio.move_on_at(deadline)`): a push sent in time may still be late."""
+    async def answered_unless_held(self) -> bool:
+        """Wait for the result while the push is not held; True when the result is known,
+        False as soon as the push is held (at once if it already is). Bound the wait with the
+        caller's own timeout: a push sent now may still be answered late."""
         if self._result is not None:
             await trio.lowlevel.checkpoint()
             return True
         while self._result is None:
-            if self.held_past(deadline):
+            if self.held is not None:
                 return False
             await self._changed()
         return True

@@ -1,9 +1,9 @@
 """No call waits for a push it already knows is held (engine, service and simulator on MockClock).
 
 A call waits up to `notify_wait` for APNs answers; when the engine already holds every push of
-the call (its lane's pacing, a push of the lane in flight), no answer can come within it, so the
-call is answered at once with those devices in `devices_queued`, and the status says why each
-waits. A call whose pushes go out now waits as before. The last state reaches every device.
+the call (its lane's pacing, a push of the lane in flight), the call is answered at once with
+those devices in `devices_queued`, and the status says why each waits. A call whose pushes go out
+now waits as before. The last state reaches every device.
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ async def test_a_call_whose_pushes_are_all_paced_returns_without_waiting_the_win
             assert (second.devices_notified, second.devices_queued) == (0, 2)
             assert second.errors is None
             assert held_of(h, activity_id) == [("live", "paced", False)] * 2
-            # Twenty calls a second for three seconds: each answered at once, latest wins.
+            # Twenty calls a second for three seconds: each answered at once, latest wins (a
+            # push that goes out now is answered at once here: the fake APNs is in memory).
             for n in range(3, 63):
                 await trio.sleep(0.05)
                 reply, elapsed = await timed(h, n)
-                assert elapsed < WINDOW, (n, elapsed)
+                assert elapsed < 0.01, (n, elapsed)  # a few ms (the write), never the window
                 assert (reply.devices_notified or 0) + (reply.devices_queued or 0) == 2
             await trio.sleep(2.0)  # one pacing interval and the answers
             assert [shown_value(h, name, activity_id) for name in PHONES] == [62, 62]
@@ -90,16 +91,15 @@ async def test_a_call_behind_a_push_in_flight_returns_at_once_and_one_going_out_
     # Every APNs answer takes longer than the window.
     kit = make_kit(devices=1, plan=FaultPlan(latency_ms=FixedLatency(800)))
     with trio.fail_after(600):
-        async with open_harness(kit, tmp_path / "db", live=LiveConfig(notify_wait=0.25)) as h:
+        async with open_harness(kit, tmp_path / "db", live=LiveConfig(notify_wait=WINDOW)) as h:
             activity_id = str((await h.service.live.stream("score", put(0))).activity_id)
             await trio.sleep(5)
             # The push goes out now: its answer could come in time, so the call waits it out.
             first, elapsed = await timed(h, 1)
-            assert elapsed == pytest.approx(0.25, abs=0.01)
+            assert elapsed == pytest.approx(WINDOW, abs=0.01)
             assert (first.devices_notified, first.devices_queued) == (0, 1)
             assert held_of(h, activity_id) == [("live", None, False)]  # in flight, not held
-            # The next state is behind the push in flight, and a second behind its sending
-            # (pacing): no answer can come within the window, the call is answered at once.
+            # The next state is behind the push in flight: answered at once.
             second, elapsed = await timed(h, 2)
             assert elapsed < 0.01
             assert (second.devices_notified, second.devices_queued) == (0, 1)

@@ -12,10 +12,10 @@ then hand it to the outbox, which submits what each recipient lacks. When the wr
 in-memory changes are rolled back (`undo.Undo`) and the call answers 503 `storage_unavailable`:
 nothing changed, nothing pushed. The reply waits a short,
 configurable moment (`notify_wait`) for APNs answers so that `devices_notified` is meaningful;
-what is not answered by then is reported in `devices_queued`. It waits only while an answer can
-still come: a push the engine already holds past that moment (its lane's pacing, a push of the
-lane in flight, a backoff) or a recipient waiting for its update token is counted in
-`devices_queued` at once, so a call whose pushes are all held is answered without waiting.
+what is not answered by then is reported in `devices_queued`. It waits only for pushes that go
+out now: a push the engine holds (its lane's pacing, a push of the lane in flight, a backoff) or
+a recipient waiting for its update token is counted in `devices_queued` at once, so a call whose
+pushes are all held is answered without waiting.
 """
 
 from __future__ import annotations
@@ -539,14 +539,13 @@ class LiveActivities:
     async def _settle(self, sent: _Sent) -> tuple[int, int, list[str]]:
         """(notified, queued, errors) after waiting up to `notify_wait` for APNs answers.
 
-        Only for answers that can still come in time: a push the engine holds past the window
-        (paced, behind another push of its lane, backing off) is counted in `queued` without
-        waiting, so a call whose pushes are all held is answered at once.
+        Only for pushes that go out now: one the engine holds (paced, behind another push of
+        its lane, backing off), when submitted or later, is counted in `queued` without waiting
+        further, so a call whose pushes are all held is answered at once.
         """
-        deadline = trio.current_time() + self._cfg.notify_wait
-        with trio.move_on_at(deadline):
+        with trio.move_on_after(self._cfg.notify_wait):
             for _, handle in sent.handles:
-                await handle.answered_within(deadline)
+                await handle.answered_unless_held()
         notified, queued = 0, sent.held
         errs = [f"{device_id}: {DEAD_TOKEN_ERROR}" for device_id in sent.dead]
         for device_id, handle in sent.handles:
