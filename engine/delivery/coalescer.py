@@ -277,12 +277,21 @@ class Coalescer:
         before its timestamp is within one interval of the wall clock (as `take_ready` checks).
         """
         state = self._lanes.get(lane)
-        queue = self._queue(state)
-        if item is None:
-            item = queue[-1] if queue else None
-        if state is None or item is None or item not in queue:
+        if state is None:
             return None
-        ahead = queue.index(item)
+        if item is None:
+            item = state.end or state.update or state.start
+        # The items queued before it on the lane (no list: this runs on every submission).
+        if item is None:
+            return None
+        if item is state.start:
+            ahead = 0
+        elif item is state.update:
+            ahead = int(state.start is not None)
+        elif item is state.end:
+            ahead = int(state.start is not None) + int(state.update is not None)
+        else:
+            return None  # sent, settled, or never offered here
         at = max(state.ready_at, now) + ahead * self._interval
         at = max(at, now + state.last_ts + 1 + ahead - (wall_now + self._interval))
         if at <= now:

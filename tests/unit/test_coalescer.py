@@ -807,6 +807,7 @@ def hold_of(h: Harness, item: Item | None = None, lane: LaneKey = LANE) -> tuple
 def test_nothing_is_held_on_a_fresh_or_unknown_or_idle_lane() -> None:
     h = Harness().at(2.0)
     assert hold_of(h) is None  # unknown lane
+    assert h.co.holds(LANE, now=h.now, wall_now=h.wall) == []
     u1, _ = h.offer(UPDATE, 1)
     assert hold_of(h, u1) is None and hold_of(h) is None  # a fresh lane sends at once
     d1 = h.take_one()
