@@ -24,7 +24,7 @@ from engine.apns.reasons import REASONS, Outcome, Reason, ReasonInfo, outcome_fo
 from engine.apns.transport import ConnectError, Connector, tcp_connector
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig, EngineConfig
 from engine.delivery.dispatch import PushHandle
-from engine.delivery.items import Busy, DeliveryError, LaneError
+from engine.delivery.items import Busy, DeliveryError, Hold, HoldReason, LaneError
 from engine.engine import Engine, open_engine
 from engine.metrics import EngineListener
 from engine.payload import (
@@ -57,6 +57,8 @@ __all__ = [
     "EngineConfig",
     "EngineListener",
     "EventKind",
+    "Hold",
+    "HoldReason",
     "InvalidContent",
     "LaneError",
     "LiveActivityContent",

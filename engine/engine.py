@@ -10,9 +10,12 @@
 
 Each call checks the payload size on the exact bytes (raising `PayloadTooLarge` before anything is
 queued), offers the event to the coalescer (latest wins per lane; `LaneError` for a misuse such as
-an update after the end) and returns a `PushHandle` to await or ignore. When `max_lanes` lanes are
-open, `submit` waits for room and `submit_nowait` raises `Busy`. The engine owns its nursery:
-leaving the block drains what is queued (bounded by `drain_timeout`) and closes the connections.
+an update after the end) and returns a `PushHandle` to await or ignore; the handle's `held` says at
+once when the push cannot go out now (paced, behind another push of its lane, backing off) and
+the earliest time it can, so a caller never waits for an answer that cannot come yet. When
+`max_lanes` lanes are open, `submit` waits for room and `submit_nowait` raises `Busy`. The engine
+owns its nursery: leaving the block drains what is queued (bounded by `drain_timeout`) and closes
+the connections.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from engine.config import EngineConfig
 from engine.delivery.budget import BudgetState, PriorityBudget
 from engine.delivery.coalescer import Coalescer
 from engine.delivery.dispatch import Dispatcher, PushHandle
-from engine.delivery.items import Busy, Item
+from engine.delivery.items import Busy, Hold, Item
 from engine.metrics import EngineListener
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryResult, DeliveryStatus
@@ -172,7 +175,8 @@ class Engine:
         self._seq += 1
         # apns-expiration 0 means one attempt and no storage at APNs (apns.md §1).
         keep = self.config.delivery.expiration
-        expiration = int(self._wall()) + keep if keep else 0
+        wall_now = self._wall()
+        expiration = int(wall_now) + keep if keep else 0
         item = Item.build(
             prepared,
             device_token,
@@ -181,12 +185,9 @@ class Engine:
             expiration=expiration,
             waiter=handle,
         )
-        superseded = self._coalescer.offer(
-            (activity_id, lane or device_token),
-            item,
-            now=trio.current_time(),
-            min_timestamp=min_timestamp,
-        )
+        key, now = (activity_id, lane or device_token), trio.current_time()
+        superseded = self._coalescer.offer(key, item, now=now, min_timestamp=min_timestamp)
+        handle.held = self._coalescer.hold(key, now=now, wall_now=wall_now, item=item)
         self._listener.submitted(prepared.event.value)
         self._dispatcher.settle_all(superseded)
         self._dispatcher.wake()
@@ -226,6 +227,13 @@ class Engine:
         elif result.outcome in (Outcome.TRANSPORT, Outcome.UNPROCESSED):
             self._listener.unanswered(result.outcome.value, result.detail)
         return result
+
+    def hold(self, activity_id: str, lane: str) -> Hold | None:
+        """Why the newest push pending on the lane is not sent now, and until when at the
+        earliest; None when nothing is pending there or it goes out now."""
+        return self._coalescer.hold(
+            (activity_id, lane), now=trio.current_time(), wall_now=self._wall()
+        )
 
     def budget(self, activity_id: str, lane: str) -> BudgetState | None:
         """Where the priority-10 budget of the lane's device stands now (None when

@@ -50,6 +50,20 @@ def _latency(f: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _sequential(f: dict[str, Any]) -> dict[str, str]:
+    reply = f["reply_ms"]
+    return {
+        "calls": f"{f['calls_ok']}/{f['calls']}",
+        "calls/s": f"{f['calls_per_s']:,.1f}",
+        "p50 ms": _ms(reply, "p50"),
+        "p99 ms": _ms(reply, "p99"),
+        "max ms": _ms(reply, "max"),
+        "pushes": str(f["pushes"]),
+        "lost": str(f["lost_final_states"]),
+        "order viol.": str(f["order_violations"]),
+    }
+
+
 def _storm(f: dict[str, Any]) -> dict[str, str]:
     d = f["last_update_to_device_s"]
     return {
@@ -92,7 +106,14 @@ def _soak(f: dict[str, Any]) -> dict[str, str]:
     }
 
 
-_HEADLINES = {"raw": _raw, "latency": _latency, "storm": _storm, "scale": _scale, "soak": _soak}
+_HEADLINES = {
+    "raw": _raw,
+    "latency": _latency,
+    "sequential": _sequential,
+    "storm": _storm,
+    "scale": _scale,
+    "soak": _soak,
+}
 
 
 def headline(rec: dict[str, Any]) -> dict[str, str]:
@@ -108,7 +129,7 @@ def invariant_failures(records: Iterable[dict[str, Any]]) -> list[str]:
     out = []
     for rec in records:
         f = rec["figures"]
-        if rec["scenario"] == "soak":
+        if rec["scenario"] in ("soak", "sequential"):
             lost, bad = f["lost_final_states"], f["order_violations"]
         elif rec["scenario"] == "storm":
             lost, bad = f["devices"]["lost"], f["devices"]["order_violations"]

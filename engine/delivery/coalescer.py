@@ -27,6 +27,9 @@ Rules (the delivery design; apns.md §6 for why timestamps matter):
   item's own.
 - A retry keeps only the newest state: if a newer item of the same slot is pending, the failed one
   is SUPERSEDED and the newer goes next.
+- `hold` tells, at any time, why a pending item is not sent now and the earliest time it can be
+  (paced, behind another push of its lane, backing off), so a caller waiting for APNs' answer
+  within a short window can tell at once that none can come (`engine.delivery.items.Hold`).
 
 Decisions:
 
@@ -70,6 +73,8 @@ from engine.delivery.items import (
     Busy,
     CoalescerStats,
     Dispatch,
+    Hold,
+    HoldReason,
     Item,
     LaneError,
     LaneKey,
@@ -260,6 +265,60 @@ class Coalescer:
             state.retrying = None
         self._coalesced += 1
         return [Settled(old, DeliveryStatus.SUPERSEDED, None, detail)]
+
+    # ----------------------------------------------------------------------------------------------
+    # Holds
+
+    def hold(
+        self, lane: LaneKey, *, now: float, wall_now: float, item: Item | None = None
+    ) -> Hold | None:
+        """Why `item` (by default the lane's newest pending item) is not sent at `now`, and the
+        earliest time it can be; None when it is ready, or not pending on `lane`.
+
+        It goes out after the items queued before it on its lane (send order START, UPDATE, END),
+        one pacing interval apart, from the lane's `ready_at` (the end of its pacing interval or
+        backoff; while a push is in flight, one interval after that push was sent), and not
+        before its timestamp is within one interval of the wall clock (as `take_ready` checks).
+        """
+        state = self._lanes.get(lane)
+        if state is None:
+            return None
+        if item is None:
+            item = state.end or state.update or state.start
+        # The items queued before it on the lane (no list: this runs on every submission).
+        if item is None:
+            return None
+        if item is state.start:
+            ahead = 0
+        elif item is state.update:
+            ahead = int(state.start is not None)
+        elif item is state.end:
+            ahead = int(state.start is not None) + int(state.update is not None)
+        else:
+            return None  # sent, settled, or never offered here
+        at = max(state.ready_at, now) + ahead * self._interval
+        at = max(at, now + state.last_ts + 1 + ahead - (wall_now + self._interval))
+        if at <= now:
+            return None
+        if ahead or state.in_flight is not None:
+            return Hold(HoldReason.BEHIND, at)
+        return Hold(HoldReason.BACKOFF if state.failures else HoldReason.PACED, at)
+
+    def holds(
+        self, lane: LaneKey, *, now: float, wall_now: float
+    ) -> list[tuple[Item, Hold | None]]:
+        """Every item pending on `lane`, in send order, with its `hold`."""
+        return [
+            (item, self.hold(lane, now=now, wall_now=wall_now, item=item))
+            for item in self._queue(self._lanes.get(lane))
+        ]
+
+    @staticmethod
+    def _queue(state: _Lane | None) -> list[Item]:
+        """The lane's pending items in send order."""
+        if state is None:
+            return []
+        return [item for item in (state.start, state.update, state.end) if item is not None]
 
     # ----------------------------------------------------------------------------------------------
     # Dispatching

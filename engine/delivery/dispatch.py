@@ -7,6 +7,10 @@ time). Answers come back through the callback, synchronously from the connection
 each `StreamResult` becomes an `Outcome` (`outcome_for`, the shared reason table, for an answer;
 `UNPROCESSED` or `TRANSPORT` for none), is reported to the coalescer, and every item that settled
 resolves its `PushHandle` with a `DeliveryResult`. No task per push, no busy polling.
+
+Holds follow the pushes: a handle's `held` is cleared when its push is sent, and when a push
+completes, the items still pending on its lane get their new `Coalescer.hold` (a failure that
+backs the lane off holds them longer; an acceptance leaves them paced).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from engine.apns.protocol import PushRequest
 from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
 from engine.apns.wire import LIVE_ACTIVITY_PUSH_TYPE, LIVE_ACTIVITY_TOPIC_SUFFIX
 from engine.delivery.coalescer import Coalescer
-from engine.delivery.items import Dispatch, Settled
+from engine.delivery.items import Dispatch, Hold, Settled
 from engine.metrics import EngineListener
 from engine.results import DeliveryResult, DeliveryStatus
 
@@ -35,16 +39,23 @@ _MAX_DEAD_TOKENS = 100_000
 
 
 class PushHandle:
-    """The future of one submitted event: `await handle.result()` or ignore it."""
+    """The future of one submitted event: `await handle.result()` or ignore it.
 
-    __slots__ = ("_callbacks", "_event", "_result", "device_token", "submitted_at")
+    While it waits to be sent, `held` says why and until when at the earliest (a `Hold`: paced,
+    behind another push of its lane, backing off), as of the last change the engine knows of:
+    set when it is submitted, updated when a push of its lane completes, cleared when it is sent.
+    `answered_unless_held()` waits for the result only while the push is not held.
+    """
+
+    __slots__ = ("_callbacks", "_event", "_result", "device_token", "held", "submitted_at")
 
     def __init__(self, device_token: str, submitted_at: float) -> None:
         self.device_token = device_token
         self.submitted_at = submitted_at
-        # Made by the first `result()` that has to wait: most handles settle before anyone
-        # awaits them (or nobody ever does), and an Event is three objects to allocate and
-        # garbage-collect per push.
+        self.held: Hold | None = None
+        # Made by the first waiter that has to wait, set and dropped on every change (a result,
+        # a new hold): most handles settle before anyone awaits them (or nobody ever does), and
+        # an Event is three objects to allocate and garbage-collect per push.
         self._event: trio.Event | None = None
         self._result: DeliveryResult | None = None
         self._callbacks: list[Callable[[DeliveryResult], None]] | None = None
@@ -61,13 +72,40 @@ class PushHandle:
     async def result(self) -> DeliveryResult:
         """Wait for the result (a checkpoint even when it is already known)."""
         if self._result is None:
-            if self._event is None:
-                self._event = trio.Event()
-            await self._event.wait()
+            while self._result is None:
+                await self._changed()
         else:
             await trio.lowlevel.checkpoint()  # what waiting on a set Event does
-        assert self._result is not None
         return self._result
+
+    async def answered_unless_held(self) -> bool:
+        """Wait for the result while the push is not held; True when the result is known,
+        False as soon as the push is held (at once if it already is). Bound the wait with the
+        caller's own timeout: a push sent now may still be answered late."""
+        if self._result is not None:
+            await trio.lowlevel.checkpoint()
+            return True
+        while self._result is None:
+            if self.held is not None:
+                return False
+            await self._changed()
+        return True
+
+    async def _changed(self) -> None:
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    def _notify(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    def hold(self, held: Hold | None) -> None:
+        """Record why the push waits and until when (None: it is ready or sent)."""
+        if self._result is None and held != self.held:
+            self.held = held
+            self._notify()
 
     def add_done_callback(self, callback: Callable[[DeliveryResult], None]) -> None:
         """Call `callback(result)` when the handle settles (at once if it already has).
@@ -87,8 +125,8 @@ class PushHandle:
         """Resolve the handle (once; later calls are ignored)."""
         if self._result is None:
             self._result = result
-            if self._event is not None:
-                self._event.set()
+            self.held = None
+            self._notify()
             callbacks, self._callbacks = self._callbacks, None
             for callback in callbacks or ():
                 try:
@@ -200,6 +238,8 @@ class Dispatcher:
                 collapse_id=payload.collapse_id,
             )
             self.listener.dispatched(item.kind.value, dispatch.attempt)
+            if isinstance(item.waiter, PushHandle):
+                item.waiter.hold(None)  # sent: its answer may come at any time now
             if self.pool.try_send(request, partial(self._on_done, dispatch, now)):
                 self._in_flight += 1
             else:  # a slot vanished between free_slots and now (a limit swing): not an attempt
@@ -226,6 +266,7 @@ class Dispatcher:
             dispatch, outcome, now=now, retry_after=retry_after, reason=reason
         )
         self.settle_all(settled, dispatch, apns_id, status, timestamp_ms)
+        self._rehold(dispatch, now)
         if settled:
             self._capacity.set()
         self._wake.set()
@@ -233,6 +274,12 @@ class Dispatcher:
     def mark_dead(self, device_token: str, reason: Reason | None) -> None:
         """Remember a token APNs killed (410, BadDeviceToken): nothing more is sent to it."""
         self._mark_dead(device_token, reason)
+
+    def _rehold(self, dispatch: Dispatch, now: float) -> None:
+        """Tell the handles still pending on the completed dispatch's lane why they wait."""
+        for item, held in self.coalescer.holds(dispatch.lane, now=now, wall_now=self.wall_clock()):
+            if isinstance(item.waiter, PushHandle):
+                item.waiter.hold(held)
 
     def _mark_dead(self, device_token: str, reason: Reason | None) -> None:
         # 410 / BadDeviceToken: stop sending to it (bounded memory of dead tokens).

@@ -3,12 +3,14 @@
 An `Item` is one submitted event (its prepared payload, device token, priority and waiter); a
 `Dispatch` is one send attempt of an item with its timestamp and rendered body; the coalescer is
 told what became of an attempt as an `Outcome` (the shared vocabulary of `engine.apns.reasons`),
-and answers with `Settled` records: how an item ended, as the caller's `DeliveryStatus`.
+and answers with `Settled` records: how an item ended, as the caller's `DeliveryStatus`. A `Hold`
+says why a pending item cannot be sent yet and the earliest monotonic time it can.
 `LaneError` and `Busy` are the coalescer's two refusals. Pure: no trio, no clock.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -125,6 +127,31 @@ class Settled:
     reason: Reason | None = None
     detail: str = ""
     timestamp: int | None = None
+
+
+class HoldReason(enum.StrEnum):
+    """Why a pending item is not sent now (the values are API words and never change)."""
+
+    PACED = "paced"
+    """Its lane sent less than `pacing_interval` ago, or its next `aps.timestamp` would run more
+    than one interval ahead of the wall clock (one push per lane per second, apns.md §6)."""
+    BEHIND = "behind"
+    """Another push of its lane goes first: one in flight (it is coalesced behind it), or an
+    earlier event still queued (a start before an update, an update before the end)."""
+    BACKOFF = "backoff"
+    """Its lane waits to retry after a failed attempt (apns.md §4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A pending item's hold: `reason`, and `until`, the earliest monotonic time it can be sent.
+
+    `until` is a lower bound: a push in flight that fails can delay it further, and one refused
+    unprocessed lets the next go at once (apns.md §4); neither is known in advance.
+    """
+
+    reason: HoldReason
+    until: float
 
 
 @dataclass(frozen=True, slots=True)

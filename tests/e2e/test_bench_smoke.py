@@ -62,6 +62,15 @@ def _latency(records: list[dict[str, Any]]) -> None:
         _percentiles(f["latency_ms"])
 
 
+def _sequential(records: list[dict[str, Any]]) -> None:
+    (rec,) = records
+    f = rec["figures"]
+    assert f["calls_ok"] == f["calls"] == load_scenario("sequential", "smoke")["calls"]
+    assert f["final_delivered"] and f["lost_final_states"] == 0 == f["order_violations"]
+    assert 1 <= f["pushes"] <= f["calls"]  # latest wins: at most one push per call
+    _percentiles(f["reply_ms"])
+
+
 def _storm(records: list[dict[str, Any]]) -> None:
     (rec,) = records
     f = rec["figures"]
@@ -95,6 +104,7 @@ def _soak(records: list[dict[str, Any]]) -> None:
 CHECKS: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "raw": _raw,
     "latency": _latency,
+    "sequential": _sequential,
     "storm": _storm,
     "scale": _scale,
     "soak": _soak,

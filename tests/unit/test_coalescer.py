@@ -793,3 +793,70 @@ def test_dispatch_repr_leaves_the_body_out() -> None:
     d = h.take_one()
     assert b"12345" in d.body
     assert "12345" not in repr(d) and "w1" not in repr(d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Holds: why a pending item is not sent now, and the earliest time it can be
+
+
+def hold_of(h: Harness, item: Item | None = None, lane: LaneKey = LANE) -> tuple[str, float] | None:
+    held = h.co.hold(lane, now=h.now, wall_now=h.wall, item=item)
+    return None if held is None else (held.reason.value, held.until)
+
+
+def test_nothing_is_held_on_a_fresh_or_unknown_or_idle_lane() -> None:
+    h = Harness().at(2.0)
+    assert hold_of(h) is None  # unknown lane
+    assert h.co.holds(LANE, now=h.now, wall_now=h.wall) == []
+    u1, _ = h.offer(UPDATE, 1)
+    assert hold_of(h, u1) is None and hold_of(h) is None  # a fresh lane sends at once
+    d1 = h.take_one()
+    assert hold_of(h, u1) is None  # sent: no longer pending
+    h.complete(d1, Outcome.ACCEPTED)
+    assert hold_of(h) is None  # idle: nothing pending
+    assert h.co.holds(LANE, now=h.now, wall_now=h.wall) == []
+
+
+def test_a_push_offered_while_its_lane_has_one_in_flight_is_behind_it_then_paced() -> None:
+    h = Harness().at(2.0)
+    h.offer(UPDATE, 1)
+    d1 = h.take_one()
+    u2, _ = h.at(2.1).offer(UPDATE, 2)
+    assert hold_of(h, u2) == ("behind", 3.0)  # one interval after the push in flight went out
+    h.at(2.2).complete(d1, Outcome.ACCEPTED)
+    assert hold_of(h, u2) == ("paced", 3.0) == hold_of(h)
+    u3, _ = h.offer(UPDATE, 3)  # replaces u2, held the same
+    assert hold_of(h, u2) is None and hold_of(h, u3) == ("paced", 3.0)
+    assert hold_of(h.at(3.0), u3) is None  # its time has come
+    assert h.take_one().item is u3
+
+
+def test_a_push_queued_behind_an_earlier_event_waits_one_interval_more_each() -> None:
+    h = Harness(pacing_interval=2.0).at(1.0)
+    start, _ = h.offer(START, 0)
+    update, _ = h.offer(UPDATE, 1)
+    end, _ = h.offer(END, 2)  # replaces the update
+    assert hold_of(h, start) is None
+    assert hold_of(h, update) is None and hold_of(h, end) == ("behind", 3.0)
+    holds = h.co.holds(LANE, now=h.now, wall_now=h.wall)
+    assert [(i, x if x is None else x.reason.value) for i, x in holds] == [
+        (start, None),
+        (end, "behind"),
+    ]
+
+
+def test_a_lane_backing_off_holds_its_retry_and_what_comes_after() -> None:
+    h = Harness(pacing_interval=1.0).at(10.0)
+    u1, _ = h.offer(UPDATE, 1)
+    d1 = h.take_one()
+    h.at(10.1).complete(d1, Outcome.RETRY)  # first failure: backoff 1 s from now
+    assert hold_of(h, u1) == ("backoff", 11.1)
+    u2, _ = h.offer(UPDATE, 2)  # replaces the retry, still backing off
+    assert hold_of(h, u2) == ("backoff", 11.1)
+
+
+def test_a_timestamp_ahead_of_the_wall_clock_holds_the_push_until_it_catches_up() -> None:
+    h = Harness().at(0.0)
+    u1, _ = h.offer(UPDATE, 1, min_timestamp=W0 + 5)  # e.g. sent before a restart
+    assert hold_of(h, u1) == ("paced", 5.0)  # timestamp W0 + 6 at most one interval ahead
+    assert h.take() == [] and h.co.next_ready_at() == 5.0

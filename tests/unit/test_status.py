@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from engine.delivery.budget import BudgetState
+from engine.delivery.items import Hold, HoldReason
 from engine.server.contract import errors
+from engine.server.contract.responses import HeldReason
 from engine.server.service.state import Activity, Recipient, Registry
-from engine.server.service.status import DeliveryStatus, recipient_state
+from engine.server.service.status import DeliveryStatus, held_reason, recipient_state
 from engine.server.store.records import ActivityRow, RecipientRow, StreamRow, pack_state
 
 TOKEN = "ab" * 32
@@ -194,3 +198,23 @@ def test_a_live_device_with_a_low_budget_is_throttled(
     status = DeliveryStatus(Registry(), lambda: 1.0, budget=budgets)
     (device,) = status._status(act, 1.0).devices
     assert (device.state, device.waiting_since, device.overdue) == (state, None, False)
+
+
+@pytest.mark.parametrize("reason", list(HoldReason))
+def test_every_engine_hold_is_an_api_word(reason: HoldReason) -> None:
+    act, rec = activity(version=3), recipient(sent=2)
+    hold = Hold(reason, 10.0)
+    assert held_reason(act, rec, "live", lambda _a, _d: hold) == reason.value
+    assert reason.value in get_args(HeldReason)
+
+
+def test_held_says_why_the_newest_content_waits_and_nothing_once_settled() -> None:
+    paced = Hold(HoldReason.PACED, 10.0)
+    act = activity(version=3)
+    assert held_reason(act, recipient(sent=2), "live", None) is None  # no engine to ask
+    assert held_reason(act, recipient(sent=2), "live", lambda _a, _d: None) is None
+    waiting = recipient(token=None, sent=2)
+    assert held_reason(act, waiting, "awaiting_token", None) == "awaiting_token"
+    assert held_reason(act, recipient(token=None, sent=3), "awaiting_token", None) is None
+    for state in ("dead", "ended", "dismissed"):
+        assert held_reason(act, recipient(sent=2), state, lambda _a, _d: paced) is None

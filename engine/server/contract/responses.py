@@ -23,6 +23,7 @@ __all__ = [
     "DeviceInfo",
     "EndResponse",
     "ErrorBody",
+    "HeldReason",
     "RecipientStatus",
     "StartResponse",
     "StreamDeleteResponse",
@@ -200,6 +201,10 @@ RecipientState = Literal[
 RECIPIENT_STATES: Final[tuple[RecipientState, ...]] = get_args(RecipientState)
 """Every recipient state, in the order a device goes through them."""
 
+HeldReason = Literal["paced", "behind", "backoff", "awaiting_token"]
+"""Why a device's newest content is not sent yet (the engine's `HoldReason`s, and the service's
+own wait for an update token)."""
+
 
 class RecipientStatus(_Reply, kw_only=True):
     """Where one targeted device stands (a Lockstep addition).
@@ -239,6 +244,16 @@ class RecipientStatus(_Reply, kw_only=True):
         bool,
         Meta(description="The update token is later than `[live] token_timeout` allows."),
     ] = False
+    held: Annotated[
+        HeldReason | None,
+        Meta(
+            description="Why the newest content waits to be sent to this device (a call counts "
+            "it in `devices_queued`): `paced` (at most one push per activity and device per "
+            "second), `behind` (another push to it goes first), `backoff` (retrying after a "
+            "failed attempt), `awaiting_token` (no update token reported yet); null when "
+            "nothing waits."
+        ),
+    ] = None
 
 
 class ActivityStatus(_Reply, kw_only=True):

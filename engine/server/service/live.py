@@ -14,9 +14,12 @@ nothing changed, nothing pushed. Every call takes the calling API key's `KeyScop
 scope `all`, contract/scope.py): a call that picks recipients resolves its channels with it (403
 for a channel outside a restricted key's list; no target means the key's channels), and a call
 that changes an activity first checks, under the activity's lock, that the key reaches every
-channel it was sent to. The reply waits a short,
-configurable moment for APNs answers so that `devices_notified` is meaningful; what is not
-answered by then is reported in `devices_queued`.
+channel it was sent to. The reply waits a short, configurable moment (`notify_wait`) for APNs
+answers so that `devices_notified` is meaningful; what is not answered by then is reported in
+`devices_queued`. It waits only for pushes that go out now: a push the engine holds (its lane's
+pacing, a push of the lane in flight, a backoff) or a recipient waiting for its update token is
+counted in `devices_queued` at once, so a call whose pushes are all held is answered without
+waiting.
 """
 
 from __future__ import annotations
@@ -580,10 +583,15 @@ class LiveActivities:
         return sent
 
     async def _settle(self, sent: _Sent) -> tuple[int, int, list[str]]:
-        """(notified, queued, errors) after waiting up to `notify_wait` for APNs answers."""
+        """(notified, queued, errors) after waiting up to `notify_wait` for APNs answers.
+
+        Only for pushes that go out now: one the engine holds (paced, behind another push of
+        its lane, backing off), when submitted or later, is counted in `queued` without waiting
+        further, so a call whose pushes are all held is answered at once.
+        """
         with trio.move_on_after(self._cfg.notify_wait):
             for _, handle in sent.handles:
-                await handle.result()
+                await handle.answered_unless_held()
         notified, queued = 0, sent.held
         errs = [f"{device_id}: {DEAD_TOKEN_ERROR}" for device_id in sent.dead]
         for device_id, handle in sent.handles:

@@ -110,6 +110,7 @@ class Service:
             wall_clock,
             token_timeout=config.live.token_timeout,
             budget=engine.budget,
+            holds=engine.hold,
         )
         self.webhooks = Webhooks(
             config.webhooks, self.live, self.guard, deliveries, wall_clock=wall_clock

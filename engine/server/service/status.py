@@ -22,8 +22,12 @@ A recipient's state, from its durable row (engine/server/store/records.py):
     live            the device has an update token; `current` says if it has the newest content
 
 With each state, the last answer about a push to that device (`last_status`, `last_reason`,
-`last_at`), kept in memory since the server started. A wait for the update token is counted from
-APNs's acceptance of the start (after a restart, from the activity's start).
+`last_at`), kept in memory since the server started, and `held`: why its newest content is not
+sent yet, when that is known, the very reason a call counted it in `devices_queued`: the engine's
+hold of the push (`paced`, `behind` another push of its lane, `backoff`), or `awaiting_token`
+when a started device has no update token for content newer than what it has. A wait for the
+update token is counted from APNs's acceptance of the start (after a restart, from the
+activity's start).
 
 Read-only: it never changes a row and needs no lock (a row is read whole between awaits).
 A restricted API key (contract/scope.py) reads only what it reaches: another activity is 403,
@@ -37,8 +41,9 @@ from collections.abc import Callable
 from typing import Final
 
 from engine.delivery.budget import BudgetState
+from engine.delivery.items import Hold, HoldReason
 from engine.server.contract import errors, models
-from engine.server.contract.responses import RecipientState, iso
+from engine.server.contract.responses import HeldReason, RecipientState, iso
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.service.state import Activity, Recipient, Registry
 from engine.server.store.records import unpack_state
@@ -51,11 +56,24 @@ MAX_PAGE: Final = 500
 Budgets = Callable[[str, str], BudgetState | None]
 """Where a device's priority-10 budget stands, by (activity id, device id): `Engine.budget`."""
 
+Holds = Callable[[str, str], Hold | None]
+"""Why the newest push to a device waits in the engine, by (activity id, device id):
+`Engine.hold`."""
+
+_HELD: Final[dict[HoldReason, HeldReason]] = {
+    HoldReason.PACED: "paced",
+    HoldReason.BEHIND: "behind",
+    HoldReason.BACKOFF: "backoff",
+}
+_SETTLED_STATES: Final = frozenset({"dead", "ended", "dismissed"})
+
 __all__ = [
     "MAX_PAGE",
     "STATES",
     "Budgets",
     "DeliveryStatus",
+    "Holds",
+    "held_reason",
     "overdue",
     "recipient_state",
     "waiting_since",
@@ -99,6 +117,19 @@ def recipient_state(
     return "live"
 
 
+def held_reason(
+    act: Activity, rec: Recipient, state: RecipientState, holds: Holds | None
+) -> HeldReason | None:
+    """Why the recipient's newest content is not sent yet, if it waits (module docstring)."""
+    if state in _SETTLED_STATES:
+        return None
+    row = rec.row
+    if row.started and row.update_token is None:
+        return "awaiting_token" if row.sent_version < act.row.version else None
+    hold = None if holds is None else holds(act.row.activity_id, row.device_id)
+    return None if hold is None else _HELD[hold.reason]
+
+
 def overdue(act: Activity, rec: Recipient, now: float | None, token_timeout: float | None) -> bool:
     """Whether a started recipient without an update token waited past `token_timeout`."""
     if now is None or token_timeout is None or rec.row.update_token is not None:
@@ -116,14 +147,16 @@ class DeliveryStatus:
         *,
         token_timeout: float | None = None,
         budget: Budgets | None = None,
+        holds: Holds | None = None,
     ) -> None:
         """Answer from `registry` (the service's working copy) as of `wall_clock()`; a wait
         for an update token is overdue after `token_timeout` seconds; `budget` tells throttled
-        devices."""
+        devices, `holds` why a device's push waits."""
         self._reg = registry
         self._wall = wall_clock
         self._timeout = token_timeout
         self._budget = budget
+        self._holds = holds
 
     def state(self, act: Activity, rec: Recipient, now: float) -> RecipientState:
         """One recipient's state at `now`, with this status's timeout and budgets."""
@@ -215,4 +248,5 @@ class DeliveryStatus:
             last_at=None if rec.last_at is None else iso(rec.last_at),
             waiting_since=iso(waiting_since(act, rec)) if waiting else None,
             overdue=waiting and overdue(act, rec, now, self._timeout),
+            held=held_reason(act, rec, state, self._holds),
         )
