@@ -90,6 +90,19 @@ TOOLS: Final[tuple[ToolSpec, ...]] = (
         "End a Live Activity by its activity_id, with a final content state.",
     ),
     ToolSpec(
+        "send_push_notification",
+        "sendPushNotification",
+        "Send a push notification to the devices' apps (title required; message, subtitle, "
+        "interruption_level, redirection, channels, ...): for outcomes and one-off alerts. "
+        "Answers with the notification_id that replace_push_notification takes.",
+    ),
+    ToolSpec(
+        "replace_push_notification",
+        "replacePushNotification",
+        "Replace a sent push notification in place on the devices it went to (by its "
+        "notification_id): the phone shows one notification with the new text.",
+    ),
+    ToolSpec(
         "list_live_activities",
         "listLiveActivityStatuses",
         "List Live Activities with each device's delivery status (starting, awaiting_token, "

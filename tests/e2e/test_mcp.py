@@ -38,6 +38,8 @@ TOOLS = {
     "start_live_activity",
     "update_live_activity",
     "end_live_activity",
+    "send_push_notification",
+    "replace_push_notification",
     "list_live_activities",
     "get_live_activity",
     "get_stream",
@@ -165,6 +167,46 @@ async def test_a_stream_reaches_the_devices_and_ends(server: LiveServer, tmp_pat
 
             status = ok(await client.call_tool("get_stream", {"stream_key": "agent-run-1"}))
             assert status["activity_id"] == activity_id and status["ended"] is True
+
+
+async def test_a_push_notification_reaches_the_devices_and_is_replaced(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with mcp_client(server, tmp_path) as client:
+            sent = ok(
+                await client.call_tool(
+                    "send_push_notification", {"title": "Agent run", "message": "tests pass"}
+                )
+            )
+            notification_id = sent["notification_id"]
+            assert sent["devices_targeted"] == DEVICES
+            await notes_everywhere(server, notification_id, "tests pass")
+            replaced = ok(
+                await client.call_tool(
+                    "replace_push_notification",
+                    {"notification_id": notification_id, "title": "Agent run", "message": "done"},
+                )
+            )
+            assert replaced["notification_id"] == notification_id
+            await notes_everywhere(server, notification_id, "done")
+            text = failed(await client.call_tool("send_push_notification", {"message": "no title"}))
+            assert "title" in text
+
+
+async def notes_everywhere(server: LiveServer, notification_id: str, body: str) -> None:
+    """Wait until every phone shows one notification `notification_id`, with `body`."""
+    deadline = trio.current_time() + DELIVERY_TIMEOUT
+    while True:
+        devices = await trio.to_thread.run_sync(server.devices)
+        mine = [
+            [n for n in d.get("notifications", []) if n.get("collapse_id") == notification_id]
+            for d in devices
+        ]
+        if len(mine) == DEVICES and all(len(m) == 1 and m[0].get("body") == body for m in mine):
+            return
+        assert trio.current_time() < deadline, mine
+        await trio.sleep(0.1)
 
 
 async def test_start_update_end_by_id_and_list(server: LiveServer, tmp_path: Path) -> None:
