@@ -21,6 +21,7 @@ from engine.server.http.app import ApiApp, create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
 from engine.server.keys import KeyFile, KeyRing, NamedKey, hash_key
+from engine.server.service import LiveConfig
 from tests.helpers.asgicall import Reply, call
 from tests.helpers.servicekit import Harness, open_harness
 from tests.helpers.simkit import make_kit
@@ -209,3 +210,34 @@ async def test_created_keys_work_and_revoked_ones_stop_at_once(
             reply = await call(app, "POST", start, body, key=key)
             assert reply is not None and reply.status == 403
             assert reply.json()["message"] == "unknown API key"
+
+
+async def test_a_restricted_key_never_ends_what_it_cannot_reach_to_make_room(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=3)
+    one = LiveConfig(notify_wait=0.5, device_limit=1)  # a phone shows one activity
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db", register=False, live=one) as h:
+            await register(h)
+            app = app_over(h, KeyFile(tmp_path / "api-keys.json"))
+            start, end = "/api/live-activity/start", "/api/live-activity/end"
+            everyone = ok(
+                await call(app, "POST", start, {"content_state": state("All")}, key=ALL_KEY)
+            )
+            await trio.sleep(5)
+            # iphone-1 is full with an activity sent to every device: the ops key may not end it.
+            reply = await call(app, "POST", start, {"content_state": state("Ops")}, key=OPS_KEY)
+            assert reply is not None and reply.status == 429, reply
+            assert reply.json()["error"] == "live_activity_limit"
+            await trio.sleep(5)
+            assert showing(h, everyone["activity_id"]) == set(PHONES)
+            assert not h.service.status.activity(everyone["activity_id"]).ended
+            # Room made by the owner; then the ops key may end its own oldest to start another.
+            done = {"activity_id": everyone["activity_id"], "content_state": state("x", None)}
+            ok(await call(app, "POST", end, done, key=ALL_KEY))
+            first = ok(await call(app, "POST", start, {"content_state": state("O1")}, key=OPS_KEY))
+            second = ok(await call(app, "POST", start, {"content_state": state("O2")}, key=OPS_KEY))
+            assert second["ended_activity_id"] == first["activity_id"]
+            await trio.sleep(5)
+            assert showing(h, second["activity_id"]) == {"iphone-1"}

@@ -148,7 +148,9 @@ class LiveActivities:
             raise errors.BadRequest("content_state.type is required to start an activity")
         now = self._wall()
         undo = Undo()
-        act, prepared, ops, ended = self._begin(req, state.type, channels, None, now, undo)
+        act, prepared, ops, ended = self._begin(
+            req, state.type, channels, None, now, undo, scope=scope
+        )
         await self._store.commit(ops, undo)
         for old in ended:
             await self._push_all(old)
@@ -301,7 +303,7 @@ class LiveActivities:
             )
         undo = Undo()
         new, prepared, ops, ended = self._begin(
-            req, type_, channels, stream_key, now, undo, previous
+            req, type_, channels, stream_key, now, undo, previous, scope=scope
         )
         if previous is not None:
             # Rotation: end the old activity at once with its last state, then start afresh.
@@ -386,6 +388,8 @@ class LiveActivities:
         now: float,
         undo: Undo,
         replacing: Activity | None = None,
+        *,
+        scope: KeyScope = FULL_ACCESS,
     ) -> tuple[Activity, PreparedPayload, list[Op], list[Activity]]:
         """A new activity for the selected devices, its start payload (size-checked), ops, and
         the activities ended to make room for it (`_make_room`); `replacing` is a stream's
@@ -400,7 +404,7 @@ class LiveActivities:
                 + (f" (channels: {', '.join(channels)})" if channels else ""),
                 effective_channel_slugs=list(channels) or self._reg.all_channels(),
             )
-        ended, crowded = self._make_room(devices, replacing)
+        ended, crowded = self._make_room(devices, replacing, scope)
         row = ActivityRow(
             activity_id=self._new_id(),
             stream_key=stream_key,
@@ -453,14 +457,16 @@ class LiveActivities:
         return act, prepared, ops, ended
 
     def _make_room(
-        self, devices: Sequence[DeviceRow], replacing: Activity | None
+        self, devices: Sequence[DeviceRow], replacing: Activity | None, scope: KeyScope
     ) -> tuple[list[Activity], set[str]]:
         """Apply the limit policy to the devices a start targets (iOS shows at most
         `device_limit` Live Activities per device and ignores a start past it, apns.md §6).
 
         `refuse`: 429 `live_activity_limit` before anything is stored. `end_oldest`: the
         activities to end, each full device's least recently updated ones, so that every device
-        shows the new one, and the devices that were full. Nothing is changed here.
+        shows the new one, and the devices that were full. A channel-restricted key ends only
+        activities it reaches itself (`KeyScope.reaches`); a device it cannot make room on is
+        answered as `refuse` would. Nothing is changed here.
         """
         limit = self._cfg.device_limit
         full: dict[str, list[Activity]] = {}
@@ -470,21 +476,34 @@ class LiveActivities:
                 full[device.device_id] = live
         if not full:
             return [], set()
-        if self._cfg.limit_policy == REFUSE:
-            raise errors.ActivityLimit(
-                f"{len(full)} of the {len(devices)} targeted devices already show {limit} Live "
-                "Activities, the most iOS shows; end one first",
-                limit=limit,
-                active=max(len(live) for live in full.values()),
-                blocked_devices=len(full),
-                targeted_devices=len(devices),
-            )
+        if self._cfg.limit_policy != REFUSE:
+            ended = self._oldest(full, limit, scope)
+            if ended is not None:
+                return ended, set(full)
+        raise errors.ActivityLimit(
+            f"{len(full)} of the {len(devices)} targeted devices already show {limit} Live "
+            "Activities, the most iOS shows; end one first",
+            limit=limit,
+            active=max(len(live) for live in full.values()),
+            blocked_devices=len(full),
+            targeted_devices=len(devices),
+        )
+
+    @staticmethod
+    def _oldest(
+        full: dict[str, list[Activity]], limit: int, scope: KeyScope
+    ) -> list[Activity] | None:
+        """Each full device's least recently updated activities that `scope` may end, enough to
+        leave room for one more; None when some device has too few of those."""
         ended: dict[str, Activity] = {}
         for live in full.values():
-            oldest = sorted(live, key=lambda a: (a.row.updated_at, a.row.activity_id))
+            mine = [a for a in live if scope.reaches(a.row.channels)]
+            if len(mine) < len(live) - limit + 1:
+                return None
+            oldest = sorted(mine, key=lambda a: (a.row.updated_at, a.row.activity_id))
             for act in oldest[: len(live) - limit + 1]:
                 ended[act.row.activity_id] = act
-        return list(ended.values()), set(full)
+        return list(ended.values())
 
     def _apply(
         self,
