@@ -148,6 +148,18 @@ async def test_malformed_request_gets_json_error_and_close(
             await stream.aclose()
 
 
+async def test_a_malformed_header_line_is_never_echoed_back() -> None:
+    raw = f"GET / HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {SEND_KEY}\x00\r\n\r\n"
+    with trio.fail_after(TIMEOUT):
+        async with running(api_app(FakeService())) as (port, _, _):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(raw.encode())
+            reply = await read_to_eof(stream)
+            await stream.aclose()
+    assert reply.startswith(b"HTTP/1.1 400 ") and SEND_KEY.encode() not in reply
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["message"] == "illegal header line"
+
+
 async def test_connection_close_is_honoured() -> None:
     with trio.fail_after(TIMEOUT):
         async with running(api_app(FakeService())) as (port, _, _):

@@ -459,9 +459,13 @@ class H11Server:
         return self._raw(500, body)
 
     def _reject(self, status: int, message: str) -> bytes:
-        """The answer to a request h11 could not parse (the connection closes after it)."""
+        """The answer to a request h11 could not parse (the connection closes after it).
+
+        h11's message may quote the offending bytes (`illegal header line: bytearray(b'...')`),
+        which can be an `Authorization` header: only the words before the quote are sent back.
+        """
         code = "headers_too_large" if status == 431 else "bad_request"
-        body = json.dumps({"error": code, "message": message[:200]}).encode()
+        body = json.dumps({"error": code, "message": _unquoted(message)[:200]}).encode()
         return self._raw(status, body)
 
     def _raw(self, status: int, body: bytes) -> bytes:
@@ -493,3 +497,14 @@ def _address(addr: Any) -> tuple[str, int] | None:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return str(addr[0]), int(addr[1])
     return None
+
+
+def _unquoted(message: str) -> str:
+    """`message` up to the first quoted client bytes (a `b'...'` or `bytearray(...)` repr)."""
+    cut = min(
+        (i for i in (message.find("b'"), message.find('b"'), message.find("bytearray(")) if i >= 0),
+        default=-1,
+    )
+    if cut < 0:
+        return message
+    return message[:cut].rstrip(" :(") or "malformed request"
