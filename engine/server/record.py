@@ -1,7 +1,8 @@
 """Recording the API traffic of a running server (`lockstep serve --record traffic.jsonl`).
 
-Every accepted send-route call that carries a body (the calls that change something: stream
-PUT/DELETE, start, update, end) becomes one JSON line:
+Every accepted Live Activity call that carries a body (the calls that change something: stream
+PUT/DELETE, start, update, end; notifications, badges and metric values are not recorded)
+becomes one JSON line:
 
     {"t": 12.034, "method": "PUT", "path": "/api/live-activity/stream/prod-web-1",
      "body": {...}, "activity_id": "la_..."}

@@ -781,3 +781,13 @@ async def test_a_webhook_route_takes_no_key_and_hands_over_its_declared_headers_
     # An API key is neither needed nor looked at: the service checks the webhook's own secret.
     reply = await must(h.app, "POST", "/api/webhooks/gh", raw, key="not-a-key")
     assert reply.status == 200
+
+
+async def test_only_live_activity_calls_are_recorded_for_replays() -> None:
+    h = make()
+    assert (await must(h.app, "POST", "/api/badge", {"badge": 3}, key=SEND_KEY)).status == 200
+    body = {"title": "Deploy"}
+    assert (await must(h.app, "POST", "/api/push-notification", body, key=SEND_KEY)).status == 200
+    assert h.recorded == []
+    await must(h.app, "PUT", "/api/live-activity/stream/web-1", STREAM_BODY, key=SEND_KEY)
+    assert [(m, p) for m, p, _ in h.recorded] == [("PUT", "/api/live-activity/stream/web-1")]

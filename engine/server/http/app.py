@@ -77,12 +77,15 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Record = Callable[[str, str, bytes], None]
-"""`record(method, path, body)`: told about every accepted send-route call with a body."""
+"""`record(method, path, body)`: told about every accepted Live Activity call with a body."""
 RecordReply = Callable[[str, str, bytes, bytes], None]
 """`record_reply(method, path, body, reply_body)`: the same calls, with the answer's body too."""
 
 # `curl -d` labels a body application/x-www-form-urlencoded unless told otherwise.
 _LENIENT_MEDIA: Final = frozenset({JSON, b"application/x-www-form-urlencoded"})
+# What `record` hears about: the Live Activity calls that change something (`lockstep replay`
+# maps their activity ids; notifications, badges and metrics are not replayed).
+_RECORDED: Final = "/api/live-activity"
 UNMATCHED: Final = "unmatched"  # the metrics route label of a request that matched no route
 
 
@@ -249,8 +252,13 @@ class ApiApp:
             if value is not None:
                 params = {**params, declared.name: value.decode("latin-1")}
         reply = await endpoint.handler(ctx, params, body)
-        if endpoint.access is Access.SEND and endpoint.request is not None and reply.status < 300:
-            self._record(scope, body, reply)  # the calls that change something, for replays
+        if (
+            endpoint.access is Access.SEND
+            and endpoint.request is not None
+            and reply.status < 300
+            and endpoint.template.startswith(_RECORDED)
+        ):
+            self._record(scope, body, reply)  # the Live Activity calls, for replays
         return reply
 
     def _authorize(self, access: Access, header: bytes | None) -> KeyScope:
