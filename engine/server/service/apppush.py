@@ -74,10 +74,12 @@ class AppPushes:
         return handles
 
     async def settle(self, handles: Handles) -> Sent:
-        """Count the answers that came within `notify_wait`; drop dead app tokens."""
+        """Count the answers that came within `notify_wait`; drop dead app tokens. A push the
+        engine holds (paced, behind its lane's push in flight, backing off) cannot be answered
+        within the window: it is not waited for and counts as queued."""
         with trio.move_on_after(self._wait):
             for _, handle in handles:
-                await handle.result()
+                await handle.answered_unless_held()
         out = Sent()
         for device, handle in handles:
             result = handle.result_nowait()
