@@ -194,20 +194,20 @@ class Notifications:
             # A replacement is silent (the SDK's "silently replace"): no sound, same urgency.
             content["interruption_level"] = row.content.get("interruption_level")
             content["sound"] = None
+            # A new row, never the stored one changed in place: a progress flush may be
+            # writing the old one meanwhile, and must not carry an unconfirmed replacement.
+            row = msgspec.structs.replace(
+                row,
+                content=content,
+                version=row.version + 1,
+                updated_at=now,
+                metadata=row.metadata if req.metadata is None else dict(req.metadata) or None,
+                tags=row.tags if req.tags is None else list(req.tags) or None,
+            )
+            prepared = _prepare(row)  # 413 before anything changed
             undo = Undo()
-            undo.row(row)
-            row.content = content
-            row.version += 1
-            row.updated_at = now
-            if req.metadata is not None:
-                row.metadata = dict(req.metadata) or None
-            if req.tags is not None:
-                row.tags = list(req.tags) or None
-            try:
-                prepared = _prepare(row)
-            except errors.ApiError:
-                undo.rollback()
-                raise
+            undo.entry(self._reg.notifications, notification_id)
+            self._reg.notifications[notification_id] = row
             await self._store.commit([PutNotification(row)], undo)
             handles = await self._submit(devices, prepared, row)
         out = await self._pushes.settle(handles)
