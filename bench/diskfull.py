@@ -5,14 +5,15 @@ filesystem that fills up while streams are updated, then gets room again; then a
 `--size` (needs root; Linux), starts `lockstep serve` with its state directory (database, WAL,
 simulated phones) on it, updates `--streams` streams in turn from this process (each value one
 more than the last) and after `--run` seconds fills every free byte of the filesystem with a
-filler file. The calls go on for `--full` seconds against the full disk, the filler is deleted,
-and they go on for `--run` more seconds; then the server is stopped and started again on the same
-state directory and nothing more is called. One JSON line: the answers by status (200 accepted,
-503 `storage_unavailable` refused), `/healthz` while full and after, **lost final states** (a
-phone showing less than the last value the API accepted for a stream, or not showing it) and
-**shown but refused** (a phone showing a value above the last accepted one: a call answered 503
-whose state reached a phone anyway), both before and after the restart, and the machine.
-Loopback only; bounded by `2 × --run + --full + 2 × --settle` plus start-ups.
+filler file. The calls go on for `--full` seconds against the full disk and stop; the phones are
+checked (`full_disk`); the filler is deleted and the calls go on for `--run` more seconds; then
+the server is stopped and started again on the same state directory and nothing more is called.
+One JSON line: the answers by status (200 accepted, 503 `storage_unavailable` refused),
+`/healthz` while full and after, and for each check **lost final states** (a phone showing less
+than the last value the API accepted for a stream, or not showing it) and **shown but refused**
+(a phone showing a value above the last accepted one; on the full disk every such value was
+answered 503, so it is a refused state that reached a phone), before and after the restart, and
+the machine. Loopback only; bounded by `2 × --run + --full + 3 × --settle` plus start-ups.
 """
 
 from __future__ import annotations
@@ -120,14 +121,22 @@ def main(argv: list[str] | None = None) -> int:
             before = dict(load.statuses)
             time.sleep(args.full)
             report["healthz_full"] = health(port)
+            load.stop.set()
+            thread.join(30)
             report["while_full"] = {
                 str(s): n - before.get(s, 0) for s, n in sorted(load.statuses.items())
             }
+            # The calls stopped on a refusal: every value above the last accepted one was
+            # answered 503, so a phone showing one means a refused state reached it.
+            report["full_disk"] = settle(control, load, args.settle)
             (disk / "filler").unlink()
             freed = time.monotonic()
             while health(port)[0] != 200 and time.monotonic() - freed < 30.0:
                 time.sleep(0.1)
             report["healthz_recovered_after_s"] = round(time.monotonic() - freed, 2)
+            load.stop.clear()
+            thread = threading.Thread(target=load.run, daemon=True)
+            thread.start()
             time.sleep(args.run)
             load.stop.set()
             thread.join(30)
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report))
     bad = [
         report[part][k]
-        for part in ("before_restart", "after_restart")
+        for part in ("full_disk", "before_restart", "after_restart")
         for k in ("lost_final_states", "shown_but_refused", "order_violations")
     ]
     return 0 if not any(bad) else 1

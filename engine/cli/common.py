@@ -45,7 +45,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -318,7 +318,7 @@ class Session:
     """Where requests go and with which key; `call` sends one."""
 
     url: str
-    key: str
+    key: str = field(repr=False)  # never in a repr, a traceback or a log line
     timeout: float
 
     @classmethod

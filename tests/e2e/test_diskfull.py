@@ -29,7 +29,7 @@ def test_a_full_disk_loses_nothing_accepted_and_shows_nothing_refused(
     assert "disk full" in report["healthz_full"][1]["storage"]
     assert report["while_full"].get("503", 0) > 0, report["while_full"]
     assert set(report["answers"]) <= {"200", "503"}, report["answers"]
-    for part in ("before_restart", "after_restart"):
+    for part in ("full_disk", "before_restart", "after_restart"):
         verdict = report[part]
         assert verdict["lost_final_states"] == 0, verdict
         assert verdict["shown_but_refused"] == 0, verdict

@@ -1148,3 +1148,10 @@ def test_stream_without_title_on_a_new_key_is_a_usage_error(
     assert "--title and --type are required: the stream has no activity yet" in (
         capsys.readouterr().err
     )
+
+
+def test_a_session_never_shows_its_key() -> None:
+    from engine.cli.common import Session
+
+    session = Session(url="http://127.0.0.1:8787/api", key="lsk_secret_0123456789", timeout=5.0)
+    assert "lsk_secret" not in repr(session) and "127.0.0.1" in repr(session)
