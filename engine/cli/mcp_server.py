@@ -77,6 +77,10 @@ def _result(result: Outcome) -> types.CallToolResult:
     )
 
 
+_DESTRUCTIVE = frozenset({"end_stream", "end_live_activity"})
+_IDEMPOTENT = "/api/live-activity/stream/"
+
+
 def _listed(tool: Tool) -> types.Tool:
     method = tool.endpoint.method
     return types.Tool(
@@ -85,11 +89,12 @@ def _listed(tool: Tool) -> types.Tool:
         description=tool.spec.description,
         input_schema=tool.schema,
         output_schema=tool.output_schema,
-        # GETs only read; a stream PUT or DELETE repeated changes nothing more (a noop).
+        # GETs only read; a stream PUT or DELETE repeated changes nothing more (a noop), but a
+        # notification replace pushes again; ending an activity takes it off the lock screens.
         annotations=types.ToolAnnotations(
             read_only_hint=method == "GET",
-            destructive_hint=False,
-            idempotent_hint=method in ("GET", "PUT", "DELETE"),
+            destructive_hint=tool.name in _DESTRUCTIVE,
+            idempotent_hint=method == "GET" or tool.endpoint.template.startswith(_IDEMPOTENT),
             open_world_hint=False,
         ),
     )

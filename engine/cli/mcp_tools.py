@@ -26,6 +26,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.cli.common import ApiRequest, ApiResponse, error_text
+from engine.server.contract.responses import RECIPIENT_STATES
 from engine.server.http.endpoint import Endpoint
 from engine.server.http.openapi import API_PREFIX, PATH_PARAMETERS
 from engine.server.http.routes import ENDPOINTS
@@ -105,8 +106,9 @@ TOOLS: Final[tuple[ToolSpec, ...]] = (
     ToolSpec(
         "list_live_activities",
         "listLiveActivityStatuses",
-        "List Live Activities with each device's delivery status (starting, awaiting_token, "
-        "live, ended, dead), a page at a time; `state` keeps those with a device in that state.",
+        "List Live Activities with each device's delivery status ("
+        + ", ".join(RECIPIENT_STATES)
+        + "), a page at a time; `state` keeps those with a device in that state.",
     ),
     ToolSpec(
         "get_live_activity",
