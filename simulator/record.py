@@ -22,6 +22,7 @@ Writes go to a buffered file (created, empty, with the recorder), flushed at mos
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -67,7 +68,10 @@ class PushRecorder:
         self._wall_clock = wall_clock
         self._flush_interval = flush_interval
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = self.path.open("w", encoding="utf-8", buffering=_FLUSH_BYTES)
+        # Device tokens are in every line: the file is its owner's only, whatever the umask.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+        self._file: IO[str] | None = os.fdopen(fd, "w", encoding="utf-8", buffering=_FLUSH_BYTES)
         self._t0: float | None = None
         self._last_flush = 0.0
         self._pending: dict[str, Any] | None = None  # a start waiting for its token report

@@ -68,6 +68,8 @@ def _create(args: argparse.Namespace) -> int:
     if args.toml:
         if name in taken:
             raise ConfigError(f"a key named {name!r} already exists (in the config file)")
+        if name in {k.name for k in KeyFile(settings.key_file).read()}:
+            raise ConfigError(f"a key named {name!r} already exists (in {settings.key_file})")
         key = new_key()
         sys.stdout.write(_toml_table(name, hash_key(key), scope))
         print(

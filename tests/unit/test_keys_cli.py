@@ -110,6 +110,14 @@ def test_toml_prints_a_table_and_keeps_the_key_off_stdout(tmp_path: Path, capsys
     assert not (tmp_path / "api-keys.json").exists()  # nothing stored
 
 
+def test_toml_refuses_a_name_the_key_file_has(tmp_path: Path, capsys: Capture) -> None:
+    assert keys("create", "ci", "--state-dir", str(tmp_path)) == 0
+    capsys.readouterr()
+    assert keys("create", "ci", "--toml", "--state-dir", str(tmp_path)) != 0
+    out, err = capsys.readouterr()
+    assert out == "" and "already exists" in err and "api-keys.json" in err
+
+
 def test_scope_of_reads_the_channels_flag() -> None:
     assert scope_of("x", None) == KeyScope("x")
     assert scope_of("x", "a,b") == KeyScope("x", frozenset({"a", "b"}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +296,12 @@ def test_cli_replays_a_pushes_file(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_shipped_traffic_files_are_what_the_generator_writes() -> None:
     for name, text in build_all().items():
         assert (TRAFFIC_DIR / name).read_text(encoding="utf-8") == text, name
+
+
+def test_the_push_record_file_is_its_owners_only(tmp_path: Path) -> None:
+    path = tmp_path / "pushes.jsonl"
+    path.write_text("old\n")
+    path.chmod(0o644)
+    recorder = PushRecorder(path, wall_clock=lambda: 1.0)
+    recorder.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == ""
