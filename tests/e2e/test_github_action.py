@@ -177,7 +177,7 @@ def test_a_non_2xx_fails_the_step_with_the_servers_message(
         ({"content-state": "[1]"}, "content-state must be a JSON object"),
         ({"metrics": '{"CPU": 9}'}, "metrics must be a JSON array"),
         ({"end": "yes"}, "end must be true or false"),
-        ({"stream-key": "a/b"}, "stream-key must be 1-128 letters"),
+        ({"stream-key": "a/b"}, "stream-key must be 1-255 letters"),
         ({"timeout": "soon"}, "timeout must be a number"),
     ],
 )

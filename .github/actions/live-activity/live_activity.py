@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-STREAM_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+STREAM_KEY = re.compile(r"[A-Za-z0-9_-]{1,255}")
 NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 # Input name (as in action.yml, upper-cased with _) -> content_state field.
@@ -111,7 +111,7 @@ def build(env: Mapping[str, str]) -> tuple[str, str, dict[str, Any] | None]:
     """(method, path below the base URL, JSON body or None) for the inputs in `env`."""
     key = env.get("INPUT_STREAM_KEY", "").strip()
     if STREAM_KEY.fullmatch(key) is None:
-        raise InputError(f"stream-key must be 1-128 letters, digits, _ or -; got {key!r}")
+        raise InputError(f"stream-key must be 1-255 letters, digits, _ or -; got {key!r}")
     end = env.get("INPUT_END", "").strip().lower() or "false"
     if end not in ("true", "false"):
         raise InputError(f"end must be true or false; got {end!r}")

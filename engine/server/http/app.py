@@ -1,14 +1,11 @@
 """The HTTP API as a plain ASGI application (no framework).
 
-Routes (the contract is the hosted ActivitySmith API, see `engine.server.contract.models`):
-- send keys: `PUT|DELETE /api/live-activity/stream/{stream_key}`,
-  `POST /api/live-activity/start|update|end`, `GET /api/devices`, `POST /api/metrics/{key}/value`;
-- device keys (what an iOS app calls): `PUT|DELETE /api/devices/{device_id}`,
-  `POST /api/activity-tokens`, `GET /api/devices/{device_id}/metrics`;
-- no auth: `GET /api/openapi.json`, `GET /healthz`, `GET /metrics`, and the lock screens page
-  (`GET /`, `GET /ui/app.css`, `GET /ui/app.js`: static files, no data; what they draw comes from
-  `GET /api/dashboard`, a send key of scope all);
-- a webhook's own signature or secret, checked by the service: `POST /api/webhooks/{name}`.
+Routes: the table is `http.routes.ENDPOINTS` (the contract is the hosted ActivitySmith API, see
+`engine.server.contract.models`). Each route's `Access` says who may call it: send keys (`SEND`:
+Live Activities, notifications, badge, metrics, status reads, devices list, webhook logs, the
+dashboard), device keys (`DEVICE`: what an iOS app calls), a webhook's own signature or secret
+(`WEBHOOK`, checked by the service), or nobody in particular (`PUBLIC`: the OpenAPI document,
+`/healthz`, `/metrics` and the lock screens page's static files).
 
 A request goes: route match (404, 405 with `Allow`) -> bearer auth (401 without a bearer token,
 403 for an unknown key or a key of the other kind) -> body (413 over `max_body`, judged from
