@@ -50,7 +50,10 @@ async def register(h: Harness) -> None:
         await h.service.devices.register(
             name,
             models.DeviceRegistration(
-                push_to_start_token=h.kit.push_to_start_token(name), name=name, channels=channels
+                push_to_start_token=h.kit.push_to_start_token(name),
+                app_token=h.kit.device(name)["tokens"]["device"],
+                name=name,
+                channels=channels,
             ),
         )
 
@@ -241,3 +244,38 @@ async def test_a_restricted_key_never_ends_what_it_cannot_reach_to_make_room(
             assert second["ended_activity_id"] == first["activity_id"]
             await trio.sleep(5)
             assert showing(h, second["activity_id"]) == {"iphone-1"}
+
+
+async def test_notifications_and_the_badge_keep_to_a_restricted_keys_channels(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    kit = make_kit(devices=3)
+    with trio.fail_after(600):
+        async with open_harness(kit, tmp_path / "db", register=False) as h:
+            await register(h)
+            app = app_over(h, KeyFile(tmp_path / "api-keys.json"))
+            push, badge = "/api/push-notification", "/api/badge"
+            billing = {"channels": ["billing"]}
+            forbidden(await call(app, "POST", push, {"title": "x", "target": billing}, key=OPS_KEY))
+            forbidden(await call(app, "POST", badge, {"badge": 1, "target": billing}, key=OPS_KEY))
+            mine = ok(await call(app, "POST", push, {"title": "Ops only"}, key=OPS_KEY))
+            assert mine["devices_targeted"] == 1 and mine["effective_channel_slugs"] == ["ops"]
+            set_badge = ok(await call(app, "POST", badge, {"badge": 4}, key=OPS_KEY))
+            assert set_badge["devices_targeted"] == 1
+            everyone = ok(await call(app, "POST", push, {"title": "All"}, key=ALL_KEY))
+            await trio.sleep(5)
+            notes = {n: [x["title"] for x in h.device(n)["notifications"]] for n in PHONES}
+            assert notes == {
+                "iphone-1": ["Ops only", "All"],
+                "iphone-2": ["All"],
+                "iphone-3": ["All"],
+            }
+            assert {n: h.device(n)["badge"] for n in PHONES}["iphone-1"] == 4
+            assert not any(h.device(n)["badge"] for n in ("iphone-2", "iphone-3"))
+            # Replacing what it could not have sent: 403, and no phone changes.
+            replace = f"{push}/{everyone['notification_id']}"
+            forbidden(await call(app, "PUT", replace, {"title": "Hijack"}, key=OPS_KEY))
+            await trio.sleep(5)
+            assert all(
+                [x["title"] for x in h.device(n)["notifications"]][-1] == "All" for n in PHONES
+            )
