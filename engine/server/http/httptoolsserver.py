@@ -1,0 +1,316 @@
+"""The HTTP/1.1 front with httptools (llhttp, a C parser) in place of h11: same rules, less CPU.
+
+`HttptoolsServer` is `H11Server` (`engine.server.http.h11server`) with another parser: the
+accept loop, the connection cap and who gives way (`engine.server.http.slots`), the whole-wait
+bounds on slow and idle clients, h2c prior knowledge handed to hypercorn, graceful shutdown, the
+app call and the JSON error answers are the same code. What differs is how a connection's bytes
+become requests and answers:
+
+- llhttp parses every byte it is given at once (pipelined requests included), calling back for
+  the URL, each header and each body piece; the callbacks fill `_Request`s in a queue that is
+  answered in order. More bytes are read only once every complete request was answered, so what
+  is buffered stays bounded by one read plus one body;
+- the checks h11 makes and llhttp does not are made here, so a bad request gets the answer the
+  h11 front gives it: a request head over `max_head` (counted as h11 counts it: the target plus
+  each header's name, value and 4) gets 431; an HTTP/1.1 request without exactly one `Host`
+  header, a target with whitespace, or anything llhttp refuses gets 400; a body past the limit
+  is cut there and the app's 413 answers it, then the connection closes;
+- the response is encoded here (status line, the app's headers, `content-length`, `date`, and
+  `connection: close` when the connection ends after it) and written with one socket write;
+- keep-alive as h11 does it: HTTP/1.1 without `Connection: close`; an HTTP/1.0 request is answered
+  and the connection closed. `Upgrade: h2c` on HTTP/1.1 is answered over HTTP/1.1, as the h11
+  front does, and the connection goes on.
+
+Chosen with `[server] http_parser = "httptools"` (see `engine.server.http.server`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Final
+from urllib.parse import unquote
+
+import httptools
+import trio
+
+from engine.server.http.h11server import _REASONS, H11Server, Message, Scope, _address
+from engine.server.http.slots import Phase, Slot
+
+__all__ = ["HttptoolsServer"]
+
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BAD_VALUE: Final = frozenset(b"\r\n\x00")
+
+
+class _Request:
+    """One request as the parser's callbacks fill it in."""
+
+    __slots__ = (
+        "body",
+        "complete",
+        "error",
+        "head_done",
+        "head_size",
+        "headers",
+        "hosts",
+        "keep_alive",
+        "method",
+        "over",
+        "size",
+        "url",
+        "version",
+        "wants_continue",
+    )
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.head_size = 0
+        self.hosts = 0
+        self.method = b""
+        self.version = "1.1"
+        self.keep_alive = False
+        self.wants_continue = False
+        self.head_done = False
+        self.complete = False
+        self.over = False  # the body went past the limit: cut there
+        self.error: tuple[int, str] | None = None  # answer this and close, do not run the app
+
+
+class _Requests:
+    """The parser's callback target: the requests of one connection, oldest first."""
+
+    def __init__(self, max_head: int, body_limit: int) -> None:
+        self.queue: deque[_Request] = deque()
+        self.current: _Request | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._max_head = max_head
+        self._body_limit = body_limit
+        self._raw_head = 0  # bytes of reads that began and ended inside the current head
+
+    @property
+    def pending(self) -> bool:
+        """Whether bytes of a request not yet answered were read."""
+        return bool(self.queue)
+
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; a refused request ends the queue with its error."""
+        inside = self.current is not None and not self.current.head_done
+        rest = data
+        while rest:
+            try:
+                self.parser.feed_data(rest)
+                rest = b""
+            except httptools.HttpParserUpgrade as upgrade:
+                # An `Upgrade:` request was parsed whole; it is answered over HTTP/1.1 and
+                # what follows is parsed as HTTP/1.1 again.
+                rest = rest[int(upgrade.args[0]) :]
+                self.parser = httptools.HttpRequestParser(self)
+            except httptools.HttpParserError as exc:
+                self._refuse(400, str(exc) or "the request is malformed")
+                return
+        request = self.current
+        if request is None or request.head_done:
+            self._raw_head = 0
+        elif inside:
+            # A head still arriving, bounded before its headers are whole (as h11 bounds an
+            # incomplete event): a header that never ends cannot grow without end.
+            self._raw_head += len(data)
+            if self._raw_head > self._max_head and request.error is None:
+                request.error = (431, "the request head is too large")
+
+    def _refuse(self, status: int, message: str) -> None:
+        request = self.current or _Request()
+        if self.current is None:
+            self.queue.append(request)
+        request.error = (status, message)
+
+    def _grow_head(self, size: int) -> None:
+        request = self.current
+        if request is None:
+            return
+        request.head_size += size
+        if request.head_size > self._max_head and request.error is None:
+            request.error = (431, "the request head is too large")
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        """A request starts."""
+        self.current = _Request()
+        self.queue.append(self.current)
+
+    def on_url(self, url: bytes) -> None:
+        """A piece of the request target."""
+        assert self.current is not None
+        self.current.url += url
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A whole header (httptools joins the pieces llhttp hands over)."""
+        request = self.current
+        assert request is not None
+        name = name.lower()
+        request.headers.append((name, value))
+        self._grow_head(len(name) + len(value) + 4)
+        if name == b"host":
+            request.hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
+            request.wants_continue = True
+
+    def on_headers_complete(self) -> None:
+        """The head is in."""
+        request = self.current
+        assert request is not None
+        request.method = self.parser.get_method()
+        request.version = self.parser.get_http_version()
+        request.keep_alive = request.version == "1.1" and self.parser.should_keep_alive()
+        request.head_done = True
+        self._check_head(request)
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the body; past the limit it is dropped and the request cut there."""
+        request = self.current
+        assert request is not None
+        if request.over:
+            return
+        request.body.append(body)
+        request.size += len(body)
+        if request.size > self._body_limit:
+            request.over = True
+
+    def on_message_complete(self) -> None:
+        """The request is in."""
+        assert self.current is not None
+        self.current.complete = True
+        self.current = None
+
+    def _check_head(self, request: _Request) -> None:
+        """What h11 refuses and llhttp lets through (the head count is h11's too)."""
+        if request.error is not None:
+            return
+        if request.head_size > self._max_head:
+            request.error = (431, "the request head is too large")
+        elif request.version == "1.1" and request.hosts == 0:
+            request.error = (400, "Missing mandatory Host: header")
+        elif request.hosts > 1:
+            request.error = (400, "Found multiple Host: headers")
+        elif any(b <= 0x20 or b == 0x7F for b in request.url):
+            request.error = (400, "illegal request target")
+
+
+class HttptoolsServer(H11Server):
+    """`H11Server` parsing HTTP/1.1 with httptools; see the module docstring."""
+
+    async def _serve_http1(self, stream: trio.SocketStream, slot: Slot, data: bytes) -> None:
+        """Serve HTTP/1.1 requests on `stream`, `data` already read from it."""
+        peer = _address(stream.socket.getpeername())
+        local = _address(stream.socket.getsockname())
+        requests = _Requests(self._limits.max_head, self._body_limit)
+        requests.feed(data)
+        head_seen = False
+        while True:
+            front = requests.queue[0] if requests.queue else None
+            if front is not None and front.error is not None:
+                await self._send(stream, self._reject(*front.error))
+                return
+            if front is not None and (front.complete or front.over):
+                requests.queue.popleft()
+                if not await self._answer(stream, slot, front, peer, local):
+                    return
+                head_seen = False
+                now = trio.current_time()
+                if requests.pending:  # a pipelined request has begun already
+                    self._enter(slot, Phase.READING, now + self._limits.head_timeout)
+                else:
+                    self._enter(slot, Phase.IDLE, now + self._limits.idle_timeout)
+                continue
+            if front is not None and front.head_done and not head_seen:
+                # Its body is bounded from the end of the head.
+                head_seen = True
+                now = trio.current_time()
+                self._enter(slot, Phase.READING, now + self._limits.body_timeout)
+                if front.wants_continue and front.version == "1.1":
+                    await self._send(stream, _CONTINUE)
+            more = await self._receive(stream, slot)
+            if not more:
+                return
+            if slot.phase is Phase.IDLE:
+                # A request begins: its head is bounded from now, whatever trickles.
+                now = trio.current_time()
+                self._enter(slot, Phase.READING, now + self._limits.head_timeout)
+            requests.feed(more)
+
+    async def _answer(
+        self,
+        stream: trio.SocketStream,
+        slot: Slot,
+        request: _Request,
+        peer: tuple[str, int] | None,
+        local: tuple[str, int] | None,
+    ) -> bool:
+        """Answer one request; whether the connection goes on to the next one."""
+        self._enter(slot, Phase.BUSY, math.inf)
+        raw_path, _, query = request.url.partition(b"?")
+        try:
+            path = unquote(raw_path.decode("ascii"))
+        except UnicodeDecodeError:
+            await self._send(stream, self._reject(400, "the request target is not ASCII"))
+            return False
+        method = request.method.decode("ascii").upper()
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": request.version,
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": request.headers,
+            "client": peer,
+            "server": local,
+        }
+        body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
+        start, parts = await self._call_app(scope, body)
+        go_on = request.keep_alive and not request.over and not self._closing
+        out = None if start is None else self._encode_response(start, parts, go_on, method)
+        if out is None:
+            await self._send(
+                stream, self._raw(500, b'{"error":"internal","message":"internal error"}')
+            )
+            return False
+        await self._send(stream, out)
+        return go_on and not self._closing
+
+    def _encode_response(
+        self, start: Message, parts: list[bytes], go_on: bool, method: str
+    ) -> bytes | None:
+        """The whole response as bytes; None if the app's head cannot be sent as it is."""
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        status = int(start["status"])
+        if not 100 <= status <= 999:
+            return None
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        framed = False
+        for name, value in start.get("headers", ()):
+            name, value = bytes(name), bytes(value)
+            if not name or _BAD_VALUE.intersection(name + value) or b":" in name:
+                return None
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                return None  # the body is whole: it is framed by length
+            framed = framed or lower == b"content-length"
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not framed:
+            lines.append(b"content-length: %d\r\n" % len(body))
+        if not go_on:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"date: %s\r\n\r\n" % self._now())
+        if body and method != "HEAD" and status >= 200 and status not in (204, 304):
+            lines.append(body)
+        return b"".join(lines)
