@@ -48,6 +48,7 @@ class _Request:
 
     __slots__ = (
         "body",
+        "codings",
         "complete",
         "error",
         "head_done",
@@ -70,6 +71,7 @@ class _Request:
         self.size = 0
         self.head_size = 0
         self.hosts = 0
+        self.codings: list[bytes] | None = None  # Transfer-Encoding's, if it came
         self.method = b""
         self.version = "1.1"
         self.keep_alive = False
@@ -99,6 +101,10 @@ class _Requests:
     def feed(self, data: bytes) -> None:
         """Parse `data`; a refused request ends the queue with its error."""
         inside = self.current is not None and not self.current.head_done
+        if self.current is None and data[:1] in (b"\r", b"\n"):
+            # llhttp skips empty lines before a request line; h11, and so the h11 front, refuses.
+            self._refuse(400, "no request line received")
+            return
         rest = data
         while rest:
             try:
@@ -110,7 +116,11 @@ class _Requests:
                 rest = rest[int(upgrade.args[0]) :]
                 self.parser = httptools.HttpRequestParser(self)
             except httptools.HttpParserError as exc:
-                self._refuse(400, str(exc) or "the request is malformed")
+                message = str(exc) or "the request is malformed"
+                if "Transfer-Encoding" in message and "invalid" in message:
+                    self._refuse(501, "Only Transfer-Encoding: chunked is supported")
+                else:
+                    self._refuse(400, message)
                 return
         request = self.current
         if request is None or request.head_done:
@@ -160,6 +170,9 @@ class _Requests:
             request.hosts += 1
         elif name == b"expect" and value.lower() == b"100-continue":
             request.wants_continue = True
+        elif name == b"transfer-encoding":
+            codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+            request.codings = (request.codings or []) + codings
 
     def on_headers_complete(self) -> None:
         """The head is in."""
@@ -198,8 +211,13 @@ class _Requests:
             request.error = (400, "Missing mandatory Host: header")
         elif request.hosts > 1:
             request.error = (400, "Found multiple Host: headers")
+        elif request.version not in ("1.0", "1.1"):
+            request.error = (400, "illegal request line: no HTTP/1.x version")
         elif any(b <= 0x20 or b == 0x7F for b in request.url):
             request.error = (400, "illegal request target")
+        elif request.codings is not None and request.codings != [b"chunked"]:
+            # llhttp reads a body of `gzip, chunked` as chunked and hands it on still coded.
+            request.error = (501, "Only Transfer-Encoding: chunked is supported")
 
 
 class HttptoolsServer(H11Server):
