@@ -27,6 +27,7 @@ Chosen with `[server] http_parser = "httptools"` (see `engine.server.http.server
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from typing import Final
 from urllib.parse import unquote
@@ -34,7 +35,15 @@ from urllib.parse import unquote
 import httptools
 import trio
 
-from engine.server.http.h11server import _REASONS, H11Server, Message, Scope, _address
+from engine.server.http.h11server import (
+    _REASONS,
+    RECEIVE_SIZE,
+    H11Server,
+    Message,
+    Scope,
+    _address,
+    _Closed,
+)
 from engine.server.http.slots import Phase, Slot
 
 __all__ = ["HttptoolsServer"]
@@ -261,6 +270,52 @@ class HttptoolsServer(H11Server):
                 now = trio.current_time()
                 self._enter(slot, Phase.READING, now + self._limits.head_timeout)
             requests.feed(more)
+
+    async def _receive(self, stream: trio.SocketStream, slot: Slot) -> bytes:
+        """`H11Server._receive` on the socket's descriptor: one scheduling point per read.
+
+        trio's `receive_some` yields to the scheduler after every read, and the bounded wait
+        enters a cancel scope even when bytes are waiting; here a read that finds bytes costs
+        one checkpoint, and one that finds none waits for readability under `slot.deadline`.
+        """
+        if slot.evicted:
+            raise _Closed
+        fd = stream.socket.fileno()
+        try:
+            data = os.read(fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            pass
+        except OSError:
+            raise _Closed from None  # reset by the peer
+        else:
+            await trio.lowlevel.checkpoint()  # bytes were waiting: let the others run too
+            return data
+        while True:
+            with trio.CancelScope(deadline=slot.deadline) as scope:
+                slot.scope = scope
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                finally:
+                    slot.scope = None
+            if scope.cancelled_caught:
+                raise _Closed
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                continue  # woken without bytes: wait again, under the same deadline
+            except OSError:
+                raise _Closed from None
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        """`H11Server._send`, first with one write straight to the socket (nearly always all)."""
+        try:
+            sent = os.write(stream.socket.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise _Closed from None  # the peer is gone
+        if sent < len(data):
+            await super()._send(stream, data[sent:])  # the rest, bounded by `send_timeout`
 
     async def _answer(
         self,
