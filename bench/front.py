@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import selectors
 import socket
 import statistics
+import subprocess
 import sys
 import time
+from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
@@ -157,14 +160,21 @@ def one_round(front: str, requests: int, connections: int, core: int | None) -> 
 
 def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
     """Every round of every front, each front's median round and the h11/httptools ratio."""
+    machine = machine_info()  # before this process is pinned to one core
+    machine["versions"]["httptools"] = version("httptools")
+    machine["commit"] = machine["commit"] or _git_head()
     cores = usable_cores()
     server_core = cores[0] if len(cores) > 1 else None
     pinned = pin(cores[1]) if len(cores) > 1 else False
-    rows = [
-        one_round(front, requests, connections, server_core)
-        for _ in range(rounds)
-        for front in FRONTS
-    ]
+    try:
+        rows = [
+            one_round(front, requests, connections, server_core)
+            for _ in range(rounds)
+            for front in FRONTS
+        ]
+    finally:
+        if pinned:  # the caller's process gets its cores back
+            os.sched_setaffinity(0, set(cores))
     median = {
         front: statistics.median(r["us_per_request"] for r in rows if r["front"] == front)
         for front in FRONTS
@@ -180,8 +190,24 @@ def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
         "us_per_request": median,
         "ratio_h11_over_httptools": round(median["h11"] / median["httptools"], 2),
         "rounds": rows,
-        "machine": machine_info(),
+        "machine": machine,
     }
+
+
+def _git_head() -> str | None:
+    """The checked-out commit by asking git (a worktree's `.git` is a file the harness skips)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> int:
