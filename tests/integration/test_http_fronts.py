@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from tests.helpers.fakeservice import SEND_KEY, FakeService
-from tests.helpers.h11kit import TIMEOUT, Reader, api_app, get, put, read_to_eof, running
+from tests.helpers.h11kit import STREAM, TIMEOUT, Reader, api_app, get, put, read_to_eof, running
 
 AUTH = f"Authorization: Bearer {SEND_KEY}\r\n".encode()
 STREAM_PUT = b"PUT /api/live-activity/stream/x HTTP/1.1\r\nHost: t\r\n" + AUTH
@@ -148,3 +148,31 @@ async def test_an_upgrade_request_is_answered_and_the_next_one_too(front: str) -
             assert (await reader.answer()).json()["ok"] is True
             assert (await reader.answer()).status == 404
             await stream.aclose()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_the_body_of_an_upgrade_request_is_its_own_not_a_request(
+    front: str, chunked: bool
+) -> None:
+    """As curl --http2 sends a PUT over http://: the upgrade is declined, the body read."""
+    service = FakeService()
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+    head = b"PUT /api/live-activity/stream/up HTTP/1.1\r\nHost: t\r\n" + AUTH + upgrade
+    if chunked:
+        raw = head + b"Transfer-Encoding: chunked\r\n\r\n"
+        raw += b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (STREAM[:9], STREAM[9:]))
+        raw += b"0\r\n\r\n"
+    else:
+        raw = head + b"Content-Length: %d\r\n\r\n" % len(STREAM) + STREAM
+    with trio.fail_after(TIMEOUT):
+        async with running(api_app(service), front) as (port, _, _):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            for piece in (raw[: len(head) + 20], raw[len(head) + 20 :] + get("/nope")):
+                await stream.send_all(piece)
+                await trio.testing.wait_all_tasks_blocked()  # the server reads each alone
+            reader = Reader(stream)
+            ans = await reader.answer(b"PUT")
+            assert ans.status == 200 and ans.json()["stream_key"] == "up"
+            assert (await reader.answer()).status == 404
+            await stream.aclose()
+    assert [c[1] for c in service.calls] == ["up"]

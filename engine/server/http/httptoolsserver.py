@@ -65,6 +65,7 @@ class _Request:
         "headers",
         "hosts",
         "keep_alive",
+        "length",
         "method",
         "over",
         "size",
@@ -81,6 +82,7 @@ class _Request:
         self.head_size = 0
         self.hosts = 0
         self.codings: list[bytes] | None = None  # Transfer-Encoding's, if it came
+        self.length: bytes | None = None  # Content-Length, if it came
         self.method = b""
         self.version = "1.1"
         self.keep_alive = False
@@ -101,6 +103,7 @@ class _Requests:
         self._max_head = max_head
         self._body_limit = body_limit
         self._raw_head = 0  # bytes of reads that began and ended inside the current head
+        self._resuming = False  # a primed head is being parsed (`_resume_body`)
 
     @property
     def pending(self) -> bool:
@@ -120,10 +123,11 @@ class _Requests:
                 self.parser.feed_data(rest)
                 rest = b""
             except httptools.HttpParserUpgrade as upgrade:
-                # An `Upgrade:` request was parsed whole; it is answered over HTTP/1.1 and
-                # what follows is parsed as HTTP/1.1 again.
+                # An `Upgrade:` request's head was parsed; it is answered over HTTP/1.1 and
+                # what follows is parsed as HTTP/1.1 again (its body first, if it has one).
                 rest = rest[int(upgrade.args[0]) :]
                 self.parser = httptools.HttpRequestParser(self)
+                self._resume_body()
             except httptools.HttpParserError as exc:
                 message = str(exc) or "the request is malformed"
                 if "Transfer-Encoding" in message and "invalid" in message:
@@ -140,6 +144,28 @@ class _Requests:
             self._raw_head += len(data)
             if self._raw_head > self._max_head and request.error is None:
                 request.error = (431, "the request head is too large")
+
+    def _resume_body(self) -> None:
+        """Read the body of the upgrade request just parsed, if it has one, as HTTP/1.1.
+
+        httptools skips the body of an upgrade request (for the new protocol to read); the
+        upgrade is declined here, so the body must be read as h11 reads it, else its bytes
+        would be parsed as a request of their own. The fresh parser is primed with a head of
+        the same framing; its callbacks fill the upgrade request in (`_resuming`).
+        """
+        request = self.queue[-1] if self.queue else None
+        if request is None or request.error is not None or request.method == b"CONNECT":
+            return
+        if request.codings:
+            framing = b"transfer-encoding: chunked"
+        elif request.length is not None and request.length.strip(b" \t") not in (b"", b"0"):
+            framing = b"content-length: " + request.length.strip(b" \t")
+        else:
+            return
+        request.complete = False
+        self.current = request
+        self._resuming = True
+        self.parser.feed_data(b"PUT / HTTP/1.1\r\nhost: x\r\n" + framing + b"\r\n\r\n")
 
     def _refuse(self, status: int, message: str) -> None:
         request = self.current or _Request()
@@ -159,12 +185,16 @@ class _Requests:
 
     def on_message_begin(self) -> None:
         """A request starts."""
+        if self._resuming:
+            return
         self.current = _Request()
         self.queue.append(self.current)
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target."""
         assert self.current is not None
+        if self._resuming:
+            return
         self.current.url += url
         self._grow_head(len(url))
 
@@ -172,6 +202,8 @@ class _Requests:
         """A whole header (httptools joins the pieces llhttp hands over)."""
         request = self.current
         assert request is not None
+        if self._resuming:
+            return
         name = name.lower()
         request.headers.append((name, value))
         self._grow_head(len(name) + len(value) + 4)
@@ -179,6 +211,8 @@ class _Requests:
             request.hosts += 1
         elif name == b"expect" and value.lower() == b"100-continue":
             request.wants_continue = True
+        elif name == b"content-length":
+            request.length = value
         elif name == b"transfer-encoding":
             codings = [c.strip(b" \t").lower() for c in value.split(b",")]
             request.codings = (request.codings or []) + codings
@@ -187,6 +221,9 @@ class _Requests:
         """The head is in."""
         request = self.current
         assert request is not None
+        if self._resuming:
+            self._resuming = False  # the primed head is in: the body is the upgrade request's
+            return
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
         request.keep_alive = request.version == "1.1" and self.parser.should_keep_alive()
