@@ -40,6 +40,10 @@ SAME = {
         STREAM_PUT + b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         501,
     ),
+    "Transfer-Encoding chunked, gzip": (
+        STREAM_PUT + b"Transfer-Encoding: chunked, gzip\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        501,
+    ),
     "bad chunk size": (
         STREAM_PUT + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
         400,
@@ -60,6 +64,7 @@ SAME = {
 STRICTER = {
     "obsolete line folding": (GET + b"X: a\r\n b\r\n\r\n", 200, 400),
     "control character in a value": (GET + b"X: a\x01b\r\n\r\n", 200, 400),
+    "DEL in a value": (GET + b"X: a\x7fb\r\n\r\n", 200, 400),
     "bare LF line ends": (b"GET /healthz HTTP/1.1\nHost: t\n\n", 200, 400),
     "HTTP/1.2": (b"GET /healthz HTTP/1.2\r\nHost: t\r\n\r\n", 200, 400),
     "lower-case method": (b"get /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 200, 400),

@@ -130,7 +130,7 @@ class _Requests:
                 self._resume_body()
             except httptools.HttpParserError as exc:
                 message = str(exc) or "the request is malformed"
-                if "Transfer-Encoding" in message and "invalid" in message:
+                if "transfer-encoding" in message.lower() and "invalid" in message.lower():
                     self._refuse(501, "Only Transfer-Encoding: chunked is supported")
                 else:
                     self._refuse(400, message)
