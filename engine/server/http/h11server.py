@@ -56,7 +56,7 @@ import trio
 from engine.apns.h2wire import PREFACE
 from engine.server.http.slots import Phase, Slot, SlotTable
 
-__all__ = ["PARSERS", "H11Limits", "H11Server", "PrefacedStream"]
+__all__ = ["DEFAULT_PARSER", "PARSERS", "H11Limits", "H11Server", "PrefacedStream"]
 
 log = logging.getLogger("lockstep.http")
 
@@ -65,6 +65,7 @@ _RESOURCE_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )  # accept() failing for want of resources: wait and retry, as trio.serve_listeners does
 PARSERS: Final = ("h11", "httptools")  # what parses HTTP/1.1 (`engine.server.http.server`)
+DEFAULT_PARSER: Final = "httptools"
 _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 Scope = MutableMapping[str, Any]
@@ -93,7 +94,7 @@ class H11Limits:
     send_timeout: float = 30.0
     max_head: int = 16384
     max_body: int | None = None
-    parser: str = "h11"
+    parser: str = DEFAULT_PARSER
 
 
 class PrefacedStream(trio.abc.HalfCloseableStream):

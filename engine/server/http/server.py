@@ -1,17 +1,18 @@
 """Serve the HTTP API: HTTP/1.1 and cleartext HTTP/2 (h2c) on a plain socket.
 
 Three servers, one signature:
-- "h11" (the default): `engine.server.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
+- "h11": `engine.server.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
   hands h2c prior-knowledge connections (those that open with the HTTP/2 preface) to
   hypercorn's connection handler. `Upgrade: h2c` on HTTP/1.1 is answered over HTTP/1.1.
-- "httptools": the same server parsing HTTP/1.1 with httptools (a C parser), same rules and
-  answers at a fraction of the CPU (`engine.server.http.httptoolsserver`).
+- "httptools" (the default): the same server parsing HTTP/1.1 with httptools (a C parser), same
+  rules and answers at a fraction of the CPU (`engine.server.http.httptoolsserver`); h11 stays
+  as the fallback (`[server] http_parser = "h11"`).
 - "hypercorn": hypercorn's trio worker for everything (h2c both ways: prior knowledge and the
   HTTP/1.1 `Upgrade: h2c` dance).
 
 The choice is the `server` argument, else the `LOCKSTEP_HTTP_SERVER` environment variable
 (how a benchmark picks the server of a process it spawns), else `limits.parser` (`[server]
-http_parser`, "h11" unless set). TLS is left to a reverse proxy.
+http_parser`, "httptools" unless set). TLS is left to a reverse proxy.
 """
 
 from __future__ import annotations
