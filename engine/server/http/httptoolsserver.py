@@ -315,8 +315,8 @@ class HttptoolsServer(H11Server):
         enters a cancel scope even when bytes are waiting; here a read that finds bytes costs
         one checkpoint, and one that finds none waits for readability under `slot.deadline`.
         """
-        if slot.evicted:
-            raise _Closed
+        if slot.evicted or trio.current_time() >= slot.deadline:
+            raise _Closed  # given up, or past its bound even if bytes are waiting (as h11's)
         fd = stream.socket.fileno()
         try:
             data = os.read(fd, RECEIVE_SIZE)
