@@ -26,6 +26,7 @@ from bench.harness.core import RunEnv, record, summarize
 from bench.harness.loadgen import Generator
 from bench.harness.stack import API_KEY, Stack, open_stack
 from bench.harness.streams import devices_for, round_robin, setup_streams, stream_keys
+from engine.server.http.h11server import DEFAULT_PARSER
 from engine.server.http.server import SERVER_ENV
 
 SCENARIO = "latency"
@@ -48,7 +49,7 @@ def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
     # environment variable the spawned server process reads (engine.server.http.server).
     if "server" in cfg:
         os.environ[SERVER_ENV] = str(cfg["server"])
-    server = os.environ.get(SERVER_ENV) or "h11"
+    server = os.environ.get(SERVER_ENV) or DEFAULT_PARSER
     settings = {**cfg, "streams": streams, "devices": devices, "server": server}
     env.progress(f"latency: {streams} streams on {devices} simulated iPhones, {server} server")
     records = []

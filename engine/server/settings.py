@@ -13,6 +13,7 @@
     body_timeout = 30.0           # seconds for a whole request body, from the end of its head
     idle_timeout = 60.0           # seconds a keep-alive connection may wait for its next request
     send_timeout = 30.0           # seconds for the client to take an answer
+    http_parser = "httptools"     # or "h11": the same HTTP/1.1 front with h11 parsing (slower)
     storage_retry_after = 5       # `Retry-After` (s) of a 503 storage_unavailable
     access_log = true             # one log line per request (--no-access-log turns it off)
     log_format = "text"           # or "json" (--log-format): one JSON object per log line
@@ -74,7 +75,7 @@ from typing import Any, Literal
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
 from engine.server.files import private_file
-from engine.server.http.h11server import H11Limits
+from engine.server.http.h11server import DEFAULT_PARSER, PARSERS, H11Limits
 from engine.server.keys import KEY_FILE_NAME, NamedKey, parse_config_keys
 from engine.server.logs import FORMATS, LogFormat
 from engine.server.service.live import LiveConfig
@@ -283,6 +284,7 @@ _SERVER_KEYS = frozenset(
         "storage_retry_after",
         "access_log",
         "log_format",
+        "http_parser",
         *_HTTP_KEYS,
     }
 )
@@ -325,7 +327,12 @@ def _http_limits(server: dict[str, Any]) -> H11Limits:
             kind = "a positive integer" if integral else "a positive number of seconds"
             raise ConfigError(f"[server].{key}: must be {kind}, got {value!r}")
         values[key] = value if integral else float(value)
-    return H11Limits(**values)
+    parser = server.get("http_parser", DEFAULT_PARSER)
+    if parser not in PARSERS:
+        raise ConfigError(
+            f"[server].http_parser: must be one of {', '.join(PARSERS)}, got {parser!r}"
+        )
+    return H11Limits(**values, parser=parser)
 
 
 def _keys(configured: Any, from_env: str | None, name: str) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Raw-socket HTTP/1.1 pieces for the tests of the lean HTTP front (`engine.server.http.h11server`).
 
-Requests as bytes, an h11 client that reads successive answers off one connection, and an
-`H11Server` running on 127.0.0.1 (port 0) for the length of a block.
+Requests as bytes, an h11 client that reads successive answers off one connection, and the
+front (`H11Server`, or `HttptoolsServer` with `front="httptools"`) running on 127.0.0.1 (port 0)
+for the length of a block. Tests of the front take the `front` fixture to run against both.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import trio
 
 from engine.server.http import PromMetrics, build_openapi, create_app
 from engine.server.http.app import ApiApp
-from engine.server.http.h11server import H11Limits, H11Server
+from engine.server.http.h11server import PARSERS, H11Limits, H11Server
+from engine.server.http.httptoolsserver import HttptoolsServer
 from tests.helpers.fakeservice import DEVICE_KEY, SEND_KEY, STREAM_BODY, FakeService
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "FRONTS",
     "STREAM",
     "TIMEOUT",
     "Answer",
@@ -37,6 +40,8 @@ __all__ = [
 TIMEOUT = 20.0
 STREAM = json.dumps(STREAM_BODY).encode()
 DEFAULT_LIMITS = H11Limits()
+FRONTS: dict[str, type[H11Server]] = {"h11": H11Server, "httptools": HttptoolsServer}
+assert tuple(FRONTS) == PARSERS
 
 
 def api_app(service: FakeService, max_body: int = 65536) -> ApiApp:
@@ -116,12 +121,16 @@ async def read_to_eof(stream: trio.SocketStream) -> bytes:
 
 @asynccontextmanager
 async def running(
-    app: Any, *, limits: H11Limits = DEFAULT_LIMITS, graceful_timeout: float = 5.0
+    app: Any,
+    front: str = "h11",
+    *,
+    limits: H11Limits = DEFAULT_LIMITS,
+    graceful_timeout: float = 5.0,
 ) -> AsyncIterator[tuple[int, trio.Event, trio.Nursery]]:
-    """An `H11Server` on 127.0.0.1 (port 0): (port, the shutdown event, the nursery)."""
+    """The `front` server on 127.0.0.1 (port 0): (port, the shutdown event, the nursery)."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        server = H11Server(app, limits=limits)
+        server = FRONTS[front](app, limits=limits)
         port = await nursery.start(
             partial(
                 server.serve,

@@ -59,11 +59,12 @@ async def connect(port: int) -> trio.SocketStream:
 
 
 async def test_a_slowloris_head_is_cut_at_the_head_deadline(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service), limits=LIMITS) as (port, _, _):
+        async with running(api_app(service), front, limits=LIMITS) as (port, _, _):
             stream = await connect(port)
             opened = trio.current_time()
             async with trio.open_nursery() as nursery:
@@ -77,10 +78,11 @@ async def test_a_slowloris_head_is_cut_at_the_head_deadline(
 
 
 async def test_a_slow_head_on_a_keep_alive_connection_is_bounded_from_its_first_byte(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService()), limits=LIMITS) as (port, _, _):
+        async with running(api_app(FakeService()), front, limits=LIMITS) as (port, _, _):
             stream = await connect(port)
             await stream.send_all(get("/healthz"))
             assert (await Reader(stream).answer()).status == 200
@@ -96,13 +98,14 @@ async def test_a_slow_head_on_a_keep_alive_connection_is_bounded_from_its_first_
 
 
 async def test_a_slow_body_is_cut_at_the_body_deadline(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     service = FakeService()
     raw = put("slow-body")
     head, _, body = raw.partition(b"\r\n\r\n")
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service), limits=LIMITS) as (port, _, _):
+        async with running(api_app(service), front, limits=LIMITS) as (port, _, _):
             stream = await connect(port)
             await stream.send_all(head + b"\r\n\r\n")
             sent = trio.current_time()
@@ -117,10 +120,11 @@ async def test_a_slow_body_is_cut_at_the_body_deadline(
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_bound(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService()), limits=LIMITS) as (port, _, _):
+        async with running(api_app(FakeService()), front, limits=LIMITS) as (port, _, _):
             stream = await connect(port)
             await stream.send_all(get("/healthz"))
             assert (await Reader(stream).answer()).status == 200
@@ -131,10 +135,11 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_bound(
 
 
 async def test_a_silent_new_connection_is_closed_at_the_head_bound(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService()), limits=LIMITS) as (port, _, _):
+        async with running(api_app(FakeService()), front, limits=LIMITS) as (port, _, _):
             stream = await connect(port)
             opened = trio.current_time()
             reply, at = await closed(stream)
@@ -143,11 +148,12 @@ async def test_a_silent_new_connection_is_closed_at_the_head_bound(
 
 
 async def test_when_full_the_longest_idle_connection_gives_way(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     limits = H11Limits(max_connections=4, head_timeout=10.0, idle_timeout=600.0)
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService()), limits=limits) as (port, _, _):
+        async with running(api_app(FakeService()), front, limits=limits) as (port, _, _):
             idle = []
             for _ in range(4):
                 stream = await connect(port)
@@ -169,12 +175,13 @@ async def test_when_full_the_longest_idle_connection_gives_way(
 
 
 async def test_a_token_report_is_answered_while_slow_clients_hold_every_slot(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     service = FakeService()
     limits = H11Limits(max_connections=8, head_timeout=10.0)
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service), limits=limits) as (port, _, _):
+        async with running(api_app(service), front, limits=limits) as (port, _, _):
             async with trio.open_nursery() as nursery:
                 slow = []
                 for i in range(8):
@@ -197,11 +204,12 @@ async def test_a_token_report_is_answered_while_slow_clients_hold_every_slot(
 
 
 async def test_idle_connections_give_way_before_a_request_being_read(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     limits = H11Limits(max_connections=3, head_timeout=10.0, idle_timeout=600.0)
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService()), limits=limits) as (port, _, _):
+        async with running(api_app(FakeService()), front, limits=limits) as (port, _, _):
             async with trio.open_nursery() as nursery:
                 reading = await connect(port)
                 opened = trio.current_time()
@@ -240,12 +248,13 @@ def _gated(release: trio.Event, big: int = 0) -> Callable[..., Awaitable[None]]:
 
 
 async def test_a_connection_being_answered_never_gives_way(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     release = trio.Event()
     limits = H11Limits(max_connections=1, idle_timeout=600.0)
     with trio.fail_after(TIMEOUT):
-        async with running(_gated(release), limits=limits) as (port, _, _):
+        async with running(_gated(release), front, limits=limits) as (port, _, _):
             busy = await connect(port)
             await busy.send_all(get("/slow"))
             waiting = await connect(port)  # in the backlog: the only slot is busy
@@ -266,11 +275,16 @@ async def test_a_connection_being_answered_never_gives_way(
 
 
 async def test_a_client_that_takes_no_answer_is_let_go_after_the_send_bound(
+    front: str,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     limits = H11Limits(max_connections=1, send_timeout=30.0)
     with trio.fail_after(TIMEOUT):
-        async with running(_gated(trio.Event(), big=32 << 20), limits=limits) as (port, _, _):
+        async with running(_gated(trio.Event(), big=32 << 20), front, limits=limits) as (
+            port,
+            _,
+            _,
+        ):
             stuck = await connect(port)
             await stuck.send_all(get("/big"))  # and never reads the 32 MiB answer
             asked = trio.current_time()

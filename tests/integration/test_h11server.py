@@ -15,10 +15,11 @@ import pytest
 import trio
 
 from engine.server.http import serve_http
-from engine.server.http.h11server import H11Limits, H11Server
+from engine.server.http.h11server import H11Limits
 from tests.helpers.fakeservice import SEND_KEY, FakeService
 from tests.helpers.h2client import H2TestClient
 from tests.helpers.h11kit import (
+    FRONTS,
     STREAM,
     TIMEOUT,
     Reader,
@@ -30,10 +31,10 @@ from tests.helpers.h11kit import (
 )
 
 
-async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+async def test_keep_alive_serves_several_requests_on_one_connection(front: str) -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service)) as (port, _, _):
+        async with running(api_app(service), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             reader = Reader(stream)
             for i in range(5):
@@ -48,10 +49,10 @@ async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     assert [c[1] for c in service.calls] == [f"ka-{i}" for i in range(5)]
 
 
-async def test_pipelined_requests_are_answered_in_order() -> None:
+async def test_pipelined_requests_are_answered_in_order(front: str) -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service)) as (port, _, _):
+        async with running(api_app(service), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(put("p-1") + get("/nope") + put("p-2") + get("/healthz"))
             reader = Reader(stream)
@@ -64,10 +65,10 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
     assert [c[1] for c in service.calls] == ["p-1", "p-2"]
 
 
-async def test_body_split_over_several_tcp_segments() -> None:
+async def test_body_split_over_several_tcp_segments(front: str) -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service)) as (port, _, _):
+        async with running(api_app(service), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             raw = put("split")
             pieces = [raw[:10], raw[10:60], raw[60:-7], raw[-7:-1], raw[-1:]]
@@ -79,10 +80,10 @@ async def test_body_split_over_several_tcp_segments() -> None:
             await stream.aclose()
 
 
-async def test_chunked_body_is_read() -> None:
+async def test_chunked_body_is_read(front: str) -> None:
     service = FakeService()
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service)) as (port, _, _):
+        async with running(api_app(service), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             head = (
                 f"PUT /api/live-activity/stream/ch HTTP/1.1\r\nHost: t\r\n"
@@ -96,11 +97,11 @@ async def test_chunked_body_is_read() -> None:
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-async def test_too_large_body_gets_the_apps_413_and_a_close(chunked: bool) -> None:
+async def test_too_large_body_gets_the_apps_413_and_a_close(front: str, chunked: bool) -> None:
     service = FakeService()
     big = b'{"content_state": {"title": "' + b"x" * 5000 + b'"}}'
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(service, max_body=4096)) as (port, _, _):
+        async with running(api_app(service, max_body=4096), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             if chunked:
                 head = (
@@ -133,10 +134,10 @@ async def test_too_large_body_gets_the_apps_413_and_a_close(chunked: bool) -> No
     ],
 )
 async def test_malformed_request_gets_json_error_and_close(
-    raw: bytes, status: int, code: str
+    front: str, raw: bytes, status: int, code: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService()), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(raw)
             reply = await read_to_eof(stream)
@@ -148,21 +149,22 @@ async def test_malformed_request_gets_json_error_and_close(
             await stream.aclose()
 
 
-async def test_a_malformed_header_line_is_never_echoed_back() -> None:
+async def test_a_malformed_header_line_is_never_echoed_back(front: str) -> None:
     raw = f"GET / HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {SEND_KEY}\x00\r\n\r\n"
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService()), front=front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(raw.encode())
             reply = await read_to_eof(stream)
             await stream.aclose()
     assert reply.startswith(b"HTTP/1.1 400 ") and SEND_KEY.encode() not in reply
-    assert json.loads(reply.partition(b"\r\n\r\n")[2])["message"] == "illegal header line"
+    message = json.loads(reply.partition(b"\r\n\r\n")[2])["message"]
+    assert message and "Bearer" not in message
 
 
-async def test_connection_close_is_honoured() -> None:
+async def test_connection_close_is_honoured(front: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService()), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(get("/healthz", extra="Connection: close\r\n"))
             ans = await Reader(stream).answer()
@@ -171,9 +173,9 @@ async def test_connection_close_is_honoured() -> None:
             await stream.aclose()
 
 
-async def test_http10_without_keep_alive_is_closed_after_the_answer() -> None:
+async def test_http10_without_keep_alive_is_closed_after_the_answer(front: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService()), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(b"GET /healthz HTTP/1.0\r\n\r\n")
             reply = await read_to_eof(stream)
@@ -182,9 +184,9 @@ async def test_http10_without_keep_alive_is_closed_after_the_answer() -> None:
             await stream.aclose()
 
 
-async def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
+async def test_idle_connection_is_closed_after_the_idle_timeout(front: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService()), limits=H11Limits(idle_timeout=0.05)) as (
+        async with running(api_app(FakeService()), front, limits=H11Limits(idle_timeout=0.05)) as (
             port,
             _,
             _,
@@ -196,7 +198,7 @@ async def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
             await stream.aclose()
 
 
-async def test_h2c_prior_knowledge_is_served_through_serve_http() -> None:
+async def test_h2c_prior_knowledge_is_served_through_serve_http(front: str) -> None:
     service = FakeService()
     stop = trio.Event()
     with trio.fail_after(TIMEOUT):
@@ -208,7 +210,7 @@ async def test_h2c_prior_knowledge_is_served_through_serve_http() -> None:
                     "127.0.0.1",
                     0,
                     shutdown_trigger=stop.wait,
-                    server="h11",
+                    server=front,
                 )
             )
             stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -234,9 +236,9 @@ async def test_h2c_prior_knowledge_is_served_through_serve_http() -> None:
     assert [c[:2] for c in service.calls] == [("stream", "h2")]
 
 
-async def test_upgrade_h2c_is_answered_over_http11() -> None:
+async def test_upgrade_h2c_is_answered_over_http11(front: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with running(api_app(FakeService())) as (port, _, _):
+        async with running(api_app(FakeService()), front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             upgrade = (
                 "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
@@ -268,12 +270,12 @@ def _gated_app(entered: trio.Event, release: trio.Event) -> Callable[..., Awaita
     return app
 
 
-async def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
+async def test_graceful_shutdown_finishes_the_request_in_flight(front: str) -> None:
     entered, release = trio.Event(), trio.Event()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as outer:
             stop = trio.Event()
-            server = H11Server(_gated_app(entered, release))
+            server = FRONTS[front](_gated_app(entered, release))
             done = trio.Event()
 
             async def serve(task_status: trio.TaskStatus[int]) -> None:
@@ -307,10 +309,10 @@ async def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
             await busy.aclose()
 
 
-async def test_graceful_timeout_bounds_a_stuck_request() -> None:
+async def test_graceful_timeout_bounds_a_stuck_request(front: str) -> None:
     entered, release = trio.Event(), trio.Event()
     with trio.fail_after(TIMEOUT):
-        async with running(_gated_app(entered, release), graceful_timeout=0.05) as (
+        async with running(_gated_app(entered, release), front, graceful_timeout=0.05) as (
             port,
             stop,
             _,
@@ -323,12 +325,12 @@ async def test_graceful_timeout_bounds_a_stuck_request() -> None:
             await busy.aclose()
 
 
-async def test_app_failure_is_a_bare_500_and_a_close() -> None:
+async def test_app_failure_is_a_bare_500_and_a_close(front: str) -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
     with trio.fail_after(TIMEOUT):
-        async with running(broken) as (port, _, _):
+        async with running(broken, front) as (port, _, _):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(get("/x"))
             reply = await read_to_eof(stream)

@@ -1,4 +1,7 @@
-"""The HTTP API served by hypercorn on 127.0.0.1 (port 0): HTTP/1.1 and h2c, over a fake service."""
+"""The HTTP API served on 127.0.0.1 (port 0): HTTP/1.1 and h2c, over a fake service.
+
+Each test runs with both HTTP/1.1 parsers (`[server] http_parser`: h11, httptools).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import trio
 
 from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
 from engine.server.http.app import ApiApp
+from engine.server.http.h11server import H11Limits
 from engine.server.http.server import bind_address
 from tests.helpers.fakeservice import (
     DEVICE_BODY,
@@ -61,13 +65,20 @@ def _app(service: FakeService, max_body: int = 65536) -> ApiApp:
     )
 
 
-async def test_http11_requests_through_hypercorn() -> None:
+async def test_http11_requests_through_serve_http(front: str) -> None:
     service = FakeService()
     stop = trio.Event()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
-                partial(serve_http, _app(service, 4096), "127.0.0.1", 0, shutdown_trigger=stop.wait)
+                partial(
+                    serve_http,
+                    _app(service, 4096),
+                    "127.0.0.1",
+                    0,
+                    shutdown_trigger=stop.wait,
+                    limits=H11Limits(parser=front),
+                )
             )
             assert port > 0
             base = f"http://127.0.0.1:{port}"
@@ -109,13 +120,20 @@ async def test_http11_requests_through_hypercorn() -> None:
     assert len(service.calls) == 1
 
 
-async def test_h2c_prior_knowledge_through_hypercorn() -> None:
+async def test_h2c_prior_knowledge_through_serve_http(front: str) -> None:
     service = FakeService()
     stop = trio.Event()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
-                partial(serve_http, _app(service), "127.0.0.1", 0, shutdown_trigger=stop.wait)
+                partial(
+                    serve_http,
+                    _app(service),
+                    "127.0.0.1",
+                    0,
+                    shutdown_trigger=stop.wait,
+                    limits=H11Limits(parser=front),
+                )
             )
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             client = H2TestClient(stream, authority=f"127.0.0.1:{port}")
@@ -145,3 +163,28 @@ def test_bind_address_brackets_ipv6() -> None:
     assert bind_address("127.0.0.1", 0) == "127.0.0.1:0"
     assert bind_address("::1", 8787) == "[::1]:8787"
     assert bind_address("[::1]", 8787) == "[::1]:8787"
+
+
+async def test_the_parser_setting_picks_the_front(front: str) -> None:
+    """llhttp refuses a lower-case method that h11 passes on: the answer shows which parsed."""
+    stop = trio.Event()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                partial(
+                    serve_http,
+                    _app(FakeService()),
+                    "127.0.0.1",
+                    0,
+                    shutdown_trigger=stop.wait,
+                    limits=H11Limits(parser=front),
+                )
+            )
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"get /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 " if front == "h11" else b"HTTP/1.1 400 ")
+            await stream.aclose()
+            stop.set()

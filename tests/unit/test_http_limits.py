@@ -51,7 +51,7 @@ def test_server_keys_set_the_http_bounds(tmp_path: Path) -> None:
     path = tmp_path / "lockstep.toml"
     path.write_text(
         "[server]\nmax_connections = 64\nhead_timeout = 5\nbody_timeout = 12.5\n"
-        "idle_timeout = 90\nsend_timeout = 7\n"
+        'idle_timeout = 90\nsend_timeout = 7\nhttp_parser = "h11"\n'
     )
     http = load_settings(path, env={}).http
     assert http == H11Limits(
@@ -60,11 +60,12 @@ def test_server_keys_set_the_http_bounds(tmp_path: Path) -> None:
         body_timeout=12.5,
         idle_timeout=90.0,
         send_timeout=7.0,
+        parser="h11",
     )
     assert isinstance(http.head_timeout, float)
     defaults = load_settings(None, env={}).http
     assert (defaults.head_timeout, defaults.body_timeout, defaults.idle_timeout) == (10, 30, 60)
-    assert defaults.max_connections == 1024
+    assert defaults.max_connections == 1024 and defaults.parser == "httptools"
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,8 @@ def test_server_keys_set_the_http_bounds(tmp_path: Path) -> None:
         ("body_timeout = inf", "body_timeout: must be a positive number of seconds"),
         ("send_timeout = nan", "send_timeout: must be a positive number of seconds"),
         ('head_timeout = "10"', "head_timeout: must be a positive number of seconds"),
+        ('http_parser = "llhttp"', "http_parser: must be one of h11, httptools"),
+        ("http_parser = 1", "http_parser: must be one of h11, httptools"),
     ],
 )
 def test_bad_http_bounds_are_refused(tmp_path: Path, line: str, message: str) -> None:

@@ -56,7 +56,7 @@ import trio
 from engine.apns.h2wire import PREFACE
 from engine.server.http.slots import Phase, Slot, SlotTable
 
-__all__ = ["H11Limits", "H11Server", "PrefacedStream"]
+__all__ = ["DEFAULT_PARSER", "PARSERS", "H11Limits", "H11Server", "PrefacedStream"]
 
 log = logging.getLogger("lockstep.http")
 
@@ -64,6 +64,8 @@ RECEIVE_SIZE: Final = 65536
 _RESOURCE_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )  # accept() failing for want of resources: wait and retry, as trio.serve_listeners does
+PARSERS: Final = ("h11", "httptools")  # what parses HTTP/1.1 (`engine.server.http.server`)
+DEFAULT_PARSER: Final = "httptools"
 _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 Scope = MutableMapping[str, Any]
@@ -78,7 +80,8 @@ H2Handler = Callable[[trio.abc.HalfCloseableStream], Awaitable[None]]
 class H11Limits:
     """Bounds of the server, in seconds and bytes.
 
-    `max_body=None`: the app's `max_body` + 1 (else 1 MiB).
+    `max_body=None`: the app's `max_body` + 1 (else 1 MiB). `parser`: one of `PARSERS`, which
+    HTTP/1.1 parser the front uses (h11, or httptools: `engine.server.http.httptoolsserver`).
 
     The timeouts bound whole waits, not single reads; see the module docstring. The defaults
     are the `[server]` defaults of `engine.server.settings`.
@@ -91,6 +94,7 @@ class H11Limits:
     send_timeout: float = 30.0
     max_head: int = 16384
     max_body: int | None = None
+    parser: str = DEFAULT_PARSER
 
 
 class PrefacedStream(trio.abc.HalfCloseableStream):
@@ -255,6 +259,10 @@ class H11Server:
             self._enter(slot, Phase.BUSY, math.inf)  # hypercorn's own timeouts from here
             await self._h2c(PrefacedStream(stream, data))
             return
+        await self._serve_http1(stream, slot, data)
+
+    async def _serve_http1(self, stream: trio.SocketStream, slot: Slot, data: bytes) -> None:
+        """Serve HTTP/1.1 requests on `stream`, `data` already read from it (h11 parses)."""
         peer = _address(stream.socket.getpeername())
         local = _address(stream.socket.getsockname())
         h11conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head)
@@ -382,6 +390,18 @@ class H11Server:
         self, scope: Scope, body: bytes, h11conn: h11.Connection, complete: bool
     ) -> bytes:
         """Run the app on one request; the whole response's bytes (closing ones say so)."""
+        start, parts = await self._call_app(scope, body)
+        if start is None:
+            return self._fail(h11conn)
+        close = not complete or self._closing  # a shutdown may have begun meanwhile
+        try:
+            return self._encode(h11conn, start, parts, close, head=scope["method"] == "HEAD")
+        except h11.LocalProtocolError:
+            log.exception("invalid response to %s %s", scope["method"], scope["path"][:200])
+            return self._fail(h11conn)
+
+    async def _call_app(self, scope: Scope, body: bytes) -> tuple[Message | None, list[bytes]]:
+        """Run the app on one request: its `http.response.start` (None: it failed) and body."""
         start: Message | None = None
         parts: list[bytes] = []
         state = {"delivered": False, "done": False}
@@ -411,14 +431,7 @@ class H11Server:
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"][:200])
             start = None
-        if start is None:
-            return self._fail(h11conn)
-        close = not complete or self._closing  # a shutdown may have begun meanwhile
-        try:
-            return self._encode(h11conn, start, parts, close, head=scope["method"] == "HEAD")
-        except h11.LocalProtocolError:
-            log.exception("invalid response to %s %s", scope["method"], scope["path"][:200])
-            return self._fail(h11conn)
+        return start, parts
 
     def _encode(
         self,

@@ -1,15 +1,18 @@
 """Serve the HTTP API: HTTP/1.1 and cleartext HTTP/2 (h2c) on a plain socket.
 
-Two servers, one signature:
-- "h11" (the default): `engine.server.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
+Three servers, one signature:
+- "h11": `engine.server.http.h11server`, a lean HTTP/1.1 server on trio + h11 that
   hands h2c prior-knowledge connections (those that open with the HTTP/2 preface) to
   hypercorn's connection handler. `Upgrade: h2c` on HTTP/1.1 is answered over HTTP/1.1.
+- "httptools" (the default): the same server parsing HTTP/1.1 with httptools (a C parser), same
+  rules and answers at a fraction of the CPU (`engine.server.http.httptoolsserver`); h11 stays
+  as the fallback (`[server] http_parser = "h11"`).
 - "hypercorn": hypercorn's trio worker for everything (h2c both ways: prior knowledge and the
   HTTP/1.1 `Upgrade: h2c` dance).
 
 The choice is the `server` argument, else the `LOCKSTEP_HTTP_SERVER` environment variable
-(how a benchmark picks the server of a process it spawns), else "h11". TLS is left to a
-reverse proxy.
+(how a benchmark picks the server of a process it spawns), else `limits.parser` (`[server]
+http_parser`, "httptools" unless set). TLS is left to a reverse proxy.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from hypercorn.trio import serve
 
 from engine.apns.h2compat import hypercorn_h2c
 from engine.server.http.h11server import H11Limits, H11Server
+from engine.server.http.httptoolsserver import HttptoolsServer
 
 __all__ = ["SERVERS", "bind_address", "hypercorn_config", "serve_http"]
 
 log = logging.getLogger("lockstep.http")
 
-SERVERS: Final = ("h11", "hypercorn")
+SERVERS: Final = ("h11", "httptools", "hypercorn")
 SERVER_ENV: Final = "LOCKSTEP_HTTP_SERVER"
 DEFAULT_LIMITS: Final = H11Limits()
 
@@ -73,19 +77,20 @@ async def serve_http(
 ) -> None:
     """Serve the ASGI `app` on host:port until `shutdown_trigger` returns (or cancelled).
 
-    `task_status.started(port)` reports the bound port (useful with port 0). `server` is "h11"
-    or "hypercorn" (None: `$LOCKSTEP_HTTP_SERVER`, else "h11"). On shutdown, accepting stops,
+    `task_status.started(port)` reports the bound port (useful with port 0). `server` is one of
+    `SERVERS` (None: `$LOCKSTEP_HTTP_SERVER`, else `limits.parser`). On shutdown, accepting stops,
     requests in flight get up to `graceful_timeout` seconds, idle connections close. `limits`
     bounds connections and the waits on slow or idle clients (`H11Limits`).
     """
-    choice = server or os.environ.get(SERVER_ENV) or "h11"
+    choice = server or os.environ.get(SERVER_ENV) or limits.parser
     if choice not in SERVERS:
         raise ValueError(f"unknown HTTP server {choice!r}; choose one of {', '.join(SERVERS)}")
     config = hypercorn_config(host, port, graceful_timeout=graceful_timeout, limits=limits)
     asgi: Any = app  # an ASGI callable; hypercorn's own type is narrower than it needs to be
-    if choice == "h11":
+    if choice != "hypercorn":
         h2c, stop_h2c = hypercorn_h2c(asgi, config)
-        front = H11Server(asgi, limits=limits, h2c=h2c, on_shutdown=stop_h2c)
+        kind = HttptoolsServer if choice == "httptools" else H11Server
+        front = kind(asgi, limits=limits, h2c=h2c, on_shutdown=stop_h2c)
         await front.serve(
             host,
             port,
