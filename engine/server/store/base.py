@@ -31,6 +31,7 @@ DISK_FULL = "disk full"
 READ_ONLY = "read-only"
 IO_ERROR = "I/O error"
 BUSY = "busy"
+UNREACHABLE = "database unreachable"
 FAILED = "store error"
 """The causes a `StoreError` names (`StoreError.cause`): what an operator has to fix."""
 
@@ -38,7 +39,8 @@ FAILED = "store error"
 class StoreError(Exception):
     """A store operation failed; the message names the cause but never row contents.
 
-    `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY` or `FAILED` (anything else,
+    `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY`, `UNREACHABLE` (a database
+    server refused or lost the connection) or `FAILED` (anything else,
     e.g. a closed store or a row that cannot be encoded): the service reports it in its 503
     `storage_unavailable` answers and in `/healthz`.
     """
@@ -78,4 +80,13 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["BUSY", "DISK_FULL", "FAILED", "IO_ERROR", "READ_ONLY", "Store", "StoreError"]
+__all__ = [
+    "BUSY",
+    "DISK_FULL",
+    "FAILED",
+    "IO_ERROR",
+    "READ_ONLY",
+    "UNREACHABLE",
+    "Store",
+    "StoreError",
+]
