@@ -165,7 +165,11 @@ _PROBE_KEY: Final = "\x01probe"  # no stream key has a control character (Postgr
 def migrate(conn: Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Apply the migrations the database lacks, each atomically with its version (see the module
     docstring); returns the version. `conn` is in autocommit mode."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version INTEGER NOT NULL)")
+    # Created only when missing: a read-only server (a standby) refuses even CREATE ... IF NOT
+    # EXISTS, and an up-to-date schema on it must still load (its writes then fail READ_ONLY).
+    exists = conn.execute("SELECT to_regclass(%s)", (_VERSION_TABLE,)).fetchone()
+    if exists is None or exists[0] is None:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version INTEGER NOT NULL)")
     row = conn.execute(f"SELECT max(version) FROM {_VERSION_TABLE}").fetchone()
     if row and row[0] == len(migrations):  # the usual case: nothing to do, no lock taken
         return len(migrations)
