@@ -2,8 +2,9 @@
 
 The service keeps every row in memory and reads only from there, so the store needs no queries:
 `load()` once at startup and `write(ops)` for each change. That narrow surface is deliberate: a
-server database (Postgres, say) can implement it with the same tables, `INSERT ... ON
-CONFLICT DO UPDATE` for puts and one transaction per batch, without the service changing.
+server database implements it with the same tables, `INSERT ... ON CONFLICT DO UPDATE` for puts
+and one transaction per batch, without the service changing (`sqlite.SqliteStore`, the default,
+and `pg.PgStore` on PostgreSQL).
 
 Contract for every implementation:
 
