@@ -244,6 +244,8 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
     overrides = {k: v for k, v in flags.items() if v is not None}
+    if settings.store_url is not None and overrides.get("db") is not None:
+        raise ConfigError("--db names a SQLite file but [store].url names PostgreSQL; keep one")
     return replace(settings, **overrides)
 
 

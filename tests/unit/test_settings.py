@@ -173,3 +173,10 @@ def test_bad_store_section_names_the_problem(tmp_path: Path, text: str, message:
         load_settings(write(tmp_path, text), env={})
     assert message in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_db_flag_with_a_postgresql_url_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nurl = "postgresql://127.0.0.1/test"\n')
+    with pytest.raises(ConfigError, match="--db names a SQLite file"):
+        load_settings(path, env={}, db=Path("x.db"))
+    assert load_settings(path, env={}, db=None).store_url == "postgresql://127.0.0.1/test"
