@@ -1,5 +1,6 @@
 """The service over the PostgreSQL store: stream updates, registrations and a restart on the same
-database, every phone showing the latest state in order (fake APNs in memory, on MockClock).
+database, every phone showing the latest state in order; a lost database answers 503 `database
+unreachable`, changes nothing and is noticed again by the probe (fake APNs in memory, MockClock).
 
 PostgreSQL on 127.0.0.1:5432 (tests/helpers/pgkit.py: skipped with a loud reason when no server
 answers, failed under CI)."""
@@ -11,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 import trio
 import trio.testing
 
-from engine.server.contract import models
+from engine.server.contract import errors, models
 from engine.server.store.pg import PgStore
 from tests.helpers import pgkit
 from tests.helpers.servicekit import open_harness
@@ -71,3 +73,38 @@ async def test_streams_survive_a_restart_on_postgresql(
                 assert shown is not None, name
                 assert shown["content_state"]["value"] == 6
                 assert shown["order_violations"] == 0
+
+
+async def test_a_lost_database_answers_503_unreachable_and_the_retry_does_the_whole_call(
+    autojump_clock: Any, tmp_path: Path, pg_url: str
+) -> None:
+    kit = make_kit(devices=2)
+    with trio.fail_after(600):
+        store = PgStore(pg_url, threads=False, connect_timeout=2)
+        async with open_harness(
+            kit, tmp_path / "unused", forward_reports=False, make_store=lambda: store
+        ) as h:
+            await h.service.live.stream("queue", stream_req(1))
+            # The network to the database is cut: the connection dies, reconnecting is refused.
+            with trio.socket.socket() as sock:
+                await sock.bind(("127.0.0.1", 0))
+                dead = f"postgresql://postgres@127.0.0.1:{sock.getsockname()[1]}/test"
+            assert store._pg is not None
+            with psycopg.connect(pgkit.PG_URL, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (store._pg.info.backend_pid,))
+            store.url = dead
+            before = dict(h.service.registry.streams)
+            with pytest.raises(errors.StorageUnavailable) as caught:
+                await h.service.live.stream("other", stream_req(2))
+            assert caught.value.body()["cause"] == "database unreachable"
+            assert dict(h.service.registry.streams) == before  # nothing changed
+            await trio.sleep(30)
+            health = h.service.health()
+            assert health["ok"] is False and health["storage"].startswith("database unreachable")
+            store.url = pg_url  # the network is back: the probe reconnects by itself
+            await trio.sleep(h.service.config.storage_retry_after + 1)
+            assert h.service.health()["ok"] is True
+            retried = await h.service.live.stream("other", stream_req(2))
+            assert retried.operation == "started"
+            stored = await h.store.load()
+            assert sorted(s.stream_key for s in stored.streams) == ["other", "queue"]
