@@ -89,29 +89,51 @@ class Stores:
         self._tmp = tmp_path
         self._pg = pg
         self._numbers = itertools.count()
+        # Closed at the end even when a test fails before closing them: a failing Hypothesis
+        # example keeps its store alive, and leaked connections would exhaust the server's.
+        self.made: list[SqliteStore] = []
 
     def fresh(self, *, file: bool = False, **kw: Any) -> SqliteStore:
         """A store on an empty database: SQLite in memory (or a file when `file`), or a new
         PostgreSQL schema. `kw` as for `SqliteStore` (commit_interval, max_batch, queue)."""
         if self._pg is not None:
-            return PgStore(self._pg.new(), **kw)
-        if not file:
-            return SqliteStore(":memory:", **kw)
-        return SqliteStore(self._tmp / f"store-{next(self._numbers)}.db", **kw)
+            store: SqliteStore = PgStore(self._pg.new(), **kw)
+        elif not file:
+            store = SqliteStore(":memory:", **kw)
+        else:
+            store = SqliteStore(self._tmp / f"store-{next(self._numbers)}.db", **kw)
+        self.made.append(store)
+        return store
 
     def again(self, store: SqliteStore) -> SqliteStore:
         """A second store on `store`'s database (a file or a schema), as after a restart."""
         if isinstance(store, PgStore):
-            return PgStore(store.url)
-        assert store.path is not None, "an in-memory store cannot be opened again"
-        return SqliteStore(store.path)
+            again: SqliteStore = PgStore(store.url)
+        else:
+            assert store.path is not None, "an in-memory store cannot be opened again"
+            again = SqliteStore(store.path)
+        self.made.append(again)
+        return again
+
+    def close_all(self) -> None:
+        """Close every store made (closing twice is harmless)."""
+        for store in self.made:
+            store.close()
 
 
 @contextmanager
 def stores(kind: str, tmp_path: Path) -> Iterator[Stores]:
     """`Stores` of `kind` for the block (PostgreSQL schemas dropped at its end)."""
     if kind == "sqlite":
-        yield Stores(kind, tmp_path)
+        made = Stores(kind, tmp_path)
+        try:
+            yield made
+        finally:
+            made.close_all()
         return
-    with schemas() as made:
-        yield Stores(kind, tmp_path, made)
+    with schemas() as pg:
+        made = Stores(kind, tmp_path, pg)
+        try:
+            yield made
+        finally:
+            made.close_all()
