@@ -47,7 +47,6 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 import psycopg
-from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 
 from engine.server.store.base import (
@@ -170,9 +169,12 @@ def migrate(conn: Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     # EXISTS, and an up-to-date schema on it must still load (its writes then fail READ_ONLY).
     exists = conn.execute("SELECT to_regclass(%s)", (_VERSION_TABLE,)).fetchone()
     if exists is None or exists[0] is None:
-        # Two processes creating it at once: IF NOT EXISTS does not stop the loser's catalog
-        # insert from failing; the table is there all the same.
-        with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
+        # IF NOT EXISTS alone races (two processes creating it at once: one fails on the catalog);
+        # a lock per schema, held to the end of the transaction, makes the second wait and skip.
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_VERSION_TABLE,)
+            )
             conn.execute(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version INTEGER NOT NULL)")
     row = conn.execute(f"SELECT max(version) FROM {_VERSION_TABLE}").fetchone()
     if row and row[0] == len(migrations):  # the usual case: nothing to do, no lock taken
