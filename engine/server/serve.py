@@ -51,6 +51,21 @@ from engine.server.store.sqlite import SqliteStore
 log = logging.getLogger("lockstep.serve")
 
 
+def open_store(settings: Settings) -> SqliteStore:
+    """The store `settings` choose: PostgreSQL for `[store] url = "postgresql://..."`, else the
+    SQLite file at `settings.db_path`. psycopg is imported only for PostgreSQL (the `pg` extra)."""
+    if settings.store_url is None:
+        return SqliteStore(settings.db_path)
+    try:
+        from engine.server.store.pg import PgStore  # optional: the `pg` extra
+    except ImportError:
+        raise StartupError(
+            "[store] url names a PostgreSQL database, but psycopg is not installed: "
+            "pip install 'lockstep[pg]'"
+        ) from None
+    return PgStore(settings.store_url)
+
+
 @dataclass(frozen=True, slots=True)
 class Running:
     """A started server: where it listens and what it runs (for tests and the banner)."""
@@ -118,7 +133,8 @@ async def open_server(
     # The named keys: `[keys.NAME]` and the key file `lockstep keys` edits (read before anything
     # starts, so a broken key file is a configuration error naming it).
     named_keys = KeyRing(named=settings.named_keys, file=KeyFile(settings.key_file))
-    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    if settings.store_url is None:
+        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         # Entered first, closed last: every call the HTTP front accepts is written out.
         recorder = None
@@ -129,7 +145,7 @@ async def open_server(
                 raise StartupError(f"--record file {settings.record}: {os_reason(exc)}") from None
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
-        store = SqliteStore(settings.db_path)
+        store = open_store(settings)
         stack.callback(store.close)
         await nursery.start(store.run)
         sim = None
@@ -233,7 +249,7 @@ def banner(running: Running) -> str:
             f"  named API keys: {len(s.named_keys)} in the config file, created ones in "
             f"{s.key_file} (lockstep keys list)"
         ),
-        f"  database: {s.db_path}",
+        f"  database: {s.store_where}",
     ]
     if running.simulator is not None:
         lines += [

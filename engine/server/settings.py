@@ -18,6 +18,9 @@
     access_log = true             # one log line per request (--no-access-log turns it off)
     log_format = "text"           # or "json" (--log-format): one JSON object per log line
 
+    [store]                       # leave out for SQLite at [server] db
+    url = "postgresql://lockstep@db.example:5432/lockstep"   # or "sqlite:///path/to/lockstep.db"
+
     [apns]                        # leave out to run against the built-in simulator
     team_id = "ABCDE12345"
     key_id = "KEY1234567"
@@ -72,6 +75,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
 from engine.server.files import private_file
@@ -149,6 +153,9 @@ class Settings:
     access_log: bool = True  # one `lockstep.access` line per request (engine.server.logs)
     log_format: LogFormat = "text"
     named_keys: tuple[NamedKey, ...] = ()  # `[keys.NAME]` of lockstep.toml (hashes and scopes)
+    # `[store] url` when it names a PostgreSQL database (None: SQLite at `db_path`); it may hold
+    # a password, so it is never shown (`store_where` is).
+    store_url: str | None = field(default=None, repr=False)
 
     @property
     def key_file(self) -> Path:
@@ -161,6 +168,17 @@ class Settings:
     def db_path(self) -> Path:
         """Where the SQLite database lives."""
         return self.db or self.state_dir / "lockstep.db"
+
+    @property
+    def store_where(self) -> str:
+        """The database for messages and the banner: the SQLite file, or PostgreSQL's
+        `host:port/dbname` (never the URL's user or password)."""
+        if self.store_url is None:
+            return str(self.db_path)
+        # The netloc after any `user:password@`; the path is the database name.
+        parts = urlsplit(self.store_url)
+        host = parts.netloc.rpartition("@")[2] or "localhost"
+        return f"PostgreSQL {host}{parts.path}"
 
     @property
     def simulated(self) -> bool:
@@ -188,6 +206,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         "keys",
         "widgets",
         "webhooks",
+        "store",
     }
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
@@ -198,11 +217,13 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
             f"[server]: unknown key(s) {', '.join(sorted(unknown))}; "
             f"known: {', '.join(sorted(_SERVER_KEYS))}"
         )
+    db, store_url = _store(data.get("store", {}), server.get("db"))
     settings = Settings(
         host=server.get("host", "127.0.0.1"),
         port=int(server.get("port", 8787)),
         state_dir=Path(server.get("state_dir", DEFAULT_STATE_DIR)),
-        db=Path(server["db"]) if "db" in server else None,
+        db=db,
+        store_url=store_url,
         api_keys=_keys(server.get("api_keys"), env.get("LOCKSTEP_API_KEY"), "server.api_keys"),
         device_keys=_keys(
             server.get("device_keys"), env.get("LOCKSTEP_DEVICE_KEY"), "server.device_keys"
@@ -224,7 +245,44 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
     overrides = {k: v for k, v in flags.items() if v is not None}
+    if settings.store_url is not None and overrides.get("db") is not None:
+        raise ConfigError("--db names a SQLite file but [store].url names PostgreSQL; keep one")
     return replace(settings, **overrides)
+
+
+_STORE_KEYS = frozenset({"url"})
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_SQLITE_SCHEME = "sqlite:///"
+
+
+def _store(store: Any, db: Any) -> tuple[Path | None, str | None]:
+    """`[store]` (and `[server] db`): the SQLite file, or the PostgreSQL URL.
+
+    `url` absent: SQLite at `[server] db` (or the state dir's). `sqlite:///PATH`: SQLite at PATH
+    (`sqlite:////var/lib/x.db` is absolute). `postgresql://...` (or `postgres://`): PostgreSQL.
+    """
+    if not isinstance(store, dict):
+        raise ConfigError("[store]: must be a table")
+    unknown = set(store) - _STORE_KEYS
+    if unknown:
+        raise ConfigError(f"[store]: unknown key(s) {', '.join(sorted(unknown))}; known: url")
+    path = Path(db) if db is not None else None
+    if "url" not in store:
+        return path, None
+    url = store["url"]
+    if not isinstance(url, str):
+        raise ConfigError("[store].url: must be a string")
+    if db is not None:
+        raise ConfigError("[store].url and [server].db both name the database; keep one")
+    if url.startswith(_SQLITE_SCHEME) and len(url) > len(_SQLITE_SCHEME):
+        return Path(url.removeprefix(_SQLITE_SCHEME)), None
+    if url.startswith(_POSTGRES_SCHEMES) and len(url) > len("postgres://"):
+        return None, url
+    # Never echo the URL: it may hold a password.
+    raise ConfigError(
+        "[store].url: must start with postgresql:// (a PostgreSQL database) or "
+        "sqlite:/// followed by a path"
+    )
 
 
 def ensure_keys(settings: Settings) -> Settings:

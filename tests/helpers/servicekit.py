@@ -1,9 +1,9 @@
 """The Live Activities service wired to the real engine and the fake APNs in memory.
 
 `open_harness` runs: a SQLite store (a file under tmp_path, so a second harness on the same path
-is a restart), the engine over memory streams to the simulator kit, and the service, with the
-simulated devices registered through `service.devices` (push-to-start and widget tokens) and
-their token reports forwarded to
+is a restart; or the store `make_store` returns, e.g. PostgreSQL), the engine over memory streams
+to the simulator kit, and the service, with the simulated devices registered through
+`service.devices` (push-to-start and widget tokens) and their token reports forwarded to
 `service.devices.report_token` as an app would (or captured, when `forward_reports` is False).
 """
 
@@ -86,10 +86,11 @@ async def open_harness(
     drain_timeout: float = 10.0,
     widgets: WidgetConfig | None = None,
     webhooks: tuple[WebhookConfig, ...] = (),
+    make_store: Callable[[], SqliteStore] | None = None,
 ) -> AsyncIterator[Harness]:
     """Run store + engine + service over `kit` for the block (see the module docstring)."""
     async with trio.open_nursery() as nursery:
-        store = SqliteStore(db, threads=False)
+        store = SqliteStore(db, threads=False) if make_store is None else make_store()
         await nursery.start(store.run)
         async with (
             open_engine(

@@ -12,7 +12,13 @@ from engine.cli.main import build_parser
 from engine.config import DeliveryConfig
 from engine.server.service.live import LiveConfig
 from engine.server.service.widgets import WidgetConfig
-from engine.server.settings import _SERVER_KEYS, WEBHOOK_KEYS, SimulateSettings, load_settings
+from engine.server.settings import (
+    _SERVER_KEYS,
+    _STORE_KEYS,
+    WEBHOOK_KEYS,
+    SimulateSettings,
+    load_settings,
+)
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 APNS_KEYS = ("team_id", "key_id", "key_path", "bundle_id", "environment", "port")
@@ -34,6 +40,7 @@ def test_the_example_config_names_every_setting() -> None:
         "live": {f.name for f in dataclasses.fields(LiveConfig)},
         "simulate": {f.name for f in dataclasses.fields(SimulateSettings)},
         "widgets": {f.name for f in dataclasses.fields(WidgetConfig)},
+        "store": set(_STORE_KEYS),
     }
     for section, keys in expected.items():
         assert _keys_in(text, section) == keys, section
@@ -45,7 +52,7 @@ def test_the_example_config_loads_and_holds_the_defaults(tmp_path: Path) -> None
     assert loaded.simulated  # [apns] is commented out: simulate mode
     for name in ("delivery", "live", "simulate", "widgets", "http", "host", "port", "state_dir"):
         assert getattr(loaded, name) == getattr(default, name), name
-    for name in ("db", "max_body", "storage_retry_after", "access_log", "log_format"):
+    for name in ("db", "store_url", "max_body", "storage_retry_after", "access_log", "log_format"):
         assert getattr(loaded, name) == getattr(default, name), name
 
 

@@ -143,3 +143,40 @@ def test_widgets_section_is_read_and_checked(tmp_path: Path) -> None:
     path.write_text("[widgets]\nbudget = 3\n")
     with pytest.raises(ConfigError, match=r"^\[widgets\]: unknown key\(s\) budget"):
         load_settings(path, env={})
+
+
+def test_store_url_chooses_postgresql_or_a_sqlite_path(tmp_path: Path) -> None:
+    url = "postgresql://lockstep:s3cret-pass@db.example:5433/live?sslmode=require"
+    s = load_settings(write(tmp_path, f'[store]\nurl = "{url}"\n'), env={})
+    assert s.store_url == url
+    assert s.store_where == "PostgreSQL db.example:5433/live"  # no user, no password
+    assert "s3cret-pass" not in repr(s)
+    s = load_settings(write(tmp_path, '[store]\nurl = "sqlite:///data/x.db"\n'), env={})
+    assert (s.store_url, s.db_path, s.store_where) == (None, Path("data/x.db"), "data/x.db")
+    s = load_settings(write(tmp_path, '[store]\nurl = "sqlite:////var/x.db"\n'), env={})
+    assert (s.store_url, s.db_path) == (None, Path("/var/x.db"))
+    assert load_settings(None, env={}).store_url is None  # SQLite stays the default
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[store]\nurl = "mysql://u:hunter2-pass@h/db"\n', "must start with postgresql://"),
+        ('[store]\nurl = "sqlite:///"\n', "must start with postgresql://"),
+        ("[store]\nurl = 5\n", "[store].url: must be a string"),
+        ('[store]\nhost = "x"\n', "[store]: unknown key(s) host"),
+        ('[server]\ndb = "a.db"\n[store]\nurl = "sqlite:///b.db"\n', "both name the database"),
+    ],
+)
+def test_bad_store_section_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), env={})
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_db_flag_with_a_postgresql_url_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nurl = "postgresql://127.0.0.1/test"\n')
+    with pytest.raises(ConfigError, match="--db names a SQLite file"):
+        load_settings(path, env={}, db=Path("x.db"))
+    assert load_settings(path, env={}, db=None).store_url == "postgresql://127.0.0.1/test"

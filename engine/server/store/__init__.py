@@ -1,7 +1,8 @@
 """Durable storage for the service's rows: the `Store` interface and its SQLite implementation.
 
 `records` holds the row types, the write ops and `Snapshot`; `base` the `Store` protocol and
-`StoreError`; `sqlite` the default `SqliteStore` (WAL, group commit, schema migrations).
+`StoreError`; `sqlite` the default `SqliteStore` (WAL, group commit, schema migrations); `pg`
+the `PgStore` on PostgreSQL (imported on its own: psycopg is the optional `pg` extra).
 """
 
 from __future__ import annotations

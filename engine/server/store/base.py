@@ -2,8 +2,9 @@
 
 The service keeps every row in memory and reads only from there, so the store needs no queries:
 `load()` once at startup and `write(ops)` for each change. That narrow surface is deliberate: a
-server database (Postgres, say) can implement it with the same tables, `INSERT ... ON
-CONFLICT DO UPDATE` for puts and one transaction per batch, without the service changing.
+server database implements it with the same tables, `INSERT ... ON CONFLICT DO UPDATE` for puts
+and one transaction per batch, without the service changing (`sqlite.SqliteStore`, the default,
+and `pg.PgStore` on PostgreSQL).
 
 Contract for every implementation:
 
@@ -31,6 +32,7 @@ DISK_FULL = "disk full"
 READ_ONLY = "read-only"
 IO_ERROR = "I/O error"
 BUSY = "busy"
+UNREACHABLE = "database unreachable"
 FAILED = "store error"
 """The causes a `StoreError` names (`StoreError.cause`): what an operator has to fix."""
 
@@ -38,7 +40,8 @@ FAILED = "store error"
 class StoreError(Exception):
     """A store operation failed; the message names the cause but never row contents.
 
-    `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY` or `FAILED` (anything else,
+    `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY`, `UNREACHABLE` (a database
+    server refused or lost the connection) or `FAILED` (anything else,
     e.g. a closed store or a row that cannot be encoded): the service reports it in its 503
     `storage_unavailable` answers and in `/healthz`.
     """
@@ -78,4 +81,13 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["BUSY", "DISK_FULL", "FAILED", "IO_ERROR", "READ_ONLY", "Store", "StoreError"]
+__all__ = [
+    "BUSY",
+    "DISK_FULL",
+    "FAILED",
+    "IO_ERROR",
+    "READ_ONLY",
+    "UNREACHABLE",
+    "Store",
+    "StoreError",
+]

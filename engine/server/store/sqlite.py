@@ -230,19 +230,20 @@ class _Table:
 
     def load(self, conn: sqlite3.Connection) -> list[Any]:
         """Every row of the table, in key order."""
-        out = []
-        for record in conn.execute(self.select_sql):
-            values = list(record)
-            for i in self._json:
-                if values[i] is not None:
-                    values[i] = msgspec.json.decode(values[i])
-            for i in self._raw:
-                if values[i] is not None:
-                    values[i] = msgspec.Raw(values[i].encode())
-            for i in self._flags:
-                values[i] = bool(values[i])
-            out.append(self.row_type(**dict(zip(self.columns, values, strict=True))))
-        return out
+        return [self.decode(record) for record in conn.execute(self.select_sql)]
+
+    def decode(self, record: Sequence[Any]) -> Any:
+        """The row of one `select_sql` record (JSON columns decoded, flags as booleans)."""
+        values = list(record)
+        for i in self._json:
+            if values[i] is not None:
+                values[i] = msgspec.json.decode(values[i])
+        for i in self._raw:
+            if values[i] is not None:
+                values[i] = msgspec.Raw(values[i].encode())
+        for i in self._flags:
+            values[i] = bool(values[i])
+        return self.row_type(**dict(zip(self.columns, values, strict=True)))
 
 
 _DEVICES: Final = _Table("devices", DeviceRow, ("device_id",), json=frozenset({"channels"}))
@@ -272,6 +273,17 @@ _NOTIFICATIONS: Final = _Table(
     ("notification_id",),
     json=frozenset({"content", "channels", "devices", "metadata", "tags", "settled"}),
 )
+
+TABLES: Final[dict[str, _Table]] = {
+    "devices": _DEVICES,
+    "activities": _ACTIVITIES,
+    "recipients": _RECIPIENTS,
+    "streams": _STREAMS,
+    "metrics": _METRICS,
+    "deliveries": _DELIVERIES,
+    "notifications": _NOTIFICATIONS,
+}
+"""Each `Snapshot` field's table (the PostgreSQL store loads through these too)."""
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
@@ -664,4 +676,12 @@ class SqliteStore:
                 raise
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "cause_of", "compile_ops", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "SqliteStore",
+    "cause_of",
+    "compile_ops",
+    "migrate",
+]
