@@ -975,3 +975,16 @@ def test_the_sdk_models_limits_stay(raw: bytes, field: str) -> None:
 def test_an_unknown_activity_id_of_any_length_decodes() -> None:
     raw = msgspec.json.encode({"activity_id": "x" * 1000, "content_state": {"title": "t"}})
     assert models.decode(models.UpdateRequest, raw).activity_id == "x" * 1000  # then 404
+
+
+def test_a_nul_in_any_string_is_a_400_naming_it() -> None:
+    state = {"title": "a\x00b", "type": "value", "value": 1}
+    with pytest.raises(errors.BadRequest, match="U\\+0000"):
+        models.decode(models.StreamRequest, json.dumps({"content_state": state}).encode())
+    key = {"content_state": {"title": "t", "type": "value", "value": 1}, "metadata": {"k\x00": 1}}
+    with pytest.raises(errors.BadRequest, match="U\\+0000"):
+        models.decode(models.StreamRequest, json.dumps(key).encode())
+    # The six characters \u0000 written as text are no NUL.
+    literal = {"title": "see \\u0000", "type": "value", "value": 1}
+    req = models.decode(models.StreamRequest, json.dumps({"content_state": literal}).encode())
+    assert req.content_state.title == "see \\u0000"

@@ -481,10 +481,25 @@ def decode(type_: type[T], body: bytes) -> T:
         raise _fail("body", "is not valid UTF-8") from None
     except RecursionError:
         raise _fail("body", "is nested too deeply") from None
+    # No field takes U+0000, and a store may not hold it (PostgreSQL text cannot): 400 here,
+    # not a failed write later. Checked only when the escape appears, so never on the hot path.
+    if b"\\u0000" in body and _holds_nul(msgspec.json.decode(body)):
+        raise _fail("body", "a string holds U+0000 (NUL), which no field accepts")
     check = _CHECKS.get(type_)
     if check is not None:
         check(obj)
     return obj
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a decoded JSON value has U+0000 in a string or an object key."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def validate(obj: T) -> T:
