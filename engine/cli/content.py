@@ -13,6 +13,8 @@ import re
 from typing import Any, Final
 
 from engine.cli.common import UsageError, parse_json_object, read_json_file
+from engine.server.contract.content import COLORS as CONTENT_COLORS
+from engine.server.contract.content import CONTENT_TYPES
 
 __all__ = [
     "COLORS",
@@ -25,22 +27,11 @@ __all__ = [
     "parse_scalar",
 ]
 
-COLORS: Final = (
-    "lime",
-    "green",
-    "cyan",
-    "blue",
-    "purple",
-    "magenta",
-    "red",
-    "orange",
-    "yellow",
-    "gray",
-)
-"""The contract's colors (http-api.md, content state)."""
+COLORS: Final = CONTENT_COLORS
+"""The contract's colors (the request models' own list)."""
 
-TYPES: Final = ("segmented_progress", "progress", "metrics", "stats", "value", "alert", "timer")
-"""The contract's Live Activity types."""
+TYPES: Final = CONTENT_TYPES
+"""The contract's Live Activity types (the request models' own list)."""
 
 # A plain decimal number; anything else ("1e3", "0x10", "nan") stays a string, so a value is
 # never silently reinterpreted.
