@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import trio
 
 from engine.server.contract import errors
-from engine.server.store.base import Store, StoreError
+from engine.server.store.base import FENCED, Store, StoreError
 from engine.server.store.records import Op
 
 log = logging.getLogger("lockstep.service")
@@ -98,7 +98,8 @@ class StoreGuard:
         try:
             await self._store.write(ops)
         except StoreError as exc:
-            self.failure = exc
+            if exc.cause != FENCED:  # a partition that moved on says nothing of the database
+                self.failure = exc
             self.failed_writes += 1
             raise
         if ops and self.failure is not None:

@@ -33,6 +33,7 @@ READ_ONLY = "read-only"
 IO_ERROR = "I/O error"
 BUSY = "busy"
 UNREACHABLE = "database unreachable"
+FENCED = "partition moved"
 FAILED = "store error"
 """The causes a `StoreError` names (`StoreError.cause`): what an operator has to fix."""
 
@@ -41,7 +42,8 @@ class StoreError(Exception):
     """A store operation failed; the message names the cause but never row contents.
 
     `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY`, `UNREACHABLE` (a database
-    server refused or lost the connection) or `FAILED` (anything else,
+    server refused or lost the connection), `FENCED` (a cluster node wrote a partition another
+    node now holds: the write was refused, nothing is wrong with the database) or `FAILED` (anything else,
     e.g. a closed store or a row that cannot be encoded): the service reports it in its 503
     `storage_unavailable` answers and in `/healthz`.
     """
@@ -85,6 +87,7 @@ __all__ = [
     "BUSY",
     "DISK_FULL",
     "FAILED",
+    "FENCED",
     "IO_ERROR",
     "READ_ONLY",
     "UNREACHABLE",

@@ -53,6 +53,7 @@ from engine.server.store.base import (
     BUSY,
     DISK_FULL,
     FAILED,
+    FENCED,
     IO_ERROR,
     READ_ONLY,
     UNREACHABLE,
@@ -203,6 +204,9 @@ def migrate(conn: Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     return len(migrations)
 
 
+FENCE_STATE: Final = "LSF01"
+"""The SQLSTATE `lockstep_fence` raises: the batch's partition is held by another node now."""
+
 # SQLSTATE classes and codes (PostgreSQL manual, appendix A) -> what an operator has to fix.
 _CODES: Final = {
     "53100": DISK_FULL,  # disk_full
@@ -215,10 +219,11 @@ _CODES: Final = {
     "57P01": UNREACHABLE,  # admin_shutdown
     "57P02": UNREACHABLE,  # crash_shutdown
     "57P03": UNREACHABLE,  # cannot_connect_now (starting up, shutting down)
+    FENCE_STATE: FENCED,  # raised by lockstep_fence (engine/server/cluster/pgleases.py)
 }
 _CLASSES: Final = {"08": UNREACHABLE, "53": BUSY, "58": IO_ERROR}
 # Classes whose server messages describe the server, never a row value.
-_SAFE_CLASSES: Final = frozenset({"08", "25", "53", "57", "58"})
+_SAFE_CLASSES: Final = frozenset({"08", "25", "53", "57", "58", FENCE_STATE[:2]})
 
 
 def cause_of(exc: BaseException) -> str:
@@ -417,4 +422,4 @@ class PgStore(SqliteStore):
             self._pg = None
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PgStore", "cause_of", "describe", "migrate", "where"]
+__all__ = ["FENCE_STATE", "MIGRATIONS", "SCHEMA_VERSION", "PgStore", "cause_of", "describe", "migrate", "where"]

@@ -237,8 +237,23 @@ class DeleteNotification(msgspec.Struct, frozen=True, gc=False):
     notification_id: str
 
 
+class Fence(msgspec.Struct, frozen=True, gc=False):
+    """Apply the rest of the batch only while `owner` still holds `partition` under `epoch`.
+
+    Written first in a batch by a cluster node (engine/server/cluster): the database checks the
+    lease row inside the same transaction and fails the whole batch when the partition moved on,
+    so a node that lost a partition can never overwrite what its new owner wrote. Only the
+    PostgreSQL store, where the lease table lives, accepts it.
+    """
+
+    partition: int
+    epoch: int
+    owner: str
+
+
 Op: TypeAlias = (
-    PutDevice
+    Fence
+    | PutDevice
     | DeleteDevice
     | PutActivity
     | DeleteActivity
@@ -273,6 +288,7 @@ __all__ = [
     "DeleteNotification",
     "DeliveryRow",
     "DeviceRow",
+    "Fence",
     "MetricRow",
     "NotificationRow",
     "Op",

@@ -61,6 +61,7 @@ from engine.server.store.records import (
     DeleteNotification,
     DeliveryRow,
     DeviceRow,
+    Fence,
     MetricRow,
     NotificationRow,
     Op,
@@ -289,6 +290,9 @@ _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
 _DELETE_ACTIVITY: Final = "DELETE FROM activities WHERE activity_id = ?"
 _DELETE_NOTIFICATION: Final = "DELETE FROM notifications WHERE notification_id = ?"
+FENCE_SQL: Final = "SELECT lockstep_fence(?, ?, ?)"
+"""A `Fence` op: the PostgreSQL function the cluster creates (engine/server/cluster/pgleases.py)
+raises unless the lease is still held; SQLite has no such function and refuses the batch."""
 
 
 def compile_ops(ops: Sequence[Op]) -> list[Statement]:
@@ -296,6 +300,8 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
     out: list[Statement] = []
     for op in ops:
         match op:
+            case Fence(partition=partition, epoch=epoch, owner=owner):
+                out.append((FENCE_SQL, (partition, owner, epoch)))
             case PutDevice(row=row):
                 out.append(_DEVICES.upsert(row))
             case PutActivity(row=row):

@@ -1,0 +1,1 @@
+"""Many nodes on one PostgreSQL database: partitions, leases, takeover and forwarding."""
