@@ -124,7 +124,7 @@ class LeaseBook:
         """What to take and give up, given the table's rows and the live nodes' ids."""
         nodes = set(live) | {self.node_id}
         share = self.share(len(nodes))
-        mine = [p for p in self._held]
+        mine = list(self._held)
         if len(mine) < share:
             free = [r.partition for r in rows if r.free() and r.partition not in self._held]
             free.sort(key=self._rank, reverse=True)

@@ -128,14 +128,16 @@ class LiveActivities:
         *,
         config: LiveConfig,
         wall_clock: Callable[[], float],
-        new_id: Callable[[], str] | None = None,
+        new_id: Callable[[str | None], str] | None = None,
     ) -> None:
         self._reg = registry
         self._store = store
         self._outbox = outbox
         self._cfg = config
         self._wall = wall_clock
-        self._new_id = new_id or (lambda: "la_" + uuid.uuid4().hex)
+        # Called with the stream key (None for a plain start): a cluster node draws the id in
+        # the activity's partition (engine/server/cluster/partitions.py).
+        self._new_id = new_id or (lambda _stream_key: "la_" + uuid.uuid4().hex)
 
     # -- by id -----------------------------------------------------------------------------------
     async def start(
@@ -406,7 +408,7 @@ class LiveActivities:
             )
         ended, crowded = self._make_room(devices, replacing, scope)
         row = ActivityRow(
-            activity_id=self._new_id(),
+            activity_id=self._new_id(stream_key),
             stream_key=stream_key,
             type=type_,
             state=pack_state(

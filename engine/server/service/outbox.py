@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import trio
@@ -134,6 +134,8 @@ class Outbox:
         self, act: Activity, rec: Recipient, device: DeviceRow, prepared: PreparedPayload
     ) -> PushHandle:
         """Push-to-start `act` on `device` (the payload was size-checked by the caller)."""
+        if not self._holds(act):
+            return _moved(device.push_to_start_token)
         rec.queued_version = act.row.version
         handle = await self._engine.submit(
             act.row.activity_id, device.push_to_start_token, prepared, lane=device.device_id
@@ -157,6 +159,8 @@ class Outbox:
         row = rec.row
         if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
             return None
+        if not self._holds(act):
+            return None  # another node delivers it now (a cluster's partition moved)
         rec.queued_version = act.row.version
         try:
             handle = await self._engine.submit(
@@ -177,16 +181,20 @@ class Outbox:
         self._follow(handle, act, rec, act.row.version, start=False)
         return handle
 
-    async def recover(self) -> int:
-        """After a restart: push what each recipient is missing; returns the pushes queued.
+    async def recover(self, activities: Iterable[Activity] | None = None) -> int:
+        """After a restart (or, in a cluster, on taking over `activities` from another node):
+        push what each recipient is missing; returns the pushes queued.
 
         Timestamps sent before the restart are at most one pacing interval ahead of the wall
         clock of that time, so starting the lane above `now + interval` keeps them strictly
-        increasing on every device (apns.md §6, timestamp rule).
+        increasing on every device (apns.md §6, timestamp rule). A node taking a partition over
+        starts above its own clock the same way: the previous owner's clock was at most the
+        cluster's clock skew away, which the pacing interval plus a second covers.
         """
         floor = int(self._wall()) + math.ceil(self._pacing)
         queued = 0
-        for act, rec in list(self._reg.pending()):
+        pending = self._reg.pending() if activities is None else _pending_of(activities)
+        for act, rec in list(pending):
             device = self._reg.devices.get(rec.row.device_id)
             if not rec.row.started and rec.row.update_token is None:
                 if act.row.ended or device is None:
@@ -204,6 +212,11 @@ class Outbox:
             elif await self.send_latest(act, rec, min_timestamp=floor) is not None:
                 queued += 1
         return queued
+
+    def _holds(self, act: Activity) -> bool:
+        """Whether `act` is still this node's to deliver: in a cluster, a call that began before
+        its partition moved away must not hand the engine anything more for it."""
+        return self._reg.activities.get(act.row.activity_id) is act
 
     # -- results ---------------------------------------------------------------------------------
     def _follow(
@@ -274,6 +287,11 @@ class Outbox:
                 await trio.sleep(self._retry_interval)
                 self._wake.set()
 
+    def forget(self, activity_ids: Collection[str]) -> None:
+        """Drop the unwritten progress of `activity_ids` (this node no longer holds them: their
+        new owner resends what it cannot see as sent, which never goes backwards)."""
+        self._dirty = {k: r for k, r in self._dirty.items() if k[0] not in activity_ids}
+
     async def flush(self) -> bool:
         """Write every dirty recipient row now; False when the store refused them (they stay
         dirty, behind any newer change of the same recipient)."""
@@ -292,3 +310,24 @@ class Outbox:
             self._dirty = {**batch, **self._dirty}
             return False
         return True
+
+
+def _pending_of(activities: Iterable[Activity]) -> Iterator[tuple[Activity, Recipient]]:
+    """`Registry.pending` for some activities only."""
+    for act in activities:
+        for rec in act.recipients.values():
+            if not rec.row.dead and rec.row.sent_version < act.row.version:
+                yield act, rec
+
+
+def _moved(device_token: str) -> PushHandle:
+    """A handle already settled: the activity's partition moved to another node mid-call."""
+    handle = PushHandle(device_token, trio.current_time())
+    handle.settle(
+        DeliveryResult(
+            DeliveryStatus.FAILED,
+            device_token,
+            detail="another node delivers this activity now",
+        )
+    )
+    return handle

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +39,14 @@ from engine.server.service.undo import StoreGuard
 from engine.server.service.webhooks import Webhooks
 from engine.server.service.widgets import WidgetConfig, WidgetPusher
 from engine.server.store.base import Store, StoreError
-from engine.server.store.records import DeleteActivity, DeliveryRow, Op
+from engine.server.store.records import (
+    DeleteActivity,
+    DeliveryRow,
+    DeviceRow,
+    Op,
+    PutRecipient,
+    Snapshot,
+)
 from engine.server.webhooks.config import WebhookConfig
 
 log = logging.getLogger("lockstep.service")
@@ -77,6 +84,7 @@ class Service:
         config: ServiceConfig,
         wall_clock: Callable[[], float],
         deliveries: Sequence[DeliveryRow] = (),
+        new_activity_id: Callable[[str | None], str] | None = None,
     ) -> None:
         self.config = config
         self._engine = engine
@@ -95,7 +103,12 @@ class Service:
             pacing_interval=config.pacing_interval,
         )
         self.live = LiveActivities(
-            registry, self.guard, self.outbox, config=config.live, wall_clock=wall_clock
+            registry,
+            self.guard,
+            self.outbox,
+            config=config.live,
+            wall_clock=wall_clock,
+            new_id=new_activity_id,
         )
         self.widgets = WidgetPusher(engine, config.widgets, wall_clock=wall_clock)
         self.devices = Devices(
@@ -176,6 +189,44 @@ class Service:
             self.registry.activities.pop(act.row.activity_id, None)
         return len(gone)
 
+    # -- a cluster node's partitions (engine/server/cluster/node.py) ------------------------------
+    async def attach(self, part: Snapshot) -> int:
+        """Take over the activities and streams of `part` (partitions this node now holds, as
+        stored): index them and push what each device lacks, above the stored timestamps;
+        returns the pushes queued."""
+        adopted = self.registry.adopt(part)
+        queued = await self.outbox.recover(adopted)
+        self.recovered += queued
+        return queued
+
+    def detach(self, activity_ids: Collection[str], stream_keys: Collection[str]) -> None:
+        """Stop delivering activities whose partition this node gave up or lost: nothing queued
+        for them is sent any more, and their unwritten progress is dropped (the new owner
+        resends what it cannot see as sent)."""
+        for activity_id in activity_ids:
+            self._engine.abandon(activity_id)
+        self.outbox.forget(activity_ids)
+        self.registry.drop(activity_ids, stream_keys)
+
+    async def refresh_devices(self, rows: Sequence[DeviceRow]) -> None:
+        """Replace the devices with `rows` as stored (another node changed them); a device
+        that is gone stops receiving this node's activities, as `Devices.unregister` does."""
+        fresh = {row.device_id: row for row in rows}
+        gone = set(self.registry.devices) - set(fresh)
+        self.registry.devices = fresh
+        ops: list[Op] = []
+        for act in self.registry.activities.values():
+            for device_id in gone.intersection(act.recipients):
+                rec = act.recipients[device_id]
+                if not rec.row.dead:
+                    rec.row.dead = True
+                    ops.append(PutRecipient(rec.row))
+        if ops:
+            try:
+                await self.guard.write(ops)
+            except StoreError as exc:  # the store keeps them alive; the next restart retries
+                log.warning("removed devices not written for %d recipients: %s", len(ops), exc)
+
     def report_overdue(self) -> int:
         """Log, once each, the started activities whose update token is later than
         `[live] token_timeout` allows (the user never tapped Allow, or iOS ignored the start on
@@ -228,9 +279,17 @@ async def open_service(
     *,
     config: ServiceConfig | None = None,
     wall_clock: Callable[[], float] = time.time,
+    activities: bool = True,
+    new_activity_id: Callable[[str | None], str] | None = None,
 ) -> AsyncIterator[Service]:
-    """Load, recover and run a `Service` for the duration of the block (store must be running)."""
+    """Load, recover and run a `Service` for the duration of the block (store must be running).
+
+    `activities=False` loads everything but the activities and streams: a cluster node takes
+    those partition by partition as it gains leases (`Service.attach`). `new_activity_id` draws
+    the id of a new activity from its stream key (None for a plain start)."""
     snapshot = await store.load()
+    if not activities:
+        snapshot.activities, snapshot.recipients, snapshot.streams = [], [], []
     service = Service(
         engine,
         store,
@@ -238,6 +297,7 @@ async def open_service(
         config=config or ServiceConfig(),
         wall_clock=wall_clock,
         deliveries=snapshot.deliveries,
+        new_activity_id=new_activity_id,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.outbox.run)

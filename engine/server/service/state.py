@@ -111,6 +111,31 @@ class Registry:
                 reg.track(act)
         return reg
 
+    def adopt(self, snapshot: Snapshot) -> list[Activity]:
+        """Add the activities, recipients and streams of `snapshot` (a cluster partition taken
+        over; its devices are this registry's own); returns the activities added."""
+        part = Registry.from_snapshot(
+            Snapshot(
+                devices=list(self.devices.values()),
+                activities=snapshot.activities,
+                recipients=snapshot.recipients,
+                streams=snapshot.streams,
+            )
+        )
+        self.activities.update(part.activities)
+        self.streams.update(part.streams)
+        for device_id, ids in part._by_device.items():
+            self._by_device.setdefault(device_id, {}).update(ids)
+        return list(part.activities.values())
+
+    def drop(self, activity_ids: Iterable[str], stream_keys: Iterable[str]) -> None:
+        """Forget activities and streams (a cluster partition given up); the per-device index
+        prunes itself as it is read (`live_on`)."""
+        for activity_id in activity_ids:
+            self.activities.pop(activity_id, None)
+        for key in stream_keys:
+            self.streams.pop(key, None)
+
     def current_of_stream(self, stream_key: str) -> Activity | None:
         """The stream's activity if it is still running (not ended)."""
         stream = self.streams.get(stream_key)

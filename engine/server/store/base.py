@@ -43,9 +43,9 @@ class StoreError(Exception):
 
     `cause` is one of `DISK_FULL`, `READ_ONLY`, `IO_ERROR`, `BUSY`, `UNREACHABLE` (a database
     server refused or lost the connection), `FENCED` (a cluster node wrote a partition another
-    node now holds: the write was refused, nothing is wrong with the database) or `FAILED` (anything else,
-    e.g. a closed store or a row that cannot be encoded): the service reports it in its 503
-    `storage_unavailable` answers and in `/healthz`.
+    node now holds: the write was refused, nothing is wrong with the database) or `FAILED`
+    (anything else, e.g. a closed store or a row that cannot be encoded): the service reports it
+    in its 503 `storage_unavailable` answers and in `/healthz`.
     """
 
     def __init__(self, message: str, *, cause: str = FAILED) -> None:

@@ -422,4 +422,13 @@ class PgStore(SqliteStore):
             self._pg = None
 
 
-__all__ = ["FENCE_STATE", "MIGRATIONS", "SCHEMA_VERSION", "PgStore", "cause_of", "describe", "migrate", "where"]
+__all__ = [
+    "FENCE_STATE",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "PgStore",
+    "cause_of",
+    "describe",
+    "migrate",
+    "where",
+]
