@@ -25,7 +25,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -47,6 +47,9 @@ from engine.server.startup import (
     sole_os_error,
 )
 from engine.server.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:  # psycopg is imported only for PostgreSQL (the `pg` extra)
+    from engine.server.cluster.node import ClusterNode
 
 log = logging.getLogger("lockstep.serve")
 
@@ -157,10 +160,15 @@ async def open_server(
         engine = await stack.enter_async_context(
             open_engine(config, wall_clock=clock, listener=metrics)
         )
+        # On PostgreSQL every server is a cluster node (engine/server/cluster): the activities
+        # come partition by partition as it gains leases, and every write is fenced by them.
+        node = _cluster_node(settings) if settings.store_url is not None else None
         service = await stack.enter_async_context(
             open_service(
                 engine,
-                store,
+                store if node is None else node.fenced(store),
+                activities=node is None,
+                new_activity_id=None if node is None else node.new_activity_id,
                 wall_clock=clock,
                 config=ServiceConfig(
                     live=settings.live,
@@ -181,6 +189,8 @@ async def open_server(
             openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
             phones=sim,  # the simulated iPhones the lock screens page draws (simulate mode)
+            router=node,
+            router_wait=settings.cluster.forward_wait,
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
@@ -204,6 +214,8 @@ async def open_server(
                 "the HTTP API", address, cause, hint="choose one with --port"
             ) from None
         api_base = f"http://{bind_address(settings.host, port)}/api"
+        if node is not None:
+            await _join(stack, nursery, app, node, service, settings, shutdown)
         if sim is not None:
             await sim.attach(api_base, settings.device_keys[0])
         # Everything loaded so far (the registry, imports) lives as long as the server: move it
@@ -214,6 +226,63 @@ async def open_server(
             yield Running(api_base, port, service, settings, sim, engine)
         finally:
             gc.unfreeze()
+
+
+def _cluster_node(settings: Settings) -> ClusterNode:
+    """This server's cluster node (its leases and router), not yet running."""
+    from engine.server.cluster.node import ClusterNode, LeaseBook, LeaseTable
+
+    assert settings.store_url is not None
+    cfg = settings.cluster
+    table = LeaseTable(
+        settings.store_url,
+        node_id=cfg.node,
+        address="",  # set once the internal listener has its port (`_join`)
+        partitions=cfg.partitions,
+        ttl=cfg.lease_ttl,
+    )
+    book = LeaseBook(cfg.node, cfg.partitions, ttl=cfg.lease_ttl, margin=cfg.lease_margin)
+    return ClusterNode(table, book, interval=cfg.lease_interval)
+
+
+async def _join(
+    stack: AsyncExitStack,
+    nursery: trio.Nursery,
+    app: Any,
+    node: ClusterNode,
+    service: Service,
+    settings: Settings,
+    shutdown: trio.Event,
+) -> None:
+    """Open the internal listener the other nodes forward calls to, then join the cluster (its
+    first lease round done: this node holds its share of the free partitions)."""
+    from engine.server.cluster.config import split_address
+    from engine.server.cluster.node import open_node
+
+    host, port = split_address(settings.cluster.listen)
+    try:
+        bound = await nursery.start(
+            lambda task_status: serve_http(
+                app,
+                host,
+                port,
+                task_status=task_status,
+                shutdown_trigger=shutdown.wait,
+                limits=settings.http,
+            )
+        )
+    except (OSError, BaseExceptionGroup) as exc:
+        cause = sole_os_error(exc)
+        if cause is None:
+            raise
+        raise listen_failure(
+            "the cluster's internal listener",
+            bind_address(host, port),
+            cause,
+            hint="set [cluster] listen",
+        ) from None
+    node.table.address = settings.cluster.advertise or bind_address(host, bound)
+    await stack.enter_async_context(open_node(service, node))
 
 
 # Where the `lockstep` client commands look when told nothing (engine.cli.client, simulator.view):

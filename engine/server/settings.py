@@ -48,6 +48,9 @@
     daily_budget = 40             # pushes per device per day (WidgetKit's reload budget)
     min_interval = 60             # seconds between two pushes to one device
 
+    [cluster]                     # PostgreSQL stores only (engine/server/cluster/config.py)
+    node_id = "api-1"             # default <hostname>-<pid>; lease_ttl, listen, advertise, ...
+
     [[webhooks]]                  # inbound webhooks (engine.server.webhooks.config), any number
     name = "github"               # POST /api/webhooks/github
     kind = "github"               # or "generic" (JSON pointers: stream_key, [webhooks.map], ...)
@@ -78,6 +81,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from engine.config import ApnsEndpoint, ConfigError, Credentials, DeliveryConfig
+from engine.server.cluster.config import ClusterSettings
 from engine.server.files import private_file
 from engine.server.http.h11server import DEFAULT_PARSER, PARSERS, H11Limits
 from engine.server.keys import KEY_FILE_NAME, NamedKey, parse_config_keys
@@ -156,6 +160,8 @@ class Settings:
     # `[store] url` when it names a PostgreSQL database (None: SQLite at `db_path`); it may hold
     # a password, so it is never shown (`store_where` is).
     store_url: str | None = field(default=None, repr=False)
+    # `[cluster]`: used on a PostgreSQL store, where every server is a cluster node
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def key_file(self) -> Path:
@@ -207,6 +213,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         "widgets",
         "webhooks",
         "store",
+        "cluster",
     }
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
@@ -241,6 +248,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         log_format=_log_format(server.get("log_format", "text")),
         named_keys=parse_config_keys(data["keys"]) if "keys" in data else (),
         webhooks=_webhooks(data.get("webhooks", []), env),
+        cluster=_cluster(data.get("cluster", {})),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
@@ -481,6 +489,18 @@ def _section(cls: Any, values: dict[str, Any], name: str) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def _cluster(values: Any) -> ClusterSettings:
+    if not isinstance(values, dict):
+        raise ConfigError("[cluster]: must be a table")
+    try:
+        config: ClusterSettings = _section(ClusterSettings, values, "cluster")
+    except ConfigError:
+        raise
+    except ValueError as exc:  # ClusterSettings checks its own bounds
+        raise ConfigError(f"[cluster]: {exc}") from None
+    return config
 
 
 def _widgets(values: dict[str, Any]) -> WidgetConfig:

@@ -64,7 +64,7 @@ from engine.server.store.sqlite import TABLES
 
 log = logging.getLogger("lockstep.cluster")
 
-__all__ = ["ClusterNode", "FencedStore"]
+__all__ = ["ClusterNode", "FencedStore", "LeaseBook", "LeaseTable", "open_node"]
 
 
 class FencedStore:
@@ -152,6 +152,10 @@ class ClusterNode:
         self.releases = 0  # partitions given up cleanly
         self.losses = 0  # partitions lost without giving them up (a lease not renewed in time)
         self.last_takeover_s = 0.0  # how long the last attach took (load + hand to the service)
+
+    def fenced(self, store: Store) -> FencedStore:
+        """`store` with every batch fenced by this node's leases."""
+        return FencedStore(store, self.book, self.op_partition, self._clock)
 
     # -- what the service and the store ask ---
     def op_partition(self, op: Op) -> int:
