@@ -58,7 +58,7 @@ _SETUP: Final = (
         partition INTEGER PRIMARY KEY,
         owner TEXT,
         epoch BIGINT NOT NULL DEFAULT 0,
-        expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
+        expires_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch'
     )
     """,
     f"""
@@ -159,16 +159,18 @@ class LeaseTable:
         """A new autocommit connection whose statements give up inside a lease's lifetime."""
         timeout_ms = max(100, int(self.ttl * 1000 / 2))
         try:
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self.url,
                 autocommit=True,
                 connect_timeout=self._connect_timeout,
-                options=f"-c statement_timeout={timeout_ms}",
                 keepalives=1,
                 keepalives_idle=5,
                 keepalives_interval=2,
                 keepalives_count=3,
             )
+            # Set here, not in `options`: that would replace the URL's own (a search_path).
+            conn.execute(f"SET statement_timeout = {timeout_ms}")
+            return conn
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the cluster database {where(self.url)}: {describe(exc)}",
