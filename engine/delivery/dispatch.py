@@ -8,6 +8,11 @@ each `StreamResult` becomes an `Outcome` (`outcome_for`, the shared reason table
 `UNPROCESSED` or `TRANSPORT` for none), is reported to the coalescer, and every item that settled
 resolves its `PushHandle` with a `DeliveryResult`. No task per push, no busy polling.
 
+`abandon` stops delivering an activity another node now owns: its pending pushes resolve at once
+(FAILED, `coalescer.ABANDONED`), and a push of it in flight resolves with APNs' answer but is
+never retried (`Coalescer.abandon`). A dead token is only ever learnt from APNs' own answer, so
+abandoned pushes mark none.
+
 Holds follow the pushes: a handle's `held` is cleared when its push is sent, and when a push
 completes, the items still pending on its lane get their new `Coalescer.hold` (a failure that
 backs the lane off holds them longer; an acceptance leaves them paced).
@@ -188,6 +193,15 @@ class Dispatcher:
             self.listener.settled(result)
             if isinstance(handle, PushHandle):
                 handle.settle(result)
+
+    def abandon(self, activity_id: str) -> int:
+        """Stop delivering `activity_id` (another node delivers it now); returns how many
+        pending pushes were resolved, FAILED (see `Coalescer.abandon`)."""
+        settled = self.coalescer.abandon(activity_id)
+        self.settle_all(settled)
+        self._capacity.set()  # its idle lanes were dropped: room for a waiting `submit`
+        self._wake.set()  # the loop re-reads the queue, and `wait_idle` ends if it emptied
+        return len(settled)
 
     async def wait_capacity(self) -> None:
         """Wait until some lane closed (after a `Busy`)."""
