@@ -1,7 +1,7 @@
 """Abandoning an activity step by step: pending items settle at once, nothing more is sent.
 
 `Coalescer.abandon` is what a node does when another node delivers the activity now. Driven with
-the step-by-step harness of `test_coalescer` (explicit monotonic and wall times).
+the step-by-step harness of `tests.helpers.coalescerkit` (explicit monotonic and wall times).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from engine.apns.reasons import Outcome, Reason
 from engine.delivery.coalescer import ABANDONED
 from engine.delivery.items import LaneError, LaneKey
 from engine.results import DeliveryStatus
-from tests.unit.test_coalescer import END, LANE, OTHER, START, UPDATE, Harness, statuses
+from tests.helpers.coalescerkit import END, LANE, OTHER, START, UPDATE, Harness, statuses
 
 SECOND: LaneKey = (LANE[0], "device-2")  # the same activity on another device
 
