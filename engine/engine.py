@@ -16,6 +16,13 @@ the earliest time it can, so a caller never waits for an answer that cannot come
 `max_lanes` lanes are open, `submit` waits for room and `submit_nowait` raises `Busy`. The engine
 owns its nursery: leaving the block drains what is queued (bounded by `drain_timeout`) and closes
 the connections.
+
+`abandon(activity_id)` stops delivering an activity another node delivers now (in a cluster, one
+node delivers an activity at a time): its pending pushes resolve FAILED at once ("abandoned:
+another node delivers this activity now"), a push of it already in flight completes but is never
+retried, so this node cannot send a state after the new owner's newer one. Submitting for the
+activity again later (after owning it again) opens its lanes afresh: pass `min_timestamp` from
+the stored state. App pushes (`send_app_push`) belong to no activity and are not affected.
 """
 
 from __future__ import annotations
@@ -227,6 +234,15 @@ class Engine:
         elif result.outcome in (Outcome.TRANSPORT, Outcome.UNPROCESSED):
             self._listener.unanswered(result.outcome.value, result.detail)
         return result
+
+    def abandon(self, activity_id: str) -> int:
+        """Stop delivering `activity_id` on every lane: another node delivers it now.
+
+        Returns how many pending pushes were resolved (FAILED, detail "abandoned: ..."); a push
+        already in flight completes with APNs' answer and is never retried. Nothing is marked
+        dead and nothing is sent for the activity until it is submitted again (module docstring).
+        """
+        return self._dispatcher.abandon(activity_id)
 
     def hold(self, activity_id: str, lane: str) -> Hold | None:
         """Why the newest push pending on the lane is not sent now, and until when at the

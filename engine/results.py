@@ -7,7 +7,8 @@ Every submitted event ends in exactly one result, whose `DeliveryStatus` is one 
 - `REJECTED`: APNs refused it for good: its `reason` calls for `Outcome.DROP_TOKEN` (a dead
   token) or `Outcome.FIX_REQUEST` (a request to fix) in the shared reason table (apns.md §3).
 - `FAILED`: no delivery after every retry (transport failures, 5xx past `max_attempts`), or a
-  refusal that named no reason.
+  refusal that named no reason; or abandoned, because another node delivers its activity now
+  (`Engine.abandon`: `detail` starts "abandoned: ", and `outcome` is None whatever the token).
 
 `DeliveryStatus` is the end of the whole push; `engine.apns.reasons.Outcome` is the end of one
 attempt. The coalescer settles items with a `DeliveryStatus` too, so both layers share one word.

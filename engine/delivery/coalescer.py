@@ -30,6 +30,14 @@ Rules (the delivery design; apns.md §6 for why timestamps matter):
 - `hold` tells, at any time, why a pending item is not sent now and the earliest time it can be
   (paced, behind another push of its lane, backing off), so a caller waiting for APNs' answer
   within a short window can tell at once that none can come (`engine.delivery.items.Hold`).
+- `abandon(activity_id)`: another node delivers the activity now. Every item pending on any of
+  its lanes settles FAILED at once (`ABANDONED`), and nothing more is sent for it: an idle lane is
+  dropped at once, a lane with a push in flight once that push completes. The push in flight
+  cannot be recalled; it completes as APNs answers, but a failure is settled (FAILED, or REJECTED
+  when its reason says so) instead of retried, so this node never sends a state after the new
+  owner's newer one. A later `offer` on the activity is a new ownership: it opens a fresh lane
+  (seed it with `min_timestamp`), or, while the abandoned push is still in flight, joins its lane
+  behind it, with a timestamp newer than that push's.
 
 Decisions:
 
@@ -39,9 +47,12 @@ Decisions:
   fresh stamp from one counter and the lane remembers the stamp of its live entry (its version);
   an entry whose stamp differs is stale and skipped. A lane is queued only while it has pending
   items and nothing in flight, and leaves the heap by being popped (a lane held back by the wall
-  clock is popped and pushed again with its new time), so each lane has at most one entry. Stale
-  entries can only come from a lane dropped while queued, which no operation does today; the
-  stamp check and the rebuild (when stale entries outnumber live ones) are a safety net.
+  clock is popped and pushed again with its new time), so each lane has at most one entry. A lane
+  dropped while queued (`abandon`) leaves a stale entry: it is skipped when it reaches the top,
+  and the heap is rebuilt when stale entries outnumber live ones.
+- `abandon` finds an activity's lanes through an index of activity id → lane keys (a list: an
+  activity has few lanes, one per device), so abandoning many activities after a partition move
+  costs what they hold, not a scan of every open lane.
 - Backoff grows with the lane's consecutive counted failures (not the item's), so a stream of
   updates superseding each other during an outage still backs off; `max_attempts` counts the
   failures of one item. Backoff is `min(60, 2**(n-1))` scaled by a jitter factor in (0.5, 1],
@@ -50,7 +61,9 @@ Decisions:
   state) goes next. An END still pending when an earlier END is accepted is FAILED: the activity
   has already ended and the device ignores later pushes (apns.md §6).
 - Lanes stay open until their END is accepted or they fail closed; `forget` drops an idle lane
-  (e.g. an activity past its 8-hour lifetime). Closed lanes are remembered in a bounded LRU.
+  (e.g. an activity past its 8-hour lifetime), `abandon` every lane of an activity. Closed lanes
+  are remembered in a bounded LRU (`abandon` leaves that memory alone: an activity that ended
+  has ended for every node).
 - Items settle with the caller's own `DeliveryStatus`, so the dispatcher only adds what APNs said
   (apns id, HTTP status). An item given up on is REJECTED when its APNs reason says never to retry
   as is, FAILED otherwise (`failure_status`); the coalescer never settles an item twice.
@@ -84,7 +97,10 @@ from engine.delivery.items import (
 from engine.payload import EventKind
 from engine.results import DeliveryStatus
 
-__all__ = ["BACKOFF_CAP", "JITTER", "MAX_FREE_RETRIES", "Coalescer"]
+__all__ = ["ABANDONED", "BACKOFF_CAP", "JITTER", "MAX_FREE_RETRIES", "Coalescer"]
+
+ABANDONED: Final = "abandoned: another node delivers this activity now"
+"""The `detail` of every item settled because its activity was abandoned (`Coalescer.abandon`)."""
 
 
 BACKOFF_CAP: Final = 60.0
@@ -108,6 +124,7 @@ class _Lane:
     """Mutable state of one open lane."""
 
     __slots__ = (
+        "abandoned",
         "attempts",
         "end",
         "failures",
@@ -139,6 +156,7 @@ class _Lane:
         self.refresh_streak = 0
         self.free_streak = 0
         self.version = 0  # stamp of the live ready-heap entry; 0 when not queued
+        self.abandoned: Dispatch | None = None  # the push in flight when the lane was abandoned
 
     def has_pending(self) -> bool:
         return self.start is not None or self.update is not None or self.end is not None
@@ -201,6 +219,9 @@ class Coalescer:
         self._accepted = 0
         self._failed = 0
         self._evicted = 0
+        self._abandoned = 0
+        # activity id → the lane keys of its open lanes, for `abandon`.
+        self._activities: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Submission
@@ -226,6 +247,7 @@ class Coalescer:
                     f"{_describe(lane)} was not queued, retry later"
                 )
             state = self._lanes[lane] = _Lane(lane, now)
+            self._activities.setdefault(lane[0], []).append(lane[1])
         elif item.kind is _START:
             raise LaneError(
                 f"{_describe(lane)} is already in use: a start must be its first push "
@@ -330,9 +352,7 @@ class Coalescer:
             ready_at, stamp, lane = heap[0]
             if lane.version == stamp:
                 return ready_at
-            # Stale entries need a lane dropped while queued, which no operation does (module
-            # docstring): `_drop` only ever sees lanes that are idle or just completed.
-            heapq.heappop(heap)  # pragma: no cover - safety net, no stale entry can exist
+            heapq.heappop(heap)  # stale: its lane was dropped while queued (`abandon`)
         return None
 
     def take_ready(self, *, now: float, wall_now: float, limit: int) -> list[Dispatch]:
@@ -343,7 +363,7 @@ class Coalescer:
         ahead_limit = wall_now + self._interval
         while heap and len(out) < limit:
             ready_at, stamp, lane = heap[0]
-            if lane.version != stamp:  # pragma: no cover - safety net, as in `next_ready_at`
+            if lane.version != stamp:  # stale, as in `next_ready_at`
                 heapq.heappop(heap)
                 continue
             if ready_at > now:
@@ -398,13 +418,14 @@ class Coalescer:
             lane.ready_at = now  # ready now; keeps lanes that became ready together in FIFO order
         self._stamp += 1
         # Every caller schedules an unqueued lane (`offer` and `complete` check `version == 0`,
-        # `take_ready` defers lanes it has just popped), so the heap holds exactly one entry per
-        # scheduled lane and the rebuild below never triggers; both are kept as a safety net.
+        # `take_ready` defers lanes it has just popped), so the heap holds one live entry per
+        # scheduled lane; the check is a safety net.
         if lane.version == 0:  # pragma: no branch - never called for a queued lane
             self._scheduled += 1
         lane.version = self._stamp
         heapq.heappush(self._heap, (lane.ready_at, self._stamp, lane))
-        if len(self._heap) > 2 * self._scheduled + 64:  # pragma: no cover - no stale entries
+        # Lanes abandoned while queued leave stale entries; rebuild once they outnumber live ones.
+        if len(self._heap) > 2 * self._scheduled + 64:
             self._heap = [(q.ready_at, q.version, q) for q in self._lanes.values() if q.version]
             heapq.heapify(self._heap)
 
@@ -434,7 +455,9 @@ class Coalescer:
             )
         lane.in_flight = None
         self._in_flight -= 1
-        if outcome is Outcome.ACCEPTED:
+        if lane.abandoned is dispatch:
+            settled = self._abandoned_send(lane, dispatch, outcome, reason)
+        elif outcome is Outcome.ACCEPTED:
             settled = self._accepted_send(lane, dispatch)
         elif outcome is Outcome.DROP_TOKEN:
             settled = self._token_dead(lane, dispatch.item, reason)
@@ -459,6 +482,29 @@ class Coalescer:
             activity, key = lane.key
             ended = f"activity {activity!r} already ended on lane {key!r}"
             settled += self._close(lane, ended, None, "the activity had already ended")
+        return settled
+
+    def _abandoned_send(
+        self, lane: _Lane, dispatch: Dispatch, outcome: Outcome, reason: Reason | None
+    ) -> list[Settled]:
+        """The push in flight when its activity was abandoned has completed: never retried.
+
+        Accepted, it counts as any acceptance (an accepted end closes the lane: the activity has
+        ended for every node); otherwise it settles as given up, without closing the lane (the
+        new owner decides what comes next). The lane is dropped unless an offer made after the
+        abandon is pending on it (the activity came back to this node).
+        """
+        lane.abandoned = None
+        if outcome is Outcome.ACCEPTED:
+            settled = self._accepted_send(lane, dispatch)
+        else:
+            lane.failures = lane.refresh_streak = lane.free_streak = 0
+            lane.retrying = None
+            self._abandoned += 1
+            detail = f"{ABANDONED} (its push in flight ended {outcome.value}, not retried)"
+            settled = [Settled(dispatch.item, failure_status(reason), reason, detail)]
+        if lane.key in self._lanes and not lane.has_pending():
+            self._drop(lane)
         return settled
 
     def _retry(
@@ -586,12 +632,17 @@ class Coalescer:
         return True
 
     def _drop(self, lane: _Lane) -> None:
-        self._idle.pop(lane.key, None)
-        del self._lanes[lane.key]
-        # A queued lane has pending items and nothing in flight, and every caller drops a lane
-        # that is idle (`forget`, `_evict_idle`) or whose push just completed (`_close`).
-        if lane.version:  # pragma: no cover - never dropped while queued
-            lane.version = 0  # its heap entry is now stale
+        key = lane.key
+        self._idle.pop(key, None)
+        del self._lanes[key]
+        keys = self._activities[key[0]]
+        keys.remove(key[1])
+        if not keys:
+            del self._activities[key[0]]
+        # Only `abandon` drops a queued lane (the others drop idle lanes, or one whose push just
+        # completed): its heap entry goes stale and is skipped (`next_ready_at`, `take_ready`).
+        if lane.version:
+            lane.version = 0
             self._scheduled -= 1
 
     # ----------------------------------------------------------------------------------------------
@@ -607,6 +658,30 @@ class Coalescer:
             return False
         self._drop(state)
         return True
+
+    def abandon(self, activity_id: str) -> list[Settled]:
+        """Stop delivering `activity_id`: another node delivers it now (module docstring).
+
+        Returns the items that were pending on its lanes, each settled FAILED (`ABANDONED`);
+        each lane is dropped at once, or, if a push is in flight on it, once that push completes
+        (never retried). An unknown activity, or one whose lanes are closed, has nothing to settle.
+        """
+        keys = self._activities.get(activity_id)
+        if keys is None:
+            return []
+        settled: list[Settled] = []
+        for key in list(keys):  # `_drop` edits the list
+            lane = self._lanes[(activity_id, key)]
+            pending = self._queue(lane)
+            lane.start = lane.update = lane.end = None
+            settled += [Settled(item, DeliveryStatus.FAILED, None, ABANDONED) for item in pending]
+            if lane.in_flight is None:
+                self._drop(lane)
+            else:
+                lane.abandoned = lane.in_flight  # `complete` settles it instead of retrying
+        self._pending -= len(settled)
+        self._abandoned += len(settled)
+        return settled
 
     def budget(self, lane: LaneKey, *, now: float) -> BudgetState | None:
         """Where the priority-10 budget of `lane`'s device stands at `now` (shared by every
@@ -630,6 +705,7 @@ class Coalescer:
             closed_lanes=len(self._closed),
             idle=len(self._idle),
             evicted=self._evicted,
+            abandoned=self._abandoned,
             offered=self._offered,
             coalesced=self._coalesced,
             dispatched=self._dispatched,

@@ -8,6 +8,12 @@ each `StreamResult` becomes an `Outcome` (`outcome_for`, the shared reason table
 `UNPROCESSED` or `TRANSPORT` for none), is reported to the coalescer, and every item that settled
 resolves its `PushHandle` with a `DeliveryResult`. No task per push, no busy polling.
 
+`abandon` stops delivering an activity another node now owns: its pending pushes resolve at once
+(FAILED, `coalescer.ABANDONED`), and a push of it in flight resolves with APNs' answer but is
+never retried (`Coalescer.abandon`). A dead token is only ever learnt from APNs' own answer: the
+abandoned pushes were never sent, so they mark no token dead and none of their results says
+`Outcome.DROP_TOKEN`, not even for a token already known dead.
+
 Holds follow the pushes: a handle's `held` is cleared when its push is sent, and when a push
 completes, the items still pending on its lane get their new `Coalescer.hold` (a failure that
 backs the lane off holds them longer; an acceptance leaves them paced).
@@ -174,8 +180,11 @@ class Dispatcher:
         apns_id: str | None = None,
         status: int | None = None,
         timestamp_ms: int | None = None,
+        *,
+        tell_dead: bool = True,
     ) -> None:
-        """Resolve the handles of settled items."""
+        """Resolve the handles of settled items; `tell_dead`: say `Outcome.DROP_TOKEN` of those
+        addressed to a token known dead."""
         for s in settled:
             handle = s.item.waiter
             result = _result_of(
@@ -183,11 +192,22 @@ class Dispatcher:
                 apns_id if answered is not None and s.item is answered.item else None,
                 status,
                 timestamp_ms,
-                dead=s.item.token in self.dead_tokens,
+                dead=tell_dead and s.item.token in self.dead_tokens,
             )
             self.listener.settled(result)
             if isinstance(handle, PushHandle):
                 handle.settle(result)
+
+    def abandon(self, activity_id: str) -> int:
+        """Stop delivering `activity_id` (another node delivers it now); returns how many
+        pending pushes were resolved, FAILED (see `Coalescer.abandon`)."""
+        settled = self.coalescer.abandon(activity_id)
+        # Never sent, so nothing said about their tokens: even one known dead is not told again,
+        # and a caller that drops recipients on DROP_TOKEN leaves these alone.
+        self.settle_all(settled, tell_dead=False)
+        self._capacity.set()  # its idle lanes were dropped: room for a waiting `submit`
+        self._wake.set()  # the loop re-reads the queue, and `wait_idle` ends if it emptied
+        return len(settled)
 
     async def wait_capacity(self) -> None:
         """Wait until some lane closed (after a `Busy`)."""

@@ -170,3 +170,4 @@ class CoalescerStats:
     failed: int
     idle: int = 0  # open lanes with nothing pending or in flight
     evicted: int = 0  # idle lanes forgotten to make room (see `Coalescer._evict_idle`)
+    abandoned: int = 0  # items settled because their activity was abandoned (`Coalescer.abandon`)

@@ -13,82 +13,19 @@ import pytest
 
 from engine.apns.reasons import REASONS, Outcome, Reason, outcome_for
 from engine.delivery.coalescer import BACKOFF_CAP, MAX_FREE_RETRIES, Coalescer
-from engine.delivery.items import Busy, Dispatch, Item, LaneError, LaneKey, Settled, failure_status
-from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
+from engine.delivery.items import Busy, Item, LaneError, LaneKey, failure_status
 from engine.results import DeliveryStatus
-
-W0 = 1_800_000_000  # wall clock at monotonic 0
-LANE: LaneKey = ("act-1", "device-1")
-OTHER: LaneKey = ("act-2", "device-1")
-
-
-class ZeroRandom(random.Random):
-    """Jitter factor exactly 1: backoffs are the bare exponential."""
-
-    def random(self) -> float:
-        return 0.0
-
-
-def payload(kind: EventKind, n: int) -> PreparedPayload:
-    if kind is EventKind.START:
-        return prepare(
-            LiveActivityContent(
-                kind,
-                {"n": n},
-                alert=Alert("Kick-off", "A vs B"),
-                attributes_type="Match",
-                attributes={"id": "m"},
-            )
-        )
-    return prepare(LiveActivityContent(kind, {"n": n}))
-
-
-class Harness:
-    """A coalescer plus two clocks moving together (wall = W0 + now + skew)."""
-
-    def __init__(self, **config: Any) -> None:
-        config.setdefault("rng", ZeroRandom())
-        self.co = Coalescer(**config)
-        self.now = 0.0
-        self.skew = 0.0
-        self.seq = 0
-
-    @property
-    def wall(self) -> float:
-        return W0 + self.now + self.skew
-
-    def item(self, kind: EventKind, n: int = 0, token: str = "tok-A") -> Item:
-        self.seq += 1
-        return Item.build(payload(kind, n), token, self.seq, waiter=f"w{self.seq}")
-
-    def offer(
-        self, kind: EventKind, n: int = 0, *, lane: LaneKey = LANE, token: str = "tok-A", **kw: Any
-    ) -> tuple[Item, list[Settled]]:
-        item = self.item(kind, n, token)
-        return item, self.co.offer(lane, item, now=self.now, **kw)
-
-    def take(self, limit: int = 100) -> list[Dispatch]:
-        return self.co.take_ready(now=self.now, wall_now=self.wall, limit=limit)
-
-    def take_one(self) -> Dispatch:
-        got = self.take()
-        assert len(got) == 1, got
-        return got[0]
-
-    def complete(self, d: Dispatch, outcome: Outcome, **kw: Any) -> list[Settled]:
-        return self.co.complete(d, outcome, now=self.now, **kw)
-
-    def at(self, t: float) -> Harness:
-        self.now = t
-        return self
-
-
-def statuses(settled: list[Settled]) -> list[tuple[int, DeliveryStatus]]:
-    return [(s.item.seq, s.status) for s in settled]
-
-
-START, UPDATE, END = EventKind.START, EventKind.UPDATE, EventKind.END
-
+from tests.helpers.coalescerkit import (
+    END,
+    LANE,
+    OTHER,
+    START,
+    UPDATE,
+    W0,
+    Harness,
+    payload,
+    statuses,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Configuration, items, outcome mapping

@@ -4,7 +4,9 @@ A fake dispatcher offers starts, updates and ends on a few lanes, moves time (an
 the wall clock), takes ready dispatches and completes them with random outcomes. Each lane has a
 simulated device that applies a push only if its `aps.timestamp` is newer than the last one it
 applied (apns.md §6); a TRANSPORT outcome may or may not have reached the device, possibly late.
-At teardown everything drains with ACCEPTED outcomes and the end state is checked.
+At teardown everything drains with ACCEPTED outcomes and the end state is checked. The abandon
+machines also hand activities over to another node (`Coalescer.abandon`) at random and take them
+back: nothing offered before an abandon is ever sent after it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine.apns.reasons import Outcome
-from engine.delivery.coalescer import Coalescer
+from engine.delivery.coalescer import ABANDONED, Coalescer
 from engine.delivery.items import Dispatch, Item, LaneError, LaneKey, Settled
 from engine.payload import Alert, EventKind, LiveActivityContent, PreparedPayload, prepare
 from engine.results import DeliveryStatus
@@ -77,6 +79,7 @@ class LaneModel:
     last_outcome: Outcome | None = None
     dispatched_any: bool = False
     device: Device = field(default_factory=Device)
+    abandoned_upto: int = 0  # seq of the last item offered before the activity was abandoned
 
     @property
     def start_token(self) -> str:
@@ -132,13 +135,13 @@ class CoalescerMachine(RuleBasedStateMachine):
             return  # the dispatcher fails these fast; they never reach the coalescer
         self.seq += 1
         item = Item.build(make_payload(kind, self.seq), token, self.seq, waiter=self.seq)
-        refused = model.closed or (
-            (kind is START and bool(model.submitted)) or (kind is UPDATE and model.end_submitted)
-        )
+        refused = self.expect_refused(model, kind)
+        # Taking an abandoned activity back, the caller seeds the lane with its last timestamp.
+        floor = model.last_ts if model.abandoned_upto else 0
         try:
-            superseded = self.co.offer(lane, item, now=self.now)
+            superseded = self.co.offer(lane, item, now=self.now, min_timestamp=floor)
         except LaneError:
-            assert refused, f"{kind} refused on {lane} without cause"
+            assert refused is not False, f"{kind} refused on {lane} without cause"
             return
         assert not refused, f"{kind} accepted on {lane} though it should be refused"
         model.submitted.append(item)
@@ -178,17 +181,27 @@ class CoalescerMachine(RuleBasedStateMachine):
     # ----------------------------------------------------------------------------------------------
     # The fake dispatcher
 
+    def expect_refused(self, model: LaneModel, kind: EventKind) -> bool | None:
+        """Whether the coalescer must refuse `kind` on the lane (None: either is right)."""
+        return model.closed or (
+            (kind is START and bool(model.submitted)) or (kind is UPDATE and model.end_submitted)
+        )
+
     def check_dispatch(self, d: Dispatch) -> None:
         model = self.lanes[d.lane]
         assert model.in_flight is None, "two pushes in flight on one lane"
         assert d.item.seq not in self.settled, "a settled item was dispatched"
+        assert d.item.seq > model.abandoned_upto, "an item offered before an abandon was sent"
         assert d.item.token not in self.dead, "a push went to a token known to be dead"
         assert d.timestamp > model.last_ts, "timestamps must strictly increase per lane"
         assert d.timestamp <= self.wall + INTERVAL, "timestamp too far ahead of the wall clock"
-        if model.last_sent_at is not None and model.last_outcome not in IMMEDIATE:
-            assert self.now - model.last_sent_at >= INTERVAL - 1e-9, "pacing violated"
+        # A lane taken back after an abandon may be a fresh one: pacing and the order of its
+        # first pushes start over (timestamps still increase: the offer passes the last one).
+        sent_at = model.last_sent_at
+        if sent_at is not None and model.last_outcome not in IMMEDIATE and not model.abandoned_upto:
+            assert self.now - sent_at >= INTERVAL - 1e-9, "pacing violated"
         first = model.submitted[0]
-        if first.kind is START:
+        if first.kind is START and not model.abandoned_upto:
             if not model.dispatched_any:
                 assert d.item is first, "the start must go first"
             elif d.item is not first:
@@ -212,6 +225,8 @@ class CoalescerMachine(RuleBasedStateMachine):
         if outcome is Outcome.DROP_TOKEN:
             self.dead.add(d.item.token)
         self.settle(self.co.complete(d, outcome, now=self.now))
+        if d.item.seq <= model.abandoned_upto:
+            assert d.item.seq in self.settled, "a push in flight when abandoned was kept to retry"
 
     def settle(self, settled: list[Settled]) -> None:
         for s in settled:
@@ -311,9 +326,52 @@ class GivingUpMachine(CoalescerMachine):
         super().check_drained_lane(model)
 
 
+class AbandonMachine(CoalescerMachine):
+    """Activities are abandoned (another node delivers them now) and taken back at random."""
+
+    @rule(lane=st.sampled_from(LANES))
+    def abandon(self, lane: LaneKey) -> None:
+        activity = lane[0]
+        lanes = [key for key in LANES if key[0] == activity]
+        flying = {model.in_flight.item.seq for key in lanes if (model := self.lanes[key]).in_flight}
+        pending = {
+            item.seq
+            for key in lanes
+            for item in self.lanes[key].submitted
+            if item.seq not in self.settled and item.seq not in flying
+        }
+        settled = self.co.abandon(activity)
+        assert {s.item.seq for s in settled} == pending, "abandon must settle exactly the pending"
+        assert all(s.status is DeliveryStatus.FAILED and s.detail == ABANDONED for s in settled)
+        self.settle(settled)
+        for key in lanes:
+            self.lanes[key].abandoned_upto = self.seq
+            assert self.co.holds(key, now=self.now, wall_now=self.wall) == []
+            if self.lanes[key].in_flight is None:
+                assert self.co.hold(key, now=self.now, wall_now=self.wall) is None
+
+    def expect_refused(self, model: LaneModel, kind: EventKind) -> bool | None:
+        if model.abandoned_upto:
+            return None  # a fresh lane, or the old one behind its push in flight
+        return super().expect_refused(model, kind)
+
+    def check_drained_lane(self, model: LaneModel) -> None:
+        if model.abandoned_upto:
+            return  # another node delivered it meanwhile; `Device` still checked the order
+        super().check_drained_lane(model)
+
+
+class AbandonGivingUpMachine(AbandonMachine, GivingUpMachine):
+    """Abandons, with every outcome kind and low `max_attempts`."""
+
+
 _SETTINGS = settings(max_examples=200, stateful_step_count=100, deadline=None, derandomize=True)
 
 TestCoalescerMachine = CoalescerMachine.TestCase
 TestCoalescerMachine.settings = _SETTINGS
 TestGivingUpMachine = GivingUpMachine.TestCase
 TestGivingUpMachine.settings = _SETTINGS
+TestAbandonMachine = AbandonMachine.TestCase
+TestAbandonMachine.settings = _SETTINGS
+TestAbandonGivingUpMachine = AbandonGivingUpMachine.TestCase
+TestAbandonGivingUpMachine.settings = _SETTINGS
