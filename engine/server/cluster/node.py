@@ -47,8 +47,7 @@ from engine.server.cluster.partitions import (
 )
 from engine.server.cluster.pgleases import LeaseTable, devices_channel
 from engine.server.cluster.routing import ANY_HELD, route_partition
-from engine.server.http.endpoint import Endpoint
-from engine.server.http.seam import LOCAL, Forward, Placement, Unavailable
+from engine.server.http.seam import LOCAL, Forward, Placement, RouteInfo, Unavailable
 from engine.server.service import Service
 from engine.server.store.base import FENCED, Store, StoreError
 from engine.server.store.records import (
@@ -134,6 +133,7 @@ class ClusterNode:
         wait: float = 0.25,
         device_refresh: float = 30.0,
         clock: Callable[[], float] = trio.current_time,
+        follow_devices: bool = True,
     ) -> None:
         self.table = table
         self.book = book
@@ -142,6 +142,7 @@ class ClusterNode:
         self.interval = interval
         self.wait = wait  # the Retry-After hint while a partition has no owner
         self.device_refresh = device_refresh
+        self.follow_devices = follow_devices  # reload devices on the database's signal
         self._clock = clock
         self._service: Service | None = None
         self._ready: set[int] = set()  # held partitions whose activities are loaded
@@ -185,7 +186,7 @@ class ClusterNode:
         return activity_partition(activity_id, stream_key, self.partitions)
 
     # -- the router ---
-    def place(self, endpoint: Endpoint, params: Mapping[str, str], body: bytes) -> Placement:
+    def place(self, endpoint: RouteInfo, params: Mapping[str, str], body: bytes, /) -> Placement:
         """Where a call is handled: here, at another node, or nowhere yet (see the docstring)."""
         partition = route_partition(endpoint.template, params, body, self.partitions)
         if partition is None:
@@ -221,8 +222,9 @@ class ClusterNode:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watchdog)
-                nursery.start_soon(self._listen_devices)
-                nursery.start_soon(self._refresh_devices_forever)
+                if self.follow_devices:
+                    nursery.start_soon(self._listen_devices)
+                    nursery.start_soon(self._refresh_devices_forever)
                 await self._round()  # the first partitions before the node says it is ready
                 task_status.started()
                 while True:

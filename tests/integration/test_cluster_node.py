@@ -1,0 +1,250 @@
+"""Cluster nodes on a mock clock, over an in-memory lease table with the database's semantics:
+partitions split between nodes, move twice (to a new node and back when it leaves), and a node
+cut off from the database stops delivering before any other node may take its partitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from engine.server.cluster.leases import LeaseBook, LeaseView
+from engine.server.cluster.node import ClusterNode
+from engine.server.cluster.pgleases import Round
+from engine.server.http.seam import LOCAL, Forward
+from engine.server.store.base import UNREACHABLE, StoreError
+from engine.server.store.records import Snapshot
+
+PARTITIONS = 8
+TTL, INTERVAL, MARGIN = 5.0, 1.0, 1.0
+
+
+@dataclass
+class Db:
+    """The lease table's rows and the nodes' heartbeats, judged by one clock (the database's)."""
+
+    clock: trio.testing.MockClock
+    rows: dict[int, list[Any]] = field(default_factory=dict)  # p -> [owner, epoch, expires_at]
+    beats: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rows = {p: [None, 0, -1.0] for p in range(PARTITIONS)}
+
+    def now(self) -> float:
+        return self.clock.current_time()
+
+
+class FakeTable:
+    """`pgleases.LeaseTable` over `Db`; `down` makes every call fail as a lost connection."""
+
+    def __init__(self, db: Db, node_id: str) -> None:
+        self.db, self.node_id, self.address, self.down = db, node_id, f"{node_id}:1", False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreError("connection lost", cause=UNREACHABLE)
+
+    def setup(self) -> None:
+        self._check()
+
+    def round(self, held: Mapping[int, int]) -> Round:
+        self._check()
+        now = self.db.now()
+        self.db.beats[self.node_id] = (now, self.address)
+        renewed = {}
+        for p, epoch in held.items():
+            row = self.db.rows[p]
+            if row[0] == self.node_id and row[1] == epoch and row[2] > now:
+                row[2] = now + TTL
+                renewed[p] = epoch
+        rows = [LeaseView(p, r[0], r[1], r[2] - now) for p, r in sorted(self.db.rows.items())]
+        live = {n: a for n, (t, a) in self.db.beats.items() if t > now - TTL}
+        return Round(renewed, rows, live)
+
+    def acquire(self, partitions: Any) -> dict[int, int]:
+        self._check()
+        now, got = self.db.now(), {}
+        for p in partitions:
+            row = self.db.rows[p]
+            if row[0] is None or row[2] <= now:
+                row[:] = [self.node_id, row[1] + 1, now + TTL]
+                got[p] = row[1]
+        return got
+
+    def release(self, partition: int, epoch: int) -> None:
+        self._check()
+        row = self.db.rows[partition]
+        if row[0] == self.node_id and row[1] == epoch:
+            row[0], row[2] = None, self.db.now()
+
+    def leave(self, held: Mapping[int, int]) -> None:
+        for p, e in held.items():
+            self.release(p, e)
+        self.db.beats.pop(self.node_id, None)
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.activities: dict[str, Any] = {}
+        self.streams: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+
+
+class FakeStore:
+    async def load(self) -> Snapshot:
+        await trio.sleep(0.01)  # a load takes a moment: calls must wait for it
+        return Snapshot()
+
+
+class FakeOutbox:
+    async def flush(self) -> bool:
+        return True
+
+
+class FakeService:
+    def __init__(self) -> None:
+        self.registry, self.store, self.outbox = FakeRegistry(), FakeStore(), FakeOutbox()
+        self.attached = 0
+
+    async def attach(self, part: Snapshot) -> int:
+        self.attached += 1
+        return 0
+
+    def detach(self, activity_ids: Any, stream_keys: Any) -> None:
+        pass
+
+    async def refresh_devices(self, rows: Any) -> None:
+        pass
+
+
+@dataclass
+class Route:
+    method: str = "PUT"
+    template: str = "/api/live-activity/stream/{stream_key}"
+    operation_id: str = "reconcileLiveActivityStream"
+
+
+def make_node(db: Db, name: str) -> tuple[ClusterNode, FakeTable]:
+    table = FakeTable(db, name)
+    book = LeaseBook(name, PARTITIONS, ttl=TTL, margin=MARGIN)
+    node = ClusterNode(table, book, interval=INTERVAL, follow_devices=False)  # type: ignore[arg-type]
+    return node, table
+
+
+async def run_node(node: ClusterNode, *, task_status: trio.TaskStatus[None]) -> None:
+    await node.run(FakeService(), task_status=task_status)  # type: ignore[arg-type]
+
+
+def held(node: ClusterNode) -> set[int]:
+    return {
+        p for p in range(PARTITIONS) if node.place(Route(), {"stream_key": key_of(p)}, b"") is LOCAL
+    }
+
+
+_KEYS: dict[int, str] = {}
+
+
+def key_of(partition: int) -> str:
+    """A stream key in `partition`."""
+    from engine.server.cluster.partitions import key_partition
+
+    if not _KEYS:
+        n = 0
+        while len(_KEYS) < PARTITIONS:
+            _KEYS.setdefault(key_partition(f"s{n}", PARTITIONS), f"s{n}")
+            n += 1
+    return _KEYS[partition]
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def watch_single_owner(
+    nodes: list[ClusterNode], clock: trio.testing.MockClock, log: list[str]
+) -> None:
+    """Every 10 ms: no partition is delivered by two nodes at once."""
+    while True:
+        seen: dict[int, str] = {}
+        for node in nodes:
+            for p in held(node):
+                if p in seen:
+                    log.append(
+                        f"{clock.current_time():.2f}: partition {p} on {seen[p]} and {node.node_id}"
+                    )
+                seen[p] = node.node_id
+        await trio.sleep(0.01)
+
+
+async def test_partitions_split_and_move_twice(clock: trio.testing.MockClock) -> None:
+    db = Db(clock)
+    a, _ = make_node(db, "a")
+    b, _ = make_node(db, "b")
+    overlaps: list[str] = []
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_single_owner, [a, b], clock, overlaps)
+            await nursery.start(run_node, a)
+            assert held(a) == set(range(PARTITIONS))
+            epochs = {p: r[1] for p, r in db.rows.items()}
+            with trio.CancelScope() as b_scope:
+                nursery.start_soon(lambda: run_b(b, b_scope))
+                await trio.sleep(10 * INTERVAL)
+                assert len(held(a)) == len(held(b)) == PARTITIONS // 2
+                moved = held(b)
+                assert all(db.rows[p][1] == epochs[p] + 1 for p in moved)
+                # Calls for b's partitions reaching a go to b.
+                p = min(moved)
+                assert a.place(Route(), {"stream_key": key_of(p)}, b"") == Forward("b:1")
+                b_scope.cancel()  # b stops cleanly: it releases, a takes back
+            await trio.sleep(3 * INTERVAL)
+            assert held(a) == set(range(PARTITIONS))
+            assert all(db.rows[p][1] == epochs[p] + 2 for p in moved)  # moved twice
+            assert a.releases == PARTITIONS // 2 and a.losses == 0
+            nursery.cancel_scope.cancel()
+    assert overlaps == []
+
+
+async def run_b(b: ClusterNode, scope: trio.CancelScope) -> None:
+    with scope:
+        await b.run(FakeService())  # type: ignore[arg-type]
+
+
+async def test_a_node_cut_off_stops_delivering_before_another_takes_over(
+    clock: trio.testing.MockClock,
+) -> None:
+    db = Db(clock)
+    a, a_table = make_node(db, "a")
+    b, _ = make_node(db, "b")
+    overlaps: list[str] = []
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_single_owner, [a, b], clock, overlaps)
+            await nursery.start(run_node, a)
+            await trio.sleep(0.5)
+            await nursery.start(run_node, b)
+            await trio.sleep(10 * INTERVAL)
+            mine = held(a)
+            assert len(mine) == PARTITIONS // 2
+            a_table.down = True
+            cut_at = clock.current_time()
+            stopped_at = taken_at = None
+            while taken_at is None:
+                await trio.sleep(0.01)
+                if stopped_at is None and not held(a):
+                    stopped_at = clock.current_time()
+                if mine <= held(b):
+                    taken_at = clock.current_time()
+            assert stopped_at is not None
+            # a stopped on its own deadline, at least the margin before b could take over,
+            # and b took over within a lease plus a round of the cut.
+            assert taken_at - stopped_at >= MARGIN - 0.02
+            assert taken_at - cut_at <= TTL + INTERVAL + 0.1
+            assert a.losses == len(mine)
+            nursery.cancel_scope.cancel()
+    assert overlaps == []
