@@ -1,0 +1,1 @@
+"""Running Lockstep as a cluster of nodes on one database."""
