@@ -193,6 +193,7 @@ class Forwarder:
         self.timeout = timeout
         self.max_response = max_response
         self.opened = 0  # connections opened, ever (the pool's reuse shows in it)
+        self.retried = 0  # calls sent again after a stale pooled connection
         self._pools: dict[str, _Pool] = {}
 
     def __repr__(self) -> str:
@@ -271,6 +272,7 @@ class Forwarder:
                 # The one retry, on a new connection (never retried): the owner did not take
                 # the call, or it would have begun to answer.
                 progress.sent = False
+                self.retried += 1
         conn = await self._connect(address, host, port)
         try:
             return await self._round_trip(address, pool, conn, request, body, progress)
