@@ -24,7 +24,8 @@ route's handler as `Context.key` (http.endpoint explains how handlers use it).
 In a cluster, a `seam.Router` says where each call runs: after authentication and the body
 checks (401, 403, 413 and 415 are answered by the node that got the call), `http.placement`
 serves it here, forwards it to the node that owns its partition and relays the answer, or
-answers 503 `partition_unavailable` when no node can take it.
+answers 503 `partition_unavailable` when no node can take it. Public routes (`/healthz`,
+`/metrics`...) speak of the node that got them: they always run here.
 
 The route table is `http.routes.ENDPOINTS` (its vocabulary: `http.endpoint`); the service is
 anything that satisfies `http.seam.ApiService`. Neither imports this module.
@@ -274,7 +275,9 @@ class ApiApp:
             value = headers.get(declared.name.encode())
             if value is not None:
                 params = {**params, declared.name: value.decode("latin-1")}
-        if self.placer is not None:  # a cluster: the call may be another node's
+        # A cluster: the call may be another node's. Public routes (health, metrics, the
+        # OpenAPI document, static files) speak of the node that got them: always here.
+        if self.placer is not None and endpoint.access is not Access.PUBLIC:
             relayed = await self.placer.elsewhere(endpoint, params, scope, body, rid)
             if relayed is not None:
                 return relayed
