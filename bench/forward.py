@@ -10,9 +10,10 @@ pooled keep-alive connections of `engine.server.cluster.forward` and its answer 
 forwarding node runs alone on the first core; the owner and this process (the load generator:
 `--connections` keep-alive connections, a new PUT as soon as the previous answer is whole)
 share the second. Rounds alternate a direct run (generator -> owner) and a forwarded run
-(generator -> node -> owner). Reported: the forwarding node's CPU time (user + system) per
-request, and the requests per second of both runs (median rounds). One JSON line on stdout
-(appended to `--out` when given), machine and commit included.
+(generator -> node -> owner). Reported: the forwarding node's CPU time per request (user and
+system apart), the owner's in the direct run (an HTTP front and a trivial app: a yardstick taken
+under the same machine load) and their ratio, and the requests per second of both runs (median
+rounds). One JSON line on stdout (appended to `--out` when given), machine and commit included.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
-from bench.harness.core import append_results, cpu_seconds, machine_info, pin, usable_cores
+from bench.harness.core import append_results, machine_info, pin, usable_cores
 from bench.harness.procs import Child, report_failure, serve_commands
 
 HOST: Final = "127.0.0.1"
@@ -110,8 +111,9 @@ async def _serve(conn: Connection, owner: str | None) -> None:
             )
         )
 
-        async def cpu() -> float:
-            return cpu_seconds()
+        async def cpu() -> tuple[float, float]:
+            times = os.times()
+            return times.user, times.system
 
         await serve_commands(conn, {"cpu": cpu}, port)
         stop.set()
@@ -182,13 +184,21 @@ def one_round(
             rows = []
             for mode, port in (("direct", owner_port), ("forwarded", node_port)):
                 drive(port, max(requests // 10, 100), connections)  # warm-up
-                cpu0 = float(node.ask("cpu", timeout=10))
+                # The forwarding node, or in the direct run the owner: a front and a trivial app.
+                measured = node if mode == "forwarded" else owner
+                user0, system0 = measured.ask("cpu", timeout=10)
                 elapsed = drive(port, requests, connections)
-                cpu1 = float(node.ask("cpu", timeout=10))
-                row: dict[str, Any] = {"mode": mode, "requests_per_s": round(requests / elapsed)}
-                if mode == "forwarded":
-                    row["node_us_per_request"] = round((cpu1 - cpu0) / requests * 1e6, 1)
-                rows.append(row)
+                user1, system1 = measured.ask("cpu", timeout=10)
+                user, system = (user1 - user0) / requests, (system1 - system0) / requests
+                rows.append(
+                    {
+                        "mode": mode,
+                        "requests_per_s": round(requests / elapsed),
+                        "us_per_request": round((user + system) * 1e6, 1),
+                        "user_us": round(user * 1e6, 1),
+                        "system_us": round(system * 1e6, 1),
+                    }
+                )
         finally:
             node.stop()
     finally:
@@ -212,7 +222,10 @@ def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
     finally:
         if pinned:
             os.sched_setaffinity(0, set(cores))
-    forwarded = [r for r in rows if r["mode"] == "forwarded"]
+
+    def median(mode: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in rows if r["mode"] == mode))
+
     return {
         "scenario": "forward",
         "measured": (
@@ -221,11 +234,17 @@ def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
         ),
         "settings": {"requests": requests, "connections": connections, "rounds": rounds},
         "pinned": {"node_core": node_core, "owner_and_generator_core": other_core},
-        "node_us_per_request": statistics.median(r["node_us_per_request"] for r in forwarded),
+        "node_us_per_request": median("forwarded", "us_per_request"),
+        "node_user_us": median("forwarded", "user_us"),
+        "node_system_us": median("forwarded", "system_us"),
+        "owner_us_per_request": median("direct", "us_per_request"),
+        "node_over_owner": round(
+            median("forwarded", "us_per_request") / median("direct", "us_per_request"), 2
+        ),
         "requests_per_s": {
-            mode: statistics.median(r["requests_per_s"] for r in rows if r["mode"] == mode)
-            for mode in ("direct", "forwarded")
+            mode: median(mode, "requests_per_s") for mode in ("direct", "forwarded")
         },
+        "load_average": os.getloadavg(),
         "rounds": rows,
         "machine": machine,
     }
@@ -244,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         append_results(args.out, [result])
     print(
-        f"forwarding node: {result['node_us_per_request']} µs CPU per request; requests/s "
+        f"forwarding node: {result['node_us_per_request']} µs CPU per request "
+        f"({result['node_user_us']} user, {result['node_system_us']} system), "
+        f"{result['node_over_owner']}x the owner's (a front and a trivial app); requests/s "
         f"direct {result['requests_per_s']['direct']}, "
         f"forwarded {result['requests_per_s']['forwarded']}",
         file=sys.stderr,

@@ -2,7 +2,7 @@
 
 Any node accepts any call; one that belongs to a partition another node owns is sent on to that
 node's internal address by a `Forwarder`, over plain TCP (the nodes share a private network),
-with h11 speaking the client side of HTTP/1.1.
+one request at a time per connection (`cluster.wire` encodes it and parses the answer).
 
 - Connections are kept alive and pooled per address: at most `max_connections` per address (a
   call waits for a free one: backpressure, never unbounded growth), idle ones closed after
@@ -30,8 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import h11
 import trio
+
+from engine.server.cluster.wire import AnswerReader, BadAnswer, Headers, encode_request
 
 __all__ = ["FORWARDED_HEADER", "ForwardError", "Forwarded", "Forwarder", "parse_address"]
 
@@ -51,8 +52,6 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 _READ_SIZE: Final = 65536
-
-Headers = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +144,6 @@ def _peer_closed(stream: trio.SocketStream) -> bool:
 @dataclass(eq=False)
 class _Connection:
     stream: trio.SocketStream
-    protocol: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
     idle_since: float = 0.0
     reused: bool = False
 
@@ -213,13 +211,12 @@ class Forwarder:
         except ValueError:
             raise ForwardError(address, "not a host:port address", sent=False) from None
         try:
-            request = h11.Request(
-                method=method.encode("ascii"),
-                target=target.encode("latin-1"),
-                headers=list(request_headers(address, headers, body, self.node_id)),
+            request = encode_request(
+                method, target, request_headers(address, headers, body, self.node_id)
             )
-        except (h11.LocalProtocolError, UnicodeEncodeError):
+        except (ValueError, UnicodeEncodeError):
             raise ForwardError(address, "the request cannot be sent on", sent=False) from None
+        request += body
         self.close_idle()
         pool = self._pools.get(address)
         if pool is None:
@@ -227,7 +224,7 @@ class Forwarder:
         progress = _Progress()
         with trio.move_on_after(self.timeout):
             async with pool.slots:
-                return await self._exchange(address, host, port, pool, request, body, progress)
+                return await self._exchange(address, host, port, pool, request, progress)
         raise ForwardError(address, f"no answer within {self.timeout:g} s", sent=progress.sent)
 
     def close_idle(self) -> None:
@@ -260,14 +257,13 @@ class Forwarder:
         host: str,
         port: int,
         pool: _Pool,
-        request: h11.Request,
-        body: bytes,
+        request: bytes,
         progress: _Progress,
     ) -> Forwarded:
         conn = self._take(pool)
         if conn is not None:
             try:
-                return await self._round_trip(address, pool, conn, request, body, progress)
+                return await self._round_trip(address, pool, conn, request, progress)
             except _StaleConnection:
                 # The one retry, on a new connection (never retried): the owner did not take
                 # the call, or it would have begun to answer.
@@ -275,7 +271,7 @@ class Forwarder:
                 self.retried += 1
         conn = await self._connect(address, host, port)
         try:
-            return await self._round_trip(address, pool, conn, request, body, progress)
+            return await self._round_trip(address, pool, conn, request, progress)
         except _StaleConnection:
             raise ForwardError(address, "closed before answering", sent=True) from None
 
@@ -303,88 +299,51 @@ class Forwarder:
         address: str,
         pool: _Pool,
         conn: _Connection,
-        request: h11.Request,
-        body: bytes,
+        request: bytes,
         progress: _Progress,
     ) -> Forwarded:
         """One request and its answer on `conn`; the connection goes back to the pool only if
         the exchange ended cleanly and both sides may go on."""
         kept = False
         try:
-            answer = await self._exchange_on(address, conn, request, body, progress)
-            proto = conn.protocol
-            if proto.our_state is h11.DONE and proto.their_state is h11.DONE:
-                proto.start_next_cycle()
+            progress.sent = True
+            try:
+                await conn.stream.send_all(request)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if conn.reused:
+                    raise _StaleConnection from None
+                raise ForwardError(address, "connection lost while sending", sent=True) from None
+            reader = await self._read_answer(address, conn)
+            if reader.reusable:
                 conn.idle_since = trio.current_time()
                 pool.idle.append(conn)
                 kept = True
-            return answer
+            return Forwarded(reader.status, end_to_end(reader.headers), reader.body)
         finally:
             if not kept:
                 conn.close()
 
-    async def _exchange_on(
-        self,
-        address: str,
-        conn: _Connection,
-        request: h11.Request,
-        body: bytes,
-        progress: _Progress,
-    ) -> Forwarded:
-        proto = conn.protocol
-        data = proto.send(request) or b""
-        if body:
-            data += proto.send(h11.Data(data=body)) or b""
-        data += proto.send(h11.EndOfMessage()) or b""
-        progress.sent = True
-        try:
-            await conn.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if conn.reused:
-                raise _StaleConnection from None
-            raise ForwardError(address, "connection lost while sending", sent=True) from None
-        return await self._read_answer(address, conn)
-
-    async def _read_answer(self, address: str, conn: _Connection) -> Forwarded:
-        proto = conn.protocol
-        received, status, size = 0, 0, 0
-        headers: Headers = ()
-        chunks: list[bytes] = []
-        while True:
+    async def _read_answer(self, address: str, conn: _Connection) -> AnswerReader:
+        reader = AnswerReader(self.max_response)
+        while not reader.complete:
+            chunk = await self._receive(address, conn, reader.received)
             try:
-                event = proto.next_event()
-            except h11.RemoteProtocolError as exc:
+                reader.feed(chunk)
+            except BadAnswer as exc:
                 raise ForwardError(address, f"bad answer ({exc})", sent=True) from None
-            if event is h11.NEED_DATA:
-                chunk = await self._receive(address, conn, received)
-                received += len(chunk)
-                proto.receive_data(chunk)
-            elif isinstance(event, h11.Response):
-                status, headers = event.status_code, end_to_end(event.headers)
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > self.max_response:
-                    raise ForwardError(address, "answer too large", sent=True)
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return Forwarded(status, headers, b"".join(chunks))
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ForwardError(address, "closed before answering", sent=True)
-            # InformationalResponse (1xx): the final answer follows
+        return reader
 
     async def _receive(self, address: str, conn: _Connection, received: int) -> bytes:
-        """The next bytes of the answer; b"" at its end. A pooled connection that ends or resets
-        before the first byte is stale (`_StaleConnection`)."""
+        """The next bytes of the answer. A pooled connection that ends or resets before the
+        first byte is stale (`_StaleConnection`); any other end before the answer is whole is a
+        `ForwardError`."""
         try:
             chunk = bytes(await conn.stream.receive_some(_READ_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            chunk, reset = b"", True
-        else:
-            reset = False
+            chunk = b""
         if chunk:
             return chunk
         if received == 0 and conn.reused:
             raise _StaleConnection
-        if reset or received == 0:
-            raise ForwardError(address, "closed before answering", sent=True)
-        return chunk  # the end of the stream: h11 decides whether the answer was complete
+        what = "closed before answering" if received == 0 else "the answer was cut short"
+        raise ForwardError(address, what, sent=True)
