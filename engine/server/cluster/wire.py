@@ -83,7 +83,8 @@ class AnswerReader:
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:  # a callback's `BadAnswer` comes wrapped
+        # A callback's `BadAnswer` comes wrapped; an upgrade is not an `HttpParserError`.
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if self.complete:  # bytes after a whole answer: it stands, the connection does not
                 self._beyond = True
                 return
