@@ -48,6 +48,7 @@ class Peer:
 
     script: Callable[[int, int], str] = lambda conn, n: ANSWER
     gate: trio.Event | None = None  # answers wait for it while set
+    padding: int = 0  # bytes added to each answer's body
     accepts: int = 0
     open_now: int = 0
     most_open: int = 0
@@ -93,7 +94,7 @@ class Peer:
                 await trio.sleep_forever()
             if self.gate is not None:
                 await self.gate.wait()
-            await stream.send_all(_answer(conn, request))
+            await stream.send_all(_answer(conn, request, self.padding))
             if action == CLOSE:
                 return
             conn.start_next_cycle()
@@ -119,8 +120,9 @@ async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> Requ
             return None
 
 
-def _answer(conn: h11.Connection, request: Request) -> bytes:
-    body = json.dumps({"seen": request.target.decode(), "bytes": len(request.body)}).encode()
+def _answer(conn: h11.Connection, request: Request, padding: int = 0) -> bytes:
+    seen = {"seen": request.target.decode(), "bytes": len(request.body), "pad": "x" * padding}
+    body = json.dumps(seen).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -205,8 +207,35 @@ async def test_the_request_and_answer_are_relayed_without_hop_by_hop_headers() -
     assert json.loads(answer.body) == {
         "seen": "/api/live-activity/stream/s%2F1?a=1&b=2",
         "bytes": len(BODY),
+        "pad": "",
     }
     assert answer.headers == ((b"content-type", b"application/json"), (b"x-request-id", b"req-1"))
+
+
+async def test_large_bodies_both_ways_on_one_connection() -> None:
+    # Larger than a socket's buffers: written and read in many pieces.
+    peer = Peer(padding=6_000_000)
+    forwarder = Forwarder("node-a")
+    body = b'{"pad":"' + b"y" * 8_000_000 + b'"}'
+    with trio.fail_after(TIMEOUT):
+        async with running(peer) as address:
+            for _ in range(2):
+                answer = await forwarder.forward(address, "POST", "/big", [], body)
+                assert answer.status == 201
+                assert json.loads(answer.body)["bytes"] == len(body)
+                assert len(json.loads(answer.body)["pad"]) == 6_000_000
+            await forwarder.aclose()
+    assert [r.body for r in peer.requests] == [body, body] and peer.accepts == 1
+
+
+async def test_an_answer_over_max_response_is_a_forward_error() -> None:
+    peer = Peer(padding=5000)
+    forwarder = Forwarder("node-a", max_response=4096)
+    with trio.fail_after(TIMEOUT):
+        async with running(peer) as address:
+            with pytest.raises(ForwardError, match="over 4096 bytes") as failed:
+                await put(forwarder, address)
+    assert failed.value.sent is True and forwarder._pools[address].idle == []
 
 
 def test_end_to_end_drops_what_connection_names_and_proxy_headers() -> None:
