@@ -107,12 +107,14 @@ class Placer:
     ) -> Placement:
         """The router's answer, asked again every `PLACE_EVERY` s for up to `wait` s while the
         call cannot run (for a forwarded call: until it runs here)."""
-        deadline = trio.current_time() + self.wait
+        deadline: float | None = None  # read the clock only when there is a wait
         while True:
             placement = self.router.place(endpoint, params, body)
             if isinstance(placement, Local) or (isinstance(placement, Forward) and not forwarded):
                 return placement
-            if trio.current_time() + PLACE_EVERY > deadline:
+            now = trio.current_time()
+            deadline = now + self.wait if deadline is None else deadline
+            if now + PLACE_EVERY > deadline:
                 return placement
             await trio.sleep(PLACE_EVERY)
 
