@@ -19,6 +19,7 @@ __all__ = [
     "Forbidden",
     "NoRecipients",
     "NotFound",
+    "PartitionUnavailable",
     "RateLimited",
     "StorageUnavailable",
     "TooLarge",
@@ -180,3 +181,12 @@ class StorageUnavailable(Unavailable):
     def __init__(self, message: str, *, cause: str, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.extra["cause"] = cause
+
+
+class PartitionUnavailable(Unavailable):
+    """503 `partition_unavailable`: in a cluster, the node that owns the call's partition could
+    not take it (none owns it right now, or the owner did not answer). The message says whether
+    the call may have been carried out; either way the caller may send it again after
+    `retry_after` seconds (a stream PUT is idempotent by content)."""
+
+    code = "partition_unavailable"

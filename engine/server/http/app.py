@@ -21,6 +21,12 @@ Send keys are a `keys.KeyRing`: the default keys (scope `all`) and the named key
 `lockstep.toml` and of the key file, each with its scope. The key's scope is handed to the
 route's handler as `Context.key` (http.endpoint explains how handlers use it).
 
+In a cluster, a `seam.Router` says where each call runs: after authentication and the body
+checks (401, 403, 413 and 415 are answered by the node that got the call), `http.placement`
+serves it here, forwards it to the node that owns its partition and relays the answer, or
+answers 503 `partition_unavailable` when no node can take it. Public routes (`/healthz`,
+`/metrics`...) speak of the node that got them: they always run here.
+
 The route table is `http.routes.ENDPOINTS` (its vocabulary: `http.endpoint`); the service is
 anything that satisfies `http.seam.ApiService`. Neither imports this module.
 """
@@ -39,6 +45,7 @@ from typing import Any, Final
 
 import msgspec
 
+from engine.server.cluster.forward import Forwarder
 from engine.server.contract.errors import (
     ApiError,
     BadRequest,
@@ -51,9 +58,10 @@ from engine.server.contract.errors import (
 )
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 from engine.server.http.endpoint import JSON, Access, Context, Endpoint, Reply
+from engine.server.http.placement import Placer
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
-from engine.server.http.seam import ApiService, PhonesView
+from engine.server.http.seam import ApiService, PhonesView, Router
 from engine.server.keys import KeyRing
 from engine.server.logs import ACCESS, access, request_id
 
@@ -167,8 +175,22 @@ class ApiApp:
         clock: Callable[[], float] = time.perf_counter,
         named_keys: KeyRing | None = None,
         phones: PhonesView | None = None,
+        router: Router | None = None,
+        forwarder: Forwarder | None = None,
+        router_wait: float = 5.0,
     ) -> None:
         self._clock = clock  # the access log's durations
+        self.placer = (
+            None
+            if router is None
+            else Placer(
+                router,
+                forwarder or Forwarder(router.node_id),
+                metrics,
+                wait=router_wait,
+                owns_forwarder=forwarder is None,
+            )
+        )
         self.context = Context(service, metrics, msgspec.json.encode(openapi), phones=phones)
         self.max_body = max_body
         self.record = record
@@ -196,7 +218,7 @@ class ApiApp:
         try:
             endpoint, params = self._route(scope["method"], scope["path"])
             label = endpoint.template
-            reply = await self._handle(endpoint, params, scope, receive)
+            reply = await self._handle(endpoint, params, scope, receive, rid)
         except _Disconnected:
             if logged:  # 499, as nginx logs a client that left before its answer
                 self._access(scope, label, 499, started, rid)
@@ -229,8 +251,13 @@ class ApiApp:
             return endpoint, params
         raise NotFound(f"no route for {path[:200]}")  # bounded: the path is the client's
 
+    async def aclose(self) -> None:
+        """Close the connections to other nodes (of the forwarder this app made)."""
+        if self.placer is not None:
+            await self.placer.aclose()
+
     async def _handle(
-        self, endpoint: Endpoint, params: dict[str, str], scope: Scope, receive: Receive
+        self, endpoint: Endpoint, params: dict[str, str], scope: Scope, receive: Receive, rid: str
     ) -> Reply:
         headers = _headers(scope)
         ctx = self.context
@@ -248,6 +275,12 @@ class ApiApp:
             value = headers.get(declared.name.encode())
             if value is not None:
                 params = {**params, declared.name: value.decode("latin-1")}
+        # A cluster: the call may be another node's. Public routes (health, metrics, the
+        # OpenAPI document, static files) speak of the node that got them: always here.
+        if self.placer is not None and endpoint.access is not Access.PUBLIC:
+            relayed = await self.placer.elsewhere(endpoint, params, scope, body, rid)
+            if relayed is not None:
+                return relayed
         reply = await endpoint.handler(ctx, params, body)
         if (
             endpoint.access is Access.SEND
@@ -332,6 +365,9 @@ def create_app(
     record_reply: RecordReply | None = None,
     named_keys: KeyRing | None = None,
     phones: PhonesView | None = None,
+    router: Router | None = None,
+    forwarder: Forwarder | None = None,
+    router_wait: float = 5.0,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
     `engine.server.http.seam.ApiService`).
@@ -343,6 +379,10 @@ def create_app(
     `activity_id` a start was given, see `engine.server.record`). `api_keys` have scope `all`;
     `named_keys` holds the keys with a name and a scope (`engine.server.keys`). `phones` are the
     simulated iPhones the lock screens page draws (`GET /api/dashboard`), in simulate mode.
+
+    `router` (a cluster) places each call; the calls of other nodes' partitions go through
+    `forwarder` (None: one the app makes for `router.node_id` and closes in `aclose`), and a
+    call no node can take waits up to `router_wait` seconds (see the module docstring).
     """
     return ApiApp(
         service,
@@ -355,6 +395,9 @@ def create_app(
         record_reply=record_reply,
         named_keys=named_keys,
         phones=phones,
+        router=router,
+        forwarder=forwarder,
+        router_wait=router_wait,
     )
 
 
@@ -413,6 +456,9 @@ def _check_content_type(header: bytes | None, body: bytes) -> None:
 
 
 async def _respond(send: Send, reply: Reply, rid: str) -> None:
+    if reply.relayed:
+        await _relay(send, reply, rid)
+        return
     headers = [
         (b"content-type", reply.content_type),
         (b"content-length", str(len(reply.body)).encode()),
@@ -420,6 +466,15 @@ async def _respond(send: Send, reply: Reply, rid: str) -> None:
         (b"x-request-id", rid.encode()),
         *reply.headers,
     ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _relay(send: Send, reply: Reply, rid: str) -> None:
+    """Another node's answer, as it came (it echoes the `x-request-id` it was sent)."""
+    headers = [(b"content-length", str(len(reply.body)).encode()), *reply.headers]
+    if not any(name == b"x-request-id" for name, _ in reply.headers):
+        headers.append((b"x-request-id", rid.encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
 

@@ -43,12 +43,17 @@ class Access(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A complete answer."""
+    """A complete answer.
+
+    `relayed`: another node's answer, passed on as it came: `headers` are all of its headers
+    (the app adds only `content-length`) and `content_type` is not used.
+    """
 
     status: int
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    relayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

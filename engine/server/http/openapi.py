@@ -140,7 +140,10 @@ _ERRORS: Final[dict[int, tuple[str, str]]] = {
     429: ("Too many requests, or too many Live Activities on the devices.", "RateLimitError"),
     500: ("Internal error.", "Error"),
     502: ("APNs refused every push.", "AppIconBadgeCountUpdateError"),
-    503: ("Not available right now (shutting down, store unavailable).", "Error"),
+    503: (
+        "Not available right now (shutting down, store unavailable, no node of a cluster free).",
+        "Error",
+    ),
 }
 
 _TAGS: Final[dict[str, str]] = {

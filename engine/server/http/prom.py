@@ -21,7 +21,7 @@ from engine.metrics import EngineListener
 from engine.payload import EventKind
 from engine.results import DeliveryResult, DeliveryStatus
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "PromMetrics", "render_text"]
+__all__ = ["CONTENT_TYPE", "FORWARD_FAILURES", "LATENCY_BUCKETS", "PromMetrics", "render_text"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The content type of the Prometheus text exposition format."""
@@ -47,6 +47,9 @@ OTHER: Final = "other"
 _KINDS: Final = frozenset(k.value for k in EventKind)
 _REASONS: Final = frozenset(r.value for r in Reason)
 _OUTCOMES: Final = frozenset({Outcome.TRANSPORT.value, Outcome.UNPROCESSED.value})
+FORWARD_FAILURES: Final = ("unreachable", "no_answer", "no_owner")
+"""Why a call that belongs to another node got a 503: its owner could not be reached (nothing
+was sent), did not answer (the call may have run), or there was no owner to send it to."""
 _GAUGE_NAME: Final = re.compile(r"[^a-zA-Z0-9_]")
 
 Labels = tuple[tuple[str, str], ...]
@@ -143,6 +146,17 @@ class PromMetrics(EngineListener):
             "HTTP API requests by route and status.",
             ("route", "status"),
         )
+        self.forwarded_total = _Counter(
+            "lockstep_forwarded_requests_total",
+            "API requests forwarded to the node that owns their partition, by its answer's status.",
+            ("status",),
+        )
+        self.forward_failures_total = _Counter(
+            "lockstep_forward_failures_total",
+            "API requests of another node's partition answered 503 here: the owner was "
+            "unreachable, gave no answer, or there was no owner.",
+            ("reason",),
+        )
         self.connections_total = _Counter(
             "lockstep_apns_connection_events_total",
             "APNs connection events (opened, closed, failed, goaway).",
@@ -205,6 +219,14 @@ class PromMetrics(EngineListener):
         """Count one API request; `route` must be a route template (bounded), not a raw path."""
         self.api_requests_total.inc(route, _status_label(status))
 
+    def forwarded(self, status: int) -> None:
+        """Count a request the owner of its partition answered (with `status`)."""
+        self.forwarded_total.inc(_status_label(status))
+
+    def forward_failed(self, reason: str) -> None:
+        """Count a request of another node's partition that got a 503 (`FORWARD_FAILURES`)."""
+        self.forward_failures_total.inc(reason if reason in FORWARD_FAILURES else OTHER)
+
     # -- exposition -------------------------------------------------------------------------
     def render(self, gauges: Mapping[str, float] | None = None) -> bytes:
         """Everything in the Prometheus text format 0.0.4.
@@ -221,6 +243,8 @@ class PromMetrics(EngineListener):
             self.rejected_total,
             self.unanswered_total,
             self.api_requests_total,
+            self.forwarded_total,
+            self.forward_failures_total,
             self.connections_total,
             self.latency,
         ]

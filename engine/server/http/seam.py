@@ -12,26 +12,37 @@ Parameters are positional-only because the routes pass them positionally: an imp
 may name them as it likes. Every call of a send route (what sends, and the reads of delivery
 status and devices) takes the calling key's `KeyScope` last (`Context.key`, see
 `http.endpoint`); it defaults to scope `all` for in-process callers.
+
+In a cluster, a `Router` says where each call runs (`place`): here, on the node that owns its
+partition (the app forwards it there), or nowhere yet (the app waits a little, then answers 503).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeAlias
 
 from engine.server.contract import metrics, models, push
 from engine.server.contract import webhooks as hooks
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
 
 __all__ = [
+    "LOCAL",
     "ApiService",
     "BadgeApi",
     "DeviceApi",
+    "Forward",
     "LiveApi",
+    "Local",
     "MetricsApi",
     "NotificationApi",
     "PhonesView",
+    "Placement",
+    "RouteInfo",
+    "Router",
     "StatusApi",
+    "Unavailable",
     "WebhookApi",
 ]
 
@@ -236,4 +247,73 @@ class ApiService(Protocol):
 
     def stats(self) -> Mapping[str, float]:
         """Gauges for `GET /metrics`."""
+        ...
+
+
+# -- where a call runs (a cluster of nodes) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """Run the call on this node (use the `LOCAL` instance)."""
+
+
+LOCAL: Final = Local()
+"""The call runs here: this node owns its partition, or it has none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Another node owns the call's partition: send the call to its internal `address`
+    (`"host:port"`, `"[v6]:port"`)."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """No node can take the call now (its partition has no owner, or is changing hands): try
+    again in `retry_after` seconds. `reason` is a short sentence for the answer's message."""
+
+    retry_after: float
+    reason: str
+
+
+Placement: TypeAlias = Local | Forward | Unavailable
+"""What `Router.place` decides."""
+
+
+class RouteInfo(Protocol):
+    """What a router may know of the called route (`http.endpoint.Endpoint` is one; a router
+    types its parameter with this protocol, as `http.endpoint` imports this module)."""
+
+    @property
+    def method(self) -> str:
+        """`PUT`, `POST`, ..."""
+        ...
+
+    @property
+    def template(self) -> str:
+        """The route template, e.g. `/api/live-activity/stream/{stream_key}`."""
+        ...
+
+    @property
+    def operation_id(self) -> str:
+        """The OpenAPI operation id, e.g. `reconcileLiveActivityStream`."""
+        ...
+
+
+class Router(Protocol):
+    """Decides which node runs each call (a cluster; a single node has no router)."""
+
+    @property
+    def node_id(self) -> str:
+        """This node's id: forwarded requests carry it (`x-lockstep-forwarded`)."""
+        ...
+
+    def place(self, endpoint: RouteInfo, params: Mapping[str, str], body: bytes, /) -> Placement:
+        """Where the call runs: `LOCAL`, `Forward(address)` or `Unavailable(...)`. `params` are
+        the path parameters, the declared query parameters and headers that were given;
+        `body` is the request's body, read and size-checked but not decoded. Called after
+        authentication, on the request's trio task: it must not block."""
         ...

@@ -1,0 +1,154 @@
+"""Where an API call runs in a cluster: here, on the node that owns its partition, or nowhere yet.
+
+The app (`http.app`) hands each authenticated call, body read and checked, to a `Placer`, which
+asks the cluster's `seam.Router`:
+
+- `LOCAL`: the app serves the call as usual;
+- `Forward(address)`: the call goes to its owner (`engine.server.cluster.forward`: same method,
+  raw path and query, headers, body, one `x-request-id` for both nodes, plus
+  `x-lockstep-forwarded`) and the owner's answer is relayed as it came (`Reply.relayed`);
+- `Unavailable`: the router is asked again every `PLACE_EVERY` seconds for up to `wait` seconds
+  (a partition changing hands usually settles within that), then the answer is a 503
+  `partition_unavailable` with `Retry-After`.
+
+An owner that cannot be reached, or does not answer, is the same 503. The call is never sent
+again from here: it may have run on the owner, and only the caller can know whether it must run
+again (a stream PUT is idempotent by content). A call that was forwarded here is never forwarded
+again: it runs here, or after the same wait is answered with that 503, so two nodes that
+disagree about an owner for a moment cannot pass a call back and forth.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final
+
+import trio
+
+from engine.server.cluster.forward import FORWARDED_HEADER, Forwarder, ForwardError
+from engine.server.contract.errors import PartitionUnavailable
+from engine.server.http.endpoint import Endpoint, Reply
+from engine.server.http.prom import PromMetrics
+from engine.server.http.seam import Forward, Local, Placement, Router
+
+__all__ = ["PLACE_EVERY", "Placer"]
+
+log = logging.getLogger("lockstep.http")
+
+PLACE_EVERY: Final = 0.05
+"""Seconds between two questions to the router while no node can take a call."""
+
+# After an owner failed to answer: when to try again (a dead owner's lease moves on).
+_RETRY_OWNER: Final = 1.0
+# Headers of a relayed answer that this node's HTTP front writes itself.
+_FRONT_HEADERS: Final = frozenset({b"date", b"server"})
+_UNREACHABLE: Final = (
+    "the node that owns this call's partition cannot be reached; nothing was done: "
+    "send it again shortly"
+)
+_NO_ANSWER: Final = (
+    "the node that owns this call's partition did not answer; the call may have been carried "
+    "out, and this node does not send it again: send it again if it must happen (a stream PUT "
+    "is idempotent by content)"
+)
+
+Scope = MutableMapping[str, Any]
+
+
+class Placer:
+    """Places calls with `router`, forwards with `forwarder`, counts in `metrics`."""
+
+    def __init__(
+        self,
+        router: Router,
+        forwarder: Forwarder,
+        metrics: PromMetrics,
+        *,
+        wait: float = 5.0,
+        owns_forwarder: bool = False,
+    ) -> None:
+        self.router = router
+        self.forwarder = forwarder
+        self.metrics = metrics
+        self.wait = wait
+        self._owns_forwarder = owns_forwarder
+
+    async def aclose(self) -> None:
+        """Close the forwarder's connections if it was made for this placer."""
+        if self._owns_forwarder:
+            await self.forwarder.aclose()
+
+    async def elsewhere(
+        self, endpoint: Endpoint, params: Mapping[str, str], scope: Scope, body: bytes, rid: str
+    ) -> Reply | None:
+        """None: the call runs here. Else the owner's answer, relayed; or a 503
+        (`PartitionUnavailable`)."""
+        forwarded = _header(scope, FORWARDED_HEADER) is not None
+        placement = await self.place(endpoint, params, body, forwarded=forwarded)
+        if isinstance(placement, Local):
+            return None
+        if isinstance(placement, Forward) and not forwarded:
+            return await self.forward(placement.address, scope, body, rid)
+        self.metrics.forward_failed("no_owner")
+        if isinstance(placement, Forward):  # forwarded here, and owned elsewhere: never again
+            reason, retry_after = "its partition is changing hands", _RETRY_OWNER
+        else:
+            reason, retry_after = placement.reason, placement.retry_after
+        raise PartitionUnavailable(
+            f"no node can take this call right now ({reason}); nothing was done: "
+            "send it again later",
+            retry_after=retry_after,
+        )
+
+    async def place(
+        self, endpoint: Endpoint, params: Mapping[str, str], body: bytes, *, forwarded: bool
+    ) -> Placement:
+        """The router's answer, asked again every `PLACE_EVERY` s for up to `wait` s while the
+        call cannot run (for a forwarded call: until it runs here)."""
+        deadline: float | None = None  # read the clock only when there is a wait
+        while True:
+            placement = self.router.place(endpoint, params, body)
+            if isinstance(placement, Local) or (isinstance(placement, Forward) and not forwarded):
+                return placement
+            now = trio.current_time()
+            deadline = now + self.wait if deadline is None else deadline
+            if now + PLACE_EVERY > deadline:
+                return placement
+            await trio.sleep(PLACE_EVERY)
+
+    async def forward(self, address: str, scope: Scope, body: bytes, rid: str) -> Reply:
+        """Send the call to its owner at `address`: its answer, or a 503."""
+        headers = [
+            (bytes(k), bytes(v)) for k, v in scope.get("headers", ()) if k != b"x-request-id"
+        ]
+        headers.append((b"x-request-id", rid.encode()))  # one id for the call on both nodes
+        try:
+            answer = await self.forwarder.forward(
+                address, scope["method"], _target(scope), headers, body
+            )
+        except ForwardError as exc:
+            log.warning("%s", exc)  # the address and what failed: never a header or the body
+            self.metrics.forward_failed("no_answer" if exc.sent else "unreachable")
+            raise PartitionUnavailable(
+                _NO_ANSWER if exc.sent else _UNREACHABLE, retry_after=_RETRY_OWNER
+            ) from None
+        self.metrics.forwarded(answer.status)
+        kept = tuple((k, v) for k, v in answer.headers if k not in _FRONT_HEADERS)
+        return Reply(answer.status, answer.body, headers=kept, relayed=True)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _target(scope: Scope) -> str:
+    """The request target as received: the raw path and the query string."""
+    raw = scope.get("raw_path")
+    path = bytes(raw).decode("latin-1") if raw else urllib.parse.quote(scope["path"])
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    return f"{path}?{query}" if query else path
