@@ -131,7 +131,13 @@ class Route:
 def make_node(db: Db, name: str) -> tuple[ClusterNode, FakeTable]:
     table = FakeTable(db, name)
     book = LeaseBook(name, PARTITIONS, ttl=TTL, margin=MARGIN)
-    node = ClusterNode(table, book, interval=INTERVAL, follow_devices=False)  # type: ignore[arg-type]
+    node = ClusterNode(
+        table,  # type: ignore[arg-type]
+        book,
+        interval=INTERVAL,
+        follow_devices=False,
+        threads=False,
+    )
     return node, table
 
 
@@ -192,8 +198,9 @@ async def test_partitions_split_and_move_twice(clock: trio.testing.MockClock) ->
             await nursery.start(run_node, a)
             assert held(a) == set(range(PARTITIONS))
             epochs = {p: r[1] for p, r in db.rows.items()}
-            with trio.CancelScope() as b_scope:
-                nursery.start_soon(lambda: run_b(b, b_scope))
+            b_scope = trio.CancelScope()
+            nursery.start_soon(run_b, b, b_scope)
+            if True:
                 await trio.sleep(10 * INTERVAL)
                 assert len(held(a)) == len(held(b)) == PARTITIONS // 2
                 moved = held(b)

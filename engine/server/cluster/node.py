@@ -33,7 +33,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import trio
@@ -62,6 +62,8 @@ from engine.server.store.records import (
 from engine.server.store.sqlite import TABLES
 
 log = logging.getLogger("lockstep.cluster")
+
+T = TypeVar("T")
 
 __all__ = ["ClusterNode", "FencedStore", "LeaseBook", "LeaseTable", "open_node"]
 
@@ -134,6 +136,7 @@ class ClusterNode:
         device_refresh: float = 30.0,
         clock: Callable[[], float] = trio.current_time,
         follow_devices: bool = True,
+        threads: bool = True,
     ) -> None:
         self.table = table
         self.book = book
@@ -143,6 +146,9 @@ class ClusterNode:
         self.wait = wait  # the Retry-After hint while a partition has no owner
         self.device_refresh = device_refresh
         self.follow_devices = follow_devices  # reload devices on the database's signal
+        # Blocking table calls run on a worker thread; inline when `threads` is False (a mock
+        # clock's autojump would run ahead of a thread).
+        self._threads = threads
         self._clock = clock
         self._service: Service | None = None
         self._ready: set[int] = set()  # held partitions whose activities are loaded
@@ -218,7 +224,7 @@ class ClusterNode:
     ) -> None:
         """Take part in the cluster until cancelled; leave it cleanly then."""
         self._service = service
-        await trio.to_thread.run_sync(self.table.setup)
+        await self._off_loop(self.table.setup)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watchdog)
@@ -240,7 +246,7 @@ class ClusterNode:
         assert service is not None
         asked_at = self._clock()
         try:
-            result = await trio.to_thread.run_sync(self.table.round, self.book.held())
+            result = await self._off_loop(self.table.round, self.book.held())
         except StoreError as exc:
             log.warning("lease round failed (leases run out at their deadline): %s", exc)
             return
@@ -267,7 +273,7 @@ class ClusterNode:
     async def _acquire(self, wanted: Sequence[int]) -> None:
         asked_at = self._clock()
         try:
-            got = await trio.to_thread.run_sync(self.table.acquire, wanted)
+            got = await self._off_loop(self.table.acquire, wanted)
         except StoreError as exc:
             log.warning("could not take partitions: %s", exc)
             return
@@ -315,7 +321,7 @@ class ClusterNode:
     async def _give_back(self, partition: int, epoch: int) -> None:
         self.book.dropped(partition)
         try:
-            await trio.to_thread.run_sync(self.table.release, partition, epoch)
+            await self._off_loop(self.table.release, partition, epoch)
         except StoreError as exc:  # it expires by itself then
             log.warning("could not release partition %d: %s", partition, exc)
 
@@ -358,11 +364,17 @@ class ClusterNode:
         for partition in held:
             self.book.dropped(partition)
         try:
-            await trio.to_thread.run_sync(self.table.leave, held)
+            await self._off_loop(self.table.leave, held)
         except StoreError as exc:
             log.warning(
                 "could not leave the cluster cleanly (leases expire by themselves): %s", exc
             )
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._threads:
+            return await trio.to_thread.run_sync(fn, *args)
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
 
     # -- devices ---
     async def _refresh_devices_forever(self) -> None:
