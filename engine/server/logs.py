@@ -115,8 +115,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(*, verbose: bool, fmt: LogFormat, access: bool) -> None:
-    """Log to stderr in `fmt`: WARNING and up (INFO with `verbose`), and the access log at INFO
-    unless `access` is False. Replaces handlers set up before (a second call reconfigures)."""
+    """Log to stderr in `fmt`: WARNING and up (INFO with `verbose`), the access log at INFO
+    unless `access` is False, and the cluster's partition changes at INFO. Replaces handlers set up before (a second call reconfigures)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
@@ -125,3 +125,5 @@ def configure(*, verbose: bool, fmt: LogFormat, access: bool) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     ACCESS.setLevel(logging.INFO if access else logging.WARNING)
+    # A partition changing hands is what an operator of a cluster looks for first.
+    logging.getLogger("lockstep.cluster").setLevel(logging.INFO)
