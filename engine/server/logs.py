@@ -116,7 +116,8 @@ class JsonFormatter(logging.Formatter):
 
 def configure(*, verbose: bool, fmt: LogFormat, access: bool) -> None:
     """Log to stderr in `fmt`: WARNING and up (INFO with `verbose`), the access log at INFO
-    unless `access` is False, and the cluster's partition changes at INFO. Replaces handlers set up before (a second call reconfigures)."""
+    unless `access` is False, and the cluster's partition changes at INFO. Replaces handlers set
+    up before (a second call reconfigures)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

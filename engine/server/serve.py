@@ -257,7 +257,9 @@ async def _join(
     """Open the internal listener the other nodes forward calls to, then join the cluster (its
     first lease round done: this node holds its share of the free partitions)."""
     from engine.server.cluster.config import split_address
+    from engine.server.cluster.forward import Forwarder
     from engine.server.cluster.node import open_node
+    from engine.server.cluster.streams import ClusterStreams
 
     host, port = split_address(settings.cluster.listen)
     try:
@@ -282,6 +284,16 @@ async def _join(
             hint="set [cluster] listen",
         ) from None
     node.table.address = settings.cluster.advertise or bind_address(host, bound)
+    # Webhook deliveries land on partition 0's owner; their streams run on their own nodes.
+    forwarder = Forwarder(node.node_id)
+    stack.push_async_callback(forwarder.aclose)
+    service.webhooks.live = ClusterStreams(
+        service.live,
+        node.place,
+        forwarder,
+        settings.api_keys[0],
+        wait=settings.cluster.forward_wait,
+    )
     await stack.enter_async_context(open_node(service, node))
 
 

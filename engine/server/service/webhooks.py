@@ -75,7 +75,7 @@ class Webhooks:
         wall_clock: Callable[[], float],
     ) -> None:
         self._configs = {c.name: c for c in configs}
-        self._live = live
+        self.live = live  # replaced in a cluster (engine/server/cluster/streams.py)
         self._store = store
         self._wall = wall_clock
         self._locks = {name: trio.Lock() for name in self._configs}
@@ -167,14 +167,14 @@ class Webhooks:
     async def _apply(self, plan: Plan) -> list[str]:
         for action in plan.actions:
             if isinstance(action, Put):
-                await self._live.stream(action.key, action.request)
+                await self.live.stream(action.key, action.request)
             elif isinstance(action, Finish):
                 try:
-                    await self._live.end_stream(action.key, action.end_request())
+                    await self.live.end_stream(action.key, action.end_request())
                 except errors.NotFound:
                     # Its first events were missed (or selected later): show the outcome anyway.
-                    await self._live.stream(action.key, action.request)
-                    await self._live.end_stream(action.key, action.end_request())
+                    await self.live.stream(action.key, action.request)
+                    await self.live.end_stream(action.key, action.end_request())
         return [a.key for a in plan.actions]
 
     async def _keep(self, row: DeliveryRow) -> None:
