@@ -20,7 +20,8 @@ from __future__ import annotations
 import errno
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -47,6 +48,7 @@ from engine.server.startup import (
     sole_os_error,
 )
 from engine.server.store.sqlite import SqliteStore
+from engine.server.workerlink import SimulatorLink, WorkerLink
 
 log = logging.getLogger("lockstep.serve")
 
@@ -79,8 +81,9 @@ class Running:
 
 
 @asynccontextmanager
-async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, Any]]:
-    """Start the in-process simulator and an engine config that points at it."""
+async def open_simulator(settings: Settings) -> AsyncIterator[tuple[EngineConfig, Any]]:
+    """Start the in-process simulator and an engine config that points at it (simulate mode;
+    with `--workers N` the supervisor runs it once for every worker)."""
     found = [ep for ep in entry_points(group="lockstep.simulate") if ep.name == "simulator"]
     if not found:
         raise ConfigError("no [apns] credentials configured and the simulator is not installed")
@@ -120,11 +123,28 @@ async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, An
         ) from None
 
 
+def _linked_config(sim: SimulatorLink, settings: Settings) -> EngineConfig:
+    """The engine config of a worker whose APNs is the supervisor's simulator."""
+    return EngineConfig(
+        credentials=Credentials(sim.team_id, sim.key_id, Path(sim.key_path), sim.bundle_id),
+        endpoint=ApnsEndpoint(host=sim.host, port=sim.port, ca_file=Path(sim.ca_file)),
+        delivery=settings.delivery,
+    )
+
+
 @asynccontextmanager
 async def open_server(
-    settings: Settings, *, wall_clock: Callable[[], float] | None = None
+    settings: Settings,
+    *,
+    wall_clock: Callable[[], float] | None = None,
+    link: WorkerLink | None = None,
 ) -> AsyncIterator[Running]:
-    """Run everything `lockstep serve` runs for the duration of the block."""
+    """Run everything `lockstep serve` runs for the duration of the block.
+
+    `link` makes this server one worker of `lockstep serve --workers N` (engine/server/workers.py):
+    it serves the listening socket it inherited, and in simulate mode its APNs is the simulator
+    the supervisor runs, whose devices the supervisor registers (once, for all workers).
+    """
     import time
 
     clock = wall_clock or time.time
@@ -150,7 +170,10 @@ async def open_server(
         await nursery.start(store.run)
         sim = None
         if settings.credentials is None:
-            config, sim = await stack.enter_async_context(_simulated(settings))
+            if link is not None and link.simulator is not None:
+                config = _linked_config(link.simulator, settings)  # the supervisor's simulator
+            else:
+                config, sim = await stack.enter_async_context(open_simulator(settings))
         else:
             config = EngineConfig(settings.credentials, settings.endpoint, settings.delivery)
         metrics = PromMetrics()
@@ -181,9 +204,13 @@ async def open_server(
             openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
             phones=sim,  # the simulated iPhones the lock screens page draws (simulate mode)
+            node_id=settings.node_id,
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
+        listen_sock = None
+        if link is not None:  # the supervisor bound the port (engine/server/listen.py)
+            listen_sock = socket.socket(fileno=link.listen_fd)
         try:
             port = await nursery.start(
                 lambda task_status: serve_http(
@@ -193,6 +220,7 @@ async def open_server(
                     task_status=task_status,
                     shutdown_trigger=shutdown.wait,
                     limits=settings.http,
+                    sock=listen_sock,
                 )
             )
         except (OSError, BaseExceptionGroup) as exc:
@@ -237,12 +265,25 @@ def banner(running: Running) -> str:
     Terminal output ends up in scrollback, screen shares and CI logs; the key files are 0600.
     The `curl` example reads the key where it lives (`$(cat FILE)`), so it still pastes as is.
     """
-    s = running.settings
-    api_key = s.api_key_origin.shell()
     control = running.simulator.control_url if running.simulator is not None else None
+    return serving_banner(
+        running.api_base, running.settings, simulated=running.simulator is not None, control=control
+    )
+
+
+def serving_banner(
+    api_base: str,
+    s: Settings,
+    *,
+    simulated: bool,
+    control: str | None,
+    nodes: Sequence[str] = (),
+) -> str:
+    """`banner` from its parts: also the `--workers N` supervisor's, `nodes` naming its workers."""
+    api_key = s.api_key_origin.shell()
     lines = [
-        f"Lockstep is serving the HTTP API at {running.api_base}",
-        f"  lock screens in the browser: {running.api_base.removesuffix('/api')}/",
+        f"Lockstep is serving the HTTP API at {api_base}",
+        f"  lock screens in the browser: {api_base.removesuffix('/api')}/",
         f"  API key: {s.api_key_origin.describe()}",
         f"  device key (the iOS app's): {s.device_key_origin.describe()}",
         (
@@ -251,23 +292,23 @@ def banner(running: Running) -> str:
         ),
         f"  database: {s.store_where}",
     ]
-    if running.simulator is not None:
+    if nodes:
+        lines.append(f"  workers: {len(nodes)} processes on this port ({', '.join(nodes)})")
+    if simulated:
         lines += [
             (
                 "  APNs: the built-in simulator (simulate mode), "
                 f"{s.simulate.devices} simulated iPhones"
             ),
-            f"  simulator control API: {running.simulator.control_url}",
+            f"  simulator control API: {control}",
             "  watch the lock screens: lockstep devices --watch"
             + ("" if control == _CLI_CONTROL_URL else f" --url {control}"),
         ]
     else:
         lines.append(f"  APNs: {s.endpoint.authority}")
     for hook in s.webhooks:  # where to point GitHub (or curl); the secret stays in the config
-        lines.append(
-            f"  webhook {hook.name} ({hook.kind}): POST {running.api_base}/webhooks/{hook.name}"
-        )
-    cli = _cli_environment(running.api_base, s.api_key_origin)
+        lines.append(f"  webhook {hook.name} ({hook.kind}): POST {api_base}/webhooks/{hook.name}")
+    cli = _cli_environment(api_base, s.api_key_origin)
     if cli:
         lines.append(f"  the CLI: export {cli}")
     if s.record is not None:
@@ -278,7 +319,7 @@ def banner(running: Running) -> str:
     else:
         lines.append("Try:")
     lines += [
-        f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
+        f"  curl -X PUT {api_base}/live-activity/stream/prod-web-1 \\",
         f"    -H \"Authorization: Bearer {api_key}\" -H 'Content-Type: application/json' \\",
         (
             '    -d \'{"content_state": {"title": "Server Health", "type": "metrics", '

@@ -167,9 +167,12 @@ class ApiApp:
         clock: Callable[[], float] = time.perf_counter,
         named_keys: KeyRing | None = None,
         phones: PhonesView | None = None,
+        node_id: str | None = None,
     ) -> None:
         self._clock = clock  # the access log's durations
-        self.context = Context(service, metrics, msgspec.json.encode(openapi), phones=phones)
+        self.context = Context(
+            service, metrics, msgspec.json.encode(openapi), phones=phones, node_id=node_id
+        )
         self.max_body = max_body
         self.record = record
         self.record_reply = record_reply
@@ -332,6 +335,7 @@ def create_app(
     record_reply: RecordReply | None = None,
     named_keys: KeyRing | None = None,
     phones: PhonesView | None = None,
+    node_id: str | None = None,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
     `engine.server.http.seam.ApiService`).
@@ -343,6 +347,8 @@ def create_app(
     `activity_id` a start was given, see `engine.server.record`). `api_keys` have scope `all`;
     `named_keys` holds the keys with a name and a scope (`engine.server.keys`). `phones` are the
     simulated iPhones the lock screens page draws (`GET /api/dashboard`), in simulate mode.
+    `node_id` names this process in `/healthz` (`node`): which of several workers or nodes
+    answered.
     """
     return ApiApp(
         service,
@@ -355,6 +361,7 @@ def create_app(
         record_reply=record_reply,
         named_keys=named_keys,
         phones=phones,
+        node_id=node_id,
     )
 
 
