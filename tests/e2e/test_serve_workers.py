@@ -73,10 +73,10 @@ class Supervised:
         """Read stderr until a line matches `pattern` (bounded)."""
         deadline = time.monotonic() + TIMEOUT
         while True:
-            for line in self.err_lines:
-                found = re.search(pattern, line)
+            for seen in self.err_lines:
+                found = re.search(pattern, seen)
                 if found:
-                    self.err_lines.remove(line)
+                    self.err_lines.remove(seen)
                     return found
             line = self.err.get(timeout=max(0.0, deadline - time.monotonic()))
             assert line is not None, f"stderr ended before {pattern!r}: {self.err_lines}"
