@@ -5,10 +5,12 @@
 
 Start-up order: the store (and its group-commit writer), then the APNs side (Apple with the
 configured credentials, or in simulate mode the simulator started in-process through the
-`lockstep.simulate` entry point, so the engine never imports it), the engine, the service (which
-re-queues what devices are missing after a restart), and last the HTTP front. In simulate mode the
-simulated iPhones then register through the device API, exactly as an app would. Ctrl-C (or
-SIGTERM) stops the HTTP front, drains the engine (bounded) and closes the store.
+`lockstep.simulate` entry point, so the engine never imports it), on PostgreSQL the provider
+token shared with every other node of the database (engine/server/store/pgtokens.py), the
+engine, the service (which re-queues what devices are missing after a restart), and last the
+HTTP front. In simulate mode the simulated iPhones then register through the device API, exactly
+as an app would. Ctrl-C (or SIGTERM) stops the HTTP front, drains the engine (bounded) and closes
+the store.
 
 A start that fails on the user's setup (the port taken, the database file not a database, the
 state directory not a directory) raises a `StartupError` (engine/server/startup.py) or an error
@@ -30,6 +32,8 @@ from typing import Any
 
 import trio
 
+from engine.apns.auth import SigningKey
+from engine.apns.tokens import TokenSource
 from engine.config import ApnsEndpoint, ConfigError, Credentials, EngineConfig
 from engine.engine import Engine, open_engine
 from engine.server.http.app import create_app
@@ -132,6 +136,24 @@ def _linked_config(sim: SimulatorLink, settings: Settings) -> EngineConfig:
     )
 
 
+async def _shared_tokens(
+    nursery: trio.Nursery, config: EngineConfig, settings: Settings, clock: Callable[[], float]
+) -> TokenSource:
+    """A provider-token cache shared through the PostgreSQL store with every other node
+    (engine/server/store/pgtokens.py), synced once before it is returned."""
+    from engine.server.store.pgtokens import SharedTokens  # psycopg: the `pg` extra
+
+    assert settings.store_url is not None
+    creds = config.credentials
+    key = SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
+    tokens = TokenSource(
+        key, wall_clock=clock, max_age=settings.delivery.token_max_age, coordinated=True
+    )
+    shared = SharedTokens(settings.store_url, tokens, node_id=settings.node_id, wall_clock=clock)
+    await nursery.start(shared.run)
+    return tokens
+
+
 @asynccontextmanager
 async def open_server(
     settings: Settings,
@@ -177,8 +199,11 @@ async def open_server(
         else:
             config = EngineConfig(settings.credentials, settings.endpoint, settings.delivery)
         metrics = PromMetrics()
+        tokens = None
+        if settings.store_url is not None:  # one provider token for every node on the database
+            tokens = await _shared_tokens(nursery, config, settings, clock)
         engine = await stack.enter_async_context(
-            open_engine(config, wall_clock=clock, listener=metrics)
+            open_engine(config, wall_clock=clock, listener=metrics, provider_tokens=tokens)
         )
         service = await stack.enter_async_context(
             open_service(
