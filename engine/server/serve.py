@@ -39,8 +39,10 @@ from engine.engine import Engine, open_engine
 from engine.server.http.app import create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
+from engine.server.http.seam import PhonesView
 from engine.server.http.server import bind_address, serve_http
 from engine.server.keys import KeyFile, KeyRing
+from engine.server.linkedphones import LinkedPhones
 from engine.server.record import TrafficRecorder
 from engine.server.service import Service, ServiceConfig, open_service
 from engine.server.settings import KeyOrigin, Settings, ensure_keys
@@ -219,6 +221,11 @@ async def open_server(
                 ),
             )
         )
+        phones: PhonesView | None = sim
+        linked = link.simulator if link is not None else None
+        if linked is not None and linked.control_url is not None:
+            phones = LinkedPhones(linked.control_url)  # the supervisor's phones (linkedphones.py)
+            await nursery.start(phones.run)
         app = create_app(
             service,  # a `Service` is an `http.seam.ApiService`: mypy checks it here
             api_keys=settings.api_keys,
@@ -228,7 +235,7 @@ async def open_server(
             max_body=settings.max_body,
             openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
-            phones=sim,  # the simulated iPhones the lock screens page draws (simulate mode)
+            phones=phones,  # the simulated iPhones the lock screens page draws (simulate mode)
             node_id=settings.node_id,
         )
         shutdown = trio.Event()

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from tests.helpers import pgkit
-from tests.helpers.serverkit import http_json
+from tests.helpers.serverkit import http_json, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -154,6 +154,20 @@ def test_two_workers_share_the_port_survive_a_kill_and_stop_together(
         # The simulated iPhones registered once, through the port, into the one database.
         with psycopg.connect(pg_url) as conn:
             assert conn.execute("SELECT count(*) FROM devices").fetchone() == (2,)
+            # One provider token for both workers, issued by one of them (pgtokens.py).
+            issuers = conn.execute("SELECT issued_by FROM lockstep_provider_tokens").fetchall()
+        assert issuers in ([(f"{NODE}-w0",)], [(f"{NODE}-w1",)])
+        # Whichever worker answers, the lock screens page draws the supervisor's phones.
+        key = (tmp_path / "sd" / "api-key").read_text().strip()
+        wait_until(
+            lambda: [
+                len(http_json("GET", f"{base}/api/dashboard", key=key)[1]["devices"])
+                for _ in range(20)
+            ],
+            lambda counts: counts == [2] * 20,
+            timeout=TIMEOUT,
+            what="both workers drawing the two simulated iPhones",
+        )
 
         victim = max(pids)
         os.kill(victim, signal.SIGKILL)

@@ -7,10 +7,14 @@ import os
 import socket
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from engine.config import ConfigError
+from engine.server.linkedphones import LinkedPhones
 from engine.server.listen import balanced, listening_sockets
 from engine.server.restarts import GiveUp, Restart, RestartPolicy
 from engine.server.settings import Settings, load_settings
@@ -132,3 +136,31 @@ def test_several_workers_on_sqlite_is_a_configuration_error_saying_why() -> None
     check_workers(Settings(workers=2, store_url=PG))  # fine
     with pytest.raises(ConfigError, match="--record writes one file"):
         check_workers(Settings(workers=2, store_url=PG, record=Path("r.jsonl")))
+
+
+def test_linked_phones_fetch_only_while_the_page_is_looked_at() -> None:
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> dict[str, Any]:
+        fetched.append(url)
+        if len(fetched) == 2:
+            raise OSError("connection refused")  # the supervisor restarting: tried again
+        return {"now": 1.0, "devices": [{"name": "iphone-1"}], "pushes": []}
+
+    phones = LinkedPhones("http://127.0.0.1:9/", refresh=1.0, idle=30.0, fetch=fetch)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(phones.run)
+            await trio.sleep(100)
+            assert fetched == []  # nobody looked: no traffic
+            assert phones.page_state() == {}  # the first look answers at once, empty
+            await trio.sleep(0.5)
+            assert phones.page_state()["devices"] == [{"name": "iphone-1"}]
+            await trio.sleep(120)
+            assert 25 <= len(fetched) <= 35  # about once a second for `idle` s, then it rests
+            assert set(fetched) == {"http://127.0.0.1:9/api/dashboard"}
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)
