@@ -122,11 +122,16 @@ def _nodes_answering(base: str, tries: int = 60) -> set[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie nobody reaped yet has stopped running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: signal 0 is all there is
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_two_workers_share_the_port_survive_a_kill_and_stop_together(
@@ -226,3 +231,26 @@ def test_workers_that_cannot_start_stop_the_supervisor_with_a_message(tmp_path: 
     assert any("cannot connect to the store database 127.0.0.1:1/test" in ln for ln in lines)
     assert lines[-1].startswith("lockstep serve: worker ")
     assert lines[-1].endswith("failed to start (exit status 1); stopped")
+
+
+def test_workers_whose_supervisor_is_killed_stop_by_themselves(tmp_path: Path, pg_url: str) -> None:
+    (tmp_path / "lockstep.toml").write_text(f'[store]\nurl = "{pg_url}"\n')
+    run = Supervised(
+        tmp_path,
+        *("--config", "lockstep.toml", "--workers", "2", "--port", "0", "-v"),
+        *("--devices", "0", "--sim-control-port", "-1", "--no-access-log"),
+    )
+    try:
+        run.banner()
+        pids = [
+            int(run.stderr_until(rf"worker {i} \(node {NODE}-w{i}\) started: pid (\d+)")[1])
+            for i in range(2)
+        ]
+        run.proc.kill()  # no chance to forward anything: the lifeline reads end-of-file
+        run.stderr_until(r"the supervising lockstep serve is gone: stopping")
+        deadline = time.monotonic() + TIMEOUT
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "an orphaned worker kept running"
+            time.sleep(0.1)
+    finally:
+        run.close()
