@@ -23,7 +23,9 @@ The parent (`supervise`) serves nothing itself. It:
    seconds, then SIGKILL).
 
 Workers run in their own session, so a Ctrl-C in the terminal reaches the parent only, which
-forwards it once. Their stdout and stderr are the parent's (one log stream).
+forwards it once (under systemd's default `KillMode=control-group` they also get the unit's
+SIGTERM directly; the second one changes nothing). Their stdout and stderr are the parent's (one
+log stream).
 """
 
 from __future__ import annotations
@@ -279,6 +281,8 @@ async def supervise(settings: Settings, command: Sequence[str]) -> int:
     api_base = f"http://{bind_address(settings.host, port)}/api"
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with AsyncExitStack() as stack:
+            for sock in sockets:
+                stack.callback(sock.close)  # closed last (closing twice is harmless)
             sim: Any = None
             if settings.credentials is None:
                 _, sim = await stack.enter_async_context(open_simulator(settings))
