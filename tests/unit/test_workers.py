@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from engine.config import ConfigError
+from engine.server import listen
 from engine.server.linkedphones import LinkedPhones
 from engine.server.listen import balanced, listening_sockets
 from engine.server.restarts import GiveUp, Restart, RestartPolicy
@@ -164,3 +165,30 @@ def test_linked_phones_fetch_only_while_the_page_is_looked_at() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=clock)
+
+
+def test_without_a_balancing_kernel_the_workers_share_one_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(listen, "balanced", lambda: False)  # as on macOS and the BSDs
+    socks = listening_sockets("127.0.0.1", 0, 3)
+    try:
+        assert socks[0] is socks[1] is socks[2]
+        assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    finally:
+        socks[0].close()
+
+
+def test_an_ipv6_host_gets_an_ipv6_only_socket() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        socks = listening_sockets("::1", 0, 2)
+    except OSError as exc:  # an IPv6 stack without a loopback address
+        pytest.skip(f"cannot bind ::1: {exc}")
+    try:
+        assert socks[0].family == socket.AF_INET6
+        assert socks[0].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    finally:
+        for s in socks:
+            s.close()
