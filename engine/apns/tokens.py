@@ -18,7 +18,11 @@ the failed token (`refresh_wanted`) and calls `on_refresh_wanted` so the shell r
 for every node. The source still issues by itself when it holds no token yet or its token is
 `fallback_age` old (the database has not handed a fresh one: better a possible 429 than a token
 APNs certainly rejects as expired), and the shell calls `refresh_locally` when the database
-cannot be reached for a wanted refresh.
+cannot be reached for a wanted refresh. The price of one token for N nodes: the immediate retry
+the scheduler grants an expired answer still carries the failed token (the shared refresh is a
+database round trip away); the retry after it, past the scheduler's backoff, carries the new one.
+Switching to a token of its own at once instead would make each node change tokens twice, the
+second time inside APNs' 20 minutes.
 """
 
 from __future__ import annotations
