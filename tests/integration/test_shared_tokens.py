@@ -3,17 +3,20 @@
 Three engines, each with its own `SharedTokens` on one fresh schema (tests/helpers/pgkit.py:
 skipped with a loud reason without a server, failed under CI), push to the simulator through a
 mocked hour and more: APNs sees one token at a time for the team, changed once, never a
-`TooManyProviderTokenUpdates`; without the shared row the same three nodes show APNs three tokens
-at once. Then the row lock itself: a forced refresh reported by every node is done once, nodes
+`TooManyProviderTokenUpdates`; when APNs calls the token expired for all of them, one node
+refreshes it for the three; without the shared row the same three nodes show APNs three tokens at
+once. Then the row lock itself: a forced refresh reported by every node is done once, nodes
 syncing at once in real threads issue once, and a node that cannot reach the database keeps
 pushing with a token of its own, never logging it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -21,6 +24,7 @@ import pytest
 import trio
 import trio.testing
 
+import simulator.apns
 from engine.apns.auth import ProviderToken, SigningKey
 from engine.apns.reasons import Reason
 from engine.apns.tokens import TokenSource
@@ -28,6 +32,7 @@ from engine.engine import open_engine
 from engine.payload import Alert
 from engine.results import DeliveryStatus
 from engine.server.store.pgtokens import TABLE, SharedTokens
+from simulator.auth import ConnectionAuth
 from simulator.devices import TokenReport
 from tests.helpers import pgkit
 from tests.helpers.simkit import Kit, engine_config, make_kit, memory_connector
@@ -150,6 +155,25 @@ async def test_three_nodes_show_apns_one_token_at_a_time_for_an_hour(
         (row,) = conn.execute(f"SELECT token, issued_by FROM {TABLE}").fetchall()
     assert sources[0].cached is not None and row[0] == sources[0].cached.value
     assert row[1] in {f"node-{i}" for i in range(NODES)}
+
+
+async def test_expiries_seen_by_every_node_are_refreshed_once_for_all(
+    autojump_clock: trio.testing.MockClock, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This APNs calls tokens expired after 25 minutes (as under clock skew), before the nodes'
+    # own 50-minute refresh: every node's pushes come back ExpiredProviderToken at once.
+    monkeypatch.setattr(simulator.apns, "ConnectionAuth", partial(ConnectionAuth, max_age=1500))
+    kit = make_kit(devices=NODES)
+    with trio.fail_after(2 * 3600):
+        first_use, sources, shells = await _push_for_an_hour(kit, pg_url)
+    expired = [r for r in kit.apns.log if r.reason == Reason.EXPIRED_PROVIDER_TOKEN.value]
+    assert expired and {r.status for r in kit.apns.log} == {200, 403}
+    # Expired at 25 and 50 minutes: two forced refreshes, each done once for the three nodes.
+    assert sum(s.issued for s in shells) == len(first_use) == 3
+    times = sorted(first_use.values())
+    assert all(b - a >= 20 * 60 for a, b in itertools.pairwise(times))
+    assert len({s.cached for s in sources}) == 1
+    assert all(s.forced_refreshes == 0 and s.local_fallbacks == 0 for s in sources)
 
 
 async def test_without_the_shared_row_three_nodes_show_apns_three_tokens_at_once(
