@@ -106,7 +106,6 @@ class Supervisor:
 
     def __init__(
         self,
-        settings: Settings,
         command: Sequence[str],
         sockets: Sequence[socket.socket],
         nodes: Sequence[str],
@@ -115,7 +114,6 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
-        self._settings = settings
         self._command = list(command)
         self._simulator = simulator
         self._policy = policy or RestartPolicy()
@@ -149,7 +147,7 @@ class Supervisor:
         return self.failure is None
 
     async def _keep(self, worker: _Worker) -> None:
-        """Run worker `index` until the stop: restart it when it dies (restarts.py)."""
+        """Run `worker` until the stop: restart it when it dies (restarts.py)."""
         while not self._stopping:
             code = await self._run_once(worker)
             if self._stopping:
@@ -286,7 +284,7 @@ async def supervise(settings: Settings, command: Sequence[str]) -> int:
             sim: Any = None
             if settings.credentials is None:
                 _, sim = await stack.enter_async_context(open_simulator(settings))
-            supervisor = Supervisor(settings, command, sockets, nodes, simulator=_link_of(sim))
+            supervisor = Supervisor(command, sockets, nodes, simulator=_link_of(sim))
             stack.callback(supervisor.close)
             try:
                 return await _supervised(supervisor, settings, api_base, sim, nodes, signals)
