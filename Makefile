@@ -48,7 +48,8 @@ lint: $(TEST_STAMP)
 # (a line that cannot be reached carries a `pragma: no cover` saying why).
 CORES := engine/apns/protocol.py engine/apns/h2conn.py engine/apns/h2wire.py \
 	engine/apns/h2compat.py engine/apns/reasons.py engine/payload.py engine/delivery/coalescer.py \
-	engine/delivery/items.py engine/notification.py simulator/validation.py simulator/protocol.py
+	engine/delivery/items.py engine/notification.py simulator/validation.py simulator/protocol.py \
+	engine/apns/tokens.py engine/apns/sharedtoken.py engine/server/restarts.py
 comma := ,
 space := $(subst ,, )
 

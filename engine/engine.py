@@ -279,11 +279,17 @@ async def open_engine(
     listener: EngineListener | None = None,
     rng: random.Random | None = None,
     drain_timeout: float = 10.0,
+    provider_tokens: TokenSource | None = None,
 ) -> AsyncIterator[Engine]:
-    """Run an engine for the duration of the block (see the module docstring)."""
+    """Run an engine for the duration of the block (see the module docstring).
+
+    `provider_tokens` replaces the engine's own provider-token cache: one shared with other
+    processes (coordinated mode, engine/apns/tokens.py), kept by the caller.
+    """
     creds, delivery = config.credentials, config.delivery
-    key = signing_key or SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
-    provider_tokens = TokenSource(key, wall_clock=wall_clock, max_age=delivery.token_max_age)
+    if provider_tokens is None:
+        key = signing_key or SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
+        provider_tokens = TokenSource(key, wall_clock=wall_clock, max_age=delivery.token_max_age)
     rng = rng or random.Random()
     listener = listener or EngineListener()
     pool = ApnsPool(

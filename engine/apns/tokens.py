@@ -9,6 +9,20 @@ issues the first lazily, replaces it once it is `max_age` old (50 minutes by def
 No locks: the engine runs on one trio thread and every method here is synchronous, so each call is
 atomic with respect to every other task. The wall clock is injected, so a test can run an hour of
 token life in microseconds.
+
+**Coordinated mode** (`coordinated=True`): several processes share one token through a database
+(engine/server/store/pgtokens.py, deciding with `engine.apns.sharedtoken.plan`), so that N nodes
+look like one client to APNs. The source then leaves refreshes to that shell: the shell `adopt`s
+the shared token, replacing it when it is `max_age` old (`due_at`), and `on_expired` only marks
+the failed token (`refresh_wanted`) and calls `on_refresh_wanted` so the shell refreshes it once
+for every node. The source still issues by itself when it holds no token yet or its token is
+`fallback_age` old (the database has not handed a fresh one: better a possible 429 than a token
+APNs certainly rejects as expired), and the shell calls `refresh_locally` when the database
+cannot be reached for a wanted refresh. The price of one token for N nodes: the immediate retry
+the scheduler grants an expired answer still carries the failed token (the shared refresh is a
+database round trip away); the retry after it, past the scheduler's backoff, carries the new one.
+Switching to a token of its own at once instead would make each node change tokens twice, the
+second time inside APNs' 20 minutes.
 """
 
 from __future__ import annotations
@@ -18,13 +32,19 @@ from collections.abc import Callable
 from engine.apns.auth import ProviderToken, SigningKey
 from engine.apns.wire import TOKEN_MAX_AGE, TOKEN_MIN_REFRESH
 
-__all__ = ["DEFAULT_MAX_AGE", "DEFAULT_MIN_REFRESH", "TokenSource"]
+__all__ = ["DEFAULT_MAX_AGE", "DEFAULT_MIN_REFRESH", "TokenSource", "fallback_age"]
 
 DEFAULT_MAX_AGE = 3000.0
 """Refresh after 50 minutes: well inside the 1-hour validity, as clients in the wild do (§2)."""
 
 DEFAULT_MIN_REFRESH = float(TOKEN_MIN_REFRESH)
 """APNs answers 429 TooManyProviderTokenUpdates to faster token changes (apns.md §2)."""
+
+
+def fallback_age(max_age: float) -> float:
+    """The age at which a coordinated source issues by itself: halfway from `max_age` to the
+    hour APNs accepts (3300 s for the default 3000), leaving the shared refresh time to happen."""
+    return max_age + (TOKEN_MAX_AGE - max_age) / 2
 
 
 class TokenSource:
@@ -48,14 +68,19 @@ class TokenSource:
     """
 
     __slots__ = (
+        "_adoptions",
+        "_coordinated",
         "_early_refreshes",
         "_forced_refreshes",
         "_generation",
         "_key",
+        "_local_fallbacks",
         "_max_age",
         "_min_refresh",
+        "_refresh_wanted",
         "_token",
         "_wall_clock",
+        "on_refresh_wanted",
     )
 
     def __init__(
@@ -65,6 +90,7 @@ class TokenSource:
         wall_clock: Callable[[], float],
         max_age: float = DEFAULT_MAX_AGE,
         min_refresh: float = DEFAULT_MIN_REFRESH,
+        coordinated: bool = False,
     ) -> None:
         if not 0 < max_age < TOKEN_MAX_AGE:
             raise ValueError(
@@ -80,6 +106,13 @@ class TokenSource:
         self._generation = 0
         self._forced_refreshes = 0
         self._early_refreshes = 0
+        self._coordinated = coordinated
+        self._refresh_wanted: ProviderToken | None = None
+        self._adoptions = 0
+        self._local_fallbacks = 0
+        # Coordinated mode: called (synchronously, on the engine's thread) when `on_expired`
+        # marks a token for a shared refresh; the shell wakes up on it.
+        self.on_refresh_wanted: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------------------------------------
     # Queries
@@ -119,6 +152,37 @@ class TokenSource:
         """The current token without checking its age (None before the first `current()`)."""
         return self._token
 
+    @property
+    def coordinated(self) -> bool:
+        """Whether refreshes are left to a shell that shares the token (module docstring)."""
+        return self._coordinated
+
+    @property
+    def max_age(self) -> float:
+        """Seconds after which the token is replaced."""
+        return self._max_age
+
+    @property
+    def due_at(self) -> float | None:
+        """Wall time at which the current token is `max_age` old (None before the first)."""
+        return None if self._token is None else self._token.issued_at + self._max_age
+
+    @property
+    def refresh_wanted(self) -> ProviderToken | None:
+        """Coordinated mode: the current token, once APNs called it expired and until a shared
+        refresh replaced it; else None."""
+        return self._refresh_wanted
+
+    @property
+    def adoptions(self) -> int:
+        """Tokens taken from elsewhere (`adopt`), not issued here."""
+        return self._adoptions
+
+    @property
+    def local_fallbacks(self) -> int:
+        """Coordinated mode: tokens issued here because no fresh shared one came in time."""
+        return self._local_fallbacks
+
     def age(self) -> float | None:
         """Seconds since the current token's `iat`, or None if none was issued yet."""
         if self._token is None:
@@ -132,8 +196,15 @@ class TokenSource:
         """The token to put in the next request; issues or refreshes it when due."""
         token = self._token
         now = self._wall_clock()
-        if token is None or now - token.issued_at >= self._max_age:
+        if token is None:
             return self._issue(now)
+        age = now - token.issued_at
+        if age >= self._max_age:
+            if not self._coordinated:
+                return self._issue(now)
+            if age >= fallback_age(self._max_age):
+                self._local_fallbacks += 1
+                return self._issue(now)
         return token
 
     def on_expired(self, failed: ProviderToken) -> ProviderToken:
@@ -144,11 +215,42 @@ class TokenSource:
         """
         if self._token is None or failed != self._token:
             return self.current()
+        if self._coordinated:
+            # One refresh for every node, through the shell: mark it and wake the shell up.
+            if self._refresh_wanted is None:
+                self._refresh_wanted = failed
+                if self.on_refresh_wanted is not None:
+                    self.on_refresh_wanted()
+            return failed
+        return self.refresh_locally(failed)
+
+    def refresh_locally(self, failed: ProviderToken) -> ProviderToken:
+        """`on_expired`'s own refresh, without asking anyone: the uncoordinated rule, and the
+        coordinated shell's way out when the database cannot be reached."""
+        if self._token is None or failed != self._token:
+            return self.current()
         now = self._wall_clock()
         self._forced_refreshes += 1
         if now - failed.issued_at < self._min_refresh:
             self._early_refreshes += 1
         return self._issue(now)
+
+    def adopt(self, token: ProviderToken) -> bool:
+        """Use `token` (the shared one, issued by this or another node) from now on; False when
+        it is the current token already. A wanted refresh is settled by any other token."""
+        if token.key_id != self._key.key_id or token.team_id != self._key.team_id:
+            raise ValueError("the token was signed for another key or team")
+        if token == self._token:
+            return False
+        self._token = token
+        self._generation += 1
+        self._adoptions += 1
+        self._refresh_wanted = None
+        return True
+
+    def issue_new(self) -> ProviderToken:
+        """A new token signed now, NOT made current (the shell stores it first, then adopts)."""
+        return ProviderToken.issue(self._key, int(self._wall_clock()))
 
     # ----------------------------------------------------------------------------------------------
     # Internals
@@ -157,6 +259,7 @@ class TokenSource:
         token = ProviderToken.issue(self._key, int(now))
         self._token = token
         self._generation += 1
+        self._refresh_wanted = None
         return token
 
     def __repr__(self) -> str:

@@ -2,8 +2,13 @@
 
     lockstep serve [--config lockstep.toml] [--host 127.0.0.1] [--port 8787] [--db PATH]
                    [--record traffic.jsonl] [--log-format text|json] [--no-access-log] [-v]
+                   [--workers N]
 
 The server itself is `engine.server.serve.open_server`; this module is only its command line.
+With `--workers N` (or `[server] workers`) above 1 it runs the supervisor instead
+(engine/server/workers.py), which starts N workers: this same command, each told its part in
+`LOCKSTEP_WORKER` (engine/server/workerlink.py), reporting ready instead of printing a banner and
+stopping when the supervisor is gone.
 A start that fails on the setup (engine/server/startup.py: a port in use, a file that is not a
 database, a state directory that is not one) prints one line per failure naming the port or file
 and exits 2 for a configuration error, 1 otherwise; a failure after the banner, or one that is not
@@ -13,10 +18,12 @@ a recognised start-up failure, keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -24,16 +31,62 @@ from engine.server.logs import FORMATS, configure
 from engine.server.serve import banner, open_server
 from engine.server.settings import Settings, load_settings
 from engine.server.startup import failure_lines
+from engine.server.workerlink import WorkerLink, report_ready
+from engine.server.workers import supervise
+
+log = logging.getLogger("lockstep.serve")
 
 
-async def _serve_until_signal(settings: Settings, started: list[bool]) -> None:
+async def _serve_until_signal(
+    settings: Settings, started: list[bool], link: WorkerLink | None = None
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_server(settings) as running:
+        async with open_server(settings, link=link) as running:
             started.append(True)
-            print(banner(running), flush=True)
-            async for _ in signals:
-                print("stopping: draining pushes (Ctrl-C again to force)", flush=True)
-                break
+            if link is None:
+                print(banner(running), flush=True)
+            else:
+                report_ready(link)  # the supervisor prints the one banner
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(_until_signal, signals, waiting.cancel_scope, link is None)
+                if link is not None:
+                    waiting.start_soon(_until_orphaned, link.lifeline_fd, waiting.cancel_scope)
+
+
+async def _until_signal(signals: Any, scope: trio.CancelScope, say: bool) -> None:
+    async for _ in signals:
+        if say:
+            print("stopping: draining pushes (Ctrl-C again to force)", flush=True)
+        break
+    scope.cancel()
+
+
+async def _until_orphaned(lifeline: int, scope: trio.CancelScope) -> None:
+    """A worker whose supervisor is gone (the lifeline reads end-of-file) stops, as on SIGTERM."""
+    await trio.lowlevel.wait_readable(lifeline)
+    log.warning("the supervising lockstep serve is gone: stopping")
+    scope.cancel()
+
+
+def _worker_command(args: argparse.Namespace) -> list[str]:
+    """The command line of a `--workers` worker: `lockstep serve` with the flags that shape a
+    worker's settings (the simulator's flags are the supervisor's alone)."""
+    command = [sys.executable, "-m", "engine.cli", "serve"]
+    for flag, value in (
+        ("--config", args.config),
+        ("--host", args.host),
+        ("--port", args.port),
+        ("--db", args.db),
+        ("--state-dir", args.state_dir),
+        ("--log-format", args.log_format),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.no_access_log:
+        command.append("--no-access-log")
+    if args.verbose:
+        command.append("-v")
+    return command
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -47,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
             db=args.db,
             state_dir=args.state_dir,
             record=args.record,
+            workers=args.workers,
         )
         if args.log_format is not None:
             settings = replace(settings, log_format=args.log_format)
@@ -60,7 +114,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.sim_control_port is not None:
             port = None if args.sim_control_port < 0 else args.sim_control_port
             settings = replace(settings, simulate=replace(settings.simulate, control_port=port))
-        trio.run(_serve_until_signal, settings, started)
+        link = WorkerLink.from_env()
+        if link is None and settings.workers > 1:
+            return trio.run(supervise, settings, _worker_command(args))
+        trio.run(_serve_until_signal, settings, started, link)
     except Exception as exc:
         failure = None if started else failure_lines(exc)
         if failure is None:
@@ -80,6 +137,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=None, help="listen port (default 8787)")
     p.add_argument("--db", type=Path, default=None, help="SQLite file (default in --state-dir)")
     p.add_argument("--state-dir", type=Path, default=None, help="default ./lockstep-data")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N processes serving the port, supervised (default 1; >1 needs PostgreSQL)",
+    )
     p.add_argument("--devices", type=int, default=None, help="simulated iPhones (simulate mode)")
     p.add_argument(
         "--sim-control-port",

@@ -5,10 +5,12 @@
 
 Start-up order: the store (and its group-commit writer), then the APNs side (Apple with the
 configured credentials, or in simulate mode the simulator started in-process through the
-`lockstep.simulate` entry point, so the engine never imports it), the engine, the service (which
-re-queues what devices are missing after a restart), and last the HTTP front. In simulate mode the
-simulated iPhones then register through the device API, exactly as an app would. Ctrl-C (or
-SIGTERM) stops the HTTP front, drains the engine (bounded) and closes the store.
+`lockstep.simulate` entry point, so the engine never imports it), on PostgreSQL the provider
+token shared with every other node of the database (engine/server/store/pgtokens.py), the
+engine, the service (which re-queues what devices are missing after a restart), and last the
+HTTP front. In simulate mode the simulated iPhones then register through the device API, exactly
+as an app would. Ctrl-C (or SIGTERM) stops the HTTP front, drains the engine (bounded) and closes
+the store.
 
 A start that fails on the user's setup (the port taken, the database file not a database, the
 state directory not a directory) raises a `StartupError` (engine/server/startup.py) or an error
@@ -20,7 +22,8 @@ from __future__ import annotations
 import errno
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -29,13 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from engine.apns.auth import SigningKey
+from engine.apns.tokens import TokenSource
 from engine.config import ApnsEndpoint, ConfigError, Credentials, EngineConfig
 from engine.engine import Engine, open_engine
 from engine.server.http.app import create_app
 from engine.server.http.openapi import build_openapi
 from engine.server.http.prom import PromMetrics
+from engine.server.http.seam import PhonesView
 from engine.server.http.server import bind_address, serve_http
 from engine.server.keys import KeyFile, KeyRing
+from engine.server.linkedphones import LinkedPhones
 from engine.server.record import TrafficRecorder
 from engine.server.service import Service, ServiceConfig, open_service
 from engine.server.settings import KeyOrigin, Settings, ensure_keys
@@ -47,6 +54,7 @@ from engine.server.startup import (
     sole_os_error,
 )
 from engine.server.store.sqlite import SqliteStore
+from engine.server.workerlink import SimulatorLink, WorkerLink
 
 if TYPE_CHECKING:  # psycopg is imported only for PostgreSQL (the `pg` extra)
     from engine.server.cluster.node import ClusterNode
@@ -82,8 +90,9 @@ class Running:
 
 
 @asynccontextmanager
-async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, Any]]:
-    """Start the in-process simulator and an engine config that points at it."""
+async def open_simulator(settings: Settings) -> AsyncIterator[tuple[EngineConfig, Any]]:
+    """Start the in-process simulator and an engine config that points at it (simulate mode;
+    with `--workers N` the supervisor runs it once for every worker)."""
     found = [ep for ep in entry_points(group="lockstep.simulate") if ep.name == "simulator"]
     if not found:
         raise ConfigError("no [apns] credentials configured and the simulator is not installed")
@@ -123,11 +132,46 @@ async def _simulated(settings: Settings) -> AsyncIterator[tuple[EngineConfig, An
         ) from None
 
 
+def _linked_config(sim: SimulatorLink, settings: Settings) -> EngineConfig:
+    """The engine config of a worker whose APNs is the supervisor's simulator."""
+    return EngineConfig(
+        credentials=Credentials(sim.team_id, sim.key_id, Path(sim.key_path), sim.bundle_id),
+        endpoint=ApnsEndpoint(host=sim.host, port=sim.port, ca_file=Path(sim.ca_file)),
+        delivery=settings.delivery,
+    )
+
+
+async def _shared_tokens(
+    nursery: trio.Nursery, config: EngineConfig, settings: Settings, clock: Callable[[], float]
+) -> TokenSource:
+    """A provider-token cache shared through the PostgreSQL store with every other node
+    (engine/server/store/pgtokens.py), synced once before it is returned."""
+    from engine.server.store.pgtokens import SharedTokens  # psycopg: the `pg` extra
+
+    assert settings.store_url is not None
+    creds = config.credentials
+    key = SigningKey.from_file(creds.key_path, creds.key_id, creds.team_id)
+    tokens = TokenSource(
+        key, wall_clock=clock, max_age=settings.delivery.token_max_age, coordinated=True
+    )
+    shared = SharedTokens(settings.store_url, tokens, node_id=settings.node_id, wall_clock=clock)
+    await nursery.start(shared.run)
+    return tokens
+
+
 @asynccontextmanager
 async def open_server(
-    settings: Settings, *, wall_clock: Callable[[], float] | None = None
+    settings: Settings,
+    *,
+    wall_clock: Callable[[], float] | None = None,
+    link: WorkerLink | None = None,
 ) -> AsyncIterator[Running]:
-    """Run everything `lockstep serve` runs for the duration of the block."""
+    """Run everything `lockstep serve` runs for the duration of the block.
+
+    `link` makes this server one worker of `lockstep serve --workers N` (engine/server/workers.py):
+    it serves the listening socket it inherited, and in simulate mode its APNs is the simulator
+    the supervisor runs, whose devices the supervisor registers (once, for all workers).
+    """
     import time
 
     clock = wall_clock or time.time
@@ -153,12 +197,18 @@ async def open_server(
         await nursery.start(store.run)
         sim = None
         if settings.credentials is None:
-            config, sim = await stack.enter_async_context(_simulated(settings))
+            if link is not None and link.simulator is not None:
+                config = _linked_config(link.simulator, settings)  # the supervisor's simulator
+            else:
+                config, sim = await stack.enter_async_context(open_simulator(settings))
         else:
             config = EngineConfig(settings.credentials, settings.endpoint, settings.delivery)
         metrics = PromMetrics()
+        tokens = None
+        if settings.store_url is not None:  # one provider token for every node on the database
+            tokens = await _shared_tokens(nursery, config, settings, clock)
         engine = await stack.enter_async_context(
-            open_engine(config, wall_clock=clock, listener=metrics)
+            open_engine(config, wall_clock=clock, listener=metrics, provider_tokens=tokens)
         )
         # On PostgreSQL every server is a cluster node (engine/server/cluster): the activities
         # come partition by partition as it gains leases, and every write is fenced by them.
@@ -179,6 +229,11 @@ async def open_server(
                 ),
             )
         )
+        phones: PhonesView | None = sim
+        linked = link.simulator if link is not None else None
+        if linked is not None and linked.control_url is not None:
+            phones = LinkedPhones(linked.control_url)  # the supervisor's phones (linkedphones.py)
+            await nursery.start(phones.run)
         app = create_app(
             service,  # a `Service` is an `http.seam.ApiService`: mypy checks it here
             api_keys=settings.api_keys,
@@ -188,12 +243,16 @@ async def open_server(
             max_body=settings.max_body,
             openapi=build_openapi(),
             record_reply=recorder.record if recorder is not None else None,
-            phones=sim,  # the simulated iPhones the lock screens page draws (simulate mode)
+            phones=phones,  # the simulated iPhones the lock screens page draws (simulate mode)
+            node_id=settings.node_id,
             router=node,
             router_wait=settings.cluster.forward_wait,
         )
         shutdown = trio.Event()
         stack.callback(shutdown.set)
+        listen_sock = None
+        if link is not None:  # the supervisor bound the port (engine/server/listen.py)
+            listen_sock = socket.socket(fileno=link.listen_fd)
         try:
             port = await nursery.start(
                 lambda task_status: serve_http(
@@ -203,6 +262,7 @@ async def open_server(
                     task_status=task_status,
                     shutdown_trigger=shutdown.wait,
                     limits=settings.http,
+                    sock=listen_sock,
                 )
             )
         except (OSError, BaseExceptionGroup) as exc:
@@ -236,12 +296,12 @@ def _cluster_node(settings: Settings) -> ClusterNode:
     cfg = settings.cluster
     table = LeaseTable(
         settings.store_url,
-        node_id=cfg.node,
+        node_id=settings.node_id,
         address="",  # set once the internal listener has its port (`_join`)
         partitions=cfg.partitions,
         ttl=cfg.lease_ttl,
     )
-    book = LeaseBook(cfg.node, cfg.partitions, ttl=cfg.lease_ttl, margin=cfg.lease_margin)
+    book = LeaseBook(settings.node_id, cfg.partitions, ttl=cfg.lease_ttl, margin=cfg.lease_margin)
     return ClusterNode(table, book, interval=cfg.lease_interval)
 
 
@@ -318,12 +378,25 @@ def banner(running: Running) -> str:
     Terminal output ends up in scrollback, screen shares and CI logs; the key files are 0600.
     The `curl` example reads the key where it lives (`$(cat FILE)`), so it still pastes as is.
     """
-    s = running.settings
-    api_key = s.api_key_origin.shell()
     control = running.simulator.control_url if running.simulator is not None else None
+    return serving_banner(
+        running.api_base, running.settings, simulated=running.simulator is not None, control=control
+    )
+
+
+def serving_banner(
+    api_base: str,
+    s: Settings,
+    *,
+    simulated: bool,
+    control: str | None,
+    nodes: Sequence[str] = (),
+) -> str:
+    """`banner` from its parts: also the `--workers N` supervisor's, `nodes` naming its workers."""
+    api_key = s.api_key_origin.shell()
     lines = [
-        f"Lockstep is serving the HTTP API at {running.api_base}",
-        f"  lock screens in the browser: {running.api_base.removesuffix('/api')}/",
+        f"Lockstep is serving the HTTP API at {api_base}",
+        f"  lock screens in the browser: {api_base.removesuffix('/api')}/",
         f"  API key: {s.api_key_origin.describe()}",
         f"  device key (the iOS app's): {s.device_key_origin.describe()}",
         (
@@ -332,23 +405,23 @@ def banner(running: Running) -> str:
         ),
         f"  database: {s.store_where}",
     ]
-    if running.simulator is not None:
+    if nodes:
+        lines.append(f"  workers: {len(nodes)} processes on this port ({', '.join(nodes)})")
+    if simulated:
         lines += [
             (
                 "  APNs: the built-in simulator (simulate mode), "
                 f"{s.simulate.devices} simulated iPhones"
             ),
-            f"  simulator control API: {running.simulator.control_url}",
+            f"  simulator control API: {control}",
             "  watch the lock screens: lockstep devices --watch"
             + ("" if control == _CLI_CONTROL_URL else f" --url {control}"),
         ]
     else:
         lines.append(f"  APNs: {s.endpoint.authority}")
     for hook in s.webhooks:  # where to point GitHub (or curl); the secret stays in the config
-        lines.append(
-            f"  webhook {hook.name} ({hook.kind}): POST {running.api_base}/webhooks/{hook.name}"
-        )
-    cli = _cli_environment(running.api_base, s.api_key_origin)
+        lines.append(f"  webhook {hook.name} ({hook.kind}): POST {api_base}/webhooks/{hook.name}")
+    cli = _cli_environment(api_base, s.api_key_origin)
     if cli:
         lines.append(f"  the CLI: export {cli}")
     if s.record is not None:
@@ -359,7 +432,7 @@ def banner(running: Running) -> str:
     else:
         lines.append("Try:")
     lines += [
-        f"  curl -X PUT {running.api_base}/live-activity/stream/prod-web-1 \\",
+        f"  curl -X PUT {api_base}/live-activity/stream/prod-web-1 \\",
         f"    -H \"Authorization: Bearer {api_key}\" -H 'Content-Type: application/json' \\",
         (
             '    -d \'{"content_state": {"title": "Server Health", "type": "metrics", '

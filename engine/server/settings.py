@@ -17,6 +17,11 @@
     storage_retry_after = 5       # `Retry-After` (s) of a 503 storage_unavailable
     access_log = true             # one log line per request (--no-access-log turns it off)
     log_format = "text"           # or "json" (--log-format): one JSON object per log line
+    workers = 1                   # processes sharing the port (--workers); > 1 needs PostgreSQL
+
+    [cluster]
+    node_id = "web-1"             # this process's name among the nodes (default: <host>-<pid>;
+                                  # LOCKSTEP_NODE_ID overrides; workers get <node_id>-w<i>)
 
     [store]                       # leave out for SQLite at [server] db
     url = "postgresql://lockstep@db.example:5432/lockstep"   # or "sqlite:///path/to/lockstep.db"
@@ -74,6 +79,7 @@ import math
 import os
 import secrets
 import shlex
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -162,6 +168,11 @@ class Settings:
     store_url: str | None = field(default=None, repr=False)
     # `[cluster]`: used on a PostgreSQL store, where every server is a cluster node
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    workers: int = 1  # `[server] workers` / --workers: processes sharing the port (cli/workers.py)
+    # This process's name among the nodes sharing a database (`[cluster] node_id`, else
+    # LOCKSTEP_NODE_ID, else `<hostname>-<pid>`); `lockstep serve --workers N` gives each worker
+    # its own (`<node_id or hostname>-w<i>`), stable across that worker's restarts.
+    node_id: str = field(default_factory=lambda: default_node_id())
 
     @property
     def key_file(self) -> Path:
@@ -249,13 +260,59 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None, **flags:
         named_keys=parse_config_keys(data["keys"]) if "keys" in data else (),
         webhooks=_webhooks(data.get("webhooks", []), env),
         cluster=_cluster(data.get("cluster", {})),
+        workers=_workers(server.get("workers", 1)),
+        node_id=_node_id(data.get("cluster", {}), env),
     )
     if "apns" in data:
         settings = _with_apns(settings, data["apns"], base=path.parent if path else Path())
     overrides = {k: v for k, v in flags.items() if v is not None}
     if settings.store_url is not None and overrides.get("db") is not None:
         raise ConfigError("--db names a SQLite file but [store].url names PostgreSQL; keep one")
+    if "workers" in overrides:
+        overrides["workers"] = _workers(overrides["workers"], "--workers")
     return replace(settings, **overrides)
+
+
+NODE_ID_ENV = "LOCKSTEP_NODE_ID"
+"""The variable naming this process's node; `lockstep serve --workers N` sets it per worker."""
+
+_NODE_ID_MAX = 64
+
+
+def default_node_id() -> str:
+    """`<hostname>-<pid>`: unique among the processes of one machine and across machines."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _node_id(cluster: Any, env: dict[str, str]) -> str:
+    """`[cluster] node_id`, overridden by `LOCKSTEP_NODE_ID`; default `<hostname>-<pid>`."""
+    if not isinstance(cluster, dict):
+        raise ConfigError("[cluster]: must be a table")  # its other keys: `_cluster`
+    if env.get(NODE_ID_ENV):
+        value: Any = env[NODE_ID_ENV]
+        where = NODE_ID_ENV
+    elif "node_id" in cluster:
+        value, where = cluster["node_id"], "[cluster].node_id"
+    else:
+        return default_node_id()
+    # Printable ASCII without spaces: it names the node in logs, headers and database rows.
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= _NODE_ID_MAX
+        or not all("!" <= c <= "~" for c in value)
+    ):
+        raise ConfigError(
+            f"{where}: must be 1 to {_NODE_ID_MAX} printable ASCII characters without spaces, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _workers(value: Any, where: str = "[server].workers") -> int:
+    """`[server] workers` / --workers: a positive number of processes."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(f"{where}: must be a whole number from 1 to 256, got {value!r}")
+    return value
 
 
 _STORE_KEYS = frozenset({"url"})
@@ -351,6 +408,7 @@ _SERVER_KEYS = frozenset(
         "access_log",
         "log_format",
         "http_parser",
+        "workers",
         *_HTTP_KEYS,
     }
 )

@@ -12,6 +12,7 @@ from engine.cli.main import build_parser
 from engine.config import DeliveryConfig
 from engine.server.service.live import LiveConfig
 from engine.server.service.widgets import WidgetConfig
+from engine.server.cluster.config import ClusterSettings
 from engine.server.settings import (
     _SERVER_KEYS,
     _STORE_KEYS,
@@ -41,6 +42,7 @@ def test_the_example_config_names_every_setting() -> None:
         "simulate": {f.name for f in dataclasses.fields(SimulateSettings)},
         "widgets": {f.name for f in dataclasses.fields(WidgetConfig)},
         "store": set(_STORE_KEYS),
+        "cluster": {f.name for f in dataclasses.fields(ClusterSettings)},
     }
     for section, keys in expected.items():
         assert _keys_in(text, section) == keys, section
@@ -53,6 +55,8 @@ def test_the_example_config_loads_and_holds_the_defaults(tmp_path: Path) -> None
     for name in ("delivery", "live", "simulate", "widgets", "http", "host", "port", "state_dir"):
         assert getattr(loaded, name) == getattr(default, name), name
     for name in ("db", "store_url", "max_body", "storage_retry_after", "access_log", "log_format"):
+        assert getattr(loaded, name) == getattr(default, name), name
+    for name in ("workers", "cluster"):
         assert getattr(loaded, name) == getattr(default, name), name
 
 

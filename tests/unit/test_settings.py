@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import stat
 from pathlib import Path
 
@@ -88,6 +90,11 @@ environment = "sandbox"
         ("[server]\nstorage_retry_after = 0\n", "[server].storage_retry_after"),
         ("[server]\nstorage_retry_after = 'soon'\n", "[server].storage_retry_after"),
         ("[live]\ntoken_timeout = -1\n", "[live].token_timeout"),
+        ("[server]\nworkers = 0\n", "[server].workers: must be a whole number from 1 to 256"),
+        ("[server]\nworkers = true\n", "[server].workers"),
+        ("[cluster]\nnode = 'a'\n", "[cluster]: unknown key(s) node"),
+        ("[cluster]\nnode_id = 'web 1'\n", "[cluster].node_id: must be 1 to 64 printable"),
+        ("[cluster]\nnode_id = ''\n", "[cluster].node_id"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -180,3 +187,21 @@ def test_a_db_flag_with_a_postgresql_url_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--db names a SQLite file"):
         load_settings(path, env={}, db=Path("x.db"))
     assert load_settings(path, env={}, db=None).store_url == "postgresql://127.0.0.1/test"
+
+
+def test_workers_come_from_the_file_then_the_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nworkers = 3\n")
+    assert load_settings(None, env={}).workers == 1
+    assert load_settings(path, env={}).workers == 3
+    assert load_settings(path, env={}, workers=2).workers == 2
+    with pytest.raises(ConfigError, match="--workers: must be a whole number"):
+        load_settings(path, env={}, workers=0)
+
+
+def test_the_node_id_defaults_to_host_and_pid_and_the_variable_wins(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).node_id == f"{socket.gethostname()}-{os.getpid()}"
+    path = write(tmp_path, "[cluster]\nnode_id = 'web-1'\n")
+    assert load_settings(path, env={}).node_id == "web-1"
+    assert load_settings(path, env={"LOCKSTEP_NODE_ID": "web-1-w0"}).node_id == "web-1-w0"
+    with pytest.raises(ConfigError, match="LOCKSTEP_NODE_ID: must be"):
+        load_settings(None, env={"LOCKSTEP_NODE_ID": "x" * 65})

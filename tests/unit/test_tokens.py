@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.apns.auth import ProviderToken, SigningKey, decode_token, verify_token
-from engine.apns.tokens import TokenSource
+from engine.apns.tokens import TokenSource, fallback_age
 
 KEY = SigningKey.generate("ABC123DEFG", "TEAM123456")
 T0 = 1_700_000_000.75
@@ -164,3 +164,73 @@ def test_repr_shows_identity_and_age_but_no_secret(clock: FakeClock, source: Tok
 def test_rejects_unsafe_settings(clock: FakeClock, max_age: float, min_refresh: float) -> None:
     with pytest.raises(ValueError):
         TokenSource(KEY, wall_clock=clock, max_age=max_age, min_refresh=min_refresh)
+
+
+# --------------------------------------------------------------------------------------------------
+# Coordinated mode: refreshes left to the shell that shares the token (engine/server/store/pgtokens)
+
+
+@pytest.fixture
+def shared(clock: FakeClock) -> TokenSource:
+    return TokenSource(KEY, wall_clock=clock, coordinated=True)
+
+
+def test_coordinated_sources_issue_the_first_token_but_leave_age_refreshes_to_the_shell(
+    clock: FakeClock, shared: TokenSource
+) -> None:
+    first = shared.current()  # nothing shared yet: a token now beats none
+    assert shared.coordinated and shared.generation == 1 and shared.max_age == 3000.0
+    assert shared.due_at == first.issued_at + 3000.0
+    clock.now = first.issued_at + 3000.0
+    assert shared.current() is first  # max_age: the shell's turn, not ours
+    clock.now = first.issued_at + fallback_age(3000.0) - 1
+    assert shared.current() is first and shared.local_fallbacks == 0
+    clock.now = first.issued_at + fallback_age(3000.0)
+    fallback = shared.current()  # the shell never came: issue rather than be rejected
+    assert fallback != first and shared.local_fallbacks == 1
+    assert fallback_age(3000.0) == 3300.0
+
+
+def test_coordinated_expired_reports_mark_the_token_once_and_wake_the_shell(
+    clock: FakeClock, shared: TokenSource
+) -> None:
+    woken: list[bool] = []
+    shared.on_refresh_wanted = lambda: woken.append(True)
+    first = shared.current()
+    for _ in range(3):  # a burst of reports for the same token
+        assert shared.on_expired(first) is first
+    assert woken == [True] and shared.refresh_wanted is first
+    assert shared.generation == 1 and shared.forced_refreshes == 0
+    clock.now += 1
+    other = ProviderToken.issue(KEY, int(clock.now))
+    assert shared.adopt(other) and shared.current() is other
+    assert shared.refresh_wanted is None and shared.adoptions == 1
+    assert shared.on_expired(first) is other  # a late report about the old token: nothing to do
+
+
+def test_adopting_the_current_token_changes_nothing_and_a_foreign_key_is_refused(
+    clock: FakeClock, shared: TokenSource
+) -> None:
+    assert shared.due_at is None
+    token = shared.issue_new()  # signed now, not current
+    assert shared.cached is None and token.issued_at == int(T0)
+    assert shared.adopt(token) and not shared.adopt(token)
+    assert (shared.generation, shared.adoptions) == (1, 1)
+    foreign = ProviderToken.issue(SigningKey.generate("OTHERKEY01", "TEAM123456"), int(T0))
+    with pytest.raises(ValueError, match="another key or team"):
+        shared.adopt(foreign)
+    shared.on_expired(token)
+    assert shared.adopt(token) is False and shared.refresh_wanted is token  # still the failed one
+
+
+def test_refresh_locally_is_the_way_out_when_the_database_cannot_be_reached(
+    clock: FakeClock, shared: TokenSource
+) -> None:
+    first = shared.current()
+    shared.on_expired(first)
+    clock.now += 5
+    fresh = shared.refresh_locally(first)
+    assert fresh != first and shared.cached is fresh
+    assert shared.refresh_wanted is None and shared.forced_refreshes == 1
+    assert shared.refresh_locally(first) is fresh  # already superseded: no second refresh
+    assert shared.generation == 2

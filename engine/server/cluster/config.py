@@ -1,7 +1,8 @@
 """`[cluster]`: how a node on a PostgreSQL store takes part in the cluster.
 
     [cluster]
-    node_id = "api-1"          # default: <hostname>-<pid>; unique per node
+    node_id = "api-1"          # default: <hostname>-<pid>; unique per node (read by the server's
+                               # settings: LOCKSTEP_NODE_ID overrides, workers get -w<i>)
     partitions = 64            # the same on every node of one database (checked at start)
     lease_ttl = 5.0            # seconds a lease lasts without renewal: a dead node's partitions
                                # are taken over after at most lease_ttl + lease_interval
@@ -17,18 +18,11 @@ Plain data, checked on construction.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 
 from engine.server.cluster.partitions import DEFAULT_PARTITIONS
 
-__all__ = ["ClusterSettings", "default_node_id", "split_address"]
-
-
-def default_node_id() -> str:
-    """`<hostname>-<pid>`: unique on one machine, readable in logs and `/healthz`."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+__all__ = ["ClusterSettings", "split_address"]
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -43,7 +37,7 @@ def split_address(address: str) -> tuple[str, int]:
 class ClusterSettings:
     """The `[cluster]` table (see the module docstring)."""
 
-    node_id: str = ""
+    node_id: str = ""  # `Settings.node_id` is the one in use (see above)
     partitions: int = DEFAULT_PARTITIONS
     lease_ttl: float = 5.0
     lease_interval: float = 1.0
@@ -70,8 +64,3 @@ class ClusterSettings:
         split_address(self.listen)
         if self.advertise:
             split_address(self.advertise)
-
-    @property
-    def node(self) -> str:
-        """This node's id (the configured one, else `default_node_id()`)."""
-        return self.node_id or default_node_id()

@@ -178,6 +178,7 @@ class ApiApp:
         router: Router | None = None,
         forwarder: Forwarder | None = None,
         router_wait: float = 5.0,
+        node_id: str | None = None,
     ) -> None:
         self._clock = clock  # the access log's durations
         self.placer = (
@@ -191,7 +192,9 @@ class ApiApp:
                 owns_forwarder=forwarder is None,
             )
         )
-        self.context = Context(service, metrics, msgspec.json.encode(openapi), phones=phones)
+        self.context = Context(
+            service, metrics, msgspec.json.encode(openapi), phones=phones, node_id=node_id
+        )
         self.max_body = max_body
         self.record = record
         self.record_reply = record_reply
@@ -368,6 +371,7 @@ def create_app(
     router: Router | None = None,
     forwarder: Forwarder | None = None,
     router_wait: float = 5.0,
+    node_id: str | None = None,
 ) -> ApiApp:
     """The HTTP API over `service` (`.live`, `.devices`, `.health()`, `.stats()`: see
     `engine.server.http.seam.ApiService`).
@@ -383,6 +387,8 @@ def create_app(
     `router` (a cluster) places each call; the calls of other nodes' partitions go through
     `forwarder` (None: one the app makes for `router.node_id` and closes in `aclose`), and a
     call no node can take waits up to `router_wait` seconds (see the module docstring).
+    `node_id` names this process in `/healthz` (`node`): which of several workers or nodes
+    answered.
     """
     return ApiApp(
         service,
@@ -398,6 +404,7 @@ def create_app(
         router=router,
         forwarder=forwarder,
         router_wait=router_wait,
+        node_id=node_id,
     )
 
 

@@ -66,6 +66,7 @@ class Context:
     openapi_body: bytes  # the OpenAPI document, encoded once
     key: KeyScope = FULL_ACCESS  # the send key's scope: pass it to the service on every send
     phones: PhonesView | None = None  # simulated iPhones for the page (simulate mode only)
+    node_id: str | None = None  # this process's node (`Settings.node_id`), named by /healthz
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]

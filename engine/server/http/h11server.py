@@ -42,6 +42,7 @@ import errno
 import json
 import logging
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -173,9 +174,17 @@ class H11Server:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
         shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
         graceful_timeout: float = 5.0,
+        sock: socket.socket | None = None,
     ) -> None:
-        """Listen on host:port, report the bound port, serve until `shutdown_trigger` returns."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        """Listen on host:port, report the bound port, serve until `shutdown_trigger` returns.
+
+        `sock`, when given, is a socket already bound and listening (a `lockstep serve --workers`
+        worker's, engine/server/workers.py): it is served instead of opening one on host:port.
+        """
+        if sock is None:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        else:
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
         bound = int(listeners[0].socket.getsockname()[1])
         async with trio.open_nursery() as connections:
             try:

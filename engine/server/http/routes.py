@@ -207,6 +207,8 @@ async def _openapi(ctx: Context, params: Mapping[str, str], body: bytes) -> Repl
 
 async def _healthz(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     health = dict(ctx.service.health())  # the seam promises a Mapping; msgspec encodes dicts
+    if ctx.node_id is not None:  # which worker or node answered (several share one port)
+        health["node"] = ctx.node_id
     # A load balancer reads the status, not the body: an explicit `ok: false` is a 503.
     return _json(health, 503 if health.get("ok") is False else 200)
 

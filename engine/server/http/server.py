@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -74,18 +75,23 @@ async def serve_http(
     graceful_timeout: float = 5.0,
     server: str | None = None,
     limits: H11Limits = DEFAULT_LIMITS,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve the ASGI `app` on host:port until `shutdown_trigger` returns (or cancelled).
 
     `task_status.started(port)` reports the bound port (useful with port 0). `server` is one of
     `SERVERS` (None: `$LOCKSTEP_HTTP_SERVER`, else `limits.parser`). On shutdown, accepting stops,
     requests in flight get up to `graceful_timeout` seconds, idle connections close. `limits`
-    bounds connections and the waits on slow or idle clients (`H11Limits`).
+    bounds connections and the waits on slow or idle clients (`H11Limits`). `sock` is a socket
+    already bound and listening to serve instead of host:port (a worker's, see
+    engine/server/workers.py).
     """
     choice = server or os.environ.get(SERVER_ENV) or limits.parser
     if choice not in SERVERS:
         raise ValueError(f"unknown HTTP server {choice!r}; choose one of {', '.join(SERVERS)}")
     config = hypercorn_config(host, port, graceful_timeout=graceful_timeout, limits=limits)
+    if sock is not None:
+        config.bind = [f"fd://{sock.fileno()}"]  # hypercorn adopts a listening descriptor
     asgi: Any = app  # an ASGI callable; hypercorn's own type is narrower than it needs to be
     if choice != "hypercorn":
         h2c, stop_h2c = hypercorn_h2c(asgi, config)
@@ -97,6 +103,7 @@ async def serve_http(
             task_status=task_status,
             shutdown_trigger=shutdown_trigger,
             graceful_timeout=graceful_timeout,
+            sock=sock,
         )
         return
     async with trio.open_nursery() as nursery:
