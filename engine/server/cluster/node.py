@@ -296,7 +296,11 @@ class ClusterNode:
         part = _only(snapshot, set(got), self.partitions)
         if GLOBAL in got:
             service.registry.metrics = {m.key: m for m in snapshot.metrics}
-        await service.refresh_devices(snapshot.devices)
+        if GLOBAL in got:
+            # The devices' writer now: it starts from the stored devices.
+            await service.refresh_devices(snapshot.devices)
+        else:
+            self._devices_changed.set()  # in step with the writer before delivering
         await service.attach(part)
         self._ready.update(got)
         self.takeovers += len(got)
@@ -388,6 +392,10 @@ class ClusterNode:
                 log.warning("could not reload devices: %s", exc)
                 continue
             assert self._service is not None
+            if GLOBAL in self.book.held():
+                # This node writes the devices: its memory is newer than any read of the table
+                # (a registration may be committing while the rows are read).
+                continue
             await self._service.refresh_devices(rows)
 
     def _load_devices(self) -> list[Any]:
