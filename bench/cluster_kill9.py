@@ -85,6 +85,31 @@ def worker_pid(supervisor: int, node_id: str) -> int:
     raise SystemExit(f"no worker process named {node_id}")
 
 
+def lost_detail(control: int, load: Load) -> list[dict[str, Any]]:
+    """What the phones say about each stream they show below its last accepted value."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{control}/devices", timeout=5.0) as answer:
+        devices = json.loads(answer.read())["devices"]
+    out = []
+    for device in devices:
+        for act in device["activities"]:
+            key = act["content_state"].get("title")
+            value = act["content_state"].get("value")
+            if key in load.accepted and (value or 0) < load.accepted[key]:
+                keep = ("state", "applied", "ignored", "throttled", "delayed", "superseded", "held")
+                out.append(
+                    {
+                        "device": device["name"],
+                        "stream": key,
+                        "value": value,
+                        **{k: act.get(k) for k in keep},
+                        "events": act.get("events", [])[-6:],
+                    }
+                )
+    return out
+
+
 def start(folder: Path, url: str, port: int, control: int, workers: int) -> subprocess.Popen[bytes]:
     """`lockstep serve --workers N` on the PostgreSQL schema `url`, its output in a log file."""
     config = folder / "lockstep.toml"
@@ -96,7 +121,7 @@ def start(folder: Path, url: str, port: int, control: int, workers: int) -> subp
         '[cluster]\nnode_id = "bench"\n'
     )
     cmd = [sys.executable, "-m", "engine.cli.main", "serve", "--config", str(config)]
-    cmd += ["--port", str(port), "--state-dir", str(folder / "state")]
+    cmd += ["--port", str(port), "--state-dir", str(folder / "state"), "--verbose"]
     log = (folder / "server.log").open("ab")
     return subprocess.Popen(cmd, stdout=log, stderr=log)
 
@@ -108,6 +133,7 @@ def measure(url: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     load = Load(f"http://127.0.0.1:{port}/api", args.streams)
     thread = threading.Thread(target=load.run, daemon=True)
     result: dict[str, Any] = {}
+    lost = violations = 0
     try:
         wait_up(port, proc)
         before = wait_owned(url, 60, args.workers)
@@ -139,7 +165,9 @@ def measure(url: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 break
             time.sleep(1.0)
         after = leases(url)
+        result["lost_detail"] = lost_detail(control, load) if lost else []
         result = {
+            **result,
             "victim": victim,
             "victim_partitions": len(held),
             "takeover_s": None if takeover is None else round(takeover, 3),
@@ -156,6 +184,8 @@ def measure(url: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+    if args.log is not None:
+        args.log.write_bytes((folder / "server.log").read_bytes())
     return {**result, "calls": load.calls, "statuses": load.statuses, "accepted": load.accepted}
 
 
@@ -168,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=float, default=5.0, help="seconds of load before and after")
     p.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the phones")
     p.add_argument("--pg", default=PG, help="the PostgreSQL database (a fresh schema is made)")
+    p.add_argument("--log", type=Path, help="keep the server's log in this file")
     args = p.parse_args(argv)
     schema = f"lockstep_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.pg, autocommit=True) as conn:

@@ -61,13 +61,22 @@ class Engine:
         dispatcher: Dispatcher,
         wall_clock: Callable[[], float],
         listener: EngineListener,
+        budget: PriorityBudget | None = None,
     ) -> None:
         self.config = config
         self._dispatcher = dispatcher
         self._coalescer = dispatcher.coalescer
         self._wall = wall_clock
         self._listener = listener
+        self._budget = budget  # the coalescer's priority-10 budget, to share out (`share_budget`)
         self._seq = 0
+
+    def share_budget(self, parts: int) -> None:
+        """Spend only `1 / parts` of each device's priority-10 budget: `parts` engines push to
+        the same devices (the nodes of a cluster) and together must stay within it
+        (`PriorityBudget.divide`). Nothing to do without a budget."""
+        if self._budget is not None:
+            self._budget.divide(parts)
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -316,7 +325,7 @@ async def open_engine(
     dispatcher = Dispatcher(
         coalescer, pool, topic=creds.topic, wall_clock=wall_clock, listener=listener
     )
-    engine = Engine(config, dispatcher, wall_clock, listener)
+    engine = Engine(config, dispatcher, wall_clock, listener, budget)
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         await nursery.start(dispatcher.run)

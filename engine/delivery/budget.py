@@ -75,15 +75,29 @@ class PriorityBudget:
         self._max = max_devices
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
+        self._cap = float(hourly)  # what a device's bucket holds at most (`divide`)
+        self._reserve = float(reserve)
+
+    def divide(self, parts: int) -> None:
+        """Keep `1 / parts` of every device's budget: `parts` engines (the nodes of a cluster)
+        push to the same devices, each tracking only its own pushes, and together they must not
+        spend more than the device has. The cap, the reserve and the refill rate all scale;
+        a level above the new cap is cut to it. `divide(1)` restores the whole budget."""
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, got {parts!r}")
+        self._cap = self.hourly / parts
+        self._reserve = self.reserve / parts
+        self._interval = HOUR * parts / self.hourly
+        for bucket in self._buckets.values():
+            bucket.level = min(bucket.level, self._cap)
+
     def _level(self, device: str, now: float) -> float:
         """The device's budget at `now`, refilled (a full one is not stored)."""
         bucket = self._buckets.get(device)
         if bucket is None:
-            return float(self.hourly)
+            return self._cap
         if now > bucket.at:
-            bucket.level = min(
-                float(self.hourly), bucket.level + (now - bucket.at) / self._interval
-            )
+            bucket.level = min(self._cap, bucket.level + (now - bucket.at) / self._interval)
             bucket.at = now
         return bucket.level
 
@@ -91,7 +105,7 @@ class PriorityBudget:
         """The priority to send a push with now; a priority-10 push spends one from the device."""
         level = self._level(device, now)
         if routine:
-            priority = 10 if level - 1.0 >= self.reserve else 5
+            priority = 10 if level - 1.0 >= self._reserve else 5
         if priority == 10:
             self._spend(device, level, now)
         return priority
@@ -111,7 +125,7 @@ class PriorityBudget:
         """The device's budget at `now`, for warnings and status."""
         level = self._level(device, now)
         left = int(level + 1e-9)  # a refill of exactly one push is one whole push
-        return BudgetState(left, level - 1.0 < self.reserve, left == 0)
+        return BudgetState(left, level - 1.0 < self._reserve, left == 0)
 
     def __len__(self) -> int:
         """How many devices have spent part of their budget (and are remembered)."""

@@ -100,7 +100,18 @@ class FakeStore:
         return Snapshot()
 
 
+class FakeEngine:
+    def __init__(self) -> None:
+        self.shares: list[int] = []
+
+    def share_budget(self, parts: int) -> None:
+        self.shares.append(parts)
+
+
 class FakeOutbox:
+    def __init__(self) -> None:
+        self.engine = FakeEngine()
+
     async def flush(self) -> bool:
         return True
 

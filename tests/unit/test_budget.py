@@ -118,3 +118,20 @@ def test_without_a_budget_every_push_goes_at_its_own_priority() -> None:
     co.offer(LANE, Item.build(prepare(LiveActivityContent(EventKind.UPDATE, {})), "t", 1), now=0)
     (dispatch,) = co.take_ready(now=0.0, wall_now=W0, limit=1)
     assert dispatch.priority == 5
+
+
+def test_a_divided_budget_is_a_share_of_cap_reserve_and_refill() -> None:
+    budget = PriorityBudget(30, 3)
+    budget.divide(3)  # three nodes push to the same phones
+    spent = [budget.pick("d", 10, routine=True, now=0.0) for _ in range(12)]
+    # 10 in the bucket, 1 kept in reserve: 9 routine pushes at 10, then 5.
+    assert spent.count(10) == 9 and spent[9:] == [5, 5, 5]
+    assert budget.state("d", 0.0).left == 1
+    assert budget.state("d", 360.0).left == 2  # refills at a third of the rate: one per 6 min
+    budget.divide(1)
+    assert budget.state("d", 360.0).left == 2  # the level carries over; the cap is whole again
+    assert budget.state("d", 360.0 + 120.0 * 28).left == 30
+    budget.divide(2)
+    assert budget.state("d", 360.0 + 120.0 * 28).left == 15  # cut to the new cap
+    with pytest.raises(ValueError, match="parts"):
+        budget.divide(0)

@@ -70,7 +70,7 @@ class LeaseBook:
         *,
         ttl: float,
         margin: float,
-        max_releases: int = 4,
+        max_releases: int = 16,
     ) -> None:
         if not 0 < margin < ttl:
             raise ValueError(f"lease margin {margin} must be between 0 and the ttl {ttl}")

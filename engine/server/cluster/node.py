@@ -153,6 +153,7 @@ class ClusterNode:
         self._service: Service | None = None
         self._ready: set[int] = set()  # held partitions whose activities are loaded
         self._owners: dict[int, str] = {}  # partition -> address of the live node holding it
+        self._nodes = 1  # live nodes at the last round
         self._devices_changed = trio.Event()
         self._stop = threading.Event()
         self.takeovers = 0  # partitions taken over (attached) since start
@@ -260,6 +261,11 @@ class ClusterNode:
                 self.book.dropped(partition)
             self._detach(lost)
         self._owners = _owners(result.rows, result.live, self.node_id)
+        nodes = len(set(result.live) | {self.node_id})
+        if nodes != self._nodes:
+            # Every node pushes to the same phones: each spends its share of their budget.
+            self._nodes = nodes
+            service.outbox.engine.share_budget(nodes)
         # Renewed but not loaded: the watchdog dropped it while a round hung; load it again.
         unloaded = {p: e for p, e in result.renewed.items() if p not in self._ready}
         if unloaded:

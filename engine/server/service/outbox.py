@@ -230,6 +230,8 @@ class Outbox:
     def _settled(
         self, act: Activity, rec: Recipient, version: int, start: bool, result: DeliveryResult
     ) -> None:
+        if not self._holds(act):
+            return  # another node delivers it now: its progress is that node's to record
         row = rec.row
         if result.status is not DeliveryStatus.SUPERSEDED:  # the status reads the last answer
             rec.last_status = result.http_status
