@@ -10,9 +10,9 @@ from pathlib import Path
 
 from engine.cli.main import build_parser
 from engine.config import DeliveryConfig
+from engine.server.cluster.config import ClusterSettings
 from engine.server.service.live import LiveConfig
 from engine.server.service.widgets import WidgetConfig
-from engine.server.cluster.config import ClusterSettings
 from engine.server.settings import (
     _SERVER_KEYS,
     _STORE_KEYS,
