@@ -248,6 +248,8 @@ async def open_server(
             router=node,
             router_wait=settings.cluster.forward_wait,
         )
+        if node is not None:
+            stack.push_async_callback(app.aclose)  # the connections to the other nodes
         shutdown = trio.Event()
         stack.callback(shutdown.set)
         listen_sock = None
