@@ -356,6 +356,7 @@ async def _join(
         settings.api_keys[0],
         wait=settings.cluster.forward_wait,
     )
+    service.cluster_stats = node.stats
     await stack.enter_async_context(open_node(service, node))
 
 

@@ -128,6 +128,8 @@ class Service:
         self.webhooks = Webhooks(
             config.webhooks, self.live, self.guard, deliveries, wall_clock=wall_clock
         )
+        # A cluster node's own gauges (engine/server/cluster/node.py), in /metrics and /healthz.
+        self.cluster_stats: Callable[[], dict[str, float]] | None = None
         self.recovered = 0
         self.tokens_overdue = 0  # started activities reported without an update token in time
         self.started_at = wall_clock()
@@ -144,6 +146,8 @@ class Service:
         }
         if failing is not None:
             health["storage"] = failing
+        if self.cluster_stats is not None:
+            health["partitions"] = int(self.cluster_stats()["cluster_partitions_held"])
         return health
 
     def stats(self) -> dict[str, float]:
@@ -169,6 +173,7 @@ class Service:
             "update_tokens_overdue": self.tokens_overdue,
             "store_write_failures": self.guard.failed_writes,
             "store_failing": float(self.guard.failure is not None),  # what /healthz reports
+            **(self.cluster_stats() if self.cluster_stats is not None else {}),
         }
 
     async def sweep(self) -> int:
