@@ -17,7 +17,7 @@ from engine.server.cluster.node import ClusterNode
 from engine.server.cluster.pgleases import Round
 from engine.server.http.seam import LOCAL, Forward
 from engine.server.store.base import UNREACHABLE, StoreError
-from engine.server.store.records import Snapshot
+from tests.helpers.clusterkit import FakeService, Route
 
 PARTITIONS = 8
 TTL, INTERVAL, MARGIN = 5.0, 1.0, 1.0
@@ -85,58 +85,6 @@ class FakeTable:
         for p, e in held.items():
             self.release(p, e)
         self.db.beats.pop(self.node_id, None)
-
-
-class FakeRegistry:
-    def __init__(self) -> None:
-        self.activities: dict[str, Any] = {}
-        self.streams: dict[str, Any] = {}
-        self.metrics: dict[str, Any] = {}
-
-
-class FakeStore:
-    async def load(self) -> Snapshot:
-        await trio.sleep(0.01)  # a load takes a moment: calls must wait for it
-        return Snapshot()
-
-
-class FakeEngine:
-    def __init__(self) -> None:
-        self.shares: list[int] = []
-
-    def share_budget(self, parts: int) -> None:
-        self.shares.append(parts)
-
-
-class FakeOutbox:
-    def __init__(self) -> None:
-        self.engine = FakeEngine()
-
-    async def flush(self) -> bool:
-        return True
-
-
-class FakeService:
-    def __init__(self) -> None:
-        self.registry, self.store, self.outbox = FakeRegistry(), FakeStore(), FakeOutbox()
-        self.attached = 0
-
-    async def attach(self, part: Snapshot) -> int:
-        self.attached += 1
-        return 0
-
-    def detach(self, activity_ids: Any, stream_keys: Any) -> None:
-        pass
-
-    async def refresh_devices(self, rows: Any) -> None:
-        pass
-
-
-@dataclass
-class Route:
-    method: str = "PUT"
-    template: str = "/api/live-activity/stream/{stream_key}"
-    operation_id: str = "reconcileLiveActivityStream"
 
 
 def make_node(db: Db, name: str) -> tuple[ClusterNode, FakeTable]:

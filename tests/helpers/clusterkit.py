@@ -1,0 +1,74 @@
+"""Stand-ins for a cluster node's service (what `ClusterNode` calls) and for a route."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from engine.server.store.records import Snapshot
+
+
+class FakeRegistry:
+    """The registry's dicts a node reads."""
+
+    def __init__(self) -> None:
+        self.activities: dict[str, Any] = {}
+        self.streams: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+
+
+class FakeStore:
+    """A store whose load takes a moment and returns nothing."""
+
+    async def load(self) -> Snapshot:
+        await trio.sleep(0.01)  # a load takes a moment: calls must wait for it
+        return Snapshot()
+
+
+class FakeEngine:
+    """Records the budget shares it is given."""
+
+    def __init__(self) -> None:
+        self.shares: list[int] = []
+
+    def share_budget(self, parts: int) -> None:
+        self.shares.append(parts)
+
+
+class FakeOutbox:
+    """An outbox with nothing to flush."""
+
+    def __init__(self) -> None:
+        self.engine = FakeEngine()
+
+    async def flush(self) -> bool:
+        return True
+
+
+class FakeService:
+    """What `ClusterNode` calls on its service, counting attaches."""
+
+    def __init__(self) -> None:
+        self.registry, self.store, self.outbox = FakeRegistry(), FakeStore(), FakeOutbox()
+        self.attached = 0
+
+    async def attach(self, part: Snapshot) -> int:
+        self.attached += 1
+        return 0
+
+    def detach(self, activity_ids: Any, stream_keys: Any) -> None:
+        pass
+
+    async def refresh_devices(self, rows: Any) -> None:
+        pass
+
+
+@dataclass
+class Route:
+    """The stream route, as a router sees it."""
+
+    method: str = "PUT"
+    template: str = "/api/live-activity/stream/{stream_key}"
+    operation_id: str = "reconcileLiveActivityStream"
