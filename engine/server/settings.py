@@ -169,8 +169,8 @@ class Settings:
     # `[cluster]`: used on a PostgreSQL store, where every server is a cluster node
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     workers: int = 1  # `[server] workers` / --workers: processes sharing the port (cli/workers.py)
-    # This process's name among the nodes sharing a database (`[cluster] node_id`, else
-    # LOCKSTEP_NODE_ID, else `<hostname>-<pid>`); `lockstep serve --workers N` gives each worker
+    # This process's name among the nodes sharing a database (LOCKSTEP_NODE_ID, else
+    # `[cluster] node_id`, else `<hostname>-<pid>`); `lockstep serve --workers N` gives each worker
     # its own (`<node_id or hostname>-w<i>`), stable across that worker's restarts.
     node_id: str = field(default_factory=lambda: default_node_id())
 
