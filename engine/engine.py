@@ -248,8 +248,9 @@ class Engine:
         """Stop delivering `activity_id` on every lane: another node delivers it now.
 
         Returns how many pending pushes were resolved (FAILED, detail "abandoned: ..."); a push
-        already in flight completes with APNs' answer and is never retried. Nothing is marked
-        dead and nothing is sent for the activity until it is submitted again (module docstring).
+        already in flight completes with APNs' answer and is never retried. The pushes never
+        sent say nothing of their tokens (no `Outcome.DROP_TOKEN`), and nothing is sent for the
+        activity until it is submitted again (module docstring).
         """
         return self._dispatcher.abandon(activity_id)
 

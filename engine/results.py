@@ -8,7 +8,8 @@ Every submitted event ends in exactly one result, whose `DeliveryStatus` is one 
   token) or `Outcome.FIX_REQUEST` (a request to fix) in the shared reason table (apns.md §3).
 - `FAILED`: no delivery after every retry (transport failures, 5xx past `max_attempts`), or a
   refusal that named no reason; or abandoned, because another node delivers its activity now
-  (`Engine.abandon`: `detail` starts "abandoned: ", and `outcome` is None whatever the token).
+  (`Engine.abandon`: `detail` starts "abandoned: "; a push abandoned before it was sent has no
+  `outcome` whatever its token, one abandoned in flight ends with APNs' answer, never retried).
 
 `DeliveryStatus` is the end of the whole push; `engine.apns.reasons.Outcome` is the end of one
 attempt. The coalescer settles items with a `DeliveryStatus` too, so both layers share one word.

@@ -185,3 +185,23 @@ def test_many_lanes_abandoned_while_queued_leave_stale_entries_that_are_skipped(
     (d,) = h.take()  # `take_ready` skips stale entries too
     assert d.lane == ("again-2", "d")
     assert h.co.stats.scheduled == 0 and h.co.next_ready_at() is None
+
+
+def test_an_activity_on_several_devices_is_found_on_each_as_lanes_come_and_go() -> None:
+    h = Harness()
+    devices = [(LANE[0], f"device-{n}") for n in range(1, 5)]
+    for lane in devices:
+        h.offer(UPDATE, 1, lane=lane)
+    for d in h.take():
+        h.complete(d, Outcome.ACCEPTED)
+    assert h.co.forget(devices[0]) and h.co.forget(devices[1])  # four lanes, then two
+    assert h.co.forget(devices[2])  # then one
+    kept, _ = h.offer(UPDATE, 2, lane=devices[3])
+    h.at(1.0)
+    back, _ = h.offer(UPDATE, 2, lane=devices[0])  # two again
+    assert statuses(h.co.abandon(LANE[0])) == [
+        (kept.seq, DeliveryStatus.FAILED),
+        (back.seq, DeliveryStatus.FAILED),
+    ]
+    assert h.co.stats.lanes == 0
+    assert h.co.abandon(LANE[0]) == []
