@@ -34,7 +34,7 @@ import psycopg
 
 from engine.server.cluster.leases import LeaseView
 from engine.server.store.base import StoreError
-from engine.server.store.pg import FENCE_STATE, cause_of, describe, where
+from engine.server.store.pg import FENCE_STATE, cause_of, connect, describe, where
 
 __all__ = ["LeaseTable", "Round", "devices_channel"]
 
@@ -158,24 +158,14 @@ class LeaseTable:
     def connect(self) -> Connection:
         """A new autocommit connection whose statements give up inside a lease's lifetime."""
         timeout_ms = max(100, int(self.ttl * 1000 / 2))
+        conn = connect(self.url, self._connect_timeout, "the cluster database")
         try:
-            conn = psycopg.connect(
-                self.url,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-            )
             # Set here, not in `options`: that would replace the URL's own (a search_path).
             conn.execute(f"SET statement_timeout = {timeout_ms}")
-            return conn
         except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to the cluster database {where(self.url)}: {describe(exc)}",
-                cause=cause_of(exc),
-            ) from exc
+            conn.close()
+            raise StoreError(f"cannot set up {where(self.url)}: {describe(exc)}") from exc
+        return conn
 
     def setup(self) -> None:
         """Create what is missing (tables, functions, trigger, one row per partition), and

@@ -266,6 +266,27 @@ def where(url: str) -> str:
     return f"{host}:{port}/{db or ''}"
 
 
+def connect(url: str, timeout: int, what: str) -> Connection:
+    """An autocommit connection to `url` that notices a vanished peer within seconds;
+    `StoreError` naming `what` and where (never the URL's password) when it cannot."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=timeout,
+            # Notice a peer that vanished without closing (a dead server, a cut network)
+            # within seconds instead of the kernel's two hours.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"cannot connect to {what} {where(url)}: {describe(exc)}", cause=cause_of(exc)
+        ) from exc
+
+
 class PgStore(SqliteStore):
     """`Store` on a PostgreSQL database; see the module docstring.
 
@@ -343,23 +364,7 @@ class PgStore(SqliteStore):
         if self._pg is not None and not self._pg.closed:
             return self._pg
         self._pg = None
-        try:
-            conn = psycopg.connect(
-                self.url,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                # Notice a peer that vanished without closing (a dead server, a cut network)
-                # within seconds instead of the kernel's two hours.
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-            )
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to the store database {self.where}: {describe(exc)}",
-                cause=cause_of(exc),
-            ) from exc
+        conn = connect(self.url, self._connect_timeout, "the store database")
         try:
             migrate(conn)
         except (psycopg.Error, StoreError) as exc:
@@ -428,6 +433,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "PgStore",
     "cause_of",
+    "connect",
     "describe",
     "migrate",
     "where",
