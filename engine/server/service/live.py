@@ -15,16 +15,17 @@ change and queues its write (`StoreGuard.enqueue`, in arrival order), then waits
 without the lock, so a burst to one stream shares commits instead of waiting for one commit per
 call; the hand-off then pushes the newest durable version under the lock again (latest wins:
 an older state never follows a newer one). A failed write rolls back every call queued after it
-too (a later call may have built on it), and each of them answers 503. Every call takes the calling API key's `KeyScope` (default
-scope `all`, contract/scope.py): a call that picks recipients resolves its channels with it (403
-for a channel outside a restricted key's list; no target means the key's channels), and a call
-that changes an activity first checks, under the activity's lock, that the key reaches every
-channel it was sent to. The reply waits a short, configurable moment (`notify_wait`) for APNs
-answers so that `devices_notified` is meaningful; what is not answered by then is reported in
-`devices_queued`. It waits only for pushes that go out now: a push the engine holds (its lane's
-pacing, a push of the lane in flight, a backoff) or a recipient waiting for its update token is
-counted in `devices_queued` at once, so a call whose pushes are all held is answered without
-waiting.
+too (a later call may have built on it), and each of them answers 503.
+
+Every call takes the calling API key's `KeyScope` (default scope `all`, contract/scope.py): a
+call that picks recipients resolves its channels with it (403 for a channel outside a restricted
+key's list; no target means the key's channels), and a call that changes an activity first
+checks, under the activity's lock, that the key reaches every channel it was sent to. The reply
+waits a short, configurable moment (`notify_wait`) for APNs answers so that `devices_notified` is
+meaningful; what is not answered by then is reported in `devices_queued`. It waits only for pushes
+that go out now: a push the engine holds (its lane's pacing, a push of the lane in flight, a
+backoff) or a recipient waiting for its update token is counted in `devices_queued` at once, so a
+call whose pushes are all held is answered without waiting.
 """
 
 from __future__ import annotations
