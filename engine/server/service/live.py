@@ -40,13 +40,19 @@ import trio
 
 from engine.config import ConfigError
 from engine.delivery.dispatch import PushHandle
-from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
+from engine.payload import (
+    EventKind,
+    LiveActivityContent,
+    PayloadTooLarge,
+    PreparedPayload,
+    prepare,
+)
 from engine.results import DeliveryStatus
 from engine.server.contract import errors, models
-from engine.server.contract.carry import carry_all, carry_needed
+from engine.server.contract.carry import carry_all, carry_needed, may_carry
 from engine.server.contract.content import timer_defaults
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
-from engine.server.service.outbox import Outbox, alert_of, latest_content, start_content
+from engine.server.service.outbox import Outbox, alert_of, start_content
 from engine.server.service.state import Activity, Recipient, Registry
 from engine.server.service.undo import StoreGuard, Ticket, Undo
 from engine.server.store.records import (
@@ -308,7 +314,8 @@ class LiveActivities:
             new_state = models.push_state(
                 req.content_state, models.as_content_type(type_), req.action, req.secondary_action
             )
-            if bytes(pack_state(new_state)) == bytes(act.row.state) and req.alert is None:
+            packed = pack_state(new_state)
+            if bytes(packed) == bytes(act.row.state) and req.alert is None:
                 return None, models.StreamPutResponse(
                     success=True,
                     operation="noop",
@@ -321,7 +328,9 @@ class LiveActivities:
                     timestamp=models.iso(now),
                 )
             undo = Undo()
-            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, type_=type_)
+            ops, prepared = self._apply(
+                act, req, EventKind.UPDATE, now, undo, type_=type_, pushed=(new_state, packed)
+            )
             ticket = self._store.enqueue(ops, undo)
             step = _Step(ticket, pushes=[(act, prepared, act.row.version)])
             return step, models.StreamPutResponse(
@@ -549,6 +558,7 @@ class LiveActivities:
         type_: str | None = None,
         carry: bool = False,
         freeze: bool = False,
+        pushed: tuple[dict[str, Any], msgspec.Raw] | None = None,
     ) -> tuple[list[Op], PreparedPayload]:
         """Apply an update or end to `act` (size-checked first; the change recorded in `undo`).
 
@@ -561,11 +571,19 @@ class LiveActivities:
         stream DELETE without a body: the activity ends with its latest state. Metadata and tags
         left out are kept; `{}` and `[]` clear them (the SDK models' descriptions). `freeze`: an
         end that gave no new timer window stops a timer where it stands (`_freezes`).
+        `pushed`: a stream PUT's content-state for the push, already built (and encoded) from
+        `req` by the caller, not yet checked against the type.
         """
         row = act.row
         state_in = req.content_state if req is not None else None
         type_ = type_ or (state_in.type if state_in is not None and state_in.type else row.type)
-        if req is None or state_in is None:
+        packed: msgspec.Raw | None = None
+        if pushed is not None and state_in is not None:
+            # The request's own state is the pushed one (no carry): checked as it came, which is
+            # the same as checking the built state (`_check_whole`) without converting it back.
+            state, packed = pushed
+            models.check_content(state_in, models.as_content_type(type_))
+        elif req is None or state_in is None:
             state = unpack_state(row.state)
         else:
             state = models.push_state(
@@ -581,22 +599,20 @@ class LiveActivities:
                     timer_defaults(state)
             _check_whole(state, type_)
         if freeze and type_ == "timer":
-            state = {**state, "is_running": False}
+            state, packed = {**state, "is_running": False}, None
         alert = _alert_dict(req.alert if req is not None else None)
         dismissal = None
         if kind is EventKind.END:
             dismissal = int(now + _dismiss_after(state_in, self._cfg.default_dismiss_minutes))
-        packed = pack_state(state)
-        probe = Activity(
-            msgspec.structs.replace(
-                row,
-                state=packed,
-                alert=alert,
-                ended=kind is EventKind.END,
-                dismissal_date=dismissal,
+        if packed is None:
+            packed = pack_state(state)
+        # What `latest_content` makes of the changed row, built from the state at hand instead
+        # of decoding the packed one again.
+        prepared = _checked(
+            lambda: prepare(
+                LiveActivityContent(kind, state, alert=alert_of(alert), dismissal_date=dismissal)
             )
         )
-        prepared = _checked(lambda: prepare(latest_content(probe)))
         _ahead(act, undo)
         row.state, row.alert, row.type = packed, alert, type_
         row.version += 1
@@ -662,9 +678,11 @@ class LiveActivities:
         its lane, backing off), when submitted or later, is counted in `queued` without waiting
         further, so a call whose pushes are all held is answered at once.
         """
-        with trio.move_on_after(self._cfg.notify_wait):
-            for _, handle in sent.handles:
-                await handle.answered_unless_held()
+        # Only when some push is neither answered nor held: a cancel scope costs a few µs.
+        if any(h.held is None and h.result_nowait() is None for _, h in sent.handles):
+            with trio.move_on_after(self._cfg.notify_wait):
+                for _, handle in sent.handles:
+                    await handle.answered_unless_held()
         notified, queued = 0, sent.held
         errs = [f"{device_id}: {DEAD_TOKEN_ERROR}" for device_id in sent.dead]
         for device_id, handle in sent.handles:
@@ -714,9 +732,9 @@ def _ahead(act: Activity, undo: Undo) -> None:
     durable yet keeps a copy of the durable row (`Activity.durable`: what pushes may carry
     meanwhile). A rollback undoes every change not yet durable (`StoreGuard`), so memory is
     then durable again."""
-    undo.row(act.row)
+    saved = undo.row(act.row)
     if act.durable is None:
-        act.durable = msgspec.structs.replace(act.row)
+        act.durable = saved
         act.durable_prepared = None
 
         def caught_up() -> None:
@@ -778,7 +796,9 @@ def _completed(req: _R, row: ActivityRow, type_: str | None) -> _R:
     accepted state (`carry.carry_needed`): a timer paused without `duration_seconds`, a
     segmented_progress ended without `number_of_steps`. Unchanged when it has no state."""
     state = req.content_state
-    if state is None:
+    if state is None or not may_carry(
+        lambda name: getattr(state, name) is not None, type_ or row.type
+    ):
         return req
     fields = msgspec.to_builtins(state)
     carried = carry_needed(fields, unpack_state(row.state), type_ or row.type)
