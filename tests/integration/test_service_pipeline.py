@@ -114,6 +114,7 @@ async def test_a_burst_to_one_stream_shares_commits_and_keeps_its_order(
         async with open_harness(kit, tmp_path / "db", make_store=lambda: store) as h:
             activity_id = await started(h, store, "q")
             store.writes.clear()
+            groups = h.service.guard.groups
             store.gate = trio.Event()
             async with trio.open_nursery() as nursery:
                 burst = Burst(h, nursery, "q")
@@ -123,8 +124,10 @@ async def test_a_burst_to_one_stream_shares_commits_and_keeps_its_order(
                 assert stored_value(h, "q") == 20 and burst.outcomes == {}
                 store.gate.set()
             assert [burst.outcomes[v].operation for v in range(1, 21)] == ["updated"] * 20
-            # The first call's write went alone (the gate held it); the 19 behind it in one.
-            assert store.writes == [1, 19]
+            # The first call's write went alone (the gate held it); the 19 behind it in one,
+            # which upserts the activity once.
+            assert store.writes == [1, 1]
+            assert h.service.guard.groups - groups == 2
             await trio.sleep(3)  # pacing: the newest state goes out
             shown = h.shown("iphone-1", activity_id)
             assert shown is not None and shown["content_state"]["value"] == 20

@@ -131,6 +131,22 @@ class Ticket:
         self.error: StoreError | None = None
 
 
+def _each_row_once(ops: list[Op]) -> list[Op]:
+    """`ops` with a row object put several times put once, at its last place.
+
+    The store turns every op of a write into SQL at once, so each put of one row object stores
+    the same values: the last one alone leaves the same rows behind (whatever deletes came
+    between). A burst of calls to one stream then upserts its activity once per commit."""
+    last: dict[int, int] = {}
+    for i, op in enumerate(ops):
+        row = getattr(op, "row", None)
+        if row is not None:
+            last[id(row)] = i
+    if len(last) == len(ops):
+        return ops
+    return [op for i, op in enumerate(ops) if last.get(id(getattr(op, "row", None)), i) == i]
+
+
 class StoreGuard:
     """The store as the service writes to it: failures become 503s and are kept for `/healthz`.
 
@@ -223,7 +239,7 @@ class StoreGuard:
                 ticket.done.set()
 
     async def _write_group(self, group: list[Ticket]) -> None:
-        ops = [op for ticket in group for op in ticket.ops]
+        ops = _each_row_once([op for ticket in group for op in ticket.ops])
         try:
             # Shielded: once handed to the store, the outcome is awaited and reported to every
             # caller even while the service shuts down (the store may commit it anyway).
