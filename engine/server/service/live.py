@@ -269,8 +269,13 @@ class LiveActivities:
         """
         models.check_stream_key(stream_key)
         lock = "stream:" + stream_key
-        async with self._reg.locks.hold(lock):
+        if self._reg.locks.free(lock):
+            # Nobody holds or waits for it: the change and its queueing run without a pause,
+            # so nothing can come between them; taking the lock would only cost time.
             step, reply = self._stream_locked(stream_key, req, scope)
+        else:
+            async with self._reg.locks.hold(lock):
+                step, reply = self._stream_locked(stream_key, req, scope)
         if step is None:
             return reply
         await self._store.settle(step.ticket)  # durable, or 503 with the change rolled back
@@ -301,6 +306,7 @@ class LiveActivities:
             raise errors.BadRequest(
                 f"content_state.type is required: stream {stream_key!r} has no running activity"
             )
+        decoded = req.content_state
         if act is not None:
             req = _completed(req, act.row, type_)
         previous: Activity | None = None
@@ -329,7 +335,13 @@ class LiveActivities:
                 )
             undo = Undo()
             ops, prepared = self._apply(
-                act, req, EventKind.UPDATE, now, undo, type_=type_, pushed=(new_state, packed)
+                act,
+                req,
+                EventKind.UPDATE,
+                now,
+                undo,
+                type_=type_,
+                pushed=(new_state, packed, req.content_state is decoded),
             )
             ticket = self._store.enqueue(ops, undo)
             step = _Step(ticket, pushes=[(act, prepared, act.row.version)])
@@ -558,7 +570,7 @@ class LiveActivities:
         type_: str | None = None,
         carry: bool = False,
         freeze: bool = False,
-        pushed: tuple[dict[str, Any], msgspec.Raw] | None = None,
+        pushed: tuple[dict[str, Any], msgspec.Raw, bool] | None = None,
     ) -> tuple[list[Op], PreparedPayload]:
         """Apply an update or end to `act` (size-checked first; the change recorded in `undo`).
 
@@ -580,9 +592,10 @@ class LiveActivities:
         packed: msgspec.Raw | None = None
         if pushed is not None and state_in is not None:
             # The request's own state is the pushed one (no carry): checked as it came, which is
-            # the same as checking the built state (`_check_whole`) without converting it back.
-            state, packed = pushed
-            models.check_content(state_in, models.as_content_type(type_))
+            # the same as checking the built state (`_check_whole`) without converting it back;
+            # `decode` ran the type-independent rules on it already, unless `_completed` made it.
+            state, packed, decoded = pushed
+            models.check_content(state_in, models.as_content_type(type_), common=not decoded)
         elif req is None or state_in is None:
             state = unpack_state(row.state)
         else:

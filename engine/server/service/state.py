@@ -195,6 +195,11 @@ class KeyedLocks:
     def __len__(self) -> int:
         return len(self._locks)
 
+    def free(self, key: str) -> bool:
+        """Whether nobody holds or waits for the lock of `key` (a caller whose work has no
+        await may then do it without taking the lock)."""
+        return key not in self._locks
+
     def hold(self, key: str) -> _Held:
         """Hold the lock of `key` for the block (`async with locks.hold(key):`).
 
