@@ -165,11 +165,6 @@ class StoreGuard:
         self._pumping = False
         self.groups = 0  # store writes `run` made (each one transaction)
 
-    @property
-    def pipelined(self) -> bool:
-        """Whether `run` is running: writes are queued, grouped and ordered by the guard."""
-        return self._pumping
-
     def enqueue(self, ops: Sequence[Op], undo: Undo | None) -> Ticket:
         """Queue a call's write now, in order (no checkpoint); `settle` waits for its outcome.
 
