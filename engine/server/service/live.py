@@ -679,8 +679,9 @@ class LiveActivities:
             handle = await self._outbox.send_latest(act, rec, prepared=prepared, version=version)
             if handle is not None:
                 sent.handles.append((device_id, handle))
-            elif rec.row.update_token is None or rec.queued_version > mine:
-                # Held for its token, or a later call's newer state already went in its place.
+            elif rec.row.update_token is None or rec.queued_version >= mine:
+                # Held for its token, or this version (or a newer one) already went to the
+                # engine by another hand (a token report, a later call): queued all the same.
                 sent.held += 1
         return sent
 
