@@ -1,6 +1,6 @@
 """`lockstep bench SCENARIO`: run benchmark scenarios, append JSON lines, print a table.
 
-    lockstep bench raw|latency|sequential|storm|scale|soak|all [--size smoke|full]
+    lockstep bench raw|latency|sequential|burst|storm|scale|soak|all [--size smoke|full]
                    [--scenario-file X.toml] [--out bench/results/latest.jsonl]
 
 Each scenario reads its sizes from `bench/scenarios/<name>.toml` (or `--scenario-file`), runs
@@ -33,7 +33,7 @@ from bench.harness.core import (
     machine_info,
 )
 
-SCENARIOS = ("raw", "latency", "sequential", "storm", "scale", "soak")
+SCENARIOS = ("raw", "latency", "sequential", "burst", "storm", "scale", "soak")
 """In the order `all` runs them (the cheap ones first)."""
 
 Runner = Callable[[dict[str, Any], RunEnv], list[dict[str, Any]]]
@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lockstep bench`."""
     p = sub.add_parser(
         "bench",
-        help="run benchmark scenarios (raw, latency, sequential, storm, scale, soak)",
+        help="run benchmark scenarios (raw, latency, sequential, burst, storm, scale, soak)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -64,6 +64,20 @@ def _sequential(f: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _burst(f: dict[str, Any]) -> dict[str, str]:
+    reply = f["reply_ms"]
+    return {
+        "calls/s": f"{f['calls_per_s']:,.0f}",
+        "p50 ms": _ms(reply, "p50"),
+        "p99 ms": _ms(reply, "p99"),
+        "server µs/call": f"{f['server_cpu_us_per_call']:.0f}",
+        "calls/commit": str(f["calls_per_commit"]),
+        "failed": str(f["calls_failed"]),
+        "lost": str(f["lost_final_states"]),
+        "order viol.": str(f["order_violations"]),
+    }
+
+
 def _storm(f: dict[str, Any]) -> dict[str, str]:
     d = f["last_update_to_device_s"]
     return {
@@ -110,6 +124,7 @@ _HEADLINES = {
     "raw": _raw,
     "latency": _latency,
     "sequential": _sequential,
+    "burst": _burst,
     "storm": _storm,
     "scale": _scale,
     "soak": _soak,
@@ -129,7 +144,7 @@ def invariant_failures(records: Iterable[dict[str, Any]]) -> list[str]:
     out = []
     for rec in records:
         f = rec["figures"]
-        if rec["scenario"] in ("soak", "sequential"):
+        if rec["scenario"] in ("soak", "sequential", "burst"):
             lost, bad = f["lost_final_states"], f["order_violations"]
         elif rec["scenario"] == "storm":
             lost, bad = f["devices"]["lost"], f["devices"]["order_violations"]

@@ -66,7 +66,8 @@ def open_store(settings: Settings) -> SqliteStore:
     """The store `settings` choose: PostgreSQL for `[store] url = "postgresql://..."`, else the
     SQLite file at `settings.db_path`. psycopg is imported only for PostgreSQL (the `pg` extra)."""
     if settings.store_url is None:
-        return SqliteStore(settings.db_path)
+        # No wait for more writes per transaction: the service's StoreGuard groups them already.
+        return SqliteStore(settings.db_path, commit_interval=0.0)
     try:
         from engine.server.store.pg import PgStore  # optional: the `pg` extra
     except ImportError:
@@ -74,7 +75,7 @@ def open_store(settings: Settings) -> SqliteStore:
             "[store] url names a PostgreSQL database, but psycopg is not installed: "
             "pip install 'lockstep[pg]'"
         ) from None
-    return PgStore(settings.store_url)
+    return PgStore(settings.store_url, commit_interval=0.0)  # the guard groups calls
 
 
 @dataclass(frozen=True, slots=True)

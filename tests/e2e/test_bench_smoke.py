@@ -71,6 +71,16 @@ def _sequential(records: list[dict[str, Any]]) -> None:
     _percentiles(f["reply_ms"])
 
 
+def _burst(records: list[dict[str, Any]]) -> None:
+    assert [r["settings"]["keys"] for r in records] == load_scenario("burst", "smoke")["keys"]
+    for rec in records:
+        f = rec["figures"]
+        assert f["calls_ok"] > 0 and f["calls_failed"] == 0
+        assert f["final_delivered"] and f["lost_final_states"] == 0 == f["order_violations"]
+        assert f["store_commits"] > 0
+        _percentiles(f["reply_ms"])
+
+
 def _storm(records: list[dict[str, Any]]) -> None:
     (rec,) = records
     f = rec["figures"]
@@ -105,6 +115,7 @@ CHECKS: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "raw": _raw,
     "latency": _latency,
     "sequential": _sequential,
+    "burst": _burst,
     "storm": _storm,
     "scale": _scale,
     "soak": _soak,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine.server.contract.carry import carry_all, carry_needed
+from engine.server.contract.carry import carry_all, carry_needed, may_carry
 
 TIMER = {"type": "timer", "title": "Pizza", "duration_seconds": 600.0, "counts_down": True}
 SEG = {"type": "segmented_progress", "title": "Deploy", "number_of_steps": 5, "current_step": 2}
@@ -96,3 +96,45 @@ def test_carry_all_keeps_every_omitted_field() -> None:
         "current_step": 3,
     }
     assert carry_all({"title": "t"}, previous, "timer") == {"title": "t"}
+
+
+_FIELDS = (
+    "percentage",
+    "value",
+    "upper_limit",
+    "duration_seconds",
+    "counts_down",
+    "number_of_steps",
+    "current_step",
+    "metrics",
+    "message",
+)
+_FULL: dict[str, Any] = {
+    "title": "T",
+    "percentage": 40,
+    "value": 3,
+    "upper_limit": 9,
+    "duration_seconds": 60.0,
+    "counts_down": True,
+    "number_of_steps": 5,
+    "current_step": 2,
+    "metrics": [{"label": "CPU", "value": 1}],
+    "message": "m",
+}
+
+
+@pytest.mark.parametrize(
+    "type_", ["progress", "timer", "segmented_progress", "metrics", "stats", "value", "alert"]
+)
+def test_may_carry_is_false_only_for_states_carry_needed_leaves_alone(type_: str) -> None:
+    previous = {**_FULL, "type": type_}
+    complete = 0
+    for mask in range(1 << len(_FIELDS)):
+        given = {name for i, name in enumerate(_FIELDS) if mask >> i & 1}
+        state = {"title": "T", **{name: _FULL[name] for name in given}}
+        if not may_carry(given.__contains__, type_):
+            complete += 1
+            assert carry_needed(state, previous, type_) == state, (type_, sorted(given))
+        elif type_ != "timer":  # a timer may carry nothing only because it does not count down
+            assert carry_needed(state, previous, type_) != state, (type_, sorted(given))
+    assert complete > 0

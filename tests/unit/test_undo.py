@@ -131,3 +131,45 @@ async def test_probe_tracks_the_store_while_writes_fail() -> None:
         store.failure = None
         assert await guard.probe()
     assert guard.health() is None
+
+
+async def test_the_guard_groups_queued_calls_and_rolls_back_all_behind_a_failure() -> None:
+    store = FlakyStore()
+    guard = StoreGuard(store, retry_after=1.0)  # type: ignore[arg-type]
+    table = {"k": 0}
+    outcomes: dict[int, object] = {}
+    committed: list[int] = []
+
+    def change(value: int, nursery: trio.Nursery) -> None:
+        undo = Undo()
+        undo.entry(table, "k")
+        table["k"] = value  # each call builds on the one before it
+        undo.on_commit(lambda: committed.append(value))
+        ticket = guard.enqueue([DeleteDevice(f"d{value}")], undo)
+
+        async def wait() -> None:
+            try:
+                await guard.settle(ticket)
+                outcomes[value] = "ok"
+            except errors.StorageUnavailable as exc:
+                outcomes[value] = exc.code
+
+        nursery.start_soon(wait)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(guard.run)
+            for value in (1, 2, 3):  # queued together: one store write
+                change(value, nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcomes == {1: "ok", 2: "ok", 3: "ok"} and committed == [1, 2, 3]
+            assert guard.groups == 1 and store.written == [DeleteDevice(f"d{v}") for v in (1, 2, 3)]
+            store.failure = StoreError("full", cause=DISK_FULL)
+            for value in (4, 5, 6):
+                change(value, nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            # All three built on each other: all rolled back, newest first, to what is stored.
+            assert table == {"k": 3} and committed == [1, 2, 3]
+            assert outcomes[4] == outcomes[5] == outcomes[6] == "storage_unavailable"
+            assert guard.health() == "disk full: full"
+            nursery.cancel_scope.cancel()

@@ -22,10 +22,10 @@ Pure: dicts in, dicts out; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-__all__ = ["carry_all", "carry_needed"]
+__all__ = ["carry_all", "carry_needed", "may_carry"]
 
 # What each type needs to be shown (content.check_content's rules, http-api.md content state).
 _NEEDED: Final[dict[str, tuple[str, ...]]] = {
@@ -64,6 +64,17 @@ def carry_needed(
     for name in _NEEDED.get(type_, ()):
         _take(out, previous, name)
     return out
+
+
+def may_carry(present: Callable[[str], bool], type_: str) -> bool:
+    """Whether `carry_needed` could add anything to a state of `type_` whose fields `present`
+    tells apart (True: given, not None); False means the state is complete as it is, so a
+    caller may skip building the dicts `carry_needed` compares."""
+    if type_ == "progress":
+        return not present("percentage") and not (present("value") and present("upper_limit"))
+    if type_ == "timer":
+        return not present("duration_seconds")
+    return not all(present(name) for name in _NEEDED.get(type_, ()))
 
 
 def carry_all(state: Mapping[str, Any], previous: Mapping[str, Any], type_: str) -> dict[str, Any]:

@@ -255,10 +255,14 @@ def _check_common(state: ContentState, field: str) -> None:
     """The rules that hold whatever the type is (run for every content state)."""
     if not isinstance(state.title, str) or not state.title:
         raise _fail(join(field, "title"), "must be a non-empty string")
+    # The field's path is spelled out only for a failure (this runs on every call).
     for name in ("percentage", "value", "upper_limit", "duration_seconds"):
-        _check_finite(join(field, name), getattr(state, name))
+        value = getattr(state, name)
+        if isinstance(value, float):
+            _check_finite(join(field, name), value)
     for i, metric in enumerate(state.metrics or ()):
-        _check_finite(join(field, f"metrics[{i}].value"), metric.value)
+        if isinstance(metric.value, float):
+            _check_finite(join(field, f"metrics[{i}].value"), metric.value)
     steps, current = state.number_of_steps, state.current_step
     if steps is not None and current is not None and current > steps:
         raise _fail(
@@ -338,6 +342,7 @@ def check_content(
     *,
     field: str = "content_state",
     partial: bool = False,
+    common: bool = True,
 ) -> None:
     """Apply the cross-field and per-type rules to `state` shown as `type_`; raise BadRequest.
 
@@ -347,11 +352,14 @@ def check_content(
     present (for an update or end whose missing fields keep the activity's previous values).
     Field constraints (lengths, ranges, colors) are not repeated here: `decode` and `validate`
     enforce them; only the title is re-checked because every caller relies on it.
+    `common=False` skips the type-independent rules, for a state that passed them already
+    (`decode` runs them on every request's state).
     """
     rule = None if type_ is None else _RULES.get(type_)
     if type_ is not None and rule is None:
         raise _fail(join(field, "type"), f"must be one of {', '.join(CONTENT_TYPES)}")
-    _check_common(state, field)
+    if common:
+        _check_common(state, field)
     if rule is not None:
         rule(state, field, partial)
 

@@ -55,8 +55,22 @@ _Channels = Annotated[list[str] | None, Meta(description="The channels the recip
 
 def iso(ts: float) -> str:
     """Unix seconds as ISO-8601 UTC with milliseconds and a `Z`: `2025-01-01T12:00:00.000Z`."""
+    # Every reply carries one: calls in the same millisecond share the text. Only a moment
+    # clear of a millisecond's edges is matched by its millisecond (rounding to microseconds,
+    # as `fromtimestamp` does, cannot move it to the next one).
+    scaled = ts * 1000.0
+    ms = int(scaled)
+    clear = ts >= 0 and 0.001 < scaled - ms < 0.998
+    if clear and ms == _last_iso[0]:
+        return str(_last_iso[1])
     moment = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
-    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+    text = moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+    if clear:
+        _last_iso[:] = [ms, text]
+    return text
+
+
+_last_iso: list[Any] = [None, ""]  # the last millisecond `iso` spelled out, and its text
 
 
 class _Reply(msgspec.Struct, kw_only=True, omit_defaults=True):

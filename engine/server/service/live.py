@@ -10,16 +10,22 @@ payload and check its size (413 before anything is stored or queued, architectur
 apply the change to the in-memory rows, make it durable (`Store.write`, group-committed), and only
 then hand it to the outbox, which submits what each recipient lacks. When the write fails, the
 in-memory changes are rolled back (`undo.Undo`) and the call answers 503 `storage_unavailable`:
-nothing changed, nothing pushed. Every call takes the calling API key's `KeyScope` (default
-scope `all`, contract/scope.py): a call that picks recipients resolves its channels with it (403
-for a channel outside a restricted key's list; no target means the key's channels), and a call
-that changes an activity first checks, under the activity's lock, that the key reaches every
-channel it was sent to. The reply waits a short, configurable moment (`notify_wait`) for APNs
-answers so that `devices_notified` is meaningful; what is not answered by then is reported in
-`devices_queued`. It waits only for pushes that go out now: a push the engine holds (its lane's
-pacing, a push of the lane in flight, a backoff) or a recipient waiting for its update token is
-counted in `devices_queued` at once, so a call whose pushes are all held is answered without
-waiting.
+nothing changed, nothing pushed. A stream PUT is pipelined: under the stream's lock it applies its
+change and queues its write (`StoreGuard.enqueue`, in arrival order), then waits for durability
+without the lock, so a burst to one stream shares commits instead of waiting for one commit per
+call; the hand-off then pushes the newest durable version under the lock again (latest wins:
+an older state never follows a newer one). A failed write rolls back every call queued after it
+too (a later call may have built on it), and each of them answers 503.
+
+Every call takes the calling API key's `KeyScope` (default scope `all`, contract/scope.py): a
+call that picks recipients resolves its channels with it (403 for a channel outside a restricted
+key's list; no target means the key's channels), and a call that changes an activity first
+checks, under the activity's lock, that the key reaches every channel it was sent to. The reply
+waits a short, configurable moment (`notify_wait`) for APNs answers so that `devices_notified` is
+meaningful; what is not answered by then is reported in `devices_queued`. It waits only for pushes
+that go out now: a push the engine holds (its lane's pacing, a push of the lane in flight, a
+backoff) or a recipient waiting for its update token is counted in `devices_queued` at once, so a
+call whose pushes are all held is answered without waiting.
 """
 
 from __future__ import annotations
@@ -34,15 +40,21 @@ import trio
 
 from engine.config import ConfigError
 from engine.delivery.dispatch import PushHandle
-from engine.payload import EventKind, PayloadTooLarge, PreparedPayload, prepare
+from engine.payload import (
+    EventKind,
+    LiveActivityContent,
+    PayloadTooLarge,
+    PreparedPayload,
+    prepare,
+)
 from engine.results import DeliveryStatus
 from engine.server.contract import errors, models
-from engine.server.contract.carry import carry_all, carry_needed
+from engine.server.contract.carry import carry_all, carry_needed, may_carry
 from engine.server.contract.content import timer_defaults
 from engine.server.contract.scope import FULL_ACCESS, KeyScope
-from engine.server.service.outbox import Outbox, alert_of, latest_content, start_content
+from engine.server.service.outbox import Outbox, alert_of, start_content
 from engine.server.service.state import Activity, Recipient, Registry
-from engine.server.service.undo import StoreGuard, Undo
+from engine.server.service.undo import StoreGuard, Ticket, Undo
 from engine.server.store.records import (
     ActivityRow,
     DeviceRow,
@@ -117,6 +129,17 @@ class _Sent:
     dead: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Step:
+    """A pipelined call between its change and its hand-off: the queued write, the pushes to
+    make once it is durable (activity, its encoded push or None, the version that carries), and
+    the start to launch."""
+
+    ticket: Ticket
+    pushes: list[tuple[Activity, PreparedPayload | None, int]]
+    start: tuple[Activity, PreparedPayload, int] | None = None
+
+
 class LiveActivities:
     """start / update / end / stream / end_stream (see the module docstring)."""
 
@@ -153,10 +176,11 @@ class LiveActivities:
         act, prepared, ops, ended = self._begin(
             req, state.type, channels, None, now, undo, scope=scope
         )
+        version = act.row.version
         await self._store.commit(ops, undo)
         for old in ended:
             await self._push_all(old)
-        sent = await self._launch(act, prepared)
+        sent = await self._launch(act, prepared, version)
         notified, queued, errs = await self._settle(sent)
         return models.StartResponse(
             success=True,
@@ -184,8 +208,9 @@ class LiveActivities:
             now = self._wall()
             undo = Undo()
             ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, carry=True)
+            version = act.row.version
             await self._store.commit(ops, undo)
-            sent = await self._push_all(act, prepared)
+            sent = await self._push_all(act, prepared, version)
         notified, queued, errs = await self._settle(sent)
         return models.UpdateResponse(
             success=True,
@@ -219,8 +244,9 @@ class LiveActivities:
             ops, prepared = self._apply(
                 act, req, EventKind.END, now, undo, carry=True, freeze=freeze
             )
+            version = act.row.version
             await self._store.commit(ops, undo)
-            sent = await self._push_all(act, prepared)
+            sent = await self._push_all(act, prepared, version)
         notified, queued, errs = await self._settle(sent)
         return models.EndResponse(
             success=True,
@@ -237,13 +263,26 @@ class LiveActivities:
     ) -> models.StreamPutResponse:
         """Start, update, skip or rotate the stream's activity (http-api.md, stream semantics).
 
-        The stream's lock covers validation, the durable write and the hand-off to the engine;
-        waiting for APNs answers happens after it is released, so a stream held back by pacing
-        still takes the next call at once.
+        The stream's lock covers validation, the change in memory and queueing its write; the
+        call waits for durability without it (the next call to the stream goes on meanwhile and
+        shares the commit), then takes it again to hand the newest durable version to the
+        engine. Waiting for APNs answers happens after it is released, so a stream held back by
+        pacing still takes the next call at once.
         """
         models.check_stream_key(stream_key)
-        async with self._reg.locks.hold("stream:" + stream_key):
-            sent, reply = await self._stream_locked(stream_key, req, scope)
+        lock = "stream:" + stream_key
+        if self._reg.locks.free(lock):
+            # Nobody holds or waits for it: the change and its queueing run without a pause,
+            # so nothing can come between them; taking the lock would only cost time.
+            step, reply = self._stream_locked(stream_key, req, scope)
+        else:
+            async with self._reg.locks.hold(lock):
+                step, reply = self._stream_locked(stream_key, req, scope)
+        if step is None:
+            return reply
+        await self._store.settle(step.ticket)  # durable, or 503 with the change rolled back
+        async with self._reg.locks.hold(lock):
+            sent = await self._hand_off(step)
         if sent is not None:
             notified, queued, errs = await self._settle(sent)
             reply.devices_notified, reply.devices_queued = notified, queued
@@ -254,9 +293,11 @@ class LiveActivities:
                 reply.warning = self._warning(act)
         return reply
 
-    async def _stream_locked(
+    def _stream_locked(
         self, stream_key: str, req: models.StreamRequest, scope: KeyScope
-    ) -> tuple[_Sent | None, models.StreamPutResponse]:
+    ) -> tuple[_Step | None, models.StreamPutResponse]:
+        """Validate and apply a stream PUT and queue its write: no await, so nothing else runs
+        between the change and its place in the store's queue (`StoreGuard.enqueue`)."""
         channels = scope.targets(_channels(req))  # 403 before anything else for a foreign target
         now = self._wall()
         act = self._reg.current_of_stream(stream_key)
@@ -267,6 +308,7 @@ class LiveActivities:
             raise errors.BadRequest(
                 f"content_state.type is required: stream {stream_key!r} has no running activity"
             )
+        decoded = req.content_state
         if act is not None:
             req = _completed(req, act.row, type_)
         previous: Activity | None = None
@@ -280,7 +322,8 @@ class LiveActivities:
             new_state = models.push_state(
                 req.content_state, models.as_content_type(type_), req.action, req.secondary_action
             )
-            if bytes(pack_state(new_state)) == bytes(act.row.state) and req.alert is None:
+            packed = pack_state(new_state)
+            if bytes(packed) == bytes(act.row.state) and req.alert is None:
                 return None, models.StreamPutResponse(
                     success=True,
                     operation="noop",
@@ -293,10 +336,18 @@ class LiveActivities:
                     timestamp=models.iso(now),
                 )
             undo = Undo()
-            ops, prepared = self._apply(act, req, EventKind.UPDATE, now, undo, type_=type_)
-            await self._store.commit(ops, undo)
-            sent = await self._push_all(act, prepared)
-            return sent, models.StreamPutResponse(
+            ops, prepared = self._apply(
+                act,
+                req,
+                EventKind.UPDATE,
+                now,
+                undo,
+                type_=type_,
+                pushed=(new_state, packed, req.content_state is decoded),
+            )
+            ticket = self._store.enqueue(ops, undo)
+            step = _Step(ticket, pushes=[(act, prepared, act.row.version)])
+            return step, models.StreamPutResponse(
                 success=True,
                 operation="updated",
                 stream_key=stream_key,
@@ -309,14 +360,15 @@ class LiveActivities:
         )
         if previous is not None:
             # Rotation: end the old activity at once with its last state, then start afresh.
-            undo.row(previous.row)
+            _ahead(previous, undo)
             _end_now(previous, now)
+            _mark_durable(previous, undo)
             ops.append(PutActivity(previous.row))
-        await self._store.commit(ops, undo)
-        for old in [previous, *ended] if previous is not None else ended:
-            await self._push_all(old)
-        started = await self._launch(new, prepared)
-        return started, models.StreamPutResponse(
+        ticket = self._store.enqueue(ops, undo)
+        olds = [previous, *ended] if previous is not None else ended
+        step = _Step(ticket, pushes=[(old, None, old.row.version) for old in olds])
+        step.start = (new, prepared, new.row.version)
+        return step, models.StreamPutResponse(
             success=True,
             operation="rotated" if previous else "started",
             stream_key=stream_key,
@@ -360,8 +412,9 @@ class LiveActivities:
                 req = _completed(req, act.row, req.content_state.type)
             undo = Undo()
             ops, prepared = self._apply(act, req, EventKind.END, now, undo, freeze=freeze)
+            version = act.row.version
             await self._store.commit(ops, undo)
-            sent = await self._push_all(act, prepared)
+            sent = await self._push_all(act, prepared, version)
         notified, queued, errs = await self._settle(sent)
         return models.StreamDeleteResponse(
             success=True,
@@ -430,8 +483,9 @@ class LiveActivities:
         prepared = _checked(lambda: prepare(start_content(act, self._cfg.attributes_type)))
         ops: list[Op] = [PutActivity(row)]
         for old in ended:  # to make room: ended now, with their last state (as a rotation)
-            undo.row(old.row)
+            _ahead(old, undo)
             _end_now(old, now)
+            _mark_durable(old, undo)
             ops.append(PutActivity(old.row))
         # A device whose room was made by ending older activities may still show them when the
         # start reaches it (their ends travel on other lanes): iOS then ignores the start
@@ -518,6 +572,7 @@ class LiveActivities:
         type_: str | None = None,
         carry: bool = False,
         freeze: bool = False,
+        pushed: tuple[dict[str, Any], msgspec.Raw, bool] | None = None,
     ) -> tuple[list[Op], PreparedPayload]:
         """Apply an update or end to `act` (size-checked first; the change recorded in `undo`).
 
@@ -530,11 +585,20 @@ class LiveActivities:
         stream DELETE without a body: the activity ends with its latest state. Metadata and tags
         left out are kept; `{}` and `[]` clear them (the SDK models' descriptions). `freeze`: an
         end that gave no new timer window stops a timer where it stands (`_freezes`).
+        `pushed`: a stream PUT's content-state for the push, already built (and encoded) from
+        `req` by the caller, not yet checked against the type.
         """
         row = act.row
         state_in = req.content_state if req is not None else None
         type_ = type_ or (state_in.type if state_in is not None and state_in.type else row.type)
-        if req is None or state_in is None:
+        packed: msgspec.Raw | None = None
+        if pushed is not None and state_in is not None:
+            # The request's own state is the pushed one (no carry): checked as it came, which is
+            # the same as checking the built state (`_check_whole`) without converting it back;
+            # `decode` ran the type-independent rules on it already, unless `_completed` made it.
+            state, packed, decoded = pushed
+            models.check_content(state_in, models.as_content_type(type_), common=not decoded)
+        elif req is None or state_in is None:
             state = unpack_state(row.state)
         else:
             state = models.push_state(
@@ -550,23 +614,21 @@ class LiveActivities:
                     timer_defaults(state)
             _check_whole(state, type_)
         if freeze and type_ == "timer":
-            state = {**state, "is_running": False}
+            state, packed = {**state, "is_running": False}, None
         alert = _alert_dict(req.alert if req is not None else None)
         dismissal = None
         if kind is EventKind.END:
             dismissal = int(now + _dismiss_after(state_in, self._cfg.default_dismiss_minutes))
-        packed = pack_state(state)
-        probe = Activity(
-            msgspec.structs.replace(
-                row,
-                state=packed,
-                alert=alert,
-                ended=kind is EventKind.END,
-                dismissal_date=dismissal,
+        if packed is None:
+            packed = pack_state(state)
+        # What `latest_content` makes of the changed row, built from the state at hand instead
+        # of decoding the packed one again.
+        prepared = _checked(
+            lambda: prepare(
+                LiveActivityContent(kind, state, alert=alert_of(alert), dismissal_date=dismissal)
             )
         )
-        prepared = _checked(lambda: prepare(latest_content(probe)))
-        undo.row(row)
+        _ahead(act, undo)
         row.state, row.alert, row.type = packed, alert, type_
         row.version += 1
         row.updated_at = now
@@ -578,28 +640,50 @@ class LiveActivities:
             row.metadata = dict(req.metadata) or None
         if req is not None and req.tags is not None:
             row.tags = list(req.tags) or None
+        _mark_durable(act, undo, prepared)
         return [PutActivity(row)], prepared
 
-    async def _launch(self, act: Activity, prepared: PreparedPayload) -> _Sent:
+    async def _hand_off(self, step: _Step) -> _Sent:
+        """A durable pipelined call's pushes: what the ended activities and the updated one
+        lack (the newest durable version, maybe a later call's), then the start. The last
+        push's handles answer the call."""
+        sent = _Sent([])
+        for act, prepared, version in step.pushes:
+            sent = await self._push_all(act, prepared, version)
+        if step.start is not None:
+            act, prepared, version = step.start
+            sent = await self._launch(act, prepared, version)
+        return sent
+
+    async def _launch(
+        self, act: Activity, prepared: PreparedPayload, version: int | None = None
+    ) -> _Sent:
         sent = _Sent([])
         for device_id, rec in act.recipients.items():
             device = self._reg.devices.get(device_id)
             if device is None:
                 continue
-            handle = await self._outbox.send_start(act, rec, device, prepared)
+            handle = await self._outbox.send_start(act, rec, device, prepared, version)
             sent.handles.append((device_id, handle))
         return sent
 
-    async def _push_all(self, act: Activity, prepared: PreparedPayload | None = None) -> _Sent:
+    async def _push_all(
+        self, act: Activity, prepared: PreparedPayload | None = None, version: int | None = None
+    ) -> _Sent:
+        """Hand `act`'s newest durable version to every recipient lacking it; `prepared` is
+        the push of `version` (used when that is still the newest durable one)."""
+        mine = act.row.version if version is None else version
         sent = _Sent([])
         for device_id, rec in act.recipients.items():
             if rec.row.dead:
                 sent.dead.append(device_id)
                 continue
-            handle = await self._outbox.send_latest(act, rec, prepared=prepared)
+            handle = await self._outbox.send_latest(act, rec, prepared=prepared, version=version)
             if handle is not None:
                 sent.handles.append((device_id, handle))
-            elif rec.row.update_token is None:
+            elif rec.row.update_token is None or rec.queued_version >= mine:
+                # Held for its token, or this version (or a newer one) already went to the
+                # engine by another hand (a token report, a later call): queued all the same.
                 sent.held += 1
         return sent
 
@@ -610,9 +694,11 @@ class LiveActivities:
         its lane, backing off), when submitted or later, is counted in `queued` without waiting
         further, so a call whose pushes are all held is answered at once.
         """
-        with trio.move_on_after(self._cfg.notify_wait):
-            for _, handle in sent.handles:
-                await handle.answered_unless_held()
+        # Only when some push is neither answered nor held: a cancel scope costs a few µs.
+        if any(h.held is None and h.result_nowait() is None for _, h in sent.handles):
+            with trio.move_on_after(self._cfg.notify_wait):
+                for _, handle in sent.handles:
+                    await handle.answered_unless_held()
         notified, queued = 0, sent.held
         errs = [f"{device_id}: {DEAD_TOKEN_ERROR}" for device_id in sent.dead]
         for device_id, handle in sent.handles:
@@ -657,6 +743,37 @@ class LiveActivities:
 _ACTION_KEYS = ("action", "secondary_action")
 
 
+def _ahead(act: Activity, undo: Undo) -> None:
+    """Record `act`'s row in `undo` before the call changes it; the first change that is not
+    durable yet keeps a copy of the durable row (`Activity.durable`: what pushes may carry
+    meanwhile). A rollback undoes every change not yet durable (`StoreGuard`), so memory is
+    then durable again."""
+    saved = undo.row(act.row)
+    if act.durable is None:
+        act.durable = saved
+        act.durable_prepared = None
+
+        def caught_up() -> None:
+            act.durable = act.durable_prepared = None
+
+        undo.step(caught_up)
+
+
+def _mark_durable(act: Activity, undo: Undo, prepared: PreparedPayload | None = None) -> None:
+    """Once the call's write is durable, its version of `act` (as changed now) is the newest
+    durable one; memory is durable again when no later call has changed `act` since."""
+    version = act.row.version
+    row = msgspec.structs.replace(act.row)
+
+    def durable() -> None:
+        if act.row.version == version:
+            act.durable = act.durable_prepared = None
+        elif act.durable is None or act.durable.version < version:
+            act.durable, act.durable_prepared = row, prepared
+
+    undo.on_commit(durable)
+
+
 def _end_now(act: Activity, now: float) -> None:
     """End an activity at once with its last state, dismissed at once (rotation, limit)."""
     act.row.ended, act.row.ended_at = True, now
@@ -695,7 +812,9 @@ def _completed(req: _R, row: ActivityRow, type_: str | None) -> _R:
     accepted state (`carry.carry_needed`): a timer paused without `duration_seconds`, a
     segmented_progress ended without `number_of_steps`. Unchanged when it has no state."""
     state = req.content_state
-    if state is None:
+    if state is None or not may_carry(
+        lambda name: getattr(state, name) is not None, type_ or row.type
+    ):
         return req
     fields = msgspec.to_builtins(state)
     carried = carry_needed(fields, unpack_state(row.state), type_ or row.type)

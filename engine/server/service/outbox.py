@@ -85,6 +85,15 @@ def latest_content(act: Activity) -> LiveActivityContent:
     return LiveActivityContent(EventKind.UPDATE, unpack_state(row.state), alert=alert_of(row.alert))
 
 
+def durable_payload(act: Activity) -> PreparedPayload:
+    """The push of the activity's newest durable state (`Activity.durable`)."""
+    if act.durable is None:
+        return prepare(latest_content(act))
+    if act.durable_prepared is None:
+        act.durable_prepared = prepare(latest_content(Activity(act.durable)))
+    return act.durable_prepared
+
+
 class Outbox:
     """Submits what recipients are missing and records what APNs accepted."""
 
@@ -131,16 +140,25 @@ class Outbox:
 
     # -- submitting ------------------------------------------------------------------------------
     async def send_start(
-        self, act: Activity, rec: Recipient, device: DeviceRow, prepared: PreparedPayload
+        self,
+        act: Activity,
+        rec: Recipient,
+        device: DeviceRow,
+        prepared: PreparedPayload,
+        version: int | None = None,
     ) -> PushHandle:
-        """Push-to-start `act` on `device` (the payload was size-checked by the caller)."""
+        """Push-to-start `act` on `device` (the payload was size-checked by the caller).
+
+        `version`: the version `prepared` carries (the start's, when later calls have changed
+        the activity since; default the current one)."""
         if not self._holds(act):
             return _moved(device.push_to_start_token)
-        rec.queued_version = act.row.version
+        version = act.row.version if version is None else version
+        rec.queued_version = version
         handle = await self._engine.submit(
             act.row.activity_id, device.push_to_start_token, prepared, lane=device.device_id
         )
-        self._follow(handle, act, rec, act.row.version, start=True)
+        self._follow(handle, act, rec, version, start=True)
         return handle
 
     async def send_latest(
@@ -150,23 +168,29 @@ class Outbox:
         *,
         min_timestamp: int = 0,
         prepared: PreparedPayload | None = None,
+        version: int | None = None,
     ) -> PushHandle | None:
-        """Push the newest state to `rec` if it lacks it; None when held or already queued.
+        """Push the newest durable state to `rec` if it lacks it; None when held or already
+        queued (a newer call's change that is not durable yet is never pushed).
 
-        `prepared` is the newest state already encoded (the caller size-checked it), so a call
-        that reaches many devices encodes it once.
+        `prepared` is a state already encoded (the caller size-checked it) and `version` the
+        version it carries (default the current one): used when that is the newest durable
+        one, so a call that reaches many devices encodes it once.
         """
         row = rec.row
-        if row.dead or row.update_token is None or rec.queued_version >= act.row.version:
+        newest = act.durable_version
+        if row.dead or row.update_token is None or rec.queued_version >= newest:
             return None
         if not self._holds(act):
             return None  # another node delivers it now (a cluster's partition moved)
-        rec.queued_version = act.row.version
+        if prepared is None or (act.row.version if version is None else version) != newest:
+            prepared = durable_payload(act)
+        rec.queued_version = newest
         try:
             handle = await self._engine.submit(
                 act.row.activity_id,
                 row.update_token,
-                prepared or prepare(latest_content(act)),
+                prepared,
                 lane=row.device_id,
                 min_timestamp=max(min_timestamp, self._restart_floor),
             )
@@ -178,7 +202,7 @@ class Outbox:
             # stored what it was given.
             log.warning("nothing more for %s on %s: %s", act.row.activity_id, row.device_id, exc)
             return None
-        self._follow(handle, act, rec, act.row.version, start=False)
+        self._follow(handle, act, rec, newest, start=False)
         return handle
 
     async def recover(self, activities: Iterable[Activity] | None = None) -> int:

@@ -305,6 +305,8 @@ async def open_service(
         new_activity_id=new_activity_id,
     )
     async with trio.open_nursery() as nursery:
+        # First: every write from here on is queued, grouped and ordered by the guard.
+        await nursery.start(service.guard.run)
         await nursery.start(service.outbox.run)
         await nursery.start(service.notifications.run)
         service.recovered = await service.outbox.recover()

@@ -7,15 +7,21 @@ so a request never waits on a database read. Both hold the same rows
 `Store.write` inside an op, and replies only once that write is durable.
 
 `KeyedLocks` serializes the calls that touch one activity (by stream key or activity id): two
-concurrent PUTs for one stream are applied, made durable and submitted one after the other, so the
-engine always receives them in the order the API accepted them.
+concurrent PUTs for one stream are applied and queued for the store one after the other, and
+handed to the engine in that order once durable, so the engine always receives them in the order
+the API accepted them. A stream PUT holds its lock only while it applies its change and queues its
+write (no await in between): it waits for durability without it, so the next call to the stream
+builds on it at once and both share one commit (`undo.StoreGuard`). Until then the activity's
+memory is ahead of the store: `Activity.durable` keeps the newest durable row, the one pushes may
+carry.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,6 +34,9 @@ from engine.server.store.records import (
     Snapshot,
     StreamRow,
 )
+
+if TYPE_CHECKING:
+    from engine.payload import PreparedPayload
 
 
 @dataclass(slots=True)
@@ -52,6 +61,15 @@ class Activity:
 
     row: ActivityRow
     recipients: dict[str, Recipient] = field(default_factory=dict)
+    # While a change of `row` is not durable yet: the newest durable row (a copy) and, when the
+    # call that made it durable had it, its encoded push. None: `row` itself is durable.
+    durable: ActivityRow | None = None
+    durable_prepared: PreparedPayload | None = None
+
+    @property
+    def durable_version(self) -> int:
+        """The newest version the store holds: the newest that may be pushed."""
+        return self.row.version if self.durable is None else self.durable.version
 
     def delivered(self) -> bool:
         """Every live recipient has the newest version (or cannot get it: a dead token)."""
@@ -202,18 +220,58 @@ class KeyedLocks:
     def __len__(self) -> int:
         return len(self._locks)
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the lock of `key` for the block."""
+    def free(self, key: str) -> bool:
+        """Whether nobody holds or waits for the lock of `key` (a caller whose work has no
+        await may then do it without taking the lock)."""
+        return key not in self._locks
+
+    def hold(self, key: str) -> _Held:
+        """Hold the lock of `key` for the block (`async with locks.hold(key):`).
+
+        A free lock is taken without a checkpoint: the hot path of a call to an idle stream
+        costs a dict lookup, not a trip through the scheduler.
+        """
+        return _Held(self, key)
+
+    def _enter(self, key: str) -> tuple[trio.Lock, list[int]]:
         entry = self._locks.get(key)
         if entry is None:
             entry = self._locks[key] = (trio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
+        entry[1][0] += 1
+        return entry
+
+    def _leave(self, key: str, users: list[int]) -> None:
+        users[0] -= 1
+        if users[0] == 0:
+            del self._locks[key]
+
+
+class _Held:
+    """`KeyedLocks.hold`'s context manager."""
+
+    __slots__ = ("_key", "_lock", "_locks", "_users")
+
+    def __init__(self, locks: KeyedLocks, key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks._enter(self._key)
         try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            try:
+                await lock.acquire()
+            except BaseException:
+                self._locks._leave(self._key, users)
+                raise
+        self._lock, self._users = lock, users
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+        self._locks._leave(self._key, self._users)
