@@ -33,6 +33,7 @@ stream began cannot be last (calls of one stream may overlap when the server fal
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ def throughput(
     budget = int(seconds * float(cfg["call_budget_per_s"]))
     ledger = Ledger()
     calls, tags = _calls(ledger, [keys[i % len(keys)] for i in range(budget)], [0.0] * budget)
+    load = os.getloadavg()[0]
     before, t0 = cluster.cpu(), time.monotonic()
     out = gen.run(calls, connections=int(cfg["connections"]), deadline=seconds)
     cpu = cpu_delta(before, cluster.cpu(), out["cpu_s"])
@@ -215,6 +217,8 @@ def throughput(
         "errors": out["errors"],
         "cpu_s": cpu,
         "cpu_cores_busy": {k: round(s / wall, 2) for k, s in cpu.items()},
+        # Runnable processes on the machine just before (1 min average): what else was running.
+        "load_average_before": round(load, 2),
         "last_round_failed": sum(1 for r in final["results"] if r.status != 200),
         "lost_final_states": v["lost"],
         "order_violations": v["violations"],
@@ -232,7 +236,7 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
         for j, key in enumerate(keys)
     )
     calls, tags = _calls(ledger, [key for _, key in order], [at for at, _ in order])
-    pushes0 = cluster.pushes_accepted()
+    pushes0, load = cluster.pushes_accepted(), os.getloadavg()[0]
     out = gen.run(calls, connections=int(cfg["storm_connections"]), deadline=seconds + 30.0)
     _record_results(ledger, tags, out)
     results: list[CallResult] = out["results"]
@@ -261,6 +265,7 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
         "generator_lag_ms": summarize([r.sent - r.due for r in ok], scale=1000),
         "last_update_to_device_ms": summarize(delays, scale=1000),
         "finals_timed": len(delays),
+        "load_average_before": round(load, 2),
         "lost_final_states": v["lost"],
         "order_violations": v["violations"],
     }
