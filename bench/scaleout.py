@@ -217,6 +217,9 @@ def throughput(
         "errors": out["errors"],
         "cpu_s": cpu,
         "cpu_cores_busy": {k: round(s / wall, 2) for k, s in cpu.items()},
+        "server_cpu_ms_per_call": round(
+            (cpu["supervisor"] + cpu["workers"]) / max(len(ok), 1) * 1000, 2
+        ),
         # Runnable processes on the machine just before (1 min average): what else was running.
         "load_average_before": round(load, 2),
         "last_round_failed": sum(1 for r in final["results"] if r.status != 200),
