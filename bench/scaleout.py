@@ -46,6 +46,7 @@ from bench.harness.streams import channel_for, devices_for, put_call, stream_key
 from bench.kill9 import API_KEY
 
 SCENARIO = "scale-out"
+LOST_DETAIL = 10  # lost final states described in a result line
 NO_PINNING = Cores(None, None, None)
 NOTE = (
     "no process pinned: the workers, the supervisor (simulator), PostgreSQL and the load "
@@ -141,6 +142,7 @@ def verdict(cluster: Cluster, ledger: Ledger, keys: list[str], settle: float) ->
     deadline = time.monotonic() + settle
     while True:
         lost, violations = 0, 0
+        detail: list[dict[str, Any]] = []
         applied: dict[str, tuple[int, float | None]] = {}
         live: dict[str, dict[str, Any]] = {}
         for device in cluster.devices():
@@ -153,15 +155,38 @@ def verdict(cluster: Cluster, ledger: Ledger, keys: list[str], settle: float) ->
             finals = ledger.finals(key)
             if act is None:
                 lost += 1  # not shown at all
+                detail.append({"stream": key, "shown": None, "finals": sorted(finals)})
                 continue
             value = int(act["content_state"].get("subtitle") or 0)
             if finals and value not in finals:
                 lost += 1
+                detail.append(_lost(key, value, finals, ledger, act))
                 continue
             applied[key] = (value, _applied_at(act))
         if lost == 0 or time.monotonic() > deadline:
-            return {"lost": lost, "violations": violations, "applied": applied}
+            return {
+                "lost": lost,
+                "violations": violations,
+                "applied": applied,
+                "detail": detail[:LOST_DETAIL],
+            }
         time.sleep(0.5)
+
+
+def _lost(
+    key: str, value: int, finals: dict[int, float], ledger: Ledger, act: dict[str, Any]
+) -> dict[str, Any]:
+    """What is known of one lost final state: shown, possible finals, the stream's last calls
+    (value, sent, done, status) and the phone's last events."""
+    keep = ("state", "held", "throttled", "delayed", "superseded", "applied", "ignored")
+    return {
+        "stream": key,
+        "shown": value,
+        "finals": sorted(finals),
+        "calls": ledger.calls.get(key, [])[-4:],
+        **{k: act.get(k) for k in keep},
+        "events": act.get("events", [])[-4:],
+    }
 
 
 def _applied_at(act: dict[str, Any]) -> float | None:
@@ -224,6 +249,7 @@ def throughput(
         "load_average_before": round(load, 2),
         "last_round_failed": sum(1 for r in final["results"] if r.status != 200),
         "lost_final_states": v["lost"],
+        "lost_detail": v["detail"],
         "order_violations": v["violations"],
     }
 
@@ -240,7 +266,11 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
     )
     calls, tags = _calls(ledger, [key for _, key in order], [at for at, _ in order])
     pushes0, load = cluster.pushes_accepted(), os.getloadavg()[0]
-    out = gen.run(calls, connections=int(cfg["storm_connections"]), deadline=seconds + 30.0)
+    out = gen.run(
+        calls,
+        connections=int(cfg["storm_connections"]),
+        deadline=seconds + float(cfg["storm_drain"]),
+    )
     _record_results(ledger, tags, out)
     results: list[CallResult] = out["results"]
     ok = [r for r in results if r.status == 200]
@@ -262,6 +292,7 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
         "updates": len(ok),
         "updates_per_s": round(len(ok) / span, 1) if span > 0 else 0.0,
         "updates_failed": len(results) - len(ok),
+        "updates_cut_at_deadline": sum(1 for r in results if r.status == 0),
         "pushes": pushes,
         "coalescing_ratio": round(len(ok) / pushes, 2) if pushes else None,
         "reply_ms": summarize([r.done - r.sent for r in ok], scale=1000),
@@ -270,6 +301,7 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
         "finals_timed": len(delays),
         "load_average_before": round(load, 2),
         "lost_final_states": v["lost"],
+        "lost_detail": v["detail"],
         "order_violations": v["violations"],
     }
 
