@@ -3,7 +3,8 @@
 For each process count in `workers` (default 1 then 2) the scenario makes a fresh schema in the
 local PostgreSQL database, starts `lockstep serve --workers N` on it (one supervisor running the
 simulator, N worker processes sharing the API port, each a cluster node owning a share of the
-partitions; bench.harness.cluster) and waits until every partition has an owner. Phones are
+partitions; bench.harness.cluster) and waits until every partition has an owner (`--workers 1`
+is a single process: API, engine and simulator together). Phones are
 created through the simulator's control API, `streams_per_phone` streams (at most the 5 a phone
 shows) each on its own channel, and the streams are started (bench.harness.streams' layout).
 
@@ -197,6 +198,16 @@ def _applied_at(act: dict[str, Any]) -> float | None:
     return None
 
 
+def statuses(results: Sequence[CallResult]) -> dict[str, int]:
+    """How many calls got each status other than 200 (0: cut off at the deadline, -1: a
+    transport failure)."""
+    out: dict[str, int] = {}
+    for r in results:
+        if r.status != 200:
+            out[str(r.status)] = out.get(str(r.status), 0) + 1
+    return out
+
+
 def cpu_delta(
     before: dict[str, float], after: dict[str, float], gen_cpu: float
 ) -> dict[str, float]:
@@ -235,12 +246,16 @@ def throughput(
         "duration_s": seconds,
         "calls_ok": len(ok),
         "calls_failed_http": sum(1 for r in results if r.status not in (0, 200)),
+        "statuses_not_200": statuses(results),
         "calls_cut_at_deadline": sum(1 for r in results if r.status == 0 and r.sent > 0),
         "budget_exhausted": all(r.sent > 0 for r in results),
         "calls_per_s": round(len(ok) / span, 1) if span > 0 else 0.0,
         "reply_ms": summarize([r.done - r.sent for r in ok], scale=1000),
         "errors": out["errors"],
         "cpu_s": cpu,
+        # `--workers 1` is one process (API, engine and simulator); with N > 1 the supervisor
+        # runs the simulator and the N workers serve.
+        "server_processes": 1 if cluster.workers == 1 else 1 + cluster.workers,
         "cpu_cores_busy": {k: round(s / wall, 2) for k, s in cpu.items()},
         "server_cpu_ms_per_call": round(
             (cpu["supervisor"] + cpu["workers"]) / max(len(ok), 1) * 1000, 2
@@ -293,6 +308,7 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
         "updates_per_s": round(len(ok) / span, 1) if span > 0 else 0.0,
         "updates_failed": len(results) - len(ok),
         "updates_cut_at_deadline": sum(1 for r in results if r.status == 0),
+        "statuses_not_200": statuses(results),
         "pushes": pushes,
         "coalescing_ratio": round(len(ok) / pushes, 2) if pushes else None,
         "reply_ms": summarize([r.done - r.sent for r in ok], scale=1000),
