@@ -144,6 +144,7 @@ def verdict(cluster: Cluster, ledger: Ledger, keys: list[str], settle: float) ->
     while True:
         lost, violations = 0, 0
         detail: list[dict[str, Any]] = []
+        disorder: list[dict[str, Any]] = []
         applied: dict[str, tuple[int, float | None]] = {}
         live: dict[str, dict[str, Any]] = {}
         for device in cluster.devices():
@@ -151,6 +152,16 @@ def verdict(cluster: Cluster, ledger: Ledger, keys: list[str], settle: float) ->
                 if act["state"] in ("active", "stale"):
                     live[act["content_state"].get("title")] = act
                     violations += int(act["order_violations"])
+                    if act["order_violations"]:
+                        keep = ("title", "subtitle")
+                        disorder.append(
+                            {
+                                "device": device["name"],
+                                **{k: act["content_state"].get(k) for k in keep},
+                                "order_violations": act["order_violations"],
+                                "events": act.get("events", [])[-8:],
+                            }
+                        )
         for key in keys:
             act = live.get(key)
             finals = ledger.finals(key)
@@ -170,6 +181,7 @@ def verdict(cluster: Cluster, ledger: Ledger, keys: list[str], settle: float) ->
                 "violations": violations,
                 "applied": applied,
                 "detail": detail[:LOST_DETAIL],
+                "disorder": disorder[:LOST_DETAIL],
             }
         time.sleep(0.5)
 
@@ -265,6 +277,7 @@ def throughput(
         "last_round_failed": sum(1 for r in final["results"] if r.status != 200),
         "lost_final_states": v["lost"],
         "lost_detail": v["detail"],
+        "order_violation_detail": v["disorder"],
         "order_violations": v["violations"],
     }
 
@@ -318,6 +331,7 @@ def storm(cluster: Cluster, gen: Generator, keys: list[str], cfg: dict[str, Any]
         "load_average_before": round(load, 2),
         "lost_final_states": v["lost"],
         "lost_detail": v["detail"],
+        "order_violation_detail": v["disorder"],
         "order_violations": v["violations"],
     }
 

@@ -5,7 +5,7 @@
 - `Cluster.start(...)`: the server as an operator runs it — one supervisor, N worker processes
   sharing the API port, the simulator in the supervisor (simulate mode, no phones of its own) —
   then waits until every partition is held by N live nodes (bench/cluster_kill9.py's
-  `wait_owned`).
+  `wait_owned`) and they hold equal shares (`wait_balanced`: nothing moves while measuring).
 - `Cluster.add_phones(n)`: simulated iPhones created through the simulator's control API, the i-th
   subscribed to channel `ch<i>` only (bench.harness.stack.channel_of), so that a benchmark stream
   started on that channel is shown on exactly one phone; the simulator registers each with the
@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from bench.cluster_kill9 import PG, wait_owned
+from bench.cluster_kill9 import PG, leases, wait_owned
 from bench.harness.stack import channel_of, device_name
 from bench.kill9 import API_KEY, DEVICE_KEY, HOST, call
 from bench.slowclients import free_port, wait_up
@@ -109,6 +109,22 @@ def machine_busy() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS  # minus idle and iowait
 
 
+def wait_balanced(url: str, timeout: float, owners: int) -> None:
+    """Wait until `owners` live nodes hold the partitions evenly (at most one apart), so that no
+    partition moves during a measurement (they rebalance a batch at a time after start-up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts: dict[str, int] = {}
+        for owner, _, live in leases(url).values():
+            if live and owner:
+                counts[owner] = counts.get(owner, 0) + 1
+        if len(counts) == owners and max(counts.values()) - min(counts.values()) <= 1:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the partitions were not balanced in time: {counts}")
+        time.sleep(0.2)
+
+
 @dataclass(slots=True)
 class Cluster:
     """A running `lockstep serve --workers N` (see the module docstring)."""
@@ -147,6 +163,7 @@ class Cluster:
         try:
             wait_up(port, proc, timeout)
             wait_owned(url, timeout, workers)
+            wait_balanced(url, timeout, workers)
         except BaseException:
             cluster.stop()
             raise
