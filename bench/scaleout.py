@@ -3,10 +3,11 @@
 For each process count in `workers` (default 1 then 2) the scenario makes a fresh schema in the
 local PostgreSQL database, starts `lockstep serve --workers N` on it (one supervisor running the
 simulator, N worker processes sharing the API port, each a cluster node owning a share of the
-partitions; bench.harness.cluster) and waits until every partition has an owner (`--workers 1`
-is a single process: API, engine and simulator together). Phones are
-created through the simulator's control API, `streams_per_phone` streams (at most the 5 a phone
-shows) each on its own channel, and the streams are started (bench.harness.streams' layout).
+partitions; bench.harness.cluster) and waits until the nodes hold equal shares of the
+partitions, so none moves while measuring (`--workers 1` is a single process: API, engine and
+simulator together). Phones are created through the simulator's control API,
+`streams_per_phone` streams (at most the 5 a phone shows) each on its own channel, and the
+streams are started (bench.harness.streams' layout).
 
 1. **Throughput**: the load generator (bench.harness.loadgen, its own process, `connections`
    keep-alive HTTP/1.1 connections, closed loop) updates the streams in turn for `seconds`
@@ -27,9 +28,8 @@ shows) each on its own channel, and the streams are started (bench.harness.strea
    (p50/p99/max; the phones' wall clock and the generator's monotonic clock are related by
    one reading of both), lost final states and order violations.
 
-A final state is lost when a phone shows a value that cannot be the stream's last: the values of
-one stream increase, and any accepted call that ended before another accepted call of the same
-stream began cannot be last (calls of one stream may overlap when the server falls behind).
+Lost final states and order violations: bench.harness.finals (a stream not shown, or shown with
+a value that cannot be its last).
 """
 
 from __future__ import annotations
@@ -37,17 +37,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from bench.harness.cluster import Cluster, fresh_schema
 from bench.harness.core import Cores, RunEnv, record, summarize
+from bench.harness.finals import Ledger, verdict
 from bench.harness.loadgen import Call, CallResult, Generator
 from bench.harness.streams import channel_for, devices_for, put_call, stream_keys
 from bench.kill9 import API_KEY
 
 SCENARIO = "scale-out"
-LOST_DETAIL = 10  # lost final states described in a result line
 NO_PINNING = Cores(None, None, None)
 NOTE = (
     "no process pinned: the workers, the supervisor (simulator), PostgreSQL and the load "
@@ -63,34 +62,6 @@ MEASURED_STORM = (
     "`lockstep serve --workers N` on PostgreSQL -> the final state applied on each simulated "
     "phone; not the embedded path of scenario storm (one process only): fewer updates/s"
 )
-
-
-@dataclass(slots=True)
-class Ledger:
-    """Every call of a run per stream: value, sent, done (monotonic), status."""
-
-    calls: dict[str, list[tuple[int, float, float, int]]] = field(default_factory=dict)
-    value: int = 0
-
-    def next_value(self) -> int:
-        """A value above every earlier one (the values of one stream increase)."""
-        self.value += 1
-        return self.value
-
-    def add(self, key: str, value: int, result: CallResult) -> None:
-        """Remember one call's outcome."""
-        self.calls.setdefault(key, []).append((value, result.sent, result.done, result.status))
-
-    def finals(self, key: str) -> dict[int, float]:
-        """value -> sent of every call that may be the stream's last (module docstring)."""
-        rows = self.calls.get(key, [])
-        began = [sent for _, sent, _, status in rows if status == 200]
-        out = {}
-        for value, sent, done, status in rows:
-            maybe = status in (0, -1) and sent > 0  # unanswered: it may have been stored
-            if maybe or (status == 200 and not any(done < b for b in began)):
-                out[value] = sent
-        return out
 
 
 def _calls(
@@ -135,79 +106,6 @@ def shown(cluster: Cluster) -> int:
     return sum(
         1 for d in cluster.devices() for a in d["activities"] if a["state"] in ("active", "stale")
     )
-
-
-def verdict(cluster: Cluster, ledger: Ledger, keys: list[str], settle: float) -> dict[str, Any]:
-    """Lost final states and order violations, waiting up to `settle` s for the phones; and per
-    stream (value shown, wall time its update was applied)."""
-    deadline = time.monotonic() + settle
-    while True:
-        lost, violations = 0, 0
-        detail: list[dict[str, Any]] = []
-        disorder: list[dict[str, Any]] = []
-        applied: dict[str, tuple[int, float | None]] = {}
-        live: dict[str, dict[str, Any]] = {}
-        for device in cluster.devices():
-            for act in device["activities"]:
-                if act["state"] in ("active", "stale"):
-                    live[act["content_state"].get("title")] = act
-                    violations += int(act["order_violations"])
-                    if act["order_violations"]:
-                        keep = ("title", "subtitle")
-                        disorder.append(
-                            {
-                                "device": device["name"],
-                                **{k: act["content_state"].get(k) for k in keep},
-                                "order_violations": act["order_violations"],
-                                "events": act.get("events", [])[-8:],
-                            }
-                        )
-        for key in keys:
-            act = live.get(key)
-            finals = ledger.finals(key)
-            if act is None:
-                lost += 1  # not shown at all
-                detail.append({"stream": key, "shown": None, "finals": sorted(finals)})
-                continue
-            value = int(act["content_state"].get("subtitle") or 0)
-            if finals and value not in finals:
-                lost += 1
-                detail.append(_lost(key, value, finals, ledger, act))
-                continue
-            applied[key] = (value, _applied_at(act))
-        if lost == 0 or time.monotonic() > deadline:
-            return {
-                "lost": lost,
-                "violations": violations,
-                "applied": applied,
-                "detail": detail[:LOST_DETAIL],
-                "disorder": disorder[:LOST_DETAIL],
-            }
-        time.sleep(0.5)
-
-
-def _lost(
-    key: str, value: int, finals: dict[int, float], ledger: Ledger, act: dict[str, Any]
-) -> dict[str, Any]:
-    """What is known of one lost final state: shown, possible finals, the stream's last calls
-    (value, sent, done, status) and the phone's last events."""
-    keep = ("state", "held", "throttled", "delayed", "superseded", "applied", "ignored")
-    return {
-        "stream": key,
-        "shown": value,
-        "finals": sorted(finals),
-        "calls": ledger.calls.get(key, [])[-4:],
-        **{k: act.get(k) for k in keep},
-        "events": act.get("events", [])[-4:],
-    }
-
-
-def _applied_at(act: dict[str, Any]) -> float | None:
-    """Wall time the shown state was applied: the last `update` event with its timestamp."""
-    for event in reversed(act.get("events", [])):
-        if event["event"] == "update" and event["timestamp"] == act["last_timestamp"]:
-            return float(event["at"])
-    return None
 
 
 def statuses(results: Sequence[CallResult]) -> dict[str, int]:

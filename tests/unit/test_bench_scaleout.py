@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.harness.core import source_revision
+from bench.harness.finals import Ledger
 from bench.harness.loadgen import CallResult
-from bench.scaleout import Ledger
 
 
 def _call(ledger: Ledger, key: str, sent: float, done: float, status: int = 200) -> int:
