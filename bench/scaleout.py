@@ -37,10 +37,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.harness.cluster import Cluster, fresh_schema
-from bench.harness.core import Cores, RunEnv, record, summarize
+from bench.harness.core import DEFAULT_OUT, Cores, RunEnv, record, summarize
 from bench.harness.finals import Ledger, verdict
 from bench.harness.loadgen import Call, CallResult, Generator
 from bench.harness.streams import channel_for, devices_for, put_call, stream_keys
@@ -48,6 +49,7 @@ from bench.kill9 import API_KEY
 
 SCENARIO = "scale-out"
 NO_PINNING = Cores(None, None, None)
+RESULTS_DIR = DEFAULT_OUT.parent  # bench/results/ (not in git)
 NOTE = (
     "no process pinned: the workers, the supervisor (simulator), PostgreSQL and the load "
     "generator share the machine's cores; cpu_s says who used what"
@@ -251,7 +253,18 @@ def _with_cluster(
             if gen is not None:
                 gen.stop()
             cluster.stop()
+    if figures["lost_final_states"] or figures["order_violations"]:
+        figures["server_log"] = str(keep_log(cluster, f"w{workers}-{phase.__name__}"))
     return figures
+
+
+def keep_log(cluster: Cluster, name: str) -> Path:
+    """Copy the server's log next to the results (mode 0600) when an invariant broke."""
+    kept = RESULTS_DIR / f"scale-out-{name}-{time.strftime('%Y%m%dT%H%M%S')}-server.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.touch(mode=0o600)
+    kept.write_bytes((cluster.folder / "server.log").read_bytes())
+    return kept
 
 
 def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
