@@ -111,11 +111,11 @@ def shown(cluster: Cluster) -> int:
 
 
 def statuses(results: Sequence[CallResult]) -> dict[str, int]:
-    """How many calls got each status other than 200 (0: cut off at the deadline, -1: a
-    transport failure)."""
+    """How many calls got each status other than 200 (0: sent, then cut off at the deadline;
+    -1: a transport failure); calls never sent are not counted."""
     out: dict[str, int] = {}
     for r in results:
-        if r.status != 200:
+        if r.status != 200 and (r.status != 0 or r.sent > 0):  # not: never sent (budget left)
             out[str(r.status)] = out.get(str(r.status), 0) + 1
     return out
 
