@@ -83,24 +83,37 @@ def _record_results(ledger: Ledger, tags: list[tuple[str, int]], out: dict[str, 
         ledger.add(key, value, result)
 
 
+START_ATTEMPTS = 3  # a start answered 503 (partition_unavailable) is sent again, as advised
+
+
 def setup(
     cluster: Cluster, gen: Generator, keys: list[str], per_phone: int, cfg: dict[str, Any]
-) -> None:
-    """Phones, then every stream started on its phone's channel; wait until all are shown."""
+) -> int:
+    """Phones, then every stream started on its phone's channel; wait until all are shown.
+    Returns how many starts were sent again after a 503."""
     cluster.add_phones(devices_for(len(keys), per_phone))
     starts = [
         put_call(0.0, key, "0", 0, channel=channel_for(i, per_phone)) for i, key in enumerate(keys)
     ]
-    out = gen.run(starts, connections=int(cfg["connections"]), deadline=60.0)
-    failed = sum(1 for r in out["results"] if r.status != 200)
-    if failed:
-        raise RuntimeError(f"{failed} of {len(keys)} stream starts failed")
+    retried = 0
+    for _ in range(START_ATTEMPTS):
+        out = gen.run(starts, connections=int(cfg["connections"]), deadline=60.0)
+        failed = [c for c, r in zip(starts, out["results"], strict=True) if r.status != 200]
+        if not failed:
+            break
+        seen = statuses(out["results"])
+        retried += len(failed)
+        starts = failed
+        time.sleep(1.0)
+    else:
+        raise RuntimeError(f"{len(failed)} of {len(keys)} stream starts failed: {seen}")
     deadline = time.monotonic() + 60.0
     while shown(cluster) < len(keys):
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {shown(cluster)} of {len(keys)} streams shown on the phones")
         time.sleep(0.2)
     time.sleep(float(cfg.get("token_wait", 1.0)))  # the phones report their update tokens
+    return retried
 
 
 def shown(cluster: Cluster) -> int:
@@ -247,12 +260,17 @@ def _with_cluster(
         gen = None
         try:
             gen = Generator.spawn(None, cluster.api, API_KEY)
-            setup(cluster, gen, keys, per_phone, cfg)
+            retried = setup(cluster, gen, keys, per_phone, cfg)
+            epochs = cluster.epochs()
             figures: dict[str, Any] = phase(cluster, gen, keys, cfg)
+            after = cluster.epochs()
         finally:
             if gen is not None:
                 gen.stop()
             cluster.stop()
+    figures["starts_sent_again"] = retried
+    # Partitions that changed owner during the phase (a lease not renewed in time).
+    figures["partitions_moved"] = sum(1 for p, e in after.items() if e != epochs.get(p, e))
     if figures["lost_final_states"] or figures["order_violations"]:
         figures["server_log"] = str(keep_log(cluster, f"w{workers}-{phase.__name__}"))
     return figures

@@ -219,6 +219,10 @@ class Cluster:
         counters = self._control("GET", "/info")
         return int(counters.get("accepted", 0))
 
+    def epochs(self) -> dict[int, int]:
+        """partition -> lease epoch now: a partition whose epoch grew changed owner meanwhile."""
+        return {p: epoch for p, (_, epoch, _) in leases(self.url).items()}
+
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far: supervisor (with the simulator), workers, PostgreSQL, and
         the machine as a whole (every process, this one and the load generator included)."""
