@@ -220,7 +220,7 @@ class Cluster:
         return int(counters.get("accepted", 0))
 
     def epochs(self) -> dict[int, int]:
-        """partition -> lease epoch now: a partition whose epoch grew changed owner meanwhile."""
+        """partition -> lease epoch now: one whose epoch grew was taken again meanwhile."""
         return {p: epoch for p, (_, epoch, _) in leases(self.url).items()}
 
     def cpu(self) -> dict[str, float]:
