@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.harness.cluster import Cluster, fresh_schema
+from bench.harness.cluster import Cluster, LeaseProbe, fresh_schema
 from bench.harness.core import DEFAULT_OUT, Cores, RunEnv, record, summarize
 from bench.harness.finals import Ledger, verdict
 from bench.harness.loadgen import Call, CallResult, Generator
@@ -262,7 +262,8 @@ def _with_cluster(
             gen = Generator.spawn(None, cluster.api, API_KEY)
             retried = setup(cluster, gen, keys, per_phone, cfg)
             epochs = cluster.epochs()
-            figures: dict[str, Any] = phase(cluster, gen, keys, cfg)
+            with LeaseProbe(url) as probe:
+                figures: dict[str, Any] = phase(cluster, gen, keys, cfg)
             after = cluster.epochs()
         finally:
             if gen is not None:
@@ -272,6 +273,8 @@ def _with_cluster(
     # Partitions whose lease epoch grew during the phase: the lease lapsed (not renewed in time)
     # and was taken again, by the same node or another; the latter moves its streams under load.
     figures["lease_epochs_bumped"] = sum(1 for p, e in after.items() if e != epochs.get(p, e))
+    # The least time a lease had left (lease_ttl when renewed on time; near 0: a round stalled).
+    figures["lease_least_left_s"] = None if probe.least is None else round(probe.least, 2)
     if figures["lost_final_states"] or figures["order_violations"]:
         figures["server_log"] = str(keep_log(cluster, f"w{workers}-{phase.__name__}"))
     return figures

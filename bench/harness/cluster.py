@@ -11,7 +11,9 @@
   started on that channel is shown on exactly one phone; the simulator registers each with the
   server through the device API, as the app on a new phone would.
 - `Cluster.devices()`: what the phones show; `cpu()`: CPU seconds used so far by the supervisor
-  (the simulator lives there), by the workers, by PostgreSQL, and by the whole machine.
+  (the simulator lives there), by the workers, by PostgreSQL, and by the whole machine;
+  `epochs()`: each partition's lease epoch (it grows when a lease changes hands).
+- `LeaseProbe`: the least time any lease had left while it ran (a stalled lease round).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -37,7 +40,7 @@ from bench.harness.stack import channel_of, device_name
 from bench.kill9 import API_KEY, DEVICE_KEY, HOST, call
 from bench.slowclients import free_port, wait_up
 
-__all__ = ["PG", "Cluster", "fresh_schema", "process_cpu"]
+__all__ = ["PG", "Cluster", "LeaseProbe", "fresh_schema", "process_cpu"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PHONE_BATCH = 50
@@ -123,6 +126,38 @@ def wait_balanced(url: str, timeout: float, owners: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the partitions were not balanced in time: {counts}")
         time.sleep(0.2)
+
+
+class LeaseProbe:
+    """Samples, every `every` s on a thread of its own, the least time any lease has left before
+    it expires (by the database's clock): a node whose lease rounds stall lets it run down."""
+
+    def __init__(self, url: str, every: float = 0.25) -> None:
+        self._url, self._every = url, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.least: float | None = None
+        self.samples = 0
+
+    def _run(self) -> None:
+        with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT min(extract(epoch FROM expires_at - now())) FROM lockstep_leases"
+                ).fetchone()
+                if row is not None and row[0] is not None:
+                    left = float(row[0])
+                    self.least = left if self.least is None else min(self.least, left)
+                    self.samples += 1
+                self._stop.wait(self._every)
+
+    def __enter__(self) -> LeaseProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 @dataclass(slots=True)

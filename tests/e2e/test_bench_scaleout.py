@@ -49,6 +49,7 @@ def test_scale_out_smoke_loses_nothing_and_reports_its_figures() -> None:
         _summary(f["reply_ms"])
         assert set(f["cpu_s"]) == {"supervisor", "workers", "postgres", "machine", "generator"}
         assert f["lease_epochs_bumped"] >= 0 and f["starts_sent_again"] >= 0
+        assert f["lease_least_left_s"] is not None
     top, first = max(cfg["workers"]), min(cfg["workers"])
     ratio = by[f"ratio --workers {top} / {first}"]
     assert ratio["ratio"] is not None and ratio["ratio"] > 0
