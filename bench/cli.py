@@ -1,6 +1,6 @@
 """`lockstep bench SCENARIO`: run benchmark scenarios, append JSON lines, print a table.
 
-    lockstep bench raw|latency|sequential|burst|storm|scale|soak|all [--size smoke|full]
+    lockstep bench raw|latency|sequential|burst|storm|scale|soak|scale-out|all [--size smoke|full]
                    [--scenario-file X.toml] [--out bench/results/latest.jsonl]
 
 Each scenario reads its sizes from `bench/scenarios/<name>.toml` (or `--scenario-file`), runs
@@ -9,6 +9,7 @@ has two), appends one JSON line per measurement to `--out` — with the machine,
 what was measured — and prints a table. The exit status is 1 when an invariant (lost final
 states, order violations) is broken or a scenario fails, else 0. `--size smoke` runs each
 scenario in a few seconds (what CI runs); `--size full` runs the sizes the README quotes.
+`scale-out` needs the local PostgreSQL server (`LOCKSTEP_TEST_PG`), so `all` leaves it out.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ from bench.harness.core import (
 SCENARIOS = ("raw", "latency", "sequential", "burst", "storm", "scale", "soak")
 """In the order `all` runs them (the cheap ones first)."""
 
+PG_SCENARIOS = ("scale-out",)
+"""Scenarios that need the local PostgreSQL server: run by name only, never by `all`."""
+
 Runner = Callable[[dict[str, Any], RunEnv], list[dict[str, Any]]]
 
 
 def runner_of(name: str) -> Runner:
-    """The `run(cfg, env)` function of scenario `name` (module `bench.<name>`)."""
-    module = importlib.import_module(f"bench.{name}")
+    """The `run(cfg, env)` function of scenario `name` (module `bench.<name>`, without dashes)."""
+    module = importlib.import_module(f"bench.{name.replace('-', '')}")
     run: Runner = module.run
     return run
 
@@ -108,11 +112,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lockstep bench`."""
     p = sub.add_parser(
         "bench",
-        help="run benchmark scenarios (raw, latency, sequential, burst, storm, scale, soak)",
+        help="run benchmark scenarios (raw, latency, sequential, burst, storm, scale, soak, "
+        "scale-out)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    p.add_argument("scenario", choices=[*SCENARIOS, *PG_SCENARIOS, "all"])
     p.add_argument(
         "--size",
         choices=SIZES,

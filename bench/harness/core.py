@@ -54,16 +54,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def source_revision(start: Path = BENCH_DIR) -> str | None:
-    """The checked-out commit, read from `.git/HEAD` (and the ref it names), or None."""
+def git_dirs(start: Path = BENCH_DIR) -> tuple[Path, Path] | None:
+    """(the folder holding HEAD, the folder holding the refs) of the checkout around `start`:
+    the same `.git` folder, or for a linked worktree (`.git` is a file naming its folder) that
+    folder and the main repository's (its `commondir`)."""
     for folder in (start, *start.parents):
         git = folder / ".git"
         if git.is_dir():
-            break
-    else:
+            return git, git
+        if git.is_file():
+            try:
+                text = git.read_text().strip()
+                if not text.startswith("gitdir: "):
+                    return None
+                own = (folder / text[8:]).resolve()
+                common = own / "commondir"
+                shared = (own / common.read_text().strip()).resolve() if common.exists() else own
+            except OSError:
+                return None
+            return own, shared
+    return None
+
+
+def source_revision(start: Path = BENCH_DIR) -> str | None:
+    """The checked-out commit, read from `HEAD` (and the ref it names), or None."""
+    found = git_dirs(start)
+    if found is None:
         return None
+    own, git = found
     try:
-        head = (git / "HEAD").read_text().strip()
+        head = (own / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head
         ref = head[5:]

@@ -12,7 +12,8 @@ with): when it was due, when its bytes were handed to the socket, when the answe
 the HTTP status, and — when asked — the `activity_id` of the JSON answer.
 
 Bounded: a run stops at `deadline` seconds after its start whatever happens; calls not answered
-by then (sent or not) are reported with status 0, transport failures with status -1.
+by then are reported with status 0 (with their send time when they were on their way, else
+0.0), transport failures with status -1.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ async def run_calls(
             async for index, due in receive:
                 _, method, path, body, want_id = calls[index]
                 sent = time.monotonic()
+                # Until answered: cut off at the deadline after its bytes may have gone out.
+                results[index] = CallResult(due, sent, 0.0, 0, None)
                 try:
                     status, answer = await conn.call(method, prefix + path, body)
                 except failures as exc:

@@ -120,6 +120,34 @@ def _soak(f: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _scale_out(f: dict[str, Any]) -> dict[str, str]:
+    if "ratio" in f:  # the summary line: calls/s per process count and their ratio
+        return {"calls/s": str(f["calls_per_s"]), "ratio": f"x{f['ratio']}"}
+    if "calls_per_s" in f:
+        busy = f["cpu_cores_busy"]
+        return {
+            "workers": str(f["workers"]),
+            "calls/s": f"{f['calls_per_s']:,.0f}",
+            "p50 ms": _ms(f["reply_ms"], "p50"),
+            "p99 ms": _ms(f["reply_ms"], "p99"),
+            "cores: workers/sim/pg/gen/all": (
+                f"{busy['workers']}/{busy['supervisor']}/{busy['postgres']}/"
+                f"{busy['generator']}/{busy['machine']}"
+            ),
+            "lost": str(f["lost_final_states"]),
+            "order viol.": str(f["order_violations"]),
+        }
+    d = f["last_update_to_device_ms"]
+    return {
+        "workers": str(f["workers"]),
+        "upd/s": f"{f['updates_per_s']:,.0f}/{f['updates_offered_per_s']:,.0f}",
+        "last→device p99 ms": str(d["p99"]),
+        "max ms": str(d["max"]),
+        "lost": str(f["lost_final_states"]),
+        "order viol.": str(f["order_violations"]),
+    }
+
+
 _HEADLINES = {
     "raw": _raw,
     "latency": _latency,
@@ -128,6 +156,7 @@ _HEADLINES = {
     "storm": _storm,
     "scale": _scale,
     "soak": _soak,
+    "scale-out": _scale_out,
 }
 
 
@@ -144,7 +173,8 @@ def invariant_failures(records: Iterable[dict[str, Any]]) -> list[str]:
     out = []
     for rec in records:
         f = rec["figures"]
-        if rec["scenario"] in ("soak", "sequential", "burst"):
+        scale_out = rec["scenario"] == "scale-out" and "lost_final_states" in f  # not the ratio
+        if rec["scenario"] in ("soak", "sequential", "burst") or scale_out:
             lost, bad = f["lost_final_states"], f["order_violations"]
         elif rec["scenario"] == "storm":
             lost, bad = f["devices"]["lost"], f["devices"]["order_violations"]
