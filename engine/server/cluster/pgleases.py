@@ -11,9 +11,11 @@ node whose connection hangs (not closed: a cut network, a frozen process) keeps 
 until the server notices, minutes later by TCP keepalive; and a lock carries no number a write can
 be checked against. A lease row expires by the database's own clock whatever the holder's state,
 and its `epoch` grows by one on every change of hands: `lockstep_fence(partition, owner, epoch)`
-(called first in every batch a node writes, `records.Fence`) takes a share lock on the row and
-raises SQLSTATE LSF01 unless it is still held under that epoch and not expired, so a write from a
-node that lost the partition is refused, and a hand-over waits for a write in progress to commit.
+(called first in every batch a node writes, `records.Fence`) takes a key-share lock on the row
+and raises SQLSTATE LSF01 unless it is still held under that epoch and not expired, so a write
+from a node that lost the partition is refused; taking a partition over locks the row for update
+first, so a hand-over waits for a write in progress to commit, while a renewal (which does not
+conflict with a key-share lock) never waits for the partition's writes.
 
 A trigger on `devices` sends a notification on `lockstep_devices_<schema>` after every change, so
 every node refreshes its copy of the devices within milliseconds (`cluster.node`).
@@ -66,7 +68,7 @@ _SETUP: Final = (
     BEGIN
         PERFORM 1 FROM lockstep_leases
             WHERE partition = p AND owner = who AND epoch = e AND expires_at > now()
-            FOR SHARE;
+            FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'partition % is held by another node now', p
                 USING ERRCODE = '{FENCE_STATE}';
@@ -105,15 +107,29 @@ _LIVE: Final = """
     SELECT node_id, address FROM lockstep_nodes
     WHERE heartbeat_at > now() - make_interval(secs => %s)
 """
+# Taking or giving a partition up locks its row FOR UPDATE first, which waits for every batch in
+# flight that passed the fence (FOR KEY SHARE): the next owner loads the partition only after
+# they committed. A renewal is a plain UPDATE (FOR NO KEY UPDATE), which does not conflict with
+# the fence, so a busy partition's writes never hold its renewal up.
 _ACQUIRE: Final = """
-    UPDATE lockstep_leases
-    SET owner = %s, epoch = epoch + 1, expires_at = now() + make_interval(secs => %s)
-    WHERE partition = ANY(%s) AND (owner IS NULL OR expires_at <= now())
-    RETURNING partition, epoch
+    WITH free AS (
+        SELECT partition FROM lockstep_leases
+        WHERE partition = ANY(%s) AND (owner IS NULL OR expires_at <= now())
+        FOR UPDATE
+    )
+    UPDATE lockstep_leases AS l
+    SET owner = %s, epoch = l.epoch + 1, expires_at = now() + make_interval(secs => %s)
+    FROM free WHERE l.partition = free.partition
+    RETURNING l.partition, l.epoch
 """
 _RELEASE: Final = """
-    UPDATE lockstep_leases SET owner = NULL, expires_at = now()
-    WHERE partition = %s AND owner = %s AND epoch = %s
+    WITH mine AS (
+        SELECT partition FROM lockstep_leases
+        WHERE partition = %s AND owner = %s AND epoch = %s
+        FOR UPDATE
+    )
+    UPDATE lockstep_leases AS l SET owner = NULL, expires_at = now()
+    FROM mine WHERE l.partition = mine.partition
 """
 
 
@@ -217,7 +233,7 @@ class LeaseTable:
         if not wanted:
             return {}
         with self._session() as conn:
-            got = conn.execute(_ACQUIRE, (self.node_id, self.ttl, wanted)).fetchall()
+            got = conn.execute(_ACQUIRE, (wanted, self.node_id, self.ttl)).fetchall()
         return {int(p): int(e) for p, e in got}
 
     def release(self, partition: int, epoch: int) -> None:
