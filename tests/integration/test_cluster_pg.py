@@ -227,3 +227,26 @@ async def test_a_node_cut_off_from_postgresql_stops_delivering_before_another_ta
             await trio.sleep(4 * interval)  # the taken partitions loaded (held before that)
             assert a.losses == 4 and b.takeovers == 8
             nursery.cancel_scope.cancel()
+
+
+def test_a_renewal_never_waits_for_a_write_in_flight_but_a_takeover_does(pg_url: str) -> None:
+    a, b = table(pg_url, "a", ttl=30), table(pg_url, "b", ttl=30)
+    writer = psycopg.connect(pg_url, autocommit=True)
+    try:
+        assert a.acquire([0]) == {0: 1}
+        with writer.transaction():
+            writer.execute("SELECT lockstep_fence(0, 'a', 1)")  # a batch in flight, not committed
+            started = time.monotonic()
+            assert a.round({0: 1}).renewed == {0: 1}  # not held up by the fence's lock
+            assert time.monotonic() - started < 2.0
+            # Giving it up waits for the batch (the statement times out at ttl / 2 meanwhile).
+            quick = LeaseTable(pg_url, node_id="a", address="x:1", partitions=8, ttl=0.4)
+            with pytest.raises(StoreError):
+                quick.release(0, 1)
+            quick.close()
+        a.release(0, 1)  # committed: nothing to wait for now
+        assert b.acquire([0]) == {0: 2}
+    finally:
+        writer.close()
+        a.close()
+        b.close()
