@@ -223,3 +223,40 @@ def test_device_ids_are_checked_whole(bad: str) -> None:
     with pytest.raises(errors.BadRequest, match="device_id"):
         check_device_id(bad)
     check_device_id("iphone-1.home:2")
+
+
+class Recording:
+    """An engine that records each submit's `min_timestamp` and answers with a live handle."""
+
+    def __init__(self) -> None:
+        self.floors: list[int] = []
+
+    async def submit(self, *args: Any, min_timestamp: int = 0, **kwargs: Any) -> Any:
+        from engine.delivery.dispatch import PushHandle
+
+        self.floors.append(min_timestamp)
+        return PushHandle(TOKEN, 0.0)
+
+
+async def test_an_activity_taken_over_pushes_above_what_its_last_owner_may_have_sent() -> None:
+    reg, act, rec, _, store = world(update_token=TOKEN)
+    rec.row.sent_version = 1  # fully delivered by the previous owner: nothing to recover
+    engine = Recording()
+    wall = [1000.0]
+    outbox = Outbox(engine, store, reg, attributes_type="T", wall_clock=lambda: wall[0])  # type: ignore[arg-type]
+    wall[0] = 5000.4  # the partition comes here later
+    assert await outbox.recover([act]) == 0
+    act.row.version = 2  # the next update, on a lane this node opens now
+    assert await outbox.send_latest(act, rec) is not None
+    assert engine.floors == [5001]  # above its clock plus one pacing interval, not its start's
+
+
+async def test_nothing_is_handed_over_for_an_activity_this_node_no_longer_holds() -> None:
+    reg, act, rec, _, store = world(update_token=TOKEN)
+    engine = Recording()
+    outbox = Outbox(engine, store, reg, attributes_type="T", wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+    reg.activities.pop("a1")  # its partition moved to another node mid-call
+    assert await outbox.send_latest(act, rec) is None
+    start = await outbox.send_start(act, rec, reg.devices["d1"], None)  # type: ignore[arg-type]
+    assert start.result_nowait() is not None and "another node" in start.result_nowait().detail  # type: ignore[union-attr]
+    assert engine.floors == []

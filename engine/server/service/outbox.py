@@ -192,7 +192,7 @@ class Outbox:
                 row.update_token,
                 prepared,
                 lane=row.device_id,
-                min_timestamp=max(min_timestamp, self._restart_floor),
+                min_timestamp=max(min_timestamp, self._restart_floor, act.floor),
             )
         except LaneError as exc:
             # The engine has closed this activity's lane to the device (its end went out, or its
@@ -217,6 +217,10 @@ class Outbox:
         """
         floor = int(self._wall()) + math.ceil(self._pacing)
         queued = 0
+        if activities is not None:
+            activities = list(activities)
+            for act in activities:
+                act.floor = floor  # also for a later update on a lane opened after this one
         pending = self._reg.pending() if activities is None else _pending_of(activities)
         for act, rec in list(pending):
             device = self._reg.devices.get(rec.row.device_id)

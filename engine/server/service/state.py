@@ -65,6 +65,9 @@ class Activity:
     # call that made it durable had it, its encoded push. None: `row` itself is durable.
     durable: ActivityRow | None = None
     durable_prepared: PreparedPayload | None = None
+    # Taken over from another node (a cluster): its pushes start above this timestamp, past
+    # anything the previous owner may have sent (apns.md §6: an equal timestamp is ignored).
+    floor: int = 0
 
     @property
     def durable_version(self) -> int:
