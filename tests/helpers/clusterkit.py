@@ -58,6 +58,12 @@ class FakeService:
         self.attached += 1
         return 0
 
+    async def take_global(self, stored: Snapshot) -> None:
+        """Partition 0 taken: nothing to reload here."""
+
+    def drop_global(self) -> None:
+        """Partition 0 given up: nothing to forget here."""
+
     def detach(self, activity_ids: Any, stream_keys: Any) -> None:
         pass
 

@@ -81,6 +81,9 @@ class FakeTable:
         if row[0] == self.node_id and row[1] == epoch:
             row[0], row[2] = None, self.db.now()
 
+    def close(self) -> None:
+        pass
+
     def leave(self, held: Mapping[int, int]) -> None:
         for p, e in held.items():
             self.release(p, e)

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import msgspec
 import psycopg
 import trio
 
@@ -155,6 +156,7 @@ class ClusterNode:
         self._owners: dict[int, str] = {}  # partition -> address of the live node holding it
         self._nodes = 1  # live nodes at the last round
         self._devices_changed = trio.Event()
+        self._rearm = trio.Event()  # set on a new grant: the watchdog looks at the deadlines again
         self._stop = threading.Event()
         self.takeovers = 0  # partitions taken over (attached) since start
         self.releases = 0  # partitions given up cleanly
@@ -184,8 +186,13 @@ class ClusterNode:
         """A new activity's id, inside its stream's partition or one this node holds."""
         if stream_key is not None:
             return new_activity_id(key_partition(stream_key, self.partitions), self.partitions)
-        ready = sorted(self._ready) or [GLOBAL]
+        ready = self._startable() or [GLOBAL]
         return new_activity_id(random.choice(ready), self.partitions)
+
+    def _startable(self) -> list[int]:
+        """The partitions a plain start may be drawn in here: loaded and still held."""
+        now = self._clock()
+        return sorted(p for p in self._ready if self.book.epoch(p, now) is not None)
 
     def _partition_of_id(self, activity_id: str) -> int:
         act = None if self._service is None else self._service.registry.activities.get(activity_id)
@@ -199,7 +206,7 @@ class ClusterNode:
         if partition is None:
             return LOCAL
         if partition == ANY_HELD:
-            if self._ready:
+            if self._startable():
                 return LOCAL
             partition = GLOBAL
         if partition in self._ready and self.book.epoch(partition, self._clock()) is not None:
@@ -253,7 +260,11 @@ class ClusterNode:
             return
         lost = [p for p in self.book.held() if p not in result.renewed]
         for partition, epoch in result.renewed.items():
-            self.book.granted(partition, epoch, asked_at)
+            if asked_at + self.book.ttl - self.book.margin > self._clock():
+                self.book.granted(partition, epoch, asked_at)
+            else:  # the round took too long: the renewal came too late to act on
+                lost.append(partition)
+        lost = sorted(set(lost))
         if lost:
             self.losses += len(lost)
             log.warning("lost partitions %s to other nodes", _ranges(lost))
@@ -266,10 +277,13 @@ class ClusterNode:
             # Every node pushes to the same phones: each spends its share of their budget.
             self._nodes = nodes
             service.outbox.engine.share_budget(nodes)
-        # Renewed but not loaded: the watchdog dropped it while a round hung; load it again.
-        unloaded = {p: e for p, e in result.renewed.items() if p not in self._ready}
-        if unloaded:
-            await self._attach(unloaded, asked_at)
+        # Renewed but not loaded (the watchdog dropped it while a round hung): give it back and
+        # take it again under a new epoch, which waits for any write of the old one in flight.
+        unloaded = {
+            p: e for p, e in result.renewed.items() if p not in self._ready and p not in lost
+        }
+        for partition, epoch in unloaded.items():
+            await self._give_back(partition, epoch)
         plan = self.book.plan(result.rows, result.live)
         if plan.release:
             await self._release(plan.release)
@@ -292,6 +306,7 @@ class ClusterNode:
         assert service is not None
         for partition, epoch in got.items():
             self.book.granted(partition, epoch, asked_at)
+        self._rearm.set()
         try:
             snapshot = await service.store.load()
         except StoreError as exc:  # held but not loaded: calls wait; the next round retries
@@ -299,16 +314,31 @@ class ClusterNode:
             for partition, epoch in got.items():
                 await self._give_back(partition, epoch)
             return
+        # A lease may have run out while the rows loaded (a slow database): not ours any more.
+        now = self._clock()
+        late = [p for p in got if self.book.epoch(p, now) is None]
+        got = {p: e for p, e in got.items() if p not in late}
+        for partition in late:
+            self.book.dropped(partition)
         part = _only(snapshot, set(got), self.partitions)
-        if GLOBAL in got:
-            service.registry.metrics = {m.key: m for m in snapshot.metrics}
-        if GLOBAL in got:
-            # The devices' writer now: it starts from the stored devices.
-            await service.refresh_devices(snapshot.devices)
-        else:
-            self._devices_changed.set()  # in step with the writer before delivering
-        await service.attach(part)
-        self._ready.update(got)
+        try:
+            if GLOBAL in got:
+                # The single writer of devices, notifications and metrics now: it starts from
+                # what is stored, and sends what the last owner left unsent.
+                await service.take_global(snapshot)
+            else:
+                self._devices_changed.set()  # in step with the writer before delivering
+            await service.attach(part)
+        except Exception:  # a defect must not stop the node: give the partitions back
+            log.exception("could not take partitions %s over; giving them back", _ranges(got))
+            self._detach(list(got))
+            for partition, epoch in got.items():
+                await self._give_back(partition, epoch)
+            return
+        gone = [p for p in got if self.book.epoch(p, self._clock()) is None]
+        if gone:  # ran out while the service took them: stop delivering them again
+            self._detach(gone)
+        self._ready.update(p for p in got if p not in gone)
         self.takeovers += len(got)
         self.last_takeover_s = self._clock() - asked_at
         log.info(
@@ -320,8 +350,14 @@ class ClusterNode:
 
     async def _release(self, partitions: Sequence[int]) -> None:
         held = self.book.held()
+        service = self._service
+        assert service is not None
+        self._ready.difference_update(partitions)  # no more calls here for them
+        # What the devices were sent, written while the leases still hold: the next owner
+        # must not send a start (or a state) again that already went out.
+        await service.outbox.flush()
         for partition in partitions:
-            self.book.dropped(partition)  # no more calls or writes here for it
+            self.book.dropped(partition)  # no more writes here for them
         self._detach(partitions)
         for partition in partitions:
             await self._give_back(partition, held[partition])
@@ -341,6 +377,8 @@ class ClusterNode:
         assert service is not None
         wanted = set(partitions)
         self._ready.difference_update(wanted)
+        if GLOBAL in wanted:
+            service.drop_global()
         reg = service.registry
         acts = [
             a.row.activity_id
@@ -354,7 +392,9 @@ class ClusterNode:
         """Drop leases at their local deadline even while a round hangs on the database."""
         while True:
             deadlines = [d for p in self.book.held() if (d := self.book.deadline(p)) is not None]
-            await trio.sleep_until(min(deadlines) if deadlines else self._clock() + self.interval)
+            self._rearm = trio.Event()
+            with trio.move_on_at(min(deadlines) if deadlines else self._clock() + self.interval):
+                await self._rearm.wait()  # a new grant may come due sooner
             expired = self.book.expire(self._clock())
             if expired:
                 self.losses += len(expired)
@@ -379,6 +419,7 @@ class ClusterNode:
             log.warning(
                 "could not leave the cluster cleanly (leases expire by themselves): %s", exc
             )
+        self.table.close()
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         if self._threads:
@@ -394,7 +435,7 @@ class ClusterNode:
             self._devices_changed = trio.Event()
             try:
                 rows = await trio.to_thread.run_sync(self._load_devices)
-            except StoreError as exc:
+            except (StoreError, msgspec.DecodeError) as exc:  # the next signal tries again
                 log.warning("could not reload devices: %s", exc)
                 continue
             assert self._service is not None

@@ -109,13 +109,15 @@ _LIVE: Final = """
 """
 # Taking or giving a partition up locks its row FOR UPDATE first, which waits for every batch in
 # flight that passed the fence (FOR KEY SHARE): the next owner loads the partition only after
-# they committed. A renewal is a plain UPDATE (FOR NO KEY UPDATE), which does not conflict with
-# the fence, so a busy partition's writes never hold its renewal up.
+# they committed. A take skips rows locked that way (the next round tries them again), so one
+# batch hung in flight never holds up the others. A renewal is a plain UPDATE (FOR NO KEY
+# UPDATE), which does not conflict with the fence: a busy partition's writes never hold it up.
 _ACQUIRE: Final = """
     WITH free AS (
         SELECT partition FROM lockstep_leases
         WHERE partition = ANY(%s) AND (owner IS NULL OR expires_at <= now())
-        FOR UPDATE
+        ORDER BY partition
+        FOR UPDATE SKIP LOCKED
     )
     UPDATE lockstep_leases AS l
     SET owner = %s, epoch = l.epoch + 1, expires_at = now() + make_interval(secs => %s)

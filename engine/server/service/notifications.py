@@ -117,6 +117,11 @@ class Notifications:
         self._dirty: dict[str, NotificationRow] = {}
         self._wake = trio.Event()
 
+    def forget_progress(self) -> None:
+        """Drop the unwritten delivery progress (a cluster node gave partition 0 up: its next
+        owner resends what it cannot see as settled)."""
+        self._dirty.clear()
+
     @property
     def dirty(self) -> int:
         """Notification rows whose delivery progress waits to be written."""

@@ -241,6 +241,12 @@ class Outbox:
                 queued += 1
         return queued
 
+    def _current(self, rec: Recipient) -> bool:
+        """Whether `rec` is still the registry's (not of an activity forgotten, swept or given
+        to another node since): only then is its progress this node's to write."""
+        act = self._reg.activities.get(rec.row.activity_id)
+        return act is not None and act.recipients.get(rec.row.device_id) is rec
+
     def _holds(self, act: Activity) -> bool:
         """Whether `act` is still this node's to deliver: in a cluster, a call that began before
         its partition moved away must not hand the engine anything more for it."""
@@ -320,7 +326,8 @@ class Outbox:
     def forget(self, activity_ids: Collection[str]) -> None:
         """Drop the unwritten progress of `activity_ids` (this node no longer holds them: their
         new owner resends what it cannot see as sent, which never goes backwards)."""
-        self._dirty = {k: r for k, r in self._dirty.items() if k[0] not in activity_ids}
+        gone = set(activity_ids)
+        self._dirty = {k: r for k, r in self._dirty.items() if k[0] not in gone}
 
     async def flush(self) -> bool:
         """Write every dirty recipient row now; False when the store refused them (they stay
@@ -328,11 +335,8 @@ class Outbox:
         if not self._dirty:
             return True
         batch, self._dirty = self._dirty, {}
-        ops = [
-            PutRecipient(rec.row)
-            for rec in batch.values()
-            if rec.row.activity_id in self._reg.activities
-        ]
+        batch = {k: rec for k, rec in batch.items() if self._current(rec)}
+        ops = [PutRecipient(rec.row) for rec in batch.values()]
         try:
             await self._store.write(ops)
         except StoreError as exc:

@@ -204,6 +204,23 @@ class Service:
         self.recovered += queued
         return queued
 
+    async def take_global(self, stored: Snapshot) -> None:
+        """A cluster node became the writer of what belongs to no activity (partition 0):
+        start from the stored devices, metrics and notifications, send the notifications the
+        last owner left unsent, and one widget reload per device (whether the last change's
+        reloads went out is not stored)."""
+        await self.refresh_devices(stored.devices)
+        self.registry.metrics = {m.key: m for m in stored.metrics}
+        self.registry.notifications = {n.notification_id: n for n in stored.notifications}
+        self.recovered += await self.notifications.recover()
+        if self.registry.metrics:
+            self.widgets.notify(self.registry.devices.values())
+
+    def drop_global(self) -> None:
+        """A cluster node is no longer the writer of partition 0: what it had not written of
+        the notifications' progress is its next owner's to resend."""
+        self.notifications.forget_progress()
+
     def detach(self, activity_ids: Collection[str], stream_keys: Collection[str]) -> None:
         """Stop delivering activities whose partition this node gave up or lost: nothing queued
         for them is sent any more, and their unwritten progress is dropped (the new owner
@@ -310,11 +327,12 @@ async def open_service(
         await nursery.start(service.outbox.run)
         await nursery.start(service.notifications.run)
         service.recovered = await service.outbox.recover()
-        service.recovered += await service.notifications.recover()
+        if activities:  # a cluster node: only partition 0's owner sends them (`take_global`)
+            service.recovered += await service.notifications.recover()
         if service.recovered:
             log.info("re-queued %d pushes after a restart", service.recovered)
         await nursery.start(service.widgets.run)
-        if service.registry.metrics:
+        if activities and service.registry.metrics:
             # Whether the last change's reloads went out before the restart is not stored: one
             # reload per widget now, so every widget reads the values the store has.
             service.widgets.notify(service.registry.devices.values())

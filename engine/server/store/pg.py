@@ -270,7 +270,7 @@ def connect(url: str, timeout: int, what: str) -> Connection:
     """An autocommit connection to `url` that notices a vanished peer within seconds;
     `StoreError` naming `what` and where (never the URL's password) when it cannot."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url,
             autocommit=True,
             connect_timeout=timeout,
@@ -281,6 +281,10 @@ def connect(url: str, timeout: int, what: str) -> Connection:
             keepalives_interval=2,
             keepalives_count=3,
         )
+        # A transaction is a batch of statements sent back to back: one idle for 10 s belongs
+        # to a frozen process, whose locks (a cluster's lease fence) must not outlive it.
+        conn.execute("SET idle_in_transaction_session_timeout = 10000")
+        return conn
     except psycopg.Error as exc:
         raise StoreError(
             f"cannot connect to {what} {where(url)}: {describe(exc)}", cause=cause_of(exc)
