@@ -227,14 +227,22 @@ class Outbox:
             if not rec.row.started and rec.row.update_token is None:
                 if act.row.ended or device is None:
                     continue  # never shown on the device: nothing to update or end
+                if not self._holds(act):
+                    continue  # given to another node while this loop waited (a cluster)
                 rec.queued_version = act.row.version
-                handle = await self._engine.submit(
-                    act.row.activity_id,
-                    rec.row.start_token,
-                    prepare(start_content(act, self._attributes_type)),
-                    lane=rec.row.device_id,
-                    min_timestamp=floor,
-                )
+                try:
+                    handle = await self._engine.submit(
+                        act.row.activity_id,
+                        rec.row.start_token,
+                        prepare(start_content(act, self._attributes_type)),
+                        lane=rec.row.device_id,
+                        min_timestamp=floor,
+                    )
+                except LaneError as exc:  # as in `send_latest`: nothing more goes on that lane
+                    log.warning(
+                        "no start for %s on %s: %s", act.row.activity_id, device.device_id, exc
+                    )
+                    continue
                 self._follow(handle, act, rec, act.row.version, start=True)
                 queued += 1
             elif await self.send_latest(act, rec, min_timestamp=floor) is not None:
