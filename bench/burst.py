@@ -28,7 +28,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.front import _git_head
 from bench.harness.core import RunEnv, pin, record, summarize
 from bench.harness.loadgen import Generator
 from bench.harness.procs import Child, report_failure, serve_commands
@@ -51,7 +50,6 @@ BODY = (
 def run(cfg: dict[str, Any], env: RunEnv) -> list[dict[str, Any]]:
     """One record per entry of `cfg["keys"]`, each on a fresh server."""
     # A worktree's `.git` is a file `machine_info` does not read: ask git for the commit.
-    env.machine["commit"] = env.machine.get("commit") or _git_head()
     records = []
     for keys in [int(k) for k in cfg["keys"]]:
         figures = one_burst(cfg, env, keys)

@@ -25,7 +25,6 @@ import os
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -210,7 +209,6 @@ def one_round(
 def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
     """Every round, and the medians."""
     machine = machine_info()  # before this process is pinned
-    machine["commit"] = machine["commit"] or _git_head()
     cores = usable_cores()
     two = len(cores) > 1 and hasattr(os, "sched_setaffinity")
     node_core, other_core = (cores[0], cores[1]) if two else (None, None)
@@ -250,22 +248,6 @@ def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
         "rounds": rows,
         "machine": machine,
     }
-
-
-def _git_head() -> str | None:
-    """The checked-out commit by asking git (a worktree's `.git` is a file the harness skips)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> int:

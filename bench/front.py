@@ -24,7 +24,6 @@ import os
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -162,7 +161,6 @@ def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
     """Every round of every front, each front's median round and the h11/httptools ratio."""
     machine = machine_info()  # before this process is pinned to one core
     machine["versions"]["httptools"] = version("httptools")
-    machine["commit"] = machine["commit"] or _git_head()
     cores = usable_cores()
     server_core = cores[0] if len(cores) > 1 else None
     pinned = pin(cores[1]) if len(cores) > 1 else False
@@ -192,22 +190,6 @@ def run(requests: int, connections: int, rounds: int) -> dict[str, Any]:
         "rounds": rows,
         "machine": machine,
     }
-
-
-def _git_head() -> str | None:
-    """The checked-out commit by asking git (a worktree's `.git` is a file the harness skips)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench.front import _git_head
 from bench.harness.core import append_results, cpu_seconds, machine_info, pin, usable_cores
 
 API_KEY: Final = "lsk_bench_service_key_0123456789abcdef"
@@ -242,7 +241,6 @@ def run(streams: int, calls: int, rounds: int, profile: Path | None) -> dict[str
     import trio
 
     machine = machine_info()
-    machine["commit"] = machine["commit"] or _git_head()
     cores = usable_cores()
     pinned = pin(cores[0]) if len(cores) > 1 else False
     try:
