@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 
 from bench.harness.core import machine_info
-from bench.kill9 import API_KEY, DEVICE_KEY, PHONES, Load, verdict
+from bench.kill9 import API_KEY, DEVICE_KEY, PHONES, Load, settle
 from bench.slowclients import free_port, wait_up
 
 PG = os.environ.get("LOCKSTEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -158,12 +158,7 @@ def measure(url: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         time.sleep(args.run)
         load.stop.set()
         thread.join(30)
-        deadline = time.monotonic() + args.settle
-        while True:
-            lost, violations, shown = verdict(control, load)
-            if lost == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
+        lost, violations, shown = settle(control, load, args.settle)
         after = leases(url)
         result["lost_detail"] = lost_detail(control, load) if lost else []
         result = {

@@ -128,6 +128,17 @@ def verdict(control: int, load: Load) -> tuple[int, int, dict[str, Any]]:
     return lost, violations, shown
 
 
+def settle(control: int, load: Load, seconds: float) -> tuple[int, int, dict[str, Any]]:
+    """`verdict` once nothing is lost, or as it stands after `seconds` (the phones catching up
+    with what the API accepted)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        lost, violations, shown = verdict(control, load)
+        if lost == 0 or time.monotonic() > deadline:
+            return lost, violations, shown
+        time.sleep(1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the measurement; print its JSON line."""
     p = argparse.ArgumentParser(prog="python -m bench.kill9", description=__doc__)
@@ -159,12 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.run)
             load.stop.set()
             thread.join(30)
-            deadline = time.monotonic() + args.settle
-            while True:
-                lost, violations, shown = verdict(control, load)
-                if lost == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(1.0)
+            lost, violations, shown = settle(control, load, args.settle)
         finally:
             load.stop.set()
             proc.send_signal(signal.SIGINT)
