@@ -276,7 +276,7 @@ class FakeStatus:
         self.svc.called("status", activity_id)
         if activity_id != "act-1":
             raise errors.NotFound(f"no activity with id {activity_id!r}")
-        return _status()
+        return sample_status()
 
     def stream(self, stream_key: str, scope: KeyScope = FULL_ACCESS, /) -> models.ActivityStatus:
         """Stream `s1`, or 404."""
@@ -284,7 +284,7 @@ class FakeStatus:
         self.svc.called("stream_status", stream_key)
         if stream_key != "s1":
             raise errors.NotFound(f"no stream with key {stream_key!r}")
-        return _status(stream_key)
+        return sample_status(stream_key)
 
     def page(
         self, state: str | None, limit: int, after: str | None, scope: KeyScope = FULL_ACCESS, /
@@ -292,12 +292,12 @@ class FakeStatus:
         """One page holding `act-1`; the arguments are recorded."""
         self.svc.scopes.append(scope)
         self.svc.called("status_page", state, limit, after)
-        return models.ActivityStatusList(activities=[_status()], next="act-1")
+        return models.ActivityStatusList(activities=[sample_status()], next="act-1")
 
     def recent(self, limit: int) -> list[models.ActivityStatus]:
         """`act-1` alone; the limit is recorded."""
         self.svc.called("status_recent", limit)
-        return [_status()]
+        return [sample_status()]
 
 
 @dataclass
@@ -337,7 +337,8 @@ def _hook_reply(name: str, delivery_id: str) -> hooks.WebhookReply:
     )  # fmt: skip
 
 
-def _status(stream_key: str | None = None) -> models.ActivityStatus:
+def sample_status(stream_key: str | None = None) -> models.ActivityStatus:
+    """The status of `act-1`: version 1, one live device."""
     device = models.RecipientStatus(device_id="d1", state="live", confirmed_version=1, current=True)
     return models.ActivityStatus(
         activity_id="act-1",

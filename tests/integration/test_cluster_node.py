@@ -15,7 +15,7 @@ import trio.testing
 from engine.server.cluster.leases import LeaseBook, LeaseView
 from engine.server.cluster.node import ClusterNode
 from engine.server.cluster.pgleases import Round
-from engine.server.http.seam import LOCAL, Forward
+from engine.server.http.seam import LOCAL, Forward, Gather, Unavailable
 from engine.server.store.base import UNREACHABLE, StoreError
 from tests.helpers.clusterkit import FakeService, Route
 
@@ -170,13 +170,28 @@ async def test_partitions_split_and_move_twice(clock: trio.testing.MockClock) ->
                 # Calls for b's partitions reaching a go to b.
                 p = min(moved)
                 assert a.place(Route(), {"stream_key": key_of(p)}, b"") == Forward("b:1")
+                # The listing: each node answers for its half and asks the other for the rest.
+                assert a.place(LISTING, {}, b"") == Gather(("b:1",))
+                assert b.place(LISTING, {}, b"") == Gather(("a:1",))
                 b_scope.cancel()  # b stops cleanly: it releases, a takes back
             await trio.sleep(3 * INTERVAL)
             assert held(a) == set(range(PARTITIONS))
+            assert a.place(LISTING, {}, b"") == Gather(())  # all here: no one else to ask
             assert all(db.rows[p][1] == epochs[p] + 2 for p in moved)  # moved twice
             assert a.releases == PARTITIONS // 2 and a.losses == 0
             nursery.cancel_scope.cancel()
     assert overlaps == []
+
+
+LISTING = Route("GET", "/api/live-activities", "listLiveActivityStatuses")
+
+
+async def test_a_listing_waits_while_a_partition_has_no_owner(
+    clock: trio.testing.MockClock,
+) -> None:
+    node, _ = make_node(Db(clock), "a")  # before its first round: it holds nothing, no one does
+    placed = node.place(LISTING, {}, b"")
+    assert isinstance(placed, Unavailable) and "partition 0" in placed.reason
 
 
 async def run_b(b: ClusterNode, scope: trio.CancelScope) -> None:

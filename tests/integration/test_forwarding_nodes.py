@@ -15,10 +15,11 @@ import msgspec
 import trio
 
 from engine.server.cluster.forward import Forwarder
+from engine.server.contract import models
 from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
 from engine.server.http.h11server import H11Limits
-from engine.server.http.seam import LOCAL, Forward, Placement, RouteInfo, Router
-from tests.helpers.fakeservice import SEND_KEY, STREAM_BODY, FakeService
+from engine.server.http.seam import LOCAL, Forward, Gather, Placement, RouteInfo, Router
+from tests.helpers.fakeservice import SEND_KEY, STREAM_BODY, FakeService, sample_status
 
 TIMEOUT = 30.0
 STREAM = msgspec.json.encode(STREAM_BODY)
@@ -213,3 +214,63 @@ async def test_calls_to_the_owner_share_one_kept_alive_connection(front: str) ->
             ]
     assert statuses == [200] * 5 and len(b.service.calls) == 5
     assert (a.forwarder.opened, a.forwarder.retried) == (1, 0)
+
+
+def _statuses(*ids: str) -> list[models.ActivityStatus]:
+    return [msgspec.structs.replace(sample_status(), activity_id=i) for i in ids]
+
+
+def _pages(n: Node, ids: tuple[str, ...]) -> None:
+    """Node `n` holds the activities `ids`: its page is the first `limit` after `after`."""
+
+    def page(
+        state: str | None, limit: int, after: str | None, scope: object = None, /
+    ) -> models.ActivityStatusList:
+        n.service.called("status_page", state, limit, after)
+        left = [i for i in sorted(ids) if after is None or i > after]
+        more = len(left) > limit
+        return models.ActivityStatusList(
+            activities=_statuses(*left[:limit]), next=left[limit - 1] if more else None
+        )
+
+    n.service.status.page = page  # type: ignore[method-assign]
+
+
+async def test_the_listing_merges_every_nodes_part_in_id_order(front: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with nodes(front) as (a, b):
+            a.router.placement = Gather((b.address,))
+            b.router.placement = Gather((a.address,))  # asked by a: it answers for its own only
+            _pages(a, ("la_1", "la_4", "la_5"))
+            _pages(b, ("la_2", "la_3", "la_6"))
+            first = await send(a, "/api/live-activities?limit=4", method="GET", body=None)
+            page1 = msgspec.json.decode(first.body)
+            second = await send(
+                a, f"/api/live-activities?limit=4&after={page1['next']}", method="GET", body=None
+            )
+            page2 = msgspec.json.decode(second.body)
+    assert first.status == second.status == 200
+    assert [x["activity_id"] for x in page1["activities"]] == ["la_1", "la_2", "la_3", "la_4"]
+    assert page1["next"] == "la_4"
+    assert [x["activity_id"] for x in page2["activities"]] == ["la_5", "la_6"]
+    assert "next" not in page2 or page2["next"] is None
+    assert [c[0] for c in a.service.calls] == [c[0] for c in b.service.calls] == ["status_page"] * 2
+    assert b.router.asked == 2 and a.metrics.forwarded_total.get("200") == 2
+
+
+async def test_a_bad_listing_is_refused_here_before_any_node_is_asked(front: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with nodes(front) as (a, b):
+            a.router.placement = Gather((b.address,))
+            got = await send(a, "/api/live-activities?limit=x", method="GET", body=None)
+    assert got.status == 400 and a.forwarder.opened == 0 and b.service.calls == []
+
+
+async def test_a_listing_with_a_node_down_is_a_503_not_a_partial_page(front: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with nodes(front) as (a, b):
+            a.router.placement = Gather((b.address, f"127.0.0.1:{closed_port()}"))
+            b.router.placement = Gather((a.address,))
+            got = await send(a, "/api/live-activities", method="GET", body=None)
+    assert got.status == 503
+    assert msgspec.json.decode(got.body)["error"] == "partition_unavailable"

@@ -24,6 +24,7 @@ signals a change (a trigger and LISTEN, `pgleases`) and at least every `device_r
 The node is the HTTP front's router (`place`): a call for a partition this node holds and has
 loaded is handled here, one for a partition another live node holds is forwarded to that node's
 internal address, and while a partition has no owner (a takeover in progress) the call waits.
+The listing of activities is answered by every owner for its own partitions and merged.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from engine.server.cluster.partitions import (
     new_activity_id,
 )
 from engine.server.cluster.pgleases import LeaseTable, devices_channel
-from engine.server.cluster.routing import ANY_HELD, route_partition
-from engine.server.http.seam import LOCAL, Forward, Placement, RouteInfo, Unavailable
+from engine.server.cluster.routing import ALL, ANY_HELD, route_partition
+from engine.server.http.seam import LOCAL, Forward, Gather, Placement, RouteInfo, Unavailable
 from engine.server.service import Service
 from engine.server.store.base import FENCED, Store, StoreError
 from engine.server.store.records import (
@@ -205,6 +206,8 @@ class ClusterNode:
         partition = route_partition(endpoint.template, params, body, self.partitions)
         if partition is None:
             return LOCAL
+        if partition == ALL:
+            return self._gather()
         if partition == ANY_HELD:
             if self._startable():
                 return LOCAL
@@ -215,6 +218,20 @@ class ClusterNode:
         if owner is not None:
             return Forward(owner)
         return Unavailable(self.wait, f"partition {partition} is being taken over")
+
+    def _gather(self) -> Placement:
+        """A listing: this node answers for what it holds and has loaded, the other owners for
+        theirs; while a partition has no owner its rows would be missing, so it waits."""
+        now = self._clock()
+        others: set[str] = set()
+        for partition in range(self.partitions):
+            if partition in self._ready and self.book.epoch(partition, now) is not None:
+                continue
+            owner = self._owners.get(partition)
+            if owner is None:
+                return Unavailable(self.wait, f"partition {partition} is being taken over")
+            others.add(owner)
+        return Gather(tuple(sorted(others)))
 
     def stats(self) -> dict[str, float]:
         """Gauges for `/metrics`."""

@@ -41,6 +41,7 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import msgspec
@@ -281,7 +282,8 @@ class ApiApp:
         # A cluster: the call may be another node's. Public routes (health, metrics, the
         # OpenAPI document, static files) speak of the node that got them: always here.
         if self.placer is not None and endpoint.access is not Access.PUBLIC:
-            relayed = await self.placer.elsewhere(endpoint, params, scope, body, rid)
+            here = partial(endpoint.handler, ctx, params, body)
+            relayed = await self.placer.elsewhere(endpoint, params, scope, body, rid, here)
             if relayed is not None:
                 return relayed
         reply = await endpoint.handler(ctx, params, body)

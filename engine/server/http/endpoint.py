@@ -18,7 +18,7 @@ see `FULL_ACCESS`, which they never use.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,6 +70,8 @@ class Context:
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]
+Merge = Callable[[Sequence[bytes], Mapping[str, str]], bytes]
+"""`merge(bodies, params)`: one answer from the parts of a listing (`Endpoint.merge`)."""
 """`handler(context, params, body)`: the path parameters, the declared query parameters that
 were given (first value of each) and the declared headers that were given (by lower-case name,
 first value, decoded as Latin-1); the body is read and size-checked, not decoded."""
@@ -112,3 +114,6 @@ class Endpoint:
     error_schemas: tuple[tuple[int, str], ...] = ()
     query: tuple[QueryParam, ...] = ()  # the query parameters it reads (others are ignored)
     headers: tuple[HeaderParam, ...] = ()  # the request headers it reads
+    # A listing every node of a cluster answers a part of: the 200 bodies of all the parts
+    # (this node's first) and the call's parameters -> the merged body.
+    merge: Merge | None = None

@@ -4,6 +4,11 @@ The app (`http.app`) hands each authenticated call, body read and checked, to a 
 asks the cluster's `seam.Router`:
 
 - `LOCAL`: the app serves the call as usual;
+- `Gather(addresses)`: a listing every node answers a part of: this node's part (the app's
+  handler, run here first, so a bad parameter is refused before any other node is asked),
+  then the same call to each node at `addresses` at once, as forwarded calls, which answer for
+  their own partitions only; the 200 bodies are merged by the endpoint's `merge`, and the
+  first answer that is not a 200 is relayed instead;
 - `Forward(address)`: the call goes to its owner (`engine.server.cluster.forward`: same method,
   raw path and query, headers, body, one `x-request-id` for both nodes, plus
   `x-lockstep-forwarded`) and the owner's answer is relayed as it came (`Reply.relayed`);
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 import trio
@@ -31,7 +36,7 @@ from engine.server.cluster.forward import FORWARDED_HEADER, Forwarder, ForwardEr
 from engine.server.contract.errors import PartitionUnavailable
 from engine.server.http.endpoint import Endpoint, Reply
 from engine.server.http.prom import PromMetrics
-from engine.server.http.seam import Forward, Local, Placement, Router
+from engine.server.http.seam import Forward, Gather, Local, Placement, Router
 
 __all__ = ["PLACE_EVERY", "Placer"]
 
@@ -81,14 +86,24 @@ class Placer:
             await self.forwarder.aclose()
 
     async def elsewhere(
-        self, endpoint: Endpoint, params: Mapping[str, str], scope: Scope, body: bytes, rid: str
+        self,
+        endpoint: Endpoint,
+        params: Mapping[str, str],
+        scope: Scope,
+        body: bytes,
+        rid: str,
+        local: Callable[[], Awaitable[Reply]],
     ) -> Reply | None:
-        """None: the call runs here. Else the owner's answer, relayed; or a 503
-        (`PartitionUnavailable`)."""
+        """None: the call runs here. Else the owner's answer, relayed, or the merged parts of
+        a listing (`local` answers this node's part); or a 503 (`PartitionUnavailable`)."""
         forwarded = _header(scope, FORWARDED_HEADER) is not None
         placement = await self.place(endpoint, params, body, forwarded=forwarded)
         if isinstance(placement, Local):
             return None
+        if isinstance(placement, Gather):
+            if forwarded or endpoint.merge is None:  # a part asked by another node: ours only
+                return None
+            return await self.gather(placement.addresses, endpoint, params, scope, body, rid, local)
         if isinstance(placement, Forward) and not forwarded:
             return await self.forward(placement.address, scope, body, rid)
         self.metrics.forward_failed("no_owner")
@@ -110,13 +125,53 @@ class Placer:
         deadline: float | None = None  # read the clock only when there is a wait
         while True:
             placement = self.router.place(endpoint, params, body)
-            if isinstance(placement, Local) or (isinstance(placement, Forward) and not forwarded):
+            if isinstance(placement, (Local, Gather)) or (
+                isinstance(placement, Forward) and not forwarded
+            ):
                 return placement
             now = trio.current_time()
             deadline = now + self.wait if deadline is None else deadline
             if now + PLACE_EVERY > deadline:
                 return placement
             await trio.sleep(PLACE_EVERY)
+
+    async def gather(
+        self,
+        addresses: Sequence[str],
+        endpoint: Endpoint,
+        params: Mapping[str, str],
+        scope: Scope,
+        body: bytes,
+        rid: str,
+        local: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
+        """This node's part, then every other node's at once; one merged answer (see the
+        module docstring). A node that cannot answer makes the whole call a 503."""
+        assert endpoint.merge is not None
+        mine = await local()
+        if mine.status != 200 or not addresses:
+            return mine
+        parts: list[Reply | PartitionUnavailable | None] = [None] * len(addresses)
+
+        async def ask(i: int, address: str) -> None:
+            try:
+                parts[i] = await self.forward(address, scope, body, rid)
+            except PartitionUnavailable as exc:  # kept: the others still answer
+                parts[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i, address in enumerate(addresses):
+                nursery.start_soon(ask, i, address)
+        theirs: list[Reply] = []
+        for part in parts:
+            if isinstance(part, PartitionUnavailable):
+                raise part
+            assert part is not None
+            if part.status != 200:
+                return part
+            theirs.append(part)
+        merged = endpoint.merge([mine.body, *(p.body for p in theirs)], params)
+        return Reply(200, merged, content_type=mine.content_type, headers=mine.headers)
 
     async def forward(self, address: str, scope: Scope, body: bytes, rid: str) -> Reply:
         """Send the call to its owner at `address`: its answer, or a 503."""

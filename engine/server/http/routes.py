@@ -11,7 +11,7 @@ calling key's scope (see `http.endpoint`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -105,6 +105,18 @@ async def _status_page(ctx: Context, params: Mapping[str, str], body: bytes) -> 
         raise errors.BadRequest("limit must be an integer", field="limit") from None
     page = ctx.service.status.page(params.get("state"), limit, params.get("after"), ctx.key)
     return _json(page)
+
+
+def _merge_status_pages(bodies: Sequence[bytes], params: Mapping[str, str]) -> bytes:
+    """One page from every node's page of the same listing: each holds its node's first
+    `limit` matches after `after`, so the first `limit` of them all, by id, are the page."""
+    pages = [msgspec.json.decode(b, type=models.ActivityStatusList) for b in bodies]
+    limit = int(params.get("limit", "100"))  # the local part already refused a bad one
+    every = sorted((a for p in pages for a in p.activities), key=lambda a: a.activity_id)
+    more = len(every) > limit or any(p.next is not None for p in pages)
+    page = every[:limit]
+    last = page[-1].activity_id if more and page else None
+    return msgspec.json.encode(models.ActivityStatusList(activities=page, next=last))
 
 
 async def _devices_list(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
@@ -311,6 +323,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         template="/api/live-activities",
         access=Access.SEND,
         handler=_status_page,
+        merge=_merge_status_pages,
         operation_id="listLiveActivityStatuses",
         summary="Delivery status of the activities, a page at a time, optionally by device state",
         response=models.ActivityStatusList,

@@ -33,6 +33,7 @@ __all__ = [
     "BadgeApi",
     "DeviceApi",
     "Forward",
+    "Gather",
     "LiveApi",
     "Local",
     "MetricsApi",
@@ -279,7 +280,15 @@ class Unavailable:
     reason: str
 
 
-Placement: TypeAlias = Local | Forward | Unavailable
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Every node answers for its own partitions (a listing): this node answers for its own,
+    the nodes at `addresses` for theirs, and the answers are merged (`Endpoint.merge`)."""
+
+    addresses: tuple[str, ...]
+
+
+Placement: TypeAlias = Local | Forward | Unavailable | Gather
 """What `Router.place` decides."""
 
 
@@ -312,7 +321,8 @@ class Router(Protocol):
         ...
 
     def place(self, endpoint: RouteInfo, params: Mapping[str, str], body: bytes, /) -> Placement:
-        """Where the call runs: `LOCAL`, `Forward(address)` or `Unavailable(...)`. `params` are
+        """Where the call runs: `LOCAL`, `Forward(address)`, `Gather(addresses)` or
+        `Unavailable(...)`. `params` are
         the path parameters, the declared query parameters and headers that were given;
         `body` is the request's body, read and size-checked but not decoded. Called after
         authentication, on the request's trio task: it must not block."""

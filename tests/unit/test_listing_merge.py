@@ -1,0 +1,42 @@
+"""Merging the nodes' pages of `GET /api/live-activities` into one (routes._merge_status_pages)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.server.contract import models
+from engine.server.http.routes import ENDPOINTS
+from tests.helpers.fakeservice import sample_status
+
+LISTING = next(e for e in ENDPOINTS if e.template == "/api/live-activities")
+
+
+def page(*ids: str, next: str | None = None) -> bytes:
+    acts = [msgspec.structs.replace(sample_status(), activity_id=i) for i in ids]
+    return msgspec.json.encode(models.ActivityStatusList(activities=acts, next=next))
+
+
+def merged(bodies: list[bytes], limit: int) -> tuple[list[str], str | None]:
+    assert LISTING.merge is not None
+    out = msgspec.json.decode(
+        LISTING.merge(bodies, {"limit": str(limit)}), type=models.ActivityStatusList
+    )
+    return [a.activity_id for a in out.activities], out.next
+
+
+def test_the_first_limit_of_all_parts_by_id_and_next_when_more_are_left() -> None:
+    assert merged([page("b", "d"), page("a", "c", "e")], 3) == (["a", "b", "c"], "c")
+    assert merged([page("b"), page("a")], 3) == (["a", "b"], None)
+    assert merged([page(), page()], 3) == ([], None)
+
+
+def test_a_part_with_more_behind_it_keeps_a_next_even_when_the_page_is_just_full() -> None:
+    # The second node had more than `limit`: the merged page must not look like the last one.
+    assert merged([page(), page("a", "b", next="b")], 2) == (["a", "b"], "b")
+
+
+def test_the_default_limit_is_the_routes() -> None:
+    assert LISTING.merge is not None
+    ids = [f"la_{i:03d}" for i in range(150)]
+    out = msgspec.json.decode(LISTING.merge([page(*ids[:100], next="la_099"), page()], {}))
+    assert len(out["activities"]) == 100 and out["next"] == "la_099"
