@@ -1,11 +1,11 @@
-"""Merging the nodes' pages of `GET /api/live-activities` into one (routes._merge_status_pages)."""
+"""Merging the nodes' parts of `GET /api/live-activities` and `GET /api/dashboard` into one."""
 
 from __future__ import annotations
 
 import msgspec
 
 from engine.server.contract import models
-from engine.server.http.routes import ENDPOINTS
+from engine.server.http.routes import DASHBOARD_ACTIVITIES, ENDPOINTS, Dashboard
 from tests.helpers.fakeservice import sample_status
 
 LISTING = next(e for e in ENDPOINTS if e.template == "/api/live-activities")
@@ -40,3 +40,32 @@ def test_the_default_limit_is_the_routes() -> None:
     ids = [f"la_{i:03d}" for i in range(150)]
     out = msgspec.json.decode(LISTING.merge([page(*ids[:100], next="la_099"), page()], {}))
     assert len(out["activities"]) == 100 and out["next"] == "la_099"
+
+
+def board(*acts: tuple[str, str], devices: int = 0) -> bytes:
+    statuses = [
+        msgspec.structs.replace(sample_status(), activity_id=i, updated_at=at) for i, at in acts
+    ]
+    return msgspec.json.encode(
+        Dashboard(
+            now=1.0,
+            source="server",
+            devices=[{"name": f"iphone-{d}"} for d in range(devices)],
+            pushes=[],
+            activities=statuses,
+        )
+    )
+
+
+def test_the_dashboard_keeps_its_own_phones_and_the_newest_activities_of_every_node() -> None:
+    dash = next(e for e in ENDPOINTS if e.template == "/api/dashboard")
+    assert dash.merge is not None
+    t = "2026-12-07T10:00:0{}.000Z".format
+    mine = board(("la_a", t(1)), ("la_c", t(5)), devices=2)
+    theirs = board(("la_b", t(3)), ("la_d", t(5)), devices=2)
+    out = msgspec.json.decode(dash.merge([mine, theirs], {}), type=Dashboard)
+    assert [d["name"] for d in out.devices] == ["iphone-0", "iphone-1"]  # not twice
+    assert [a.activity_id for a in out.activities or ()] == ["la_c", "la_d", "la_b", "la_a"]
+    many = [(f"la_{i:03d}", t(i % 10)) for i in range(DASHBOARD_ACTIVITIES)]
+    capped = msgspec.json.decode(dash.merge([board(*many), board(*many)], {}), type=Dashboard)
+    assert len(capped.activities or ()) == DASHBOARD_ACTIVITIES

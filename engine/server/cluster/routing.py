@@ -6,10 +6,10 @@
   partition the id carries (`partitions.id_partition`).
 - A plain start (`POST /api/live-activity/start`): `ANY_HELD`, any partition the answering node
   holds; it draws the new id inside it.
-- The listing of activities (`GET /api/live-activities`): `ALL`, every node answers for the
-  partitions it holds and the pages are merged.
-- The rest of the API (devices, notifications, the badge, metrics, webhooks, the dashboard):
-  `GLOBAL`, whose owner is the single writer of those rows.
+- The listing of activities (`GET /api/live-activities`) and the dashboard's activities: `ALL`,
+  every node answers for the partitions it holds and the answers are merged.
+- The rest of the API (devices, notifications, the badge, metrics, webhooks): `GLOBAL`, whose
+  owner is the single writer of those rows.
 - Pages, the OpenAPI document, `/healthz` and `/metrics`: None, answered by whichever node is
   asked (each reports itself).
 
@@ -31,7 +31,7 @@ ANY_HELD: Final = -1
 """A call any node holding some partition may take (a plain start)."""
 
 ALL: Final = -2
-"""A call every partition's owner answers a part of (the listing of activities)."""
+"""A call every partition's owner answers a part of (the listings of activities)."""
 
 _STREAM: Final = "/api/live-activity/stream/{stream_key}"
 _BY_ID_IN_PATH: Final = "/api/live-activity/{activity_id}"
@@ -39,7 +39,7 @@ _BY_ID_IN_BODY: Final = frozenset(
     {"/api/live-activity/update", "/api/live-activity/end", "/api/activity-tokens"}
 )
 _START: Final = "/api/live-activity/start"
-_LISTING: Final = "/api/live-activities"
+_LISTINGS: Final = frozenset({"/api/live-activities", "/api/dashboard"})
 
 
 class _Named(msgspec.Struct):
@@ -68,7 +68,7 @@ def route_partition(
         return id_partition(named.activity_id, partitions)
     if template == _START:
         return ANY_HELD
-    if template == _LISTING:
+    if template in _LISTINGS:
         return ALL
     if template.startswith("/api/") and template != "/api/openapi.json":
         return GLOBAL

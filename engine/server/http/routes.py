@@ -119,6 +119,19 @@ def _merge_status_pages(bodies: Sequence[bytes], params: Mapping[str, str]) -> b
     return msgspec.json.encode(models.ActivityStatusList(activities=page, next=last))
 
 
+def _merge_dashboards(bodies: Sequence[bytes], params: Mapping[str, str]) -> bytes:
+    """This node's dashboard (the first body) with the newest activities of every node's: the
+    phones and pushes are the same simulator's everywhere, the activities each node's own."""
+    boards = [msgspec.json.decode(b, type=Dashboard) for b in bodies]
+    every = [a for b in boards for a in (b.activities or ())]
+    # `updated_at` is ISO-8601 UTC with milliseconds: its text sorts as its time does.
+    every.sort(key=lambda a: a.activity_id)
+    every.sort(key=lambda a: a.updated_at, reverse=True)
+    board = boards[0]
+    board.activities = every[:DASHBOARD_ACTIVITIES]
+    return msgspec.json.encode(board)
+
+
 async def _devices_list(ctx: Context, params: Mapping[str, str], body: bytes) -> Reply:
     return _json(DeviceList(devices=list(ctx.service.devices.list(ctx.key))))
 
@@ -476,6 +489,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         template="/api/dashboard",
         access=Access.SEND,
         handler=_dashboard,
+        merge=_merge_dashboards,
         operation_id="getDashboard",
         summary="What the lock screens page draws: simulated iPhones, pushes, delivery status",
         response=Dashboard,
