@@ -93,6 +93,10 @@ class FencedStore:
         """`Store.load` of the inner store."""
         return await self.inner.load()
 
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
+        """`Store.load_partitions` of the inner store."""
+        return await self.inner.load_partitions(partitions, count)
+
     async def write(self, ops: Sequence[Op]) -> None:
         """`Store.write`, fenced (see the class docstring)."""
         if not ops:
