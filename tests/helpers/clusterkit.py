@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ class FakeStore:
     """A store whose load takes a moment and returns nothing."""
 
     async def load(self) -> Snapshot:
+        await trio.sleep(0.01)  # a load takes a moment: calls must wait for it
+        return Snapshot()
+
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
         await trio.sleep(0.01)  # a load takes a moment: calls must wait for it
         return Snapshot()
 

@@ -1,10 +1,11 @@
 """Cluster nodes on a mock clock, over an in-memory lease table with the database's semantics:
-partitions split between nodes, move twice (to a new node and back when it leaves), and a node
-cut off from the database stops delivering before any other node may take its partitions."""
+partitions split between nodes, move twice (to a new node and back when it leaves), a node
+cut off from the database stops delivering before any other node may take its partitions, and a
+takeover whose load hangs never holds up the renewal of the node's other leases."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from engine.server.cluster.node import ClusterNode
 from engine.server.cluster.pgleases import Round
 from engine.server.http.seam import LOCAL, Forward, Gather, Unavailable
 from engine.server.store.base import UNREACHABLE, StoreError
+from engine.server.store.records import Snapshot
 from tests.helpers.clusterkit import FakeService, Route
 
 PARTITIONS = 8
@@ -232,3 +234,46 @@ async def test_a_node_cut_off_stops_delivering_before_another_takes_over(
             assert a.losses == len(mine)
             nursery.cancel_scope.cancel()
     assert overlaps == []
+
+
+class SlowStore:
+    """A store whose load of `slow` partitions waits for `go`; records what each load asked."""
+
+    def __init__(self, slow: set[int]) -> None:
+        self.slow, self.go, self.asked = slow, trio.Event(), list[set[int]]()
+
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
+        self.asked.append(set(partitions))
+        if self.slow & set(partitions):
+            await self.go.wait()
+        await trio.sleep(0.01)
+        return Snapshot()
+
+
+async def test_a_slow_takeover_never_holds_up_the_renewal_of_the_other_leases(
+    clock: trio.testing.MockClock,
+) -> None:
+    db = Db(clock)
+    later = set(range(PARTITIONS // 2, PARTITIONS))
+    for p in later:  # held by a node that died: free once their leases run out, at 3 s
+        db.rows[p] = ["dead", 1, 3.0]
+    a, _ = make_node(db, "a")
+    service = FakeService()
+    store = service.store = SlowStore(later)  # type: ignore[assignment]
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run, service)
+            first = set(range(PARTITIONS // 2))
+            assert held(a) == first
+            # The dead node's partitions are taken at 3-4 s; their load hangs for 3 leases.
+            await trio.sleep(4 * INTERVAL)
+            assert store.asked[-1] == later and a.book.held().keys() == first | later
+            await trio.sleep(3 * TTL)
+            assert held(a) == first and a.losses == 0  # renewed on time all along
+            now = clock.current_time()
+            assert all(db.rows[p][0] == "a" and db.rows[p][2] > now for p in first | later)
+            store.go.set()
+            await a.settled()
+            assert held(a) == set(range(PARTITIONS)) and a.losses == 0
+            assert a.takeovers == PARTITIONS and service.attached == 2
+            nursery.cancel_scope.cancel()

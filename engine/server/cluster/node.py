@@ -7,9 +7,12 @@ Every `interval` seconds one round (`pgleases.LeaseTable.round`) renews this nod
 reads every lease and the live nodes, and then, by `leases.LeaseBook.plan`:
 
 - takes free or expired partitions up to its share: for each taken, the stored activities and
-  streams of the partition are loaded and handed to the service (`Service.attach`), which pushes
-  what each device lacks above the stored timestamps, so a device never sees an older state after
-  a newer one; calls for the partition wait (`Unavailable`) until that is done;
+  streams of the partition (only those: `Store.load_partitions`) are loaded and handed to the
+  service (`Service.attach`), which pushes what each device lacks above the stored timestamps,
+  so a device never sees an older state after a newer one; calls for the partition wait
+  (`Unavailable`) until that is done. The load and the hand-over run in a task of their own
+  (one takeover at a time), so the next rounds renew every lease, those being loaded included,
+  on time however long the load takes;
 - gives partitions up while another live node is below its share: the partition stops taking
   calls, the service stops delivering it (`Service.detach`: nothing queued for it is sent any
   more), then the lease is released and the next owner may take it at once.
@@ -94,6 +97,10 @@ class FencedStore:
         """`Store.load` of the inner store."""
         return await self.inner.load()
 
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
+        """`Store.load_partitions` of the inner store."""
+        return await self.inner.load_partitions(partitions, count)
+
     async def write(self, ops: Sequence[Op]) -> None:
         """`Store.write`, fenced (see the class docstring)."""
         if not ops:
@@ -154,6 +161,9 @@ class ClusterNode:
         self._clock = clock
         self._service: Service | None = None
         self._ready: set[int] = set()  # held partitions whose activities are loaded
+        self._loading: set[int] = set()  # held partitions a takeover in flight is loading
+        self._taking: trio.Event | None = None  # set when the takeover in flight is done
+        self._tasks: trio.Nursery | None = None  # where takeovers run
         self._owners: dict[int, str] = {}  # partition -> address of the live node holding it
         self._nodes = 1  # live nodes at the last round
         self._devices_changed = trio.Event()
@@ -252,19 +262,33 @@ class ClusterNode:
         await self._off_loop(self.table.setup)
         try:
             async with trio.open_nursery() as nursery:
+                self._tasks = nursery
                 nursery.start_soon(self._watchdog)
                 if self.follow_devices:
                     nursery.start_soon(self._listen_devices)
                     nursery.start_soon(self._refresh_devices_forever)
-                await self._round()  # the first partitions before the node says it is ready
+                first = trio.Event()
+                nursery.start_soon(self._rounds, first)
+                # The first partitions loaded before the node says it is ready.
+                await first.wait()
+                await self.settled()
                 task_status.started()
-                while True:
-                    await trio.sleep(self.interval)
-                    await self._round()
         finally:
             self._stop.set()
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._leave()
+
+    async def _rounds(self, first: trio.Event) -> None:
+        """A round every `interval` seconds (a takeover runs beside them, never inside)."""
+        while True:
+            await self._round()
+            first.set()
+            await trio.sleep(self.interval)
+
+    async def settled(self) -> None:
+        """Return once no takeover is in flight (at once when none is)."""
+        while self._taking is not None:
+            await self._taking.wait()
 
     async def _round(self) -> None:
         service = self._service
@@ -296,15 +320,19 @@ class ClusterNode:
             service.outbox.engine.share_budget(nodes)
         # Renewed but not loaded (the watchdog dropped it while a round hung): give it back and
         # take it again under a new epoch, which waits for any write of the old one in flight.
+        # A partition a takeover is still loading is not such a one.
         unloaded = {
-            p: e for p, e in result.renewed.items() if p not in self._ready and p not in lost
+            p: e
+            for p, e in result.renewed.items()
+            if p not in self._ready and p not in lost and p not in self._loading
         }
         for partition, epoch in unloaded.items():
             await self._give_back(partition, epoch)
         plan = self.book.plan(result.rows, result.live)
-        if plan.release:
-            await self._release(plan.release)
-        if plan.acquire:
+        release = [p for p in plan.release if p not in self._loading]
+        if release:
+            await self._release(release)
+        if plan.acquire and self._taking is None:  # one takeover at a time
             await self._acquire(plan.acquire)
 
     async def _acquire(self, wanted: Sequence[int]) -> None:
@@ -314,24 +342,39 @@ class ClusterNode:
         except StoreError as exc:
             log.warning("could not take partitions: %s", exc)
             return
-        if got:
-            await self._attach(got, asked_at)
-
-    async def _attach(self, got: Mapping[int, int], asked_at: float) -> None:
-        """Hold `got` (partition -> epoch) and hand their stored activities to the service."""
-        service = self._service
-        assert service is not None
+        if not got:
+            return
+        # Held from now on, so the next rounds renew them while they load.
         for partition, epoch in got.items():
             self.book.granted(partition, epoch, asked_at)
         self._rearm.set()
+        self._loading.update(got)
+        done = self._taking = trio.Event()
+        assert self._tasks is not None
+        self._tasks.start_soon(self._takeover, got, asked_at, done)
+
+    async def _takeover(self, got: Mapping[int, int], asked_at: float, done: trio.Event) -> None:
+        """Load and attach `got`, beside the rounds; then let the next takeover start."""
         try:
-            snapshot = await service.store.load()
+            await self._attach(got, asked_at)
+        finally:
+            self._loading.difference_update(got)
+            self._taking = None
+            done.set()
+
+    async def _attach(self, got: Mapping[int, int], asked_at: float) -> None:
+        """Hand the stored activities of `got` (partition -> epoch, held) to the service."""
+        service = self._service
+        assert service is not None
+        try:
+            snapshot = await service.store.load_partitions(list(got), self.partitions)
         except StoreError as exc:  # held but not loaded: calls wait; the next round retries
             log.warning("could not load partitions %s: %s", _ranges(got), exc)
             for partition, epoch in got.items():
                 await self._give_back(partition, epoch)
             return
-        # A lease may have run out while the rows loaded (a slow database): not ours any more.
+        # A lease may have run out (or been lost in a round) while the rows loaded: not ours
+        # any more. Only what is still held is handed over.
         now = self._clock()
         late = [p for p in got if self.book.epoch(p, now) is None]
         got = {p: e for p, e in got.items() if p not in late}

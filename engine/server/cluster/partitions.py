@@ -14,6 +14,10 @@ Partition 0 also carries what belongs to no activity: devices, notifications, th
 metrics, webhooks and the listings. Its owner is the one writer of those rows; every other node
 keeps its copy of the devices fresh from the database (`cluster.node`).
 
+Every partition function is a remainder of a *slot* (`key_slot`, `activity_slot`): a number
+that does not depend on the partition count, so the store can keep it with each row and select a
+partition's rows by it whatever `[cluster] partitions` is (`Store.load_partitions`).
+
 Pure functions, no I/O: the router, the service and the store's fencing all agree through them.
 """
 
@@ -26,9 +30,13 @@ from typing import Final
 __all__ = [
     "DEFAULT_PARTITIONS",
     "GLOBAL",
+    "MAX_PARTITIONS",
+    "SLOT_MODULUS",
     "activity_partition",
+    "activity_slot",
     "id_partition",
     "key_partition",
+    "key_slot",
     "new_activity_id",
 ]
 
@@ -38,32 +46,54 @@ DEFAULT_PARTITIONS: Final = 64
 GLOBAL: Final = 0
 """The partition whose owner also writes devices, notifications, metrics and webhooks."""
 
+MAX_PARTITIONS: Final = 4096
+"""The most partitions a cluster may have (`[cluster] partitions`)."""
+
+SLOT_MODULUS: Final = MAX_PARTITIONS
+"""Every partition count dividing it (64 among them) finds a partition's slots by `slot %
+SLOT_MODULUS` alone, which the store indexes."""
+
 _ID_PREFIX: Final = "la_"
 _ID_HEX: Final = 32
 
 
+def key_slot(key: str) -> int:
+    """The slot of a stream key (CRC-32: stable across processes, unlike `hash`)."""
+    return zlib.crc32(key.encode())
+
+
+def _id_slot(activity_id: str) -> int:
+    """The slot an activity id names (its first four hex digits), or, for an id of another
+    shape, the slot of the id as a key."""
+    digits = activity_id[len(_ID_PREFIX) : len(_ID_PREFIX) + 4]
+    if activity_id.startswith(_ID_PREFIX) and len(digits) == 4:
+        try:
+            return int(digits, 16)
+        except ValueError:
+            pass
+    return key_slot(activity_id)
+
+
+def activity_slot(activity_id: str, stream_key: str | None) -> int:
+    """The slot of an activity: its stream's, else its id's (`activity_partition` is its
+    remainder by the partition count)."""
+    return key_slot(stream_key) if stream_key is not None else _id_slot(activity_id)
+
+
 def key_partition(key: str, partitions: int) -> int:
-    """The partition of a stream key (CRC-32: stable across processes, unlike `hash`)."""
-    return zlib.crc32(key.encode()) % partitions
+    """The partition of a stream key."""
+    return key_slot(key) % partitions
 
 
 def id_partition(activity_id: str, partitions: int) -> int:
     """The partition an activity id names (its first four hex digits), or, for an id of
     another shape, the partition of the id as a key."""
-    digits = activity_id[len(_ID_PREFIX) : len(_ID_PREFIX) + 4]
-    if activity_id.startswith(_ID_PREFIX) and len(digits) == 4:
-        try:
-            return int(digits, 16) % partitions
-        except ValueError:
-            pass
-    return key_partition(activity_id, partitions)
+    return _id_slot(activity_id) % partitions
 
 
 def activity_partition(activity_id: str, stream_key: str | None, partitions: int) -> int:
     """The partition an activity lives in: its stream's, else its id's."""
-    if stream_key is not None:
-        return key_partition(stream_key, partitions)
-    return id_partition(activity_id, partitions)
+    return activity_slot(activity_id, stream_key) % partitions
 
 
 def new_activity_id(partition: int, partitions: int) -> str:

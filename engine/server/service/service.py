@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from engine.engine import Engine
+from engine.server.cluster.partitions import GLOBAL, MAX_PARTITIONS
 from engine.server.service.apppush import AppPushes
 from engine.server.service.badge import Badges
 from engine.server.service.devices import Devices
@@ -306,11 +307,15 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     """Load, recover and run a `Service` for the duration of the block (store must be running).
 
-    `activities=False` loads everything but the activities and streams: a cluster node takes
+    `activities=False` loads only the rows that belong to no activity: a cluster node takes
     those partition by partition as it gains leases (`Service.attach`). `new_activity_id` draws
     the id of a new activity from its stream key (None for a plain start)."""
-    snapshot = await store.load()
-    if not activities:
+    if activities:
+        snapshot = await store.load()
+    else:
+        # The rows that belong to no activity come with partition 0; of the finest split it
+        # holds the fewest activities (read, then left to the partitions' takeovers).
+        snapshot = await store.load_partitions([GLOBAL], MAX_PARTITIONS)
         snapshot.activities, snapshot.recipients, snapshot.streams = [], [], []
     service = Service(
         engine,

@@ -1,7 +1,8 @@
 """The store interface: load everything at startup, then write batches of ops durably.
 
 The service keeps every row in memory and reads only from there, so the store needs no queries:
-`load()` once at startup and `write(ops)` for each change. That narrow surface is deliberate: a
+`load()` once at startup and `write(ops)` for each change (a cluster node also loads the
+partitions it takes over, `load_partitions`). That narrow surface is deliberate: a
 server database implements it with the same tables, `INSERT ... ON CONFLICT DO UPDATE` for puts
 and one transaction per batch, without the service changing (`sqlite.SqliteStore`, the default,
 and `pg.PgStore` on PostgreSQL).
@@ -13,7 +14,7 @@ Contract for every implementation:
   into one transaction (group commit); a failed transaction fails every write in it.
 - A write whose caller is cancelled while waiting may still be committed.
 - `run()` is the background writer: start it with `nursery.start(store.run)`; it runs until
-  cancelled or `close()`d. `load()` also works before `run()` starts.
+  cancelled or `close()`d. `load()` and `load_partitions()` also work before `run()` starts.
 - `close()` releases the resources; later calls raise `StoreError`.
 - `stats()` returns counters for metrics only; nothing may depend on them.
 - `probe()` commits a write that needs new space and leaves no row behind (see `probe`).
@@ -21,7 +22,7 @@ Contract for every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import trio
@@ -58,6 +59,14 @@ class Store(Protocol):
 
     async def load(self) -> Snapshot:
         """Every row currently stored."""
+        ...
+
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
+        """The stored rows of `partitions`, of `count` partitions (`cluster.partitions`): the
+        activities in them, those activities' recipients and the streams in them; with
+        partition 0 (`GLOBAL`) among them also every row that belongs to no activity (devices,
+        metrics, deliveries, notifications). Each list in primary-key order; no other
+        partition's rows are read."""
         ...
 
     async def write(self, ops: Sequence[Op]) -> None:

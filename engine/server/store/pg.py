@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
 from typing import Any, Final, TypeAlias
 
@@ -49,6 +49,7 @@ import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from engine.server.cluster.partitions import SLOT_MODULUS, activity_slot, key_slot
 from engine.server.store.base import (
     BUSY,
     DISK_FULL,
@@ -60,7 +61,7 @@ from engine.server.store.base import (
     StoreError,
 )
 from engine.server.store.records import Snapshot
-from engine.server.store.sqlite import TABLES, SqliteStore, Statement
+from engine.server.store.sqlite import TABLES, SqliteStore, Statement, _Table, partition_queries
 
 Connection: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
@@ -153,11 +154,44 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         settled TEXT NOT NULL
     );
     """,
+    # 6: each activity's and stream's partition slot, filled for existing rows (`_fill_slots`).
+    f"""
+    ALTER TABLE activities ADD COLUMN slot BIGINT;
+    ALTER TABLE streams ADD COLUMN slot BIGINT;
+    CREATE INDEX activities_by_slot ON activities ((slot % {SLOT_MODULUS}));
+    CREATE INDEX streams_by_slot ON streams ((slot % {SLOT_MODULUS}));
+    """,
 )
 """Schema migrations in order, each `sqlite.MIGRATIONS` entry of the same number for PostgreSQL."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code reads and writes."""
+
+_FILL_CHUNK: Final = 10_000
+
+
+def _fill_slots(conn: Connection) -> None:
+    """Migration 6's second half: the slot of every existing activity and stream, computed
+    here (PostgreSQL has no CRC-32), in the migration's transaction."""
+    acts = conn.execute("SELECT activity_id, stream_key FROM activities").fetchall()
+    _set_slots(conn, "activities", "activity_id", [(a, activity_slot(a, k)) for a, k in acts])
+    keys = conn.execute("SELECT stream_key FROM streams").fetchall()
+    _set_slots(conn, "streams", "stream_key", [(k, key_slot(k)) for (k,) in keys])
+
+
+def _set_slots(conn: Connection, table: str, key: str, slots: list[tuple[str, int]]) -> None:
+    for i in range(0, len(slots), _FILL_CHUNK):
+        chunk = slots[i : i + _FILL_CHUNK]
+        conn.execute(
+            f"UPDATE {table} AS t SET slot = v.slot "
+            "FROM unnest(%s::text[], %s::bigint[]) AS v(k, slot) "
+            f"WHERE t.{key} = v.k",
+            ([k for k, _ in chunk], [v for _, v in chunk]),
+        )
+
+
+_FILLS: Final[dict[int, Callable[[Connection], None]]] = {6: _fill_slots}
+"""Python steps of a migration, run after its SQL in the same transaction."""
 
 _VERSION_TABLE: Final = "lockstep_schema"
 _PROBE_KEY: Final = "\x01probe"  # no stream key has a control character (PostgreSQL text: no NUL)
@@ -195,6 +229,8 @@ def migrate(conn: Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
                 continue
             try:
                 conn.execute(migrations[number - 1])
+                if number in _FILLS:
+                    _FILLS[number](conn)
             except psycopg.Error as exc:
                 raise StoreError(
                     f"schema migration {number} failed: {describe(exc)}", cause=cause_of(exc)
@@ -329,6 +365,13 @@ class PgStore(SqliteStore):
         await self._ensure_open()
         return await self._off_loop(self._load_sync)
 
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
+        """The stored rows of `partitions` (of `count`): one query per table restricted by the
+        rows' slot on the server (see `base.Store.load_partitions`); works before `run()`."""
+        queries = partition_queries(partitions, count)
+        await self._ensure_open()
+        return await self._off_loop(self._load_partitions_sync, queries)
+
     async def probe(self) -> None:
         """Whether a write can be committed now; `StoreError` (with its cause) if not.
 
@@ -393,6 +436,28 @@ class PgStore(SqliteStore):
                     f"cannot load store {self.where}: {describe(exc)}", cause=cause_of(exc)
                 ) from exc
             return Snapshot(**tables)
+
+    def _load_partitions_sync(self, queries: dict[str, tuple[_Table, str]]) -> Snapshot:
+        with self._conn_lock:
+            conn = self._connected()
+            try:
+                # One snapshot of the database for every table (a write committing meanwhile
+                # is in all of them or none); REPEATABLE READ reads only, it never conflicts.
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    rows = {
+                        f: [t.decode(r) for r in conn.execute(sql)]
+                        for f, (t, sql) in queries.items()
+                    }
+                finally:
+                    if not conn.closed and not conn.broken:
+                        conn.execute("COMMIT")
+            except (psycopg.Error, msgspec.DecodeError) as exc:
+                self._drop_if_broken()
+                raise StoreError(
+                    f"cannot load store {self.where}: {describe(exc)}", cause=cause_of(exc)
+                ) from exc
+            return Snapshot(**rows)
 
     def _probe_sync(self) -> None:
         self._commit_sync(

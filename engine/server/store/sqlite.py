@@ -43,7 +43,7 @@ import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeVar
@@ -51,6 +51,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 import msgspec
 import trio
 
+from engine.server.cluster.partitions import GLOBAL, SLOT_MODULUS, activity_slot, key_slot
 from engine.server.files import create_private, tighten_all
 from engine.server.store.base import BUSY, DISK_FULL, FAILED, IO_ERROR, READ_ONLY, StoreError
 from engine.server.store.records import (
@@ -79,6 +80,9 @@ from engine.server.store.records import (
 
 _T = TypeVar("_T")
 log = logging.getLogger("lockstep.store")
+
+SLOT_FUNCTION: Final = "lockstep_slot"
+"""`partitions.activity_slot` as an SQL function of each connection (migration 6 fills with it)."""
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the four tables. Recipients and streams are small rows keyed by text: WITHOUT ROWID.
@@ -169,6 +173,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         settled TEXT NOT NULL
     );
     """,
+    # 6: each activity's and stream's partition slot (`cluster.partitions`), so a cluster node
+    # loads only the partitions it takes (`Store.load_partitions`); filled for existing rows.
+    f"""
+    ALTER TABLE activities ADD COLUMN slot INTEGER;
+    ALTER TABLE streams ADD COLUMN slot INTEGER;
+    UPDATE activities SET slot = {SLOT_FUNCTION}(activity_id, stream_key);
+    UPDATE streams SET slot = {SLOT_FUNCTION}(NULL, stream_key);
+    CREATE INDEX activities_by_slot ON activities ((slot % {SLOT_MODULUS}));
+    CREATE INDEX streams_by_slot ON streams ((slot % {SLOT_MODULUS}));
+    """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
 
@@ -195,6 +209,7 @@ class _Table:
         json: frozenset[str] = frozenset(),
         raw: frozenset[str] = frozenset(),
         flags: frozenset[str] = frozenset(),
+        slot: Callable[[Any], int] | None = None,
     ) -> None:
         self.name = name
         self.row_type = row_type
@@ -204,15 +219,20 @@ class _Table:
         # JSON columns kept encoded in memory (msgspec.Raw): stored as they are, loaded undecoded.
         self._raw = frozenset(i for i, c in enumerate(self.columns) if c in raw)
         self._encoded = self._json | self._raw
+        # The partition slot is stored with the row (`load_partitions` selects by it), never
+        # loaded back: it follows from the row's own columns.
+        self._slot = slot
+        stored = (*self.columns, "slot") if slot is not None else self.columns
         cols = ", ".join(self.columns)
-        marks = ", ".join("?" * len(self.columns))
-        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in key)
+        marks = ", ".join("?" * len(stored))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in stored if c not in key)
         # Standard upsert syntax (SQLite >= 3.24, also PostgreSQL).
         self.upsert_sql = (
-            f"INSERT INTO {name} ({cols}) VALUES ({marks}) "
+            f"INSERT INTO {name} ({', '.join(stored)}) VALUES ({marks}) "
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
         )
         self.select_sql = f"SELECT {cols} FROM {name} ORDER BY {', '.join(key)}"
+        self.select_where_sql = f"SELECT {cols} FROM {name} WHERE {{}} ORDER BY {', '.join(key)}"
 
     def upsert(self, row: Row) -> Statement:
         """The statement that stores `row`; `StoreError` when it cannot be encoded."""
@@ -227,6 +247,8 @@ class _Table:
                     values[i] = _json.encode(values[i]).decode()
         except (msgspec.EncodeError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.name}: cannot encode row: {exc}") from None
+        if self._slot is not None:
+            values.append(self._slot(row))
         return self.upsert_sql, tuple(values)
 
     def load(self, conn: sqlite3.Connection) -> list[Any]:
@@ -255,11 +277,14 @@ _ACTIVITIES: Final = _Table(
     json=frozenset({"alert", "channels", "metadata", "tags"}),
     raw=frozenset({"state"}),
     flags=frozenset({"ended"}),
+    slot=lambda row: activity_slot(row.activity_id, row.stream_key),
 )
 _RECIPIENTS: Final = _Table(
     "recipients", RecipientRow, ("activity_id", "device_id"), flags=frozenset({"started", "dead"})
 )
-_STREAMS: Final = _Table("streams", StreamRow, ("stream_key",))
+_STREAMS: Final = _Table(
+    "streams", StreamRow, ("stream_key",), slot=lambda row: key_slot(row.stream_key)
+)
 # A metric's value is a number or a string: stored as JSON text, so it loads as the same type.
 _METRICS: Final = _Table("metrics", MetricRow, ("key",), json=frozenset({"value"}))
 
@@ -285,6 +310,54 @@ TABLES: Final[dict[str, _Table]] = {
     "notifications": _NOTIFICATIONS,
 }
 """Each `Snapshot` field's table (the PostgreSQL store loads through these too)."""
+
+_GLOBAL_FIELDS: Final = ("devices", "metrics", "deliveries", "notifications")
+"""The `Snapshot` fields of rows that belong to no activity: partition 0's (`load_partitions`)."""
+
+
+def slot_condition(column: str, partitions: Collection[int], count: int) -> str:
+    """SQL true for a row whose slot `column` is in one of `partitions` of `count`.
+
+    Only integers we make go into the text. With a count dividing `SLOT_MODULUS` (64 does) it
+    is `slot % SLOT_MODULUS IN (...)`, the expression the slot indexes hold; with any other
+    count the server still filters, without the index.
+    """
+    if not 1 <= count <= SLOT_MODULUS:
+        raise ValueError(f"a partition count must be 1..{SLOT_MODULUS}, got {count}")
+    wanted = {int(p) for p in partitions if 0 <= p < count}
+    if not wanted:
+        return "FALSE"
+    if SLOT_MODULUS % count == 0:
+        modulus, values = SLOT_MODULUS, [r for r in range(SLOT_MODULUS) if r % count in wanted]
+    else:
+        modulus, values = count, sorted(wanted)
+    return f"{column} % {modulus} IN ({', '.join(map(str, values))})"
+
+
+def partition_queries(partitions: Collection[int], count: int) -> dict[str, tuple[_Table, str]]:
+    """Each `Snapshot` field's table and the SELECT of its rows in `partitions` of `count`:
+    their activities, those activities' recipients, their streams and, with partition 0, every
+    row that belongs to no activity."""
+    cols = ", ".join(f"r.{c}" for c in _RECIPIENTS.columns)
+    recipients = (
+        f"SELECT {cols} FROM recipients r JOIN activities a ON a.activity_id = r.activity_id "
+        f"WHERE {slot_condition('a.slot', partitions, count)} ORDER BY r.activity_id, r.device_id"
+    )
+    out = {
+        "activities": (
+            _ACTIVITIES,
+            _ACTIVITIES.select_where_sql.format(slot_condition("slot", partitions, count)),
+        ),
+        "recipients": (_RECIPIENTS, recipients),
+        "streams": (
+            _STREAMS,
+            _STREAMS.select_where_sql.format(slot_condition("slot", partitions, count)),
+        ),
+    }
+    if GLOBAL in partitions:
+        out.update({f: (TABLES[f], TABLES[f].select_sql) for f in _GLOBAL_FIELDS})
+    return out
+
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
 _DELETE_RECIPIENTS_OF: Final = "DELETE FROM recipients WHERE activity_id = ?"
@@ -332,6 +405,8 @@ def compile_ops(ops: Sequence[Op]) -> list[Statement]:
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Apply the migrations `conn` lacks, each atomically with its version; returns the version."""
+    # Migration 6 fills the slots with the same function the writes use.
+    conn.create_function(SLOT_FUNCTION, 2, activity_slot, deterministic=True)
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(migrations):
         raise StoreError(
@@ -452,6 +527,13 @@ class SqliteStore:
         """Every stored row, each table in key order; works before `run()` starts."""
         await self._ensure_open()
         return await self._off_loop(self._load_sync)
+
+    async def load_partitions(self, partitions: Collection[int], count: int) -> Snapshot:
+        """The stored rows of `partitions` (of `count`), selected by their slot; see
+        `base.Store.load_partitions`. Works before `run()` starts."""
+        queries = partition_queries(partitions, count)
+        await self._ensure_open()
+        return await self._off_loop(self._load_partitions_sync, queries)
 
     async def write(self, ops: Sequence[Op]) -> None:
         """Apply `ops` atomically; durable when it returns; `StoreError` when not applied."""
@@ -656,6 +738,18 @@ class SqliteStore:
                 where = ":memory:" if self.path is None else str(self.path)
                 raise StoreError(f"cannot load store {where}: {_describe(exc)}") from exc
 
+    def _load_partitions_sync(self, queries: dict[str, tuple[_Table, str]]) -> Snapshot:
+        with self._conn_lock:
+            conn = self._connection()
+            try:
+                rows = {
+                    f: [t.decode(r) for r in conn.execute(sql)] for f, (t, sql) in queries.items()
+                }
+            except (sqlite3.Error, msgspec.DecodeError) as exc:
+                where = ":memory:" if self.path is None else str(self.path)
+                raise StoreError(f"cannot load store {where}: {_describe(exc)}") from exc
+            return Snapshot(**rows)
+
     def _probe_sync(self) -> None:
         page = int(self._connection().execute("PRAGMA page_size").fetchone()[0])
         key = _PROBE_KEY + "." * (page * _PROBE_PAGES)  # no stream key has a NUL
@@ -690,4 +784,6 @@ __all__ = [
     "cause_of",
     "compile_ops",
     "migrate",
+    "partition_queries",
+    "slot_condition",
 ]
