@@ -323,8 +323,12 @@ class KeyRing:
 
     def find(self, token: bytes) -> KeyScope | None:
         """The scope of the key `token`, or None for an unknown key (constant time)."""
+        return self.find_digest(hash_key(token).encode())
+
+    def find_digest(self, digest: bytes) -> KeyScope | None:
+        """`find` for a key's digest (`hash_key(token).encode()`): one digest serves several
+        rings."""
         self._refresh()
-        digest = hash_key(token).encode()
         found: KeyScope | None = None
         for stored, scope in (*self._fixed, *self._from_file):
             if hmac.compare_digest(digest, stored) and found is None:

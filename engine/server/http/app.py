@@ -63,7 +63,7 @@ from engine.server.http.placement import Placer
 from engine.server.http.prom import PromMetrics
 from engine.server.http.routes import ENDPOINTS
 from engine.server.http.seam import ApiService, PhonesView, Router
-from engine.server.keys import KeyRing
+from engine.server.keys import KeyRing, hash_key
 from engine.server.logs import ACCESS, access, request_id
 
 __all__ = [
@@ -303,8 +303,9 @@ class ApiApp:
         if scheme.lower() != b"bearer" or not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <key>)")
         # Compare with every key, without stopping early, so timing says nothing about them.
-        default = self._send_keys.find(token)
-        named = self._named_keys.find(token)
+        digest = hash_key(token).encode()
+        default = self._send_keys.find_digest(digest)
+        named = self._named_keys.find_digest(digest)
         send = default or named
         is_send = send is not None
         is_device = _any_equal(token, self._device_keys)
