@@ -474,7 +474,11 @@ class PgStore(SqliteStore):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     for sql, group in itertools.groupby(statements, key=itemgetter(0)):
-                        cur.executemany(self._placeholders(sql), [params for _, params in group])
+                        rows = [params for _, params in group]
+                        if len(rows) == 1:
+                            cur.execute(self._placeholders(sql), rows[0])
+                        else:
+                            cur.executemany(self._placeholders(sql), rows)
             except psycopg.Error as exc:
                 self._drop_if_broken()
                 raise StoreError(
