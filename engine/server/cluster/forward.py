@@ -52,6 +52,8 @@ _HOP_BY_HOP: Final = frozenset(
         b"content-length",  # recomputed from the body
     }
 )
+# What a forwarded request does not carry on as it came: this node sets them.
+_NOT_RELAYED: Final = _HOP_BY_HOP | {b"host", FORWARDED_HEADER}
 _READ_SIZE: Final = 65536
 
 
@@ -92,31 +94,23 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """`headers` (lower-cased) without the hop-by-hop ones, those `connection` names included."""
+def end_to_end(
+    headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes] = _HOP_BY_HOP
+) -> Headers:
+    """`headers` (lower-cased) without the hop-by-hop ones, those `connection` names included,
+    nor those in `drop` (the hop-by-hop ones by default)."""
     pairs = [(bytes(name).lower(), bytes(value)) for name, value in headers]
-    named = {
-        token.strip().lower()
-        for name, value in pairs
-        if name == b"connection"
-        for token in value.split(b",")
-    }
-    return tuple(
-        (name, value)
-        for name, value in pairs
-        if name not in _HOP_BY_HOP and name not in named and not name.startswith(b"proxy-")
-    )
+    for name, value in pairs:
+        if name == b"connection":  # rare: it names more headers to drop
+            drop = drop | {token.strip().lower() for token in value.split(b",")}
+    return tuple([pair for pair in pairs if pair[0] not in drop and pair[0][:6] != b"proxy-"])
 
 
 def request_headers(
     address: str, headers: Iterable[tuple[bytes, bytes]], body: bytes, node_id: str
 ) -> Headers:
     """The forwarded request's headers: end-to-end ones, `host`, the length, who forwards."""
-    kept = tuple(
-        (name, value)
-        for name, value in end_to_end(headers)
-        if name not in (b"host", FORWARDED_HEADER)
-    )
+    kept = end_to_end(headers, _NOT_RELAYED)
     return (
         (b"host", address.encode("ascii")),
         *kept,
@@ -131,12 +125,11 @@ def _check_node_id(node_id: str) -> str:
     return node_id
 
 
-def _peer_closed(stream: trio.SocketStream) -> bool:
-    """An idle keep-alive connection with something to read has been closed by its peer (or
-    holds bytes nobody asked for): either way it cannot carry a request."""
+def _poller(stream: trio.SocketStream) -> select.poll:
+    """A poll object watching `stream` for bytes to read (made once per connection)."""
     poller = select.poll()
     poller.register(stream.socket.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
+    return poller
 
 
 # -- the pool -------------------------------------------------------------------------------------
@@ -147,6 +140,14 @@ class _Connection:
     stream: trio.SocketStream
     idle_since: float = 0.0
     reused: bool = False
+    poller: select.poll | None = None
+
+    def peer_closed(self) -> bool:
+        """An idle keep-alive connection with something to read has been closed by its peer
+        (or holds bytes nobody asked for): either way it cannot carry a request."""
+        if self.poller is None:
+            self.poller = _poller(self.stream)
+        return bool(self.poller.poll(0))
 
     def close(self) -> None:
         # Synchronous: it runs on every way out, cancellation included.
@@ -155,10 +156,13 @@ class _Connection:
 
 @dataclass(eq=False)
 class _Pool:
-    """One address's connections: a slot per connection, open or about to be."""
+    """One address's connections: a slot per connection, open or about to be; the address
+    parsed once."""
 
     slots: trio.Semaphore
-    idle: list[_Connection] = field(default_factory=list)
+    host: str
+    port: int
+    idle: list[_Connection] = field(default_factory=list)  # oldest first
 
 
 @dataclass(eq=False)
@@ -207,10 +211,7 @@ class Forwarder:
         body: bytes,
     ) -> Forwarded:
         """Send the call to `address` and return its answer; `ForwardError` without one."""
-        try:
-            host, port = parse_address(address)
-        except ValueError:
-            raise ForwardError(address, "not a host:port address", sent=False) from None
+        pool = self._pools.get(address) or self._pool(address)
         try:
             request = encode_request(
                 method, target, request_headers(address, headers, body, self.node_id)
@@ -218,20 +219,39 @@ class Forwarder:
         except (ValueError, UnicodeEncodeError):
             raise ForwardError(address, "the request cannot be sent on", sent=False) from None
         request += body
-        self.close_idle()
-        pool = self._pools.get(address)
-        if pool is None:
-            pool = self._pools[address] = _Pool(trio.Semaphore(self.max_connections))
+        now = trio.current_time()
+        self._close_idle(now - self.idle_timeout)
         progress = _Progress()
-        with trio.move_on_after(self.timeout):
-            async with pool.slots:
-                return await self._exchange(address, host, port, pool, request, progress)
+        with trio.CancelScope(deadline=now + self.timeout):
+            # A free slot is taken without a scheduling point (the exchange has its own).
+            try:
+                pool.slots.acquire_nowait()
+            except trio.WouldBlock:
+                await pool.slots.acquire()
+            try:
+                return await self._exchange(address, pool, request, progress)
+            finally:
+                pool.slots.release()
         raise ForwardError(address, f"no answer within {self.timeout:g} s", sent=progress.sent)
+
+    def _pool(self, address: str) -> _Pool:
+        """A new address's pool; `ForwardError` for an address that is not host:port."""
+        try:
+            host, port = parse_address(address)
+        except ValueError:
+            raise ForwardError(address, "not a host:port address", sent=False) from None
+        slots = trio.Semaphore(self.max_connections)
+        pool = self._pools[address] = _Pool(slots, host, port)
+        return pool
 
     def close_idle(self) -> None:
         """Close every connection idle for `idle_timeout` seconds or more."""
-        oldest = trio.current_time() - self.idle_timeout
+        self._close_idle(trio.current_time() - self.idle_timeout, every=True)
+
+    def _close_idle(self, oldest: float, *, every: bool = False) -> None:
         for pool in self._pools.values():
+            if not every and (not pool.idle or pool.idle[0].idle_since > oldest):
+                continue  # the oldest idle connection is young enough: so are the others
             keep = [c for c in pool.idle if c.idle_since > oldest]
             for conn in pool.idle:
                 if conn.idle_since <= oldest:
@@ -253,13 +273,7 @@ class Forwarder:
         await trio.lowlevel.checkpoint()
 
     async def _exchange(
-        self,
-        address: str,
-        host: str,
-        port: int,
-        pool: _Pool,
-        request: bytes,
-        progress: _Progress,
+        self, address: str, pool: _Pool, request: bytes, progress: _Progress
     ) -> Forwarded:
         conn = self._take(pool)
         if conn is not None:
@@ -270,7 +284,7 @@ class Forwarder:
                 # the call, or it would have begun to answer.
                 progress.sent = False
                 self.retried += 1
-        conn = await self._connect(address, host, port)
+        conn = await self._connect(address, pool.host, pool.port)
         try:
             return await self._round_trip(address, pool, conn, request, progress)
         except _StaleConnection:
@@ -280,7 +294,7 @@ class Forwarder:
         """The most recently used idle connection that is still usable."""
         while pool.idle:
             conn = pool.idle.pop()
-            if not _peer_closed(conn.stream):
+            if not conn.peer_closed():
                 conn.reused = True
                 return conn
             conn.close()
@@ -327,18 +341,21 @@ class Forwarder:
     async def _read_answer(self, address: str, conn: _Connection) -> AnswerReader:
         reader = AnswerReader(self.max_response)
         while not reader.complete:
-            chunk = await self._receive(address, conn, reader.received)
+            # The request was just sent: the answer cannot be there yet, so wait first.
+            chunk = await self._receive(address, conn, reader.received, wait=reader.received == 0)
             try:
                 reader.feed(chunk)
             except BadAnswer as exc:
                 raise ForwardError(address, f"bad answer ({exc})", sent=True) from None
         return reader
 
-    async def _receive(self, address: str, conn: _Connection, received: int) -> bytes:
+    async def _receive(
+        self, address: str, conn: _Connection, received: int, *, wait: bool = False
+    ) -> bytes:
         """The next bytes of the answer. A pooled connection that ends or resets before the
         first byte is stale (`_StaleConnection`); any other end before the answer is whole is a
         `ForwardError`."""
-        chunk = await _receive(conn.stream)
+        chunk = await _receive(conn.stream, wait=wait)
         if chunk:
             return chunk
         if received == 0 and conn.reused:
@@ -362,11 +379,14 @@ async def _send(stream: trio.SocketStream, data: bytes) -> None:
         await stream.send_all(memoryview(data)[sent:])
 
 
-async def _receive(stream: trio.SocketStream) -> bytes:
+async def _receive(stream: trio.SocketStream, *, wait: bool = False) -> bytes:
     """The next bytes; b"" at the end of the stream (or a reset). trio's `receive_some` yields
-    after every read and costs several calls more; this waits only when nothing is there."""
+    after every read and costs several calls more; this waits only when nothing is there (or
+    first, with `wait`: a read that would only fail is not tried)."""
     fd = stream.socket.fileno()
-    waited = False
+    waited = wait
+    if wait:
+        await trio.lowlevel.wait_readable(fd)
     while True:
         try:
             data = os.read(fd, _READ_SIZE)

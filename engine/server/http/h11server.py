@@ -253,7 +253,7 @@ class H11Server:
             raise _Closed
         slot.deadline = deadline
         self._table.enter(slot, phase)
-        if phase is not Phase.BUSY:
+        if phase is not Phase.BUSY and self._changed:  # (nobody waiting: nothing to wake)
             self._changed.unpark_all()  # it can be given up now
 
     async def _serve_connection(self, stream: trio.SocketStream, slot: Slot) -> None:
