@@ -158,6 +158,7 @@ async def run_calls(
         trio.BrokenResourceError,
         trio.ClosedResourceError,
         httptools.HttpParserError,
+        httptools.HttpParserUpgrade,  # not a subclass of HttpParserError
     )
     parts = urlsplit(api_base)
     host, port, prefix = parts.hostname or "127.0.0.1", parts.port or 80, parts.path.rstrip("/")
