@@ -23,6 +23,7 @@ Pure functions, no I/O: the router, the service and the store's fencing all agre
 
 from __future__ import annotations
 
+import re
 import secrets
 import zlib
 from typing import Final
@@ -55,6 +56,7 @@ SLOT_MODULUS` alone, which the store indexes."""
 
 _ID_PREFIX: Final = "la_"
 _ID_HEX: Final = 32
+_HEX4: Final = re.compile(r"[0-9a-fA-F]{4}")
 
 
 def key_slot(key: str) -> int:
@@ -66,11 +68,10 @@ def _id_slot(activity_id: str) -> int:
     """The slot an activity id names (its first four hex digits), or, for an id of another
     shape, the slot of the id as a key."""
     digits = activity_id[len(_ID_PREFIX) : len(_ID_PREFIX) + 4]
-    if activity_id.startswith(_ID_PREFIX) and len(digits) == 4:
-        try:
-            return int(digits, 16)
-        except ValueError:
-            pass
+    # Four hex digits exactly: `int` would also take a sign, `_` or spaces, and a negative slot
+    # has no partition in SQL's `%`.
+    if activity_id.startswith(_ID_PREFIX) and _HEX4.fullmatch(digits):
+        return int(digits, 16)
     return key_slot(activity_id)
 
 

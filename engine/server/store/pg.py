@@ -61,7 +61,14 @@ from engine.server.store.base import (
     StoreError,
 )
 from engine.server.store.records import Snapshot
-from engine.server.store.sqlite import TABLES, SqliteStore, Statement, _Table, partition_queries
+from engine.server.store.sqlite import (
+    TABLES,
+    SqliteStore,
+    Statement,
+    _Table,
+    keep_partitions,
+    partition_queries,
+)
 
 Connection: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
@@ -155,11 +162,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     """,
     # 6: each activity's and stream's partition slot, filled for existing rows (`_fill_slots`).
-    f"""
+    """
     ALTER TABLE activities ADD COLUMN slot BIGINT;
     ALTER TABLE streams ADD COLUMN slot BIGINT;
-    CREATE INDEX activities_by_slot ON activities ((slot % {SLOT_MODULUS}));
-    CREATE INDEX streams_by_slot ON streams ((slot % {SLOT_MODULUS}));
     """,
 )
 """Schema migrations in order, each `sqlite.MIGRATIONS` entry of the same number for PostgreSQL."""
@@ -177,6 +182,15 @@ def _fill_slots(conn: Connection) -> None:
     _set_slots(conn, "activities", "activity_id", [(a, activity_slot(a, k)) for a, k in acts])
     keys = conn.execute("SELECT stream_key FROM streams").fetchall()
     _set_slots(conn, "streams", "stream_key", [(k, key_slot(k)) for (k,) in keys])
+    # Indexed after the fill: updating an indexed column would rewrite every index entry too.
+    conn.execute(
+        f"""
+        CREATE INDEX activities_by_slot ON activities ((slot % {SLOT_MODULUS}));
+        CREATE INDEX streams_by_slot ON streams ((slot % {SLOT_MODULUS}));
+        CREATE INDEX activities_slot_unset ON activities (activity_id) WHERE slot IS NULL;
+        CREATE INDEX streams_slot_unset ON streams (stream_key) WHERE slot IS NULL;
+        """
+    )
 
 
 def _set_slots(conn: Connection, table: str, key: str, slots: list[tuple[str, int]]) -> None:
@@ -370,7 +384,8 @@ class PgStore(SqliteStore):
         rows' slot on the server (see `base.Store.load_partitions`); works before `run()`."""
         queries = partition_queries(partitions, count)
         await self._ensure_open()
-        return await self._off_loop(self._load_partitions_sync, queries)
+        snapshot = await self._off_loop(self._load_partitions_sync, queries)
+        return keep_partitions(snapshot, partitions, count)
 
     async def probe(self) -> None:
         """Whether a write can be committed now; `StoreError` (with its cause) if not.

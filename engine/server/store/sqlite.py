@@ -51,7 +51,14 @@ from typing import Any, Final, TypeAlias, TypeVar
 import msgspec
 import trio
 
-from engine.server.cluster.partitions import GLOBAL, SLOT_MODULUS, activity_slot, key_slot
+from engine.server.cluster.partitions import (
+    GLOBAL,
+    SLOT_MODULUS,
+    activity_partition,
+    activity_slot,
+    key_partition,
+    key_slot,
+)
 from engine.server.files import create_private, tighten_all
 from engine.server.store.base import BUSY, DISK_FULL, FAILED, IO_ERROR, READ_ONLY, StoreError
 from engine.server.store.records import (
@@ -182,6 +189,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     UPDATE streams SET slot = {SLOT_FUNCTION}(NULL, stream_key);
     CREATE INDEX activities_by_slot ON activities ((slot % {SLOT_MODULUS}));
     CREATE INDEX streams_by_slot ON streams ((slot % {SLOT_MODULUS}));
+    CREATE INDEX activities_slot_unset ON activities (activity_id) WHERE slot IS NULL;
+    CREATE INDEX streams_slot_unset ON streams (stream_key) WHERE slot IS NULL;
     """,
 )
 """Schema migrations in order; migration N (1-based) brings `user_version` from N-1 to N."""
@@ -316,7 +325,7 @@ _GLOBAL_FIELDS: Final = ("devices", "metrics", "deliveries", "notifications")
 
 
 def slot_condition(column: str, partitions: Collection[int], count: int) -> str:
-    """SQL true for a row whose slot `column` is in one of `partitions` of `count`.
+    """SQL true for a row whose slot `column` is in one of `partitions` of `count`, or unset.
 
     Only integers we make go into the text. With a count dividing `SLOT_MODULUS` (64 does) it
     is `slot % SLOT_MODULUS IN (...)`, the expression the slot indexes hold; with any other
@@ -331,7 +340,10 @@ def slot_condition(column: str, partitions: Collection[int], count: int) -> str:
         modulus, values = SLOT_MODULUS, [r for r in range(SLOT_MODULUS) if r % count in wanted]
     else:
         modulus, values = count, sorted(wanted)
-    return f"{column} % {modulus} IN ({', '.join(map(str, values))})"
+    # A row without a slot (written by a node of the release before migration 6 while the
+    # cluster upgraded) may be in any partition: it is read too (`*_slot_unset` indexes), and
+    # the caller keeps those of its partitions.
+    return f"({column} % {modulus} IN ({', '.join(map(str, values))}) OR {column} IS NULL)"
 
 
 def partition_queries(partitions: Collection[int], count: int) -> dict[str, tuple[_Table, str]]:
@@ -357,6 +369,28 @@ def partition_queries(partitions: Collection[int], count: int) -> dict[str, tupl
     if GLOBAL in partitions:
         out.update({f: (TABLES[f], TABLES[f].select_sql) for f in _GLOBAL_FIELDS})
     return out
+
+
+def keep_partitions(snapshot: Snapshot, partitions: Collection[int], count: int) -> Snapshot:
+    """`snapshot` (read by `partition_queries`) without the rows of other partitions that came
+    with it: those without a slot are read whatever their partition."""
+    wanted = set(partitions)
+    acts = [
+        a
+        for a in snapshot.activities
+        if activity_partition(a.activity_id, a.stream_key, count) in wanted
+    ]
+    if len(acts) == len(snapshot.activities):
+        streams = [s for s in snapshot.streams if key_partition(s.stream_key, count) in wanted]
+        if len(streams) == len(snapshot.streams):
+            return snapshot  # the usual case: every row has its slot
+    ids = {a.activity_id for a in acts}
+    return msgspec.structs.replace(
+        snapshot,
+        activities=acts,
+        recipients=[r for r in snapshot.recipients if r.activity_id in ids],
+        streams=[s for s in snapshot.streams if key_partition(s.stream_key, count) in wanted],
+    )
 
 
 _DELETE_DEVICE: Final = "DELETE FROM devices WHERE device_id = ?"
@@ -533,7 +567,8 @@ class SqliteStore:
         `base.Store.load_partitions`. Works before `run()` starts."""
         queries = partition_queries(partitions, count)
         await self._ensure_open()
-        return await self._off_loop(self._load_partitions_sync, queries)
+        snapshot = await self._off_loop(self._load_partitions_sync, queries)
+        return keep_partitions(snapshot, partitions, count)
 
     async def write(self, ops: Sequence[Op]) -> None:
         """Apply `ops` atomically; durable when it returns; `StoreError` when not applied."""
@@ -783,6 +818,7 @@ __all__ = [
     "SqliteStore",
     "cause_of",
     "compile_ops",
+    "keep_partitions",
     "migrate",
     "partition_queries",
     "slot_condition",
