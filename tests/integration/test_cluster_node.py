@@ -173,12 +173,17 @@ async def test_partitions_split_and_move_twice(clock: trio.testing.MockClock) ->
                 p = min(moved)
                 assert a.place(Route(), {"stream_key": key_of(p)}, b"") == Forward("b:1")
                 # The listing: each node answers for its half and asks the other for the rest.
-                assert a.place(LISTING, {}, b"") == Gather(("b:1",))
-                assert b.place(LISTING, {}, b"") == Gather(("a:1",))
+                assert a.place(LISTING, {}, b"") == Gather(
+                    (("b:1", tuple(sorted(held(b)))),), tuple(sorted(held(a)))
+                )
+                assert b.place(LISTING, {}, b"") == Gather(
+                    (("a:1", tuple(sorted(held(a)))),), tuple(sorted(held(b)))
+                )
                 b_scope.cancel()  # b stops cleanly: it releases, a takes back
             await trio.sleep(3 * INTERVAL)
             assert held(a) == set(range(PARTITIONS))
-            assert a.place(LISTING, {}, b"") == Gather(())  # all here: no one else to ask
+            everything = tuple(range(PARTITIONS))
+            assert a.place(LISTING, {}, b"") == Gather((), everything)  # no one else to ask
             assert all(db.rows[p][1] == epochs[p] + 2 for p in moved)  # moved twice
             assert a.releases == PARTITIONS // 2 and a.losses == 0
             nursery.cancel_scope.cancel()
@@ -186,6 +191,30 @@ async def test_partitions_split_and_move_twice(clock: trio.testing.MockClock) ->
 
 
 LISTING = Route("GET", "/api/live-activities", "listLiveActivityStatuses")
+
+
+async def test_a_listing_never_asks_an_earlier_instance_of_this_node(
+    clock: trio.testing.MockClock,
+) -> None:
+    db = Db(clock)
+    old, _ = make_node(db, "a-1")
+    new, table = make_node(db, "a-2")
+    table.address = "a-1:1"  # restarted under a new id at the same address
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            old_scope = trio.CancelScope()
+
+            async def run_old() -> None:
+                with old_scope:
+                    await old.run(FakeService())  # type: ignore[arg-type]
+
+            nursery.start_soon(run_old)
+            await trio.sleep(2 * INTERVAL)
+            await nursery.start(run_node, new)
+            await trio.sleep(INTERVAL)
+            placed = new.place(LISTING, {}, b"")
+            assert isinstance(placed, Unavailable), placed  # not a Gather asking itself
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_listing_waits_while_a_partition_has_no_owner(

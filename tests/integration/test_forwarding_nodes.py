@@ -216,11 +216,11 @@ async def test_calls_to_the_owner_share_one_kept_alive_connection(front: str) ->
     assert (a.forwarder.opened, a.forwarder.retried) == (1, 0)
 
 
-def _statuses(*ids: str) -> list[models.ActivityStatus]:
-    return [msgspec.structs.replace(sample_status(), activity_id=i) for i in ids]
+def _statuses(*ids: str, version: int = 1) -> list[models.ActivityStatus]:
+    return [msgspec.structs.replace(sample_status(), activity_id=i, version=version) for i in ids]
 
 
-def _pages(n: Node, ids: tuple[str, ...]) -> None:
+def _pages(n: Node, ids: tuple[str, ...], *, version: int = 1) -> None:
     """Node `n` holds the activities `ids`: its page is the first `limit` after `after`."""
 
     def page(
@@ -230,7 +230,8 @@ def _pages(n: Node, ids: tuple[str, ...]) -> None:
         left = [i for i in sorted(ids) if after is None or i > after]
         more = len(left) > limit
         return models.ActivityStatusList(
-            activities=_statuses(*left[:limit]), next=left[limit - 1] if more else None
+            activities=_statuses(*left[:limit], version=version),
+            next=left[limit - 1] if more else None,
         )
 
     n.service.status.page = page  # type: ignore[method-assign]
@@ -239,8 +240,8 @@ def _pages(n: Node, ids: tuple[str, ...]) -> None:
 async def test_the_listing_merges_every_nodes_part_in_id_order(front: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with nodes(front) as (a, b):
-            a.router.placement = Gather((b.address,))
-            b.router.placement = Gather((a.address,))  # asked by a: it answers for its own only
+            a.router.placement = Gather(((b.address, (1,)),), (0,))
+            b.router.placement = Gather(((a.address, (0,)),), (1,))  # asked by a: its own only
             _pages(a, ("la_1", "la_4", "la_5"))
             _pages(b, ("la_2", "la_3", "la_6"))
             first = await send(a, "/api/live-activities?limit=4", method="GET", body=None)
@@ -261,7 +262,7 @@ async def test_the_listing_merges_every_nodes_part_in_id_order(front: str) -> No
 async def test_a_bad_listing_is_refused_here_before_any_node_is_asked(front: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with nodes(front) as (a, b):
-            a.router.placement = Gather((b.address,))
+            a.router.placement = Gather(((b.address, (1,)),), (0,))
             got = await send(a, "/api/live-activities?limit=x", method="GET", body=None)
     assert got.status == 400 and a.forwarder.opened == 0 and b.service.calls == []
 
@@ -269,8 +270,42 @@ async def test_a_bad_listing_is_refused_here_before_any_node_is_asked(front: str
 async def test_a_listing_with_a_node_down_is_a_503_not_a_partial_page(front: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with nodes(front) as (a, b):
-            a.router.placement = Gather((b.address, f"127.0.0.1:{closed_port()}"))
-            b.router.placement = Gather((a.address,))
+            a.router.placement = Gather(
+                ((b.address, (1,)), (f"127.0.0.1:{closed_port()}", (2,))), (0,)
+            )
+            b.router.placement = Gather(((a.address, (0, 2)),), (1,))
             got = await send(a, "/api/live-activities", method="GET", body=None)
     assert got.status == 503
     assert msgspec.json.decode(got.body)["error"] == "partition_unavailable"
+
+
+async def test_a_node_asked_for_a_partition_it_no_longer_holds_refuses_its_part(
+    front: str,
+) -> None:
+    # a still sees b as partition 1's owner; b has just given it up.
+    with trio.fail_after(TIMEOUT):
+        async with nodes(front) as (a, b):
+            a.router.placement = Gather(((b.address, (1,)),), (0,))
+            b.router.placement = Gather(((a.address, (0,)),), (3,))
+            _pages(a, ("la_1",))
+            _pages(b, ("la_2",))
+            got = await send(a, "/api/live-activities", method="GET", body=None)
+    assert got.status == 503, got.body
+    assert b"partition 1 is changing hands" in got.body
+    assert [c[0] for c in b.service.calls] == []  # b read nothing for a page it cannot make
+
+
+async def test_an_activity_two_nodes_list_is_shown_once_at_its_newer_version(front: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with nodes(front) as (a, b):
+            a.router.placement = Gather(((b.address, (1,)),), (0,))
+            b.router.placement = Gather(((a.address, (0,)),), (1,))
+            _pages(a, ("la_1", "la_2"))
+            _pages(b, ("la_2", "la_3"), version=7)
+            got = await send(a, "/api/live-activities", method="GET", body=None)
+    acts = msgspec.json.decode(got.body)["activities"]
+    assert [(x["activity_id"], x["version"]) for x in acts] == [
+        ("la_1", 1),
+        ("la_2", 7),
+        ("la_3", 7),
+    ]

@@ -30,6 +30,10 @@ def test_the_first_limit_of_all_parts_by_id_and_next_when_more_are_left() -> Non
     assert merged([page(), page()], 3) == ([], None)
 
 
+def test_an_activity_in_two_parts_is_listed_once() -> None:
+    assert merged([page("a", "b"), page("b", "c")], 3) == (["a", "b", "c"], None)
+
+
 def test_a_part_with_more_behind_it_keeps_a_next_even_when_the_page_is_just_full() -> None:
     # The second node had more than `limit`: the merged page must not look like the last one.
     assert merged([page(), page("a", "b", next="b")], 2) == (["a", "b"], "b")
@@ -66,6 +70,10 @@ def test_the_dashboard_keeps_its_own_phones_and_the_newest_activities_of_every_n
     out = msgspec.json.decode(dash.merge([mine, theirs], {}), type=Dashboard)
     assert [d["name"] for d in out.devices] == ["iphone-0", "iphone-1"]  # not twice
     assert [a.activity_id for a in out.activities or ()] == ["la_c", "la_d", "la_b", "la_a"]
-    many = [(f"la_{i:03d}", t(i % 10)) for i in range(DASHBOARD_ACTIVITIES)]
-    capped = msgspec.json.decode(dash.merge([board(*many), board(*many)], {}), type=Dashboard)
-    assert len(capped.activities or ()) == DASHBOARD_ACTIVITIES
+    n = DASHBOARD_ACTIVITIES
+    evens = [(f"la_{2 * i:04d}", t(i % 10)) for i in range(n)]
+    odds = [(f"la_{2 * i + 1:04d}", t(i % 10)) for i in range(n)]
+    capped = msgspec.json.decode(dash.merge([board(*evens), board(*odds)], {}), type=Dashboard)
+    assert len(capped.activities or ()) == n
+    twice = msgspec.json.decode(dash.merge([board(*evens), board(*evens)], {}), type=Dashboard)
+    assert sorted(a.activity_id for a in twice.activities or ()) == sorted(i for i, _ in evens)

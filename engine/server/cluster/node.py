@@ -230,18 +230,23 @@ class ClusterNode:
         return Unavailable(self.wait, f"partition {partition} is being taken over")
 
     def _gather(self) -> Placement:
-        """A listing: this node answers for what it holds and has loaded, the other owners for
-        theirs; while a partition has no owner its rows would be missing, so it waits."""
+        """A listing: this node answers for what it holds and has loaded, each other owner for
+        its partitions; while a partition has no owner its rows would be missing, so it waits.
+        An owner at this node's own address is an earlier instance of it (restarted under a new
+        id) whose leases have not run out: it cannot be asked either."""
         now = self._clock()
-        others: set[str] = set()
+        here: list[int] = []
+        others: dict[str, list[int]] = {}
         for partition in range(self.partitions):
             if partition in self._ready and self.book.epoch(partition, now) is not None:
+                here.append(partition)
                 continue
             owner = self._owners.get(partition)
-            if owner is None:
+            if owner is None or owner == self.table.address:
                 return Unavailable(self.wait, f"partition {partition} is being taken over")
-            others.add(owner)
-        return Gather(tuple(sorted(others)))
+            others.setdefault(owner, []).append(partition)
+        parts = tuple((a, tuple(ps)) for a, ps in sorted(others.items()))
+        return Gather(parts, tuple(here))
 
     def stats(self) -> dict[str, float]:
         """Gauges for `/metrics`."""

@@ -70,11 +70,12 @@ class Context:
 
 
 Handler = Callable[[Context, Mapping[str, str], bytes], Awaitable[Reply]]
-Merge = Callable[[Sequence[bytes], Mapping[str, str]], bytes]
-"""`merge(bodies, params)`: one answer from the parts of a listing (`Endpoint.merge`)."""
 """`handler(context, params, body)`: the path parameters, the declared query parameters that
 were given (first value of each) and the declared headers that were given (by lower-case name,
 first value, decoded as Latin-1); the body is read and size-checked, not decoded."""
+
+Merge = Callable[[Sequence[bytes], Mapping[str, str]], bytes]
+"""`merge(bodies, params)`: one answer from the parts of a listing (`Endpoint.merge`)."""
 
 
 @dataclass(frozen=True, slots=True)

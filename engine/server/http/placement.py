@@ -4,11 +4,12 @@ The app (`http.app`) hands each authenticated call, body read and checked, to a 
 asks the cluster's `seam.Router`:
 
 - `LOCAL`: the app serves the call as usual;
-- `Gather(addresses)`: a listing every node answers a part of: this node's part (the app's
+- `Gather(parts)`: a listing every node answers a part of: this node's part (the app's
   handler, run here first, so a bad parameter is refused before any other node is asked),
-  then the same call to each node at `addresses` at once, as forwarded calls, which answer for
-  their own partitions only; the 200 bodies are merged by the endpoint's `merge`, and the
-  first answer that is not a 200 is relayed instead;
+  then the same call to each other node at once, as a forwarded call naming the partitions it
+  is expected to answer for (`x-lockstep-partitions`; a node that no longer holds one of them
+  answers 503, so a partition changing hands is never missing); the 200 bodies are merged by
+  the endpoint's `merge`, and the first answer that is not a 200 is relayed instead;
 - `Forward(address)`: the call goes to its owner (`engine.server.cluster.forward`: same method,
   raw path and query, headers, body, one `x-request-id` for both nodes, plus
   `x-lockstep-forwarded`) and the owner's answer is relayed as it came (`Reply.relayed`);
@@ -33,14 +34,18 @@ from typing import Any, Final
 import trio
 
 from engine.server.cluster.forward import FORWARDED_HEADER, Forwarder, ForwardError
-from engine.server.contract.errors import PartitionUnavailable
+from engine.server.contract.errors import BadRequest, PartitionUnavailable
 from engine.server.http.endpoint import Endpoint, Reply
 from engine.server.http.prom import PromMetrics
 from engine.server.http.seam import Forward, Gather, Local, Placement, Router
 
-__all__ = ["PLACE_EVERY", "Placer"]
+__all__ = ["PARTITIONS_HEADER", "PLACE_EVERY", "Placer"]
 
 log = logging.getLogger("lockstep.http")
+
+PARTITIONS_HEADER: Final = b"x-lockstep-partitions"
+"""On a part of a listing asked by another node: the partitions it expects this node to answer
+for (comma-separated)."""
 
 PLACE_EVERY: Final = 0.05
 """Seconds between two questions to the router while no node can take a call."""
@@ -101,9 +106,12 @@ class Placer:
         if isinstance(placement, Local):
             return None
         if isinstance(placement, Gather):
-            if forwarded or endpoint.merge is None:  # a part asked by another node: ours only
+            if forwarded:  # a part asked by another node: ours, if we hold what it expects
+                _check_part(placement, _header(scope, PARTITIONS_HEADER))
                 return None
-            return await self.gather(placement.addresses, endpoint, params, scope, body, rid, local)
+            if endpoint.merge is None:
+                return None
+            return await self.gather(placement, endpoint, params, scope, body, rid, local)
         if isinstance(placement, Forward) and not forwarded:
             return await self.forward(placement.address, scope, body, rid)
         self.metrics.forward_failed("no_owner")
@@ -137,7 +145,7 @@ class Placer:
 
     async def gather(
         self,
-        addresses: Sequence[str],
+        placement: Gather,
         endpoint: Endpoint,
         params: Mapping[str, str],
         scope: Scope,
@@ -149,19 +157,20 @@ class Placer:
         module docstring). A node that cannot answer makes the whole call a 503."""
         assert endpoint.merge is not None
         mine = await local()
-        if mine.status != 200 or not addresses:
+        if mine.status != 200 or not placement.parts:
             return mine
-        parts: list[Reply | PartitionUnavailable | None] = [None] * len(addresses)
+        parts: list[Reply | PartitionUnavailable | None] = [None] * len(placement.parts)
 
-        async def ask(i: int, address: str) -> None:
+        async def ask(i: int, address: str, partitions: tuple[int, ...]) -> None:
+            expect = (PARTITIONS_HEADER, ",".join(map(str, partitions)).encode())
             try:
-                parts[i] = await self.forward(address, scope, body, rid)
+                parts[i] = await self.forward(address, scope, body, rid, extra=(expect,))
             except PartitionUnavailable as exc:  # kept: the others still answer
                 parts[i] = exc
 
         async with trio.open_nursery() as nursery:
-            for i, address in enumerate(addresses):
-                nursery.start_soon(ask, i, address)
+            for i, (address, partitions) in enumerate(placement.parts):
+                nursery.start_soon(ask, i, address, partitions)
         theirs: list[Reply] = []
         for part in parts:
             if isinstance(part, PartitionUnavailable):
@@ -173,12 +182,21 @@ class Placer:
         merged = endpoint.merge([mine.body, *(p.body for p in theirs)], params)
         return Reply(200, merged, content_type=mine.content_type, headers=mine.headers)
 
-    async def forward(self, address: str, scope: Scope, body: bytes, rid: str) -> Reply:
-        """Send the call to its owner at `address`: its answer, or a 503."""
-        headers = [
-            (bytes(k), bytes(v)) for k, v in scope.get("headers", ()) if k != b"x-request-id"
-        ]
+    async def forward(
+        self,
+        address: str,
+        scope: Scope,
+        body: bytes,
+        rid: str,
+        *,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> Reply:
+        """Send the call to its owner at `address` (with the `extra` headers, which replace the
+        caller's of those names): its answer, or a 503."""
+        replaced = {b"x-request-id", *(name for name, _ in extra)}
+        headers = [(bytes(k), bytes(v)) for k, v in scope.get("headers", ()) if k not in replaced]
         headers.append((b"x-request-id", rid.encode()))  # one id for the call on both nodes
+        headers.extend(extra)
         try:
             answer = await self.forwarder.forward(
                 address, scope["method"], _target(scope), headers, body
@@ -192,6 +210,23 @@ class Placer:
         self.metrics.forwarded(answer.status)
         kept = tuple((k, v) for k, v in answer.headers if k not in _FRONT_HEADERS)
         return Reply(answer.status, answer.body, headers=kept, relayed=True)
+
+
+def _check_part(placement: Gather, expected: bytes | None) -> None:
+    """A part of a listing asked by another node: 503 unless this node holds every partition
+    the asking node expects it to answer for (one may have changed hands since it asked)."""
+    if expected is None:
+        return
+    try:
+        wanted = {int(p) for p in expected.split(b",") if p.strip()}
+    except ValueError:
+        raise BadRequest(f"{PARTITIONS_HEADER.decode()}: partition numbers expected") from None
+    missing = wanted - set(placement.here)
+    if missing:
+        raise PartitionUnavailable(
+            f"partition {min(missing)} is changing hands; nothing was done: send it again",
+            retry_after=_RETRY_OWNER,
+        )
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -11,7 +11,7 @@ calling key's scope (see `http.endpoint`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -107,12 +107,24 @@ async def _status_page(ctx: Context, params: Mapping[str, str], body: bytes) -> 
     return _json(page)
 
 
+def _newest(statuses: Iterable[models.ActivityStatus]) -> dict[str, models.ActivityStatus]:
+    """Each activity once, at its highest version: one listed by two nodes (its partition
+    moved between their reads) is shown as the newer knows it."""
+    out: dict[str, models.ActivityStatus] = {}
+    for status in statuses:
+        seen = out.get(status.activity_id)
+        if seen is None or status.version > seen.version:
+            out[status.activity_id] = status
+    return out
+
+
 def _merge_status_pages(bodies: Sequence[bytes], params: Mapping[str, str]) -> bytes:
     """One page from every node's page of the same listing: each holds its node's first
     `limit` matches after `after`, so the first `limit` of them all, by id, are the page."""
     pages = [msgspec.json.decode(b, type=models.ActivityStatusList) for b in bodies]
     limit = int(params.get("limit", "100"))  # the local part already refused a bad one
-    every = sorted((a for p in pages for a in p.activities), key=lambda a: a.activity_id)
+    unique = _newest(a for p in pages for a in p.activities)
+    every = [unique[i] for i in sorted(unique)]
     more = len(every) > limit or any(p.next is not None for p in pages)
     page = every[:limit]
     last = page[-1].activity_id if more and page else None
@@ -123,7 +135,7 @@ def _merge_dashboards(bodies: Sequence[bytes], params: Mapping[str, str]) -> byt
     """This node's dashboard (the first body) with the newest activities of every node's: the
     phones and pushes are the same simulator's everywhere, the activities each node's own."""
     boards = [msgspec.json.decode(b, type=Dashboard) for b in bodies]
-    every = [a for b in boards for a in (b.activities or ())]
+    every = list(_newest(a for b in boards for a in (b.activities or ())).values())
     # `updated_at` is ISO-8601 UTC with milliseconds: its text sorts as its time does.
     every.sort(key=lambda a: a.activity_id)
     every.sort(key=lambda a: a.updated_at, reverse=True)

@@ -282,10 +282,18 @@ class Unavailable:
 
 @dataclass(frozen=True, slots=True)
 class Gather:
-    """Every node answers for its own partitions (a listing): this node answers for its own,
-    the nodes at `addresses` for theirs, and the answers are merged (`Endpoint.merge`)."""
+    """Every node answers for its own partitions (a listing): this node for those in `here`,
+    the node at each address of `parts` for the partitions listed with it, and the answers are
+    merged (`Endpoint.merge`). A node asked for partitions it does not hold refuses (503), so a
+    partition changing hands meanwhile is never missing from the answer."""
 
-    addresses: tuple[str, ...]
+    parts: tuple[tuple[str, tuple[int, ...]], ...]  # (address, the partitions it answers for)
+    here: tuple[int, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The other nodes asked."""
+        return tuple(address for address, _ in self.parts)
 
 
 Placement: TypeAlias = Local | Forward | Unavailable | Gather
