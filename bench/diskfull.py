@@ -5,9 +5,11 @@ filesystem that fills up while streams are updated, then gets room again; then a
 `--size` (needs root; Linux), starts `lockstep serve` with its state directory (database, WAL,
 simulated phones) on it, updates `--streams` streams in turn from this process (each value one
 more than the last) and after `--run` seconds fills every free byte of the filesystem with a
-filler file. The calls go on for `--full` seconds against the full disk and stop; the phones are
-checked (`full_disk`); the filler is deleted and the calls go on for `--run` more seconds; then
-the server is stopped and started again on the same state directory and nothing more is called.
+filler file (right after truncating the database's write-ahead log, so that the next commits
+need new space whatever the machine's speed). The calls go on for `--full` seconds against the
+full disk and stop; the phones are checked (`full_disk`); the filler is deleted and the calls go
+on for `--run` more seconds; then the server is stopped and started again on the same state
+directory and nothing more is called.
 One JSON line: the answers by status (200 accepted, 503 `storage_unavailable` refused),
 `/healthz` while full and after, and for each check **lost final states** (a phone showing less
 than the last value the API accepted for a stream, or not showing it) and **shown but refused**
@@ -23,6 +25,7 @@ import contextlib
 import errno
 import json
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -49,6 +52,27 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", path], check=False)
+
+
+def truncate_wal(db: Path) -> bool:
+    """Checkpoint the server's database from here and truncate its write-ahead log.
+
+    SQLite reuses a log's space once a checkpoint has copied it back: a log grown past its
+    checkpoint size before the disk fills lets writes go on for ever on the full disk, and
+    whether it has grown that far depends on how fast the machine ran the first seconds. With
+    the log truncated right before the filler takes every free byte, the next commits need new
+    space on any machine. True when the log was truncated (a busy checkpoint is tried again).
+    """
+    conn = sqlite3.connect(db, timeout=10.0)
+    try:
+        for _ in range(50):
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return True
+            time.sleep(0.02)
+        return False
+    finally:
+        conn.close()
 
 
 def fill(disk: Path) -> int:
@@ -117,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_up(port, proc)
             thread.start()
             time.sleep(args.run)
+            report["wal_truncated"] = truncate_wal(state / "lockstep.db")
             report["filler_bytes"] = fill(disk)
             before = dict(load.statuses)
             time.sleep(args.full)
