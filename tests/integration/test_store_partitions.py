@@ -312,3 +312,43 @@ def test_a_partition_query_is_served_by_the_slot_index() -> None:
                 plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
                 name = "streams" if field == "streams" else "activities"
                 assert f"{name}_by_slot" in plan, plan
+
+
+async def test_writes_go_on_while_a_partition_load_waits() -> None:
+    # A takeover's read must not hold the node's writes for the partitions it already has.
+    with pgkit.schemas() as made:
+        url = made.new()
+        store = PgStore(url)
+        try:
+            await store.load()  # migrated
+            blocker = psycopg.connect(url)  # not autocommit: the lock lasts until rollback
+            try:
+                blocker.execute("LOCK TABLE streams IN ACCESS EXCLUSIVE MODE")
+                loaded: list[Snapshot] = []
+                done = trio.Event()
+                with trio.fail_after(TIMEOUT):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(store.run)
+
+                        async def load() -> None:
+                            loaded.append(await store.load_partitions([3], 64))
+                            done.set()
+
+                        nursery.start_soon(load)
+                        await trio.sleep(0.3)  # the load is waiting for the streams table
+                        assert loaded == []
+                        written = activity(new_activity_id(3, 64), None)
+                        with trio.fail_after(5):  # not behind the load
+                            await store.write([PutActivity(written)])
+                        assert loaded == []  # still waiting
+                        blocker.rollback()  # the load goes on
+                        await done.wait()
+                        nursery.cancel_scope.cancel()
+            finally:
+                blocker.close()
+            # Its snapshot was taken before the write: one moment for every table.
+            assert loaded[0].activities == []
+            again = await store.load_partitions([3], 64)
+            assert [a.activity_id for a in again.activities] == [written.activity_id]
+        finally:
+            store.close()

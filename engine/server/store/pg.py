@@ -453,26 +453,24 @@ class PgStore(SqliteStore):
             return Snapshot(**tables)
 
     def _load_partitions_sync(self, queries: dict[str, tuple[_Table, str]]) -> Snapshot:
-        with self._conn_lock:
-            conn = self._connected()
-            try:
-                # One snapshot of the database for every table (a write committing meanwhile
-                # is in all of them or none); REPEATABLE READ reads only, it never conflicts.
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                try:
-                    rows = {
-                        f: [t.decode(r) for r in conn.execute(sql)]
-                        for f, (t, sql) in queries.items()
-                    }
-                finally:
-                    if not conn.closed and not conn.broken:
-                        conn.execute("COMMIT")
-            except (psycopg.Error, msgspec.DecodeError) as exc:
-                self._drop_if_broken()
-                raise StoreError(
-                    f"cannot load store {self.where}: {describe(exc)}", cause=cause_of(exc)
-                ) from exc
-            return Snapshot(**rows)
+        # A connection of its own (the schema is migrated: `_ensure_open` came first): a cluster
+        # node's writes for the partitions it holds go on while a takeover reads others.
+        conn = connect(self.url, self._connect_timeout, "the store database")
+        try:
+            # One snapshot of the database for every table (a write committing meanwhile is in
+            # all of them or none); REPEATABLE READ reads only, it never conflicts.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                rows = {
+                    f: [t.decode(r) for r in conn.execute(sql)] for f, (t, sql) in queries.items()
+                }
+        except (psycopg.Error, msgspec.DecodeError) as exc:
+            raise StoreError(
+                f"cannot load store {self.where}: {describe(exc)}", cause=cause_of(exc)
+            ) from exc
+        finally:
+            conn.close()
+        return Snapshot(**rows)
 
     def _probe_sync(self) -> None:
         self._commit_sync(
