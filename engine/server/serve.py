@@ -323,12 +323,13 @@ async def _join(
     from engine.server.cluster.forward import Forwarder
     from engine.server.cluster.node import open_node
     from engine.server.cluster.streams import ClusterStreams
+    from engine.server.http.placement import internal
 
     host, port = split_address(settings.cluster.listen)
     try:
         bound = await nursery.start(
             lambda task_status: serve_http(
-                app,
+                internal(app),  # only here does x-lockstep-forwarded come from a node
                 host,
                 port,
                 task_status=task_status,

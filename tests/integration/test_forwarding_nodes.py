@@ -18,6 +18,7 @@ from engine.server.cluster.forward import Forwarder
 from engine.server.contract import models
 from engine.server.http import PromMetrics, build_openapi, create_app, serve_http
 from engine.server.http.h11server import H11Limits
+from engine.server.http.placement import internal
 from engine.server.http.seam import LOCAL, Forward, Gather, Placement, RouteInfo, Router
 from tests.helpers.fakeservice import SEND_KEY, STREAM_BODY, FakeService, sample_status
 
@@ -59,8 +60,12 @@ class Node:
 
 
 @asynccontextmanager
-async def nodes(front: str, *, router_wait: float = 5.0) -> AsyncIterator[tuple[Node, Node]]:
-    """Nodes "a" and "b", both serving (both routers say LOCAL until a test says otherwise)."""
+async def nodes(
+    front: str, *, router_wait: float = 5.0, public_a: bool = False
+) -> AsyncIterator[tuple[Node, Node]]:
+    """Nodes "a" and "b", both serving (both routers say LOCAL until a test says otherwise),
+    each on one listener that is its internal one too (`placement.internal`), unless
+    `public_a`: then a's is only a public port."""
     a, b = Node("node-a"), Node("node-b")
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -76,10 +81,11 @@ async def nodes(front: str, *, router_wait: float = 5.0) -> AsyncIterator[tuple[
                 forwarder=n.forwarder,
                 router_wait=router_wait,
             )
+            served = app if (public_a and n is a) else internal(app)
             n.port = await nursery.start(
                 partial(
                     serve_http,
-                    app,
+                    served,
                     "127.0.0.1",
                     0,
                     shutdown_trigger=stop.wait,
@@ -309,3 +315,24 @@ async def test_an_activity_two_nodes_list_is_shown_once_at_its_newer_version(fro
         ("la_2", 7),
         ("la_3", 7),
     ]
+
+
+async def test_a_clients_own_forwarded_header_on_the_public_port_is_not_believed(
+    front: str,
+) -> None:
+    # Only a node's internal listener takes x-lockstep-forwarded as a node's word: on the
+    # public port the call is placed as any other (here: sent on to its owner), not answered
+    # with a 503 as a call another node misplaced.
+    with trio.fail_after(TIMEOUT):
+        async with nodes(front, public_a=True) as (a, b):
+            a.router.placement = Forward(b.address)
+            url = f"http://{a.address}/api/live-activity/stream/web-1"
+            headers = {
+                "Authorization": f"Bearer {SEND_KEY}",
+                "Content-Type": "application/json",
+                "X-Lockstep-Forwarded": "node-z",
+            }
+            got = await trio.to_thread.run_sync(_request, url, "PUT", STREAM, headers)
+    assert got.status == 200, got.body
+    assert [c[:2] for c in b.service.calls] == [("stream", "web-1")]
+    assert a.forwarder.opened == 1

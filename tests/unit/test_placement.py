@@ -16,7 +16,7 @@ import trio
 from engine.server.cluster.forward import FORWARDED_HEADER, Forwarded, Forwarder, ForwardError
 from engine.server.http.app import ApiApp, create_app
 from engine.server.http.openapi import build_openapi
-from engine.server.http.placement import PLACE_EVERY
+from engine.server.http.placement import PLACE_EVERY, internal
 from engine.server.http.prom import PromMetrics
 from engine.server.http.seam import LOCAL, Forward, Placement, RouteInfo, Router, Unavailable
 from tests.helpers.asgicall import Reply, call
@@ -105,8 +105,17 @@ def node(decide: Callable[[float], Placement], forwarder: FakeForwarder | None =
     return Node(app, service, metrics, router, forwarder, recorded)
 
 
-async def put(n: Node, *, headers: Sequence[tuple[str, str]] = (), key: str = SEND_KEY) -> Reply:
-    reply = await call(n.app, "PUT", STREAM + "?dry=1", STREAM_BODY, key=key, headers=headers)
+async def put(
+    n: Node,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    key: str = SEND_KEY,
+    listener: str = "internal",
+) -> Reply:
+    """A stream PUT to node `n` on its internal listener (where another node's calls come in)
+    or, with `listener="public"`, on its public port."""
+    app = internal(n.app) if listener == "internal" else n.app
+    reply = await call(app, "PUT", STREAM + "?dry=1", STREAM_BODY, key=key, headers=headers)
     assert reply is not None
     return reply
 
@@ -201,6 +210,12 @@ async def test_a_forwarded_call_runs_here_when_this_node_owns_it() -> None:
     n = node(always(LOCAL))
     reply = await put(n, headers=[(FORWARDED_HEADER.decode(), "node-b")])
     assert reply.status == 200 and [c[0] for c in n.service.calls] == ["stream"]
+
+
+async def test_a_forwarded_header_on_the_public_port_is_a_clients_and_not_believed() -> None:
+    n = node(always(Forward(OWNER)))
+    reply = await put(n, headers=[(FORWARDED_HEADER.decode(), "node-b")], listener="public")
+    assert reply.status == 200 and len(n.forwarder.calls) == 1  # sent on as any call
 
 
 async def test_a_forwarded_call_owned_elsewhere_waits_then_503s_without_forwarding(

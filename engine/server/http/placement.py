@@ -39,9 +39,14 @@ from engine.server.http.endpoint import Endpoint, Reply
 from engine.server.http.prom import PromMetrics
 from engine.server.http.seam import Forward, Gather, Local, Placement, Router
 
-__all__ = ["PARTITIONS_HEADER", "PLACE_EVERY", "Placer"]
+__all__ = ["INTERNAL", "PARTITIONS_HEADER", "PLACE_EVERY", "Placer", "internal"]
 
 log = logging.getLogger("lockstep.http")
+
+INTERNAL: Final = "lockstep.internal"
+"""Set (True) in the scope of a call that came in on a node's internal listener (`internal`):
+only there does `x-lockstep-forwarded` mean another node sent it. A client's own
+`x-lockstep-forwarded` on the public port is ignored (it is replaced when the call is sent on)."""
 
 PARTITIONS_HEADER: Final = b"x-lockstep-partitions"
 """On a part of a listing asked by another node: the partitions it expects this node to answer
@@ -101,7 +106,7 @@ class Placer:
     ) -> Reply | None:
         """None: the call runs here. Else the owner's answer, relayed, or the merged parts of
         a listing (`local` answers this node's part); or a 503 (`PartitionUnavailable`)."""
-        forwarded = _header(scope, FORWARDED_HEADER) is not None
+        forwarded = scope.get(INTERNAL) is True and _header(scope, FORWARDED_HEADER) is not None
         placement = await self.place(endpoint, params, body, forwarded=forwarded)
         if isinstance(placement, Local):
             return None
@@ -210,6 +215,16 @@ class Placer:
         self.metrics.forwarded(answer.status)
         kept = tuple((k, v) for k, v in answer.headers if k not in _FRONT_HEADERS)
         return Reply(answer.status, answer.body, headers=kept, relayed=True)
+
+
+def internal(app: Callable[[Scope, Any, Any], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """`app` as served on a node's internal listener: its calls' scopes carry `INTERNAL`."""
+
+    async def marked(scope: Scope, receive: Any, send: Any) -> None:
+        scope[INTERNAL] = True
+        await app(scope, receive, send)
+
+    return marked
 
 
 def _check_part(placement: Gather, expected: bytes | None) -> None:
