@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from engine.server.store.records import Snapshot
+from engine.server.store.records import ActivityRow, Snapshot, pack_state
 
 
 class FakeRegistry:
@@ -83,3 +83,24 @@ class Route:
     method: str = "PUT"
     template: str = "/api/live-activity/stream/{stream_key}"
     operation_id: str = "reconcileLiveActivityStream"
+
+
+def activity_row(activity_id: str, stream_key: str | None) -> ActivityRow:
+    """A stored activity (a progress state, channel `ops`), of a stream when `stream_key`."""
+    return ActivityRow(
+        activity_id=activity_id,
+        stream_key=stream_key,
+        type="progress",
+        state=pack_state({"title": "Deploy", "percentage": 40}),
+        alert=None,
+        version=1,
+        ended=False,
+        started_at=1_700_000_000.5,
+        updated_at=1_700_000_000.5,
+        ended_at=None,
+        dismissal_date=None,
+        update_count=0,
+        channels=["ops"],
+        metadata=None,
+        tags=None,
+    )

@@ -21,10 +21,9 @@ from engine.server.store.records import (
     PutStream,
     Snapshot,
     StreamRow,
-    pack_state,
 )
 from tests.helpers import pgkit
-from tests.helpers.clusterkit import FakeService
+from tests.helpers.clusterkit import FakeService, activity_row
 
 PARTITIONS = 8
 TIMEOUT = 30.0
@@ -56,32 +55,12 @@ class AttachingService(FakeService):
         return await super().attach(part)
 
 
-def activity(activity_id: str, stream_key: str | None) -> ActivityRow:
-    return ActivityRow(
-        activity_id=activity_id,
-        stream_key=stream_key,
-        type="progress",
-        state=pack_state({"title": "Deploy"}),
-        alert=None,
-        version=1,
-        ended=False,
-        started_at=0.0,
-        updated_at=0.0,
-        ended_at=None,
-        dismissal_date=None,
-        update_count=0,
-        channels=[],
-        metadata=None,
-        tags=None,
-    )
-
-
 def rows() -> list[ActivityRow]:
     """Two plain activities per partition and one of a stream per stream key."""
     plain = [
-        activity(new_activity_id(p, PARTITIONS), None) for p in range(PARTITIONS) for _ in "ab"
+        activity_row(new_activity_id(p, PARTITIONS), None) for p in range(PARTITIONS) for _ in "ab"
     ]
-    return plain + [activity(f"s-act-{n}", f"stream-{n}") for n in range(4 * PARTITIONS)]
+    return plain + [activity_row(f"s-act-{n}", f"stream-{n}") for n in range(4 * PARTITIONS)]
 
 
 async def write(url: str, acts: list[ActivityRow]) -> None:

@@ -27,7 +27,6 @@ from engine.server.store.pg import MIGRATIONS as PG_MIGRATIONS
 from engine.server.store.pg import PgStore
 from engine.server.store.pg import migrate as pg_migrate
 from engine.server.store.records import (
-    ActivityRow,
     DeviceRow,
     MetricRow,
     Op,
@@ -39,12 +38,12 @@ from engine.server.store.records import (
     RecipientRow,
     Snapshot,
     StreamRow,
-    pack_state,
 )
 from engine.server.store.sqlite import MIGRATIONS as LITE_MIGRATIONS
 from engine.server.store.sqlite import TABLES, SqliteStore, partition_queries
 from engine.server.store.sqlite import migrate as lite_migrate
 from tests.helpers import pgkit
+from tests.helpers.clusterkit import activity_row
 
 TIMEOUT = 20.0
 BEFORE_SLOTS = 5  # the schema version before migration 6 added the slot column
@@ -54,26 +53,6 @@ BEFORE_SLOTS = 5  # the schema version before migration 6 added the slot column
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pgkit.Stores]:
     with pgkit.stores(request.param, tmp_path) as made:
         yield made
-
-
-def activity(activity_id: str, stream_key: str | None) -> ActivityRow:
-    return ActivityRow(
-        activity_id=activity_id,
-        stream_key=stream_key,
-        type="progress",
-        state=pack_state({"title": "Deploy", "percentage": 40}),
-        alert=None,
-        version=1,
-        ended=False,
-        started_at=1_700_000_000.5,
-        updated_at=1_700_000_000.5,
-        ended_at=None,
-        dismissal_date=None,
-        update_count=0,
-        channels=["ops"],
-        metadata=None,
-        tags=None,
-    )
 
 
 def device(device_id: str) -> DeviceRow:
@@ -102,9 +81,11 @@ def rows(count: int, seed: int) -> Snapshot:
     """Activities in every partition of `count`: plain ones (ids drawn in a partition), stream
     ones, one with an id of another shape; each with two recipients; a device and a metric."""
     rng = random.Random(seed)
-    acts = [activity(new_activity_id(p, count), None) for p in range(count)]
-    acts += [activity(f"act-{n}-{rng.randrange(10**9)}", f"stream-{n}") for n in range(3 * count)]
-    acts.append(activity("legacy-id-without-partition", None))
+    acts = [activity_row(new_activity_id(p, count), None) for p in range(count)]
+    acts += [
+        activity_row(f"act-{n}-{rng.randrange(10**9)}", f"stream-{n}") for n in range(3 * count)
+    ]
+    acts.append(activity_row("legacy-id-without-partition", None))
     return Snapshot(
         devices=[
             device("d1"),
@@ -171,7 +152,7 @@ async def test_a_partition_set_loads_exactly_its_rows(stores: pgkit.Stores, coun
                 assert got.activities, wanted  # every partition has rows: none may be missed
             # An activity that moves to another stream moves to that stream's partition.
             first = stored.activities[0]
-            moved = activity(first.activity_id, "another-stream")
+            moved = activity_row(first.activity_id, "another-stream")
             await store.write([PutActivity(moved)])
             home = key_partition("another-stream", count)
             was = activity_partition(first.activity_id, first.stream_key, count)
@@ -309,7 +290,7 @@ async def test_writes_go_on_while_a_partition_load_waits() -> None:
                         nursery.start_soon(load)
                         await trio.sleep(0.3)  # the load is waiting for the streams table
                         assert loaded == []
-                        written = activity(new_activity_id(3, 64), None)
+                        written = activity_row(new_activity_id(3, 64), None)
                         with trio.fail_after(5):  # not behind the load
                             await store.write([PutActivity(written)])
                         assert loaded == []  # still waiting
