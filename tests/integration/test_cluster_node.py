@@ -202,13 +202,7 @@ async def test_a_listing_never_asks_an_earlier_instance_of_this_node(
     table.address = "a-1:1"  # restarted under a new id at the same address
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            old_scope = trio.CancelScope()
-
-            async def run_old() -> None:
-                with old_scope:
-                    await old.run(FakeService())  # type: ignore[arg-type]
-
-            nursery.start_soon(run_old)
+            nursery.start_soon(run_b, old, trio.CancelScope())
             await trio.sleep(2 * INTERVAL)
             await nursery.start(run_node, new)
             await trio.sleep(INTERVAL)

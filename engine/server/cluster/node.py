@@ -64,7 +64,7 @@ from engine.server.store.records import (
     PutStream,
     Snapshot,
 )
-from engine.server.store.sqlite import TABLES
+from engine.server.store.sqlite import TABLES, keep_partitions
 
 log = logging.getLogger("lockstep.cluster")
 
@@ -385,7 +385,7 @@ class ClusterNode:
         got = {p: e for p, e in got.items() if p not in late}
         for partition in late:
             self.book.dropped(partition)
-        part = _only(snapshot, set(got), self.partitions)
+        part = keep_partitions(snapshot, got, self.partitions)  # not those that ran out
         try:
             if GLOBAL in got:
                 # The single writer of devices, notifications and metrics now: it starts from
@@ -560,21 +560,6 @@ def _owners(rows: Sequence[LeaseView], live: Mapping[str, str], me: str) -> dict
         for r in rows
         if not r.free() and r.owner is not None and r.owner != me and r.owner in live
     }
-
-
-def _only(snapshot: Snapshot, partitions: set[int], count: int) -> Snapshot:
-    """The activities, recipients and streams of `snapshot` in `partitions`."""
-    acts = [
-        a
-        for a in snapshot.activities
-        if activity_partition(a.activity_id, a.stream_key, count) in partitions
-    ]
-    ids = {a.activity_id for a in acts}
-    return Snapshot(
-        activities=acts,
-        recipients=[r for r in snapshot.recipients if r.activity_id in ids],
-        streams=[s for s in snapshot.streams if key_partition(s.stream_key, count) in partitions],
-    )
 
 
 def _ranges(partitions: Collection[int]) -> str:
